@@ -1,0 +1,6 @@
+//! The `upsession` binary.
+
+fn main() {
+    eprintln!("upsession: no subcommands are available yet.");
+    std::process::exit(2);
+}

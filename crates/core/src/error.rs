@@ -1,0 +1,386 @@
+//! The error model: every refusal the server can give, each mapped to exactly one
+//! HTTP status and Graph error code, here and nowhere else.
+//!
+//! Errors are grouped by concern: [`CreateError`] (opening a session),
+//! [`FragmentError`] (a `PUT` to the uploadUrl), [`RequestError`] (everything around
+//! them: auth, routing, bodies, load, storage). Each implements [`GraphError`], which
+//! [`crate::wire::ErrorBody`] turns into Graph's JSON. The client reads that JSON back
+//! into a [`RemoteError`].
+
+use http::StatusCode;
+
+use crate::header::ContentRangeError;
+
+/// An error that Graph would answer with a status and a code.
+pub trait GraphError: std::error::Error {
+    /// The HTTP status of the answer.
+    fn status(&self) -> StatusCode;
+    /// Graph's `error.code`.
+    fn code(&self) -> &'static str;
+    /// Seconds a client should wait before retrying, for `Retry-After`.
+    fn retry_after_secs(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// Why `createUploadSession` was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CreateError {
+    /// The body is not the JSON `{"AttachmentItem": {...}}` Graph expects.
+    #[error("the request body is not a valid createUploadSession request: {0}")]
+    InvalidBody(String),
+    /// `attachmentType` is something other than `file`.
+    #[error("attachmentType must be `file`, not `{0}`")]
+    UnsupportedAttachmentType(String),
+    /// The attachment has no usable name.
+    #[error(
+        "the attachment needs a non-empty name of at most 1024 bytes without control characters"
+    )]
+    InvalidName,
+    /// `isInline` is true but there is no `contentId`.
+    #[error("an inline attachment needs a contentId")]
+    MissingContentId,
+    /// Below the minimum size: such files are attached directly, not through a session.
+    #[error("attachment size {size} is less than the minimum of {min} bytes for an upload session")]
+    TooSmall {
+        /// Declared size.
+        size: u64,
+        /// Configured minimum.
+        min: u64,
+    },
+    /// Above the maximum size.
+    #[error("attachment size {size} exceeds the maximum of {max} bytes")]
+    TooLarge {
+        /// Declared size.
+        size: u64,
+        /// Configured maximum.
+        max: u64,
+    },
+}
+
+impl GraphError for CreateError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidBody(_) => "RequestBodyRead",
+            Self::UnsupportedAttachmentType(_) | Self::InvalidName | Self::MissingContentId => {
+                "ErrorInvalidRequest"
+            }
+            Self::TooSmall { .. } => "ErrorAttachmentSizeShouldNotBeLessThanMinimumSize",
+            Self::TooLarge { .. } => "ErrorAttachmentSizeExceeded",
+        }
+    }
+}
+
+/// Why a fragment `PUT` was refused. None of these changes the session.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FragmentError {
+    /// The `Content-Range` header is missing or malformed.
+    #[error("{0}")]
+    InvalidRange(#[from] ContentRangeError),
+    /// The `Content-Range` total is not the size the session was created with.
+    #[error("Content-Range total {sent} does not match the attachment size {declared}")]
+    TotalMismatch {
+        /// Total in the header.
+        sent: u64,
+        /// Size given at createUploadSession.
+        declared: u64,
+    },
+    /// `Content-Length` disagrees with the length of `Content-Range`.
+    #[error(
+        "Content-Length {content_length} does not match the {range_len} bytes named by Content-Range"
+    )]
+    LengthMismatch {
+        /// `Content-Length` as sent.
+        content_length: u64,
+        /// Length of the range.
+        range_len: u64,
+    },
+    /// The body ended before, or ran past, the length the headers announced.
+    #[error("the request body was {got} bytes where {expected} were announced")]
+    BodyLength {
+        /// Bytes announced.
+        expected: u64,
+        /// Bytes seen (when the body ran past, the count where reading stopped).
+        got: u64,
+    },
+    /// The fragment is larger than a single request may carry.
+    #[error("fragment of {len} bytes exceeds the maximum of {max} bytes per request")]
+    TooLarge {
+        /// Fragment length.
+        len: u64,
+        /// Configured maximum.
+        max: u64,
+    },
+    /// The fragment starts after a byte the session still expects.
+    #[error("fragment starts at byte {start} but the session expects byte {expected} next")]
+    OutOfOrder {
+        /// Fragment start.
+        start: u64,
+        /// First expected byte.
+        expected: u64,
+    },
+    /// The fragment partly overlaps bytes already received (an exact re-send is fine).
+    #[error(
+        "fragment {start}-{last} overlaps bytes already received; the session expects byte {expected} next"
+    )]
+    Overlap {
+        /// Fragment first byte.
+        start: u64,
+        /// Fragment last byte.
+        last: u64,
+        /// First expected byte.
+        expected: u64,
+    },
+    /// Another fragment of this session is being received right now.
+    #[error(
+        "another fragment of this upload session is in progress; retry when it has been answered"
+    )]
+    Busy,
+}
+
+impl GraphError for FragmentError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidRange(_)
+            | Self::TotalMismatch { .. }
+            | Self::LengthMismatch { .. }
+            | Self::BodyLength { .. } => StatusCode::BAD_REQUEST,
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::OutOfOrder { .. } | Self::Overlap { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            Self::Busy => StatusCode::CONFLICT,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRange(_) | Self::TotalMismatch { .. } => "invalidRange",
+            Self::LengthMismatch { .. } | Self::BodyLength { .. } => "fragmentLengthMismatch",
+            Self::TooLarge { .. } => "maxFragmentLengthExceeded",
+            Self::OutOfOrder { .. } => "fragmentOutOfOrder",
+            Self::Overlap { .. } => "fragmentOverlap",
+            Self::Busy => "fragmentInProgress",
+        }
+    }
+}
+
+/// Why a request to an existing upload session was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The fragment itself is wrong; the session is unchanged.
+    #[error(transparent)]
+    Fragment(#[from] FragmentError),
+    /// The session expired before this request.
+    #[error("the upload session has expired")]
+    Expired,
+    /// The session was cancelled (`DELETE`) before this request.
+    #[error("the upload session was cancelled")]
+    Cancelled,
+}
+
+impl GraphError for SessionError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Fragment(e) => e.status(),
+            Self::Expired | Self::Cancelled => RequestError::SessionNotFound.status(),
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Fragment(e) => e.code(),
+            Self::Expired | Self::Cancelled => RequestError::SessionNotFound.code(),
+        }
+    }
+}
+
+/// Refusals around the upload itself: auth, routing, bodies, load and storage.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// No bearer token, or one the server does not know.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// The uploadUrl credential is missing, tampered with, expired, or for another session.
+    #[error("the upload URL's credential is not valid for this upload session")]
+    InvalidUploadCredential,
+    /// The caller may not touch this mailbox or item.
+    #[error("access is denied to this resource")]
+    AccessDenied,
+    /// The message, event or attachment does not exist.
+    #[error("the specified object was not found in the store")]
+    ItemNotFound,
+    /// The upload session does not exist, was cancelled, or has expired.
+    #[error("the upload session was not found; it may have expired or been cancelled")]
+    SessionNotFound,
+    /// The path matches no route.
+    #[error("no resource matches the path `{0}`")]
+    NoRoute(String),
+    /// The route exists but not for this method.
+    #[error("method {0} is not allowed on this resource")]
+    MethodNotAllowed(String),
+    /// A JSON body that could not be read.
+    #[error("the request body could not be read as JSON: {0}")]
+    InvalidBody(String),
+    /// A request body larger than the route accepts.
+    #[error("the request body exceeds {max} bytes")]
+    BodyTooLarge {
+        /// Largest body accepted.
+        max: u64,
+    },
+    /// Throttled: too many requests or bytes for this app and mailbox.
+    #[error("the application is over its request limit; retry after {retry_after_secs} seconds")]
+    Throttled {
+        /// When to retry.
+        retry_after_secs: u64,
+    },
+    /// The server is shedding load before reading the body.
+    #[error("the service is busy; retry after {retry_after_secs} seconds")]
+    Unavailable {
+        /// When to retry.
+        retry_after_secs: u64,
+    },
+    /// The disk or store is full; the fragment was not kept.
+    #[error("there is no space left to store this fragment; it was not kept")]
+    InsufficientStorage,
+    /// The client took too long to send the request or its body.
+    #[error("the request was not received in time")]
+    Timeout,
+    /// Anything else that went wrong on our side; the message is for logs, not clients.
+    #[error("an internal error occurred; the request was not applied")]
+    Internal,
+}
+
+impl GraphError for RequestError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthenticated(_) | Self::InvalidUploadCredential => StatusCode::UNAUTHORIZED,
+            Self::AccessDenied => StatusCode::FORBIDDEN,
+            Self::ItemNotFound | Self::SessionNotFound | Self::NoRoute(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::InvalidBody(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+            Self::Timeout => StatusCode::REQUEST_TIMEOUT,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated(_) | Self::InvalidUploadCredential => {
+                "InvalidAuthenticationToken"
+            }
+            Self::AccessDenied => "ErrorAccessDenied",
+            Self::ItemNotFound => "ErrorItemNotFound",
+            Self::SessionNotFound => "uploadSessionNotFound",
+            Self::NoRoute(_) => "ResourceNotFound",
+            Self::MethodNotAllowed(_) => "MethodNotAllowed",
+            Self::InvalidBody(_) => "RequestBodyRead",
+            Self::BodyTooLarge { .. } => "RequestEntityTooLarge",
+            Self::Throttled { .. } => "ApplicationThrottled",
+            Self::Unavailable { .. } => "serviceNotAvailable",
+            Self::InsufficientStorage => "insufficientStorage",
+            Self::Timeout => "requestTimeout",
+            Self::Internal => "generalException",
+        }
+    }
+
+    fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::Throttled { retry_after_secs } | Self::Unavailable { retry_after_secs } => {
+                Some(*retry_after_secs)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// An error answer from a peer, read back from its status and Graph error JSON.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{} {code}: {message}{}", status.as_u16(), request_id.as_ref().map(|id| format!(" (request-id {id})")).unwrap_or_default())]
+pub struct RemoteError {
+    /// HTTP status of the answer.
+    pub status: StatusCode,
+    /// Graph's `error.code`, or the status's reason when the body had none.
+    pub code: String,
+    /// Graph's `error.message`, or a short excerpt of the body.
+    pub message: String,
+    /// `innerError.request-id` (or the `request-id` header), for support requests.
+    pub request_id: Option<String>,
+}
+
+#[cfg(test)]
+#[allow(clippy::pedantic)] // test code favours brevity over pedantry
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_fragment_error_is_4xx_and_has_a_graph_code() {
+        let all = [
+            FragmentError::InvalidRange(ContentRangeError::Missing),
+            FragmentError::TotalMismatch {
+                sent: 1,
+                declared: 2,
+            },
+            FragmentError::LengthMismatch {
+                content_length: 1,
+                range_len: 2,
+            },
+            FragmentError::BodyLength {
+                expected: 1,
+                got: 0,
+            },
+            FragmentError::TooLarge { len: 2, max: 1 },
+            FragmentError::OutOfOrder {
+                start: 5,
+                expected: 0,
+            },
+            FragmentError::Overlap {
+                start: 0,
+                last: 9,
+                expected: 5,
+            },
+            FragmentError::Busy,
+        ];
+        for e in all {
+            assert!(e.status().is_client_error(), "{e:?}");
+            assert!(!e.code().is_empty());
+            assert!(!e.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn statuses_match_the_contract() {
+        assert_eq!(FragmentError::TooLarge { len: 2, max: 1 }.status(), 413);
+        assert_eq!(
+            FragmentError::OutOfOrder {
+                start: 5,
+                expected: 0
+            }
+            .status(),
+            416
+        );
+        assert_eq!(RequestError::SessionNotFound.status(), 404);
+        assert_eq!(RequestError::Unauthenticated("no token").status(), 401);
+        assert_eq!(
+            RequestError::Throttled {
+                retry_after_secs: 3
+            }
+            .retry_after_secs(),
+            Some(3)
+        );
+        assert_eq!(CreateError::TooSmall { size: 1, min: 2 }.status(), 400);
+    }
+}

@@ -1,0 +1,45 @@
+//! The sans-IO core of upsession: Microsoft Graph upload sessions as deterministic
+//! state machines.
+//!
+//! **This crate does no I/O and never reads a clock.** It opens no socket and no
+//! file, spawns nothing, and takes every time (`now`) and every random seed as an
+//! argument. Adapters (`upsession-server-hyper`, `upsession-client-reqwest`, a test's
+//! virtual clock) move the bytes and keep the time; this crate decides.
+//!
+//! ```text
+//!            HTTP adapter (hyper, reqwest, a test)          storage adapter
+//!   request ──► headers, now ──► Session::handle_put ──► PutDecision::Write ──► write bytes
+//!                                                                                  │
+//!   response ◄── respond::answer ◄── Answer ◄── Session::commit(now, ticket) ◄──────┘
+//!
+//!   Planner::next(now) ──► Action::Put(range) ──► PUT ──► Planner::handle_response(now, response)
+//! ```
+//!
+//! What lives where:
+//!
+//! - [`range`]: half-open [`ByteRange`] and [`RangeSet`], the arithmetic of
+//!   `nextExpectedRanges`.
+//! - [`header`]: the only module that reads and writes Graph's inclusive range
+//!   strings ([`ContentRange`], `nextExpectedRanges` entries).
+//! - [`session`]: the server's [`Session`] state machine and its persisted snapshot.
+//! - [`planner`]: the client's [`Planner`]: what to send, what answers mean, retries.
+//! - [`wire`]: Graph's JSON bodies (serde lives here and on snapshots only).
+//! - [`error`]: every refusal, each with one HTTP status and one Graph code.
+//! - [`respond`]: answers and errors rendered as `http::Response`s.
+//! - [`time`]: RFC 3339 and HTTP dates; [`timer`]: a deadline table for session stores.
+
+pub mod error;
+pub mod header;
+pub mod planner;
+pub mod range;
+pub mod respond;
+pub mod session;
+pub mod time;
+pub mod timer;
+pub mod wire;
+
+pub use error::{GraphError, RemoteError};
+pub use header::ContentRange;
+pub use planner::{Action, Planner, PlannerConfig};
+pub use range::{ByteRange, RangeSet};
+pub use session::{Answer, Limits, PutDecision, Session};

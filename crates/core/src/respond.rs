@@ -1,0 +1,112 @@
+//! Renders answers and errors as `http::Response`s, the one place where a status
+//! code, a header and a body are put together for the wire.
+//!
+//! Adapters convert the `Vec<u8>` body into their own body type; they never build
+//! an upload answer or an error answer by hand.
+
+use std::time::SystemTime;
+
+use http::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use http::{HeaderValue, Response, StatusCode};
+use serde::Serialize;
+
+use crate::error::GraphError;
+use crate::range::RangeSet;
+use crate::session::Answer;
+use crate::wire::{ErrorBody, UploadSession};
+
+/// The header that carries the request id on every answer.
+pub const REQUEST_ID: &str = "request-id";
+
+const JSON: &str = "application/json";
+
+/// A JSON answer with `status`.
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Vec<u8>> {
+    // Serialising our own wire types cannot fail: they hold only strings and numbers.
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut res = Response::new(body);
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
+    res
+}
+
+/// The answer to createUploadSession: `201` with the uploadSession JSON.
+pub fn created(
+    upload_url: &str,
+    answer_expires: SystemTime,
+    expected: &RangeSet,
+) -> Response<Vec<u8>> {
+    let body = UploadSession::new(Some(upload_url.to_owned()), answer_expires, expected);
+    json(StatusCode::CREATED, &body)
+}
+
+/// The answer to a fragment `PUT` or a status `GET`.
+///
+/// - [`Answer::Progress`]: `200`, `application/json`, `expirationDateTime` and
+///   `nextExpectedRanges` in the closed form, and no `id`.
+/// - [`Answer::Completed`]: `201`, `Location: {location}`, an empty body with no
+///   content type (an SDK parses any JSON-typed answer and fails on an empty one).
+///
+/// ```
+/// use upsession_core::{respond, session::Answer};
+///
+/// let res = respond::answer(&Answer::Completed, "https://h/v1.0/me/messages/m/attachments/a");
+/// assert_eq!(res.status(), 201);
+/// assert_eq!(res.headers()["location"], "https://h/v1.0/me/messages/m/attachments/a");
+/// assert!(res.body().is_empty() && res.headers().get("content-type").is_none());
+/// ```
+pub fn answer(answer: &Answer, location: &str) -> Response<Vec<u8>> {
+    match answer {
+        Answer::Progress {
+            next_expected,
+            expires_at,
+        } => json(
+            StatusCode::OK,
+            &UploadSession::new(None, *expires_at, next_expected),
+        ),
+        Answer::Completed => {
+            let mut res = Response::new(Vec::new());
+            *res.status_mut() = StatusCode::CREATED;
+            if let Ok(v) = HeaderValue::from_str(location) {
+                res.headers_mut().insert(LOCATION, v);
+            }
+            res
+        }
+    }
+}
+
+/// The answer to `DELETE {uploadUrl}`: exactly `204`.
+pub fn deleted() -> Response<Vec<u8>> {
+    let mut res = Response::new(Vec::new());
+    *res.status_mut() = StatusCode::NO_CONTENT;
+    res
+}
+
+/// Graph's error JSON for `err`, with its status, `request-id` header, and
+/// `Retry-After` when the error carries one.
+///
+/// ```
+/// use std::time::UNIX_EPOCH;
+/// use upsession_core::{error::RequestError, respond};
+///
+/// let res = respond::error(&RequestError::Throttled { retry_after_secs: 5 }, "r-1", UNIX_EPOCH);
+/// assert_eq!(res.status(), 429);
+/// assert_eq!(res.headers()["retry-after"], "5");
+/// assert_eq!(res.headers()["request-id"], "r-1");
+/// ```
+pub fn error<E: GraphError + ?Sized>(
+    err: &E,
+    request_id: &str,
+    now: SystemTime,
+) -> Response<Vec<u8>> {
+    let mut res = json(err.status(), &ErrorBody::new(err, request_id, now));
+    if let Some(secs) = err.retry_after_secs() {
+        res.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        res.headers_mut().insert(REQUEST_ID, v);
+    }
+    res
+}

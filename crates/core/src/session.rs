@@ -1,0 +1,879 @@
+//! The server side of one upload session: what a fragment means, when bytes count.
+//!
+//! # Driving a [`Session`]
+//!
+//! Methods fall into four groups, in the manner of `quinn-proto`'s `Connection`:
+//!
+//! - **getters**: [`Session::size`], [`Session::phase`], [`Session::expires_at`],
+//!   [`Session::received`], [`Session::next_expected`];
+//! - **input**: [`Session::handle_put`] (a fragment's headers arrived),
+//!   [`Session::commit`] / [`Session::write_failed`] (the storage I/O that a
+//!   [`PutDecision::Write`] asked for finished or failed), [`Session::handle_timeout`];
+//! - **commands**: [`Session::cancel`];
+//! - **output**: [`Session::status`] and [`Session::poll_timeout`] (when to call
+//!   `handle_timeout` next).
+//!
+//! A fragment goes: `handle_put(now, headers)` → `PutDecision::Write(ticket)` → the
+//! adapter streams exactly `ticket.range().len()` body bytes to storage at
+//! `ticket.range().start()` (and syncs them if it promised to) → `commit(now, ticket)`
+//! → the [`Answer`] to send. Only `commit` moves `nextExpectedRanges`, so a byte is
+//! never counted before it is stored. If the body is short, the connection drops or
+//! the write fails, the adapter calls `write_failed(ticket)` and nothing changed.
+//!
+//! ```
+//! use std::time::{Duration, UNIX_EPOCH};
+//! use upsession_core::session::{Answer, Limits, PutDecision, Session};
+//!
+//! let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+//! let limits = Limits::default().with_min_size(1);
+//! let mut session = Session::open(now, 10, &limits).unwrap();
+//!
+//! let PutDecision::Write(ticket) = session.handle_put(now, Some("bytes 0-5/10"), Some(6)).unwrap() else {
+//!     panic!("a fresh session takes its first fragment");
+//! };
+//! // ... the adapter writes 6 bytes at offset 0 ...
+//! let Answer::Progress { next_expected, .. } = session.commit(now, ticket).unwrap() else { panic!() };
+//! assert_eq!(next_expected.ranges()[0].start(), 6);
+//!
+//! let PutDecision::Write(ticket) = session.handle_put(now, Some("bytes 6-9/10"), Some(4)).unwrap() else { panic!() };
+//! assert_eq!(session.commit(now, ticket).unwrap(), Answer::Completed);
+//!
+//! // The last fragment re-sent after a lost answer is answered the same way again.
+//! let again = session.handle_put(now, Some("bytes 6-9/10"), Some(4)).unwrap();
+//! assert!(matches!(again, PutDecision::Replay { answer: Answer::Completed, .. }));
+//! ```
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CreateError, FragmentError, SessionError};
+use crate::header::ContentRange;
+use crate::range::{ByteRange, RangeSet};
+
+/// The limits a session is opened under.
+///
+/// The defaults are the contract's: 3 MB (decimal) to 150 MB (decimal) files,
+/// fragments of at most 4 MiB, sessions that live 24 hours past their last fragment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Smallest file an upload session may carry.
+    pub min_size: u64,
+    /// Largest file an upload session may carry.
+    pub max_size: u64,
+    /// Largest fragment one `PUT` may carry.
+    pub max_fragment: u64,
+    /// How long a session lives after it is opened or last received a fragment.
+    pub ttl: Duration,
+}
+
+impl Limits {
+    /// Sets the smallest file size.
+    #[must_use]
+    pub const fn with_min_size(mut self, min_size: u64) -> Self {
+        self.min_size = min_size;
+        self
+    }
+
+    /// Sets the largest file size.
+    #[must_use]
+    pub const fn with_max_size(mut self, max_size: u64) -> Self {
+        self.max_size = max_size;
+        self
+    }
+
+    /// Sets the largest fragment.
+    #[must_use]
+    pub const fn with_max_fragment(mut self, max_fragment: u64) -> Self {
+        self.max_fragment = max_fragment;
+        self
+    }
+
+    /// Sets the session lifetime.
+    #[must_use]
+    pub const fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            min_size: 3_000_000,
+            max_size: 150_000_000,
+            max_fragment: 4 * 1024 * 1024,
+            ttl: Duration::from_secs(24 * 60 * 60),
+        }
+    }
+}
+
+/// Where a session is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub enum Phase {
+    /// Taking fragments.
+    Open,
+    /// Every byte is stored; the attachment exists. Re-sends are still answered.
+    Completed,
+    /// Cancelled by `DELETE`.
+    Cancelled,
+    /// Expired before completing, or a completed session past its retention.
+    Expired,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum State {
+    Open {
+        received: RangeSet,
+        in_flight: Option<(ByteRange, u64)>,
+    },
+    Completed,
+    Cancelled,
+    Expired,
+}
+
+/// Permission to store one fragment, handed out by [`Session::handle_put`].
+///
+/// It must be given back exactly once, to [`Session::commit`] or
+/// [`Session::write_failed`]; until then the session refuses other fragments.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a ticket must be committed or failed, or the session stays busy"]
+pub struct WriteTicket {
+    range: ByteRange,
+    id: u64,
+}
+
+impl WriteTicket {
+    /// The bytes to read from the body and store, at `range().start()`.
+    pub const fn range(&self) -> ByteRange {
+        self.range
+    }
+}
+
+/// What the adapter does with a fragment whose headers were accepted.
+// Exhaustive on purpose: an adapter that did not handle a new decision would be wrong.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use]
+pub enum PutDecision {
+    /// New bytes: read exactly `ticket.range().len()` body bytes, store them at
+    /// `ticket.range().start()`, then call `commit` (or `write_failed`).
+    Write(WriteTicket),
+    /// A re-send of bytes already stored: read and discard the body (checking its
+    /// length), then send `answer` — the answer the first copy got.
+    Replay {
+        /// The re-sent range.
+        range: ByteRange,
+        /// What to answer.
+        answer: Answer,
+    },
+}
+
+/// What a successful request to the session is answered with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Answer {
+    /// The upload goes on: `200` with the uploadSession JSON.
+    Progress {
+        /// Half-open ranges still expected.
+        next_expected: RangeSet,
+        /// When the session expires.
+        expires_at: SystemTime,
+    },
+    /// The file is whole: `201` with the attachment's `Location`.
+    Completed,
+}
+
+/// What the adapter must clean up after [`Session::cancel`] or [`Session::handle_timeout`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct Closed {
+    /// The partial bytes of an unfinished upload are to be deleted. When false the
+    /// session had completed, and its attachment stays.
+    pub discard_partial: bool,
+}
+
+/// One upload session on the server. See the [module documentation](self).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    size: u64,
+    max_fragment: u64,
+    ttl: Duration,
+    expires_at: SystemTime,
+    state: State,
+    tickets: u64,
+}
+
+impl Session {
+    /// Opens a session for a file of `size` bytes at `now`, checking the limits.
+    pub fn open(now: SystemTime, size: u64, limits: &Limits) -> Result<Self, CreateError> {
+        if size < limits.min_size {
+            return Err(CreateError::TooSmall {
+                size,
+                min: limits.min_size,
+            });
+        }
+        if size > limits.max_size {
+            return Err(CreateError::TooLarge {
+                size,
+                max: limits.max_size,
+            });
+        }
+        Ok(Self {
+            size,
+            max_fragment: limits.max_fragment.max(1),
+            ttl: limits.ttl,
+            expires_at: now + limits.ttl,
+            state: State::Open {
+                received: RangeSet::new(),
+                in_flight: None,
+            },
+            tickets: 0,
+        })
+    }
+
+    /// Declared size of the file.
+    pub const fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// When the session expires unless a fragment arrives first.
+    pub const fn expires_at(&self) -> SystemTime {
+        self.expires_at
+    }
+
+    /// Where the session is in its life.
+    pub const fn phase(&self) -> Phase {
+        match self.state {
+            State::Open { .. } => Phase::Open,
+            State::Completed => Phase::Completed,
+            State::Cancelled => Phase::Cancelled,
+            State::Expired => Phase::Expired,
+        }
+    }
+
+    /// The bytes stored so far (all of them once completed, none once closed).
+    pub fn received(&self) -> RangeSet {
+        match &self.state {
+            State::Open { received, .. } => received.clone(),
+            State::Completed => RangeSet::full(self.size),
+            State::Cancelled | State::Expired => RangeSet::new(),
+        }
+    }
+
+    /// The ranges still expected: Graph's `nextExpectedRanges`, half-open.
+    pub fn next_expected(&self) -> RangeSet {
+        match &self.state {
+            State::Open { received, .. } => received.next_expected(self.size),
+            _ => RangeSet::new(),
+        }
+    }
+
+    /// The range being written right now, if any.
+    pub fn in_flight(&self) -> Option<ByteRange> {
+        match &self.state {
+            State::Open { in_flight, .. } => in_flight.map(|(r, _)| r),
+            _ => None,
+        }
+    }
+
+    /// Expires the session if its time has come; returns the error a request now gets.
+    fn check_alive(&mut self, now: SystemTime) -> Result<(), SessionError> {
+        let _ = self.handle_timeout(now);
+        match self.state {
+            State::Open { .. } | State::Completed => Ok(()),
+            State::Cancelled => Err(SessionError::Cancelled),
+            State::Expired => Err(SessionError::Expired),
+        }
+    }
+
+    /// Decides what to do with a fragment from its headers alone, before any body
+    /// byte is read: `content_range` is the `Content-Range` value, `content_length`
+    /// the `Content-Length` if the request has one.
+    ///
+    /// On `Err` the session is unchanged and the body must not be stored.
+    pub fn handle_put(
+        &mut self,
+        now: SystemTime,
+        content_range: Option<&str>,
+        content_length: Option<u64>,
+    ) -> Result<PutDecision, SessionError> {
+        self.check_alive(now)?;
+        let cr: ContentRange = content_range
+            .unwrap_or("")
+            .parse()
+            .map_err(FragmentError::InvalidRange)?;
+        if cr.total() != self.size {
+            return Err(FragmentError::TotalMismatch {
+                sent: cr.total(),
+                declared: self.size,
+            }
+            .into());
+        }
+        let range = cr.range();
+        if let Some(len) = content_length
+            && len != range.len()
+        {
+            return Err(FragmentError::LengthMismatch {
+                content_length: len,
+                range_len: range.len(),
+            }
+            .into());
+        }
+        if range.len() > self.max_fragment {
+            return Err(FragmentError::TooLarge {
+                len: range.len(),
+                max: self.max_fragment,
+            }
+            .into());
+        }
+        let expires_at = self.expires_at;
+        let size = self.size;
+        match &mut self.state {
+            State::Completed => {
+                // As the first copy was answered: 201 for the final fragment, and the
+                // rest of the file for any earlier one.
+                let answer = match ByteRange::new(range.end(), size) {
+                    None => Answer::Completed,
+                    Some(rest) => Answer::Progress {
+                        next_expected: RangeSet::from_range(rest),
+                        expires_at,
+                    },
+                };
+                Ok(PutDecision::Replay { range, answer })
+            }
+            State::Open {
+                received,
+                in_flight,
+            } => {
+                if received.contains_range(range) {
+                    let next_expected = received.next_expected(size);
+                    return Ok(PutDecision::Replay {
+                        range,
+                        answer: Answer::Progress {
+                            next_expected,
+                            expires_at,
+                        },
+                    });
+                }
+                if in_flight.is_some() {
+                    return Err(FragmentError::Busy.into());
+                }
+                // Fragments are taken in order: the next one starts at the first
+                // missing byte. That keeps every file a prefix plus nothing.
+                let expected = received
+                    .next_expected(size)
+                    .first()
+                    .map_or(size, ByteRange::start);
+                if received.intersects(range) {
+                    return Err(FragmentError::Overlap {
+                        start: range.start(),
+                        last: range.last(),
+                        expected,
+                    }
+                    .into());
+                }
+                if range.start() != expected {
+                    return Err(FragmentError::OutOfOrder {
+                        start: range.start(),
+                        expected,
+                    }
+                    .into());
+                }
+                self.tickets += 1;
+                *in_flight = Some((range, self.tickets));
+                Ok(PutDecision::Write(WriteTicket {
+                    range,
+                    id: self.tickets,
+                }))
+            }
+            State::Cancelled | State::Expired => unreachable!("check_alive returned early"),
+        }
+    }
+
+    /// The fragment of `ticket` is stored (durably, if the server promised that):
+    /// count it, extend the expiry, and return the answer to send.
+    ///
+    /// Fails if the session was cancelled while the bytes were being written; the
+    /// adapter then discards them.
+    #[allow(clippy::needless_pass_by_value)] // consumed so that it cannot be used twice
+    pub fn commit(&mut self, now: SystemTime, ticket: WriteTicket) -> Result<Answer, SessionError> {
+        let State::Open {
+            received,
+            in_flight,
+        } = &mut self.state
+        else {
+            return match self.state {
+                State::Expired => Err(SessionError::Expired),
+                _ => Err(SessionError::Cancelled),
+            };
+        };
+        debug_assert_eq!(
+            in_flight.map(|(_, id)| id),
+            Some(ticket.id),
+            "ticket of another write"
+        );
+        *in_flight = None;
+        received.insert(ticket.range);
+        self.expires_at = self.expires_at.max(now + self.ttl);
+        if received.contains_range(ByteRange::new(0, self.size).expect("sessions are never empty"))
+        {
+            self.state = State::Completed;
+            return Ok(Answer::Completed);
+        }
+        Ok(Answer::Progress {
+            next_expected: received.next_expected(self.size),
+            expires_at: self.expires_at,
+        })
+    }
+
+    /// The fragment of `ticket` was not (wholly) stored: forget it. The session
+    /// expects the same bytes again.
+    #[allow(clippy::needless_pass_by_value)] // consumed so that it cannot be used twice
+    pub fn write_failed(&mut self, ticket: WriteTicket) {
+        if let State::Open { in_flight, .. } = &mut self.state
+            && in_flight.is_some_and(|(_, id)| id == ticket.id)
+        {
+            *in_flight = None;
+        }
+    }
+
+    /// The answer to `GET {uploadUrl}`. A completed session expects nothing.
+    pub fn status(&mut self, now: SystemTime) -> Result<Answer, SessionError> {
+        self.check_alive(now)?;
+        Ok(Answer::Progress {
+            next_expected: self.next_expected(),
+            expires_at: self.expires_at,
+        })
+    }
+
+    /// `DELETE {uploadUrl}`: closes the session. A completed session's attachment
+    /// stays; an open session's partial bytes are to be discarded.
+    pub fn cancel(&mut self, now: SystemTime) -> Result<Closed, SessionError> {
+        self.check_alive(now)?;
+        let discard_partial = matches!(self.state, State::Open { .. });
+        self.state = State::Cancelled;
+        Ok(Closed { discard_partial })
+    }
+
+    /// When [`Session::handle_timeout`] should next be called, if ever.
+    pub fn poll_timeout(&self) -> Option<SystemTime> {
+        match self.state {
+            State::Open { .. } | State::Completed => Some(self.expires_at),
+            State::Cancelled | State::Expired => None,
+        }
+    }
+
+    /// Expires the session if `now` is past its expiry. Early or repeated calls do
+    /// nothing. A fragment being written holds expiry off until it is committed or
+    /// failed, so bytes being acknowledged are never thrown away under it.
+    pub fn handle_timeout(&mut self, now: SystemTime) -> Option<Closed> {
+        if now < self.expires_at {
+            return None;
+        }
+        let discard_partial = match &self.state {
+            State::Open {
+                in_flight: Some(_), ..
+            }
+            | State::Cancelled
+            | State::Expired => return None,
+            State::Open {
+                in_flight: None, ..
+            } => true,
+            State::Completed => false,
+        };
+        self.state = State::Expired;
+        Some(Closed { discard_partial })
+    }
+
+    /// The durable part of the session, for the adapter to persist after each
+    /// `open`, `commit`, `cancel` and expiry. A write in flight is not part of it.
+    pub fn snapshot(&self) -> SessionSnapshot {
+        SessionSnapshot {
+            size: self.size,
+            max_fragment: self.max_fragment,
+            ttl_secs: self.ttl.as_secs(),
+            expires_at: self.expires_at,
+            phase: self.phase(),
+            received: self
+                .received()
+                .ranges()
+                .iter()
+                .map(|r| [r.start(), r.end()])
+                .collect(),
+        }
+    }
+
+    /// Rebuilds a session from a snapshot, checking that it is consistent.
+    pub fn restore(snapshot: &SessionSnapshot) -> Result<Self, SnapshotError> {
+        let size = snapshot.size;
+        if size == 0 {
+            return Err(SnapshotError("size is zero"));
+        }
+        let mut received = RangeSet::new();
+        for &[start, end] in &snapshot.received {
+            let r = ByteRange::new(start, end).ok_or(SnapshotError("empty or inverted range"))?;
+            if r.end() > size {
+                return Err(SnapshotError("range past the end of the file"));
+            }
+            received.insert(r);
+        }
+        let state = match snapshot.phase {
+            Phase::Open => State::Open {
+                received,
+                in_flight: None,
+            },
+            Phase::Completed => State::Completed,
+            Phase::Cancelled => State::Cancelled,
+            Phase::Expired => State::Expired,
+        };
+        Ok(Self {
+            size,
+            max_fragment: snapshot.max_fragment.max(1),
+            ttl: Duration::from_secs(snapshot.ttl_secs),
+            expires_at: snapshot.expires_at,
+            state,
+            tickets: 0,
+        })
+    }
+}
+
+/// The persisted form of a [`Session`]: everything but a write in flight.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct SessionSnapshot {
+    /// Declared file size.
+    pub size: u64,
+    /// Largest fragment accepted.
+    pub max_fragment: u64,
+    /// Lifetime after each fragment, in seconds.
+    pub ttl_secs: u64,
+    /// Current expiry.
+    pub expires_at: SystemTime,
+    /// Phase.
+    pub phase: Phase,
+    /// Stored ranges, half-open `[start, end]` pairs.
+    pub received: Vec<[u64; 2]>,
+}
+
+/// A snapshot that cannot be a session (a corrupt or hand-edited record).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid session snapshot: {0}")]
+pub struct SnapshotError(&'static str);
+
+#[cfg(test)]
+#[allow(clippy::pedantic)] // test code favours brevity over pedantry
+mod tests {
+    use super::*;
+    use crate::error::GraphError;
+    use proptest::prelude::*;
+    use std::time::UNIX_EPOCH;
+
+    fn t(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn limits(max_fragment: u64) -> Limits {
+        Limits {
+            min_size: 1,
+            max_size: 1 << 40,
+            max_fragment,
+            ttl: Duration::from_secs(100),
+        }
+    }
+
+    fn put(
+        s: &mut Session,
+        now: SystemTime,
+        first: u64,
+        last: u64,
+    ) -> Result<PutDecision, SessionError> {
+        let header = format!("bytes {first}-{last}/{}", s.size());
+        s.handle_put(now, Some(&header), Some(last - first + 1))
+    }
+
+    fn write(s: &mut Session, now: SystemTime, first: u64, last: u64) -> Answer {
+        match put(s, now, first, last).unwrap() {
+            PutDecision::Write(ticket) => s.commit(now, ticket).unwrap(),
+            other => panic!("expected a write, got {other:?}"),
+        }
+    }
+
+    fn code(r: Result<PutDecision, SessionError>) -> (u16, &'static str) {
+        let e = r.unwrap_err();
+        (e.status().as_u16(), e.code())
+    }
+
+    #[test]
+    fn open_checks_size_limits() {
+        let l = Limits {
+            min_size: 10,
+            max_size: 20,
+            ..Limits::default()
+        };
+        assert_eq!(
+            Session::open(t(0), 9, &l).unwrap_err(),
+            CreateError::TooSmall { size: 9, min: 10 }
+        );
+        assert_eq!(
+            Session::open(t(0), 21, &l).unwrap_err(),
+            CreateError::TooLarge { size: 21, max: 20 }
+        );
+        assert!(Session::open(t(0), 10, &l).is_ok());
+        assert!(Session::open(t(0), 20, &l).is_ok());
+    }
+
+    #[test]
+    fn bad_headers_get_their_graph_errors_and_change_nothing() {
+        let mut s = Session::open(t(0), 100, &limits(10)).unwrap();
+        let before = s.clone();
+        assert_eq!(code(s.handle_put(t(0), None, None)), (400, "invalidRange"));
+        assert_eq!(
+            code(s.handle_put(t(0), Some("bytes 0-9/99"), None)),
+            (400, "invalidRange")
+        );
+        assert_eq!(
+            code(s.handle_put(t(0), Some("bytes 0-9/100"), Some(9))),
+            (400, "fragmentLengthMismatch")
+        );
+        assert_eq!(
+            code(put(&mut s, t(0), 0, 10)),
+            (413, "maxFragmentLengthExceeded")
+        );
+        assert_eq!(code(put(&mut s, t(0), 10, 19)), (416, "fragmentOutOfOrder"));
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn content_length_may_be_absent() {
+        let mut s = Session::open(t(0), 100, &limits(10)).unwrap();
+        assert!(matches!(
+            s.handle_put(t(0), Some("bytes 0-9/100"), None),
+            Ok(PutDecision::Write(_))
+        ));
+    }
+
+    #[test]
+    fn partial_overlap_is_refused_but_exact_resend_is_replayed() {
+        let mut s = Session::open(t(0), 100, &limits(10)).unwrap();
+        write(&mut s, t(0), 0, 9);
+        assert_eq!(code(put(&mut s, t(0), 5, 14)), (416, "fragmentOverlap"));
+        let replay = put(&mut s, t(1), 0, 9).unwrap();
+        let PutDecision::Replay {
+            answer: Answer::Progress { next_expected, .. },
+            ..
+        } = replay
+        else {
+            panic!("{replay:?}")
+        };
+        assert_eq!(next_expected.ranges(), &[ByteRange::new(10, 100).unwrap()]);
+        // A sub-range of stored bytes is a re-send too.
+        assert!(matches!(
+            put(&mut s, t(1), 2, 3).unwrap(),
+            PutDecision::Replay { .. }
+        ));
+    }
+
+    #[test]
+    fn concurrent_fragment_is_busy_until_the_first_is_answered() {
+        let mut s = Session::open(t(0), 100, &limits(10)).unwrap();
+        let PutDecision::Write(ticket) = put(&mut s, t(0), 0, 9).unwrap() else {
+            panic!()
+        };
+        assert_eq!(code(put(&mut s, t(0), 0, 9)), (409, "fragmentInProgress"));
+        assert_eq!(code(put(&mut s, t(0), 10, 19)), (409, "fragmentInProgress"));
+        s.write_failed(ticket);
+        assert_eq!(
+            s.next_expected().ranges()[0].start(),
+            0,
+            "a failed write counts nothing"
+        );
+        assert!(matches!(
+            put(&mut s, t(0), 0, 9).unwrap(),
+            PutDecision::Write(_)
+        ));
+    }
+
+    #[test]
+    fn resend_of_final_fragment_answers_completed_again_until_retention_ends() {
+        let mut s = Session::open(t(0), 20, &limits(10)).unwrap();
+        write(&mut s, t(0), 0, 9);
+        assert_eq!(write(&mut s, t(50), 10, 19), Answer::Completed);
+        assert_eq!(s.phase(), Phase::Completed);
+        let replay = put(&mut s, t(60), 10, 19).unwrap();
+        assert_eq!(
+            replay,
+            PutDecision::Replay {
+                range: ByteRange::new(10, 20).unwrap(),
+                answer: Answer::Completed
+            }
+        );
+        // An earlier fragment re-sent is answered as it was the first time.
+        let PutDecision::Replay {
+            answer: Answer::Progress { next_expected, .. },
+            ..
+        } = put(&mut s, t(60), 0, 9).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(next_expected.ranges(), &[ByteRange::new(10, 20).unwrap()]);
+        assert_eq!(
+            s.handle_timeout(t(150)),
+            Some(Closed {
+                discard_partial: false
+            })
+        );
+        assert_eq!(
+            code(put(&mut s, t(151), 10, 19)),
+            (404, "uploadSessionNotFound")
+        );
+    }
+
+    #[test]
+    fn each_fragment_extends_the_expiry() {
+        let mut s = Session::open(t(0), 100, &limits(10)).unwrap();
+        assert_eq!(s.expires_at(), t(100));
+        write(&mut s, t(90), 0, 9);
+        assert_eq!(s.expires_at(), t(190));
+        assert_eq!(s.poll_timeout(), Some(t(190)));
+        assert_eq!(
+            s.handle_timeout(t(189)),
+            None,
+            "early timeouts are harmless"
+        );
+        assert_eq!(
+            s.handle_timeout(t(190)),
+            Some(Closed {
+                discard_partial: true
+            })
+        );
+        assert_eq!(
+            s.handle_timeout(t(191)),
+            None,
+            "repeated timeouts are harmless"
+        );
+        assert_eq!(s.phase(), Phase::Expired);
+        assert_eq!(s.status(t(191)).unwrap_err(), SessionError::Expired);
+    }
+
+    #[test]
+    fn a_write_in_flight_holds_expiry_off() {
+        let mut s = Session::open(t(0), 100, &limits(10)).unwrap();
+        let PutDecision::Write(ticket) = put(&mut s, t(99), 0, 9).unwrap() else {
+            panic!()
+        };
+        assert_eq!(s.handle_timeout(t(150)), None);
+        assert!(s.commit(t(150), ticket).is_ok());
+        assert_eq!(s.expires_at(), t(250));
+    }
+
+    #[test]
+    fn expired_session_refuses_puts_without_a_timeout_call() {
+        let mut s = Session::open(t(0), 100, &limits(10)).unwrap();
+        assert_eq!(
+            code(put(&mut s, t(100), 0, 9)),
+            (404, "uploadSessionNotFound")
+        );
+    }
+
+    #[test]
+    fn cancel_discards_partial_bytes_but_keeps_a_completed_attachment() {
+        let mut open = Session::open(t(0), 100, &limits(10)).unwrap();
+        assert_eq!(
+            open.cancel(t(1)),
+            Ok(Closed {
+                discard_partial: true
+            })
+        );
+        assert_eq!(open.cancel(t(1)), Err(SessionError::Cancelled));
+        let mut done = Session::open(t(0), 5, &limits(10)).unwrap();
+        write(&mut done, t(0), 0, 4);
+        assert_eq!(
+            done.cancel(t(1)),
+            Ok(Closed {
+                discard_partial: false
+            })
+        );
+        assert_eq!(
+            code(put(&mut done, t(1), 0, 4)),
+            (404, "uploadSessionNotFound")
+        );
+    }
+
+    #[test]
+    fn cancel_during_a_write_makes_the_commit_fail() {
+        let mut s = Session::open(t(0), 100, &limits(10)).unwrap();
+        let PutDecision::Write(ticket) = put(&mut s, t(0), 0, 9).unwrap() else {
+            panic!()
+        };
+        let _ = s.cancel(t(0)).unwrap();
+        assert_eq!(s.commit(t(0), ticket), Err(SessionError::Cancelled));
+    }
+
+    #[test]
+    fn snapshot_round_trips_without_the_write_in_flight() {
+        let mut s = Session::open(t(0), 100, &limits(10)).unwrap();
+        write(&mut s, t(0), 0, 9);
+        let _ticket = put(&mut s, t(0), 10, 19).unwrap();
+        let restored = Session::restore(&s.snapshot()).unwrap();
+        assert_eq!(restored.in_flight(), None);
+        assert_eq!(restored.received(), s.received());
+        assert_eq!(restored.expires_at(), s.expires_at());
+        let json = serde_json::to_string(&s.snapshot()).unwrap();
+        let back: SessionSnapshot = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s.snapshot());
+    }
+
+    #[test]
+    fn restore_refuses_inconsistent_snapshots() {
+        let mut snap = Session::open(t(0), 100, &limits(10)).unwrap().snapshot();
+        snap.received = vec![[0, 101]];
+        assert!(Session::restore(&snap).is_err());
+        snap.received = vec![[5, 5]];
+        assert!(Session::restore(&snap).is_err());
+    }
+
+    proptest! {
+        /// Whatever fragments arrive, in whatever order, with writes that fail, the
+        /// session counts exactly the committed bytes and never skips one.
+        #[test]
+        fn state_machine_never_counts_a_byte_twice_or_skips_one(
+            size in 1u64..200,
+            ops in proptest::collection::vec((0u64..200, 1u64..40, any::<bool>()), 1..60),
+        ) {
+            let mut s = Session::open(t(0), size, &limits(32)).unwrap();
+            let mut model = vec![false; usize::try_from(size).unwrap()];
+            for (start, len, succeed) in ops {
+                let first = start % size;
+                let last = (first + len - 1).min(size - 1);
+                match put(&mut s, t(0), first, last) {
+                    Ok(PutDecision::Write(ticket)) => {
+                        let r = ticket.range();
+                        // Only ever the next missing byte onward.
+                        prop_assert_eq!(r.start(), model.iter().position(|b| !b).unwrap() as u64);
+                        if succeed {
+                            s.commit(t(0), ticket).unwrap();
+                            for i in r.start()..r.end() {
+                                prop_assert!(!model[i as usize], "byte {} counted twice", i);
+                                model[i as usize] = true;
+                            }
+                        } else {
+                            s.write_failed(ticket);
+                        }
+                    }
+                    Ok(PutDecision::Replay { range, .. }) => {
+                        for i in range.start()..range.end() { prop_assert!(model[i as usize]); }
+                    }
+                    Err(_) => {}
+                }
+                let stored = model.iter().filter(|b| **b).count() as u64;
+                prop_assert_eq!(s.received().covered(), stored);
+                prop_assert_eq!(s.received().contiguous_prefix(), stored, "received bytes are always a prefix");
+                prop_assert_eq!(s.phase() == Phase::Completed, stored == size);
+            }
+        }
+    }
+}

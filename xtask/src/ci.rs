@@ -1,0 +1,304 @@
+//! `cargo xtask ci`: every check CI runs, in order, stopping at the first failure.
+//!
+//! Steps: `fmt`, `tidy`, `clippy`, `test`, `deny`, `doc`. Each prints the commands
+//! it runs; at the end (also after a failure) a summary gives each step's status
+//! and time. `.ci/run` is nothing but this task.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::tidy;
+use crate::util::{cargo, cargo_subcommand_available, display, in_ci, run_command};
+
+/// What a passing step wants the summary to mention (a fallback, a skipped part).
+type Notes = Vec<String>;
+
+/// A step: its name in messages and the summary, and what it does.
+type Step = (&'static str, fn() -> Result<Notes, String>);
+
+const STEPS: &[Step] = &[
+    ("fmt", fmt),
+    ("tidy", tidy_step),
+    ("clippy", clippy),
+    ("test", test),
+    ("deny", deny),
+    ("doc", doc),
+];
+
+/// `cargo xtask ci`.
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
+    if let Some(arg) = args.first() {
+        return Err(format!("`cargo xtask ci` takes no arguments (got `{arg}`)"));
+    }
+    let ci = in_ci();
+    if ci {
+        let names: Vec<&str> = STEPS.iter().map(|(name, _)| *name).collect();
+        println!("xtask ci: CI=true, running steps {}", names.join(", "));
+    }
+
+    let mut results: Vec<StepResult> = Vec::new();
+    let started = Instant::now();
+    let mut failure = None;
+    for (index, (name, step)) in STEPS.iter().enumerate() {
+        println!("\n==> [{}/{}] {name}", index + 1, STEPS.len());
+        let step_started = Instant::now();
+        let outcome = step();
+        let elapsed = step_started.elapsed();
+        match outcome {
+            Ok(notes) => results.push(StepResult {
+                name,
+                elapsed,
+                failed: false,
+                notes,
+            }),
+            Err(message) => {
+                results.push(StepResult {
+                    name,
+                    elapsed,
+                    failed: true,
+                    notes: Vec::new(),
+                });
+                failure = Some(format!("step `{name}` failed: {message}"));
+                break;
+            }
+        }
+    }
+
+    print_summary(&results, started.elapsed(), ci);
+    if let Some(message) = failure {
+        return Err(message);
+    }
+    println!("xtask ci: all {} steps passed", STEPS.len());
+    Ok(())
+}
+
+struct StepResult {
+    name: &'static str,
+    elapsed: Duration,
+    failed: bool,
+    notes: Notes,
+}
+
+fn print_summary(results: &[StepResult], total: Duration, ci: bool) {
+    println!("\nxtask ci summary:");
+    for (name, _) in STEPS {
+        match results.iter().find(|result| result.name == *name) {
+            Some(result) => {
+                let status = if result.failed { "FAILED" } else { "ok" };
+                println!(
+                    "  {name:<8} {status:<8} {:>8.1}s",
+                    result.elapsed.as_secs_f64()
+                );
+                for note in &result.notes {
+                    println!("           note: {note}");
+                }
+            }
+            None => println!("  {name:<8} not run"),
+        }
+    }
+    println!("  {:<17} {:>8.1}s", "total", total.as_secs_f64());
+    if ci {
+        let ran: Vec<&str> = results.iter().map(|result| result.name).collect();
+        println!("xtask ci: steps run: {}", ran.join(", "));
+    }
+}
+
+fn fmt() -> Result<Notes, String> {
+    run_command(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    Ok(Vec::new())
+}
+
+fn tidy_step() -> Result<Notes, String> {
+    tidy::tidy()?;
+    Ok(Vec::new())
+}
+
+fn clippy() -> Result<Notes, String> {
+    run_command(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    Ok(Vec::new())
+}
+
+/// cargo-nextest when it is installed, plain `cargo test` otherwise.
+fn test() -> Result<Notes, String> {
+    if cargo_subcommand_available("nextest") {
+        run_command(cargo().args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--locked",
+            "--no-fail-fast",
+        ]))?;
+        // nextest does not run doctests.
+        run_command(cargo().args(["test", "--workspace", "--doc", "--locked"]))?;
+        Ok(Vec::new())
+    } else {
+        // `cargo test` runs the doctests too, so no separate `--doc` run here.
+        run_command(cargo().args(["test", "--workspace", "--locked"]))?;
+        Ok(vec![
+            "cargo-nextest is not installed, so the tests ran under `cargo test`".to_owned(),
+        ])
+    }
+}
+
+/// cargo-deny, installed first if needed. Licences, bans and sources are checked
+/// in one run; advisories in a second, because only they need a network fetch
+/// (of the RustSec advisory database, a git clone from github.com).
+///
+/// Does the advisory fetch work here? Checked 2026-11-25 with cargo-deny 0.20.2:
+/// no. In this project's build sandbox (and on its CI) only the crates.io, PyPI,
+/// Debian and npm registries are reachable and github.com does not even resolve,
+/// so the clone fails ("failed to fetch advisory database ... Could not resolve
+/// host: github.com"), there is no cached copy either, and the advisories are
+/// skipped with a note. Where github.com is reachable they run in full.
+///
+/// Also checked then, with a fake local database holding an advisory against a
+/// crate in our Cargo.lock: a failed refresh of an existing copy fails the online
+/// run too ("failed to fetch latest changes"), and the `--offline` retry against
+/// that copy reports `error[vulnerability]` and fails this step, as it must.
+fn deny() -> Result<Notes, String> {
+    if !cargo_subcommand_available("deny") {
+        println!(
+            "cargo-deny is not installed; installing it with \
+             `cargo install --locked cargo-deny` (this takes a few minutes)"
+        );
+        run_command(cargo().args(["install", "--locked", "cargo-deny"]))?;
+    }
+
+    run_command(deny_command().args(["check", "licenses", "bans", "sources"]))?;
+
+    let mut notes = Vec::new();
+    match advisories(&[])? {
+        Advisories::Passed => {}
+        Advisories::Unfetchable => {
+            // Use the copy from an earlier successful fetch, if there is one.
+            match advisories(&["--offline"])? {
+                Advisories::Passed => {
+                    let note = "advisories were checked against the cached advisory \
+                                database: it could not be refreshed (no network to github.com)";
+                    println!("note: {note}");
+                    notes.push(note.to_owned());
+                }
+                Advisories::Unfetchable => {
+                    let note = "advisories were SKIPPED: the RustSec advisory database could \
+                                not be fetched (no network to github.com) and there is no \
+                                usable cached copy; licenses, bans and sources were checked";
+                    println!("note: {note}");
+                    notes.push(note.to_owned());
+                }
+            }
+        }
+    }
+    Ok(notes)
+}
+
+/// `cargo deny` with the options every check uses.
+fn deny_command() -> Command {
+    let mut command = cargo();
+    command.args(["deny", "--all-features", "--locked"]);
+    command
+}
+
+enum Advisories {
+    Passed,
+    /// The database could not be fetched (or opened), so nothing was checked.
+    Unfetchable,
+}
+
+/// Runs `cargo deny check advisories`. Its output is captured (then echoed) to
+/// tell a database that cannot be fetched, which is not a finding, from a real
+/// finding, which fails the step.
+fn advisories(extra: &[&str]) -> Result<Advisories, String> {
+    let mut command = deny_command();
+    command
+        .args(extra)
+        .args(["--color", "never", "check", "advisories"]);
+    let shown = display(&command);
+    println!("$ {shown}");
+    let output = command
+        .output()
+        .map_err(|err| format!("could not start `{shown}`: {err}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    print!("{stdout}");
+    eprint!("{stderr}");
+    if output.status.success() {
+        return Ok(Advisories::Passed);
+    }
+    if is_unfetchable_database(&format!("{stdout}\n{stderr}")) {
+        return Ok(Advisories::Unfetchable);
+    }
+    Err(format!("`{shown}` failed ({})", output.status))
+}
+
+/// Whether failed `cargo deny check advisories` output means "the database could
+/// not be fetched or opened" rather than "an advisory matched".
+///
+/// Both must hold: cargo-deny logged a database error, and it reported no
+/// diagnostic at all (findings are printed as `error[vulnerability]: ...`,
+/// `warning[unmaintained]: ...` and so on, which never happens without a database).
+fn is_unfetchable_database(output: &str) -> bool {
+    const DATABASE_ERRORS: &[&str] = &[
+        "failed to fetch advisory database",
+        "failed to fetch database",
+        "failed to open advisory database",
+        "failed to load advisory database",
+        "failed to get 'FETCH_HEAD' metadata",
+        // `--offline` with a cached copy older than `maximum-db-staleness`.
+        "repository is stale",
+    ];
+    let database_error = DATABASE_ERRORS.iter().any(|error| output.contains(error));
+    let has_diagnostic = output.lines().any(|line| {
+        let line = line.trim_start();
+        ["error[", "warning[", "note[", "help["]
+            .iter()
+            .any(|severity| line.starts_with(severity))
+    });
+    database_error && !has_diagnostic
+}
+
+fn doc() -> Result<Notes, String> {
+    run_command(cargo().env("RUSTDOCFLAGS", "-D warnings").args([
+        "doc",
+        "--workspace",
+        "--no-deps",
+        "--locked",
+    ]))?;
+    Ok(Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_unfetchable_database;
+
+    #[test]
+    fn unreachable_advisory_database_is_not_a_finding() {
+        let output = "2026-11-25 06:22:15 [ERROR] failed to fetch advisory database \
+                      https://github.com/RustSec/advisory-db with cli: failed to clone\n\
+                      fatal: unable to access 'https://github.com/RustSec/advisory-db/': \
+                      Could not resolve host: github.com\n";
+        assert!(is_unfetchable_database(output));
+        let offline = "2026-11-25 06:22:15 [ERROR] failed to get 'FETCH_HEAD' metadata: \
+                       failed to get HEAD timestamp\n";
+        assert!(is_unfetchable_database(offline));
+    }
+
+    #[test]
+    fn advisory_finding_fails_even_next_to_a_database_error() {
+        let finding = "error[vulnerability]: Use-after-free in foo\n  \
+                       ┌─ Cargo.lock:4:1\nadvisories FAILED\n";
+        assert!(!is_unfetchable_database(finding));
+        let both = format!("[ERROR] failed to fetch advisory database x\n{finding}");
+        assert!(!is_unfetchable_database(&both));
+        assert!(!is_unfetchable_database(
+            "error: could not find `Cargo.toml`\n"
+        ));
+    }
+}

@@ -1,0 +1,51 @@
+//! `cargo xtask`: the project's task runner (the cargo-xtask pattern).
+//!
+//! One binary, one module per task, std only. `cargo xtask` is an alias from
+//! `.cargo/config.toml` for `cargo run --package xtask --`.
+
+mod ci;
+mod tidy;
+mod util;
+
+use std::process::ExitCode;
+
+const HELP: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  ci      every check CI runs, in order, stopping at the first failure:
+          fmt, tidy, clippy, tests, cargo-deny, docs
+  tidy    check the repository's invariants (no I/O crate or clock read in
+          upsession-core, workspace lints everywhere, no machine paths, ...)
+  help    print this message
+";
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let task = args.next();
+    let rest: Vec<String> = args.collect();
+
+    let result = match task.as_deref() {
+        None | Some("help" | "-h" | "--help") => {
+            print!("{HELP}");
+            Ok(())
+        }
+        Some("ci") => ci::run(&rest),
+        Some("tidy") => tidy::run(&rest),
+        // Later tasks (`bench`, `torture`, `fuzz`) go here: one module each
+        // (declared at the top of this file), one arm here, one entry in HELP.
+        Some(other) => {
+            eprintln!("error: unknown task `{other}`\n");
+            eprint!("{HELP}");
+            return ExitCode::from(2);
+        }
+    };
+
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

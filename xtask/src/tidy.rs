@@ -1,0 +1,732 @@
+//! `cargo xtask tidy`: the repository's invariants, checked by reading files.
+//!
+//! Each check is an absence (ARCHITECTURE-style invariants):
+//!
+//! 1. `upsession-core` depends on no I/O or runtime crate, neither directly in
+//!    its `[dependencies]` nor anywhere in its normal dependency graph;
+//! 2. `crates/core/src` never reads a clock and never touches the file system
+//!    or the network through `std`;
+//! 3. every crate opts into the workspace lints (`[lints] workspace = true`);
+//! 4. no file in git carries an absolute path of the machine it was written on;
+//! 5. no `todo!`/`unimplemented!` is left in `crates/*/src`.
+//!
+//! The same checks run as the `tidy_passes` test, so `cargo test` enforces them too.
+//! Source checks are deliberately naive: comments and the contents of string
+//! literals are skipped, everything else is matched as plain text.
+
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::util::{cargo, display, project_root};
+
+/// The package name of the sans-IO core.
+const CORE_PACKAGE: &str = "upsession-core";
+
+/// Crates that do I/O or drive it (runtimes, HTTP stacks, sockets); the core must
+/// stay free of all of them.
+const FORBIDDEN_CORE_DEPS: &[&str] = &[
+    "tokio",
+    "hyper",
+    "hyper-util",
+    "reqwest",
+    "mio",
+    "async-std",
+    "smol",
+    "socket2",
+    "tower",
+    "h2",
+    "quinn",
+];
+
+/// Calls the core must never make: time and I/O enter through arguments.
+/// `Zoned::now(` is jiff's own clock read (jiff is a core dependency).
+const FORBIDDEN_CORE_CODE: &[&str] = &[
+    "SystemTime::now(",
+    "Instant::now(",
+    "Timestamp::now(",
+    "Zoned::now(",
+    "std::fs",
+    "std::net",
+];
+
+/// Placeholders that must not ship.
+const UNFINISHED_CODE: &[&str] = &["todo!(", "unimplemented!("];
+
+/// One broken invariant, located as precisely as the check can.
+#[derive(Debug)]
+pub(crate) struct Violation {
+    /// Path relative to the repository root, with `/` separators.
+    file: String,
+    line: Option<usize>,
+    message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}", self.file, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl Violation {
+    fn new(file: impl Into<String>, line: Option<usize>, message: impl Into<String>) -> Self {
+        Self {
+            file: file.into(),
+            line,
+            message: message.into(),
+        }
+    }
+}
+
+/// `cargo xtask tidy`.
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
+    if let Some(arg) = args.first() {
+        return Err(format!(
+            "`cargo xtask tidy` takes no arguments (got `{arg}`)"
+        ));
+    }
+    tidy()
+}
+
+/// Runs every check, prints each violation, and fails if there was any.
+pub(crate) fn tidy() -> Result<(), String> {
+    let violations = check(&project_root());
+    if violations.is_empty() {
+        println!("tidy: all invariants hold");
+        return Ok(());
+    }
+    for violation in &violations {
+        eprintln!("{violation}");
+    }
+    Err(format!("tidy found {} violation(s)", violations.len()))
+}
+
+/// Every check, on the repository at `root`.
+pub(crate) fn check(root: &Path) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    check_core_manifest(root, &mut violations);
+    check_core_dependency_graph(root, &mut violations);
+    check_core_sources(root, &mut violations);
+    check_workspace_lints(root, &mut violations);
+    check_machine_paths(root, &mut violations);
+    check_unfinished_code(root, &mut violations);
+    violations
+}
+
+// ---------------------------------------------------------------------------
+// 1. No I/O crate in the core.
+
+fn check_core_manifest(root: &Path, violations: &mut Vec<Violation>) {
+    let manifest = "crates/core/Cargo.toml";
+    let Some(text) = read(root, manifest, violations) else {
+        return;
+    };
+    for (line, name) in manifest_dependencies(&text) {
+        if is_forbidden_core_dep(&name) {
+            violations.push(Violation::new(
+                manifest,
+                Some(line),
+                format!("{CORE_PACKAGE} must not depend on `{name}` (the core is sans-IO)"),
+            ));
+        }
+    }
+}
+
+/// Catches what the manifest check cannot: renamed packages, features and
+/// transitive dependencies that pull an I/O crate in.
+fn check_core_dependency_graph(root: &Path, violations: &mut Vec<Violation>) {
+    let mut command = cargo();
+    command.args([
+        "tree",
+        "--package",
+        CORE_PACKAGE,
+        "--edges",
+        "normal",
+        "--target",
+        "all",
+        "--all-features",
+        "--prefix",
+        "none",
+        "--format",
+        "{p}",
+    ]);
+    let Some(stdout) = capture(&mut command, "Cargo.toml", violations) else {
+        return;
+    };
+    let mut seen = Vec::new();
+    for line in stdout.lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        if is_forbidden_core_dep(name) && !seen.iter().any(|s: &String| s == name) {
+            seen.push(name.to_owned());
+            violations.push(Violation::new(
+                relative(root, &root.join("crates/core/Cargo.toml")),
+                None,
+                format!(
+                    "`{name}` is in {CORE_PACKAGE}'s normal dependency graph \
+                     (`cargo tree -p {CORE_PACKAGE} -e normal -i {name}` shows why)"
+                ),
+            ));
+        }
+    }
+}
+
+fn is_forbidden_core_dep(name: &str) -> bool {
+    let name = name.replace('_', "-");
+    FORBIDDEN_CORE_DEPS.contains(&name.as_str())
+}
+
+/// The dependency names declared in a manifest's `[dependencies]` tables
+/// (including `[target.'cfg(..)'.dependencies]` and `[dependencies.NAME]`),
+/// with their 1-based line numbers. Dev- and build-dependencies are not included.
+fn manifest_dependencies(manifest: &str) -> Vec<(usize, String)> {
+    let mut found = Vec::new();
+    let mut in_dependencies = false;
+    // Depth of brackets and braces still open from earlier lines: lines inside a
+    // multi-line array or inline table are values, not keys.
+    let mut depth = 0_i32;
+    for (index, raw) in manifest.lines().enumerate() {
+        let line = strip_toml_comment(raw).trim();
+        if depth > 0 {
+            depth += bracket_balance(line);
+            continue;
+        }
+        if let Some(header) = table_header(line) {
+            let header: String = header.chars().filter(|c| !c.is_whitespace()).collect();
+            let header = header
+                .strip_prefix("target.")
+                .and_then(|rest| rest.find(".dependencies").map(|at| &rest[at + 1..]))
+                .unwrap_or(&header);
+            in_dependencies = header == "dependencies";
+            if let Some(name) = header.strip_prefix("dependencies.") {
+                found.push((index + 1, name.trim_matches(['"', '\'']).to_owned()));
+            }
+            continue;
+        }
+        depth += bracket_balance(line);
+        if in_dependencies && !line.is_empty() {
+            let key = line.split(['=', '.']).next().unwrap_or("").trim();
+            let key = key.trim_matches(['"', '\'']);
+            if !key.is_empty()
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                found.push((index + 1, key.to_owned()));
+            }
+        }
+    }
+    found
+}
+
+fn bracket_balance(line: &str) -> i32 {
+    line.chars()
+        .map(|c| match c {
+            '[' | '{' => 1,
+            ']' | '}' => -1,
+            _ => 0,
+        })
+        .sum()
+}
+
+// ---------------------------------------------------------------------------
+// 2. No clock read, file system or network in the core's code.
+
+fn check_core_sources(root: &Path, violations: &mut Vec<Violation>) {
+    for file in rust_files(&root.join("crates/core/src")) {
+        check_code(root, &file, FORBIDDEN_CORE_CODE, violations, |pattern| {
+            format!(
+                "`{pattern}` in {CORE_PACKAGE}: the core never reads a clock or does I/O; \
+                 take the time (or data) as an argument"
+            )
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 3. Every crate uses the workspace lints.
+
+fn check_workspace_lints(root: &Path, violations: &mut Vec<Violation>) {
+    let mut manifests = vec![root.join("xtask/Cargo.toml")];
+    if let Ok(entries) = fs::read_dir(root.join("crates")) {
+        manifests.extend(
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.path().join("Cargo.toml"))
+                .filter(|manifest| manifest.is_file()),
+        );
+    }
+    manifests.sort();
+    for manifest in manifests {
+        let name = relative(root, &manifest);
+        let Some(text) = read(root, &name, violations) else {
+            continue;
+        };
+        if !has_workspace_lints(&text) {
+            violations.push(Violation::new(
+                name,
+                None,
+                "missing `[lints]` with `workspace = true` (every crate uses the workspace lints)",
+            ));
+        }
+    }
+}
+
+fn has_workspace_lints(manifest: &str) -> bool {
+    let mut table = String::new();
+    for raw in manifest.lines() {
+        let line = strip_toml_comment(raw).trim();
+        if let Some(header) = table_header(line) {
+            table = header.chars().filter(|c| !c.is_whitespace()).collect();
+            continue;
+        }
+        let compact: String = line.chars().filter(|c| !c.is_whitespace()).collect();
+        if (table == "lints" && compact == "workspace=true")
+            || (table.is_empty() && compact == "lints.workspace=true")
+        {
+            return true;
+        }
+    }
+    false
+}
+
+// ---------------------------------------------------------------------------
+// 4. No absolute path of this machine in a file git knows.
+
+fn check_machine_paths(root: &Path, violations: &mut Vec<Violation>) {
+    // Tracked files plus new files git would pick up (not ignored), so the check
+    // also works before the first commit and on files not yet `git add`ed.
+    let mut command = Command::new("git");
+    command.current_dir(root).args([
+        "ls-files",
+        "-z",
+        "--cached",
+        "--others",
+        "--exclude-standard",
+    ]);
+    let Some(listing) = capture(&mut command, ".", violations) else {
+        return;
+    };
+    let needles = machine_path_needles(root);
+    let mut files: Vec<&str> = listing.split('\0').filter(|f| !f.is_empty()).collect();
+    files.sort_unstable();
+    files.dedup();
+    for file in files {
+        // Cargo.lock holds no paths of ours, only checksums and registry URLs.
+        if Path::new(file)
+            .file_name()
+            .is_some_and(|n| n == "Cargo.lock")
+        {
+            continue;
+        }
+        // Deleted but still tracked, or not text: nothing to check.
+        let Ok(text) = fs::read_to_string(root.join(file)) else {
+            continue;
+        };
+        for (index, line) in text.lines().enumerate() {
+            if let Some(needle) = needles.iter().find(|n| contains_path(line, n)) {
+                violations.push(Violation::new(
+                    file,
+                    Some(index + 1),
+                    format!(
+                        "absolute path `{needle}` of this machine; use a path relative to \
+                         the repository, `~`, or an environment variable"
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// Path prefixes that only exist on the machine that wrote them: this
+/// checkout's root, the home directory, and the usual sandbox folders.
+/// Built at run time so this file does not contain them itself.
+fn machine_path_needles(root: &Path) -> Vec<String> {
+    let mut needles = vec![
+        format!("/{}/", "work"),
+        format!("/{}/", "root"),
+        format!("/{}/{}", "tmp", "bash_jobs"),
+    ];
+    let mut push = |path: &Path| {
+        let Some(path) = path.to_str() else { return };
+        let path = path.trim_end_matches('/');
+        // Too short to be specific to this machine (`/`, `/home`, ...).
+        if path.matches('/').count() >= 2 && !needles.iter().any(|n| path.starts_with(n.as_str())) {
+            needles.push(path.to_owned());
+        }
+    };
+    push(root);
+    if let Some(home) = std::env::var_os("HOME") {
+        push(Path::new(&home));
+    }
+    needles
+}
+
+/// Whether `line` contains `needle` as the start of a path, not as the middle
+/// of a URL or a longer path (`https://example.com/work/` is fine).
+fn contains_path(line: &str, needle: &str) -> bool {
+    line.match_indices(needle).any(|(at, _)| {
+        line[..at].chars().next_back().is_none_or(|before| {
+            !(before.is_alphanumeric() || matches!(before, '.' | '-' | '_' | '~' | '%' | '+'))
+        })
+    })
+}
+
+// ---------------------------------------------------------------------------
+// 5. No placeholders left in the crates.
+
+fn check_unfinished_code(root: &Path, violations: &mut Vec<Violation>) {
+    let Ok(entries) = fs::read_dir(root.join("crates")) else {
+        return;
+    };
+    let mut crates: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+    crates.sort();
+    for krate in crates {
+        for file in rust_files(&krate.join("src")) {
+            check_code(root, &file, UNFINISHED_CODE, violations, |pattern| {
+                format!("`{pattern}..)` left in the code")
+            });
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers.
+
+/// Reports each line of `file` whose code (comments and literals removed)
+/// contains one of `patterns`.
+fn check_code(
+    root: &Path,
+    file: &Path,
+    patterns: &[&str],
+    violations: &mut Vec<Violation>,
+    message: impl Fn(&str) -> String,
+) {
+    let name = relative(root, file);
+    let Some(text) = read(root, &name, violations) else {
+        return;
+    };
+    for (index, line) in code_lines(&text).iter().enumerate() {
+        for pattern in patterns {
+            if line.contains(pattern) {
+                violations.push(Violation::new(
+                    name.clone(),
+                    Some(index + 1),
+                    message(pattern),
+                ));
+            }
+        }
+    }
+}
+
+/// The `.rs` files under `dir`, recursively, sorted. Empty if `dir` does not exist.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+fn read(root: &Path, name: &str, violations: &mut Vec<Violation>) -> Option<String> {
+    match fs::read_to_string(root.join(name)) {
+        Ok(text) => Some(text),
+        Err(err) => {
+            violations.push(Violation::new(name, None, format!("could not read: {err}")));
+            None
+        }
+    }
+}
+
+/// Runs `command` and returns its stdout; a failure is a violation (a check
+/// that cannot run does not pass).
+fn capture(command: &mut Command, file: &str, violations: &mut Vec<Violation>) -> Option<String> {
+    let shown = display(command);
+    match command.output() {
+        Ok(output) if output.status.success() => {
+            Some(String::from_utf8_lossy(&output.stdout).into_owned())
+        }
+        Ok(output) => {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            violations.push(Violation::new(
+                file,
+                None,
+                format!("`{shown}` failed ({}): {}", output.status, stderr.trim()),
+            ));
+            None
+        }
+        Err(err) => {
+            violations.push(Violation::new(
+                file,
+                None,
+                format!("could not run `{shown}`: {err}"),
+            ));
+            None
+        }
+    }
+}
+
+fn relative(root: &Path, path: &Path) -> String {
+    let path = path.strip_prefix(root).unwrap_or(path);
+    path.to_string_lossy().replace('\\', "/")
+}
+
+/// The name inside a `[table]` or `[[array]]` header line, if `line` is one.
+fn table_header(line: &str) -> Option<&str> {
+    let inner = line.strip_prefix('[')?;
+    let end = inner.rfind(']')?;
+    Some(inner[..end].trim_matches(['[', ']']).trim())
+}
+
+/// `line` without a trailing `# comment` (a `#` inside a quoted string is kept).
+fn strip_toml_comment(line: &str) -> &str {
+    let mut quote = None;
+    for (at, c) in line.char_indices() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), _) if c == q => quote = None,
+            (None, '#') => return &line[..at],
+            _ => {}
+        }
+    }
+    line
+}
+
+/// Where the lexer in [`code_lines`] is.
+#[derive(Clone, Copy)]
+enum LexState {
+    Code,
+    LineComment,
+    BlockComment(usize),
+    Str,
+    RawStr(usize),
+}
+
+/// A Rust source file's lines with comments removed and the contents of string
+/// and char literals blanked out, so patterns only match code.
+///
+/// A small lexer, not a parser: line and (nested) block comments, plain, byte
+/// and raw strings, char literals versus lifetimes.
+fn code_lines(source: &str) -> Vec<String> {
+    let chars: Vec<char> = source.chars().collect();
+    let at = |i: usize| chars.get(i).copied();
+    let mut lines = vec![String::new()];
+    let mut state = LexState::Code;
+    let mut i = 0;
+    while let Some(c) = at(i) {
+        if c == '\n' {
+            lines.push(String::new());
+            if matches!(state, LexState::LineComment) {
+                state = LexState::Code;
+            }
+            i += 1;
+            continue;
+        }
+        let line = lines.last_mut().expect("lines is never empty");
+        match state {
+            LexState::Code => (state, i) = lex_code(&chars, i, line),
+            LexState::LineComment => i += 1,
+            LexState::BlockComment(depth) => match (c, at(i + 1)) {
+                ('*', Some('/')) => {
+                    state = match depth - 1 {
+                        0 => LexState::Code,
+                        outer => LexState::BlockComment(outer),
+                    };
+                    i += 2;
+                }
+                ('/', Some('*')) => {
+                    state = LexState::BlockComment(depth + 1);
+                    i += 2;
+                }
+                _ => i += 1,
+            },
+            LexState::Str => match (c, at(i + 1)) {
+                // An escape; a backslash before a newline leaves the newline to the
+                // line counting above.
+                ('\\', Some('\n') | None) => i += 1,
+                ('\\', Some(_)) => i += 2,
+                ('"', _) => {
+                    line.push('"');
+                    state = LexState::Code;
+                    i += 1;
+                }
+                _ => i += 1,
+            },
+            LexState::RawStr(hashes) => {
+                let closing = chars[i + 1..].iter().take_while(|&&h| h == '#').count();
+                if c == '"' && closing >= hashes {
+                    line.push('"');
+                    state = LexState::Code;
+                    i += hashes + 1;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+    }
+    lines
+}
+
+/// One step of [`code_lines`] in code: consumes the token at `chars[i]`, copies
+/// what is code to `line`, and returns the next state and position.
+fn lex_code(chars: &[char], i: usize, line: &mut String) -> (LexState, usize) {
+    let at = |i: usize| chars.get(i).copied();
+    match (chars[i], at(i + 1)) {
+        ('/', Some('/')) => (LexState::LineComment, i + 2),
+        ('/', Some('*')) => (LexState::BlockComment(1), i + 2),
+        ('"', _) => {
+            line.push('"');
+            (LexState::Str, i + 1)
+        }
+        ('r', Some('"' | '#')) => {
+            let hashes = chars[i + 1..].iter().take_while(|&&h| h == '#').count();
+            if at(i + 1 + hashes) == Some('"') {
+                line.push('"');
+                (LexState::RawStr(hashes), i + hashes + 2)
+            } else {
+                // A raw identifier such as `r#type`.
+                line.push('r');
+                (LexState::Code, i + 1)
+            }
+        }
+        ('\'', Some('\\')) => {
+            // An escaped char literal: '\n', '\'', '\u{1F600}'.
+            let close = (i + 3..chars.len().min(i + 12)).find(|&j| chars[j] == '\'');
+            line.push_str("''");
+            (LexState::Code, close.map_or(i + 1, |j| j + 1))
+        }
+        ('\'', Some(_)) if at(i + 2) == Some('\'') => {
+            // A plain char literal such as '"' or 'x'.
+            line.push_str("''");
+            (LexState::Code, i + 3)
+        }
+        (c, _) => {
+            // Code, including a lifetime's quote.
+            line.push(c);
+            (LexState::Code, i + 1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The invariants hold for the repository as it is.
+    #[test]
+    fn tidy_passes() {
+        let violations = check(&project_root());
+        let report: Vec<String> = violations.iter().map(ToString::to_string).collect();
+        assert!(
+            violations.is_empty(),
+            "tidy found {} violation(s):\n{}",
+            violations.len(),
+            report.join("\n")
+        );
+    }
+
+    fn check_code_lines(source: &str, expected: &[&str]) {
+        assert_eq!(code_lines(source), expected, "source: {source:?}");
+    }
+
+    #[test]
+    fn code_lines_drop_comments_and_literal_contents() {
+        check_code_lines("let t = Instant::now();", &["let t = Instant::now();"]);
+        check_code_lines("// Instant::now()\nx", &["", "x"]);
+        check_code_lines("/// uses std::fs\nfn f() {}", &["", "fn f() {}"]);
+        check_code_lines("a /* std::net\n still */ b", &["a ", " b"]);
+        check_code_lines("a /* /* nested */ std::fs */ b", &["a  b"]);
+        check_code_lines(
+            r#"let s = "todo!( // not a comment"; x"#,
+            &[r#"let s = ""; x"#],
+        );
+        check_code_lines(r#"let s = "a \" std::fs"; y"#, &[r#"let s = ""; y"#]);
+        check_code_lines("let s = \"one\ntwo\"; z", &["let s = \"", "\"; z"]);
+        check_code_lines("let s = r#\"say \"std::fs\"\"#; w", &["let s = \"\"; w"]);
+        check_code_lines(
+            r#"let q = '"'; std::fs::read"#,
+            &["let q = ''; std::fs::read"],
+        );
+        check_code_lines(
+            r"let q = '\''; fn f<'a>(x: &'a str)",
+            &["let q = ''; fn f<'a>(x: &'a str)"],
+        );
+        check_code_lines("let r#type = 1;", &["let r#type = 1;"]);
+    }
+
+    fn check_dependencies(manifest: &str, expected: &[&str]) {
+        let names: Vec<String> = manifest_dependencies(manifest)
+            .into_iter()
+            .map(|(_, name)| name)
+            .collect();
+        assert_eq!(names, expected, "manifest:\n{manifest}");
+    }
+
+    #[test]
+    fn manifest_dependencies_reads_only_normal_dependency_tables() {
+        check_dependencies(
+            "[package]\nname = \"x\"\n\n[dependencies]\nhttp.workspace = true\n\
+             tokio = { version = \"1\" } # comment\n\"serde\" = \"1\"\n\n\
+             [dev-dependencies]\nproptest = \"1\"\n",
+            &["http", "tokio", "serde"],
+        );
+        check_dependencies(
+            "[dependencies]\nbytes = { version = \"1\", features = [\n  \"tokio\",\n] }\nmio = \"1\"\n",
+            &["bytes", "mio"],
+        );
+        check_dependencies(
+            "[target.'cfg(unix)'.dependencies]\nsocket2 = \"0.5\"\n[dependencies.hyper]\nversion = \"1\"\n\
+             [build-dependencies]\ncc = \"1\"\n",
+            &["socket2", "hyper"],
+        );
+    }
+
+    #[test]
+    fn workspace_lints_are_recognised() {
+        assert!(has_workspace_lints(
+            "[package]\nname = \"x\"\n\n[lints]\nworkspace = true\n"
+        ));
+        assert!(has_workspace_lints("lints.workspace = true\n[package]\n"));
+        assert!(!has_workspace_lints("[package]\nname = \"x\"\n"));
+        assert!(!has_workspace_lints("[lints]\n# workspace = true\n"));
+        assert!(!has_workspace_lints("[lints.rust]\nworkspace = true\n"));
+    }
+
+    #[test]
+    fn machine_paths_are_found_at_path_starts_only() {
+        let needle = format!("/{}/", "work");
+        assert!(contains_path(&format!("cd {needle}main"), &needle));
+        assert!(contains_path(&format!("\"{needle}x\""), &needle));
+        assert!(contains_path(&format!("file://{needle}x"), &needle));
+        assert!(!contains_path(
+            &format!("https://example.com{needle}x"),
+            &needle
+        ));
+        assert!(!contains_path(&format!("./docs{needle}x"), &needle));
+        assert!(!contains_path("nothing here", &needle));
+    }
+
+    #[test]
+    fn forbidden_dependency_names_ignore_dash_or_underscore() {
+        assert!(is_forbidden_core_dep("hyper_util"));
+        assert!(is_forbidden_core_dep("async-std"));
+        assert!(!is_forbidden_core_dep("http"));
+    }
+}

@@ -1,0 +1,86 @@
+//! Helpers shared by the tasks: where the repository is, how to call cargo,
+//! how to run a command and say what failed.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The repository root: the parent of the `xtask/` folder.
+///
+/// `cargo run` and `cargo test` both set `CARGO_MANIFEST_DIR` at run time; the
+/// value baked in at compile time covers running the binary directly.
+pub(crate) fn project_root() -> PathBuf {
+    let manifest_dir = env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest_dir
+        .parent()
+        .map_or_else(|| manifest_dir.clone(), Path::to_path_buf)
+}
+
+/// A `cargo` command run from the repository root.
+///
+/// Uses the `CARGO` variable (set by cargo for `cargo run`/`cargo test`) so the
+/// same toolchain runs every step, falling back to `cargo` on `PATH`.
+pub(crate) fn cargo() -> Command {
+    let program = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(program);
+    command.current_dir(project_root());
+    command
+}
+
+/// Whether `cargo <subcommand> --version` works, i.e. the subcommand is installed.
+pub(crate) fn cargo_subcommand_available(subcommand: &str) -> bool {
+    cargo()
+        .args([subcommand, "--version"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Runs `command` with inherited stdio; an error names the command and its exit status.
+pub(crate) fn run_command(command: &mut Command) -> Result<(), String> {
+    let shown = display(command);
+    println!("$ {shown}");
+    let status = command
+        .status()
+        .map_err(|err| format!("could not start `{shown}`: {err}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{shown}` failed ({status})"))
+    }
+}
+
+/// A command as a user would type it: changed environment first, then the
+/// program's file name (not the full path from `CARGO`), then the arguments.
+pub(crate) fn display(command: &Command) -> String {
+    let mut parts = Vec::new();
+    for (key, value) in command.get_envs() {
+        if let Some(value) = value {
+            parts.push(format!(
+                "{}=\"{}\"",
+                key.to_string_lossy(),
+                value.to_string_lossy()
+            ));
+        }
+    }
+    let program = Path::new(command.get_program());
+    let program = program.file_name().unwrap_or(program.as_os_str());
+    parts.push(program.to_string_lossy().into_owned());
+    parts.extend(
+        command
+            .get_args()
+            .map(|arg| arg.to_string_lossy().into_owned()),
+    );
+    parts.join(" ")
+}
+
+/// `CI` is set to something true (GitHub Actions, GitLab and most others set `CI=true`).
+pub(crate) fn in_ci() -> bool {
+    env::var("CI").is_ok_and(|value| {
+        let value = value.trim();
+        !value.is_empty() && value != "0" && !value.eq_ignore_ascii_case("false")
+    })
+}
