@@ -26,6 +26,7 @@
 //! - [`wire`]: Graph's JSON bodies (serde lives here and on snapshots only).
 //! - [`error`]: every refusal, each with one HTTP status and one Graph code.
 //! - [`respond`]: answers and errors rendered as `http::Response`s.
+//! - [`route`]: Graph's URL space: request paths parsed into routes, client paths written.
 //! - [`time`]: RFC 3339 and HTTP dates; [`timer`]: a deadline table for session stores.
 
 pub mod error;
@@ -33,6 +34,7 @@ pub mod header;
 pub mod planner;
 pub mod range;
 pub mod respond;
+pub mod route;
 pub mod session;
 pub mod time;
 pub mod timer;

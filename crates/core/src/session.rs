@@ -66,6 +66,9 @@ pub struct Limits {
     pub max_fragment: u64,
     /// How long a session lives after it is opened or last received a fragment.
     pub ttl: Duration,
+    /// The longest a session can live in all, however many fragments extend it. The
+    /// uploadUrl's credential expires then too.
+    pub max_age: Duration,
 }
 
 impl Limits {
@@ -90,10 +93,17 @@ impl Limits {
         self
     }
 
-    /// Sets the session lifetime.
+    /// Sets the session lifetime after each fragment.
     #[must_use]
     pub const fn with_ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
+        self
+    }
+
+    /// Sets the longest total lifetime of a session.
+    #[must_use]
+    pub const fn with_max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = max_age;
         self
     }
 }
@@ -105,6 +115,7 @@ impl Default for Limits {
             max_size: 150_000_000,
             max_fragment: 4 * 1024 * 1024,
             ttl: Duration::from_secs(24 * 60 * 60),
+            max_age: Duration::from_secs(7 * 24 * 60 * 60),
         }
     }
 }
@@ -202,6 +213,7 @@ pub struct Session {
     max_fragment: u64,
     ttl: Duration,
     expires_at: SystemTime,
+    hard_expiry: SystemTime,
     state: State,
     tickets: u64,
 }
@@ -225,7 +237,8 @@ impl Session {
             size,
             max_fragment: limits.max_fragment.max(1),
             ttl: limits.ttl,
-            expires_at: now + limits.ttl,
+            expires_at: now + limits.ttl.min(limits.max_age),
+            hard_expiry: now + limits.max_age,
             state: State::Open {
                 received: RangeSet::new(),
                 in_flight: None,
@@ -242,6 +255,11 @@ impl Session {
     /// When the session expires unless a fragment arrives first.
     pub const fn expires_at(&self) -> SystemTime {
         self.expires_at
+    }
+
+    /// When the session expires at the latest, however many fragments arrive.
+    pub const fn hard_expiry(&self) -> SystemTime {
+        self.hard_expiry
     }
 
     /// Where the session is in its life.
@@ -417,7 +435,7 @@ impl Session {
         );
         *in_flight = None;
         received.insert(ticket.range);
-        self.expires_at = self.expires_at.max(now + self.ttl);
+        self.expires_at = self.expires_at.max(now + self.ttl).min(self.hard_expiry);
         if received.contains_range(ByteRange::new(0, self.size).expect("sessions are never empty"))
         {
             self.state = State::Completed;
@@ -496,6 +514,7 @@ impl Session {
             max_fragment: self.max_fragment,
             ttl_secs: self.ttl.as_secs(),
             expires_at: self.expires_at,
+            hard_expiry: self.hard_expiry,
             phase: self.phase(),
             received: self
                 .received()
@@ -533,7 +552,8 @@ impl Session {
             size,
             max_fragment: snapshot.max_fragment.max(1),
             ttl: Duration::from_secs(snapshot.ttl_secs),
-            expires_at: snapshot.expires_at,
+            expires_at: snapshot.expires_at.min(snapshot.hard_expiry),
+            hard_expiry: snapshot.hard_expiry,
             state,
             tickets: 0,
         })
@@ -553,6 +573,8 @@ pub struct SessionSnapshot {
     pub ttl_secs: u64,
     /// Current expiry.
     pub expires_at: SystemTime,
+    /// Latest possible expiry.
+    pub hard_expiry: SystemTime,
     /// Phase.
     pub phase: Phase,
     /// Stored ranges, half-open `[start, end]` pairs.
@@ -577,12 +599,12 @@ mod tests {
     }
 
     fn limits(max_fragment: u64) -> Limits {
-        Limits {
-            min_size: 1,
-            max_size: 1 << 40,
-            max_fragment,
-            ttl: Duration::from_secs(100),
-        }
+        Limits::default()
+            .with_min_size(1)
+            .with_max_size(1 << 40)
+            .with_max_fragment(max_fragment)
+            .with_ttl(Duration::from_secs(100))
+            .with_max_age(Duration::from_secs(1000))
     }
 
     fn put(
@@ -609,11 +631,7 @@ mod tests {
 
     #[test]
     fn open_checks_size_limits() {
-        let l = Limits {
-            min_size: 10,
-            max_size: 20,
-            ..Limits::default()
-        };
+        let l = Limits::default().with_min_size(10).with_max_size(20);
         assert_eq!(
             Session::open(t(0), 9, &l).unwrap_err(),
             CreateError::TooSmall { size: 9, min: 10 }
@@ -757,6 +775,16 @@ mod tests {
         );
         assert_eq!(s.phase(), Phase::Expired);
         assert_eq!(s.status(t(191)).unwrap_err(), SessionError::Expired);
+    }
+
+    #[test]
+    fn expiry_never_passes_the_maximum_age() {
+        let mut s = Session::open(t(0), 1000, &limits(10)).unwrap();
+        for i in 0..11 {
+            write(&mut s, t(i * 95), i * 10, i * 10 + 9);
+        }
+        assert_eq!(s.expires_at(), t(1000));
+        assert_eq!(s.hard_expiry(), t(1000));
     }
 
     #[test]

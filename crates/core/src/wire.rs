@@ -83,7 +83,10 @@ impl UploadSession {
 }
 
 /// The `AttachmentItem` of a createUploadSession request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+///
+/// Its `Deserialize` is the strict camelCase form, for records; requests from peers
+/// are read with [`AttachmentItem::from_request_json`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct AttachmentItem {

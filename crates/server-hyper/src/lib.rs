@@ -1,1 +1,250 @@
-//! Placeholder: this crate is built in a later issue.
+//! A Microsoft Graph-compatible upload-session server on hyper, durable on local disk.
+//!
+//! It serves the routes of Graph's `attachment: createUploadSession` flow (drafts
+//! and events, upload sessions, fragment `PUT`s, status, cancel, attachment listing
+//! and download) under `/v1.0` and `/beta`, for `/me` and `/users/{id}`. Every
+//! decision about ranges, sessions and errors is `upsession-core`'s; this crate moves
+//! bytes between sockets and disk, keeps the time, and persists state so that a
+//! fragment answered 2xx survives a crash.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use upsession_server_hyper::{Config, Server};
+//!
+//! let config = Config::new("/var/lib/upsession").with_token("s3cret");
+//! let running = Server::start(config).await?;
+//! println!("listening on {}", running.base_url());
+//! running.wait_for_signal().await; // until Ctrl-C or SIGTERM, then drains in-flight requests
+//! # Ok(()) }
+//! ```
+
+mod app;
+mod auth;
+mod config;
+mod metrics;
+mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+pub use config::{Config, Fsync};
+
+use app::App;
+use store::Disk;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The data directory could not be opened or read.
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// `public_url` is not an absolute http(s) URL.
+    #[error("public URL `{0}` must start with http:// or https://")]
+    PublicUrl(String),
+}
+
+/// The server. See [`Server::start`].
+#[derive(Debug)]
+pub struct Server;
+
+/// A started server: its address, and the handle to stop it.
+#[derive(Debug)]
+pub struct Running {
+    local_addr: SocketAddr,
+    public_url: String,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Opens the data directory, loads what it holds (finishing any completion a
+    /// crash interrupted), binds the listener and starts serving in the background.
+    pub async fn start(config: Config) -> Result<Running, StartError> {
+        let data_dir = config.data_dir.display().to_string();
+        let data_err = |source| StartError::DataDir {
+            path: data_dir.clone(),
+            source,
+        };
+        let disk = Disk::open(&config.data_dir, config.fsync).map_err(data_err)?;
+        let key = disk.server_key().map_err(data_err)?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let public_url = match &config.public_url {
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                url.trim_end_matches('/').to_owned()
+            }
+            Some(url) => return Err(StartError::PublicUrl(url.clone())),
+            None => format!("http://{local_addr}"),
+        };
+        let disk = Arc::new(disk);
+        let app = App::start(
+            config,
+            public_url.clone(),
+            key,
+            disk.clone(),
+            disk,
+            SystemTime::now(),
+        )
+        .await
+        .map_err(data_err)?;
+        let app = Arc::new(app);
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(expiry_driver(Arc::clone(&app), stopped.clone()));
+        let task = tokio::spawn(accept_loop(listener, app, stopped));
+        info!(%local_addr, %public_url, "serving");
+        Ok(Running {
+            local_addr,
+            public_url,
+            stop,
+            task,
+        })
+    }
+}
+
+impl Running {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The public base URL (without a version segment).
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    /// The Graph base URL clients use: `{public_url}/v1.0`.
+    pub fn base_url(&self) -> String {
+        format!("{}/v1.0", self.public_url)
+    }
+
+    /// Stops accepting, lets requests in flight finish (up to the configured grace
+    /// period), and returns.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Serves until Ctrl-C or SIGTERM, then shuts down gracefully.
+    pub async fn wait_for_signal(self) {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler can be installed");
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        info!("shutting down");
+        self.shutdown().await;
+    }
+}
+
+/// Sleeps until the next session expiry (or a change of timers) and sweeps.
+async fn expiry_driver(app: Arc<App>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        let sleep = match app.poll_timeout() {
+            Some(at) => at.duration_since(SystemTime::now()).unwrap_or_default(),
+            None => std::time::Duration::from_secs(3600),
+        };
+        tokio::select! {
+            () = tokio::time::sleep(sleep) => app.sweep(SystemTime::now()).await,
+            () = app.timer_changed.notified() => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, app: Arc<App>, mut stopped: watch::Receiver<bool>) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(app.config.header_timeout)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(64 * 1024);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = Arc::clone(&app);
+        let service = service_fn(move |req| {
+            let app = Arc::clone(&app);
+            async move {
+                // A panic in a handler becomes a 500 for that request, not a dead server.
+                let res = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
+                    app.handle(req),
+                ))
+                .await;
+                Ok::<_, std::convert::Infallible>(res.unwrap_or_else(|_| app::internal_error()))
+            }
+        });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let watched = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = watched.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let grace = app.config.shutdown_grace;
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("requests still in flight after {grace:?}; stopping anyway");
+    }
+}

@@ -1,0 +1,180 @@
+//! `upsession serve`: the Graph-compatible server, configured from flags.
+
+use std::fs;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use upsession_core::Limits;
+use upsession_server_hyper::{Config, Fsync, Server};
+
+use crate::Failure;
+use crate::size::{parse_duration, parse_size};
+
+/// Flags of `upsession serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "UPSESSION_LISTEN")]
+    listen: SocketAddr,
+    /// Where sessions and attachments are kept [default: the platform's data directory].
+    #[arg(long, env = "UPSESSION_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Accepted bearer token (repeat for several). Without one, a token is generated
+    /// on first start, printed once, and kept in the data directory.
+    #[arg(long = "token", env = "UPSESSION_TOKEN", value_delimiter = ',')]
+    tokens: Vec<String>,
+    /// Base URL of the uploadUrls and Locations handed out, as clients reach this
+    /// server (e.g. behind a proxy) [default: http://LISTEN].
+    #[arg(long, env = "UPSESSION_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Largest fragment one PUT may carry.
+    #[arg(long, default_value = "4MiB", value_parser = parse_size)]
+    max_fragment: u64,
+    /// Smallest file an upload session accepts.
+    #[arg(long, default_value = "3MB", value_parser = parse_size)]
+    min_size: u64,
+    /// Largest file an upload session accepts.
+    #[arg(long, default_value = "150MB", value_parser = parse_size)]
+    max_size: u64,
+    /// How long a session lives after its creation or last fragment.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    session_ttl: Duration,
+    /// When to flush to stable storage: `always` survives power loss, `never`
+    /// survives a crash of the server process only.
+    #[arg(long, value_enum, default_value = "always")]
+    fsync: FsyncArg,
+    /// Bearer token required on /metrics [default: none, /metrics is open].
+    #[arg(long, env = "UPSESSION_METRICS_TOKEN")]
+    metrics_token: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum FsyncArg {
+    Always,
+    Never,
+}
+
+fn default_data_dir() -> Result<PathBuf, Failure> {
+    directories::ProjectDirs::from("", "", "upsession")
+        .map(|d| d.data_dir().to_path_buf())
+        .ok_or_else(|| {
+            Failure(
+                "cannot find a home directory for the default data directory; pass --data-dir"
+                    .into(),
+            )
+        })
+}
+
+/// The token kept under the data directory, created (0600) on first start.
+/// Returns the token and whether it was just generated.
+fn stored_token(data_dir: &Path) -> Result<(String, bool), Failure> {
+    use base64::Engine as _;
+    let path = data_dir.join("token");
+    match fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok((t.trim().to_owned(), false)),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Failure(format!("cannot read {}: {e}", path.display()))),
+    }
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|e| Failure(format!("no random source: {e}")))?;
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    fs::create_dir_all(data_dir)
+        .map_err(|e| Failure(format!("cannot create {}: {e}", data_dir.display())))?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Failure(format!("cannot write {}: {e}", path.display())))?;
+    f.write_all(token.as_bytes())
+        .map_err(|e| Failure(format!("cannot write {}: {e}", path.display())))?;
+    Ok((token, true))
+}
+
+pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    if args.min_size > args.max_size {
+        return Err(Failure(format!(
+            "--min-size ({}) is larger than --max-size ({})",
+            args.min_size, args.max_size
+        )));
+    }
+    let data_dir = match args.data_dir {
+        Some(d) => d,
+        None => default_data_dir()?,
+    };
+    let mut tokens: Vec<String> = args.tokens.into_iter().filter(|t| !t.is_empty()).collect();
+    let token_note = if tokens.is_empty() {
+        let (token, generated) = stored_token(&data_dir)?;
+        let path = data_dir.join("token");
+        let note = if generated {
+            format!(
+                "generated token (shown once, kept in {}): {token}",
+                path.display()
+            )
+        } else {
+            format!("token: kept in {}", path.display())
+        };
+        tokens.push(token);
+        Some((note, path))
+    } else {
+        None
+    };
+    let limits = Limits::default()
+        .with_min_size(args.min_size)
+        .with_max_size(args.max_size)
+        .with_max_fragment(args.max_fragment)
+        .with_ttl(args.session_ttl)
+        .with_max_age(args.session_ttl.max(Duration::from_secs(7 * 24 * 3600)));
+    let mut config = Config::new(&data_dir)
+        .with_listen(args.listen)
+        .with_limits(limits)
+        .with_fsync(match args.fsync {
+            FsyncArg::Always => Fsync::Always,
+            FsyncArg::Never => Fsync::Never,
+        });
+    config.tokens = tokens;
+    if let Some(url) = args.public_url {
+        config = config.with_public_url(url);
+    }
+    if let Some(t) = args.metrics_token {
+        config = config.with_metrics_token(t);
+    }
+    crate::block_on(async move {
+        let running = Server::start(config).await?;
+        let base = running.base_url();
+        let token_arg = match &token_note {
+            Some((_, path)) => format!("\"$(cat {})\"", path.display()),
+            None => "TOKEN".to_owned(),
+        };
+        let note = token_note
+            .as_ref()
+            .map(|(n, _)| format!("{n}\n"))
+            .unwrap_or_default();
+        let banner = format!(
+            "upsession serving {base} (listening on {addr})\ndata directory: {dir}\n{note}\
+             upload a file from another terminal:\n  \
+             upsession upload FILE --draft \"Test\" --base-url {base} --token {token_arg}\n",
+            addr = running.local_addr(),
+            dir = data_dir.display(),
+        );
+        // The banner is a courtesy: a closed stdout (`| head -1`) must not stop the server.
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
+        drop(out);
+        running.wait_for_signal().await;
+        Ok(())
+    })
+}

@@ -1,0 +1,404 @@
+//! Graph's URL space as upsession serves it: parsing request paths into routes and
+//! writing the paths clients call.
+//!
+//! Every route lives under `/v1.0` and `/beta`, for `/me` and `/users/{id-or-upn}`.
+
+use std::fmt;
+
+use http::Method;
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+
+use crate::error::RequestError;
+
+/// The API version segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Version {
+    /// `/v1.0`
+    V1,
+    /// `/beta`
+    Beta,
+}
+
+impl Version {
+    /// The path segment.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::V1 => "v1.0",
+            Self::Beta => "beta",
+        }
+    }
+}
+
+/// Whose mailbox: `/me` or `/users/{id-or-userPrincipalName}`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum User {
+    /// `/me`
+    Me,
+    /// `/users/{id}`
+    Id(String),
+}
+
+/// The kind of item an attachment hangs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ItemKind {
+    /// A message (`/messages`).
+    Message,
+    /// An event (`/events`, or `/calendarView` which names the same events).
+    Event,
+}
+
+impl ItemKind {
+    /// The collection segment that creates and lists this kind.
+    pub const fn collection(self) -> &'static str {
+        match self {
+            Self::Message => "messages",
+            Self::Event => "events",
+        }
+    }
+}
+
+/// A path to one message or event.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ItemPath {
+    /// API version.
+    pub version: Version,
+    /// Mailbox.
+    pub user: User,
+    /// Message or event.
+    pub kind: ItemKind,
+    /// The item id.
+    pub id: String,
+}
+
+/// Characters escaped in a path segment we write (RFC 3986 `pchar` keeps the rest).
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+fn seg(s: &str) -> impl fmt::Display + '_ {
+    utf8_percent_encode(s, SEGMENT)
+}
+
+impl fmt::Display for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Me => f.write_str("me"),
+            Self::Id(id) => write!(f, "users/{}", seg(id)),
+        }
+    }
+}
+
+impl ItemPath {
+    /// `/{version}/{user}/{messages|events}/{id}`
+    pub fn path(&self) -> String {
+        format!(
+            "/{}/{}/{}/{}",
+            self.version.as_str(),
+            self.user,
+            self.kind.collection(),
+            seg(&self.id)
+        )
+    }
+
+    /// `…/attachments/createUploadSession`
+    pub fn create_upload_session_path(&self) -> String {
+        format!("{}/attachments/createUploadSession", self.path())
+    }
+
+    /// `…/attachments/{attachment_id}`
+    pub fn attachment_path(&self, attachment_id: &str) -> String {
+        format!("{}/attachments/{}", self.path(), seg(attachment_id))
+    }
+}
+
+/// `/{version}/{user}/{messages|events}`: where drafts and events are created.
+pub fn collection_path(version: Version, user: &User, kind: ItemKind) -> String {
+    format!("/{}/{user}/{}", version.as_str(), kind.collection())
+}
+
+/// The path of an uploadUrl: `/uploads/{session_id}`.
+pub fn upload_path(session_id: &str) -> String {
+    format!("/uploads/{}", seg(session_id))
+}
+
+/// A request path understood by the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Route {
+    /// `GET /healthz`
+    Health,
+    /// `GET /metrics`
+    Metrics,
+    /// `POST /{v}/{user}/{messages|events}`
+    CreateItem {
+        /// API version.
+        version: Version,
+        /// Mailbox.
+        user: User,
+        /// Message or event.
+        kind: ItemKind,
+    },
+    /// `GET /{v}/{user}/{kind}/{id}`
+    Item(ItemPath),
+    /// `GET …/{id}/attachments`
+    Attachments(ItemPath),
+    /// `GET …/{id}/attachments/{aid}`
+    Attachment(ItemPath, String),
+    /// `GET …/{id}/attachments/{aid}/$value`
+    AttachmentValue(ItemPath, String),
+    /// `POST …/{id}/attachments/createUploadSession` (also `…/attachments/{x}/createUploadSession`)
+    CreateUploadSession(ItemPath),
+    /// `PUT|GET|DELETE /uploads/{session_id}`
+    Upload(String),
+}
+
+impl Route {
+    /// Reads a request path (without the query). Segments are percent-decoded.
+    ///
+    /// ```
+    /// use upsession_core::route::{ItemKind, Route, User, Version};
+    ///
+    /// let r = Route::parse("/beta/users/a%40b.com/calendarView/E1/attachments/createUploadSession").unwrap();
+    /// let Route::CreateUploadSession(item) = r else { panic!() };
+    /// assert_eq!((item.version, item.kind, item.id.as_str()), (Version::Beta, ItemKind::Event, "E1"));
+    /// assert_eq!(item.user, User::Id("a@b.com".into()));
+    /// ```
+    pub fn parse(path: &str) -> Result<Self, RequestError> {
+        let no_route = || RequestError::NoRoute(path.chars().take(200).collect());
+        let raw: Vec<&str> = path
+            .strip_prefix('/')
+            .ok_or_else(no_route)?
+            .split('/')
+            .collect();
+        let mut segs = Vec::with_capacity(raw.len());
+        for s in raw {
+            segs.push(
+                percent_decode_str(s)
+                    .decode_utf8()
+                    .map_err(|_| no_route())?
+                    .into_owned(),
+            );
+        }
+        let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+        match segs.as_slice() {
+            ["healthz"] => return Ok(Self::Health),
+            ["metrics"] => return Ok(Self::Metrics),
+            ["uploads", id] if !id.is_empty() => return Ok(Self::Upload((*id).to_owned())),
+            _ => {}
+        }
+        let (version, rest) = match segs.split_first() {
+            Some((&"v1.0", rest)) => (Version::V1, rest),
+            Some((&"beta", rest)) => (Version::Beta, rest),
+            _ => return Err(no_route()),
+        };
+        let (user, rest) = match rest {
+            ["me", rest @ ..] => (User::Me, rest),
+            ["users", id, rest @ ..] if !id.is_empty() => (User::Id((*id).to_owned()), rest),
+            _ => return Err(no_route()),
+        };
+        let (kind, rest) = match rest {
+            [c, rest @ ..] if c.eq_ignore_ascii_case("messages") => (ItemKind::Message, rest),
+            [c, rest @ ..]
+                if c.eq_ignore_ascii_case("events") || c.eq_ignore_ascii_case("calendarView") =>
+            {
+                (ItemKind::Event, rest)
+            }
+            _ => return Err(no_route()),
+        };
+        let Some((id, rest)) = rest.split_first() else {
+            return Ok(Self::CreateItem {
+                version,
+                user,
+                kind,
+            });
+        };
+        if id.is_empty() {
+            return Err(no_route());
+        }
+        let item = ItemPath {
+            version,
+            user,
+            kind,
+            id: (*id).to_owned(),
+        };
+        let is = |s: &str, name: &str| s.eq_ignore_ascii_case(name);
+        Ok(match rest {
+            [] => Self::Item(item),
+            [a] if is(a, "attachments") => Self::Attachments(item),
+            [a, c] if is(a, "attachments") && is(c, "createUploadSession") => {
+                Self::CreateUploadSession(item)
+            }
+            // The beta page's spelling, `…/attachments/{id}/createUploadSession`.
+            [a, _, c] if is(a, "attachments") && is(c, "createUploadSession") => {
+                Self::CreateUploadSession(item)
+            }
+            [a, aid] if is(a, "attachments") && !aid.is_empty() => {
+                Self::Attachment(item, (*aid).to_owned())
+            }
+            [a, aid, v] if is(a, "attachments") && *v == "$value" => {
+                Self::AttachmentValue(item, (*aid).to_owned())
+            }
+            _ => return Err(no_route()),
+        })
+    }
+
+    /// Whether `method` is served on this route; `Err` is the 405 to answer.
+    pub fn check_method(&self, method: &Method) -> Result<(), RequestError> {
+        let ok = match self {
+            Self::Health
+            | Self::Metrics
+            | Self::Item(_)
+            | Self::Attachments(_)
+            | Self::Attachment(..)
+            | Self::AttachmentValue(..) => method == Method::GET || method == Method::HEAD,
+            Self::CreateItem { .. } | Self::CreateUploadSession(_) => method == Method::POST,
+            Self::Upload(_) => {
+                method == Method::PUT || method == Method::GET || method == Method::DELETE
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(RequestError::MethodNotAllowed(method.to_string()))
+        }
+    }
+
+    /// Whether the route needs the bearer token (Graph routes do; health, metrics
+    /// and uploadUrls do not).
+    pub const fn needs_bearer(&self) -> bool {
+        !matches!(self, Self::Health | Self::Metrics | Self::Upload(_))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::pedantic)] // test code favours brevity over pedantry
+mod tests {
+    use super::*;
+
+    fn item(version: Version, user: User, kind: ItemKind, id: &str) -> ItemPath {
+        ItemPath {
+            version,
+            user,
+            kind,
+            id: id.into(),
+        }
+    }
+
+    #[test]
+    fn every_contract_route_parses() {
+        let m = |v, u| item(v, u, ItemKind::Message, "M1");
+        let check =
+            |path: &str, expected: Route| assert_eq!(Route::parse(path), Ok(expected), "{path}");
+        check("/healthz", Route::Health);
+        check("/metrics", Route::Metrics);
+        check(
+            "/v1.0/me/messages",
+            Route::CreateItem {
+                version: Version::V1,
+                user: User::Me,
+                kind: ItemKind::Message,
+            },
+        );
+        check(
+            "/beta/me/events",
+            Route::CreateItem {
+                version: Version::Beta,
+                user: User::Me,
+                kind: ItemKind::Event,
+            },
+        );
+        check(
+            "/v1.0/me/messages/M1/attachments/createUploadSession",
+            Route::CreateUploadSession(m(Version::V1, User::Me)),
+        );
+        check(
+            "/beta/me/messages/M1/attachments/X/createUploadSession",
+            Route::CreateUploadSession(m(Version::Beta, User::Me)),
+        );
+        check(
+            "/v1.0/users/u1/messages/M1/attachments",
+            Route::Attachments(m(Version::V1, User::Id("u1".into()))),
+        );
+        check(
+            "/v1.0/me/messages/M1/attachments/A1",
+            Route::Attachment(m(Version::V1, User::Me), "A1".into()),
+        );
+        check(
+            "/v1.0/me/messages/M1/attachments/A1/$value",
+            Route::AttachmentValue(m(Version::V1, User::Me), "A1".into()),
+        );
+        check(
+            "/v1.0/me/messages/M1/attachments/A1/%24value",
+            Route::AttachmentValue(m(Version::V1, User::Me), "A1".into()),
+        );
+        check(
+            "/v1.0/me/calendarView/E1/attachments/createUploadSession",
+            Route::CreateUploadSession(item(Version::V1, User::Me, ItemKind::Event, "E1")),
+        );
+        check("/uploads/abc", Route::Upload("abc".into()));
+    }
+
+    #[test]
+    fn unknown_paths_are_no_route() {
+        for p in [
+            "",
+            "/",
+            "/v2.0/me/messages",
+            "/v1.0/you/messages",
+            "/v1.0/me/contacts/1",
+            "/v1.0/me/messages//attachments",
+            "/v1.0/me/messages/M1/attachments/A1/other",
+            "/uploads/",
+            "/v1.0/users//messages",
+            "/v1.0/me/messages/%FF",
+        ] {
+            assert!(
+                matches!(Route::parse(p), Err(RequestError::NoRoute(_))),
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn paths_we_write_parse_back() {
+        let it = item(
+            Version::Beta,
+            User::Id("first.last@contoso.com".into()),
+            ItemKind::Event,
+            "AAMk/=x",
+        );
+        assert_eq!(
+            Route::parse(&it.create_upload_session_path()),
+            Ok(Route::CreateUploadSession(it.clone()))
+        );
+        assert_eq!(
+            Route::parse(&it.attachment_path("A/1")),
+            Ok(Route::Attachment(it.clone(), "A/1".into()))
+        );
+        assert_eq!(
+            Route::parse(&upload_path("s1")),
+            Ok(Route::Upload("s1".into()))
+        );
+    }
+
+    #[test]
+    fn methods_are_checked_per_route() {
+        assert!(Route::Upload("x".into()).check_method(&Method::PUT).is_ok());
+        assert!(
+            Route::Upload("x".into())
+                .check_method(&Method::POST)
+                .is_err()
+        );
+        assert!(Route::Health.check_method(&Method::DELETE).is_err());
+        assert!(!Route::Upload("x".into()).needs_bearer());
+    }
+}

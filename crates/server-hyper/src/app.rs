@@ -1,0 +1,766 @@
+//! Request handling: each handler splits the request, asks the core, does the
+//! storage I/O the core's decision calls for, and renders the core's answer.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use tokio::sync::Notify;
+use tracing::{Instrument as _, debug, info, warn};
+use upsession_core::error::{CreateError, FragmentError, GraphError, RequestError};
+use upsession_core::route::{ItemPath, Route, upload_path};
+use upsession_core::session::{Answer, Phase, PutDecision, Session, WriteTicket};
+use upsession_core::timer::Timers;
+use upsession_core::wire::{AttachmentItem, Collection, FileAttachment, Item};
+use upsession_core::{ByteRange, respond};
+
+use crate::auth::{CREDENTIAL_PARAM, Signer, Tokens};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::store::{AttachmentRecord, BlobStore, ItemRecord, Kind, MetaStore, SessionRecord};
+
+/// The response body type: whole buffers or a file stream.
+pub(crate) type Body = BoxBody<Bytes, io::Error>;
+
+/// A refusal on its way to becoming Graph's error JSON.
+type Failure = Box<dyn GraphError + Send + Sync>;
+
+fn fail<E: GraphError + Send + Sync + 'static>(e: E) -> Failure {
+    Box::new(e)
+}
+
+/// Largest JSON body accepted on Graph routes.
+const MAX_JSON_BODY: usize = 64 * 1024;
+
+struct ItemEntry {
+    record: ItemRecord,
+    attachments: Vec<String>,
+}
+
+/// A live session: the core state machine and the record last persisted for it.
+struct SessionEntry {
+    record: SessionRecord,
+    session: Session,
+}
+
+/// The server's state, shared by every connection.
+pub(crate) struct App {
+    pub(crate) config: Config,
+    public_url: String,
+    tokens: Tokens,
+    signer: Signer,
+    meta: Arc<dyn MetaStore>,
+    blobs: Arc<dyn BlobStore>,
+    items: RwLock<HashMap<String, ItemEntry>>,
+    attachments: RwLock<HashMap<String, AttachmentRecord>>,
+    sessions: RwLock<HashMap<String, Arc<tokio::sync::Mutex<SessionEntry>>>>,
+    timers: Mutex<Timers<String>>,
+    pub(crate) timer_changed: Notify,
+    pub(crate) metrics: Metrics,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("public_url", &self.public_url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn random_id(prefix: &str) -> String {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 18];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    // Graph's ids are opaque base64; ours are URL- and path-safe.
+    format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+fn full(res: Response<Vec<u8>>) -> Response<Body> {
+    res.map(|b| {
+        Full::new(Bytes::from(b))
+            .map_err(|never| match never {})
+            .boxed()
+    })
+}
+
+impl App {
+    /// Loads everything stored and finishes what a crash interrupted.
+    pub(crate) async fn start(
+        config: Config,
+        public_url: String,
+        key: [u8; 32],
+        meta: Arc<dyn MetaStore>,
+        blobs: Arc<dyn BlobStore>,
+        now: SystemTime,
+    ) -> io::Result<Self> {
+        let loaded = meta.load().await?;
+        let mut items: HashMap<String, ItemEntry> = loaded
+            .items
+            .into_iter()
+            .map(|r| {
+                (
+                    r.id.clone(),
+                    ItemEntry {
+                        record: r,
+                        attachments: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        let mut attachments = HashMap::new();
+        for a in loaded.attachments {
+            if let Some(item) = items.get_mut(&a.item_id) {
+                item.attachments.push(a.meta.id.clone());
+            }
+            attachments.insert(a.meta.id.clone(), a);
+        }
+        let mut sessions = HashMap::new();
+        let mut timers = Timers::new();
+        let mut live = Vec::new();
+        for mut record in loaded.sessions {
+            // Completion writes the attachment record first: if it exists, the
+            // session finished and only the rename or the session record is missing.
+            if record.snapshot.phase == Phase::Open
+                && attachments.contains_key(&record.attachment_id)
+            {
+                blobs.promote(&record.id, &record.attachment_id).await?;
+                record.snapshot.phase = Phase::Completed;
+                record.snapshot.received = vec![[0, record.snapshot.size]];
+                meta.put_session(&record).await?;
+            }
+            let session = match Session::restore(&record.snapshot) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(session = %record.id, error = %e, "unusable session record skipped");
+                    continue;
+                }
+            };
+            if let Some(deadline) = session.poll_timeout() {
+                timers.set(record.id.clone(), deadline);
+            }
+            live.push(record.id.clone());
+            sessions.insert(
+                record.id.clone(),
+                Arc::new(tokio::sync::Mutex::new(SessionEntry { record, session })),
+            );
+        }
+        let orphans = blobs.sweep_orphans(&live).await?;
+        info!(
+            items = items.len(),
+            attachments = attachments.len(),
+            sessions = sessions.len(),
+            orphans_removed = orphans,
+            "state loaded"
+        );
+        let metrics = Metrics::new();
+        metrics
+            .sessions_open
+            .set(i64::try_from(sessions.len()).unwrap_or(i64::MAX));
+        let app = Self {
+            tokens: Tokens::new(&config.tokens),
+            signer: Signer::new(key),
+            config,
+            public_url,
+            meta,
+            blobs,
+            items: RwLock::new(items),
+            attachments: RwLock::new(attachments),
+            sessions: RwLock::new(sessions),
+            timers: Mutex::new(timers),
+            timer_changed: Notify::new(),
+            metrics,
+        };
+        app.sweep(now).await;
+        Ok(app)
+    }
+
+    // ----- the expiry driver -----
+
+    /// When the next session expires.
+    pub(crate) fn poll_timeout(&self) -> Option<SystemTime> {
+        self.timers.lock().expect("timer lock").poll_timeout()
+    }
+
+    fn set_timer(&self, id: &str, deadline: Option<SystemTime>) {
+        let mut timers = self.timers.lock().expect("timer lock");
+        match deadline {
+            Some(d) => timers.set(id.to_owned(), d),
+            None => timers.remove(&id.to_owned()),
+        }
+        drop(timers);
+        self.timer_changed.notify_one();
+    }
+
+    /// Expires due sessions: partial bytes are deleted, completed attachments stay.
+    pub(crate) async fn sweep(&self, now: SystemTime) {
+        let due = self.timers.lock().expect("timer lock").expired(now);
+        for id in due {
+            let Some(entry) = self
+                .sessions
+                .read()
+                .expect("sessions lock")
+                .get(&id)
+                .cloned()
+            else {
+                continue;
+            };
+            let mut e = entry.lock().await;
+            if let Some(closed) = e.session.handle_timeout(now) {
+                if closed.discard_partial {
+                    self.metrics.sessions_expired.inc();
+                    if let Err(err) = self.blobs.discard(&id).await {
+                        warn!(session = %id, error = %err, "could not delete expired bytes");
+                    }
+                }
+                if let Err(err) = self.meta.delete_session(&id).await {
+                    warn!(session = %id, error = %err, "could not delete expired session record");
+                }
+                self.forget(&id);
+                debug!(session = %id, "session expired");
+            } else {
+                // Extended meanwhile, or a fragment is being written: look again later.
+                let again = e
+                    .session
+                    .poll_timeout()
+                    .map(|t| t.max(now + Duration::from_secs(1)));
+                self.set_timer(&id, again);
+            }
+        }
+    }
+
+    fn forget(&self, id: &str) {
+        if self
+            .sessions
+            .write()
+            .expect("sessions lock")
+            .remove(id)
+            .is_some()
+        {
+            self.metrics.sessions_open.dec();
+        }
+        self.set_timer(id, None);
+    }
+
+    // ----- requests -----
+
+    /// Answers one request; never panics on input, always answers.
+    pub(crate) async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let request_id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+        // The path carries no credential (that is in the query), so it may be logged.
+        let span = tracing::info_span!("request", id = %request_id, method = %req.method(), path = %req.uri().path());
+        let now = SystemTime::now();
+        let result = self.route(req, now).instrument(span.clone()).await;
+        let mut res = match result {
+            Ok(res) => res,
+            Err(err) => {
+                self.metrics.error(err.code());
+                span.in_scope(|| {
+                    debug!(
+                        status = err.status().as_u16(),
+                        code = err.code(),
+                        "refused: {err}"
+                    );
+                });
+                full(respond::error(&*err, &request_id, SystemTime::now()))
+            }
+        };
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            res.headers_mut().insert(respond::REQUEST_ID, v);
+        }
+        res
+    }
+
+    async fn route(
+        &self,
+        req: Request<Incoming>,
+        now: SystemTime,
+    ) -> Result<Response<Body>, Failure> {
+        let route = Route::parse(req.uri().path()).map_err(fail)?;
+        route.check_method(req.method()).map_err(fail)?;
+        if route.needs_bearer() {
+            let auth = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
+            self.tokens
+                .check(auth)
+                .map_err(|m| fail(RequestError::Unauthenticated(m)))?;
+        }
+        match route {
+            Route::Health => Ok(full(text(StatusCode::OK, "ok\n"))),
+            Route::Metrics => self.metrics_page(&req),
+            Route::CreateItem { kind, .. } => self.create_item(req, kind.into(), now).await,
+            Route::Item(path) => {
+                let items = self.items.read().expect("items lock");
+                let entry = lookup_item(&items, &path)?;
+                Ok(full(respond::json(StatusCode::OK, &item_json(entry))))
+            }
+            Route::Attachments(path) => {
+                let items = self.items.read().expect("items lock");
+                let ids = lookup_item(&items, &path)?.attachments.clone();
+                drop(items);
+                let atts = self.attachments.read().expect("attachments lock");
+                let value: Vec<FileAttachment> = ids
+                    .iter()
+                    .filter_map(|id| atts.get(id))
+                    .map(|a| a.meta.clone())
+                    .collect();
+                Ok(full(respond::json(StatusCode::OK, &Collection { value })))
+            }
+            Route::Attachment(path, aid) => Ok(full(respond::json(
+                StatusCode::OK,
+                &self.attachment(&path, &aid)?.meta,
+            ))),
+            Route::AttachmentValue(path, aid) => self.attachment_value(&path, &aid).await,
+            Route::CreateUploadSession(path) => self.create_session(req, &path, now).await,
+            Route::Upload(id) => {
+                if !self.signer.verify(&id, req.uri().query(), now) {
+                    return Err(fail(RequestError::InvalidUploadCredential));
+                }
+                let entry = self
+                    .sessions
+                    .read()
+                    .expect("sessions lock")
+                    .get(&id)
+                    .cloned();
+                let entry = entry.ok_or_else(|| fail(RequestError::SessionNotFound))?;
+                match *req.method() {
+                    Method::PUT => self.put_fragment(req, &id, &entry, now).await,
+                    Method::GET => {
+                        let mut e = entry.lock().await;
+                        let answer = e.session.status(now).map_err(fail)?;
+                        Ok(full(respond::answer(&answer, &self.location(&e.record))))
+                    }
+                    _ => self.cancel(&id, &entry, now).await,
+                }
+            }
+            _ => Err(fail(RequestError::NoRoute(req.uri().path().to_owned()))),
+        }
+    }
+
+    fn metrics_page(&self, req: &Request<Incoming>) -> Result<Response<Body>, Failure> {
+        if let Some(token) = &self.config.metrics_token {
+            let auth = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
+            Tokens::new(std::slice::from_ref(token))
+                .check(auth)
+                .map_err(|m| fail(RequestError::Unauthenticated(m)))?;
+        }
+        let mut res = text(StatusCode::OK, &self.metrics.render());
+        res.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        );
+        Ok(full(res))
+    }
+
+    async fn create_item(
+        &self,
+        req: Request<Incoming>,
+        kind: Kind,
+        now: SystemTime,
+    ) -> Result<Response<Body>, Failure> {
+        let body = read_json_body(req, self.config.body_idle_timeout).await?;
+        let subject = Item::subject_from_request_json(&body).map_err(fail)?;
+        let record = ItemRecord {
+            id: random_id("AAMk"),
+            kind,
+            subject,
+            created: now,
+        };
+        self.meta.put_item(&record).await.map_err(storage_failure)?;
+        let json = item_json(&ItemEntry {
+            record: record.clone(),
+            attachments: Vec::new(),
+        });
+        self.items.write().expect("items lock").insert(
+            record.id.clone(),
+            ItemEntry {
+                record,
+                attachments: Vec::new(),
+            },
+        );
+        Ok(full(respond::json(StatusCode::CREATED, &json)))
+    }
+
+    fn attachment(&self, path: &ItemPath, aid: &str) -> Result<AttachmentRecord, Failure> {
+        let items = self.items.read().expect("items lock");
+        let entry = lookup_item(&items, path)?;
+        if !entry.attachments.iter().any(|a| a == aid) {
+            return Err(fail(RequestError::ItemNotFound));
+        }
+        drop(items);
+        let atts = self.attachments.read().expect("attachments lock");
+        atts.get(aid)
+            .cloned()
+            .ok_or_else(|| fail(RequestError::ItemNotFound))
+    }
+
+    async fn attachment_value(
+        &self,
+        path: &ItemPath,
+        aid: &str,
+    ) -> Result<Response<Body>, Failure> {
+        let record = self.attachment(path, aid)?;
+        let file = self.blobs.open(aid).await.map_err(storage_failure)?;
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
+        let body = StreamBody::new(futures_util::StreamExt::map(stream, |r| r.map(Frame::data)));
+        let mut res = Response::new(http_body_util::BodyExt::boxed(body));
+        let headers = res.headers_mut();
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(record.meta.size));
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_str(&record.meta.content_type)
+                .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream")),
+        );
+        Ok(res)
+    }
+
+    fn location(&self, record: &SessionRecord) -> String {
+        format!(
+            "{}{}",
+            self.public_url,
+            record.item_path().attachment_path(&record.attachment_id)
+        )
+    }
+
+    async fn create_session(
+        &self,
+        req: Request<Incoming>,
+        path: &ItemPath,
+        now: SystemTime,
+    ) -> Result<Response<Body>, Failure> {
+        lookup_item(&self.items.read().expect("items lock"), path)?;
+        let body = read_json_body(req, self.config.body_idle_timeout).await?;
+        let item = AttachmentItem::from_request_json(&body).map_err(fail)?;
+        let session = Session::open(now, item.size, &self.config.limits).map_err(fail)?;
+        let id = random_id("");
+        let record = SessionRecord {
+            id: id.clone(),
+            item_id: path.id.clone(),
+            kind: path.kind.into(),
+            beta: path.version == upsession_core::route::Version::Beta,
+            user: match &path.user {
+                upsession_core::route::User::Me => None,
+                upsession_core::route::User::Id(u) => Some(u.clone()),
+            },
+            attachment_id: random_id("AAMk"),
+            attachment: item,
+            snapshot: session.snapshot(),
+        };
+        self.blobs.create(&id).await.map_err(storage_failure)?;
+        self.meta
+            .put_session(&record)
+            .await
+            .map_err(storage_failure)?;
+        let credential = self.signer.sign(&id, session.hard_expiry());
+        let upload_url = format!(
+            "{}{}?{CREDENTIAL_PARAM}={credential}",
+            self.public_url,
+            upload_path(&id)
+        );
+        let res = respond::created(&upload_url, session.expires_at(), &session.next_expected());
+        self.set_timer(&id, session.poll_timeout());
+        self.sessions.write().expect("sessions lock").insert(
+            id.clone(),
+            Arc::new(tokio::sync::Mutex::new(SessionEntry { record, session })),
+        );
+        self.metrics.sessions_created.inc();
+        self.metrics.sessions_open.inc();
+        info!(session = %id, "upload session created");
+        Ok(full(res))
+    }
+
+    async fn put_fragment(
+        &self,
+        req: Request<Incoming>,
+        id: &str,
+        entry: &tokio::sync::Mutex<SessionEntry>,
+        now: SystemTime,
+    ) -> Result<Response<Body>, Failure> {
+        let started = std::time::Instant::now();
+        let header = |name| {
+            req.headers()
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
+        let content_range = header(http::header::CONTENT_RANGE).map(str::to_owned);
+        let content_length = match header(CONTENT_LENGTH) {
+            Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
+                fail(RequestError::InvalidBody(
+                    "Content-Length is not a number".into(),
+                ))
+            })?),
+            None => None,
+        };
+        // Decide from the headers alone, before reading any body byte.
+        let decision =
+            entry
+                .lock()
+                .await
+                .session
+                .handle_put(now, content_range.as_deref(), content_length);
+        let decision = decision.map_err(fail)?;
+        let timeout = self.config.body_idle_timeout;
+        let res = match decision {
+            PutDecision::Replay { range, answer } => {
+                drain_exact(req.into_body(), range.len(), timeout).await?;
+                let e = entry.lock().await;
+                full(respond::answer(&answer, &self.location(&e.record)))
+            }
+            PutDecision::Write(ticket) => {
+                let written = self
+                    .write_body(id, ticket.range(), req.into_body(), timeout)
+                    .await;
+                self.commit(id, entry, ticket, written).await?
+            }
+        };
+        self.metrics
+            .fragment_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(res)
+    }
+
+    /// Streams exactly `range.len()` body bytes to storage at `range.start()`.
+    async fn write_body(
+        &self,
+        id: &str,
+        range: ByteRange,
+        body: Incoming,
+        timeout: Duration,
+    ) -> Result<(), Failure> {
+        let mut writer = self
+            .blobs
+            .writer(id, range.start())
+            .await
+            .map_err(storage_failure)?;
+        let mut body = body;
+        let mut got: u64 = 0;
+        loop {
+            let frame = match tokio::time::timeout(timeout, body.frame()).await {
+                Err(_) => return Err(fail(RequestError::Timeout)),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    debug!(error = %e, "body failed");
+                    return Err(fail(FragmentError::BodyLength {
+                        expected: range.len(),
+                        got,
+                    }));
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let Ok(chunk) = frame.into_data() else {
+                continue;
+            };
+            got += chunk.len() as u64;
+            if got > range.len() {
+                return Err(fail(FragmentError::BodyLength {
+                    expected: range.len(),
+                    got,
+                }));
+            }
+            writer.write(chunk).await.map_err(storage_failure)?;
+        }
+        if got != range.len() {
+            return Err(fail(FragmentError::BodyLength {
+                expected: range.len(),
+                got,
+            }));
+        }
+        writer.finish().await.map_err(storage_failure)
+    }
+
+    /// Counts a written fragment (or forgets a failed one), persists, and answers.
+    async fn commit(
+        &self,
+        id: &str,
+        entry: &tokio::sync::Mutex<SessionEntry>,
+        ticket: WriteTicket,
+        written: Result<(), Failure>,
+    ) -> Result<Response<Body>, Failure> {
+        let mut e = entry.lock().await;
+        if let Err(err) = written {
+            e.session.write_failed(ticket);
+            return Err(err);
+        }
+        let len = ticket.range().len();
+        let before = e.session.clone();
+        let answer = e.session.commit(SystemTime::now(), ticket).map_err(fail)?;
+        let mut record = e.record.clone();
+        record.snapshot = e.session.snapshot();
+        let persisted = async {
+            if answer == Answer::Completed {
+                self.complete(&record).await?;
+            }
+            self.meta.put_session(&record).await
+        }
+        .await;
+        if let Err(err) = persisted {
+            // Not recorded, so not acknowledged: the session expects these bytes again.
+            e.session = before;
+            return Err(storage_failure(err));
+        }
+        e.record = record;
+        self.metrics.bytes_received.inc_by(len);
+        self.set_timer(id, e.session.poll_timeout());
+        let location = self.location(&e.record);
+        if answer == Answer::Completed {
+            self.metrics.sessions_completed.inc();
+            info!(session = %id, attachment = %e.record.attachment_id, "upload completed");
+        }
+        Ok(full(respond::answer(&answer, &location)))
+    }
+
+    /// Makes the attachment of a session whose bytes are all stored. The attachment
+    /// record goes first: start-up finishes any completion it finds half done.
+    async fn complete(&self, record: &SessionRecord) -> io::Result<()> {
+        let meta = FileAttachment::new(
+            record.attachment_id.clone(),
+            &record.attachment,
+            SystemTime::now(),
+        );
+        let att = AttachmentRecord {
+            item_id: record.item_id.clone(),
+            meta,
+        };
+        self.meta.put_attachment(&att).await?;
+        self.blobs
+            .promote(&record.id, &record.attachment_id)
+            .await?;
+        if let Some(item) = self
+            .items
+            .write()
+            .expect("items lock")
+            .get_mut(&record.item_id)
+            && !item.attachments.contains(&record.attachment_id)
+        {
+            item.attachments.push(record.attachment_id.clone());
+        }
+        self.attachments
+            .write()
+            .expect("attachments lock")
+            .insert(record.attachment_id.clone(), att);
+        Ok(())
+    }
+
+    async fn cancel(
+        &self,
+        id: &str,
+        entry: &tokio::sync::Mutex<SessionEntry>,
+        now: SystemTime,
+    ) -> Result<Response<Body>, Failure> {
+        let mut e = entry.lock().await;
+        let closed = e.session.cancel(now).map_err(fail)?;
+        self.meta
+            .delete_session(id)
+            .await
+            .map_err(storage_failure)?;
+        if closed.discard_partial {
+            self.metrics.sessions_cancelled.inc();
+            if let Err(err) = self.blobs.discard(id).await {
+                // The record is gone; start-up's orphan sweep removes the bytes.
+                warn!(session = %id, error = %err, "could not delete cancelled bytes");
+            }
+        }
+        drop(e);
+        self.forget(id);
+        info!(session = %id, "upload session deleted");
+        Ok(full(respond::deleted()))
+    }
+}
+
+/// The answer for a handler that panicked: nothing it did was acknowledged.
+pub(crate) fn internal_error() -> Response<Body> {
+    full(respond::error(
+        &RequestError::Internal,
+        "panic",
+        SystemTime::now(),
+    ))
+}
+
+fn item_json(entry: &ItemEntry) -> Item {
+    let mut item = Item::new(
+        entry.record.id.clone(),
+        entry.record.subject.clone(),
+        entry.record.created,
+    );
+    item.has_attachments = !entry.attachments.is_empty();
+    item
+}
+
+fn lookup_item<'a>(
+    items: &'a HashMap<String, ItemEntry>,
+    path: &ItemPath,
+) -> Result<&'a ItemEntry, Failure> {
+    match items.get(&path.id) {
+        Some(entry) if Kind::from(path.kind) == entry.record.kind => Ok(entry),
+        _ => Err(fail(RequestError::ItemNotFound)),
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Vec<u8>> {
+    let mut res = Response::new(body.as_bytes().to_vec());
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
+}
+
+/// Maps a storage failure to its answer: a full disk is 507, anything else 500.
+#[allow(clippy::needless_pass_by_value)] // shaped for `map_err`
+fn storage_failure(err: io::Error) -> Failure {
+    if err.raw_os_error() == Some(28) || err.kind() == io::ErrorKind::StorageFull {
+        warn!("storage full: {err}");
+        return fail(RequestError::InsufficientStorage);
+    }
+    tracing::error!("storage failed: {err}");
+    fail(RequestError::Internal)
+}
+
+/// Reads a small JSON body, refusing one over the limit.
+async fn read_json_body(req: Request<Incoming>, timeout: Duration) -> Result<Bytes, Failure> {
+    let limited = http_body_util::Limited::new(req.into_body(), MAX_JSON_BODY);
+    match tokio::time::timeout(timeout, limited.collect()).await {
+        Err(_) => Err(fail(RequestError::Timeout)),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(fail(RequestError::BodyTooLarge {
+                max: MAX_JSON_BODY as u64,
+            }))
+        }
+        Ok(Err(e)) => Err(fail(CreateError::InvalidBody(e.to_string()))),
+    }
+}
+
+/// Reads and discards a re-sent fragment's body, checking its length.
+async fn drain_exact(mut body: Incoming, expected: u64, timeout: Duration) -> Result<(), Failure> {
+    let mut got = 0u64;
+    loop {
+        match tokio::time::timeout(timeout, body.frame()).await {
+            Err(_) => return Err(fail(RequestError::Timeout)),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Err(fail(FragmentError::BodyLength { expected, got })),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(chunk) = frame.into_data() {
+                    got += chunk.len() as u64;
+                    if got > expected {
+                        return Err(fail(FragmentError::BodyLength { expected, got }));
+                    }
+                }
+            }
+        }
+    }
+    if got == expected {
+        Ok(())
+    } else {
+        Err(fail(FragmentError::BodyLength { expected, got }))
+    }
+}

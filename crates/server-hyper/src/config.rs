@@ -1,0 +1,116 @@
+//! The server's typed configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use upsession_core::Limits;
+
+/// When fragment bytes and records are flushed to stable storage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fsync {
+    /// `fdatasync` every fragment and every record before answering: an answered
+    /// fragment survives a power loss.
+    #[default]
+    Always,
+    /// Rely on the page cache: an answered fragment survives the server process
+    /// dying (`kill -9`), not the machine.
+    Never,
+}
+
+/// Everything the server needs to start.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where sessions, attachments and the server key live.
+    pub data_dir: PathBuf,
+    /// Bearer tokens accepted on Graph routes. Empty: every Graph route answers 401.
+    pub tokens: Vec<String>,
+    /// Base of the uploadUrls and `Location`s handed out (e.g. `https://files.example`);
+    /// `http://{listen}` when unset.
+    pub public_url: Option<String>,
+    /// Session limits.
+    pub limits: Limits,
+    /// Durability policy.
+    pub fsync: Fsync,
+    /// Longest wait for a request's headers.
+    pub header_timeout: Duration,
+    /// Longest pause between two pieces of a request body before the request fails
+    /// and its session is freed for a retry.
+    pub body_idle_timeout: Duration,
+    /// How long shutdown waits for requests in flight.
+    pub shutdown_grace: Duration,
+    /// Bearer token for `/metrics`; open when unset.
+    pub metrics_token: Option<String>,
+}
+
+impl Config {
+    /// The defaults: `127.0.0.1:8080`, the contract's limits, `--fsync always`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: data_dir.into(),
+            tokens: Vec::new(),
+            public_url: None,
+            limits: Limits::default(),
+            fsync: Fsync::Always,
+            header_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+            metrics_token: None,
+        }
+    }
+
+    /// Sets the listen address.
+    #[must_use]
+    pub fn with_listen(mut self, listen: SocketAddr) -> Self {
+        self.listen = listen;
+        self
+    }
+
+    /// Adds an accepted bearer token.
+    #[must_use]
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.tokens.push(token.into());
+        self
+    }
+
+    /// Sets the public base URL.
+    #[must_use]
+    pub fn with_public_url(mut self, url: impl Into<String>) -> Self {
+        self.public_url = Some(url.into());
+        self
+    }
+
+    /// Sets the session limits.
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets the durability policy.
+    #[must_use]
+    pub fn with_fsync(mut self, fsync: Fsync) -> Self {
+        self.fsync = fsync;
+        self
+    }
+
+    /// Sets the header and body-idle timeouts.
+    #[must_use]
+    pub fn with_timeouts(mut self, header: Duration, body_idle: Duration) -> Self {
+        self.header_timeout = header;
+        self.body_idle_timeout = body_idle;
+        self
+    }
+
+    /// Requires a bearer token on `/metrics`.
+    #[must_use]
+    pub fn with_metrics_token(mut self, token: impl Into<String>) -> Self {
+        self.metrics_token = Some(token.into());
+        self
+    }
+}

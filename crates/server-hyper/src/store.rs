@@ -1,0 +1,493 @@
+//! Storage behind two traits: [`MetaStore`] for records (items, attachments,
+//! sessions) and [`BlobStore`] for bytes (partial uploads and finished attachments),
+//! with local disk as the implementation of both.
+//!
+//! # Disk layout (`--data-dir`)
+//!
+//! ```text
+//! server.key                 32-byte HMAC key for uploadUrl credentials (0600)
+//! items/{id}.json            a draft message or an event
+//! sessions/{id}.json         an open (or completed, until expiry) upload session
+//! sessions/{id}.part         its bytes so far, written at their offsets
+//! attachments/{id}.json      a finished attachment's metadata
+//! attachments/{id}.bin       its bytes (the `.part`, renamed on completion)
+//! tmp/                       records being written; emptied at start-up
+//! ```
+//!
+//! Every record is written whole to `tmp/`, synced (with `--fsync always`), and
+//! renamed over the old one, so a crash leaves the old record or the new one, never
+//! a torn one. Write-and-rename was chosen over an append-only log because records
+//! are small and per-session, start-up reads one small file per session (no replay,
+//! no compaction), and the S3/PostgreSQL backends later keep the same shape.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write as _};
+use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use upsession_core::route::{ItemKind, ItemPath, User, Version};
+use upsession_core::session::SessionSnapshot;
+use upsession_core::wire::{AttachmentItem, FileAttachment};
+
+use crate::config::Fsync;
+
+/// A draft message or an event.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ItemRecord {
+    pub(crate) id: String,
+    pub(crate) kind: Kind,
+    pub(crate) subject: String,
+    pub(crate) created: SystemTime,
+}
+
+/// [`ItemKind`] as records spell it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum Kind {
+    Message,
+    Event,
+}
+
+impl From<ItemKind> for Kind {
+    fn from(k: ItemKind) -> Self {
+        match k {
+            ItemKind::Message => Self::Message,
+            ItemKind::Event => Self::Event,
+        }
+    }
+}
+
+impl From<Kind> for ItemKind {
+    fn from(k: Kind) -> Self {
+        match k {
+            Kind::Message => Self::Message,
+            Kind::Event => Self::Event,
+        }
+    }
+}
+
+/// A finished attachment.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct AttachmentRecord {
+    pub(crate) item_id: String,
+    pub(crate) meta: FileAttachment,
+}
+
+/// An upload session: where it will attach, and the core session's snapshot.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SessionRecord {
+    pub(crate) id: String,
+    pub(crate) item_id: String,
+    pub(crate) kind: Kind,
+    /// The API version and user of the create request, for the `Location`.
+    pub(crate) beta: bool,
+    pub(crate) user: Option<String>,
+    /// Chosen at creation so that a crash during completion can be finished.
+    pub(crate) attachment_id: String,
+    pub(crate) attachment: AttachmentItem,
+    pub(crate) snapshot: SessionSnapshot,
+}
+
+impl SessionRecord {
+    /// The path of the item, as the session was created through.
+    pub(crate) fn item_path(&self) -> ItemPath {
+        ItemPath {
+            version: if self.beta {
+                Version::Beta
+            } else {
+                Version::V1
+            },
+            user: self.user.clone().map_or(User::Me, User::Id),
+            kind: self.kind.into(),
+            id: self.item_id.clone(),
+        }
+    }
+}
+
+/// Everything [`MetaStore::load`] finds.
+#[derive(Debug, Default)]
+pub(crate) struct Loaded {
+    pub(crate) items: Vec<ItemRecord>,
+    pub(crate) attachments: Vec<AttachmentRecord>,
+    pub(crate) sessions: Vec<SessionRecord>,
+}
+
+/// Where records live.
+#[async_trait]
+pub(crate) trait MetaStore: Send + Sync + std::fmt::Debug {
+    async fn put_item(&self, item: &ItemRecord) -> io::Result<()>;
+    async fn put_attachment(&self, attachment: &AttachmentRecord) -> io::Result<()>;
+    async fn put_session(&self, session: &SessionRecord) -> io::Result<()>;
+    async fn delete_session(&self, id: &str) -> io::Result<()>;
+    /// Everything stored, for start-up.
+    async fn load(&self) -> io::Result<Loaded>;
+}
+
+/// Writes one fragment's bytes, in order, at increasing offsets.
+#[async_trait]
+pub(crate) trait FragmentWriter: Send {
+    async fn write(&mut self, chunk: Bytes) -> io::Result<()>;
+    /// Everything written is on the store (synced, if the policy says so).
+    async fn finish(self: Box<Self>) -> io::Result<()>;
+}
+
+/// Where bytes live.
+#[async_trait]
+pub(crate) trait BlobStore: Send + Sync + std::fmt::Debug {
+    /// Makes room for a new session's bytes.
+    async fn create(&self, session_id: &str) -> io::Result<()>;
+    /// A writer for bytes of `session_id` starting at `offset`.
+    async fn writer(&self, session_id: &str, offset: u64) -> io::Result<Box<dyn FragmentWriter>>;
+    /// Drops a session's partial bytes (absent is fine).
+    async fn discard(&self, session_id: &str) -> io::Result<()>;
+    /// Turns a complete session's bytes into the attachment's (idempotent).
+    async fn promote(&self, session_id: &str, attachment_id: &str) -> io::Result<()>;
+    /// The attachment's bytes.
+    async fn open(&self, attachment_id: &str) -> io::Result<tokio::fs::File>;
+    /// Removes partial bytes of sessions not in `live`.
+    async fn sweep_orphans(&self, live: &[String]) -> io::Result<usize>;
+}
+
+/// Records and bytes under one data directory.
+#[derive(Debug, Clone)]
+pub(crate) struct Disk {
+    root: Arc<PathBuf>,
+    fsync: Fsync,
+}
+
+/// Names from the outside world are never used in paths; ids are ours, but check.
+fn safe(id: &str) -> io::Result<&str> {
+    if !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        Ok(id)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a valid id",
+        ))
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(io::Error::other)?
+}
+
+impl Disk {
+    /// Opens (creating) the layout under `root` and clears leftovers in `tmp/`.
+    pub(crate) fn open(root: &Path, fsync: Fsync) -> io::Result<Self> {
+        for dir in ["items", "sessions", "attachments", "tmp"] {
+            fs::create_dir_all(root.join(dir))?;
+        }
+        for entry in fs::read_dir(root.join("tmp"))? {
+            let _ = fs::remove_file(entry?.path());
+        }
+        Ok(Self {
+            root: Arc::new(root.to_path_buf()),
+            fsync,
+        })
+    }
+
+    fn path(&self, dir: &str, id: &str, ext: &str) -> io::Result<PathBuf> {
+        Ok(self.root.join(dir).join(format!("{}.{ext}", safe(id)?)))
+    }
+
+    /// Writes `value` to `dir/id.json` atomically.
+    async fn put_json<T: Serialize>(
+        &self,
+        dir: &'static str,
+        id: &str,
+        value: &T,
+    ) -> io::Result<()> {
+        let bytes = serde_json::to_vec(value).map_err(io::Error::other)?;
+        let target = self.path(dir, id, "json")?;
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("{dir}-{}.json", safe(id)?));
+        let dir_path = self.root.join(dir);
+        let sync = self.fsync == Fsync::Always;
+        blocking(move || {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            if sync {
+                f.sync_data()?;
+            }
+            drop(f);
+            fs::rename(&tmp, &target)?;
+            if sync {
+                File::open(&dir_path)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    fn read_dir_json<T: for<'de> Deserialize<'de>>(&self, dir: &str) -> io::Result<Vec<T>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(self.root.join(dir))? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let bytes = fs::read(&path)?;
+                match serde_json::from_slice(&bytes) {
+                    Ok(v) => out.push(v),
+                    // A record we cannot read is left in place for an operator to
+                    // look at, and skipped: one bad file must not stop the server.
+                    Err(e) => {
+                        tracing::error!(path = %path.display(), error = %e, "unreadable record skipped");
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads the server key, creating it (0600) on first start.
+    pub(crate) fn server_key(&self) -> io::Result<[u8; 32]> {
+        let path = self.root.join("server.key");
+        match fs::read_to_string(&path) {
+            Ok(text) => parse_key(text.trim()).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is not a 64-digit hex key", path.display()),
+                )
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let mut key = [0u8; 32];
+                getrandom::fill(&mut key).map_err(|e| io::Error::other(e.to_string()))?;
+                let hex = key.iter().fold(String::with_capacity(64), |mut s, b| {
+                    let _ = write!(s, "{b:02x}");
+                    s
+                });
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)?;
+                f.write_all(hex.as_bytes())?;
+                f.sync_all()?;
+                Ok(key)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn parse_key(hex: &str) -> Option<[u8; 32]> {
+    let mut key = [0u8; 32];
+    if hex.len() != 64 {
+        return None;
+    }
+    for (i, b) in key.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(key)
+}
+
+#[async_trait]
+impl MetaStore for Disk {
+    async fn put_item(&self, item: &ItemRecord) -> io::Result<()> {
+        self.put_json("items", &item.id, item).await
+    }
+
+    async fn put_attachment(&self, attachment: &AttachmentRecord) -> io::Result<()> {
+        self.put_json("attachments", &attachment.meta.id, attachment)
+            .await
+    }
+
+    async fn put_session(&self, session: &SessionRecord) -> io::Result<()> {
+        self.put_json("sessions", &session.id, session).await
+    }
+
+    async fn delete_session(&self, id: &str) -> io::Result<()> {
+        let path = self.path("sessions", id, "json")?;
+        blocking(move || match fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .await
+    }
+
+    async fn load(&self) -> io::Result<Loaded> {
+        let this = self.clone();
+        blocking(move || {
+            Ok(Loaded {
+                items: this.read_dir_json("items")?,
+                attachments: this.read_dir_json("attachments")?,
+                sessions: this.read_dir_json("sessions")?,
+            })
+        })
+        .await
+    }
+}
+
+/// Gathers chunks and writes them with positioned writes off the async threads.
+struct DiskWriter {
+    file: Arc<File>,
+    offset: u64,
+    pending: Vec<Bytes>,
+    pending_len: usize,
+    sync: bool,
+}
+
+/// Bytes gathered before one positioned write: large enough to amortise the hop to
+/// a blocking thread, small enough to keep memory per upload low.
+const WRITE_BATCH: usize = 512 * 1024;
+
+impl DiskWriter {
+    async fn flush(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let chunks = std::mem::take(&mut self.pending);
+        let file = Arc::clone(&self.file);
+        let mut offset = self.offset;
+        self.offset += self.pending_len as u64;
+        self.pending_len = 0;
+        blocking(move || {
+            for chunk in chunks {
+                file.write_all_at(&chunk, offset)?;
+                offset += chunk.len() as u64;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl FragmentWriter for DiskWriter {
+    async fn write(&mut self, chunk: Bytes) -> io::Result<()> {
+        self.pending_len += chunk.len();
+        self.pending.push(chunk);
+        if self.pending_len >= WRITE_BATCH {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> io::Result<()> {
+        self.flush().await?;
+        if self.sync {
+            let file = Arc::clone(&self.file);
+            blocking(move || file.sync_data()).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BlobStore for Disk {
+    async fn create(&self, session_id: &str) -> io::Result<()> {
+        let path = self.path("sessions", session_id, "part")?;
+        blocking(move || File::create(path).map(drop)).await
+    }
+
+    async fn writer(&self, session_id: &str, offset: u64) -> io::Result<Box<dyn FragmentWriter>> {
+        let path = self.path("sessions", session_id, "part")?;
+        let file = blocking(move || OpenOptions::new().write(true).open(path)).await?;
+        Ok(Box::new(DiskWriter {
+            file: Arc::new(file),
+            offset,
+            pending: Vec::new(),
+            pending_len: 0,
+            sync: self.fsync == Fsync::Always,
+        }))
+    }
+
+    async fn discard(&self, session_id: &str) -> io::Result<()> {
+        let path = self.path("sessions", session_id, "part")?;
+        blocking(move || match fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .await
+    }
+
+    async fn promote(&self, session_id: &str, attachment_id: &str) -> io::Result<()> {
+        let from = self.path("sessions", session_id, "part")?;
+        let to = self.path("attachments", attachment_id, "bin")?;
+        let dir = self.root.join("attachments");
+        let sync = self.fsync == Fsync::Always;
+        blocking(move || {
+            match fs::rename(&from, &to) {
+                // Already promoted by an earlier attempt: the attachment is there.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && to.exists() => return Ok(()),
+                other => other?,
+            }
+            if sync {
+                File::open(&dir)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn open(&self, attachment_id: &str) -> io::Result<tokio::fs::File> {
+        tokio::fs::File::open(self.path("attachments", attachment_id, "bin")?).await
+    }
+
+    async fn sweep_orphans(&self, live: &[String]) -> io::Result<usize> {
+        let dir = self.root.join("sessions");
+        let live: HashMap<String, ()> = live.iter().map(|s| (format!("{s}.part"), ())).collect();
+        blocking(move || {
+            let mut removed = 0;
+            for entry in fs::read_dir(dir)? {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let is_part = Path::new(&name).extension().is_some_and(|e| e == "part");
+                if is_part && !live.contains_key(&name) {
+                    fs::remove_file(entry.path())?;
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::pedantic)] // test code favours brevity over pedantry
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_from_outside_never_become_paths() {
+        for bad in ["", "../x", "a/b", "a.b", ".", "x\0"] {
+            assert!(safe(bad).is_err(), "{bad:?}");
+        }
+        assert!(safe("AAMk-abc_09").is_ok());
+    }
+
+    #[test]
+    fn server_key_is_created_once_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::open(dir.path(), Fsync::Never).unwrap();
+        let k1 = disk.server_key().unwrap();
+        let k2 = disk.server_key().unwrap();
+        assert_eq!(k1, k2);
+        let mode = fs::metadata(dir.path().join("server.key"))
+            .unwrap()
+            .permissions();
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(mode.mode() & 0o777, 0o600);
+    }
+}
