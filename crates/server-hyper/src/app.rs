@@ -590,7 +590,6 @@ impl App {
             return Err(err);
         }
         let len = ticket.range().len();
-        let before = e.session.clone();
         let answer = e.session.commit(SystemTime::now(), ticket).map_err(fail)?;
         let mut record = e.record.clone();
         record.snapshot = e.session.snapshot();
@@ -602,8 +601,9 @@ impl App {
         }
         .await;
         if let Err(err) = persisted {
-            // Not recorded, so not acknowledged: the session expects these bytes again.
-            e.session = before;
+            // Not recorded, so not acknowledged: back to the last durable state, which
+            // expects these bytes again.
+            e.session = Session::restore(&e.record.snapshot).expect("a snapshot we wrote restores");
             return Err(storage_failure(err));
         }
         e.record = record;
