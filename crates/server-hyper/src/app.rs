@@ -321,25 +321,35 @@ impl App {
             Route::AttachmentValue(path, aid) => self.attachment_value(&path, &aid).await,
             Route::CreateUploadSession(path) => self.create_session(req, &path, now).await,
             Route::Upload(id) => {
-                if !self.signer.verify(&id, req.uri().query(), now) {
-                    return Err(fail(RequestError::InvalidUploadCredential));
-                }
-                let entry = self
-                    .sessions
-                    .read()
-                    .expect("sessions lock")
-                    .get(&id)
-                    .cloned();
-                let entry = entry.ok_or_else(|| fail(RequestError::SessionNotFound))?;
-                match *req.method() {
-                    Method::PUT => self.put_fragment(req, &id, &entry, now).await,
-                    Method::GET => {
-                        let mut e = entry.lock().await;
-                        let answer = e.session.status(now).map_err(fail)?;
-                        Ok(full(respond::answer(&answer, &self.location(&e.record))))
+                let (parts, body) = req.into_parts();
+                let mut body = Some(body);
+                let result = async {
+                    // The credential is checked before any session is looked at.
+                    if !self.signer.verify(&id, parts.uri.query(), now) {
+                        return Err(fail(RequestError::InvalidUploadCredential));
                     }
-                    _ => self.cancel(&id, &entry, now).await,
+                    let entry = self
+                        .sessions
+                        .read()
+                        .expect("sessions lock")
+                        .get(&id)
+                        .cloned();
+                    let entry = entry.ok_or_else(|| fail(RequestError::SessionNotFound))?;
+                    match parts.method {
+                        Method::PUT => self.put_fragment(&parts, &mut body, &id, &entry, now).await,
+                        Method::GET => {
+                            let mut e = entry.lock().await;
+                            let answer = e.session.status(now).map_err(fail)?;
+                            Ok(full(respond::answer(&answer, &self.location(&e.record))))
+                        }
+                        _ => self.cancel(&id, &entry, now).await,
+                    }
                 }
+                .await;
+                if let (Err(_), Some(unread)) = (&result, body.take()) {
+                    self.linger(unread, &parts.headers);
+                }
+                result
             }
             _ => Err(fail(RequestError::NoRoute(req.uri().path().to_owned()))),
         }
@@ -479,14 +489,16 @@ impl App {
 
     async fn put_fragment(
         &self,
-        req: Request<Incoming>,
+        parts: &http::request::Parts,
+        body: &mut Option<Incoming>,
         id: &str,
         entry: &tokio::sync::Mutex<SessionEntry>,
         now: SystemTime,
     ) -> Result<Response<Body>, Failure> {
         let started = std::time::Instant::now();
         let header = |name| {
-            req.headers()
+            parts
+                .headers
                 .get(name)
                 .and_then(|v: &HeaderValue| v.to_str().ok())
         };
@@ -507,17 +519,16 @@ impl App {
                 .session
                 .handle_put(now, content_range.as_deref(), content_length);
         let decision = decision.map_err(fail)?;
+        let body = body.take().expect("the body is read only here");
         let timeout = self.config.body_idle_timeout;
         let res = match decision {
             PutDecision::Replay { range, answer } => {
-                drain_exact(req.into_body(), range.len(), timeout).await?;
+                drain_exact(body, range.len(), timeout).await?;
                 let e = entry.lock().await;
                 full(respond::answer(&answer, &self.location(&e.record)))
             }
             PutDecision::Write(ticket) => {
-                let written = self
-                    .write_body(id, ticket.range(), req.into_body(), timeout)
-                    .await;
+                let written = self.write_body(id, ticket.range(), body, timeout).await;
                 self.commit(id, entry, ticket, written).await?
             }
         };
@@ -525,6 +536,31 @@ impl App {
             .fragment_seconds
             .observe(started.elapsed().as_secs_f64());
         Ok(res)
+    }
+
+    /// After refusing a fragment from its headers, reads and discards its body (up
+    /// to a bound) in the background, so that the client, still sending, reads our
+    /// answer instead of a connection reset (RFC 9112 §9.6). Nothing is stored.
+    fn linger(&self, body: Incoming, headers: &http::HeaderMap) {
+        const LINGER_MAX: u64 = 16 * 1024 * 1024;
+        let announced = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if announced.is_none_or(|n| n > LINGER_MAX) {
+            return; // too much to be worth reading: close instead
+        }
+        let timeout = self.config.body_idle_timeout;
+        tokio::spawn(async move {
+            let mut body = body;
+            let mut seen = 0u64;
+            while let Ok(Some(Ok(frame))) = tokio::time::timeout(timeout, body.frame()).await {
+                seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if seen > LINGER_MAX {
+                    break;
+                }
+            }
+        });
     }
 
     /// Streams exactly `range.len()` body bytes to storage at `range.start()`.

@@ -694,3 +694,37 @@ async fn metrics_count_sessions_bytes_and_errors() {
     assert!(text.contains("code=\"ErrorItemNotFound\""), "{text}");
     assert!(!text.contains("authtoken"), "no credential in metrics");
 }
+
+#[tokio::test]
+async fn a_fragment_refused_from_its_headers_is_answered_even_if_the_client_sends_the_body_first() {
+    let h = Harness::start().await;
+    let id = h.draft().await;
+    let size = 4 * 1024 * 1024;
+    let data = data(size);
+    let url = h.session(&format!("/me/messages/{id}"), size as u64).await;
+    // One 4 MiB fragment, over the 1000-byte maximum: refused from the headers while
+    // the client is still sending, as an HTTP client that writes the body before
+    // reading does.
+    let range = format!("bytes 0-{}/{size}", size - 1);
+    let parsed = reqwest::Url::parse(&url).unwrap();
+    let mut stream = tokio::net::TcpStream::connect((parsed.host_str().unwrap(), parsed.port().unwrap())).await.unwrap();
+    let head = format!(
+        "PUT {}?{} HTTP/1.1\r\nHost: x\r\nContent-Range: {range}\r\nContent-Length: {size}\r\n\r\n",
+        parsed.path(),
+        parsed.query().unwrap()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // A client like httpx fails on a write error before it reads any answer.
+    stream.write_all(&data).await.expect("the server reads the refused body instead of resetting");
+    let mut answer = Vec::new();
+    let mut buf = vec![0; 4096];
+    while !String::from_utf8_lossy(&answer).contains("maxFragmentLengthExceeded") {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("no answer, {e}: {}", String::from_utf8_lossy(&answer)));
+        assert!(n > 0, "connection closed before the answer: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 413"));
+}

@@ -1,0 +1,254 @@
+"""Uploads files to an `upsession serve` with the official Microsoft Graph Python SDK.
+
+The fragments are sent by msgraph-core's own `LargeFileUploadTask`, unchanged, over
+the SDK's request adapter (`BaseGraphRequestAdapter`, kiota's httpx adapter and the
+SDK's default middleware). Only the setup around it (the draft message, the upload
+session, the download to check the bytes) uses plain httpx, as an application would
+use the generated msgraph-sdk for those.
+
+Usage: msgraph_upload.py BASE_URL FILE=AUTH [FILE=AUTH ...]
+  BASE_URL  e.g. http://127.0.0.1:PORT/v1.0; the bearer token is in UPSESSION_TOKEN.
+  AUTH      how the task's adapter authenticates the fragment PUTs:
+              none    AnonymousAuthenticationProvider: no Authorization, as with real
+                      Graph, whose uploadUrl is on a host the Graph token is not sent to;
+              bearer  BaseBearerTokenAuthenticationProvider allowed on 127.0.0.1, so the
+                      fragments carry the bearer token (the server must not mind).
+
+Every HTTP exchange the SDK makes is logged (through an httpx event hook, which only
+observes). The script exits 0 only if every file's attachment, downloaded with
+`GET {Location}/$value`, has the source file's SHA-256 and the wire answers are those
+docs/PROTOCOL.md promises. Its last stdout line is `RESULT {json}`.
+"""
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import sys
+import traceback
+import urllib.parse
+
+import httpx
+from kiota_abstractions.api_client_builder import register_default_deserializer
+from kiota_abstractions.authentication import (
+    AccessTokenProvider,
+    AllowedHostsValidator,
+    AnonymousAuthenticationProvider,
+    BaseBearerTokenAuthenticationProvider,
+)
+from kiota_http.kiota_client_factory import KiotaClientFactory
+from kiota_serialization_json.json_parse_node_factory import JsonParseNodeFactory
+from msgraph_core import BaseGraphRequestAdapter, GraphClientFactory
+from msgraph_core.models import LargeFileUploadSession
+from msgraph_core.tasks.large_file_upload import LargeFileUploadTask
+
+# 12 x 320 KiB, the chunk size docs/PROTOCOL.md recommends. The SDK's default (5 MiB)
+# is above Graph's documented "less than 4 MB" per fragment and our 4 MiB limit.
+CHUNK = 3_932_160
+
+
+class Failed(Exception):
+    pass
+
+
+class ErrorLog(logging.Handler):
+    """The task logs, and then swallows, every exception after its first fragment;
+    collect those records so that a swallowed failure still fails the script."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(self.format(record))
+
+
+ERRORS = ErrorLog()
+
+
+class StaticToken(AccessTokenProvider):
+    def __init__(self, token, hosts):
+        self.token = token
+        self.validator = AllowedHostsValidator(hosts)
+
+    async def get_authorization_token(self, uri, additional_authentication_context=None):
+        return self.token if self.validator.is_url_host_valid(uri) else ""
+
+    def get_allowed_hosts_validator(self):
+        return self.validator
+
+
+def redact(url):
+    """The uploadUrl's query is its credential: keep it out of the log."""
+    parts = urllib.parse.urlsplit(str(url))
+    return urllib.parse.urlunsplit(parts._replace(query="…" if parts.query else ""))
+
+
+def sdk_adapter(auth, token, wire):
+    """The SDK's adapter on the SDK's default client and middleware, plus a wire log."""
+
+    async def on_request(request):
+        wire.append({
+            "method": request.method,
+            "url": redact(request.url),
+            "content_range": request.headers.get("content-range"),
+            "length": len(request.content) if request.method == "PUT" else None,
+            "authorization": "authorization" in request.headers,
+        })
+
+    async def on_response(response):
+        await response.aread()
+        entry = wire[-1]
+        entry["status"] = response.status_code
+        entry["content_type"] = response.headers.get("content-type")
+        entry["location"] = response.headers.get("location")
+        entry["body"] = response.content.decode("utf-8", "replace")
+
+    client = KiotaClientFactory.get_default_client()
+    client.event_hooks = {"request": [on_request], "response": [on_response]}
+    client = GraphClientFactory.create_with_default_middleware(client=client)
+    if auth == "none":
+        provider = AnonymousAuthenticationProvider()
+    elif auth == "bearer":
+        provider = BaseBearerTokenAuthenticationProvider(StaticToken(token, ["127.0.0.1"]))
+    else:
+        raise Failed(f"unknown AUTH {auth!r}: use none or bearer")
+    return BaseGraphRequestAdapter(provider, http_client=client)
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_wire(name, wire, size):
+    """Checks each answer the SDK saw against the contract and prints the exchange."""
+    for i, e in enumerate(wire):
+        status = e.get("status")
+        print(f"  {name} #{i}: {e['method']} {e['content_range']} ({e['length']} B, "
+              f"Authorization: {'yes' if e['authorization'] else 'no'}) -> {status} "
+              f"{e['content_type'] or '-'} {e['body'][:120]!r}"
+              + (f" Location: {e['location']}" if e["location"] else ""))
+        if status == 200:
+            if (e["content_type"] or "").split(";")[0].strip() != "application/json":
+                raise Failed(f"{name}: a 200 fragment answer is not application/json: {e}")
+            body = json.loads(e["body"])
+            if "id" in body:
+                raise Failed(f"{name}: a 200 fragment answer has an id: {e}")
+            for r in body.get("nextExpectedRanges", []):
+                a, _, b = r.partition("-")
+                if not (a.isdigit() and b.isdigit()):
+                    raise Failed(f"{name}: nextExpectedRanges entry {r!r} is not closed 'a-b'")
+        elif status == 201:
+            if not e["location"]:
+                raise Failed(f"{name}: 201 without Location: {e}")
+            if e["body"] or e["content_type"]:
+                raise Failed(f"{name}: 201 with a body or Content-Type: {e}")
+        else:
+            raise Failed(f"{name}: the SDK saw an unexpected answer: {e}")
+    created = [e for e in wire if e.get("status") == 201]
+    if not created:
+        raise Failed(f"{name}: no fragment was answered 201 (upload never completed)")
+    locations = {e["location"] for e in created}
+    if len(locations) != 1:
+        raise Failed(f"{name}: the 201 answers name different Locations: {locations}")
+    # Bytes covered by the fragments, counting each offset once.
+    end = 0
+    for e in wire:
+        a, b = e["content_range"].split(" ")[1].split("/")[0].split("-")
+        if int(a) > end:
+            raise Failed(f"{name}: the SDK skipped bytes {end}..{a}")
+        end = max(end, int(b) + 1)
+    if end != size:
+        raise Failed(f"{name}: the SDK's fragments cover {end} of {size} bytes")
+    first_201 = wire.index(created[0])
+    return locations.pop(), len(wire) - 1 - first_201
+
+
+async def upload_one(http, base, token, path, auth):
+    name = os.path.basename(path)
+    size = os.path.getsize(path)
+    want = sha256_file(path)
+    headers = {"Authorization": f"Bearer {token}"}
+
+    r = await http.post(f"{base}/me/messages", headers=headers, json={"subject": f"SDK {name}"})
+    if r.status_code != 201:
+        raise Failed(f"{name}: creating the draft answered {r.status_code}: {r.text}")
+    message_id = r.json()["id"]
+    item = {"AttachmentItem": {"attachmentType": "file", "name": name, "size": size,
+                               "contentType": "application/octet-stream"}}
+    r = await http.post(f"{base}/me/messages/{message_id}/attachments/createUploadSession",
+                        headers=headers, json=item)
+    if r.status_code != 201:
+        raise Failed(f"{name}: createUploadSession answered {r.status_code}: {r.text}")
+    # The SDK's own JSON parsing builds the session the task takes.
+    session = JsonParseNodeFactory().get_root_parse_node(
+        "application/json", r.content).get_object_value(LargeFileUploadSession)
+    if not session.upload_url or session.expiration_date_time is None:
+        raise Failed(f"{name}: the SDK could not read the upload session: {r.text}")
+
+    wire = []
+    adapter = sdk_adapter(auth, token, wire)
+    progress = []
+    with open(path, "rb") as stream:
+        task = LargeFileUploadTask(session, adapter, stream, max_chunk_size=CHUNK)
+        result = await task.upload(lambda uploaded: progress.append(list(uploaded)))
+
+    location, after_201 = check_wire(name, wire, size)
+    print(f"  {name}: {len(wire)} PUTs, {after_201} after the first 201; "
+          f"UploadResult.location={redact(result.location)} "
+          f"item_response={result.item_response!r}; progress callbacks: {len(progress)}")
+
+    r = await http.get(f"{location}/$value", headers=headers)
+    if r.status_code != 200:
+        raise Failed(f"{name}: GET {location}/$value answered {r.status_code}: {r.text[:300]}")
+    got = hashlib.sha256(r.content).hexdigest()
+    if len(r.content) != size or got != want:
+        raise Failed(f"{name}: downloaded {len(r.content)} B with SHA-256 {got}, "
+                     f"the file has {size} B with SHA-256 {want}")
+
+    r = await http.get(f"{base}/me/messages/{message_id}/attachments", headers=headers)
+    listed = [a for a in r.json().get("value", []) if location.rstrip("/").endswith(a.get("id", "?"))]
+    if r.status_code != 200 or len(listed) != 1 or listed[0].get("size") != size:
+        raise Failed(f"{name}: the attachment list does not show it: {r.status_code} {r.text[:300]}")
+    print(f"  {name}: OK, {size} B, SHA-256 {got}")
+    return {"file": path, "size": size, "sha256": got, "location": location,
+            "auth": auth, "puts": len(wire), "puts_after_201": after_201,
+            "statuses": [e["status"] for e in wire]}
+
+
+async def main(argv):
+    if len(argv) < 3:
+        raise Failed(__doc__)
+    token = os.environ.get("UPSESSION_TOKEN")
+    if not token:
+        raise Failed("UPSESSION_TOKEN is not set")
+    base = argv[1].rstrip("/")
+    register_default_deserializer(JsonParseNodeFactory)
+    results = []
+    async with httpx.AsyncClient(timeout=60) as http:
+        for arg in argv[2:]:
+            path, _, auth = arg.rpartition("=")
+            if not path:
+                raise Failed(f"expected FILE=AUTH, got {arg!r}")
+            results.append(await upload_one(http, base, token, path, auth))
+            if ERRORS.records:
+                raise Failed(f"{path}: the SDK logged errors it then ignored")
+    print("RESULT " + json.dumps(results))
+
+
+if __name__ == "__main__":
+    logging.getLogger().addHandler(ERRORS)
+    try:
+        asyncio.run(main(sys.argv))
+    except Exception as e:  # pylint: disable=broad-except
+        if not isinstance(e, Failed):
+            traceback.print_exc()
+        for record in ERRORS.records:
+            print(f"SDK logged: {record}", file=sys.stderr)
+        print(f"FAILED: {type(e).__name__}: {e}", file=sys.stderr)
+        sys.exit(1)
