@@ -59,14 +59,8 @@ enum FsyncArg {
 }
 
 fn default_data_dir() -> Result<PathBuf, Failure> {
-    directories::ProjectDirs::from("", "", "upsession")
-        .map(|d| d.data_dir().to_path_buf())
-        .ok_or_else(|| {
-            Failure(
-                "cannot find a home directory for the default data directory; pass --data-dir"
-                    .into(),
-            )
-        })
+    use etcetera::AppStrategy as _;
+    Ok(crate::app_dirs("data directory", "--data-dir")?.data_dir())
 }
 
 /// The token kept under the data directory, created (0600) on first start.
@@ -78,22 +72,22 @@ fn stored_token(data_dir: &Path) -> Result<(String, bool), Failure> {
         Ok(t) if !t.trim().is_empty() => return Ok((t.trim().to_owned(), false)),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Failure(format!("cannot read {}: {e}", path.display()))),
+        Err(e) => return Err(Failure::new(format!("cannot read {}: {e}", path.display()))),
     }
     let mut bytes = [0u8; 24];
-    getrandom::fill(&mut bytes).map_err(|e| Failure(format!("no random source: {e}")))?;
+    getrandom::fill(&mut bytes).map_err(|e| Failure::new(format!("no random source: {e}")))?;
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
     fs::create_dir_all(data_dir)
-        .map_err(|e| Failure(format!("cannot create {}: {e}", data_dir.display())))?;
+        .map_err(|e| Failure::new(format!("cannot create {}: {e}", data_dir.display())))?;
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(&path)
-        .map_err(|e| Failure(format!("cannot write {}: {e}", path.display())))?;
+        .map_err(|e| Failure::new(format!("cannot write {}: {e}", path.display())))?;
     f.write_all(token.as_bytes())
-        .map_err(|e| Failure(format!("cannot write {}: {e}", path.display())))?;
+        .map_err(|e| Failure::new(format!("cannot write {}: {e}", path.display())))?;
     Ok((token, true))
 }
 
@@ -106,7 +100,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if args.min_size > args.max_size {
-        return Err(Failure(format!(
+        return Err(Failure::new(format!(
             "--min-size ({}) is larger than --max-size ({})",
             args.min_size, args.max_size
         )));

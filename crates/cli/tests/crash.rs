@@ -6,8 +6,6 @@
 
 #![allow(clippy::pedantic)] // test code favours brevity over pedantry
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -17,56 +15,24 @@ use tokio::io::AsyncWriteExt;
 const TOKEN: &str = "crash-token";
 const FRAGMENT: usize = 64 * 1024;
 
-struct Serve {
-    child: Child,
-    addr: String,
-    _stdout: BufReader<std::process::ChildStdout>,
-}
+mod common;
+use common::Serve;
 
 fn serve(dir: &std::path::Path, listen: &str, fsync: &str) -> Serve {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_upsession"))
-        .args([
-            "serve",
-            "--listen",
-            listen,
+    Serve::start(
+        dir,
+        listen,
+        &[
             "--token",
             TOKEN,
             "--min-size",
             "1",
             "--max-fragment",
             "64KiB",
-        ])
-        .args(["--fsync", fsync, "--data-dir"])
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the upsession binary runs");
-    let mut first = String::new();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    stdout.read_line(&mut first).unwrap();
-    // "upsession serving http://127.0.0.1:PORT/v1.0 (listening on 127.0.0.1:PORT)"
-    let addr = first
-        .rsplit("listening on ")
-        .next()
-        .unwrap()
-        .trim_end()
-        .trim_end_matches(')')
-        .to_owned();
-    assert!(addr.starts_with("127.0.0.1:"), "unexpected banner: {first}");
-    Serve {
-        child,
-        addr,
-        _stdout: stdout,
-    }
-}
-
-impl Serve {
-    fn kill9(mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
-    }
+            "--fsync",
+            fsync,
+        ],
+    )
 }
 
 async fn put(

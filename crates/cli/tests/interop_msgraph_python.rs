@@ -13,7 +13,6 @@
 #![allow(clippy::pedantic)] // test code favours brevity over pedantry
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -153,43 +152,10 @@ fn venv_python() -> Result<PathBuf, String> {
     Ok(python)
 }
 
-/// `upsession serve` on a free port; killed when dropped.
-struct Serve {
-    _child: Reaped,
-    base: String,
-    _stdout: BufReader<std::process::ChildStdout>,
-}
+mod common;
 
-fn serve(dir: &Path) -> Serve {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_upsession"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--token", TOKEN])
-        .args(["--fsync", "never", "--data-dir"])
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the upsession binary runs");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let child = Reaped(child);
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
-    // "upsession serving http://127.0.0.1:PORT/v1.0 (listening on 127.0.0.1:PORT)"
-    let base = first
-        .strip_prefix("upsession serving ")
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected banner: {first}"))
-        .to_owned();
-    assert!(
-        base.starts_with("http://127.0.0.1:"),
-        "unexpected banner: {first}"
-    );
-    Serve {
-        _child: child,
-        base,
-        _stdout: stdout,
-    }
+fn serve(dir: &Path) -> common::Serve {
+    common::Serve::start(dir, "127.0.0.1:0", &["--token", TOKEN, "--fsync", "never"])
 }
 
 fn sha256_hex(data: &[u8]) -> String {

@@ -176,6 +176,9 @@ pub enum UploadError {
     /// The session expired before the upload completed.
     #[error("the upload session has expired; start a new upload")]
     SessionExpired,
+    /// The session answered 404: it expired, was cancelled, or the server forgot it.
+    #[error("the upload session no longer exists ({0}); start a new upload")]
+    SessionNotFound(RemoteError),
     /// The final fragment was sent but its answer was lost, and the session is gone:
     /// the attachment may or may not exist.
     #[error(
@@ -282,6 +285,9 @@ pub struct Planner {
     failures: u32,
     /// Set when the final fragment may have reached the server without an answer.
     final_in_doubt: bool,
+    /// The last fragment sent that ends the file, re-sent as is to learn the
+    /// `Location` (a server may take only exact re-sends).
+    last_final: Option<ContentRange>,
     /// The server has everything but has not told us where the attachment is; the
     /// final fragment is re-sent once to learn its `Location`.
     probing_final: bool,
@@ -332,6 +338,7 @@ impl Planner {
             deadline: None,
             failures: 0,
             final_in_doubt: false,
+            last_final: None,
             probing_final: false,
             probe_answered: false,
             cancel_requested: false,
@@ -416,6 +423,11 @@ impl Planner {
                     return self.fail(UploadError::SessionExpired);
                 }
                 self.phase = Phase::Awaiting(request);
+                if let Request::Put(cr) = request
+                    && cr.range().end() == self.total
+                {
+                    self.last_final = Some(cr);
+                }
                 match request {
                     Request::Create => Action::CreateSession,
                     Request::Put(cr) => Action::Put(cr),
@@ -534,7 +546,7 @@ impl Planner {
                 } else if self.probing_final {
                     Phase::Finished(Action::Failed(UploadError::FinalOutcomeUnknown))
                 } else {
-                    Phase::Finished(Action::Failed(UploadError::Remote(remote())))
+                    Phase::Finished(Action::Failed(UploadError::SessionNotFound(remote())))
                 }
             }
             (Request::Put(_), s) if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => {
@@ -665,6 +677,9 @@ impl Planner {
     }
 
     fn final_range(&self) -> Option<ContentRange> {
+        if let Some(cr) = self.last_final {
+            return Some(cr);
+        }
         let len = self.fragment_size.min(self.total);
         let range = ByteRange::new(self.total - len, self.total)?;
         ContentRange::new(range, self.total)
@@ -1016,7 +1031,8 @@ mod tests {
         };
         assert_eq!(p.next(until), Action::QueryStatus);
         p.handle_response(until, &response(200, &[], &session_json(&[])));
-        assert_eq!(put_range(&p.next(until)), (15, 24));
+        // The exact fragment that was lost is sent again.
+        assert_eq!(put_range(&p.next(until)), (20, 24));
         p.handle_response(until, &response(201, &[("location", "https://h/a/X")], ""));
         assert!(matches!(
             p.next(until),
@@ -1025,6 +1041,24 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_404_from_the_session_says_the_session_is_gone() {
+        let mut p = created(30, small());
+        let _ = p.next(t(0));
+        p.handle_response(
+            t(0),
+            &response(
+                404,
+                &[],
+                r#"{"error":{"code":"uploadSessionNotFound","message":"gone"}}"#,
+            ),
+        );
+        let Action::Failed(UploadError::SessionNotFound(e)) = p.next(t(0)) else {
+            panic!()
+        };
+        assert_eq!(e.code, "uploadSessionNotFound");
     }
 
     #[test]

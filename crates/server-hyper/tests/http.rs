@@ -707,7 +707,10 @@ async fn a_fragment_refused_from_its_headers_is_answered_even_if_the_client_send
     // reading does.
     let range = format!("bytes 0-{}/{size}", size - 1);
     let parsed = reqwest::Url::parse(&url).unwrap();
-    let mut stream = tokio::net::TcpStream::connect((parsed.host_str().unwrap(), parsed.port().unwrap())).await.unwrap();
+    let mut stream =
+        tokio::net::TcpStream::connect((parsed.host_str().unwrap(), parsed.port().unwrap()))
+            .await
+            .unwrap();
     let head = format!(
         "PUT {}?{} HTTP/1.1\r\nHost: x\r\nContent-Range: {range}\r\nContent-Length: {size}\r\n\r\n",
         parsed.path(),
@@ -715,7 +718,10 @@ async fn a_fragment_refused_from_its_headers_is_answered_even_if_the_client_send
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     // A client like httpx fails on a write error before it reads any answer.
-    stream.write_all(&data).await.expect("the server reads the refused body instead of resetting");
+    stream
+        .write_all(&data)
+        .await
+        .expect("the server reads the refused body instead of resetting");
     let mut answer = Vec::new();
     let mut buf = vec![0; 4096];
     while !String::from_utf8_lossy(&answer).contains("maxFragmentLengthExceeded") {
@@ -723,7 +729,11 @@ async fn a_fragment_refused_from_its_headers_is_answered_even_if_the_client_send
             .await
             .unwrap()
             .unwrap_or_else(|e| panic!("no answer, {e}: {}", String::from_utf8_lossy(&answer)));
-        assert!(n > 0, "connection closed before the answer: {}", String::from_utf8_lossy(&answer));
+        assert!(
+            n > 0,
+            "connection closed before the answer: {}",
+            String::from_utf8_lossy(&answer)
+        );
         answer.extend_from_slice(&buf[..n]);
     }
     assert!(answer.starts_with(b"HTTP/1.1 413"));

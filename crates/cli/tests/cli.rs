@@ -1,0 +1,384 @@
+//! The `upsession` binary as a user runs it: a real `serve` child process on a free
+//! port, real files, `upload`, `resume`, `status`, `cancel`, exit codes and output.
+
+#![allow(clippy::pedantic)] // test code favours brevity over pedantry
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{Serve, bin};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const TOKEN: &str = "cli-token";
+
+fn serve(dir: &Path, extra: &[&str]) -> Serve {
+    let mut args = vec!["--token", TOKEN, "--fsync", "never"];
+    args.extend_from_slice(extra);
+    Serve::start(dir, "127.0.0.1:0", &args)
+}
+
+fn file(dir: &Path, name: &str, len: usize, seed: u64) -> PathBuf {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let data: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+    let path = dir.join(name);
+    std::fs::write(&path, data).unwrap();
+    path
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("the binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `upsession upload` against `server`, with its own state directory.
+fn upload(server: &Serve, state: &Path) -> Command {
+    let mut cmd = bin();
+    cmd.args([
+        "upload",
+        "--base-url",
+        &server.base,
+        "--token",
+        TOKEN,
+        "--state-dir",
+    ])
+    .arg(state);
+    cmd
+}
+
+async fn downloaded(location: &str) -> Vec<u8> {
+    let res = reqwest::Client::new()
+        .get(format!("{location}/$value"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{location}");
+    res.bytes().await.unwrap().to_vec()
+}
+
+fn sha(bytes: &[u8]) -> Vec<u8> {
+    Sha256::digest(bytes).to_vec()
+}
+
+#[tokio::test]
+async fn the_banner_upload_line_works_as_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    // No --token: the server generates one, prints it once and stores it.
+    let server = Serve::start(
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+        &["--fsync", "never"],
+    );
+    let line = server
+        .banner
+        .iter()
+        .find(|l| l.trim_start().starts_with("upsession upload"))
+        .expect("an upload line");
+    assert!(
+        server.banner.iter().any(|l| l.contains("generated token")),
+        "{:?}",
+        server.banner
+    );
+    let f = file(dir.path(), "quick start.bin", 3_500_000, 1);
+    let state = dir.path().join("state");
+    let command = line
+        .trim()
+        .replacen("upsession", env!("CARGO_BIN_EXE_upsession"), 1)
+        .replacen("FILE", &format!("'{}'", f.display()), 1);
+    let out = run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("{command} --state-dir '{}'", state.display())));
+    assert!(
+        out.status.success(),
+        "{command}\nstdout: {}\nstderr: {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("attachment ") && stdout.contains("http://127.0.0.1:"),
+        "{stdout}"
+    );
+    // The stored token is private.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(dir.path().join("data/token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[tokio::test]
+async fn several_files_upload_and_json_output_parses() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&dir.path().join("data"), &[]);
+    let files: Vec<PathBuf> = (0..3)
+        .map(|i| {
+            file(
+                dir.path(),
+                &format!("f{i}.bin"),
+                3_000_000 + i * 777_777,
+                i as u64,
+            )
+        })
+        .collect();
+    let out = run(upload(&server, &dir.path().join("state"))
+        .args(["--draft", "several", "--json"])
+        .args(&files));
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for (line, f) in lines.iter().zip(&files) {
+        assert_eq!(line["file"], f.display().to_string());
+        let stored = downloaded(line["location"].as_str().unwrap()).await;
+        assert_eq!(sha(&stored), sha(&std::fs::read(f).unwrap()));
+    }
+    // Not a terminal: plain lines, no escape codes anywhere.
+    assert!(
+        !out.stderr.contains(&0x1b) && !out.stdout.contains(&0x1b),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn an_upload_killed_mid_way_resumes_with_the_exact_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&dir.path().join("data"), &["--max-size", "200MB"]);
+    let big = file(dir.path(), "big.bin", 120_000_000, 9);
+    let state = dir.path().join("state");
+    let mut child = upload(&server, &state)
+        .args(["--draft", "resume me", "--chunk-size", "64KiB"])
+        .arg(&big)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once its state shows acknowledged progress (bounded wait).
+    let mut killed = false;
+    for _ in 0..600 {
+        std::thread::sleep(Duration::from_millis(20));
+        let progressed = std::fs::read_dir(&state)
+            .ok()
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                std::fs::read_to_string(e.path())
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                    .is_some_and(|v| v["acknowledged"].as_u64().unwrap_or(0) > 0)
+            });
+        if progressed {
+            child.kill().unwrap();
+            killed = true;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+    }
+    let _ = child.wait();
+    assert!(
+        killed,
+        "the upload finished or never made progress before it could be killed"
+    );
+
+    let mut resume = bin();
+    resume.args(["resume", "--json", "--state-dir"]).arg(&state);
+    let out = run(&mut resume);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let line: Value = serde_json::from_str(text(&out.stdout).lines().next().unwrap()).unwrap();
+    let stored = downloaded(line["location"].as_str().unwrap()).await;
+    assert_eq!(
+        sha(&stored),
+        sha(&std::fs::read(&big).unwrap()),
+        "resumed upload is byte-exact"
+    );
+    let out = run(&mut resume);
+    assert!(out.status.success());
+    assert!(
+        text(&out.stderr).contains("nothing to resume"),
+        "finished uploads leave no state: {}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn resume_refuses_a_file_changed_since_the_upload_began() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&dir.path().join("data"), &["--max-size", "200MB"]);
+    let f = file(dir.path(), "changing.bin", 60_000_000, 3);
+    let state = dir.path().join("state");
+    let mut child = upload(&server, &state)
+        .args(["--draft", "x", "--chunk-size", "64KiB"])
+        .arg(&f)
+        .spawn()
+        .unwrap();
+    for _ in 0..600 {
+        std::thread::sleep(Duration::from_millis(20));
+        if std::fs::read_dir(&state)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+        {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    // Change a byte (same size) after the upload began.
+    let mut data = std::fs::read(&f).unwrap();
+    data[0] ^= 0xff;
+    std::fs::write(&f, data).unwrap();
+    let out = run(bin().args(["resume", "--state-dir"]).arg(&state));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("changed"), "{err}");
+}
+
+#[tokio::test]
+async fn status_and_cancel_of_an_upload_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&dir.path().join("data"), &[]);
+    let http = reqwest::Client::new();
+    let draft: Value = http
+        .post(format!("{}/me/messages", server.base))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"subject": "s"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session: Value = http
+        .post(format!("{}/me/messages/{}/attachments/createUploadSession", server.base, draft["id"].as_str().unwrap()))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"AttachmentItem": {"attachmentType": "file", "name": "n", "size": 5_000_000}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = session["uploadUrl"].as_str().unwrap();
+    let out = run(bin().args(["status", url]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("0-4999999"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(bin().args(["status", "--json", url]));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["nextExpectedRanges"][0], "0-4999999");
+    let out = run(bin().args(["cancel", url]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(bin().args(["status", url]));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
+    assert!(
+        !err.contains("authtoken="),
+        "the credential is never printed: {err}"
+    );
+}
+
+#[tokio::test]
+async fn each_failure_is_one_sentence_with_its_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&dir.path().join("data"), &["--max-size", "4MB"]);
+    let f = file(dir.path(), "f.bin", 3_500_000, 5);
+    let big = file(dir.path(), "big.bin", 5_000_000, 6);
+    let state = dir.path().join("state");
+    let check = |cmd: &mut Command, code: i32, needle: &str| {
+        let out = run(cmd);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+        assert!(
+            err.to_lowercase().contains(needle),
+            "expected {needle:?} in {err:?}"
+        );
+        assert!(
+            !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+            "{err}"
+        );
+    };
+    check(
+        upload(&server, &state)
+            .args(["--message", "AAMk-unknown"])
+            .arg(&f),
+        1,
+        "not found",
+    );
+    check(
+        bin()
+            .args([
+                "upload",
+                "--base-url",
+                &server.base,
+                "--token",
+                "wrong",
+                "--draft",
+                "x",
+            ])
+            .arg(&f),
+        1,
+        "access token was refused",
+    );
+    check(
+        upload(&server, &state).args(["--draft", "x"]).arg(&big),
+        1,
+        "exceeds the maximum",
+    );
+    check(
+        bin()
+            .args([
+                "upload",
+                "--base-url",
+                "http://127.0.0.1:9/v1.0",
+                "--token",
+                "t",
+                "--draft",
+                "x",
+            ])
+            .arg(&f),
+        1,
+        "cannot reach",
+    );
+    check(
+        upload(&server, &state)
+            .args(["--draft", "x"])
+            .arg(dir.path().join("missing.bin")),
+        1,
+        "not a readable file",
+    );
+    // Bad usage: exit 2.
+    check(upload(&server, &state).arg(&f), 2, "required");
+    check(
+        upload(&server, &state)
+            .args(["--draft", "x", "--inline"])
+            .arg(&f),
+        2,
+        "content-id",
+    );
+    check(bin().args(["status"]), 2, "required");
+    check(
+        upload(&server, &state)
+            .args(["--draft", "x", "--name", "n"])
+            .arg(&f)
+            .arg(&big),
+        2,
+        "--name",
+    );
+}

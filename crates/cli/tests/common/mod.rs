@@ -1,0 +1,88 @@
+//! Shared by the CLI's process tests: a real `upsession serve` child process.
+
+#![allow(dead_code, clippy::pedantic)] // each test file uses a part; test code favours brevity
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
+
+/// The built `upsession` binary.
+pub(crate) fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_upsession"));
+    cmd.env("RUST_LOG", "warn")
+        .env_remove("UPSESSION_TOKEN")
+        .env_remove("UPSESSION_BASE_URL");
+    cmd
+}
+
+/// `upsession serve` on `listen`; killed (SIGKILL) when dropped.
+pub(crate) struct Serve {
+    child: Child,
+    /// `http://127.0.0.1:PORT/v1.0`
+    pub(crate) base: String,
+    /// `127.0.0.1:PORT`
+    pub(crate) addr: String,
+    /// The banner's lines after the first (token note, upload line).
+    pub(crate) banner: Vec<String>,
+    // Kept open: the server must be able to write to its stdout.
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl Serve {
+    /// Starts `upsession serve --listen LISTEN --data-dir DIR EXTRA...` and reads its
+    /// banner: `upsession serving http://127.0.0.1:PORT/v1.0 (listening on 127.0.0.1:PORT)`.
+    pub(crate) fn start(dir: &Path, listen: &str, extra: &[&str]) -> Self {
+        let mut child = bin()
+            .args(["serve", "--listen", listen, "--data-dir"])
+            .arg(dir)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the upsession binary runs");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        let base = first
+            .strip_prefix("upsession serving ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected banner: {first:?}"))
+            .to_owned();
+        let addr = base
+            .trim_start_matches("http://")
+            .trim_end_matches("/v1.0")
+            .to_owned();
+        assert!(addr.starts_with("127.0.0.1:"), "unexpected banner: {first}");
+        let mut banner = Vec::new();
+        loop {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            let done = line.trim_start().starts_with("upsession upload");
+            banner.push(line.trim_end().to_owned());
+            if done || line.is_empty() {
+                break;
+            }
+        }
+        Self {
+            child,
+            base,
+            addr,
+            banner,
+            _stdout: stdout,
+        }
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub(crate) fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,476 @@
+//! The [`Client`]: configuration, the Graph calls around an upload (create a draft,
+//! a session's status, cancel), and the HTTP client they share.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderValue, StatusCode};
+use reqwest::Url;
+use reqwest::redirect;
+use serde::Serialize;
+use upsession_core::header::ExpectedRangeError;
+use upsession_core::planner::PlannerConfig;
+use upsession_core::wire::{AttachmentItem, Item, UploadSession};
+use upsession_core::{RangeSet, RemoteError};
+
+use crate::auth::{StaticToken, TokenProvider};
+use crate::error::{Error, Result};
+use crate::pacing::{Pacer, Pacing};
+use crate::redact::{RedactedUrl, UploadUrl};
+use crate::resume::StateStore;
+use crate::target::{Target, User};
+use crate::transport::Reply;
+
+/// Microsoft Graph v1.0, the default base URL.
+pub const GRAPH_V1: &str = "https://graph.microsoft.com/v1.0";
+
+/// Microsoft Graph beta.
+pub const GRAPH_BETA: &str = "https://graph.microsoft.com/beta";
+
+/// Files uploaded at once by [`Client::upload_many`] unless configured: Outlook
+/// allows 4 concurrent requests per app and mailbox.
+pub const DEFAULT_CONCURRENCY: usize = 4;
+
+/// Configures a [`Client`]. Every setting has a default; see each method.
+#[must_use]
+pub struct ClientBuilder {
+    base_url: String,
+    token: Option<Arc<dyn TokenProvider>>,
+    user: User,
+    planner: PlannerConfig,
+    random_jitter: bool,
+    concurrency: usize,
+    pacing: Option<Pacing>,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    state_dir: Option<StateStore>,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        Self {
+            base_url: GRAPH_V1.into(),
+            token: None,
+            user: User::Me,
+            planner: PlannerConfig::default(),
+            random_jitter: true,
+            concurrency: DEFAULT_CONCURRENCY,
+            pacing: None,
+            connect_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(10 * 60),
+            state_dir: None,
+        }
+    }
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("base_url", &RedactedUrl(&self.base_url))
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("user", &self.user)
+            .field("planner", &self.planner)
+            .field("concurrency", &self.concurrency)
+            .field("pacing", &self.pacing)
+            .field("state_dir", &self.state_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// The defaults: Graph v1.0, `/me`, no token, 3,932,160-byte fragments, 4 files
+    /// at once, no pacing, no resume state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The Graph base URL, version included (default [`GRAPH_V1`]; [`GRAPH_BETA`],
+    /// or a Graph-compatible server such as `http://127.0.0.1:8080/v1.0`).
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = url.into();
+        self
+    }
+
+    /// A fixed access token (a leading `Bearer ` is dropped).
+    pub fn token(self, token: impl Into<String>) -> Self {
+        self.token_provider(StaticToken::new(token))
+    }
+
+    /// Where access tokens come from. Needed to create drafts and upload sessions;
+    /// not for `resume`, `status` or `cancel`, which only talk to the uploadUrl.
+    pub fn token_provider(mut self, provider: impl TokenProvider + 'static) -> Self {
+        self.token = Some(Arc::new(provider));
+        self
+    }
+
+    /// Whose mailbox (default [`User::Me`]).
+    pub fn user(mut self, user: User) -> Self {
+        self.user = user;
+        self
+    }
+
+    /// Bytes per `PUT` (default [`crate::DEFAULT_FRAGMENT_SIZE`], 3,932,160). Graph wants
+    /// multiples of 320 KiB below 4 MB; a `413` makes the planner halve it.
+    pub fn fragment_size(mut self, bytes: u64) -> Self {
+        self.planner = self.planner.with_fragment_size(bytes);
+        self
+    }
+
+    /// Retry and deadline settings (default [`PlannerConfig::default`]: 10 attempts
+    /// without progress, 6 hours in all, backoff from 500 ms to 60 s). Its fragment
+    /// size replaces any set before; set [`ClientBuilder::fragment_size`] after it.
+    pub fn planner(mut self, cfg: PlannerConfig) -> Self {
+        self.planner = cfg;
+        self
+    }
+
+    /// Whether each upload mixes a random value into the planner's jitter seed
+    /// (default true), so that uploads that fail together do not retry together.
+    /// Turn it off to replay a run exactly.
+    pub fn random_jitter(mut self, random: bool) -> Self {
+        self.random_jitter = random;
+        self
+    }
+
+    /// Files uploaded at once by [`Client::upload_many`] and [`Client::resume_all`]
+    /// (default [`DEFAULT_CONCURRENCY`]). Each file's fragments are always sequential.
+    pub fn concurrency(mut self, files: usize) -> Self {
+        self.concurrency = files;
+        self
+    }
+
+    /// Paces uploads to a mailbox budget, e.g. [`Pacing::outlook`]. Off by default.
+    pub fn pacing(mut self, pacing: Pacing) -> Self {
+        self.pacing = Some(pacing);
+        self
+    }
+
+    /// How long connecting may take (default 30 s). A connection that cannot be made
+    /// sent nothing, and is retried by the planner.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long one request may take, body included (default 10 minutes). A request
+    /// that times out counts as a lost answer: the session is asked before re-sending.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Saves a [`crate::ResumeState`] for every file upload in this directory (off by
+    /// default). See [`StateStore`].
+    pub fn state_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.state_dir = Some(StateStore::new(dir));
+        self
+    }
+
+    /// Builds the client.
+    pub fn build(self) -> Result<Client> {
+        let base = Url::parse(&self.base_url).map_err(|e| {
+            Error::InvalidInput(format!(
+                "the base URL {} is not a URL: {e}",
+                RedactedUrl(&self.base_url)
+            ))
+        })?;
+        if !matches!(base.scheme(), "http" | "https")
+            || base.cannot_be_a_base()
+            || base.host_str().is_none()
+        {
+            return Err(Error::InvalidInput(format!(
+                "the base URL {} must be an http or https URL with a host",
+                RedactedUrl(&self.base_url)
+            )));
+        }
+        if base.query().is_some() || base.fragment().is_some() {
+            return Err(Error::InvalidInput(format!(
+                "the base URL {} must have no query or fragment",
+                RedactedUrl(&self.base_url)
+            )));
+        }
+        if self.planner.fragment_size == 0 {
+            return Err(Error::InvalidInput(
+                "the fragment size must be positive".into(),
+            ));
+        }
+        if self.concurrency == 0 {
+            return Err(Error::InvalidInput(
+                "the concurrency must be at least 1".into(),
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .redirect(same_host_redirects())
+            .connect_timeout(self.connect_timeout)
+            .user_agent(concat!("upsession/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::InvalidInput(crate::error::describe_reqwest(e)))?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                token: self.token,
+                user: self.user,
+                planner: self.planner,
+                random_jitter: self.random_jitter,
+                concurrency: self.concurrency,
+                pacer: self.pacing.map(Pacer::new),
+                request_timeout: self.request_timeout,
+                states: self.state_dir,
+            }),
+        })
+    }
+}
+
+/// Follows a redirect only within the same scheme, host and port, at most 5 times.
+/// Anything else is an error: a redirect elsewhere could carry the bearer token or
+/// the uploadUrl's credential to another party.
+fn same_host_redirects() -> redirect::Policy {
+    redirect::Policy::custom(|attempt| {
+        let next = attempt.url();
+        let Some(first) = attempt.previous().first() else {
+            return attempt.stop();
+        };
+        let same = first.scheme() == next.scheme()
+            && first.host_str() == next.host_str()
+            && first.port_or_known_default() == next.port_or_known_default();
+        if !same {
+            let message = format!(
+                "refused a redirect from {} to another host, {}",
+                RedactedUrl(first.as_str()),
+                RedactedUrl(next.as_str())
+            );
+            return attempt.error(message);
+        }
+        if attempt.previous().len() > 5 {
+            return attempt.error("too many redirects");
+        }
+        attempt.follow()
+    })
+}
+
+/// Uploads large attachments to Outlook messages and events through Microsoft
+/// Graph upload sessions. Cheap to clone; clones share connections and pacing.
+///
+/// See the [crate documentation](crate) for examples.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: Url,
+    token: Option<Arc<dyn TokenProvider>>,
+    pub(crate) user: User,
+    pub(crate) planner: PlannerConfig,
+    pub(crate) random_jitter: bool,
+    pub(crate) concurrency: usize,
+    pub(crate) pacer: Option<Pacer>,
+    pub(crate) request_timeout: Duration,
+    pub(crate) states: Option<StateStore>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inner;
+        f.debug_struct("Client")
+            .field("base_url", &RedactedUrl(i.base.as_str()))
+            .field("token", &i.token.as_ref().map(|_| "<redacted>"))
+            .field("user", &i.user)
+            .field("planner", &i.planner)
+            .field("concurrency", &i.concurrency)
+            .field("pacer", &i.pacer)
+            .field("states", &i.states)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An upload session's state, as `GET {uploadUrl}` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct SessionStatus {
+    session: UploadSession,
+}
+
+impl SessionStatus {
+    /// When the session expires, if the server said (and it could be read).
+    pub fn expires(&self) -> Option<SystemTime> {
+        self.session.expires()
+    }
+
+    /// The expiry as the server wrote it.
+    pub fn expiration_date_time(&self) -> Option<&str> {
+        self.session.expiration_date_time.as_deref()
+    }
+
+    /// `nextExpectedRanges` as the server wrote them (`"a-b"`, `"a-"` or `"a"`).
+    pub fn next_expected_ranges(&self) -> &[String] {
+        &self.session.next_expected_ranges
+    }
+
+    /// The expected ranges within a file of `total` bytes.
+    pub fn next_expected(&self, total: u64) -> Result<RangeSet, ExpectedRangeError> {
+        self.session.next_expected(total)
+    }
+}
+
+impl Client {
+    /// A builder with the defaults.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::new()
+    }
+
+    /// The Graph base URL.
+    pub fn base_url(&self) -> &str {
+        self.inner.base.as_str()
+    }
+
+    /// Where file uploads save their resume state, if anywhere.
+    pub fn state_store(&self) -> Option<&StateStore> {
+        self.inner.states.as_ref()
+    }
+
+    /// Creates a draft message (`POST {base}/{user}/messages` with the subject) and
+    /// returns it as a [`Target`] for uploads. Not retried: a retried `POST` could
+    /// create two drafts.
+    pub async fn create_draft(&self, subject: &str) -> Result<Target> {
+        let inner = &self.inner;
+        let url = inner.url(&["messages"]);
+        let body = serde_json::json!({ "subject": subject }).to_string();
+        let request = inner
+            .http
+            .post(url.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
+        let request = inner.authorize(request).await?;
+        tracing::debug!(url = %url, "POST create draft");
+        match inner.send(request).await? {
+            Reply::NoAnswer(_, why) => Err(Error::Http(why)),
+            Reply::Answer(answer) if answer.status().is_success() => {
+                let item: Item = serde_json::from_slice(answer.body()).map_err(|e| {
+                    Error::Protocol(format!(
+                        "the created draft is not a message with an id: {e}"
+                    ))
+                })?;
+                tracing::info!(id = %item.id, "draft created");
+                Ok(Target::Message(item.id))
+            }
+            Reply::Answer(answer) => Err(Error::Remote(remote_error(&answer))),
+        }
+    }
+
+    /// Asks an upload session what it still expects (`GET {uploadUrl}`, no
+    /// `Authorization`). A session the server no longer knows is
+    /// [`Error::SessionExpired`].
+    pub async fn status(&self, upload_url: &UploadUrl) -> Result<SessionStatus> {
+        let inner = &self.inner;
+        tracing::debug!(url = %upload_url, "GET session status");
+        let request = inner.http.get(upload_url.expose_secret());
+        match inner.send(request).await? {
+            Reply::NoAnswer(_, why) => Err(Error::Http(why)),
+            Reply::Answer(answer) if answer.status().is_success() => {
+                let mut session: UploadSession =
+                    serde_json::from_slice(answer.body()).map_err(|e| {
+                        Error::Protocol(format!("the session status is not an uploadSession: {e}"))
+                    })?;
+                // Only createUploadSession should carry it; never keep a credential here.
+                session.upload_url = None;
+                Ok(SessionStatus { session })
+            }
+            Reply::Answer(answer) => Err(session_error(&answer)),
+        }
+    }
+
+    /// Cancels an upload session (`DELETE {uploadUrl}`, no `Authorization`; Graph
+    /// answers `204`). A session the server no longer knows is
+    /// [`Error::SessionExpired`].
+    pub async fn cancel(&self, upload_url: &UploadUrl) -> Result<()> {
+        let inner = &self.inner;
+        tracing::debug!(url = %upload_url, "DELETE session");
+        let request = inner.http.delete(upload_url.expose_secret());
+        match inner.send(request).await? {
+            Reply::NoAnswer(_, why) => Err(Error::Http(why)),
+            Reply::Answer(answer) if answer.status().is_success() => {
+                tracing::info!(url = %upload_url, "upload session cancelled");
+                Ok(())
+            }
+            Reply::Answer(answer) => Err(session_error(&answer)),
+        }
+    }
+}
+
+impl Inner {
+    /// `{base}/{me | users/{id}}/{segments…}`, each segment percent-encoded.
+    pub(crate) fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        {
+            let mut path = url
+                .path_segments_mut()
+                .expect("the base URL was checked to be a base");
+            path.pop_if_empty();
+            path.extend(self.user.segments());
+            path.extend(segments);
+        }
+        url
+    }
+
+    /// The createUploadSession request for `item` on `target`, with the token.
+    pub(crate) async fn create_session_request(
+        &self,
+        target: &Target,
+        item: &AttachmentItem,
+    ) -> Result<reqwest::RequestBuilder> {
+        let url = self.url(&[
+            target.collection(),
+            target.id(),
+            "attachments",
+            "createUploadSession",
+        ]);
+        tracing::debug!(url = %url, name = %item.name, size = item.size, "POST createUploadSession");
+        let request = self
+            .http
+            .post(url)
+            .header(CONTENT_TYPE, "application/json")
+            .body(item.to_request_json().to_string());
+        self.authorize(request).await
+    }
+
+    /// Adds the bearer token. Only requests built from the base URL come here.
+    async fn authorize(&self, request: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder> {
+        let provider = self.token.as_ref().ok_or(Error::NoToken)?;
+        let token = provider
+            .token()
+            .await
+            .map_err(|e| Error::Token(e.to_string()))?;
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            Error::Token("the token holds characters an HTTP header cannot carry".into())
+        })?;
+        value.set_sensitive(true);
+        Ok(request.header(AUTHORIZATION, value))
+    }
+}
+
+/// Graph's error from an answer.
+pub(crate) fn remote_error(answer: &http::Response<Bytes>) -> RemoteError {
+    let request_id = answer
+        .headers()
+        .get("request-id")
+        .and_then(|v| v.to_str().ok());
+    RemoteError::from_response(answer.status(), answer.body(), request_id)
+}
+
+/// An error answer from an uploadUrl: a 404 means the session is gone.
+fn session_error(answer: &http::Response<Bytes>) -> Error {
+    let remote = remote_error(answer);
+    if answer.status() == StatusCode::NOT_FOUND {
+        Error::SessionExpired {
+            remote: Some(remote),
+        }
+    } else {
+        Error::Remote(remote)
+    }
+}

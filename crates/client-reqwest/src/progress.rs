@@ -1,0 +1,215 @@
+//! Progress reports: a callback, a `Stream` of events, or both.
+//!
+//! Every upload tells its [`ProgressSink`] what happens to it, as
+//! [`ProgressEvent`]s: the session was created, bytes were acknowledged, a request
+//! is retried, the upload is done or failed. Events are reports, not decisions: the
+//! planner has already decided.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use futures_util::Stream;
+use tokio::sync::mpsc;
+
+use crate::redact::UploadUrl;
+
+/// One thing that happened to one upload.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ProgressEvent {
+    /// Which upload: the file's path as given, or the attachment's name for an
+    /// upload from a reader.
+    pub label: Arc<str>,
+    /// What happened.
+    pub kind: ProgressKind,
+}
+
+/// What happened, in [`ProgressEvent::kind`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum ProgressKind {
+    /// The upload started (or resumed) for `total` bytes.
+    Started {
+        /// File size.
+        total: u64,
+    },
+    /// The session exists; its resume state, if any, is saved.
+    SessionCreated {
+        /// The session's uploadUrl. Displays redacted; see [`UploadUrl::expose_secret`].
+        upload_url: UploadUrl,
+        /// When the session expires, if the server said.
+        expires: Option<SystemTime>,
+    },
+    /// The server now holds `acknowledged` of `total` bytes.
+    Acknowledged {
+        /// Bytes the server has acknowledged.
+        acknowledged: u64,
+        /// File size.
+        total: u64,
+    },
+    /// A request failed and will be retried after `wait`.
+    Retrying {
+        /// Consecutive failures so far.
+        attempt: u32,
+        /// How long the upload waits.
+        wait: Duration,
+        /// Why.
+        reason: String,
+    },
+    /// A `413` made the upload send smaller fragments.
+    FragmentShrunk {
+        /// The new fragment size.
+        fragment_size: u64,
+    },
+    /// The mailbox's upload budget is spent; the next fragment waits.
+    Paced {
+        /// How long.
+        wait: Duration,
+    },
+    /// The attachment exists.
+    Completed {
+        /// Its id, when the server said.
+        attachment_id: Option<String>,
+        /// Its URL (`Location`), when the server said.
+        location: Option<String>,
+    },
+    /// The upload stopped with an error (the call returns it too).
+    Failed {
+        /// The error's message.
+        message: String,
+    },
+}
+
+impl fmt::Display for ProgressEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let label = &self.label;
+        match &self.kind {
+            ProgressKind::Started { total } => write!(f, "{label}: uploading {total} bytes"),
+            ProgressKind::SessionCreated { upload_url, .. } => {
+                write!(f, "{label}: upload session {upload_url}")
+            }
+            ProgressKind::Acknowledged {
+                acknowledged,
+                total,
+            } => write!(f, "{label}: {acknowledged} of {total} bytes acknowledged"),
+            ProgressKind::Retrying {
+                attempt,
+                wait,
+                reason,
+            } => write!(
+                f,
+                "{label}: retrying in {:.1} s (attempt {attempt}): {reason}",
+                wait.as_secs_f64()
+            ),
+            ProgressKind::FragmentShrunk { fragment_size } => {
+                write!(f, "{label}: fragments shrunk to {fragment_size} bytes")
+            }
+            ProgressKind::Paced { wait } => write!(
+                f,
+                "{label}: mailbox upload budget spent, waiting {:.1} s",
+                wait.as_secs_f64()
+            ),
+            ProgressKind::Completed {
+                attachment_id,
+                location,
+            } => write!(
+                f,
+                "{label}: done, attachment {} at {}",
+                attachment_id.as_deref().unwrap_or("(id not given)"),
+                location.as_deref().unwrap_or("(location not given)")
+            ),
+            ProgressKind::Failed { message } => write!(f, "{label}: failed: {message}"),
+        }
+    }
+}
+
+type Callback = dyn Fn(&ProgressEvent) + Send + Sync;
+
+/// Where an upload reports its progress: nowhere (the default), a callback, a
+/// channel read as a [`ProgressStream`], or a callback and a channel.
+///
+/// Cheap to clone; clones report to the same places, so one sink can serve many
+/// uploads (tell them apart by [`ProgressEvent::label`]).
+#[derive(Clone, Default)]
+pub struct ProgressSink {
+    callback: Option<Arc<Callback>>,
+    sender: Option<mpsc::UnboundedSender<ProgressEvent>>,
+}
+
+impl ProgressSink {
+    /// Reports nowhere.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Calls `f` with every event, on the task that runs the upload: keep it quick.
+    pub fn callback(f: impl Fn(&ProgressEvent) + Send + Sync + 'static) -> Self {
+        Self {
+            callback: Some(Arc::new(f)),
+            sender: None,
+        }
+    }
+
+    /// A sink and the stream of its events. The stream ends when every clone of the
+    /// sink is dropped (when the uploads given it have finished and been dropped).
+    pub fn channel() -> (Self, ProgressStream) {
+        Self::none().with_channel()
+    }
+
+    /// This sink, also sending every event to a new stream.
+    pub fn with_channel(mut self) -> (Self, ProgressStream) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.sender = Some(tx);
+        (self, ProgressStream { rx })
+    }
+
+    /// This sink, also calling `f` (in place of any callback it had).
+    #[must_use]
+    pub fn with_callback(mut self, f: impl Fn(&ProgressEvent) + Send + Sync + 'static) -> Self {
+        self.callback = Some(Arc::new(f));
+        self
+    }
+
+    pub(crate) fn emit(&self, label: &Arc<str>, kind: ProgressKind) {
+        if self.callback.is_none() && self.sender.is_none() {
+            return;
+        }
+        let event = ProgressEvent {
+            label: Arc::clone(label),
+            kind,
+        };
+        if let Some(callback) = &self.callback {
+            callback(&event);
+        }
+        if let Some(sender) = &self.sender {
+            // A dropped stream means nobody listens any more; that is fine.
+            let _ = sender.send(event);
+        }
+    }
+}
+
+impl fmt::Debug for ProgressSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProgressSink")
+            .field("callback", &self.callback.is_some())
+            .field("channel", &self.sender.is_some())
+            .finish()
+    }
+}
+
+/// The events of a [`ProgressSink::channel`], as a `Stream`.
+#[derive(Debug)]
+pub struct ProgressStream {
+    rx: mpsc::UnboundedReceiver<ProgressEvent>,
+}
+
+impl Stream for ProgressStream {
+    type Item = ProgressEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}

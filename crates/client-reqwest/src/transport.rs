@@ -1,0 +1,191 @@
+//! The HTTP requests themselves: sending, streaming a fragment from a reader, and
+//! turning what came back into what the planner reads (an `http::Response` with its
+//! whole body, or a [`TransportError`]).
+
+use std::io::{self, SeekFrom};
+use std::path::Path;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::header::{CONTENT_LENGTH, CONTENT_RANGE};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeek, AsyncSeekExt};
+use tokio::sync::mpsc;
+use tokio_util::io::ReaderStream;
+use upsession_core::ContentRange;
+use upsession_core::planner::TransportError;
+
+use crate::client::Inner;
+use crate::error::{Error, Result, describe_reqwest};
+use crate::redact::UploadUrl;
+
+/// Largest answer body read; Graph's answers are a few hundred bytes.
+const MAX_ANSWER: usize = 1 << 20;
+
+/// Bytes read from the source per body chunk.
+const CHUNK: usize = 64 * 1024;
+
+/// What a request came back with.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// An answer: status, headers, whole body.
+    Answer(http::Response<Bytes>),
+    /// No answer, and why (already redacted).
+    NoAnswer(TransportError, String),
+}
+
+impl Inner {
+    /// Sends a request with no streamed body and reads the whole answer.
+    pub(crate) async fn send(&self, request: reqwest::RequestBuilder) -> Result<Reply> {
+        let _slot = match &self.pacer {
+            Some(p) => Some(p.request_slot().await),
+            None => None,
+        };
+        match request.timeout(self.request_timeout).send().await {
+            Ok(response) => Ok(read_answer(response).await),
+            Err(e) => no_answer(e),
+        }
+    }
+
+    /// `PUT {uploadUrl}` with the bytes of `range`, streamed from `reader`: never more
+    /// than a few chunks of the fragment are in memory. No `Authorization` header.
+    ///
+    /// The reader is read while the request is sent, and only until the request
+    /// ends, so a later fragment never shares the reader with an earlier one.
+    pub(crate) async fn put_fragment<R>(
+        &self,
+        upload_url: &UploadUrl,
+        range: ContentRange,
+        reader: &mut R,
+        source: &Path,
+    ) -> Result<Reply>
+    where
+        R: AsyncRead + AsyncSeek + Unpin + Send,
+    {
+        let start = range.range().start();
+        let len = range.range().len();
+        reader
+            .seek(SeekFrom::Start(start))
+            .await
+            .map_err(|e| Error::io("seek in", source, e))?;
+
+        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
+        let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async {
+            rx.recv().await.map(|item| (item, rx))
+        }));
+        let request = self
+            .http
+            .put(upload_url.expose_secret())
+            .header(CONTENT_RANGE, range.to_string())
+            .header(CONTENT_LENGTH, len)
+            .timeout(self.request_timeout)
+            .body(body);
+
+        let _slot = match &self.pacer {
+            Some(p) => Some(p.request_slot().await),
+            None => None,
+        };
+        tracing::debug!(url = %upload_url, range = %range, "PUT fragment");
+        let send = request.send();
+        let pump = pump(reader, len, tx);
+        tokio::pin!(send, pump);
+        let mut pumped: Option<io::Result<()>> = None;
+        let sent = loop {
+            tokio::select! {
+                sent = &mut send => break sent,
+                result = &mut pump, if pumped.is_none() => pumped = Some(result),
+            }
+        };
+        if let Some(Err(e)) = pumped {
+            return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
+                Error::FileChanged {
+                    path: source.to_path_buf(),
+                    what: "it ended before the announced size".into(),
+                }
+            } else {
+                Error::io("read", source, e)
+            });
+        }
+        match sent {
+            Ok(response) => Ok(read_answer(response).await),
+            Err(e) => no_answer(e),
+        }
+    }
+}
+
+/// Copies `len` bytes from `reader` into the body channel. Stops quietly when the
+/// request no longer wants them; a read error or a short source is sent into the
+/// body too (so the request fails rather than sending a short fragment) and
+/// returned.
+async fn pump<R>(reader: &mut R, len: u64, tx: mpsc::Sender<io::Result<Bytes>>) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut stream = ReaderStream::with_capacity(reader.take(len), CHUNK);
+    let mut sent = 0_u64;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => {
+                sent += bytes.len() as u64;
+                if tx.send(Ok(bytes)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                let _ = tx
+                    .send(Err(io::Error::new(e.kind(), "reading the source failed")))
+                    .await;
+                return Err(e);
+            }
+        }
+    }
+    if sent < len {
+        let e = || io::Error::new(io::ErrorKind::UnexpectedEof, "the source ended early");
+        let _ = tx.send(Err(e())).await;
+        return Err(e());
+    }
+    Ok(())
+}
+
+/// Reads a whole answer. A body that breaks off is a lost answer: the request may
+/// have been acted on.
+async fn read_answer(mut response: reqwest::Response) -> Reply {
+    let status = response.status();
+    let headers = std::mem::take(response.headers_mut());
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_ANSWER {
+                    return Reply::NoAnswer(
+                        TransportError::Lost,
+                        format!("the answer's body is larger than {MAX_ANSWER} bytes"),
+                    );
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => return Reply::NoAnswer(TransportError::Lost, describe_reqwest(e)),
+        }
+    }
+    let mut answer = http::Response::new(Bytes::from(body));
+    *answer.status_mut() = status;
+    *answer.headers_mut() = headers;
+    Reply::Answer(answer)
+}
+
+/// Classifies a failed request: nothing sent (connect), maybe acted on (anything
+/// later), or an error no retry can fix (a refused redirect, a bad request).
+fn no_answer(e: reqwest::Error) -> Result<Reply> {
+    if e.is_redirect() {
+        return Err(Error::Http(describe_reqwest(e)));
+    }
+    if e.is_builder() {
+        return Err(Error::InvalidInput(describe_reqwest(e)));
+    }
+    let kind = if e.is_connect() {
+        TransportError::NotSent
+    } else {
+        TransportError::Lost
+    };
+    Ok(Reply::NoAnswer(kind, describe_reqwest(e)))
+}

@@ -1,0 +1,864 @@
+//! Uploads against a scripted Graph-like server: real sockets on 127.0.0.1, real
+//! session semantics from the core, Graph's quirks and injected faults. Every test
+//! ends with the exact bytes on the server or a typed error.
+
+#![allow(clippy::pedantic)] // test code favours brevity over pedantry
+
+mod common;
+
+use std::io::Cursor;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use futures_util::StreamExt;
+use http::Method;
+use upsession_client_reqwest::{
+    Error, Pacing, ProgressEvent, ProgressKind, ProgressSink, Target, UploadError, UploadOptions,
+    User,
+};
+use upsession_core::error::RequestError;
+use upsession_core::time::format_http_date;
+
+fn puts(server: &FakeGraph) -> Vec<String> {
+    server
+        .log()
+        .into_iter()
+        .filter(|r| r.method == Method::PUT)
+        .map(|r| r.content_range.unwrap_or_default())
+        .collect()
+}
+
+/// Uploads a 6-fragment file in `style` and checks the bytes.
+async fn upload_in_style(style: Style) {
+    let server = FakeGraph::with_style(style).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, bytes) = make_file(dir.path(), "data.bin", 5 * FRAGMENT as usize + 1234, 7);
+    let up = client(&server)
+        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
+        .await
+        .unwrap_or_else(|e| panic!("{style:?}: {e}"));
+    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    assert_eq!(puts(&server).len(), 6, "{style:?}: one PUT per fragment");
+    server.assert_token_only_to_graph();
+}
+
+#[tokio::test]
+async fn uploads_a_file_to_a_message_in_fragments_with_exact_bytes() {
+    let server = FakeGraph::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let total = 5 * FRAGMENT as usize + 1234;
+    let (path, bytes) = make_file(dir.path(), "report.pdf", total, 1);
+    let up = client(&server)
+        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
+        .await
+        .unwrap();
+
+    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    let id = up.attachment_id.as_deref().unwrap();
+    assert_eq!(
+        up.location.as_deref(),
+        Some(format!("{}/v1.0/me/messages/m1/attachments/{id}", server.origin).as_str())
+    );
+    assert_eq!((up.name.as_str(), up.size), ("report.pdf", total as u64));
+    assert_eq!(up.sha256.as_deref(), Some(sha256(&bytes).as_str()));
+
+    let item = server.attachment_item(id).unwrap();
+    assert_eq!(item.name, "report.pdf");
+    assert_eq!(item.size, total as u64);
+    assert_eq!(item.content_type.as_deref(), Some("application/pdf"));
+    assert_eq!(item.is_inline, None);
+
+    let ranges = puts(&server);
+    assert_eq!(ranges.len(), 6);
+    assert_eq!(ranges[0], format!("bytes 0-65535/{total}"));
+    for r in server.log().iter().filter(|r| r.method == Method::PUT) {
+        let cr: upsession_core::ContentRange = r.content_range.as_deref().unwrap().parse().unwrap();
+        assert_eq!(
+            r.content_length.as_deref(),
+            Some(cr.range().len().to_string().as_str()),
+            "fragments carry Content-Length"
+        );
+        assert_eq!(r.transfer_encoding, None, "fragments are not chunked");
+    }
+    assert_eq!(ranges[5], format!("bytes 327680-{}/{total}", total - 1));
+    server.assert_token_only_to_graph();
+}
+
+#[tokio::test]
+async fn pascal_case_bare_ranges_and_odata_extras_are_understood() {
+    upload_in_style(Style {
+        pascal: true,
+        ranges: Ranges::Bare,
+        odata: true,
+        ..Style::default()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn open_ranges_and_a_200_with_an_id_complete_the_upload() {
+    upload_in_style(Style {
+        ranges: Ranges::Open,
+        completion: Completion::OkWithId,
+        ..Style::default()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_201_with_a_json_body_completes_the_upload() {
+    upload_in_style(Style {
+        completion: Completion::CreatedWithBody,
+        pascal: true,
+        ..Style::default()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn throttled_fragment_waits_for_retry_after_in_seconds() {
+    let server = FakeGraph::start().await;
+    server.fault(
+        Method::PUT,
+        2,
+        Fault::Error(
+            RequestError::Throttled {
+                retry_after_secs: 1,
+            },
+            None,
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (path, bytes) = make_file(dir.path(), "a.bin", 3 * FRAGMENT as usize, 2);
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&events);
+    let options = UploadOptions::new().on_progress(move |e| seen.lock().unwrap().push(e.clone()));
+    let up = client(&server)
+        .upload_file(&Target::message("m1"), &path, options)
+        .await
+        .unwrap();
+    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+
+    let waits: Vec<Duration> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match &e.kind {
+            ProgressKind::Retrying { wait, reason, .. } => {
+                assert!(reason.contains("429"), "{reason}");
+                Some(*wait)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        waits,
+        [Duration::from_secs(1)],
+        "Retry-After: 1 is obeyed exactly"
+    );
+    let ranges = puts(&server);
+    assert_eq!(
+        ranges[1], ranges[2],
+        "the throttled fragment is sent again as it was"
+    );
+    assert_eq!(server.count(&Method::GET), 0, "a 429 needs no status query");
+}
+
+#[tokio::test]
+async fn unavailable_with_retry_after_as_an_http_date_is_retried() {
+    let server = FakeGraph::start().await;
+    let date = format_http_date(SystemTime::now() + Duration::from_secs(1));
+    server.fault(
+        Method::PUT,
+        1,
+        Fault::Error(
+            RequestError::Unavailable {
+                retry_after_secs: 1,
+            },
+            Some(date),
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (path, bytes) = make_file(dir.path(), "a.bin", 2 * FRAGMENT as usize + 5, 3);
+    let (sink, stream) = ProgressSink::channel();
+    let up = client(&server)
+        .upload_file(
+            &Target::message("m1"),
+            &path,
+            UploadOptions::new().progress(sink),
+        )
+        .await
+        .unwrap();
+    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    let events: Vec<ProgressEvent> = stream.collect().await;
+    let retry = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            ProgressKind::Retrying { wait, reason, .. } => Some((*wait, reason.clone())),
+            _ => None,
+        })
+        .expect("the 503 was retried");
+    assert!(retry.0 <= Duration::from_secs(2), "{retry:?}");
+    assert!(retry.1.contains("503"), "{retry:?}");
+}
+
+#[tokio::test]
+async fn connection_reset_mid_body_resends_the_fragment_after_asking() {
+    let server = FakeGraph::start().await;
+    server.fault(Method::PUT, 2, Fault::ResetMidBody { after: 1000 });
+    let dir = tempfile::tempdir().unwrap();
+    let (path, bytes) = make_file(dir.path(), "a.bin", 4 * FRAGMENT as usize, 4);
+    let up = client(&server)
+        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
+        .await
+        .unwrap();
+    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    let ranges = puts(&server);
+    assert_eq!(ranges.len(), 5);
+    assert_eq!(ranges[1], ranges[2], "the cut fragment is sent again");
+    assert!(
+        server.count(&Method::GET) >= 1,
+        "the session was asked first"
+    );
+}
+
+#[tokio::test]
+async fn lost_answers_ask_the_session_before_resending_even_the_last() {
+    let server = FakeGraph::start().await;
+    // Fragment 2 is stored but its answer lost; so is the final fragment's.
+    server.fault(Method::PUT, 2, Fault::LoseAnswer);
+    server.fault(Method::PUT, 4, Fault::LoseAnswer);
+    let dir = tempfile::tempdir().unwrap();
+    let (path, bytes) = make_file(dir.path(), "a.bin", 3 * FRAGMENT as usize + 10, 5);
+    let up = client(&server)
+        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
+        .await
+        .unwrap();
+    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    assert!(up.location.is_some(), "the final answer was recovered");
+    assert_eq!(server.attachment_count(), 1);
+
+    let log = server.log();
+    let methods: Vec<String> = log
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.content_range.as_deref().unwrap_or("")))
+        .collect();
+    let ranges = puts(&server);
+    // 2 was stored: after asking, the client goes on with 3, not 2 again.
+    assert_eq!(ranges.len(), 5, "{methods:#?}");
+    assert_ne!(ranges[1], ranges[2], "{methods:#?}");
+    let end = format!("-{}/{}", bytes.len() - 1, bytes.len());
+    assert!(
+        ranges[3].ends_with(&end) && ranges[4].ends_with(&end),
+        "the final bytes are sent again to learn the Location: {ranges:?}"
+    );
+    assert_eq!(server.count(&Method::GET), 2, "{methods:#?}");
+    // Each GET directly follows a lost PUT.
+    for (i, r) in log.iter().enumerate() {
+        if r.method == Method::GET {
+            assert_eq!(log[i - 1].method, Method::PUT);
+        }
+    }
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_after_asking_the_session() {
+    let server = FakeGraph::start().await;
+    server.fault(Method::PUT, 1, Fault::Error(RequestError::Internal, None));
+    server.fault(Method::GET, 1, Fault::Error(RequestError::Internal, None));
+    let dir = tempfile::tempdir().unwrap();
+    let (path, bytes) = make_file(dir.path(), "a.bin", 2 * FRAGMENT as usize, 6);
+    let up = client(&server)
+        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
+        .await
+        .unwrap();
+    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    assert_eq!(server.count(&Method::GET), 2);
+}
+
+#[tokio::test]
+async fn an_expired_session_is_a_typed_error_not_a_silent_stop() {
+    let server = FakeGraph::start().await;
+    server.fault(Method::PUT, 3, Fault::ExpireSession);
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = make_file(dir.path(), "a.bin", 5 * FRAGMENT as usize, 8);
+    let err = client(&server)
+        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
+        .await
+        .unwrap_err();
+    let Error::SessionExpired {
+        remote: Some(remote),
+    } = &err
+    else {
+        panic!("expected SessionExpired, got {err:?}");
+    };
+    assert_eq!(remote.status, 404);
+    assert_eq!(remote.code, "uploadSessionNotFound");
+    assert!(
+        err.to_string()
+            .starts_with("the upload session has expired"),
+        "{err}"
+    );
+    assert_eq!(server.attachment_count(), 0);
+}
+
+#[tokio::test]
+async fn attempts_are_bounded_when_the_server_keeps_failing() {
+    let server = FakeGraph::start().await;
+    for n in 1..=20 {
+        server.fault(Method::PUT, n, Fault::Error(RequestError::Internal, None));
+        server.fault(Method::GET, n, Fault::Error(RequestError::Internal, None));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = make_file(dir.path(), "a.bin", 2 * FRAGMENT as usize, 9);
+    let err = builder(&server)
+        .planner(fast_planner().with_max_attempts(4))
+        .build()
+        .unwrap()
+        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Upload(UploadError::AttemptsExhausted { attempts: 4, .. })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(server.count(&Method::PUT) + server.count(&Method::GET), 4);
+}
+
+#[tokio::test]
+async fn graphs_error_json_surfaces_code_message_and_request_id() {
+    let server = FakeGraph::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = make_file(dir.path(), "a.bin", 1000, 10);
+    let err = client(&server)
+        .upload_file(&Target::message("missing-1"), &path, UploadOptions::new())
+        .await
+        .unwrap_err();
+    let remote = err.remote().expect("a Graph error");
+    assert_eq!(remote.status, 404);
+    assert_eq!(remote.code, "ErrorItemNotFound");
+    assert_eq!(remote.request_id.as_deref(), Some("req-fake-1"));
+    let text = err.to_string();
+    assert!(
+        text.contains("ErrorItemNotFound") && text.contains("req-fake-1"),
+        "{text}"
+    );
+    assert!(
+        !matches!(err, Error::SessionExpired { .. }),
+        "the message is missing, not the session"
+    );
+
+    let err = builder(&server)
+        .token("wrong")
+        .build()
+        .unwrap()
+        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.remote().unwrap().code, "InvalidAuthenticationToken");
+}
+
+#[tokio::test]
+async fn events_calendar_view_users_and_beta_use_their_routes() {
+    let server = FakeGraph::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, bytes) = make_file(dir.path(), "a.bin", 1000, 11);
+    let beta = builder(&server)
+        .base_url(format!("{}/beta/", server.origin))
+        .user(User::id("adele@contoso.com"))
+        .build()
+        .unwrap();
+    for target in [Target::event("e/1"), Target::calendar_view("e2")] {
+        let up = beta
+            .upload_file(&target, &path, UploadOptions::new())
+            .await
+            .unwrap();
+        assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    }
+    let me = client(&server);
+    let up = me
+        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
+        .await
+        .unwrap();
+    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    let posts: Vec<String> = server
+        .log()
+        .into_iter()
+        .filter(|r| r.method == Method::POST)
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(
+        posts,
+        [
+            "/beta/users/adele@contoso.com/events/e%2F1/attachments/createUploadSession",
+            "/beta/users/adele@contoso.com/calendarView/e2/attachments/createUploadSession",
+            "/v1.0/me/messages/m1/attachments/createUploadSession",
+        ]
+    );
+    server.assert_token_only_to_graph();
+}
+
+#[tokio::test]
+async fn create_draft_then_attach_to_it() {
+    let server = FakeGraph::start().await;
+    let client = client(&server);
+    let draft = client.create_draft("Quarterly report").await.unwrap();
+    let Target::Message(id) = &draft else {
+        panic!("{draft:?}")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (path, bytes) = make_file(dir.path(), "a.bin", FRAGMENT as usize + 1, 12);
+    let up = client
+        .upload_file(&draft, &path, UploadOptions::new())
+        .await
+        .unwrap();
+    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    assert!(
+        up.location
+            .unwrap()
+            .contains(&format!("/messages/{id}/attachments/"))
+    );
+    assert_eq!(server.log()[0].path, "/v1.0/me/messages");
+    server.assert_token_only_to_graph();
+}
+
+#[tokio::test]
+async fn inline_attachments_carry_name_type_and_content_id() {
+    let server = FakeGraph::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, bytes) = make_file(dir.path(), "raw.dat", 1000, 13);
+    let up = client(&server)
+        .upload_file(
+            &Target::message("m1"),
+            &path,
+            UploadOptions::new()
+                .name("logo.png")
+                .content_type("image/x-custom")
+                .inline("logo@1"),
+        )
+        .await
+        .unwrap();
+    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    let item = server
+        .attachment_item(up.attachment_id.as_deref().unwrap())
+        .unwrap();
+    assert_eq!(item.name, "logo.png");
+    assert_eq!(item.content_type.as_deref(), Some("image/x-custom"));
+    assert_eq!(item.is_inline, Some(true));
+    assert_eq!(item.content_id.as_deref(), Some("logo@1"));
+}
+
+#[tokio::test]
+async fn many_files_upload_concurrently_within_the_limit() {
+    let server = FakeGraph::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<_> = (0..5)
+        .map(|i| {
+            make_file(
+                dir.path(),
+                &format!("f{i}.bin"),
+                2 * FRAGMENT as usize + i * 100,
+                20 + i as u64,
+            )
+        })
+        .collect();
+    let client = builder(&server).concurrency(2).build().unwrap();
+    let results = client
+        .upload_many(
+            &Target::message("m1"),
+            files.iter().map(|(p, _)| (p.clone(), UploadOptions::new())),
+        )
+        .await;
+    assert_eq!(results.len(), 5);
+    for ((_, bytes), result) in files.iter().zip(&results) {
+        let up = result.as_ref().unwrap();
+        assert_stored(&server, up.attachment_id.as_deref(), bytes);
+    }
+    assert!(server.max_in_flight() <= 2, "{}", server.max_in_flight());
+    assert_eq!(server.attachment_count(), 5);
+}
+
+#[tokio::test]
+async fn any_seekable_reader_can_be_uploaded() {
+    let server = FakeGraph::start().await;
+    let bytes: Vec<u8> = (0..3 * FRAGMENT as usize + 17)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect();
+    let client = client(&server);
+    let up = client
+        .upload_reader(
+            &Target::message("m1"),
+            Cursor::new(bytes.clone()),
+            bytes.len() as u64,
+            UploadOptions::new().name("memory.txt"),
+        )
+        .await
+        .unwrap();
+    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    let item = server
+        .attachment_item(up.attachment_id.as_deref().unwrap())
+        .unwrap();
+    assert_eq!(item.content_type.as_deref(), Some("text/plain"));
+
+    let err = client
+        .upload_reader(
+            &Target::message("m1"),
+            Cursor::new(vec![1]),
+            1,
+            UploadOptions::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+
+    // A reader shorter than announced never yields a short fragment.
+    let err = client
+        .upload_reader(
+            &Target::message("m1"),
+            Cursor::new(vec![1; 100]),
+            200,
+            UploadOptions::new().name("short.bin"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::FileChanged { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn progress_goes_to_a_callback_and_a_stream() {
+    let server = FakeGraph::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let total = 3 * FRAGMENT + 3;
+    let (path, _) = make_file(dir.path(), "a.bin", total as usize, 30);
+    let called = Arc::new(Mutex::new(0_usize));
+    let count = Arc::clone(&called);
+    let (sink, stream) = ProgressSink::channel();
+    let sink = sink.with_callback(move |_| *count.lock().unwrap() += 1);
+    let up = client(&server)
+        .upload_file(
+            &Target::message("m1"),
+            &path,
+            UploadOptions::new().progress(sink),
+        )
+        .await
+        .unwrap();
+    let events: Vec<ProgressEvent> = stream.collect().await;
+    assert_eq!(*called.lock().unwrap(), events.len());
+    assert!(matches!(events[0].kind, ProgressKind::Started { total: t } if t == total));
+    assert!(matches!(
+        events[1].kind,
+        ProgressKind::SessionCreated { .. }
+    ));
+    let acked: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e.kind {
+            ProgressKind::Acknowledged { acknowledged, .. } => Some(acknowledged),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acked, [0, FRAGMENT, 2 * FRAGMENT, 3 * FRAGMENT, total]);
+    let ProgressKind::Completed { attachment_id, .. } = &events.last().unwrap().kind else {
+        panic!("{:?}", events.last())
+    };
+    assert_eq!(attachment_id, &up.attachment_id);
+    assert!(
+        events
+            .iter()
+            .all(|e| *e.label == *path.display().to_string())
+    );
+}
+
+#[tokio::test]
+async fn a_file_changed_during_the_upload_is_refused() {
+    let server = FakeGraph::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = make_file(dir.path(), "a.bin", 4 * FRAGMENT as usize, 31);
+    let p = path.clone();
+    let options = UploadOptions::new().on_progress(move |e| {
+        if let ProgressKind::Acknowledged { acknowledged, .. } = e.kind
+            && acknowledged == FRAGMENT
+        {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+            f.write_all(b"more").unwrap();
+        }
+    });
+    let err = client(&server)
+        .upload_file(&Target::message("m1"), &path, options)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::FileChanged { .. }), "{err:?}");
+    assert_eq!(
+        server.count(&Method::PUT),
+        1,
+        "no fragment of the changed file was sent"
+    );
+}
+
+#[tokio::test]
+async fn status_reports_ranges_and_expiry_and_cancel_deletes_the_session() {
+    let server = FakeGraph::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = make_file(dir.path(), "a.bin", 4 * FRAGMENT as usize, 32);
+    let client = client(&server);
+    let (url, task) = start_and_stall(&server, &client, &path, 3).await;
+    task.abort();
+    let _ = task.await;
+
+    let status = client.status(&url).await.unwrap();
+    assert_eq!(
+        status.next_expected_ranges(),
+        [format!("{}-{}", 2 * FRAGMENT, 4 * FRAGMENT - 1)]
+    );
+    assert!(status.expires().unwrap() > SystemTime::now());
+    assert_eq!(
+        status.next_expected(4 * FRAGMENT).unwrap().ranges()[0].start(),
+        2 * FRAGMENT
+    );
+
+    client.cancel(&url).await.unwrap();
+    assert!(matches!(
+        client.cancel(&url).await,
+        Err(Error::SessionExpired { remote: Some(_) })
+    ));
+    assert!(matches!(
+        client.status(&url).await,
+        Err(Error::SessionExpired { .. })
+    ));
+    server.assert_token_only_to_graph();
+}
+
+/// Starts an upload in a task and returns its uploadUrl once the server has the
+/// stalled PUT number `stall_at`, with the task still running.
+async fn start_and_stall(
+    server: &FakeGraph,
+    client: &upsession_client_reqwest::Client,
+    path: &std::path::Path,
+    stall_at: usize,
+) -> (
+    upsession_client_reqwest::UploadUrl,
+    tokio::task::JoinHandle<Result<upsession_client_reqwest::Uploaded, Error>>,
+) {
+    server.fault(Method::PUT, stall_at, Fault::Stall);
+    let (sink, mut events) = ProgressSink::channel();
+    let (c, p) = (client.clone(), path.to_path_buf());
+    let task = tokio::spawn(async move {
+        c.upload_file(
+            &Target::message("m1"),
+            &p,
+            UploadOptions::new().progress(sink),
+        )
+        .await
+    });
+    let mut url = None;
+    while let Some(e) = events.next().await {
+        match e.kind {
+            ProgressKind::SessionCreated { upload_url, .. } => {
+                url = Some(upload_url);
+                break;
+            }
+            ProgressKind::Failed { message } => panic!("{message}"),
+            _ => {}
+        }
+    }
+    server.wait_for(&Method::PUT, stall_at).await;
+    (url.expect("a session was created"), task)
+}
+
+#[tokio::test]
+async fn a_redirect_to_another_host_is_refused() {
+    let server = FakeGraph::start().await;
+    let port = server.origin.rsplit(':').next().unwrap().to_owned();
+    server.fault(
+        Method::GET,
+        1,
+        Fault::Redirect(format!(
+            "http://localhost:{port}/upload/s1?tempauth=SECRET-REDIRECT"
+        )),
+    );
+    let client = client(&server);
+    let url = format!("{}/upload/s1?tempauth=SECRET-ORIGINAL", server.origin).into();
+    let err = client.status(&url).await.unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(matches!(err, Error::Http(_)), "{text}");
+    assert!(text.contains("redirect"), "{text}");
+    assert!(!text.contains("SECRET"), "{text}");
+    assert_eq!(
+        server.count(&Method::GET),
+        1,
+        "the redirect was not followed"
+    );
+
+    server.fault(
+        Method::POST,
+        1,
+        Fault::Redirect(format!("http://localhost:{port}/v1.0/me/messages")),
+    );
+    let err = client.create_draft("x").await.unwrap_err();
+    assert!(matches!(err, Error::Http(_)), "{err:?}");
+    assert_eq!(
+        server.count(&Method::POST),
+        1,
+        "the token did not follow the redirect"
+    );
+}
+
+#[tokio::test]
+async fn a_client_without_a_token_can_resume_status_and_cancel_but_not_create() {
+    let server = FakeGraph::start().await;
+    let anonymous = upsession_client_reqwest::Client::builder()
+        .base_url(&server.base)
+        .build()
+        .unwrap();
+    assert!(matches!(
+        anonymous.create_draft("x").await,
+        Err(Error::NoToken)
+    ));
+    assert_eq!(server.log().len(), 0, "nothing was sent without a token");
+    let unknown = format!("{}/upload/nope?tempauth=x", server.origin).into();
+    assert!(matches!(
+        anonymous.status(&unknown).await,
+        Err(Error::SessionExpired { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_stalled_request_times_out_and_the_session_is_asked() {
+    let server = FakeGraph::start().await;
+    server.fault(Method::PUT, 2, Fault::Stall);
+    let dir = tempfile::tempdir().unwrap();
+    let (path, bytes) = make_file(dir.path(), "a.bin", 3 * FRAGMENT as usize, 60);
+    let up = builder(&server)
+        .request_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap()
+        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
+        .await
+        .unwrap();
+    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    assert_eq!(
+        server.count(&Method::GET),
+        1,
+        "a timeout is a lost answer: ask first"
+    );
+}
+
+#[tokio::test]
+async fn a_413_makes_the_planner_send_smaller_fragments() {
+    let server = FakeGraph::start().await;
+    server.fault(
+        Method::PUT,
+        1,
+        Fault::Error(RequestError::BodyTooLarge { max: 400_000 }, None),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (path, bytes) = make_file(dir.path(), "a.bin", 1_500_000, 61);
+    let (sink, stream) = ProgressSink::channel();
+    let up = builder(&server)
+        .fragment_size(2 * upsession_core::planner::FRAGMENT_QUANTUM)
+        .build()
+        .unwrap()
+        .upload_file(
+            &Target::message("m1"),
+            &path,
+            UploadOptions::new().progress(sink),
+        )
+        .await
+        .unwrap();
+    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    let events: Vec<ProgressEvent> = stream.collect().await;
+    assert!(events.iter().any(|e| matches!(
+        e.kind,
+        ProgressKind::FragmentShrunk { fragment_size } if fragment_size == upsession_core::planner::FRAGMENT_QUANTUM
+    )));
+    let ranges = puts(&server);
+    assert_eq!(ranges[1], "bytes 0-327679/1500000");
+}
+
+#[tokio::test]
+async fn pacing_keeps_to_the_byte_budget_and_the_request_limit() {
+    let server = FakeGraph::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<_> = (0..3)
+        .map(|i| {
+            make_file(
+                dir.path(),
+                &format!("p{i}.bin"),
+                2 * FRAGMENT as usize,
+                70 + i,
+            )
+        })
+        .collect();
+    let paced = Arc::new(Mutex::new(0));
+    let count = Arc::clone(&paced);
+    let sink = ProgressSink::callback(move |e| {
+        if let ProgressKind::Paced { wait } = e.kind {
+            assert!(wait <= Duration::from_millis(200), "{wait:?}");
+            *count.lock().unwrap() += 1;
+        }
+    });
+    let client = builder(&server)
+        .concurrency(3)
+        .pacing(
+            Pacing::outlook()
+                .with_budget(3 * FRAGMENT, Duration::from_millis(200))
+                .with_max_concurrent(1),
+        )
+        .build()
+        .unwrap();
+    let results = client
+        .upload_many(
+            &Target::message("m1"),
+            files
+                .iter()
+                .map(|(p, _)| (p.clone(), UploadOptions::new().progress(sink.clone()))),
+        )
+        .await;
+    for ((_, bytes), result) in files.iter().zip(results) {
+        assert_stored(&server, result.unwrap().attachment_id.as_deref(), bytes);
+    }
+    assert!(
+        *paced.lock().unwrap() >= 1,
+        "6 fragments do not fit a 3-fragment budget"
+    );
+    assert_eq!(server.max_in_flight(), 1, "one request at a time");
+}
+
+/// Not a test of behaviour: prints how long hashing and uploading a 64 MiB file
+/// take against the in-memory server. `cargo test -p upsession-client-reqwest
+/// --test upload -- --ignored --nocapture measure`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn measure_a_64_mib_upload() {
+    let server = FakeGraph::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, bytes) = make_file(dir.path(), "big.bin", 64 << 20, 80);
+    let client = builder(&server)
+        .fragment_size(upsession_client_reqwest::DEFAULT_FRAGMENT_SIZE)
+        .build()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let id = upsession_client_reqwest::FileIdentity::of(&path)
+        .await
+        .unwrap();
+    let hashed = t0.elapsed();
+    let t1 = std::time::Instant::now();
+    let up = client
+        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
+        .await
+        .unwrap();
+    let uploaded = t1.elapsed();
+    assert_eq!(up.sha256.as_deref(), Some(id.sha256.as_str()));
+    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    let mib = 64.0;
+    println!(
+        "hash alone: {hashed:?} ({:.0} MiB/s); upload incl. hash: {uploaded:?} ({:.0} MiB/s), {} PUTs",
+        mib / hashed.as_secs_f64(),
+        mib / uploaded.as_secs_f64(),
+        server.count(&Method::PUT)
+    );
+}
