@@ -250,28 +250,7 @@ async fn resume_refuses_a_file_changed_since_the_upload_began() {
 async fn status_and_cancel_of_an_upload_url() {
     let dir = tempfile::tempdir().unwrap();
     let server = serve(&dir.path().join("data"), &[]);
-    let http = reqwest::Client::new();
-    let draft: Value = http
-        .post(format!("{}/me/messages", server.base))
-        .bearer_auth(TOKEN)
-        .json(&serde_json::json!({"subject": "s"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let session: Value = http
-        .post(format!("{}/me/messages/{}/attachments/createUploadSession", server.base, draft["id"].as_str().unwrap()))
-        .bearer_auth(TOKEN)
-        .json(&serde_json::json!({"AttachmentItem": {"attachmentType": "file", "name": "n", "size": 5_000_000}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let url = session["uploadUrl"].as_str().unwrap();
+    let url = &common::open_session(&server.base, TOKEN, 5_000_000).await;
     let out = run(bin().args(["status", url]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(

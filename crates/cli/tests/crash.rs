@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
@@ -104,31 +104,7 @@ async fn acknowledged_fragments_survive_kill_9_and_the_upload_completes() {
     let mut server = serve(dir.path(), "127.0.0.1:0", "never");
     let listen = server.addr.clone();
     let base = format!("http://{listen}/v1.0");
-    let draft: Value = http
-        .post(format!("{base}/me/messages"))
-        .bearer_auth(TOKEN)
-        .json(&json!({"subject": "crash"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let body = json!({"AttachmentItem": {"attachmentType": "file", "name": "crash.bin", "size": data.len()}});
-    let session: Value = http
-        .post(format!(
-            "{base}/me/messages/{}/attachments/createUploadSession",
-            draft["id"].as_str().unwrap()
-        ))
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let url = session["uploadUrl"].as_str().unwrap().to_owned();
+    let url = common::open_session(&base, TOKEN, data.len()).await;
 
     let mut acked = 0usize; // bytes the server has answered 2xx for
     let mut in_doubt: Option<usize> = None; // end of a fragment sent whole but not answered

@@ -706,17 +706,7 @@ async fn a_fragment_refused_from_its_headers_is_answered_even_if_the_client_send
     // the client is still sending, as an HTTP client that writes the body before
     // reading does.
     let range = format!("bytes 0-{}/{size}", size - 1);
-    let parsed = reqwest::Url::parse(&url).unwrap();
-    let mut stream =
-        tokio::net::TcpStream::connect((parsed.host_str().unwrap(), parsed.port().unwrap()))
-            .await
-            .unwrap();
-    let head = format!(
-        "PUT {}?{} HTTP/1.1\r\nHost: x\r\nContent-Range: {range}\r\nContent-Length: {size}\r\n\r\n",
-        parsed.path(),
-        parsed.query().unwrap()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut stream = raw_put(&url, &range, size, &[]).await;
     // A client like httpx fails on a write error before it reads any answer.
     stream
         .write_all(&data)

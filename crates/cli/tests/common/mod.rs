@@ -86,3 +86,37 @@ impl Drop for Serve {
         let _ = self.child.wait();
     }
 }
+
+/// Creates a draft on `base` and opens an upload session of `size` bytes on it;
+/// returns the uploadUrl.
+pub(crate) async fn open_session(base: &str, token: &str, size: usize) -> String {
+    let http = reqwest::Client::new();
+    let draft: serde_json::Value = http
+        .post(format!("{base}/me/messages"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"subject": "test"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let item = serde_json::json!({"AttachmentItem": {"attachmentType": "file", "name": "test.bin", "size": size}});
+    let session: serde_json::Value = http
+        .post(format!(
+            "{base}/me/messages/{}/attachments/createUploadSession",
+            draft["id"].as_str().unwrap()
+        ))
+        .bearer_auth(token)
+        .json(&item)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    session["uploadUrl"]
+        .as_str()
+        .expect("an uploadUrl")
+        .to_owned()
+}
