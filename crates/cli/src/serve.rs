@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use upsession_core::Limits;
+use upsession_core::{Dialect, Limits};
 use upsession_server_hyper::{Config, Fsync, Server};
 
 use crate::Failure;
@@ -31,9 +31,14 @@ pub(crate) struct ServeArgs {
     /// server (e.g. behind a proxy) [default: http://LISTEN].
     #[arg(long, env = "UPSESSION_PUBLIC_URL")]
     public_url: Option<String>,
-    /// Largest fragment one PUT may carry.
-    #[arg(long, default_value = "4MiB", value_parser = parse_size)]
-    max_fragment: u64,
+    /// Largest fragment one PUT may carry [default: 4MiB; 60MiB with --dialect onedrive].
+    #[arg(long, value_parser = parse_size)]
+    max_fragment: Option<u64>,
+    /// How answers are written: `upsession` (tidy; every official SDK accepts it),
+    /// `outlook` (as real Outlook: ExpirationDateTime, bare "N" ranges, Outlook REST
+    /// Locations) or `onedrive` (202s, "N-" ranges, 416 on re-sends, 320KiB multiples).
+    #[arg(long, default_value = "upsession", value_parser = parse_dialect)]
+    dialect: Dialect,
     /// Smallest file an upload session accepts.
     #[arg(long, default_value = "3MB", value_parser = parse_size)]
     min_size: u64,
@@ -50,6 +55,10 @@ pub(crate) struct ServeArgs {
     /// Bearer token required on /metrics [default: none, /metrics is open].
     #[arg(long, env = "UPSESSION_METRICS_TOKEN")]
     metrics_token: Option<String>,
+}
+
+fn parse_dialect(s: &str) -> Result<Dialect, String> {
+    Dialect::by_name(s).ok_or_else(|| format!("`{s}` is not a dialect; use upsession, outlook or onedrive"))
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -129,10 +138,11 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
     let limits = Limits::default()
         .with_min_size(args.min_size)
         .with_max_size(args.max_size)
-        .with_max_fragment(args.max_fragment)
+        .with_max_fragment(args.max_fragment.unwrap_or(args.dialect.max_fragment))
         .with_ttl(args.session_ttl)
         .with_max_age(args.session_ttl.max(Duration::from_secs(7 * 24 * 3600)));
     let mut config = Config::new(&data_dir)
+        .with_dialect(args.dialect.clone())
         .with_listen(args.listen)
         .with_limits(limits)
         .with_fsync(match args.fsync {

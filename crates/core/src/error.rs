@@ -140,6 +140,17 @@ pub enum FragmentError {
         /// First expected byte.
         expected: u64,
     },
+    /// The fragment is not a multiple of the dialect's quantum and does not end the
+    /// file (OneDrive's 320 KiB rule).
+    #[error(
+        "fragment of {len} bytes is not a multiple of {quantum} bytes; only the last fragment may be shorter"
+    )]
+    NotMultiple {
+        /// Fragment length.
+        len: u64,
+        /// Required multiple.
+        quantum: u64,
+    },
     /// Another fragment of this session is being received right now.
     #[error(
         "another fragment of this upload session is in progress; retry when it has been answered"
@@ -151,6 +162,7 @@ impl GraphError for FragmentError {
     fn status(&self) -> StatusCode {
         match self {
             Self::InvalidRange(_)
+            | Self::NotMultiple { .. }
             | Self::TotalMismatch { .. }
             | Self::LengthMismatch { .. }
             | Self::BodyLength { .. } => StatusCode::BAD_REQUEST,
@@ -162,7 +174,9 @@ impl GraphError for FragmentError {
 
     fn code(&self) -> &'static str {
         match self {
-            Self::InvalidRange(_) | Self::TotalMismatch { .. } => "invalidRange",
+            Self::InvalidRange(_) | Self::TotalMismatch { .. } | Self::NotMultiple { .. } => {
+                "invalidRange"
+            }
             Self::LengthMismatch { .. } | Self::BodyLength { .. } => "fragmentLengthMismatch",
             Self::TooLarge { .. } => "maxFragmentLengthExceeded",
             Self::OutOfOrder { .. } => "fragmentOutOfOrder",

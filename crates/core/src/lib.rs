@@ -25,10 +25,12 @@
 //! - [`planner`]: the client's [`Planner`]: what to send, what answers mean, retries.
 //! - [`wire`]: Graph's JSON bodies (serde lives here and on snapshots only).
 //! - [`error`]: every refusal, each with one HTTP status and one Graph code.
-//! - [`respond`]: answers and errors rendered as `http::Response`s.
+//! - [`respond`]: answers and errors rendered as `http::Response`s; [`dialect`]: how
+//!   upsession, Outlook and OneDrive differ, as data.
 //! - [`route`]: Graph's URL space: request paths parsed into routes, client paths written.
 //! - [`time`]: RFC 3339 and HTTP dates; [`timer`]: a deadline table for session stores.
 
+pub mod dialect;
 pub mod error;
 pub mod header;
 pub mod planner;
@@ -40,6 +42,7 @@ pub mod time;
 pub mod timer;
 pub mod wire;
 
+pub use dialect::Dialect;
 pub use error::{GraphError, RemoteError};
 pub use header::ContentRange;
 pub use planner::{Action, Planner, PlannerConfig};

@@ -6,14 +6,15 @@
 
 use std::time::SystemTime;
 
-use http::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
+use crate::dialect::Dialect;
 use crate::error::GraphError;
 use crate::range::RangeSet;
 use crate::session::Answer;
-use crate::wire::{ErrorBody, UploadSession};
+use crate::wire::ErrorBody;
 
 /// The header that carries the request id on every answer.
 pub const REQUEST_ID: &str = "request-id";
@@ -31,17 +32,14 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Vec<u8>> {
     res
 }
 
-/// The answer to createUploadSession: `201` with the uploadSession JSON.
-pub fn created(
-    upload_url: &str,
-    answer_expires: SystemTime,
-    expected: &RangeSet,
-) -> Response<Vec<u8>> {
-    let body = UploadSession::new(Some(upload_url.to_owned()), answer_expires, expected);
-    json(StatusCode::CREATED, &body)
+/// The answer to createUploadSession in the upsession dialect: `201` with the
+/// uploadSession JSON. See [`Dialect::created`] for the others.
+pub fn created(upload_url: &str, expires: SystemTime, expected: &RangeSet) -> Response<Vec<u8>> {
+    Dialect::UPSESSION.created(upload_url, expires, expected)
 }
 
-/// The answer to a fragment `PUT` or a status `GET`.
+/// The answer to a fragment `PUT` or a status `GET` in the upsession dialect (see
+/// [`Dialect::answer`] for the others).
 ///
 /// - [`Answer::Progress`]: `200`, `application/json`, `expirationDateTime` and
 ///   `nextExpectedRanges` in the closed form, and no `id`.
@@ -57,23 +55,7 @@ pub fn created(
 /// assert!(res.body().is_empty() && res.headers().get("content-type").is_none());
 /// ```
 pub fn answer(answer: &Answer, location: &str) -> Response<Vec<u8>> {
-    match answer {
-        Answer::Progress {
-            next_expected,
-            expires_at,
-        } => json(
-            StatusCode::OK,
-            &UploadSession::new(None, *expires_at, next_expected),
-        ),
-        Answer::Completed => {
-            let mut res = Response::new(Vec::new());
-            *res.status_mut() = StatusCode::CREATED;
-            if let Ok(v) = HeaderValue::from_str(location) {
-                res.headers_mut().insert(LOCATION, v);
-            }
-            res
-        }
-    }
+    Dialect::UPSESSION.answer(answer, location)
 }
 
 /// The answer to `DELETE {uploadUrl}`: exactly `204`.

@@ -118,6 +118,24 @@ impl ItemPath {
     pub fn attachment_path(&self, attachment_id: &str) -> String {
         format!("{}/attachments/{}", self.path(), seg(attachment_id))
     }
+
+    /// The attachment's path in Outlook REST's style, as real Outlook writes its
+    /// `Location`: `/api/v2.0/{me|Users('u')}/{Messages|Events}('id')/Attachments('aid')`.
+    pub fn outlook_attachment_path(&self, attachment_id: &str) -> String {
+        let user = match &self.user {
+            User::Me => "me".to_owned(),
+            User::Id(u) => format!("Users('{}')", seg(u)),
+        };
+        let kind = match self.kind {
+            ItemKind::Message => "Messages",
+            ItemKind::Event => "Events",
+        };
+        format!(
+            "/api/v2.0/{user}/{kind}('{}')/Attachments('{}')",
+            seg(&self.id),
+            seg(attachment_id)
+        )
+    }
 }
 
 /// `/{version}/{user}/{messages|events}`: where drafts and events are created.
@@ -195,6 +213,9 @@ impl Route {
             ["uploads", id] if !id.is_empty() => return Ok(Self::Upload((*id).to_owned())),
             _ => {}
         }
+        if let ["api", "v2.0", user, item, att, rest @ ..] = segs.as_slice() {
+            return Self::parse_outlook(user, item, att, rest).ok_or_else(no_route);
+        }
         let (version, rest) = match segs.split_first() {
             Some((&"v1.0", rest)) => (Version::V1, rest),
             Some((&"beta", rest)) => (Version::Beta, rest),
@@ -249,6 +270,36 @@ impl Route {
             }
             _ => return Err(no_route()),
         })
+    }
+
+    /// Outlook REST's attachment URLs (what the outlook dialect's `Location` names).
+    fn parse_outlook(user: &str, item: &str, att: &str, rest: &[&str]) -> Option<Self> {
+        fn call<'a>(seg: &'a str, name: &str) -> Option<&'a str> {
+            let (n, arg) = seg.split_once("('")?;
+            let arg = arg.strip_suffix("')")?;
+            (n.eq_ignore_ascii_case(name) && !arg.is_empty()).then_some(arg)
+        }
+        let user = if user.eq_ignore_ascii_case("me") {
+            User::Me
+        } else {
+            User::Id(call(user, "Users")?.to_owned())
+        };
+        let (kind, id) = match call(item, "Messages") {
+            Some(id) => (ItemKind::Message, id),
+            None => (ItemKind::Event, call(item, "Events")?),
+        };
+        let item = ItemPath {
+            version: Version::V1,
+            user,
+            kind,
+            id: id.to_owned(),
+        };
+        let aid = call(att, "Attachments")?.to_owned();
+        match rest {
+            [] => Some(Self::Attachment(item, aid)),
+            ["$value"] => Some(Self::AttachmentValue(item, aid)),
+            _ => None,
+        }
     }
 
     /// Whether `method` is served on this route; `Err` is the 405 to answer.
@@ -388,6 +439,26 @@ mod tests {
             Route::parse(&upload_path("s1")),
             Ok(Route::Upload("s1".into()))
         );
+    }
+
+    #[test]
+    fn outlook_rest_locations_parse_back() {
+        let it = item(
+            Version::V1,
+            User::Id("a@b.com".into()),
+            ItemKind::Message,
+            "AAMk-1",
+        );
+        assert_eq!(
+            Route::parse(&it.outlook_attachment_path("AAMk-2")),
+            Ok(Route::Attachment(it.clone(), "AAMk-2".into()))
+        );
+        let me = item(Version::V1, User::Me, ItemKind::Event, "E");
+        assert_eq!(
+            Route::parse(&format!("{}/$value", me.outlook_attachment_path("A"))),
+            Ok(Route::AttachmentValue(me, "A".into()))
+        );
+        assert!(Route::parse("/api/v2.0/me/Contacts('x')/Attachments('a')").is_err());
     }
 
     #[test]

@@ -69,6 +69,10 @@ pub struct Limits {
     /// The longest a session can live in all, however many fragments extend it. The
     /// uploadUrl's credential expires then too.
     pub max_age: Duration,
+    /// Refuse re-sent bytes with 416 instead of answering them (OneDrive's rule).
+    pub reject_resend: bool,
+    /// Every fragment but the last must be a multiple of this (OneDrive's 320 KiB).
+    pub fragment_quantum: Option<u64>,
 }
 
 impl Limits {
@@ -100,6 +104,14 @@ impl Limits {
         self
     }
 
+    /// Takes the fragment rules of `dialect` (re-sends, fragment multiples).
+    #[must_use]
+    pub fn with_rules_of(mut self, dialect: &crate::dialect::Dialect) -> Self {
+        self.reject_resend = dialect.reject_resend;
+        self.fragment_quantum = dialect.fragment_quantum;
+        self
+    }
+
     /// Sets the longest total lifetime of a session.
     #[must_use]
     pub const fn with_max_age(mut self, max_age: Duration) -> Self {
@@ -116,6 +128,8 @@ impl Default for Limits {
             max_fragment: 4 * 1024 * 1024,
             ttl: Duration::from_secs(24 * 60 * 60),
             max_age: Duration::from_secs(7 * 24 * 60 * 60),
+            reject_resend: false,
+            fragment_quantum: None,
         }
     }
 }
@@ -214,6 +228,8 @@ pub struct Session {
     ttl: Duration,
     expires_at: SystemTime,
     hard_expiry: SystemTime,
+    reject_resend: bool,
+    fragment_quantum: Option<u64>,
     state: State,
     tickets: u64,
 }
@@ -239,6 +255,8 @@ impl Session {
             ttl: limits.ttl,
             expires_at: now + limits.ttl.min(limits.max_age),
             hard_expiry: now + limits.max_age,
+            reject_resend: limits.reject_resend,
+            fragment_quantum: limits.fragment_quantum.filter(|q| *q > 0),
             state: State::Open {
                 received: RangeSet::new(),
                 in_flight: None,
@@ -347,6 +365,16 @@ impl Session {
             }
             .into());
         }
+        if let Some(quantum) = self.fragment_quantum
+            && range.end() < self.size
+            && !range.len().is_multiple_of(quantum)
+        {
+            return Err(FragmentError::NotMultiple {
+                len: range.len(),
+                quantum,
+            }
+            .into());
+        }
         let expires_at = self.expires_at;
         let size = self.size;
         match &mut self.state {
@@ -366,7 +394,7 @@ impl Session {
                 received,
                 in_flight,
             } => {
-                if received.contains_range(range) {
+                if received.contains_range(range) && !self.reject_resend {
                     let next_expected = received.next_expected(size);
                     return Ok(PutDecision::Replay {
                         range,
@@ -515,6 +543,8 @@ impl Session {
             ttl_secs: self.ttl.as_secs(),
             expires_at: self.expires_at,
             hard_expiry: self.hard_expiry,
+            reject_resend: self.reject_resend,
+            fragment_quantum: self.fragment_quantum,
             phase: self.phase(),
             received: self
                 .received()
@@ -554,6 +584,8 @@ impl Session {
             ttl: Duration::from_secs(snapshot.ttl_secs),
             expires_at: snapshot.expires_at.min(snapshot.hard_expiry),
             hard_expiry: snapshot.hard_expiry,
+            reject_resend: snapshot.reject_resend,
+            fragment_quantum: snapshot.fragment_quantum,
             state,
             tickets: 0,
         })
@@ -575,6 +607,12 @@ pub struct SessionSnapshot {
     pub expires_at: SystemTime,
     /// Latest possible expiry.
     pub hard_expiry: SystemTime,
+    /// Re-sent bytes are refused.
+    #[serde(default)]
+    pub reject_resend: bool,
+    /// Required fragment multiple.
+    #[serde(default)]
+    pub fragment_quantum: Option<u64>,
     /// Phase.
     pub phase: Phase,
     /// Stored ranges, half-open `[start, end]` pairs.
@@ -693,6 +731,24 @@ mod tests {
             put(&mut s, t(1), 2, 3).unwrap(),
             PutDecision::Replay { .. }
         ));
+    }
+
+    #[test]
+    fn onedrive_rules_refuse_resends_and_odd_fragments() {
+        let l = limits(10)
+            .with_rules_of(&crate::dialect::Dialect::ONEDRIVE)
+            .with_max_fragment(1 << 20);
+        let q = 320 * 1024;
+        let mut s = Session::open(t(0), 2 * q + 5, &l).unwrap();
+        assert_eq!(code(put(&mut s, t(0), 0, q - 2)), (400, "invalidRange"));
+        write(&mut s, t(0), 0, q - 1);
+        assert_eq!(code(put(&mut s, t(0), 0, q - 1)), (416, "fragmentOverlap"));
+        write(&mut s, t(0), q, 2 * q - 1);
+        assert_eq!(
+            write(&mut s, t(0), 2 * q, 2 * q + 4),
+            Answer::Completed,
+            "the last may be short"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use tokio::sync::Notify;
 use tracing::{Instrument as _, debug, info, warn};
+use upsession_core::dialect::LocationStyle;
 use upsession_core::error::{CreateError, FragmentError, GraphError, RequestError};
 use upsession_core::route::{ItemPath, Route, upload_path};
 use upsession_core::session::{Answer, Phase, PutDecision, Session, WriteTicket};
@@ -340,7 +341,11 @@ impl App {
                         Method::GET => {
                             let mut e = entry.lock().await;
                             let answer = e.session.status(now).map_err(fail)?;
-                            Ok(full(respond::answer(&answer, &self.location(&e.record))))
+                            Ok(full(
+                                self.config
+                                    .dialect
+                                    .answer(&answer, &self.location(&e.record)),
+                            ))
                         }
                         _ => self.cancel(&id, &entry, now).await,
                     }
@@ -433,11 +438,12 @@ impl App {
     }
 
     fn location(&self, record: &SessionRecord) -> String {
-        format!(
-            "{}{}",
-            self.public_url,
-            record.item_path().attachment_path(&record.attachment_id)
-        )
+        let path = record.item_path();
+        let path = match self.config.dialect.location {
+            LocationStyle::OutlookRest => path.outlook_attachment_path(&record.attachment_id),
+            _ => path.attachment_path(&record.attachment_id),
+        };
+        format!("{}{path}", self.public_url)
     }
 
     async fn create_session(
@@ -449,7 +455,12 @@ impl App {
         lookup_item(&self.items.read().expect("items lock"), path)?;
         let body = read_json_body(req, self.config.body_idle_timeout).await?;
         let item = AttachmentItem::from_request_json(&body).map_err(fail)?;
-        let session = Session::open(now, item.size, &self.config.limits).map_err(fail)?;
+        let limits = self
+            .config
+            .limits
+            .clone()
+            .with_rules_of(&self.config.dialect);
+        let session = Session::open(now, item.size, &limits).map_err(fail)?;
         let id = random_id("");
         let record = SessionRecord {
             id: id.clone(),
@@ -475,7 +486,11 @@ impl App {
             self.public_url,
             upload_path(&id)
         );
-        let res = respond::created(&upload_url, session.expires_at(), &session.next_expected());
+        let res = self.config.dialect.created(
+            &upload_url,
+            session.expires_at(),
+            &session.next_expected(),
+        );
         self.set_timer(&id, session.poll_timeout());
         self.sessions.write().expect("sessions lock").insert(
             id.clone(),
@@ -525,7 +540,11 @@ impl App {
             PutDecision::Replay { range, answer } => {
                 drain_exact(body, range.len(), timeout).await?;
                 let e = entry.lock().await;
-                full(respond::answer(&answer, &self.location(&e.record)))
+                full(
+                    self.config
+                        .dialect
+                        .answer(&answer, &self.location(&e.record)),
+                )
             }
             PutDecision::Write(ticket) => {
                 let written = self.write_body(id, ticket.range(), body, timeout).await;
@@ -650,7 +669,7 @@ impl App {
             self.metrics.sessions_completed.inc();
             info!(session = %id, attachment = %e.record.attachment_id, "upload completed");
         }
-        Ok(full(respond::answer(&answer, &location)))
+        Ok(full(self.config.dialect.answer(&answer, &location)))
     }
 
     /// Makes the attachment of a session whose bytes are all stored. The attachment

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use upsession_core::Limits;
+use upsession_core::{Dialect, Limits};
 
 /// When fragment bytes and records are flushed to stable storage.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -34,6 +34,9 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Session limits.
     pub limits: Limits,
+    /// How answers are written and which fragment rules apply (upsession, outlook,
+    /// onedrive). Its rules override those in `limits`.
+    pub dialect: Dialect,
     /// Durability policy.
     pub fsync: Fsync,
     /// Longest wait for a request's headers.
@@ -56,6 +59,7 @@ impl Config {
             tokens: Vec::new(),
             public_url: None,
             limits: Limits::default(),
+            dialect: Dialect::UPSESSION,
             fsync: Fsync::Always,
             header_timeout: Duration::from_secs(30),
             body_idle_timeout: Duration::from_secs(30),
@@ -89,6 +93,13 @@ impl Config {
     #[must_use]
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Sets the dialect.
+    #[must_use]
+    pub fn with_dialect(mut self, dialect: Dialect) -> Self {
+        self.dialect = dialect;
         self
     }
 

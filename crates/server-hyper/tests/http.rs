@@ -728,3 +728,103 @@ async fn a_fragment_refused_from_its_headers_is_answered_even_if_the_client_send
     }
     assert!(answer.starts_with(b"HTTP/1.1 413"));
 }
+
+#[tokio::test]
+async fn the_outlook_dialect_answers_as_outlook_does_and_its_location_resolves() {
+    let h = Harness::start_with(|c| c.with_dialect(upsession_core::Dialect::OUTLOOK)).await;
+    let id = h.draft().await;
+    let data = data(2500);
+    let body = json!({"AttachmentItem": {"attachmentType": "file", "name": "f.bin", "size": 2500}});
+    let (status, created) = h
+        .graph(
+            Method::POST,
+            &format!("/me/messages/{id}/attachments/createUploadSession"),
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(created["nextExpectedRanges"], json!(["0-"]));
+    let url = created["uploadUrl"].as_str().unwrap().to_owned();
+    let first = json_of(h.put(&url, &data, 0, 999).await).await;
+    assert_eq!(
+        first["nextExpectedRanges"],
+        json!(["1000"]),
+        "a bare start offset"
+    );
+    assert!(
+        first["ExpirationDateTime"].is_string() && first.get("@odata.context").is_some(),
+        "{first}"
+    );
+    assert_eq!(h.put(&url, &data, 1000, 1999).await.status(), 200);
+    let done = h.put(&url, &data, 2000, 2499).await;
+    assert_eq!(done.status(), 201);
+    let location = done.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.contains("/api/v2.0/me/Messages('"), "{location}");
+    let path = reqwest::Url::parse(&location).unwrap().path().to_owned();
+    let origin = h.base.trim_end_matches("/v1.0");
+    let meta = h
+        .http
+        .get(format!("{origin}{path}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_of(meta).await["size"], 2500);
+    let value = h
+        .http
+        .get(format!("{origin}{path}/$value"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        Sha256::digest(value.bytes().await.unwrap()),
+        Sha256::digest(&data)
+    );
+}
+
+#[tokio::test]
+async fn the_onedrive_dialect_answers_202_refuses_resends_and_odd_fragments() {
+    let q = 320 * 1024;
+    let h = Harness::start_with(|c| {
+        c.with_dialect(upsession_core::Dialect::ONEDRIVE)
+            .with_limits(limits().with_max_fragment(4 * q as u64))
+    })
+    .await;
+    let id = h.draft().await;
+    let data = data(2 * q + 7);
+    let body =
+        json!({"AttachmentItem": {"attachmentType": "file", "name": "f.bin", "size": data.len()}});
+    let (status, created) = h
+        .graph(
+            Method::POST,
+            &format!("/me/messages/{id}/attachments/createUploadSession"),
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, 200, "OneDrive answers creation with 200");
+    let url = created["uploadUrl"].as_str().unwrap().to_owned();
+    let odd = h.put(&url, &data, 0, q as u64 - 2).await;
+    assert_eq!(odd.status(), 400);
+    let first = h.put(&url, &data, 0, q as u64 - 1).await;
+    assert_eq!(first.status(), 202);
+    assert_eq!(
+        json_of(first).await["nextExpectedRanges"],
+        json!([format!("{q}-")])
+    );
+    let again = h.put(&url, &data, 0, q as u64 - 1).await;
+    assert_eq!(again.status(), 416);
+    assert_eq!(json_of(again).await["error"]["code"], "fragmentOverlap");
+    assert_eq!(
+        h.put(&url, &data, q as u64, 2 * q as u64 - 1)
+            .await
+            .status(),
+        202
+    );
+    assert_eq!(
+        h.put(&url, &data, 2 * q as u64, 2 * q as u64 + 6)
+            .await
+            .status(),
+        201
+    );
+}
