@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use upsession_core::fault::FaultPlan;
+use upsession_core::throttle::ThrottleLimits;
 use upsession_core::{Dialect, Limits};
 use upsession_server_hyper::{Config, Fsync, Server};
 
@@ -52,13 +54,36 @@ pub(crate) struct ServeArgs {
     /// survives a crash of the server process only.
     #[arg(long, value_enum, default_value = "always")]
     fsync: FsyncArg,
+    /// Throttle as Graph does, per app (token) and mailbox: `outlook` is 10,000
+    /// requests per 10 minutes, 4 concurrent requests and 150 MB of uploads per 5
+    /// minutes, answered with 429 and Retry-After [default: off].
+    #[arg(long, value_parser = ["outlook", "off"], default_value = "off")]
+    throttle: String,
+    /// Inject seeded faults, as `seed=N,ROUTE:FAULT:PROBABILITY,...`.
+    /// ROUTE: create, put, status, cancel, item, download, any.
+    /// FAULT: 429, 503, 500, 403, reset (connection dropped mid-body, nothing kept),
+    /// lost (done, then the connection dropped without an answer), slow=MS, expire.
+    /// Example: `seed=7,put:503:0.2,put:reset:0.1`. The seed is printed at start; the
+    /// plan can be replaced at run time with `PUT /_upsession/faults` (needs --admin-token).
+    #[arg(long, env = "UPSESSION_FAULTS", value_parser = parse_faults, verbatim_doc_comment)]
+    faults: Option<FaultPlan>,
+    /// Bearer token for the test-double routes: `GET /_upsession/sessions` (sessions
+    /// with their received ranges and request history) and `GET|PUT /_upsession/faults`.
+    #[arg(long, env = "UPSESSION_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
     /// Bearer token required on /metrics [default: none, /metrics is open].
     #[arg(long, env = "UPSESSION_METRICS_TOKEN")]
     metrics_token: Option<String>,
 }
 
+fn parse_faults(s: &str) -> Result<FaultPlan, String> {
+    s.parse()
+        .map_err(|e: upsession_core::fault::FaultSpecError| e.to_string())
+}
+
 fn parse_dialect(s: &str) -> Result<Dialect, String> {
-    Dialect::by_name(s).ok_or_else(|| format!("`{s}` is not a dialect; use upsession, outlook or onedrive"))
+    Dialect::by_name(s)
+        .ok_or_else(|| format!("`{s}` is not a dialect; use upsession, outlook or onedrive"))
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -153,6 +178,20 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
     if let Some(url) = args.public_url {
         config = config.with_public_url(url);
     }
+    if args.throttle == "outlook" {
+        config = config.with_throttle(ThrottleLimits::OUTLOOK);
+    }
+    let mut fault_note = String::new();
+    if let Some(plan) = args.faults {
+        fault_note = format!(
+            "fault injection: {plan} (seed {}; replay with the same --faults)\n",
+            plan.seed()
+        );
+        config = config.with_faults(plan);
+    }
+    if let Some(t) = args.admin_token {
+        config = config.with_admin_token(t);
+    }
     if let Some(t) = args.metrics_token {
         config = config.with_metrics_token(t);
     }
@@ -168,7 +207,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
             .map(|(n, _)| format!("{n}\n"))
             .unwrap_or_default();
         let banner = format!(
-            "upsession serving {base} (listening on {addr})\ndata directory: {dir}\n{note}\
+            "upsession serving {base} (listening on {addr})\ndata directory: {dir}\n{note}{fault_note}\
              upload a file from another terminal:\n  \
              upsession upload FILE --draft \"Test\" --base-url {base} --token {token_arg}\n",
             addr = running.local_addr(),

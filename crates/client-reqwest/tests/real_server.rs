@@ -104,3 +104,55 @@ async fn a_150_mb_upload_at_the_maximum_size() {
         .unwrap_err();
     assert!(err.to_string().contains("exceeds the maximum"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_finish_byte_exact_under_every_fault_schedule_in_every_dialect() {
+    use std::time::Duration;
+    use upsession_core::PlannerConfig;
+    use upsession_core::fault::FaultPlan;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, data) = file(dir.path(), 3_300_000);
+    let schedules = [
+        "seed=11,put:reset:0.15,put:lost:0.15,status:500:0.2",
+        "seed=12,put:503:0.05,put:429:0.05,create:500:0.3,any:slow=20:0.1",
+        "seed=13,put:500:0.2,status:reset:0.2,put:lost:0.1",
+    ];
+    for dialect in Dialect::ALL {
+        for spec in schedules {
+            let data_dir = dir.path().join(format!("{}-{}", dialect.name, &spec[5..7]));
+            let limits = Limits::default().with_max_fragment(dialect.max_fragment);
+            let config = Config::new(&data_dir)
+                .with_listen("127.0.0.1:0".parse().unwrap())
+                .with_token(TOKEN)
+                .with_limits(limits)
+                .with_dialect(dialect.clone())
+                .with_fsync(Fsync::Never)
+                .with_faults(spec.parse::<FaultPlan>().unwrap());
+            let running = Server::start(config).await.unwrap();
+            let client = Client::builder()
+                .base_url(running.base_url())
+                .token(TOKEN)
+                .fragment_size(320 * 1024)
+                .planner(
+                    PlannerConfig::default()
+                        .with_backoff(Duration::from_millis(5), Duration::from_millis(50)),
+                )
+                .build()
+                .unwrap();
+            // A draft may itself fail under `create:500`; item creation has no faults here.
+            let draft = client.create_draft("faults").await.unwrap();
+            let done = client
+                .upload_file(&draft, &path, UploadOptions::new())
+                .await
+                .unwrap_or_else(|e| panic!("{} under {spec}: {e}", dialect.name));
+            let location = done.location.expect("a Location");
+            assert_eq!(
+                Sha256::digest(stored(&location).await),
+                Sha256::digest(&data),
+                "{} {spec}",
+                dialect.name
+            );
+            running.shutdown().await;
+        }
+    }
+}

@@ -28,16 +28,20 @@
 //! - [`respond`]: answers and errors rendered as `http::Response`s; [`dialect`]: how
 //!   upsession, Outlook and OneDrive differ, as data.
 //! - [`route`]: Graph's URL space: request paths parsed into routes, client paths written.
+//! - [`throttle`]: Graph's per-app, per-mailbox limits; [`fault`]: seeded fault plans
+//!   for the test double.
 //! - [`time`]: RFC 3339 and HTTP dates; [`timer`]: a deadline table for session stores.
 
 pub mod dialect;
 pub mod error;
+pub mod fault;
 pub mod header;
 pub mod planner;
 pub mod range;
 pub mod respond;
 pub mod route;
 pub mod session;
+pub mod throttle;
 pub mod time;
 pub mod timer;
 pub mod wire;

@@ -177,6 +177,10 @@ pub enum Route {
     CreateUploadSession(ItemPath),
     /// `PUT|GET|DELETE /uploads/{session_id}`
     Upload(String),
+    /// `GET /_upsession/sessions`: the test double's inspection of sessions.
+    AdminSessions,
+    /// `GET|PUT /_upsession/faults`: the test double's fault plan.
+    AdminFaults,
 }
 
 impl Route {
@@ -211,6 +215,8 @@ impl Route {
             ["healthz"] => return Ok(Self::Health),
             ["metrics"] => return Ok(Self::Metrics),
             ["uploads", id] if !id.is_empty() => return Ok(Self::Upload((*id).to_owned())),
+            ["_upsession", "sessions"] => return Ok(Self::AdminSessions),
+            ["_upsession", "faults"] => return Ok(Self::AdminFaults),
             _ => {}
         }
         if let ["api", "v2.0", user, item, att, rest @ ..] = segs.as_slice() {
@@ -315,6 +321,8 @@ impl Route {
             Self::Upload(_) => {
                 method == Method::PUT || method == Method::GET || method == Method::DELETE
             }
+            Self::AdminSessions => method == Method::GET,
+            Self::AdminFaults => method == Method::GET || method == Method::PUT,
         };
         if ok {
             Ok(())
@@ -326,7 +334,14 @@ impl Route {
     /// Whether the route needs the bearer token (Graph routes do; health, metrics
     /// and uploadUrls do not).
     pub const fn needs_bearer(&self) -> bool {
-        !matches!(self, Self::Health | Self::Metrics | Self::Upload(_))
+        !matches!(
+            self,
+            Self::Health
+                | Self::Metrics
+                | Self::Upload(_)
+                | Self::AdminSessions
+                | Self::AdminFaults
+        )
     }
 }
 

@@ -16,8 +16,10 @@ use tokio::sync::Notify;
 use tracing::{Instrument as _, debug, info, warn};
 use upsession_core::dialect::LocationStyle;
 use upsession_core::error::{CreateError, FragmentError, GraphError, RequestError};
+use upsession_core::fault::{Fault, FaultPlan, FaultRoute};
 use upsession_core::route::{ItemPath, Route, upload_path};
 use upsession_core::session::{Answer, Phase, PutDecision, Session, WriteTicket};
+use upsession_core::throttle::{Permit, Throttle};
 use upsession_core::timer::Timers;
 use upsession_core::wire::{AttachmentItem, Collection, FileAttachment, Item};
 use upsession_core::{ByteRange, respond};
@@ -49,6 +51,49 @@ struct ItemEntry {
 struct SessionEntry {
     record: SessionRecord,
     session: Session,
+    /// The last requests to its uploadUrl, for `/_upsession/sessions`.
+    history: std::collections::VecDeque<serde_json::Value>,
+}
+
+/// Requests remembered per session for inspection.
+const HISTORY: usize = 200;
+
+impl SessionEntry {
+    fn new(record: SessionRecord, session: Session) -> Self {
+        Self {
+            record,
+            session,
+            history: std::collections::VecDeque::new(),
+        }
+    }
+}
+
+/// What the fault plan asked to do after the answer is ready.
+#[derive(Debug, Default)]
+struct After {
+    /// Drop the connection instead of answering.
+    drop: bool,
+    /// Wait this long before answering.
+    delay: Option<Duration>,
+}
+
+/// The connection is to be dropped without an answer (a `reset` or `lost` fault).
+#[derive(Debug, thiserror::Error)]
+#[error("connection dropped by the fault plan")]
+pub(crate) struct Dropped;
+
+/// A throttle permit, released when the request is answered.
+struct Admitted<'a> {
+    throttle: &'a Mutex<Throttle>,
+    permit: Option<Permit>,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.permit.take() {
+            self.throttle.lock().expect("throttle lock").release(p);
+        }
+    }
 }
 
 /// The server's state, shared by every connection.
@@ -63,6 +108,8 @@ pub(crate) struct App {
     attachments: RwLock<HashMap<String, AttachmentRecord>>,
     sessions: RwLock<HashMap<String, Arc<tokio::sync::Mutex<SessionEntry>>>>,
     timers: Mutex<Timers<String>>,
+    throttle: Option<Mutex<Throttle>>,
+    faults: Mutex<FaultPlan>,
     pub(crate) timer_changed: Notify,
     pub(crate) metrics: Metrics,
 }
@@ -152,7 +199,7 @@ impl App {
             live.push(record.id.clone());
             sessions.insert(
                 record.id.clone(),
-                Arc::new(tokio::sync::Mutex::new(SessionEntry { record, session })),
+                Arc::new(tokio::sync::Mutex::new(SessionEntry::new(record, session))),
             );
         }
         let orphans = blobs.sweep_orphans(&live).await?;
@@ -167,9 +214,17 @@ impl App {
         metrics
             .sessions_open
             .set(i64::try_from(sessions.len()).unwrap_or(i64::MAX));
+        if !config.faults.is_empty() {
+            info!(faults = %config.faults, seed = config.faults.seed(), "fault injection on");
+        }
         let app = Self {
             tokens: Tokens::new(&config.tokens),
             signer: Signer::new(key),
+            throttle: config
+                .throttle
+                .clone()
+                .map(|l| Mutex::new(Throttle::new(l))),
+            faults: Mutex::new(config.faults.clone()),
             config,
             public_url,
             meta,
@@ -254,13 +309,21 @@ impl App {
 
     // ----- requests -----
 
-    /// Answers one request; never panics on input, always answers.
-    pub(crate) async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+    /// Answers one request; never panics on input. `Err` drops the connection, which
+    /// only a `reset` or `lost` fault asks for.
+    pub(crate) async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, Dropped> {
         let request_id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
         // The path carries no credential (that is in the query), so it may be logged.
         let span = tracing::info_span!("request", id = %request_id, method = %req.method(), path = %req.uri().path());
         let now = SystemTime::now();
-        let result = self.route(req, now).instrument(span.clone()).await;
+        let mut after = After::default();
+        let result = self
+            .route(req, now, &mut after)
+            .instrument(span.clone())
+            .await;
         let mut res = match result {
             Ok(res) => res,
             Err(err) => {
@@ -275,28 +338,95 @@ impl App {
                 full(respond::error(&*err, &request_id, SystemTime::now()))
             }
         };
+        if let Some(delay) = after.delay {
+            tokio::time::sleep(delay).await;
+        }
+        if after.drop {
+            span.in_scope(|| debug!("connection dropped by the fault plan"));
+            return Err(Dropped);
+        }
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             res.headers_mut().insert(respond::REQUEST_ID, v);
         }
-        res
+        Ok(res)
+    }
+
+    /// The fault the plan picks for this request, applied where it is an answer or
+    /// a delay; `reset`, `lost` and `expire` are left to the caller.
+    fn fault(&self, route: FaultRoute, after: &mut After) -> Result<Option<Fault>, Failure> {
+        let fault = self.faults.lock().expect("faults lock").decide(route);
+        match fault {
+            Some(f) if f.as_error().is_some() => Err(fail(f.as_error().expect("checked"))),
+            Some(Fault::Slow(d)) => {
+                after.delay = Some(d);
+                Ok(None)
+            }
+            Some(Fault::Lost) => {
+                after.drop = true;
+                Ok(None)
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Admits a request of `app` on `mailbox` carrying `bytes`, or answers 429.
+    fn admit(&self, app: &str, mailbox: &str, bytes: u64) -> Result<Option<Admitted<'_>>, Failure> {
+        let Some(throttle) = &self.throttle else {
+            return Ok(None);
+        };
+        let key = format!("{app}|{mailbox}");
+        let permit = throttle
+            .lock()
+            .expect("throttle lock")
+            .admit(SystemTime::now(), &key, bytes)
+            .map_err(fail)?;
+        Ok(Some(Admitted {
+            throttle,
+            permit: Some(permit),
+        }))
     }
 
     async fn route(
         &self,
         req: Request<Incoming>,
         now: SystemTime,
+        after: &mut After,
     ) -> Result<Response<Body>, Failure> {
         let route = Route::parse(req.uri().path()).map_err(fail)?;
         route.check_method(req.method()).map_err(fail)?;
+        let auth = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
         if route.needs_bearer() {
-            let auth = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
             self.tokens
                 .check(auth)
                 .map_err(|m| fail(RequestError::Unauthenticated(m)))?;
         }
+        // Throttling and faults of Graph routes; uploadUrl routes do theirs below.
+        let app = auth.map(app_of).unwrap_or_default();
+        let (fault_route, mailbox) = match &route {
+            Route::CreateItem { user, .. } => (Some(FaultRoute::Item), Some(user.to_string())),
+            Route::CreateUploadSession(p) => (Some(FaultRoute::Create), Some(p.user.to_string())),
+            Route::Item(p)
+            | Route::Attachments(p)
+            | Route::Attachment(p, _)
+            | Route::AttachmentValue(p, _) => {
+                (Some(FaultRoute::Download), Some(p.user.to_string()))
+            }
+            _ => (None, None),
+        };
+        let _admitted = match &mailbox {
+            Some(m) => self.admit(&app, m, 0)?,
+            None => None,
+        };
+        if let Some(fr) = fault_route
+            && self.fault(fr, after)? == Some(Fault::Reset)
+        {
+            after.drop = true;
+            return Err(fail(RequestError::Internal));
+        }
         match route {
             Route::Health => Ok(full(text(StatusCode::OK, "ok\n"))),
             Route::Metrics => self.metrics_page(&req),
+            Route::AdminSessions | Route::AdminFaults => self.admin(route, req).await,
             Route::CreateItem { kind, .. } => self.create_item(req, kind.into(), now).await,
             Route::Item(path) => {
                 let items = self.items.read().expect("items lock");
@@ -320,44 +450,175 @@ impl App {
                 &self.attachment(&path, &aid)?.meta,
             ))),
             Route::AttachmentValue(path, aid) => self.attachment_value(&path, &aid).await,
-            Route::CreateUploadSession(path) => self.create_session(req, &path, now).await,
-            Route::Upload(id) => {
-                let (parts, body) = req.into_parts();
-                let mut body = Some(body);
-                let result = async {
-                    // The credential is checked before any session is looked at.
-                    if !self.signer.verify(&id, parts.uri.query(), now) {
-                        return Err(fail(RequestError::InvalidUploadCredential));
-                    }
-                    let entry = self
-                        .sessions
-                        .read()
-                        .expect("sessions lock")
-                        .get(&id)
-                        .cloned();
-                    let entry = entry.ok_or_else(|| fail(RequestError::SessionNotFound))?;
-                    match parts.method {
-                        Method::PUT => self.put_fragment(&parts, &mut body, &id, &entry, now).await,
-                        Method::GET => {
-                            let mut e = entry.lock().await;
-                            let answer = e.session.status(now).map_err(fail)?;
-                            Ok(full(
-                                self.config
-                                    .dialect
-                                    .answer(&answer, &self.location(&e.record)),
-                            ))
-                        }
-                        _ => self.cancel(&id, &entry, now).await,
-                    }
-                }
-                .await;
-                if let (Err(_), Some(unread)) = (&result, body.take()) {
-                    self.linger(unread, &parts.headers);
-                }
-                result
-            }
+            Route::CreateUploadSession(path) => self.create_session(req, &path, &app, now).await,
+            Route::Upload(id) => self.upload(&id, req, now, after).await,
             _ => Err(fail(RequestError::NoRoute(req.uri().path().to_owned()))),
         }
+    }
+
+    /// `PUT`, `GET` and `DELETE` of an uploadUrl: credential, throttle, faults, the
+    /// session, and the request's entry in the session's history.
+    async fn upload(
+        &self,
+        id: &str,
+        req: Request<Incoming>,
+        now: SystemTime,
+        after: &mut After,
+    ) -> Result<Response<Body>, Failure> {
+        let (parts, body) = req.into_parts();
+        let mut body = Some(body);
+        let mut seen: Option<Arc<tokio::sync::Mutex<SessionEntry>>> = None;
+        let result = async {
+            // The credential is checked before any session is looked at.
+            if !self.signer.verify(id, parts.uri.query(), now) {
+                return Err(fail(RequestError::InvalidUploadCredential));
+            }
+            let entry = self
+                .sessions
+                .read()
+                .expect("sessions lock")
+                .get(id)
+                .cloned();
+            let entry = entry.ok_or_else(|| fail(RequestError::SessionNotFound))?;
+            seen = Some(Arc::clone(&entry));
+            let (app, mailbox) = {
+                let e = entry.lock().await;
+                (
+                    e.record.app.clone(),
+                    e.record.user.clone().unwrap_or_else(|| "me".into()),
+                )
+            };
+            let bytes = if parts.method == Method::PUT {
+                content_length(&parts.headers).unwrap_or(0)
+            } else {
+                0
+            };
+            let _admitted = self.admit(&app, &mailbox, bytes)?;
+            let fault_route = match parts.method {
+                Method::PUT => FaultRoute::Put,
+                Method::GET => FaultRoute::Status,
+                _ => FaultRoute::Cancel,
+            };
+            match self.fault(fault_route, after)? {
+                Some(Fault::Reset) => {
+                    // Part of the body arrives, then the connection drops.
+                    if let Some(b) = body.take() {
+                        let _ = drain_exact(
+                            b,
+                            content_length(&parts.headers).unwrap_or(0) / 2,
+                            Duration::from_millis(200),
+                        )
+                        .await;
+                    }
+                    after.drop = true;
+                    return Err(fail(RequestError::Internal));
+                }
+                Some(Fault::Expire) => {
+                    let mut e = entry.lock().await;
+                    let at = e.session.hard_expiry();
+                    if e.session.handle_timeout(at).is_some() {
+                        self.set_timer(id, Some(now));
+                    }
+                }
+                _ => {}
+            }
+            match parts.method {
+                Method::PUT => self.put_fragment(&parts, &mut body, id, &entry, now).await,
+                Method::GET => {
+                    let mut e = entry.lock().await;
+                    let answer = e.session.status(now).map_err(fail)?;
+                    Ok(full(
+                        self.config
+                            .dialect
+                            .answer(&answer, &self.location(&e.record)),
+                    ))
+                }
+                _ => self.cancel(id, &entry, now).await,
+            }
+        }
+        .await;
+        if let (Err(_), Some(unread)) = (&result, body.take()) {
+            self.linger(unread, &parts.headers);
+        }
+        if let Some(entry) = seen {
+            let status = match &result {
+                Ok(r) => r.status().as_u16(),
+                Err(e) => e.status().as_u16(),
+            };
+            let mut e = entry.lock().await;
+            if e.history.len() == HISTORY {
+                e.history.pop_front();
+            }
+            e.history.push_back(serde_json::json!({
+                "at": upsession_core::time::format_graph_time(now),
+                "method": parts.method.as_str(),
+                "contentRange": parts.headers.get(http::header::CONTENT_RANGE).and_then(|v| v.to_str().ok()),
+                "status": status,
+                "dropped": after.drop,
+            }));
+        }
+        result
+    }
+
+    /// `/_upsession/sessions` and `/_upsession/faults`, behind the admin token.
+    async fn admin(&self, route: Route, req: Request<Incoming>) -> Result<Response<Body>, Failure> {
+        let Some(token) = &self.config.admin_token else {
+            return Err(fail(RequestError::NoRoute(req.uri().path().to_owned())));
+        };
+        let auth = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
+        Tokens::new(std::slice::from_ref(token))
+            .check(auth)
+            .map_err(|m| fail(RequestError::Unauthenticated(m)))?;
+        if route == Route::AdminFaults {
+            if req.method() == Method::PUT {
+                let body = read_json_body(req, self.config.body_idle_timeout).await?;
+                let spec = String::from_utf8_lossy(&body);
+                let plan: FaultPlan =
+                    spec.parse()
+                        .map_err(|e: upsession_core::fault::FaultSpecError| {
+                            fail(RequestError::InvalidBody(e.to_string()))
+                        })?;
+                info!(faults = %plan, seed = plan.seed(), "fault plan replaced");
+                *self.faults.lock().expect("faults lock") = plan;
+            }
+            let plan = self.faults.lock().expect("faults lock");
+            return Ok(full(respond::json(
+                StatusCode::OK,
+                &serde_json::json!({"spec": plan.to_string(), "seed": plan.seed()}),
+            )));
+        }
+        let entries: Vec<_> = self
+            .sessions
+            .read()
+            .expect("sessions lock")
+            .values()
+            .cloned()
+            .collect();
+        let mut value = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let e = entry.lock().await;
+            let received: Vec<[u64; 2]> = e
+                .session
+                .received()
+                .ranges()
+                .iter()
+                .map(|r| [r.start(), r.end()])
+                .collect();
+            value.push(serde_json::json!({
+                "id": e.record.id,
+                "itemId": e.record.item_id,
+                "name": e.record.attachment.name,
+                "size": e.session.size(),
+                "phase": e.session.phase(),
+                "received": received,
+                "expirationDateTime": upsession_core::time::format_graph_time(e.session.expires_at()),
+                "requests": e.history,
+            }));
+        }
+        Ok(full(respond::json(
+            StatusCode::OK,
+            &serde_json::json!({ "value": value }),
+        )))
     }
 
     fn metrics_page(&self, req: &Request<Incoming>) -> Result<Response<Body>, Failure> {
@@ -450,6 +711,7 @@ impl App {
         &self,
         req: Request<Incoming>,
         path: &ItemPath,
+        app: &str,
         now: SystemTime,
     ) -> Result<Response<Body>, Failure> {
         lookup_item(&self.items.read().expect("items lock"), path)?;
@@ -472,6 +734,7 @@ impl App {
                 upsession_core::route::User::Id(u) => Some(u.clone()),
             },
             attachment_id: random_id("AAMk"),
+            app: app.to_owned(),
             attachment: item,
             snapshot: session.snapshot(),
         };
@@ -494,7 +757,7 @@ impl App {
         self.set_timer(&id, session.poll_timeout());
         self.sessions.write().expect("sessions lock").insert(
             id.clone(),
-            Arc::new(tokio::sync::Mutex::new(SessionEntry { record, session })),
+            Arc::new(tokio::sync::Mutex::new(SessionEntry::new(record, session))),
         );
         self.metrics.sessions_created.inc();
         self.metrics.sessions_open.inc();
@@ -562,10 +825,7 @@ impl App {
     /// answer instead of a connection reset (RFC 9112 §9.6). Nothing is stored.
     fn linger(&self, body: Incoming, headers: &http::HeaderMap) {
         const LINGER_MAX: u64 = 16 * 1024 * 1024;
-        let announced = headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+        let announced = content_length(headers);
         if announced.is_none_or(|n| n > LINGER_MAX) {
             return; // too much to be worth reading: close instead
         }
@@ -737,6 +997,27 @@ pub(crate) fn internal_error() -> Response<Body> {
         "panic",
         SystemTime::now(),
     ))
+}
+
+/// A short digest of the bearer token: the "app" of Graph's per-app limits.
+fn app_of(authorization: &[u8]) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(authorization);
+    digest[..6].iter().fold(String::new(), |mut s, b| {
+        use std::fmt::Write as _;
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn item_json(entry: &ItemEntry) -> Item {

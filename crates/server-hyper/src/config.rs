@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use upsession_core::fault::FaultPlan;
+use upsession_core::throttle::ThrottleLimits;
 use upsession_core::{Dialect, Limits};
 
 /// When fragment bytes and records are flushed to stable storage.
@@ -48,6 +50,13 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Bearer token for `/metrics`; open when unset.
     pub metrics_token: Option<String>,
+    /// Per-app, per-mailbox throttling, answered with 429; off when unset.
+    pub throttle: Option<ThrottleLimits>,
+    /// Seeded faults injected into answers (the test double); none by default.
+    pub faults: FaultPlan,
+    /// Bearer token for `/_upsession/*` (sessions inspection, fault plan); those
+    /// routes do not exist when unset.
+    pub admin_token: Option<String>,
 }
 
 impl Config {
@@ -65,6 +74,9 @@ impl Config {
             body_idle_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
             metrics_token: None,
+            throttle: None,
+            faults: FaultPlan::none(),
+            admin_token: None,
         }
     }
 
@@ -115,6 +127,27 @@ impl Config {
     pub fn with_timeouts(mut self, header: Duration, body_idle: Duration) -> Self {
         self.header_timeout = header;
         self.body_idle_timeout = body_idle;
+        self
+    }
+
+    /// Throttles as `limits` says (e.g. [`ThrottleLimits::OUTLOOK`]).
+    #[must_use]
+    pub fn with_throttle(mut self, limits: ThrottleLimits) -> Self {
+        self.throttle = Some(limits);
+        self
+    }
+
+    /// Injects faults as `plan` says.
+    #[must_use]
+    pub fn with_faults(mut self, plan: FaultPlan) -> Self {
+        self.faults = plan;
+        self
+    }
+
+    /// Enables `/_upsession/*` behind `token`.
+    #[must_use]
+    pub fn with_admin_token(mut self, token: impl Into<String>) -> Self {
+        self.admin_token = Some(token.into());
         self
     }
 

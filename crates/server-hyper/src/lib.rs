@@ -222,11 +222,12 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>, mut stopped: watch::R
             let app = Arc::clone(&app);
             async move {
                 // A panic in a handler becomes a 500 for that request, not a dead server.
+                // `Err` (a `reset` or `lost` fault) makes hyper drop the connection.
                 let res = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
                     app.handle(req),
                 ))
                 .await;
-                Ok::<_, std::convert::Infallible>(res.unwrap_or_else(|_| app::internal_error()))
+                res.unwrap_or_else(|_| Ok(app::internal_error()))
             }
         });
         let conn = builder

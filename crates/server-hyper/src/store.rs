@@ -94,6 +94,9 @@ pub(crate) struct SessionRecord {
     pub(crate) user: Option<String>,
     /// Chosen at creation so that a crash during completion can be finished.
     pub(crate) attachment_id: String,
+    /// Which app created the session (a digest of its token), for throttling.
+    #[serde(default)]
+    pub(crate) app: String,
     pub(crate) attachment: AttachmentItem,
     pub(crate) snapshot: SessionSnapshot,
 }

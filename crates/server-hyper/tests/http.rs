@@ -108,6 +108,25 @@ impl Harness {
             .unwrap()
     }
 
+    /// A PUT that may get no answer at all.
+    async fn put_raw(
+        &self,
+        url: &str,
+        data: &[u8],
+        first: u64,
+        last: u64,
+    ) -> reqwest::Result<reqwest::Response> {
+        self.http
+            .put(url)
+            .header(
+                "Content-Range",
+                format!("bytes {first}-{last}/{}", data.len()),
+            )
+            .body(data[first as usize..=last as usize].to_vec())
+            .send()
+            .await
+    }
+
     /// Uploads `data` in fragments of `frag`; returns the final answer.
     async fn upload(&self, url: &str, data: &[u8], frag: usize) -> reqwest::Response {
         let mut start = 0;
@@ -827,4 +846,99 @@ async fn the_onedrive_dialect_answers_202_refuses_resends_and_odd_fragments() {
             .status(),
         201
     );
+}
+
+#[tokio::test]
+async fn throttling_answers_429_with_retry_after_before_reading_the_body() {
+    use upsession_core::throttle::ThrottleLimits;
+    let limits = ThrottleLimits::OUTLOOK.with_upload_bytes(1500, Duration::from_secs(300));
+    let h = Harness::start_with(|c| c.with_throttle(limits)).await;
+    let id = h.draft().await;
+    let data = data(3000);
+    let url = h.session(&format!("/me/messages/{id}"), 3000).await;
+    assert_eq!(h.put(&url, &data, 0, 999).await.status(), 200);
+    let throttled = h.put(&url, &data, 1000, 1999).await;
+    assert_eq!(throttled.status(), 429);
+    let retry: u64 = throttled.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=300).contains(&retry), "{retry}");
+    assert_eq!(
+        json_of(throttled).await["error"]["code"],
+        "ApplicationThrottled"
+    );
+    let status = json_of(h.http.get(&url).send().await.unwrap()).await;
+    assert_eq!(
+        status["nextExpectedRanges"],
+        json!(["1000-2999"]),
+        "the throttled fragment was not stored"
+    );
+}
+
+#[tokio::test]
+async fn faults_are_injected_as_specified_and_inspectable() {
+    let h = Harness::start_with(|c| c.with_admin_token("admin")).await;
+    let id = h.draft().await;
+    let data = data(3000);
+    let url = h.session(&format!("/me/messages/{id}"), 3000).await;
+    let admin = |method: Method, path: &str| {
+        h.http
+            .request(method, h.url("").replace("/v1.0", path))
+            .bearer_auth("admin")
+    };
+
+    let set = |spec: &'static str| admin(Method::PUT, "/_upsession/faults").body(spec).send();
+    assert_eq!(set("seed=1,put:503:1.0").await.unwrap().status(), 200);
+    let res = h.put(&url, &data, 0, 999).await;
+    assert_eq!(
+        (
+            res.status().as_u16(),
+            res.headers()["retry-after"].to_str().unwrap()
+        ),
+        (503, "1")
+    );
+
+    // Reset: the connection drops, nothing is kept.
+    set("seed=1,put:reset:1.0").await.unwrap();
+    assert!(h.put_raw(&url, &data, 0, 999).await.is_err(), "no answer");
+    // Lost: the fragment is kept, but no answer comes.
+    set("seed=1,put:lost:1.0").await.unwrap();
+    assert!(h.put_raw(&url, &data, 0, 999).await.is_err(), "no answer");
+    set("").await.unwrap();
+    let status = json_of(h.http.get(&url).send().await.unwrap()).await;
+    assert_eq!(
+        status["nextExpectedRanges"],
+        json!(["1000-2999"]),
+        "the lost fragment was stored, the reset one was not"
+    );
+
+    let bad = set("put:explode:1").await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let sessions: Value = admin(Method::GET, "/_upsession/sessions")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let s = &sessions["value"][0];
+    assert_eq!(s["received"], json!([[0, 1000]]));
+    let statuses: Vec<u64> = s["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(&statuses[..3], &[503, 500, 200], "{s}");
+    assert_eq!(s["requests"][2]["dropped"], true);
+    // Without the admin token, the routes do not answer.
+    let denied = h
+        .http
+        .get(h.url("").replace("/v1.0", "/_upsession/sessions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 401);
 }
