@@ -158,6 +158,46 @@ fn serve(dir: &Path) -> common::Serve {
     common::Serve::start(dir, "127.0.0.1:0", &["--token", TOKEN, "--fsync", "never"])
 }
 
+/// Real Outlook writes `ExpirationDateTime` in PascalCase, and `nextExpectedRanges`
+/// as a bare start offset after the first fragment. The Python SDK's model reads only
+/// `expirationDateTime`, so its task refuses the session ("Expiry is None") before
+/// the first fragment. docs/PROTOCOL.md records this incompatibility.
+#[test]
+fn msgraph_core_cannot_read_outlooks_pascal_case_session() {
+    let python = match venv_python() {
+        Ok(p) => p,
+        Err(why) => return unavailable(&why),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("two-fragments.bin");
+    fs::write(&path, vec![7u8; SMALL]).unwrap();
+    let server = common::Serve::start(
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+        &["--token", TOKEN, "--fsync", "never", "--dialect", "outlook"],
+    );
+    let ran = run(
+        Command::new(&python)
+            .arg(interop_dir().join("msgraph_upload.py"))
+            .arg(&server.base)
+            .arg(format!("{}=none", path.display()))
+            .env("UPSESSION_TOKEN", TOKEN)
+            .env("PYTHONDONTWRITEBYTECODE", "1"),
+        SCRIPT_TIMEOUT,
+    )
+    .expect("the venv's python runs");
+    let report = ran.describe("msgraph_upload.py --dialect outlook", SCRIPT_TIMEOUT);
+    eprintln!("{report}");
+    assert!(
+        !ran.ok(),
+        "the SDK was expected to fail on Outlook's answers: {report}"
+    );
+    assert!(
+        report.contains("could not read the upload session"),
+        "fails on reading the session: {report}"
+    );
+}
+
 fn sha256_hex(data: &[u8]) -> String {
     format!("{:x}", Sha256::digest(data))
 }
