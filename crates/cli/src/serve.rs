@@ -54,6 +54,11 @@ pub(crate) struct ServeArgs {
     /// survives a crash of the server process only.
     #[arg(long, value_enum, default_value = "always")]
     fsync: FsyncArg,
+    /// Refuse a session that would make a message's attachments larger than this,
+    /// with 413 ErrorMessageSizeExceeded, as Exchange does past its message size
+    /// limit (35MB by default there) [default: no limit].
+    #[arg(long, value_parser = parse_size)]
+    message_size_limit: Option<u64>,
     /// Throttle as Graph does, per app (token) and mailbox: `outlook` is 10,000
     /// requests per 10 minutes, 4 concurrent requests and 150 MB of uploads per 5
     /// minutes, answered with 429 and Retry-After [default: off].
@@ -177,6 +182,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
     config.tokens = tokens;
     if let Some(url) = args.public_url {
         config = config.with_public_url(url);
+    }
+    if let Some(limit) = args.message_size_limit {
+        config = config.with_message_size_limit(limit);
     }
     if args.throttle == "outlook" {
         config = config.with_throttle(ThrottleLimits::OUTLOOK);

@@ -49,6 +49,17 @@ pub enum CreateError {
         /// Configured minimum.
         min: u64,
     },
+    /// The message would grow past its size limit (Exchange's message size limit,
+    /// 35 MB by default; the test double's `--message-size-limit`).
+    #[error(
+        "the message would be {total} bytes with this attachment, over its limit of {limit} bytes"
+    )]
+    MessageSizeExceeded {
+        /// The message's size with this attachment.
+        total: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// Above the maximum size.
     #[error("attachment size {size} exceeds the maximum of {max} bytes")]
     TooLarge {
@@ -62,7 +73,9 @@ pub enum CreateError {
 impl GraphError for CreateError {
     fn status(&self) -> StatusCode {
         match self {
-            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooLarge { .. } | Self::MessageSizeExceeded { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -75,6 +88,7 @@ impl GraphError for CreateError {
             }
             Self::TooSmall { .. } => "ErrorAttachmentSizeShouldNotBeLessThanMinimumSize",
             Self::TooLarge { .. } => "ErrorAttachmentSizeExceeded",
+            Self::MessageSizeExceeded { .. } => "ErrorMessageSizeExceeded",
         }
     }
 }

@@ -665,6 +665,22 @@ impl App {
         Ok(full(respond::json(StatusCode::CREATED, &json)))
     }
 
+    /// The bytes of an item's finished attachments.
+    fn attachments_size(&self, item_id: &str) -> u64 {
+        let ids = self
+            .items
+            .read()
+            .expect("items lock")
+            .get(item_id)
+            .map(|i| i.attachments.clone())
+            .unwrap_or_default();
+        let atts = self.attachments.read().expect("attachments lock");
+        ids.iter()
+            .filter_map(|id| atts.get(id))
+            .map(|a| a.meta.size)
+            .sum()
+    }
+
     fn attachment(&self, path: &ItemPath, aid: &str) -> Result<AttachmentRecord, Failure> {
         let items = self.items.read().expect("items lock");
         let entry = lookup_item(&items, path)?;
@@ -717,6 +733,12 @@ impl App {
         lookup_item(&self.items.read().expect("items lock"), path)?;
         let body = read_json_body(req, self.config.body_idle_timeout).await?;
         let item = AttachmentItem::from_request_json(&body).map_err(fail)?;
+        if let Some(limit) = self.config.message_size_limit {
+            let total = item.size.saturating_add(self.attachments_size(&path.id));
+            if total > limit {
+                return Err(fail(CreateError::MessageSizeExceeded { total, limit }));
+            }
+        }
         let limits = self
             .config
             .limits

@@ -50,6 +50,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Bearer token for `/metrics`; open when unset.
     pub metrics_token: Option<String>,
+    /// Largest total of a message's attachments (Exchange's message size limit);
+    /// a session that would pass it is refused with `ErrorMessageSizeExceeded`.
+    pub message_size_limit: Option<u64>,
     /// Per-app, per-mailbox throttling, answered with 429; off when unset.
     pub throttle: Option<ThrottleLimits>,
     /// Seeded faults injected into answers (the test double); none by default.
@@ -74,6 +77,7 @@ impl Config {
             body_idle_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
             metrics_token: None,
+            message_size_limit: None,
             throttle: None,
             faults: FaultPlan::none(),
             admin_token: None,
@@ -127,6 +131,13 @@ impl Config {
     pub fn with_timeouts(mut self, header: Duration, body_idle: Duration) -> Self {
         self.header_timeout = header;
         self.body_idle_timeout = body_idle;
+        self
+    }
+
+    /// Refuses sessions that would make a message's attachments exceed `bytes`.
+    #[must_use]
+    pub fn with_message_size_limit(mut self, bytes: u64) -> Self {
+        self.message_size_limit = Some(bytes);
         self
     }
 

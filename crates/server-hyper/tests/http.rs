@@ -942,3 +942,24 @@ async fn faults_are_injected_as_specified_and_inspectable() {
         .unwrap();
     assert_eq!(denied.status(), 401);
 }
+
+#[tokio::test]
+async fn a_message_over_its_size_limit_refuses_another_attachment() {
+    let h = Harness::start_with(|c| c.with_message_size_limit(250)).await;
+    let id = h.draft().await;
+    let data = data(200);
+    let url = h.session(&format!("/me/messages/{id}"), 200).await;
+    assert_eq!(h.upload(&url, &data, 1000).await.status(), 201);
+    let body = json!({"AttachmentItem": {"attachmentType": "file", "name": "g", "size": 100}});
+    let (status, json) = h
+        .graph(
+            Method::POST,
+            &format!("/me/messages/{id}/attachments/createUploadSession"),
+            Some(body),
+        )
+        .await;
+    assert_eq!(
+        (status.as_u16(), json["error"]["code"].as_str()),
+        (413, Some("ErrorMessageSizeExceeded"))
+    );
+}
