@@ -4,11 +4,14 @@
 //! are plain and fragments are slices of one buffer.
 //!
 //! ```text
-//! loadgen --base-url http://127.0.0.1:8080/v1.0 --token T --uploads 16 --size 16MiB [--fragment 4MiB] [--pid PID]
+//! loadgen --base-url URL --token T --uploads 16 --size 16MiB [--fragment 4MiB] [--pid PID] [--probe]
+//! loadgen --base-url URL --token T --idle 10000 [--size 3MB] [--pid PID]
 //! ```
 //!
 //! Prints one line of `key=value` figures: bytes, seconds, MiB/s, fragment latency
-//! p50/p99, and (with `--pid`) the server's peak RSS and CPU seconds from /proc.
+//! p50/p99, with `--probe` the latency of `GET uploadUrl` of another session while
+//! the uploads run, and with `--pid` the server's RSS (peak and now) and CPU seconds
+//! from /proc. `--idle N` only creates N sessions and leaves them idle.
 
 #![allow(
     clippy::cast_precision_loss,
@@ -17,6 +20,8 @@
 )] // figures for people to read
 
 use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -30,6 +35,8 @@ struct Args {
     size: usize,
     fragment: usize,
     pid: Option<u32>,
+    idle: usize,
+    probe: bool,
 }
 
 fn parse_size(s: &str) -> usize {
@@ -53,9 +60,15 @@ fn args() -> Args {
         size: 150_000_000,
         fragment: 4 << 20,
         pid: None,
+        idle: 0,
+        probe: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--probe" {
+            a.probe = true;
+            continue;
+        }
         let v = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--base-url" => a.base = v,
@@ -64,29 +77,34 @@ fn args() -> Args {
             "--size" => a.size = parse_size(&v),
             "--fragment" => a.fragment = parse_size(&v),
             "--pid" => a.pid = Some(v.parse().expect("a pid")),
+            "--idle" => a.idle = v.parse().expect("a count"),
             other => panic!("unknown flag {other}"),
         }
     }
     a
 }
 
-/// (peak RSS in KiB, CPU seconds) of a process, from /proc.
-fn proc_figures(pid: u32) -> Option<(u64, f64)> {
+/// (peak RSS in KiB, current RSS in KiB, CPU seconds) of a process, from /proc.
+fn proc_figures(pid: u32) -> Option<(u64, u64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let (hwm, rss) = (field("VmHWM:")?, field("VmRSS:")?);
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some((hwm, ticks as f64 / 100.0))
+    Some((hwm, rss, ticks as f64 / 100.0))
 }
 
-async fn upload(http: reqwest::Client, a: &Args, data: Bytes) -> (Vec<Duration>, Instant) {
+/// Creates a draft and an upload session of `size` bytes; returns the uploadUrl.
+async fn open_session(http: &reqwest::Client, a: &Args, size: usize) -> String {
     let draft: Value = http
         .post(format!("{}/me/messages", a.base))
         .bearer_auth(&a.token)
@@ -98,7 +116,8 @@ async fn upload(http: reqwest::Client, a: &Args, data: Bytes) -> (Vec<Duration>,
         .await
         .expect("draft JSON");
     let id = draft["id"].as_str().expect("draft id");
-    let item = json!({"AttachmentItem": {"attachmentType": "file", "name": "load.bin", "size": data.len()}});
+    let item =
+        json!({"AttachmentItem": {"attachmentType": "file", "name": "load.bin", "size": size}});
     let session: Value = http
         .post(format!(
             "{}/me/messages/{id}/attachments/createUploadSession",
@@ -112,7 +131,13 @@ async fn upload(http: reqwest::Client, a: &Args, data: Bytes) -> (Vec<Duration>,
         .json()
         .await
         .expect("session JSON");
-    let url = session["uploadUrl"].as_str().expect("uploadUrl").to_owned();
+    session["uploadUrl"].as_str().expect("uploadUrl").to_owned()
+}
+
+/// Uploads `data` with fixed fragments, then checks what was stored; returns the
+/// fragment latencies and when the last fragment was answered.
+async fn upload(http: reqwest::Client, a: &Args, data: Bytes) -> (Vec<Duration>, Instant) {
+    let url = open_session(&http, a, data.len()).await;
     let mut latencies = Vec::new();
     let mut start = 0;
     let location = loop {
@@ -132,11 +157,11 @@ async fn upload(http: reqwest::Client, a: &Args, data: Bytes) -> (Vec<Duration>,
         let location = res
             .headers()
             .get("location")
-            .map(|v| v.to_str().unwrap().to_owned());
+            .map(|v| v.to_str().expect("ASCII").to_owned());
         let _ = res.bytes().await;
         latencies.push(t.elapsed());
         match status.as_u16() {
-            200 => start = end,
+            200 | 202 => start = end,
             201 => break location.expect("201 has a Location"),
             other => panic!("fragment {start}-{end} answered {other}"),
         }
@@ -159,16 +184,66 @@ async fn upload(http: reqwest::Client, a: &Args, data: Bytes) -> (Vec<Duration>,
     (latencies, uploaded)
 }
 
+/// `GET uploadUrl` of `url` in a loop until `stop` (at most 100,000 times).
+async fn probe(http: reqwest::Client, url: String, stop: Arc<AtomicBool>) -> Vec<Duration> {
+    let mut out = Vec::new();
+    while !stop.load(Ordering::Relaxed) && out.len() < 100_000 {
+        let t = Instant::now();
+        let res = http.get(&url).send().await.expect("status reachable");
+        assert_eq!(res.status(), 200);
+        let _ = res.bytes().await;
+        out.push(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    out
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0
+}
+
+fn proc_suffix(pid: Option<u32>) -> String {
+    match pid.and_then(proc_figures) {
+        Some((hwm, rss, cpu)) => {
+            format!(" server_peak_rss_kib={hwm} server_rss_kib={rss} server_cpu_s={cpu:.2}")
+        }
+        None => String::new(),
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let a = args();
-    let mut rng = fastrand::Rng::with_seed(42);
-    let data = Bytes::from((0..a.size).map(|_| rng.u8(..)).collect::<Vec<u8>>());
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()
         .expect("client");
-    let a = std::sync::Arc::new(a);
+    if a.idle > 0 {
+        let started = Instant::now();
+        for _ in 0..a.idle {
+            let _ = open_session(&http, &a, a.size).await;
+        }
+        println!(
+            "idle_sessions={} seconds={:.3}{}",
+            a.idle,
+            started.elapsed().as_secs_f64(),
+            proc_suffix(a.pid)
+        );
+        return;
+    }
+    let mut rng = fastrand::Rng::with_seed(42);
+    let data = Bytes::from((0..a.size).map(|_| rng.u8(..)).collect::<Vec<u8>>());
+    let a = Arc::new(a);
+    let stop = Arc::new(AtomicBool::new(false));
+    let prober = if a.probe {
+        let url = open_session(&http, &a, a.size.max(3_000_000)).await;
+        Some(tokio::spawn(probe(http.clone(), url, stop.clone())))
+    } else {
+        None
+    };
     let started = Instant::now();
     let tasks: Vec<_> = (0..a.uploads)
         .map(|_| {
@@ -185,9 +260,13 @@ async fn main() {
     }
     // Ingest time: until the last fragment was answered (verification reads excluded).
     let secs = (last - started).as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let mut probes = match prober {
+        Some(p) => p.await.expect("probe task"),
+        None => Vec::new(),
+    };
+    probes.sort();
     latencies.sort();
-    let pct =
-        |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0;
     let total = (a.size * a.uploads) as f64;
     let mut line = format!(
         "uploads={} size={} fragment={} seconds={secs:.3} mib_per_s={:.1} frag_p50_ms={:.2} frag_p99_ms={:.2}",
@@ -195,11 +274,17 @@ async fn main() {
         a.size,
         a.fragment,
         total / secs / f64::from(1 << 20),
-        pct(0.5),
-        pct(0.99)
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
     );
-    if let Some((hwm, cpu)) = a.pid.and_then(proc_figures) {
-        let _ = write!(line, " server_peak_rss_kib={hwm} server_cpu_s={cpu:.2}");
+    if !probes.is_empty() {
+        let _ = write!(
+            line,
+            " status_p50_ms={:.2} status_p99_ms={:.2}",
+            percentile(&probes, 0.5),
+            percentile(&probes, 0.99)
+        );
     }
+    line += &proc_suffix(a.pid);
     println!("{line}");
 }

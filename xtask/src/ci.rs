@@ -1,6 +1,7 @@
 //! `cargo xtask ci`: every check CI runs, in order, stopping at the first failure.
 //!
-//! Steps: `fmt`, `tidy`, `clippy`, `test`, `deny`, `doc`. Each prints the commands
+//! Steps: `fmt`, `tidy`, `clippy`, `test`, `deny`, `doc`, `bench` (the `--quick`
+//! smoke run: it checks the benchmark runs and its bytes verify). Each prints the commands
 //! it runs; at the end (also after a failure) a summary gives each step's status
 //! and time. `.ci/run` is nothing but this task.
 
@@ -23,6 +24,7 @@ const STEPS: &[Step] = &[
     ("test", test),
     ("deny", deny),
     ("doc", doc),
+    ("bench", bench_smoke),
 ];
 
 /// `cargo xtask ci`.
@@ -272,6 +274,11 @@ fn doc() -> Result<Notes, String> {
         "--locked",
     ]))?;
     Ok(Vec::new())
+}
+
+fn bench_smoke() -> Result<Notes, String> {
+    crate::bench::run(&["--quick".to_owned()])?;
+    Ok(vec!["bench ran in --quick mode: it checks that it runs, not speed".to_owned()])
 }
 
 #[cfg(test)]

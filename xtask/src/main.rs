@@ -3,6 +3,7 @@
 //! One binary, one module per task, std only. `cargo xtask` is an alias from
 //! `.cargo/config.toml` for `cargo run --package xtask --`.
 
+mod bench;
 mod ci;
 mod tidy;
 mod util;
@@ -17,6 +18,9 @@ tasks:
           fmt, tidy, clippy, tests, cargo-deny, docs
   tidy    check the repository's invariants (no I/O crate or clock read in
           upsession-core, workspace lints everywhere, no machine paths, ...)
+  bench   measure the server against a no-logic sink (release build);
+          --quick (a smoke test: runs and verifies, no speed claims),
+          --reps N, --no-cache-fairness; table in target/bench/latest.md
   help    print this message
 ";
 
@@ -32,7 +36,8 @@ fn main() -> ExitCode {
         }
         Some("ci") => ci::run(&rest),
         Some("tidy") => tidy::run(&rest),
-        // Later tasks (`bench`, `torture`, `fuzz`) go here: one module each
+        Some("bench") => bench::run(&rest),
+        // Later tasks (`torture`, `fuzz`) go here: one module each
         // (declared at the top of this file), one arm here, one entry in HELP.
         Some(other) => {
             eprintln!("error: unknown task `{other}`\n");

@@ -309,7 +309,10 @@ impl SessionStatus {
 
     /// `nextExpectedRanges` as the server wrote them (`"a-b"`, `"a-"` or `"a"`).
     pub fn next_expected_ranges(&self) -> &[String] {
-        &self.session.next_expected_ranges
+        self.session
+            .next_expected_ranges
+            .as_deref()
+            .unwrap_or_default()
     }
 
     /// The expected ranges within a file of `total` bytes.

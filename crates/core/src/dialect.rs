@@ -181,13 +181,27 @@ impl Dialect {
     /// The answer to a fragment `PUT` or a status `GET`: a progress answer with the
     /// session JSON (never an `id`), or `201` with `location` and an empty body.
     pub fn answer(&self, answer: &Answer, location: &str) -> Response<Vec<u8>> {
+        self.render(answer, location, self.progress_status)
+    }
+
+    /// The answer to a status `GET`: always `200` (OneDrive's 202 is for fragments).
+    pub fn status(&self, answer: &Answer, location: &str) -> Response<Vec<u8>> {
+        self.render(answer, location, StatusCode::OK)
+    }
+
+    fn render(
+        &self,
+        answer: &Answer,
+        location: &str,
+        progress_status: StatusCode,
+    ) -> Response<Vec<u8>> {
         match answer {
             Answer::Progress {
                 next_expected,
                 expires_at,
             } => {
                 let body = self.session_json(None, *expires_at, next_expected, self.ranges);
-                crate::respond::json(self.progress_status, &body)
+                crate::respond::json(progress_status, &body)
             }
             Answer::Completed => {
                 let mut res = Response::new(Vec::new());

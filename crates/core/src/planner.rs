@@ -530,26 +530,13 @@ impl Planner {
                 self.put_next_or_finish(now)
             }
             (Request::Put(_) | Request::Status, StatusCode::NOT_FOUND) => {
-                if self.final_in_doubt {
-                    if let (Request::Status, Some(last)) = (request, self.final_range()) {
-                        // Real Graph forgets a session once complete; our server answers
-                        // the final fragment again. Try once before declaring doubt.
-                        self.final_in_doubt = false;
-                        self.probing_final = true;
-                        Phase::Ready {
-                            request: Request::Put(last),
-                            at: None,
-                        }
-                    } else {
-                        Phase::Finished(Action::Failed(UploadError::FinalOutcomeUnknown))
-                    }
-                } else if self.probing_final {
-                    Phase::Finished(Action::Failed(UploadError::FinalOutcomeUnknown))
-                } else {
-                    Phase::Finished(Action::Failed(UploadError::SessionNotFound(remote())))
-                }
+                self.session_gone(request, remote())
             }
-            (Request::Put(_), s) if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => {
+            (Request::Put(cr), s) if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => {
+                // A gateway's 5xx may hide a completion that did happen.
+                if cr.range().end() == self.total {
+                    self.final_in_doubt = true;
+                }
                 // The server may have stored the fragment: ask before re-sending.
                 self.failure(now, Request::Status, &reason, header("retry-after"))
             }
@@ -585,6 +572,27 @@ impl Planner {
 
     // ----- internals -----
 
+    /// A 404 from the session: gone, unless the final fragment may have completed it.
+    fn session_gone(&mut self, request: Request, remote: RemoteError) -> Phase {
+        if self.final_in_doubt {
+            if let (Request::Status, Some(last)) = (request, self.final_range()) {
+                // Real Graph forgets a session once complete; our server answers the
+                // final fragment again. Try once before declaring doubt.
+                self.final_in_doubt = false;
+                self.probing_final = true;
+                return Phase::Ready {
+                    request: Request::Put(last),
+                    at: None,
+                };
+            }
+            return Phase::Finished(Action::Failed(UploadError::FinalOutcomeUnknown));
+        }
+        if self.probing_final {
+            return Phase::Finished(Action::Failed(UploadError::FinalOutcomeUnknown));
+        }
+        Phase::Finished(Action::Failed(UploadError::SessionNotFound(remote)))
+    }
+
     fn accept_session(&mut self, now: SystemTime, request: Request, session: &UploadSession) {
         if request == Request::Create {
             let Some(url) = session.upload_url.clone().filter(|u| !u.is_empty()) else {
@@ -601,6 +609,14 @@ impl Planner {
         }
         if let Some(expires) = session.expires() {
             self.expires = Some(expires);
+        }
+        if session.next_expected_ranges.is_none() && request != Request::Create {
+            // Not an upload session's answer (a proxy's `{}`, a misrouted endpoint):
+            // never take it for "everything received".
+            self.phase = Phase::Finished(Action::Failed(UploadError::Protocol(
+                "a 2xx answer without nextExpectedRanges, id or 201".into(),
+            )));
+            return;
         }
         let expected = match session.next_expected(self.total) {
             Ok(set) => set,
@@ -1086,6 +1102,35 @@ mod tests {
         let mut p = created(30, small());
         let _ = p.next(t(0));
         assert_eq!(p.next(t(0)), Action::Pending);
+    }
+
+    #[test]
+    fn a_2xx_without_ranges_is_never_taken_for_completion() {
+        let mut p = created(30, small());
+        let _ = p.next(t(0));
+        p.handle_response(t(0), &response(200, &[], "{}"));
+        assert!(matches!(
+            p.next(t(0)),
+            Action::Failed(UploadError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn a_5xx_on_the_final_fragment_then_a_gone_session_is_an_unknown_outcome() {
+        let mut p = created(10, small());
+        let _ = p.next(t(0));
+        p.handle_response(t(0), &response(504, &[], ""));
+        let Action::Wait { until } = p.next(t(0)) else {
+            panic!()
+        };
+        assert_eq!(p.next(until), Action::QueryStatus);
+        p.handle_response(until, &response(404, &[], ""));
+        assert_eq!(put_range(&p.next(until)), (0, 9));
+        p.handle_response(until, &response(404, &[], ""));
+        assert_eq!(
+            p.next(until),
+            Action::Failed(UploadError::FinalOutcomeUnknown)
+        );
     }
 
     #[test]

@@ -49,9 +49,10 @@ pub struct UploadSession {
         skip_serializing_if = "Option::is_none"
     )]
     pub expiration_date_time: Option<String>,
-    /// The ranges still expected, in any form a peer writes.
+    /// The ranges still expected, in any form a peer writes; `None` when the answer
+    /// had no such property (which a progress answer must have).
     #[serde(default, alias = "NextExpectedRanges")]
-    pub next_expected_ranges: Vec<String>,
+    pub next_expected_ranges: Option<Vec<String>>,
     /// Present only on a completion answer that carries the finished item (OneDrive
     /// style); never written by our server on a 200.
     #[serde(default, alias = "Id", skip_serializing)]
@@ -64,7 +65,7 @@ impl UploadSession {
         Self {
             upload_url,
             expiration_date_time: Some(format_graph_time(expires)),
-            next_expected_ranges: format_expected_ranges(expected),
+            next_expected_ranges: Some(format_expected_ranges(expected)),
             id: None,
         }
     }
@@ -78,7 +79,7 @@ impl UploadSession {
 
     /// The expected ranges as a set within `0..total`.
     pub fn next_expected(&self, total: u64) -> Result<RangeSet, ExpectedRangeError> {
-        parse_expected_ranges(&self.next_expected_ranges, total)
+        parse_expected_ranges(self.next_expected_ranges.iter().flatten(), total)
     }
 }
 

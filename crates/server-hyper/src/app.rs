@@ -18,7 +18,7 @@ use upsession_core::dialect::LocationStyle;
 use upsession_core::error::{CreateError, FragmentError, GraphError, RequestError};
 use upsession_core::fault::{Fault, FaultPlan, FaultRoute};
 use upsession_core::route::{ItemPath, Route, upload_path};
-use upsession_core::session::{Answer, Phase, PutDecision, Session, WriteTicket};
+use upsession_core::session::{Answer, Closed, Phase, PutDecision, Session, WriteTicket};
 use upsession_core::throttle::{Permit, Throttle};
 use upsession_core::timer::Timers;
 use upsession_core::wire::{AttachmentItem, Collection, FileAttachment, Item};
@@ -181,10 +181,17 @@ impl App {
             if record.snapshot.phase == Phase::Open
                 && attachments.contains_key(&record.attachment_id)
             {
-                blobs.promote(&record.id, &record.attachment_id).await?;
-                record.snapshot.phase = Phase::Completed;
-                record.snapshot.received = vec![[0, record.snapshot.size]];
-                meta.put_session(&record).await?;
+                // One session that cannot be finished now must not stop the server;
+                // it is finished at a later start.
+                if let Err(e) = blobs.promote(&record.id, &record.attachment_id).await {
+                    warn!(session = %record.id, error = %e, "could not finish an interrupted completion");
+                } else {
+                    record.snapshot.phase = Phase::Completed;
+                    record.snapshot.received = vec![[0, record.snapshot.size]];
+                    if let Err(e) = meta.put_session(&record).await {
+                        warn!(session = %record.id, error = %e, "could not record an interrupted completion");
+                    }
+                }
             }
             let session = match Session::restore(&record.snapshot) {
                 Ok(s) => s,
@@ -271,7 +278,17 @@ impl App {
                 continue;
             };
             let mut e = entry.lock().await;
-            if let Some(closed) = e.session.handle_timeout(now) {
+            // A request may already have expired it (`check_alive`); clean up the same.
+            let closed = e.session.handle_timeout(now).or(match e.session.phase() {
+                Phase::Expired => Some(Closed {
+                    discard_partial: e.record.snapshot.phase == Phase::Open,
+                }),
+                Phase::Cancelled => Some(Closed {
+                    discard_partial: true,
+                }),
+                _ => None,
+            });
+            if let Some(closed) = closed {
                 if closed.discard_partial {
                     self.metrics.sessions_expired.inc();
                     if let Err(err) = self.blobs.discard(&id).await {
@@ -387,7 +404,7 @@ impl App {
     }
 
     async fn route(
-        &self,
+        self: &Arc<Self>,
         req: Request<Incoming>,
         now: SystemTime,
         after: &mut After,
@@ -459,7 +476,7 @@ impl App {
     /// `PUT`, `GET` and `DELETE` of an uploadUrl: credential, throttle, faults, the
     /// session, and the request's entry in the session's history.
     async fn upload(
-        &self,
+        self: &Arc<Self>,
         id: &str,
         req: Request<Incoming>,
         now: SystemTime,
@@ -530,17 +547,19 @@ impl App {
                     Ok(full(
                         self.config
                             .dialect
-                            .answer(&answer, &self.location(&e.record)),
+                            .status(&answer, &self.location(&e.record)),
                     ))
                 }
                 _ => self.cancel(id, &entry, now).await,
             }
         }
         .await;
-        if let (Err(_), Some(unread)) = (&result, body.take()) {
+        // Linger only for a caller with a valid credential: nobody else may make the
+        // server read (up to 16 MiB of) a body.
+        if let (Err(_), Some(unread), true) = (&result, body.take(), seen.is_some()) {
             self.linger(unread, &parts.headers);
         }
-        if let Some(entry) = seen {
+        if let Some(entry) = seen.filter(|_| self.config.admin_token.is_some()) {
             let status = match &result {
                 Ok(r) => r.status().as_u16(),
                 Err(e) => e.status().as_u16(),
@@ -552,7 +571,11 @@ impl App {
             e.history.push_back(serde_json::json!({
                 "at": upsession_core::time::format_graph_time(now),
                 "method": parts.method.as_str(),
-                "contentRange": parts.headers.get(http::header::CONTENT_RANGE).and_then(|v| v.to_str().ok()),
+                "contentRange": parts
+                    .headers
+                    .get(http::header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.chars().take(100).collect::<String>()),
                 "status": status,
                 "dropped": after.drop,
             }));
@@ -788,11 +811,11 @@ impl App {
     }
 
     async fn put_fragment(
-        &self,
+        self: &Arc<Self>,
         parts: &http::request::Parts,
         body: &mut Option<Incoming>,
         id: &str,
-        entry: &tokio::sync::Mutex<SessionEntry>,
+        entry: &Arc<tokio::sync::Mutex<SessionEntry>>,
         now: SystemTime,
     ) -> Result<Response<Body>, Failure> {
         let started = std::time::Instant::now();
@@ -832,8 +855,33 @@ impl App {
                 )
             }
             PutDecision::Write(ticket) => {
-                let written = self.write_body(id, ticket.range(), body, timeout).await;
-                self.commit(id, entry, ticket, written).await?
+                // The write and its record run to their end in their own task: hyper
+                // drops this future when the client goes away, and a ticket must never
+                // be abandoned (the session would stay busy) nor a completion cut short.
+                let (app, entry2, id2) = (Arc::clone(self), Arc::clone(entry), id.to_owned());
+                let deadline = self.config.fragment_timeout;
+                let task = tokio::spawn(async move {
+                    let written = match tokio::time::timeout(
+                        deadline,
+                        app.write_body(&id2, ticket.range(), body, timeout),
+                    )
+                    .await
+                    {
+                        Ok(written) => written,
+                        Err(_) => Err(fail(RequestError::Timeout)),
+                    };
+                    app.commit(&id2, &entry2, ticket, written).await
+                });
+                match task.await {
+                    Ok(result) => result?,
+                    Err(panicked) => {
+                        tracing::error!(session = %id, "fragment task failed: {panicked}");
+                        let mut e = entry.lock().await;
+                        e.session = Session::restore(&e.record.snapshot)
+                            .expect("a snapshot we wrote restores");
+                        return Err(fail(RequestError::Internal));
+                    }
+                }
             }
         };
         self.metrics
@@ -930,13 +978,22 @@ impl App {
         let answer = e.session.commit(SystemTime::now(), ticket).map_err(fail)?;
         let mut record = e.record.clone();
         record.snapshot = e.session.snapshot();
-        let persisted = async {
-            if answer == Answer::Completed {
-                self.complete(&record).await?;
+        let persisted = if answer == Answer::Completed {
+            match self.complete(&record).await {
+                // The attachment record and its bytes are durable: the upload is done
+                // (start-up recovery takes the attachment record as proof), even if
+                // the session record cannot be updated now.
+                Ok(()) => {
+                    if let Err(err) = self.meta.put_session(&record).await {
+                        warn!(session = %id, error = %err, "completed, but the session record was not updated");
+                    }
+                    Ok(())
+                }
+                Err(err) => Err(err),
             }
+        } else {
             self.meta.put_session(&record).await
-        }
-        .await;
+        };
         if let Err(err) = persisted {
             // Not recorded, so not acknowledged: back to the last durable state, which
             // expects these bytes again.
@@ -993,11 +1050,15 @@ impl App {
         now: SystemTime,
     ) -> Result<Response<Body>, Failure> {
         let mut e = entry.lock().await;
-        let closed = e.session.cancel(now).map_err(fail)?;
+        // Decide on a copy, delete the record, and only then apply: a failed delete
+        // leaves the session as it was.
+        let mut cancelled = e.session.clone();
+        let closed = cancelled.cancel(now).map_err(fail)?;
         self.meta
             .delete_session(id)
             .await
             .map_err(storage_failure)?;
+        e.session = cancelled;
         if closed.discard_partial {
             self.metrics.sessions_cancelled.inc();
             if let Err(err) = self.blobs.discard(id).await {

@@ -112,7 +112,11 @@ impl Signer {
         let (Ok(expiry), Ok(tag)) = (expiry.parse::<u64>(), URL_SAFE_NO_PAD.decode(tag)) else {
             return false;
         };
-        if UNIX_EPOCH + Duration::from_secs(expiry) <= now {
+        // An absurd expiry (past what a clock can hold) is simply invalid.
+        if UNIX_EPOCH
+            .checked_add(Duration::from_secs(expiry))
+            .is_none_or(|at| at <= now)
+        {
             return false;
         }
         self.mac(session_id, expiry).verify_slice(&tag).is_ok()
@@ -154,6 +158,10 @@ mod tests {
         );
         assert!(!signer.verify("s1", None, t(10)));
         assert!(!signer.verify("s1", Some("authtoken=garbage"), t(10)));
+        assert!(
+            !signer.verify("s1", Some("authtoken=18446744073709551615.AAAA"), t(10)),
+            "no overflow"
+        );
         assert!(
             signer.verify("s1", Some(&format!("x=1&{q}")), t(10)),
             "other parameters are fine"

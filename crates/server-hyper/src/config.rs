@@ -46,6 +46,9 @@ pub struct Config {
     /// Longest pause between two pieces of a request body before the request fails
     /// and its session is freed for a retry.
     pub body_idle_timeout: Duration,
+    /// Longest time one fragment may take from its headers to its last byte, however
+    /// steadily it trickles; past it the fragment is dropped and its session freed.
+    pub fragment_timeout: Duration,
     /// How long shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
     /// Bearer token for `/metrics`; open when unset.
@@ -75,6 +78,7 @@ impl Config {
             fsync: Fsync::Always,
             header_timeout: Duration::from_secs(30),
             body_idle_timeout: Duration::from_secs(30),
+            fragment_timeout: Duration::from_secs(15 * 60),
             shutdown_grace: Duration::from_secs(30),
             metrics_token: None,
             message_size_limit: None,

@@ -221,10 +221,12 @@ impl Disk {
     ) -> io::Result<()> {
         let bytes = serde_json::to_vec(value).map_err(io::Error::other)?;
         let target = self.path(dir, id, "json")?;
-        let tmp = self
-            .root
-            .join("tmp")
-            .join(format!("{dir}-{}.json", safe(id)?));
+        // Unique per write: two writes of one record never share a temporary file.
+        let tmp = self.root.join("tmp").join(format!(
+            "{dir}-{}-{:016x}.json",
+            safe(id)?,
+            fastrand::u64(..)
+        ));
         let dir_path = self.root.join(dir);
         let sync = self.fsync == Fsync::Always;
         blocking(move || {
@@ -456,7 +458,13 @@ impl BlobStore for Disk {
                 let entry = entry?;
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let is_part = Path::new(&name).extension().is_some_and(|e| e == "part");
-                if is_part && !live.contains_key(&name) {
+                // A record we could not read still owns its bytes: only a `.part`
+                // with no record beside it is an orphan.
+                let has_record = Path::new(&name).with_extension("json");
+                if is_part
+                    && !live.contains_key(&name)
+                    && !entry.path().with_file_name(has_record).exists()
+                {
                     fs::remove_file(entry.path())?;
                     removed += 1;
                 }

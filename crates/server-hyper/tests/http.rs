@@ -963,3 +963,29 @@ async fn a_message_over_its_size_limit_refuses_another_attachment() {
         (413, Some("ErrorMessageSizeExceeded"))
     );
 }
+
+#[tokio::test]
+async fn a_client_that_hangs_up_after_its_body_never_leaves_the_session_busy() {
+    let h = Harness::start_with(|c| c.with_fsync(Fsync::Always)).await;
+    let id = h.draft().await;
+    let data = data(3000);
+    let url = h.session(&format!("/me/messages/{id}"), 3000).await;
+    for _ in 0..20 {
+        // The whole body, then the connection closes before the answer is read.
+        let stream = raw_put(&url, "bytes 0-999/3000", 1000, &data[..1000]).await;
+        drop(stream);
+    }
+    // Bounded: the session must settle (the fragment kept or not), never stay busy.
+    let mut settled = false;
+    for _ in 0..100 {
+        let res = h.put(&url, &data, 0, 999).await;
+        if res.status() == 200 {
+            settled = true;
+            break;
+        }
+        assert_eq!(res.status(), 409);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(settled, "the session stayed busy after clients hung up");
+    assert_eq!(h.upload(&url, &data, 1000).await.status(), 201);
+}

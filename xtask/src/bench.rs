@@ -1,0 +1,584 @@
+//! `cargo xtask bench`: the server measured against a no-logic sink, in one run.
+//!
+//! Builds `upsession` and the bench tools (`loadgen`, `sink`) in release, then for
+//! each scenario and repetition starts a fresh server process on 127.0.0.1 with a
+//! fresh data directory, drives it with `loadgen` (which verifies every byte), and
+//! reads the figures it prints. Prints a markdown table of medians (with min–max) and
+//! writes every record as a JSON line under `target/bench/`.
+//!
+//! `--quick` (CI's smoke test) runs each scenario once on small sizes: it checks that
+//! everything runs and the bytes verify, not speed. `--reps N` sets repetitions
+//! (default 3); `--no-cache-fairness` skips writing and deleting a file of the run's
+//! size before each measurement (these VMs charge much more for page-cache pages
+//! that were not recently freed, so every contender gets the same fresh pages).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{BufRead, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::{cargo, project_root, run_command};
+
+const TOKEN: &str = "bench-token";
+
+struct Options {
+    quick: bool,
+    reps: usize,
+    cache_fairness: bool,
+}
+
+/// A started server process (`upsession serve` or `sink`).
+struct Server {
+    child: Child,
+    base: String,
+    _stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Server {
+    fn start(mut cmd: Command) -> Result<Self, String> {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start the server: {e}"))?;
+        let mut stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        let mut first = String::new();
+        stdout.read_line(&mut first).map_err(|e| e.to_string())?;
+        let base = first
+            .strip_prefix("upsession serving ")
+            .and_then(|r| r.split_whitespace().next())
+            .ok_or_else(|| format!("unexpected banner: {first:?}"))?
+            .to_owned();
+        Ok(Self {
+            child,
+            base,
+            _stdout: stdout,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Contender {
+    Sink,
+    SinkFsync,
+    Ours,
+    OursFsync,
+}
+
+impl Contender {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Sink => "sink",
+            Self::SinkFsync => "sink --fsync",
+            Self::Ours => "upsession",
+            Self::OursFsync => "upsession --fsync always",
+        }
+    }
+
+    fn start(self, bin: &Path, dir: &Path) -> Result<Server, String> {
+        let mut cmd;
+        match self {
+            Self::Sink | Self::SinkFsync => {
+                cmd = Command::new(bin.join("sink"));
+                cmd.args(["--listen", "127.0.0.1:0", "--dir"]).arg(dir);
+                if self == Self::SinkFsync {
+                    cmd.arg("--fsync");
+                }
+            }
+            Self::Ours | Self::OursFsync => {
+                cmd = Command::new(bin.join("upsession"));
+                cmd.args([
+                    "serve",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--token",
+                    TOKEN,
+                    "--data-dir",
+                ])
+                .arg(dir);
+                cmd.args([
+                    "--fsync",
+                    if self == Self::OursFsync {
+                        "always"
+                    } else {
+                        "never"
+                    },
+                ]);
+                cmd.args(["--min-size", "1", "--max-size", "1GB"])
+                    .env("RUST_LOG", "warn");
+            }
+        }
+        Server::start(cmd)
+    }
+}
+
+type Record = BTreeMap<String, String>;
+
+fn parse_figures(line: &str) -> Record {
+    line.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn loadgen(bin: &Path, base: &str, pid: u32, args: &[&str]) -> Result<Record, String> {
+    let out = Command::new(bin.join("loadgen"))
+        .args([
+            "--base-url",
+            base,
+            "--token",
+            TOKEN,
+            "--pid",
+            &pid.to_string(),
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run loadgen: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "loadgen {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().ok_or("loadgen printed nothing")?;
+    Ok(parse_figures(line))
+}
+
+/// Writes and deletes `bytes` in `dir`, so the measurement after it gets freshly
+/// freed page-cache pages like every other contender.
+fn refresh_page_cache(dir: &Path, bytes: u64) -> Result<(), String> {
+    let path = dir.join("fairness.tmp");
+    let mut f = fs::File::create(&path).map_err(|e| e.to_string())?;
+    let chunk = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64);
+        f.write_all(&chunk[..usize::try_from(n).unwrap_or(chunk.len())])
+            .map_err(|e| e.to_string())?;
+        left -= n;
+    }
+    drop(f);
+    fs::remove_file(&path).map_err(|e| e.to_string())
+}
+
+fn num(r: &Record, key: &str) -> Option<f64> {
+    r.get(key)?.parse().ok()
+}
+
+fn median_min_max(mut v: Vec<f64>) -> Option<(f64, f64, f64)> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some((v[v.len() / 2], v[0], v[v.len() - 1]))
+}
+
+/// One row of results: a scenario under one contender, over all repetitions.
+struct Row {
+    scenario: String,
+    contender: &'static str,
+    records: Vec<Record>,
+}
+
+impl Row {
+    fn median(&self, key: &str) -> Option<f64> {
+        median_min_max(self.records.iter().filter_map(|r| num(r, key)).collect()).map(|m| m.0)
+    }
+
+    fn spread(&self, key: &str) -> String {
+        match median_min_max(self.records.iter().filter_map(|r| num(r, key)).collect()) {
+            Some((m, lo, hi)) if self.records.len() > 1 => format!("{m:.1} ({lo:.1}–{hi:.1})"),
+            Some((m, _, _)) => format!("{m:.1}"),
+            None => "–".into(),
+        }
+    }
+}
+
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
+    let mut o = Options {
+        quick: false,
+        reps: 3,
+        cache_fairness: true,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--no-cache-fairness" => o.cache_fairness = false,
+            "--reps" => {
+                o.reps = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or("--reps takes a number")?;
+            }
+            other => {
+                return Err(format!(
+                    "unknown bench option `{other}` (--quick, --reps N, --no-cache-fairness)"
+                ));
+            }
+        }
+    }
+    if o.quick {
+        o.reps = 1;
+    }
+    run_command(cargo().args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "upsession-cli",
+        "-p",
+        "upsession-bench",
+    ]))?;
+    let root = project_root();
+    let bin = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("release");
+    let out_dir = root.join("target").join("bench");
+    let work = out_dir.join("work");
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+
+    let sizes = Sizes::new(o.quick);
+    let mut run_no = 0;
+    let rows = throughput(&o, &bin, &work, &sizes, &mut run_no)?;
+    let extras = extras(&bin, &work, &sizes, &mut run_no)?;
+    let table = report(&rows, &extras, &sizes);
+    println!("\n{table}");
+
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let jsonl = out_dir.join(format!("bench-{stamp}.jsonl"));
+    let mut lines = String::new();
+    for r in rows
+        .iter()
+        .flat_map(|r| r.records.iter())
+        .chain(extras.iter())
+    {
+        let fields: Vec<String> = r.iter().map(|(k, v)| format!("{k:?}:{v:?}")).collect();
+        let _ = writeln!(lines, "{{{}}}", fields.join(","));
+    }
+    fs::write(&jsonl, lines).map_err(|e| format!("cannot write {}: {e}", jsonl.display()))?;
+    fs::write(out_dir.join("latest.md"), &table).map_err(|e| e.to_string())?;
+    println!("records: {}", jsonl.display());
+    let _ = fs::remove_dir_all(&work);
+    Ok(())
+}
+
+/// The sizes of a full run or a quick one.
+struct Sizes {
+    big: &'static str,
+    big_bytes: u64,
+    small: &'static str,
+    small_total: u64,
+    many: &'static str,
+    idle: usize,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                big: "8MB",
+                big_bytes: 8_000_000,
+                small: "4MiB",
+                small_total: 4 << 22,
+                many: "4",
+                idle: 200,
+            }
+        } else {
+            Self {
+                big: "150MB",
+                big_bytes: 150_000_000,
+                small: "16MiB",
+                small_total: 16 << 24,
+                many: "16",
+                idle: 10_000,
+            }
+        }
+    }
+}
+
+/// Ingest scenarios under every contender, repeated.
+fn throughput(
+    o: &Options,
+    bin: &Path,
+    work: &Path,
+    z: &Sizes,
+    run_no: &mut usize,
+) -> Result<Vec<Row>, String> {
+    let (big, small, many, big_bytes, small_total) =
+        (z.big, z.small, z.many, z.big_bytes, z.small_total);
+    let scenarios: [(&str, Vec<&str>, u64); 2] = [
+        ("1 upload", vec!["--uploads", "1", "--size", big], big_bytes),
+        (
+            "concurrent uploads",
+            vec!["--uploads", many, "--size", small],
+            small_total,
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (scenario, args, bytes) in &scenarios {
+        for contender in [
+            Contender::Sink,
+            Contender::Ours,
+            Contender::SinkFsync,
+            Contender::OursFsync,
+        ] {
+            let mut row = Row {
+                scenario: format!("{scenario} ({})", args[3]),
+                contender: contender.name(),
+                records: Vec::new(),
+            };
+            for _ in 0..o.reps {
+                *run_no += 1;
+                let dir = work.join(format!("run{run_no}"));
+                fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                if o.cache_fairness {
+                    refresh_page_cache(&dir, *bytes)?;
+                }
+                let server = contender.start(bin, &dir)?;
+                let mut r = loadgen(bin, &server.base, server.pid(), args)?;
+                drop(server);
+                let _ = fs::remove_dir_all(&dir);
+                r.insert("scenario".into(), row.scenario.clone());
+                r.insert("contender".into(), contender.name().into());
+                row.records.push(r);
+            }
+            eprintln!(
+                "{} / {}: {} MiB/s",
+                row.scenario,
+                row.contender,
+                row.spread("mib_per_s")
+            );
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+/// Status latency under load, our client, idle sessions and a restart with them:
+/// one record each, in that order.
+fn extras(bin: &Path, work: &Path, z: &Sizes, run_no: &mut usize) -> Result<Vec<Record>, String> {
+    let (big, small, many, big_bytes) = (z.big, z.small, z.many, z.big_bytes);
+
+    // Status latency while uploads run.
+    let probe = {
+        *run_no += 1;
+        let dir = work.join(format!("run{run_no}"));
+        let server = Contender::Ours.start(bin, &dir)?;
+        let mut r = loadgen(
+            bin,
+            &server.base,
+            server.pid(),
+            &["--uploads", many, "--size", small, "--probe"],
+        )?;
+        r.insert("scenario".into(), "status GET under uploads".into());
+        r
+    };
+
+    // Our client uploading one big file.
+    let client = {
+        *run_no += 1;
+        let dir = work.join(format!("run{run_no}"));
+        let server = Contender::Ours.start(bin, &dir.join("data"))?;
+        let file = dir.join("upload.bin");
+        let data: Vec<u8> = (0..big_bytes)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13).to_le_bytes()[0])
+            .collect();
+        fs::write(&file, data).map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let out = Command::new(bin.join("upsession"))
+            .args([
+                "upload",
+                "--draft",
+                "bench",
+                "--json",
+                "--base-url",
+                &server.base,
+                "--token",
+                TOKEN,
+            ])
+            .args(["--chunk-size", "4MiB", "--state-dir"])
+            .arg(dir.join("state"))
+            .arg(&file)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| e.to_string())?;
+        let secs = started.elapsed().as_secs_f64();
+        if !out.status.success() {
+            return Err(format!(
+                "upsession upload failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        #[allow(clippy::cast_precision_loss)] // figures for people to read
+        let mib_s = big_bytes as f64 / secs / f64::from(1 << 20);
+        let mut r = Record::new();
+        r.insert("scenario".into(), "our client, 1 upload".into());
+        r.insert("seconds".into(), format!("{secs:.3}"));
+        r.insert("mib_per_s".into(), format!("{mib_s:.1}"));
+        r
+    };
+
+    // Idle sessions, then a restart with all of them on disk.
+    let idle_n = z.idle;
+    let (idle, restart) = {
+        *run_no += 1;
+        let dir = work.join(format!("run{run_no}"));
+        let server = Contender::Ours.start(bin, &dir)?;
+        let before = loadgen(
+            bin,
+            &server.base,
+            server.pid(),
+            &["--idle", "1", "--size", "3MB"],
+        )?;
+        let mut after = loadgen(
+            bin,
+            &server.base,
+            server.pid(),
+            &["--idle", &idle_n.to_string(), "--size", "3MB"],
+        )?;
+        let (before_kib, after_kib) = (
+            num(&before, "server_rss_kib").unwrap_or(0.0),
+            num(&after, "server_rss_kib").unwrap_or(0.0),
+        );
+        #[allow(clippy::cast_precision_loss)] // figures for people to read
+        let per = (after_kib - before_kib) * 1024.0 / idle_n as f64;
+        after.insert("scenario".into(), format!("{idle_n} idle sessions"));
+        after.insert("rss_bytes_per_session".into(), format!("{per:.0}"));
+        drop(server);
+        let started = Instant::now();
+        let server = Contender::Ours.start(bin, &dir)?;
+        let url = format!("{}/healthz", server.base.trim_end_matches("/v1.0"));
+        let first_answer = wait_for_answer(&url, started)?;
+        let mut r = Record::new();
+        r.insert("scenario".into(), format!("restart with {idle_n} sessions"));
+        r.insert(
+            "first_answer_s".into(),
+            format!("{:.3}", first_answer.as_secs_f64()),
+        );
+        (after, r)
+    };
+
+    let _ = big;
+    Ok(vec![probe, client, idle, restart])
+}
+
+/// The markdown table of a run.
+fn report(rows: &[Row], extras: &[Record], z: &Sizes) -> String {
+    let (big, many, idle_n) = (z.big, z.many, z.idle);
+    let [probe, client, idle, restart] = extras else {
+        return String::new();
+    };
+    let mut table = String::from(
+        "| scenario | server | MiB/s median (min–max) | × sink | CPU s/GiB | peak RSS MiB | fragment p50/p99 ms |\n|---|---|---|---|---|---|---|\n",
+    );
+    for row in rows {
+        let sink = rows
+            .iter()
+            .find(|r| {
+                r.scenario == row.scenario
+                    && r.contender
+                        == if row.contender.contains("fsync") {
+                            "sink --fsync"
+                        } else {
+                            "sink"
+                        }
+            })
+            .and_then(|r| r.median("mib_per_s"));
+        let ratio = match (row.median("mib_per_s"), sink) {
+            (Some(m), Some(s)) if s > 0.0 => format!("{:.2}", m / s),
+            _ => "–".into(),
+        };
+        let gib = row
+            .records
+            .first()
+            .and_then(|r| Some(num(r, "size")? * num(r, "uploads")? / f64::from(1 << 30)));
+        let cpu = match (row.median("server_cpu_s"), gib) {
+            (Some(c), Some(g)) if g > 0.0 => format!("{:.2}", c / g),
+            _ => "–".into(),
+        };
+        let rss = row
+            .median("server_peak_rss_kib")
+            .map_or("–".into(), |k| format!("{:.1}", k / 1024.0));
+        let lat = format!(
+            "{:.1} / {:.1}",
+            row.median("frag_p50_ms").unwrap_or(0.0),
+            row.median("frag_p99_ms").unwrap_or(0.0)
+        );
+        let _ = writeln!(
+            table,
+            "| {} | {} | {} | {ratio} | {cpu} | {rss} | {lat} |",
+            row.scenario,
+            row.contender,
+            row.spread("mib_per_s")
+        );
+    }
+    let _ = writeln!(table, "\n| other figure | value |\n|---|---|");
+    let _ = writeln!(
+        table,
+        "| our client, 1 upload ({big}) | {} MiB/s |",
+        client["mib_per_s"]
+    );
+    let _ = writeln!(
+        table,
+        "| status GET p50 / p99 under {many} uploads | {} / {} ms |",
+        probe.get("status_p50_ms").map_or("–", String::as_str),
+        probe.get("status_p99_ms").map_or("–", String::as_str)
+    );
+    let _ = writeln!(
+        table,
+        "| RSS per idle session ({idle_n}) | {} bytes |",
+        idle["rss_bytes_per_session"]
+    );
+    let _ = writeln!(
+        table,
+        "| restart with {idle_n} sessions: first answer | {} s |",
+        restart["first_answer_s"]
+    );
+    table
+}
+
+/// Polls `url` until it answers 200 (at most 30 s); the time since `started`.
+fn wait_for_answer(url: &str, started: Instant) -> Result<Duration, String> {
+    let addr = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .ok_or("bad URL")?
+        .to_owned();
+    while started.elapsed() < Duration::from_secs(30) {
+        if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+            let _ = s.write_all(
+                format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
+            let mut answer = String::new();
+            let _ = std::io::Read::read_to_string(&mut s, &mut answer);
+            if answer.starts_with("HTTP/1.1 200") {
+                return Ok(started.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Err(format!("{url} did not answer within 30 s"))
+}
