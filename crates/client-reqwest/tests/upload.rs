@@ -828,37 +828,3 @@ async fn pacing_keeps_to_the_byte_budget_and_the_request_limit() {
     assert_eq!(server.max_in_flight(), 1, "one request at a time");
 }
 
-/// Not a test of behaviour: prints how long hashing and uploading a 64 MiB file
-/// take against the in-memory server. `cargo test -p upsession-client-reqwest
-/// --test upload -- --ignored --nocapture measure`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement, not a check"]
-async fn measure_a_64_mib_upload() {
-    let server = FakeGraph::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (path, bytes) = make_file(dir.path(), "big.bin", 64 << 20, 80);
-    let client = builder(&server)
-        .fragment_size(upsession_client_reqwest::DEFAULT_FRAGMENT_SIZE)
-        .build()
-        .unwrap();
-    let t0 = std::time::Instant::now();
-    let id = upsession_client_reqwest::FileIdentity::of(&path)
-        .await
-        .unwrap();
-    let hashed = t0.elapsed();
-    let t1 = std::time::Instant::now();
-    let up = client
-        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
-        .await
-        .unwrap();
-    let uploaded = t1.elapsed();
-    assert_eq!(up.sha256.as_deref(), Some(id.sha256.as_str()));
-    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
-    let mib = 64.0;
-    println!(
-        "hash alone: {hashed:?} ({:.0} MiB/s); upload incl. hash: {uploaded:?} ({:.0} MiB/s), {} PUTs",
-        mib / hashed.as_secs_f64(),
-        mib / uploaded.as_secs_f64(),
-        server.count(&Method::PUT)
-    );
-}
