@@ -82,6 +82,22 @@ struct After {
 #[error("connection dropped by the fault plan")]
 pub(crate) struct Dropped;
 
+/// Holds a fragment's ticket while its body is read; if the request is dropped
+/// before the ticket is taken back, the ticket is failed so the session is free.
+struct TicketGuard {
+    entry: Arc<tokio::sync::Mutex<SessionEntry>>,
+    ticket: Option<WriteTicket>,
+}
+
+impl Drop for TicketGuard {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            let entry = Arc::clone(&self.entry);
+            tokio::spawn(async move { entry.lock().await.session.write_failed(ticket) });
+        }
+    }
+}
+
 /// A throttle permit, released when the request is answered.
 struct Admitted<'a> {
     throttle: &'a Mutex<Throttle>,
@@ -855,23 +871,30 @@ impl App {
                 )
             }
             PutDecision::Write(ticket) => {
-                // The write and its record run to their end in their own task: hyper
-                // drops this future when the client goes away, and a ticket must never
-                // be abandoned (the session would stay busy) nor a completion cut short.
+                // The body is read here, in the connection's own task (a spawned reader
+                // would cost a cross-thread wake-up per body frame). hyper drops this
+                // future when the client goes away: the guard then gives the ticket
+                // back, so the session never stays busy.
+                let mut guard = TicketGuard {
+                    entry: Arc::clone(entry),
+                    ticket: Some(ticket),
+                };
+                let range = guard.ticket.as_ref().expect("just set").range();
+                let written = match tokio::time::timeout(
+                    self.config.fragment_timeout,
+                    self.write_body(id, range, body, timeout),
+                )
+                .await
+                {
+                    Ok(written) => written,
+                    Err(_) => Err(fail(RequestError::Timeout)),
+                };
+                let ticket = guard.ticket.take().expect("taken once");
+                // Counting and recording run to their end in their own task: a
+                // completion is never cut short by a client hanging up.
                 let (app, entry2, id2) = (Arc::clone(self), Arc::clone(entry), id.to_owned());
-                let deadline = self.config.fragment_timeout;
-                let task = tokio::spawn(async move {
-                    let written = match tokio::time::timeout(
-                        deadline,
-                        app.write_body(&id2, ticket.range(), body, timeout),
-                    )
-                    .await
-                    {
-                        Ok(written) => written,
-                        Err(_) => Err(fail(RequestError::Timeout)),
-                    };
-                    app.commit(&id2, &entry2, ticket, written).await
-                });
+                let task =
+                    tokio::spawn(async move { app.commit(&id2, &entry2, ticket, written).await });
                 match task.await {
                     Ok(result) => result?,
                     Err(panicked) => {

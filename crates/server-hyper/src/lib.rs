@@ -196,8 +196,7 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>, mut stopped: watch::R
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(app.config.header_timeout)
-        .max_buf_size(64 * 1024);
+        .header_read_timeout(app.config.header_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
