@@ -278,7 +278,9 @@ fn doc() -> Result<Notes, String> {
 
 fn bench_smoke() -> Result<Notes, String> {
     crate::bench::run(&["--quick".to_owned()])?;
-    Ok(vec!["bench ran in --quick mode: it checks that it runs, not speed".to_owned()])
+    Ok(vec![
+        "bench ran in --quick mode: it checks that it runs, not speed".to_owned(),
+    ])
 }
 
 #[cfg(test)]

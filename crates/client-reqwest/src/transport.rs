@@ -22,7 +22,7 @@ use crate::redact::UploadUrl;
 const MAX_ANSWER: usize = 1 << 20;
 
 /// Bytes read from the source per body chunk.
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 512 * 1024;
 
 /// What a request came back with.
 #[derive(Debug)]

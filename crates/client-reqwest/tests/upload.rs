@@ -827,4 +827,3 @@ async fn pacing_keeps_to_the_byte_budget_and_the_request_limit() {
     );
     assert_eq!(server.max_in_flight(), 1, "one request at a time");
 }
-

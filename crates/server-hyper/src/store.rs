@@ -229,7 +229,7 @@ impl Disk {
         ));
         let dir_path = self.root.join(dir);
         let sync = self.fsync == Fsync::Always;
-        blocking(move || {
+        let write = move || {
             let mut f = File::create(&tmp)?;
             f.write_all(&bytes)?;
             if sync {
@@ -241,8 +241,13 @@ impl Disk {
                 File::open(&dir_path)?.sync_all()?;
             }
             Ok(())
-        })
-        .await
+        };
+        if sync {
+            // Syncs wait for the disk: off the async threads.
+            return blocking(write).await;
+        }
+        // Without syncs this is a few page-cache operations, cheaper than the hop.
+        write()
     }
 
     fn read_dir_json<T: for<'de> Deserialize<'de>>(&self, dir: &str) -> io::Result<Vec<T>> {

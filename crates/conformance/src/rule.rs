@@ -1,0 +1,281 @@
+//! The conformance rules: one name per behaviour a server or client must have.
+//!
+//! Every violation the checkers report names exactly one [`Rule`]. The names are
+//! stable (they appear in scripts, CI logs and `docs/CONFORMANCE.md`).
+
+use std::fmt;
+use std::str::FromStr;
+
+/// One behaviour that [`crate::server::check`] or [`crate::client::check`] verifies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Rule {
+    // ----- server rules -----
+    /// `POST …/messages` or `…/events` answers 201 with an `id`;
+    /// `createUploadSession` answers 201 with an absolute `uploadUrl`, an
+    /// `expirationDateTime` in the future and `nextExpectedRanges` covering the file.
+    CreateSession,
+    /// The next expected fragment is stored and answered 200 with the ranges still
+    /// expected.
+    NextFragment,
+    /// Every 200 uploadSession answer is `application/json` with camelCase
+    /// `expirationDateTime` (RFC 3339, UTC, in the future) and `nextExpectedRanges`,
+    /// and has no `id`.
+    ProgressShape,
+    /// `nextExpectedRanges` entries are written `"start-end"`, never `"start-"` or a
+    /// bare `"start"`.
+    ClosedRanges,
+    /// The fragment that completes the file is answered 201 with an absolute
+    /// `Location` and an empty body without a JSON content type.
+    Completion,
+    /// An acknowledged fragment re-sent (its answer was lost) is answered as the
+    /// first time, not refused.
+    Replay,
+    /// The final fragment re-sent after completion is answered 201 with the same
+    /// `Location`.
+    FinalReplay,
+    /// A fragment that starts after the next expected byte is refused with 416
+    /// `fragmentOutOfOrder`, and changes nothing.
+    OutOfOrder,
+    /// A fragment that partly overlaps received bytes is refused with 416
+    /// `fragmentOverlap`, and changes nothing.
+    Overlap,
+    /// A fragment longer than the maximum is refused with 413
+    /// `maxFragmentLengthExceeded`.
+    FragmentTooLarge,
+    /// A missing or malformed `Content-Range` is refused with 400 `invalidRange`.
+    InvalidRange,
+    /// A `Content-Range` whose total is not the declared size is refused with 400
+    /// `invalidRange`.
+    TotalMismatch,
+    /// A `Content-Length` other than the range's length is refused with 400
+    /// `fragmentLengthMismatch`.
+    LengthMismatch,
+    /// A fragment whose body is cut off counts nothing: the session still expects
+    /// its first byte, and the same fragment is accepted when sent again.
+    IncompleteBody,
+    /// `GET {uploadUrl}` answers 200 with the current `nextExpectedRanges` (`[]` once
+    /// the upload is complete).
+    Status,
+    /// `DELETE {uploadUrl}` answers 204; afterwards the session answers 404
+    /// `uploadSessionNotFound`.
+    Cancel,
+    /// Of two concurrent `PUT`s of one fragment, one is stored and answered; the
+    /// other gets the same answer or 409 `fragmentInProgress`.
+    ConcurrentPut,
+    /// `GET {Location}/$value` returns exactly the uploaded bytes.
+    AttachmentBytes,
+    /// Every error answer is Graph's JSON `{"error": {"code": …, "message": …}}`.
+    ErrorShape,
+
+    // ----- client rules -----
+    /// A client that reports success has uploaded the whole file, byte for byte, as
+    /// exactly one attachment.
+    ClientSuccessIsComplete,
+    /// A client that reports failure says why (a non-empty message).
+    ClientFailureIsClear,
+    /// When every injected fault was recoverable, the client finishes the upload.
+    ClientCompletes,
+    /// The attachment id or `Location` a client reports is the one the server made.
+    ClientReportsAttachment,
+    /// The client returns within the case's time limit.
+    ClientFinishes,
+
+    // ----- neither -----
+    /// The checker itself could not run (bad configuration, no port, no temporary
+    /// directory). Not a finding about the implementation under test.
+    Harness,
+}
+
+impl Rule {
+    /// The rules [`crate::server::check`] verifies, in the order of
+    /// `docs/CONFORMANCE.md`.
+    pub const SERVER: &'static [Self] = &[
+        Self::CreateSession,
+        Self::NextFragment,
+        Self::ProgressShape,
+        Self::ClosedRanges,
+        Self::Completion,
+        Self::Replay,
+        Self::FinalReplay,
+        Self::OutOfOrder,
+        Self::Overlap,
+        Self::FragmentTooLarge,
+        Self::InvalidRange,
+        Self::TotalMismatch,
+        Self::LengthMismatch,
+        Self::IncompleteBody,
+        Self::Status,
+        Self::Cancel,
+        Self::ConcurrentPut,
+        Self::AttachmentBytes,
+        Self::ErrorShape,
+    ];
+
+    /// The rules [`crate::client::check`] verifies.
+    pub const CLIENT: &'static [Self] = &[
+        Self::ClientSuccessIsComplete,
+        Self::ClientFailureIsClear,
+        Self::ClientCompletes,
+        Self::ClientReportsAttachment,
+        Self::ClientFinishes,
+    ];
+
+    /// The stable kebab-case name, e.g. `out-of-order`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::CreateSession => "create-session",
+            Self::NextFragment => "next-fragment",
+            Self::ProgressShape => "progress-shape",
+            Self::ClosedRanges => "closed-ranges",
+            Self::Completion => "completion",
+            Self::Replay => "replay",
+            Self::FinalReplay => "final-replay",
+            Self::OutOfOrder => "out-of-order",
+            Self::Overlap => "overlap",
+            Self::FragmentTooLarge => "fragment-too-large",
+            Self::InvalidRange => "invalid-range",
+            Self::TotalMismatch => "total-mismatch",
+            Self::LengthMismatch => "length-mismatch",
+            Self::IncompleteBody => "incomplete-body",
+            Self::Status => "status",
+            Self::Cancel => "cancel",
+            Self::ConcurrentPut => "concurrent-put",
+            Self::AttachmentBytes => "attachment-bytes",
+            Self::ErrorShape => "error-shape",
+            Self::ClientSuccessIsComplete => "client-success-is-complete",
+            Self::ClientFailureIsClear => "client-failure-is-clear",
+            Self::ClientCompletes => "client-completes",
+            Self::ClientReportsAttachment => "client-reports-attachment",
+            Self::ClientFinishes => "client-finishes",
+            Self::Harness => "harness",
+        }
+    }
+
+    /// One sentence saying what the rule requires.
+    pub const fn summary(self) -> &'static str {
+        match self {
+            Self::CreateSession => {
+                "creating a draft or event answers 201 with an id; createUploadSession answers 201 \
+                 with an absolute uploadUrl, a future expirationDateTime and nextExpectedRanges \
+                 covering the whole file"
+            }
+            Self::NextFragment => {
+                "the next expected fragment is stored and answered 200 with the ranges still expected"
+            }
+            Self::ProgressShape => {
+                "a 200 uploadSession answer is application/json with camelCase expirationDateTime \
+                 (RFC 3339, UTC, in the future) and nextExpectedRanges, and no id"
+            }
+            Self::ClosedRanges => {
+                "nextExpectedRanges entries are written \"start-end\", never \"start-\" or \"start\""
+            }
+            Self::Completion => {
+                "the fragment that completes the file is answered 201 with an absolute Location \
+                 and an empty body without a JSON content type"
+            }
+            Self::Replay => {
+                "an acknowledged fragment re-sent after a lost answer is answered as the first time"
+            }
+            Self::FinalReplay => {
+                "the final fragment re-sent after completion is answered 201 with the same Location"
+            }
+            Self::OutOfOrder => {
+                "a fragment starting after the next expected byte is refused 416 fragmentOutOfOrder \
+                 and changes nothing"
+            }
+            Self::Overlap => {
+                "a fragment partly overlapping received bytes is refused 416 fragmentOverlap and \
+                 changes nothing"
+            }
+            Self::FragmentTooLarge => {
+                "a fragment longer than the maximum is refused 413 maxFragmentLengthExceeded"
+            }
+            Self::InvalidRange => {
+                "a missing or malformed Content-Range is refused 400 invalidRange"
+            }
+            Self::TotalMismatch => {
+                "a Content-Range total other than the declared size is refused 400 invalidRange"
+            }
+            Self::LengthMismatch => {
+                "a Content-Length other than the range's length is refused 400 fragmentLengthMismatch"
+            }
+            Self::IncompleteBody => {
+                "a fragment whose body is cut off counts nothing and is accepted when sent again"
+            }
+            Self::Status => {
+                "GET {uploadUrl} answers 200 with the current nextExpectedRanges ([] once complete)"
+            }
+            Self::Cancel => {
+                "DELETE {uploadUrl} answers 204, and the session then answers 404 uploadSessionNotFound"
+            }
+            Self::ConcurrentPut => {
+                "of two concurrent PUTs of one fragment one is stored; the other gets the same \
+                 answer or 409 fragmentInProgress"
+            }
+            Self::AttachmentBytes => "GET {Location}/$value returns exactly the uploaded bytes",
+            Self::ErrorShape => {
+                "an error answer is Graph's JSON {\"error\": {\"code\": …, \"message\": …}}"
+            }
+            Self::ClientSuccessIsComplete => {
+                "a client reporting success has uploaded the whole file, byte for byte, as exactly \
+                 one attachment"
+            }
+            Self::ClientFailureIsClear => "a client reporting failure says why",
+            Self::ClientCompletes => {
+                "when every injected fault was recoverable, the client finishes the upload"
+            }
+            Self::ClientReportsAttachment => {
+                "the attachment id or Location a client reports is the one the server made"
+            }
+            Self::ClientFinishes => "the client returns within the time limit",
+            Self::Harness => "the checker could not run; this is not a finding",
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A rule name that is not one of [`Rule`]'s.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownRule(pub String);
+
+impl fmt::Display for UnknownRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}` is not a conformance rule", self.0)
+    }
+}
+
+impl std::error::Error for UnknownRule {}
+
+impl FromStr for Rule {
+    type Err = UnknownRule;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::SERVER
+            .iter()
+            .chain(Self::CLIENT)
+            .chain(&[Self::Harness])
+            .copied()
+            .find(|r| r.name() == s)
+            .ok_or_else(|| UnknownRule(s.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rule_round_trips_through_its_name() {
+        for rule in Rule::SERVER.iter().chain(Rule::CLIENT) {
+            assert_eq!(rule.name().parse::<Rule>(), Ok(*rule));
+            assert!(!rule.summary().is_empty());
+        }
+        assert!("nope".parse::<Rule>().is_err());
+    }
+}
