@@ -52,7 +52,8 @@ const FORBIDDEN_CORE_CODE: &[&str] = &[
 ];
 
 /// Placeholders that must not ship.
-const UNFINISHED_CODE: &[&str] = &["todo!(", "unimplemented!("];
+// Spelled in two pieces so that this file does not match its own check.
+const UNFINISHED_CODE: &[&str] = &[concat!("todo", "!("), concat!("unimplemented", "!(")];
 
 /// One broken invariant, located as precisely as the check can.
 #[derive(Debug)]
@@ -368,7 +369,7 @@ fn machine_path_needles(root: &Path) -> Vec<String> {
 }
 
 /// Whether `line` contains `needle` as the start of a path, not as the middle
-/// of a URL or a longer path (`https://example.com/work/` is fine).
+/// of a URL or a longer path (a URL whose path merely contains the same segment is fine).
 fn contains_path(line: &str, needle: &str) -> bool {
     line.match_indices(needle).any(|(at, _)| {
         line[..at].chars().next_back().is_none_or(|before| {
@@ -654,7 +655,7 @@ mod tests {
         check_code_lines("a /* std::net\n still */ b", &["a ", " b"]);
         check_code_lines("a /* /* nested */ std::fs */ b", &["a  b"]);
         check_code_lines(
-            r#"let s = "todo!( // not a comment"; x"#,
+            r#"let s = "a!( // not a comment"; x"#,
             &[r#"let s = ""; x"#],
         );
         check_code_lines(r#"let s = "a \" std::fs"; y"#, &[r#"let s = ""; y"#]);
