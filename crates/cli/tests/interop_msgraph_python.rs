@@ -125,10 +125,12 @@ fn venv_python() -> Result<PathBuf, String> {
     let stamp = dir.join("requirements.sha256");
     // Test runners start each test in its own process, at the same time: one builds
     // the venv while the others wait on this lock, then reuse it.
-    fs::create_dir_all(target_dir()).map_err(|e| format!("cannot create the target directory: {e}"))?;
+    fs::create_dir_all(target_dir())
+        .map_err(|e| format!("cannot create the target directory: {e}"))?;
     let lock = fs::File::create(target_dir().join("interop-venv.lock"))
         .map_err(|e| format!("cannot create the venv lock: {e}"))?;
-    lock.lock().map_err(|e| format!("cannot take the venv lock: {e}"))?;
+    lock.lock()
+        .map_err(|e| format!("cannot take the venv lock: {e}"))?;
     if python.exists() && fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
         eprintln!("reusing {} (requirements unchanged)", dir.display());
         return Ok(python);
