@@ -26,7 +26,9 @@
 //! - [`server`]: [`server::check`] / [`server::check_async`] with a
 //!   [`server::Config`]. Checking a new server (another storage, another
 //!   transport) is one line in a test:
-//!   `server::check_async(&server::Config::for_local(base_url, token, &limits)).await`.
+//!   `server::check_async(&server::Config::for_local(base_url, token, &limits)).await`;
+//!   a server in the outlook or onedrive dialect is checked in it with
+//!   [`server::Config::with_dialect`].
 //! - [`client`]: [`client::check`] runs the caller's upload code against
 //!   [`fake::FakeGraph`] for each case.
 //! - [`fake`]: the fault-injecting Graph-like server, also useful on its own

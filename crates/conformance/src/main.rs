@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! upsession-conformance server --base-url URL --token T [--cases N] [--seed S]
+//!                              [--dialect upsession|outlook|onedrive]
 //!                              [--min-size 3MB] [--max-size 150MB] [--max-fragment 4MiB]
 //! upsession-conformance fake   [--listen 127.0.0.1:0] [--token T] [--dialect NAME]
 //!                              [--faults SPEC] [--break NAME]... [--max-fragment 4MiB]
@@ -59,9 +60,13 @@ struct ServerArgs {
     /// The server's largest file (as its --max-size).
     #[arg(long, default_value = "150MB", value_parser = size)]
     max_size: u64,
-    /// The server's largest fragment (as its --max-fragment).
-    #[arg(long, default_value = "4MiB", value_parser = size)]
-    max_fragment: u64,
+    /// The server's largest fragment (as its --max-fragment) [default: 4MiB; 60MiB with
+    /// --dialect onedrive].
+    #[arg(long, value_parser = size)]
+    max_fragment: Option<u64>,
+    /// The dialect the server speaks (as its --dialect): upsession, outlook or onedrive.
+    #[arg(long, default_value = "upsession", value_parser = dialect)]
+    dialect: Dialect,
     /// Most operations per case.
     #[arg(long, default_value_t = 24)]
     max_ops: usize,
@@ -161,8 +166,18 @@ fn run_server(args: ServerArgs) -> ExitCode {
             args.min_size, args.max_size
         ));
     }
-    if args.max_fragment == 0 {
+    let max_fragment = args.max_fragment.unwrap_or(args.dialect.max_fragment);
+    if max_fragment == 0 {
         return usage("--max-fragment must be at least 1 byte");
+    }
+    if let Some(quantum) = args.dialect.fragment_quantum
+        && max_fragment < quantum
+    {
+        return usage(&format!(
+            "--dialect {} takes fragments in multiples of {quantum} bytes: --max-fragment ({max_fragment}) \
+             must be at least that",
+            args.dialect.name
+        ));
     }
     let base_ok = args.base_url.starts_with("http://") || args.base_url.starts_with("https://");
     if !base_ok {
@@ -172,7 +187,8 @@ fn run_server(args: ServerArgs) -> ExitCode {
         ));
     }
     let mut config = Config::new(args.base_url, args.token)
-        .with_sizes(args.min_size, args.max_size, args.max_fragment)
+        .with_sizes(args.min_size, args.max_size, max_fragment)
+        .with_dialect(args.dialect)
         .with_max_ops(args.max_ops);
     if let Some(cases) = args.cases {
         config = config.with_cases(cases);

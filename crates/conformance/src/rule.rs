@@ -6,30 +6,37 @@
 use std::fmt;
 use std::str::FromStr;
 
+use upsession_core::Dialect;
+use upsession_core::dialect::RangeForm;
+
 /// One behaviour that [`crate::server::check`] or [`crate::client::check`] verifies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Rule {
     // ----- server rules -----
     /// `POST …/messages` or `…/events` answers 201 with an `id`;
-    /// `createUploadSession` answers 201 with an absolute `uploadUrl`, an
-    /// `expirationDateTime` in the future and `nextExpectedRanges` covering the file.
+    /// `createUploadSession` answers 201 (the dialect's status: 200 in OneDrive's)
+    /// with an absolute `uploadUrl`, an `expirationDateTime` in the future and
+    /// `nextExpectedRanges` covering the file, written as the dialect writes them.
     CreateSession,
-    /// The next expected fragment is stored and answered 200 with the ranges still
-    /// expected.
+    /// The next expected fragment is stored and answered 200 (the dialect's status:
+    /// 202 in OneDrive's) with the ranges still expected.
     NextFragment,
-    /// Every 200 uploadSession answer is `application/json` with camelCase
-    /// `expirationDateTime` (RFC 3339, UTC, in the future) and `nextExpectedRanges`,
-    /// and has no `id`.
+    /// Every uploadSession progress answer is `application/json` with
+    /// `expirationDateTime` (RFC 3339, UTC, in the future; `ExpirationDateTime` in
+    /// Outlook's dialect) and `nextExpectedRanges` (and whatever else the dialect
+    /// writes, such as Outlook's `@odata.context`), and has no `id`.
     ProgressShape,
     /// `nextExpectedRanges` entries are written `"start-end"`, never `"start-"` or a
-    /// bare `"start"`.
+    /// bare `"start"`. The contract's tidiness: checked only in a dialect that writes
+    /// closed ranges (the upsession dialect).
     ClosedRanges,
     /// The fragment that completes the file is answered 201 with an absolute
     /// `Location` and an empty body without a JSON content type.
     Completion,
     /// An acknowledged fragment re-sent (its answer was lost) is answered as the
-    /// first time, not refused.
+    /// first time, not refused (OneDrive's dialect refuses it with 416
+    /// `fragmentOverlap`).
     Replay,
     /// The final fragment re-sent after completion is answered 201 with the same
     /// `Location`.
@@ -43,6 +50,10 @@ pub enum Rule {
     /// A fragment longer than the maximum is refused with 413
     /// `maxFragmentLengthExceeded`.
     FragmentTooLarge,
+    /// A fragment that is not the last and whose length is not a multiple of the
+    /// dialect's quantum (OneDrive's 320 KiB) is refused with 400 `invalidRange`.
+    /// Checked only in a dialect that has a quantum.
+    FragmentMultiple,
     /// A missing or malformed `Content-Range` is refused with 400 `invalidRange`.
     InvalidRange,
     /// A `Content-Range` whose total is not the declared size is refused with 400
@@ -101,6 +112,7 @@ impl Rule {
         Self::OutOfOrder,
         Self::Overlap,
         Self::FragmentTooLarge,
+        Self::FragmentMultiple,
         Self::InvalidRange,
         Self::TotalMismatch,
         Self::LengthMismatch,
@@ -134,6 +146,7 @@ impl Rule {
             Self::OutOfOrder => "out-of-order",
             Self::Overlap => "overlap",
             Self::FragmentTooLarge => "fragment-too-large",
+            Self::FragmentMultiple => "fragment-multiple",
             Self::InvalidRange => "invalid-range",
             Self::TotalMismatch => "total-mismatch",
             Self::LengthMismatch => "length-mismatch",
@@ -152,20 +165,36 @@ impl Rule {
         }
     }
 
+    /// Whether [`crate::server::check`] judges this rule for a server speaking
+    /// `dialect`. Every rule applies in every dialect (with the answers that dialect
+    /// gives) except two: `closed-ranges`, the contract's tidiness, only where the
+    /// dialect writes closed ranges (the upsession dialect); `fragment-multiple` only
+    /// where the dialect has a fragment quantum (OneDrive).
+    pub fn applies_to(self, dialect: &Dialect) -> bool {
+        match self {
+            Self::ClosedRanges => {
+                dialect.ranges == RangeForm::Closed && dialect.created_ranges == RangeForm::Closed
+            }
+            Self::FragmentMultiple => dialect.fragment_quantum.is_some(),
+            _ => true,
+        }
+    }
+
     /// One sentence saying what the rule requires.
     pub const fn summary(self) -> &'static str {
         match self {
             Self::CreateSession => {
                 "creating a draft or event answers 201 with an id; createUploadSession answers 201 \
-                 with an absolute uploadUrl, a future expirationDateTime and nextExpectedRanges \
+                 (the dialect's status) with an absolute uploadUrl, a future expirationDateTime and nextExpectedRanges \
                  covering the whole file"
             }
             Self::NextFragment => {
-                "the next expected fragment is stored and answered 200 with the ranges still expected"
+                "the next expected fragment is stored and answered 200 (the dialect's status) with \
+                 the ranges still expected"
             }
             Self::ProgressShape => {
-                "a 200 uploadSession answer is application/json with camelCase expirationDateTime \
-                 (RFC 3339, UTC, in the future) and nextExpectedRanges, and no id"
+                "an uploadSession progress answer is application/json with the dialect's \
+                 expirationDateTime (RFC 3339, UTC, in the future) and nextExpectedRanges, and no id"
             }
             Self::ClosedRanges => {
                 "nextExpectedRanges entries are written \"start-end\", never \"start-\" or \"start\""
@@ -175,7 +204,8 @@ impl Rule {
                  and an empty body without a JSON content type"
             }
             Self::Replay => {
-                "an acknowledged fragment re-sent after a lost answer is answered as the first time"
+                "an acknowledged fragment re-sent after a lost answer is answered as the first time \
+                 (onedrive: refused 416 fragmentOverlap)"
             }
             Self::FinalReplay => {
                 "the final fragment re-sent after completion is answered 201 with the same Location"
@@ -190,6 +220,10 @@ impl Rule {
             }
             Self::FragmentTooLarge => {
                 "a fragment longer than the maximum is refused 413 maxFragmentLengthExceeded"
+            }
+            Self::FragmentMultiple => {
+                "a fragment that is not the last and not a multiple of the dialect's quantum \
+                 (OneDrive: 320 KiB) is refused 400 invalidRange"
             }
             Self::InvalidRange => {
                 "a missing or malformed Content-Range is refused 400 invalidRange"
@@ -277,5 +311,19 @@ mod tests {
             assert!(!rule.summary().is_empty());
         }
         assert!("nope".parse::<Rule>().is_err());
+    }
+
+    #[test]
+    fn dialect_specific_rules_apply_where_the_dialect_says() {
+        let applies = |rule: Rule| {
+            Dialect::ALL
+                .iter()
+                .filter(|d| rule.applies_to(d))
+                .map(|d| d.name)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(applies(Rule::ClosedRanges), ["upsession"]);
+        assert_eq!(applies(Rule::FragmentMultiple), ["onedrive"]);
+        assert_eq!(applies(Rule::Replay).len(), Dialect::ALL.len());
     }
 }

@@ -1,5 +1,6 @@
 //! Our server passes server conformance: in-process (`Server::start`) and as a
-//! separate `upsession serve` process.
+//! separate `upsession serve` process, in the upsession dialect, and in-process in
+//! the outlook and onedrive dialects (`Config::with_dialect`).
 //!
 //! Another storage or transport gets the same check with one line:
 //! `server::check_async(&server::Config::for_local(base_url, token, &limits)).await`.
@@ -11,9 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
+use upsession_conformance::Rule;
 use upsession_conformance::server::{self, Config};
-use upsession_core::Limits;
-use upsession_server_hyper::{Fsync, Server};
+use upsession_core::{Dialect, Limits};
+use upsession_server_hyper::{Fsync, Running, Server};
 
 const TOKEN: &str = "conformance-token";
 
@@ -24,26 +26,88 @@ fn limits() -> Limits {
         .with_max_fragment(1024)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn our_server_in_process_passes() {
-    let dir = tempfile::tempdir().unwrap();
+/// Our server in this process, in `dialect`, with `limits`; and its base URL.
+async fn start(dir: &Path, limits: Limits, dialect: Dialect) -> (Running, String) {
     let running = Server::start(
-        upsession_server_hyper::Config::new(dir.path())
+        upsession_server_hyper::Config::new(dir)
             .with_listen("127.0.0.1:0".parse().unwrap())
             .with_token(TOKEN)
-            .with_limits(limits())
+            .with_limits(limits)
+            .with_dialect(dialect)
             .with_fsync(Fsync::Never)
             .with_timeouts(Duration::from_secs(10), Duration::from_secs(5)),
     )
     .await
     .unwrap();
     let base = format!("http://{}/v1.0", running.local_addr());
+    (running, base)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_server_in_process_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (running, base) = start(dir.path(), limits(), Dialect::UPSESSION).await;
     let config = Config::for_local(base, TOKEN, &limits());
     let report = server::check_async(&config)
         .await
         .unwrap_or_else(|f| panic!("{f}"));
     println!("{report}");
     assert!(report.cases >= config.cases);
+    running.shutdown().await;
+}
+
+/// Cases of the dialect runs: 150 by default (`UPSESSION_CONFORMANCE_CASES` / 500 × 150).
+fn dialect_cases(default: &Config) -> u32 {
+    (u64::from(default.cases) * 150 / 500).max(1) as u32
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_server_in_the_outlook_dialect_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (running, base) = start(dir.path(), limits(), Dialect::OUTLOOK).await;
+    let default = Config::for_local(base, TOKEN, &limits()).with_dialect(Dialect::OUTLOOK);
+    let config = default.clone().with_cases(dialect_cases(&default));
+    let report = server::check_async(&config)
+        .await
+        .unwrap_or_else(|f| panic!("{f}"));
+    println!("{report}");
+    assert!(!report.checks.contains_key(&Rule::ClosedRanges), "{report}");
+    assert!(report.checks[&Rule::AttachmentBytes] > 0, "{report}");
+    running.shutdown().await;
+}
+
+/// OneDrive's fragments are multiples of 320 KiB: two of them at most, files of up
+/// to three fragments.
+fn onedrive_limits() -> Limits {
+    let max_fragment = 2 * 320 * 1024;
+    Limits::default()
+        .with_min_size(1)
+        .with_max_size(150_000_000)
+        .with_max_fragment(max_fragment)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_server_in_the_onedrive_dialect_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (running, base) = start(dir.path(), onedrive_limits(), Dialect::ONEDRIVE).await;
+    let limits = onedrive_limits();
+    // The check's own largest file (within the server's): up to three fragments.
+    let sizes = (1, 3 * limits.max_fragment, limits.max_fragment);
+    let default = Config::for_local(base, TOKEN, &limits)
+        .with_sizes(sizes.0, sizes.1, sizes.2)
+        .with_dialect(Dialect::ONEDRIVE);
+    let config = default.clone().with_cases(dialect_cases(&default));
+    let report = server::check_async(&config)
+        .await
+        .unwrap_or_else(|f| panic!("{f}"));
+    println!("{report}");
+    for rule in [Rule::FragmentMultiple, Rule::Replay, Rule::ConcurrentPut] {
+        assert!(
+            report.checks.get(&rule).is_some_and(|n| *n > 0),
+            "{rule}: {report}"
+        );
+    }
+    assert!(!report.checks.contains_key(&Rule::ClosedRanges), "{report}");
     running.shutdown().await;
 }
 

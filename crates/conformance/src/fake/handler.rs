@@ -426,6 +426,9 @@ impl Ctx {
         if self.breaks(Break::ResendIs416) {
             limits.reject_resend = true;
         }
+        if self.breaks(Break::TakesOddFragments) {
+            limits.fragment_quantum = None;
+        }
         let session = match Session::open(now, item.size, &limits) {
             Ok(session) => session,
             Err(e) => return Ok(self.error(&e)),
@@ -530,7 +533,8 @@ impl Ctx {
         }
         match s.session.status(now) {
             Ok(answer) => {
-                let res = self.dialect().answer(&answer, "");
+                // Status GETs are 200 in every dialect (OneDrive's 202 is for fragments).
+                let res = self.dialect().status(&answer, "");
                 self.restyle(res, None)
             }
             Err(e) => self.error(&e),

@@ -316,6 +316,10 @@ pub enum Break {
     TrimsOverlap,
     /// Fragments of any length are taken.
     NoFragmentLimit,
+    /// Fragments that are not a multiple of the dialect's quantum are taken (only a
+    /// bug in a dialect that has one: run the fake and the check with
+    /// `Dialect::ONEDRIVE`).
+    TakesOddFragments,
     /// `bytes=a-b/t` and doubled spaces in `Content-Range` are accepted.
     LenientRange,
     /// A `Content-Range` total is ignored.
@@ -349,6 +353,7 @@ impl Break {
         Self::AcceptsSkip,
         Self::TrimsOverlap,
         Self::NoFragmentLimit,
+        Self::TakesOddFragments,
         Self::LenientRange,
         Self::IgnoresTotal,
         Self::IgnoresContentLength,
@@ -373,6 +378,7 @@ impl Break {
             Self::AcceptsSkip => Rule::OutOfOrder,
             Self::TrimsOverlap => Rule::Overlap,
             Self::NoFragmentLimit => Rule::FragmentTooLarge,
+            Self::TakesOddFragments => Rule::FragmentMultiple,
             Self::LenientRange => Rule::InvalidRange,
             Self::IgnoresTotal => Rule::TotalMismatch,
             Self::IgnoresContentLength => Rule::LengthMismatch,

@@ -4,8 +4,11 @@
 //! The model of each session is `upsession_core::session::Session`, opened with the
 //! limits the check was given and driven on a frozen clock: every `PUT` the checker
 //! sends is first put to the model (`handle_put`, then `commit` for a write), and
-//! the server's answer must be the one `upsession_core::respond` would render for
-//! the model's decision (status, Graph `error.code`, `nextExpectedRanges`).
+//! the server's answer must be the one `upsession_core::respond` and the checked
+//! dialect (`upsession_core::Dialect`) would render for the model's decision
+//! (status, Graph `error.code`, `nextExpectedRanges`). The model takes the
+//! dialect's fragment rules (`Limits::with_rules_of`); how its answers look is
+//! read off the dialect's renderer (see `shape`).
 
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,15 +17,15 @@ use http::Method;
 use reqwest::Url;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
-use upsession_core::header::{format_expected_ranges, parse_expected_ranges};
+use upsession_core::route::{ItemKind, ItemPath, User, Version};
 use upsession_core::session::{Answer, Limits, Phase, PutDecision, Session};
-use upsession_core::time::parse_graph_time;
 use upsession_core::wire::AttachmentItem;
-use upsession_core::{ByteRange, GraphError, RangeSet};
+use upsession_core::{ByteRange, Dialect, GraphError, RangeSet};
 
 use super::Config;
 use super::http::{Outgoing, RawConn, Reply, graph_error_code};
 use super::ops::{BAD_RANGE_VARIANTS, Case, Len, Op};
+use super::shape::{self, Via, show};
 use crate::outcome::Report;
 use crate::rule::Rule;
 use crate::runner::{CaseFailure, mix};
@@ -31,10 +34,6 @@ use crate::runner::{CaseFailure, mix};
 fn model_now() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_800_000_000)
 }
-
-/// How far an `expirationDateTime` may lag our clock (a remote server's clock may
-/// be off by this much).
-const CLOCK_SKEW: Duration = Duration::from_secs(300);
 
 /// How long to wait for the concurrent `PUT`'s answer before finishing the first.
 const CONCURRENT_WAIT: Duration = Duration::from_millis(300);
@@ -47,10 +46,15 @@ const BUSY_RETRIES: u32 = 400;
 /// What the model says the answer must be.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Expect {
-    /// 200 with the uploadSession JSON and these ranges.
-    Progress(RangeSet),
-    /// 201 with a `Location`.
-    Completed,
+    /// `status` (the dialect's: 200, or OneDrive's 202 to a fragment) with the
+    /// uploadSession JSON and these ranges, asked for `via` a `PUT` or a `GET`.
+    Progress {
+        ranges: RangeSet,
+        status: u16,
+        via: Via,
+    },
+    /// `status` (201) with a `Location`.
+    Completed { status: u16 },
     /// Graph's error JSON with this status and code.
     Error { status: u16, code: &'static str },
     /// 204 to a `DELETE`.
@@ -60,12 +64,22 @@ enum Expect {
 }
 
 impl Expect {
-    fn from_answer(answer: Answer) -> Self {
+    /// The model's `answer` to a `PUT` or a `GET`, with the status `dialect` gives it.
+    fn from_answer(answer: Answer, dialect: &Dialect, via: Via) -> Self {
+        let status = shape::answer(dialect, &answer, via).status;
         match answer {
-            Answer::Progress { next_expected, .. } => Self::Progress(next_expected),
-            Answer::Completed => Self::Completed,
+            Answer::Progress { next_expected, .. } => Self::Progress {
+                ranges: next_expected,
+                status,
+                via,
+            },
+            Answer::Completed => Self::Completed { status },
             _ => Self::Unknown,
         }
+    }
+
+    fn completes(&self) -> bool {
+        matches!(self, Self::Completed { .. })
     }
 
     fn from_error<E: GraphError + ?Sized>(err: &E) -> Self {
@@ -83,7 +97,7 @@ pub(crate) struct Violation {
     message: String,
 }
 
-fn violation(rule: Rule, message: impl Into<String>) -> Violation {
+pub(super) fn violation(rule: Rule, message: impl Into<String>) -> Violation {
     Violation {
         rule,
         message: message.into(),
@@ -103,13 +117,14 @@ enum Kind {
     BadRange,
     WrongTotal,
     LengthMismatch,
+    OddLength,
 }
 
 fn rule_for(kind: Kind, expect: &Expect, cancelled: bool) -> Rule {
     if cancelled {
         return Rule::Cancel;
     }
-    let completes = *expect == Expect::Completed;
+    let completes = expect.completes();
     match kind {
         Kind::Next | Kind::Again if completes => Rule::Completion,
         Kind::Next => Rule::NextFragment,
@@ -123,6 +138,7 @@ fn rule_for(kind: Kind, expect: &Expect, cancelled: bool) -> Rule {
         Kind::BadRange => Rule::InvalidRange,
         Kind::WrongTotal => Rule::TotalMismatch,
         Kind::LengthMismatch => Rule::LengthMismatch,
+        Kind::OddLength => Rule::FragmentMultiple,
     }
 }
 
@@ -142,6 +158,8 @@ struct Model {
     /// The file's number in the script (1-based).
     file: usize,
     data: Vec<u8>,
+    /// The message or event the attachment goes to.
+    item: ItemPath,
     session: Session,
     url: Url,
     /// The uploadUrl with its credential redacted.
@@ -178,22 +196,25 @@ impl Model {
         format!("body: bytes {first}..={last} of file {}", self.file)
     }
 
-    /// Puts a fragment to the model as if its body arrived whole.
+    /// Puts a fragment to the model as if its body arrived whole; the answer is
+    /// rendered in `dialect`.
     fn expect_put(
         &mut self,
+        dialect: &Dialect,
         content_range: Option<&str>,
         content_length: Option<u64>,
     ) -> (Expect, Option<ByteRange>) {
         let now = model_now();
+        let expect = |answer| Expect::from_answer(answer, dialect, Via::Put);
         match self.session.handle_put(now, content_range, content_length) {
             Ok(PutDecision::Write(ticket)) => {
                 let range = ticket.range();
                 match self.session.commit(now, ticket) {
-                    Ok(answer) => (Expect::from_answer(answer), Some(range)),
+                    Ok(answer) => (expect(answer), Some(range)),
                     Err(e) => (Expect::from_error(&e), None),
                 }
             }
-            Ok(PutDecision::Replay { answer, .. }) => (Expect::from_answer(answer), None),
+            Ok(PutDecision::Replay { answer, .. }) => (expect(answer), None),
             Err(e) => (Expect::from_error(&e), None),
         }
     }
@@ -232,20 +253,6 @@ fn bad_range(variant: u8, a: u64, b: u64, n: u64) -> Option<String> {
     })
 }
 
-/// Whether a `nextExpectedRanges` entry is the closed `start-end` form.
-fn is_closed(entry: &str) -> bool {
-    entry.split_once('-').is_some_and(|(a, b)| {
-        !a.is_empty()
-            && !b.is_empty()
-            && a.bytes().all(|c| c.is_ascii_digit())
-            && b.bytes().all(|c| c.is_ascii_digit())
-    })
-}
-
-fn show(set: &RangeSet) -> String {
-    format!("{:?}", format_expected_ranges(set))
-}
-
 /// The uploadUrl as scripts show it: each query value replaced by `<from step N>`.
 fn redact(url: &Url, step: usize) -> String {
     let mut bare = url.clone();
@@ -275,6 +282,18 @@ struct Step {
     notes: Vec<String>,
     answer: Option<String>,
     verdict: Option<String>,
+}
+
+/// Two concurrent `PUT`s of one fragment and their answers.
+struct Pair<'r> {
+    first: (usize, &'r Result<Reply, String>),
+    second: (usize, &'r Result<Reply, String>),
+    /// What the writer gets.
+    expect: &'r Expect,
+    /// What the other gets when it is served after the writer.
+    again: &'r Expect,
+    /// The rule the writer's answer is judged by.
+    rule: Rule,
 }
 
 /// Runs one case against the server.
@@ -309,6 +328,21 @@ impl<'a> Exec<'a> {
             sessions: Vec::new(),
             stats: Report::default(),
         }
+    }
+
+    /// The dialect the server is checked in.
+    fn dialect(&self) -> &'a Dialect {
+        &self.cfg.dialect
+    }
+
+    /// Whether `rule` is judged in the checked dialect.
+    fn applies(&self, rule: Rule) -> bool {
+        rule.applies_to(self.dialect())
+    }
+
+    /// The dialect's fragment quantum; 1 when it has none.
+    fn quantum(&self) -> u64 {
+        self.limits.fragment_quantum.unwrap_or(1).max(1)
     }
 
     /// Runs the case; on a violation returns it with the script of what happened.
@@ -379,6 +413,14 @@ impl<'a> Exec<'a> {
             "# the minimal failing case, one request per step ($TOKEN: the bearer token; \
              <from step N>: the uploadUrl credential step N returned)"
         );
+        if *self.dialect() != Dialect::UPSESSION {
+            let _ = writeln!(
+                out,
+                "# the server is checked in the {} dialect (--dialect {})",
+                self.dialect().name,
+                self.dialect().name
+            );
+        }
         for m in &self.sessions {
             let _ = writeln!(
                 out,
@@ -457,18 +499,24 @@ impl<'a> Exec<'a> {
                     location: None,
                 })
             }
-            Expect::Progress(set) => {
-                if reply.status != 200 {
+            Expect::Progress {
+                ranges: set,
+                status,
+                via,
+            } => {
+                if reply.status != *status {
                     return Err(violation(
                         rule,
                         format!(
-                            "expected 200 with nextExpectedRanges {}, got {}",
+                            "expected {status} with nextExpectedRanges {}, got {}",
                             show(set),
                             reply.brief()
                         ),
                     ));
                 }
-                let got = session_json(reply, self.sessions[i].size())?;
+                let closed = self.applies(Rule::ClosedRanges);
+                let size = self.sessions[i].size();
+                let got = shape::progress_json(reply, size, self.dialect(), *via, closed)?;
                 if got != *set {
                     return Err(violation(
                         rule,
@@ -479,40 +527,56 @@ impl<'a> Exec<'a> {
                         ),
                     ));
                 }
+                let mut rules = vec![rule, Rule::ProgressShape];
+                if closed {
+                    rules.push(Rule::ClosedRanges);
+                }
                 Ok(Judged {
-                    rules: vec![rule, Rule::ProgressShape, Rule::ClosedRanges],
+                    rules,
                     location: None,
                 })
             }
-            Expect::Completed => self.assess_completed(i, reply, rule),
+            Expect::Completed { status } => self.assess_completed(i, reply, *status, rule),
         }
     }
 
-    fn assess_completed(&self, i: usize, reply: &Reply, rule: Rule) -> Result<Judged, Violation> {
+    fn assess_completed(
+        &self,
+        i: usize,
+        reply: &Reply,
+        status: u16,
+        rule: Rule,
+    ) -> Result<Judged, Violation> {
         let previous = self.sessions[i].location.as_deref();
-        let shape = if previous.is_some() {
+        let shape_rule = if previous.is_some() {
             Rule::FinalReplay
         } else {
             Rule::Completion
         };
-        if reply.status != 201 {
+        if reply.status != status {
             return Err(violation(
                 rule,
-                format!("expected 201 with a Location, got {}", reply.brief()),
+                format!("expected {status} with a Location, got {}", reply.brief()),
             ));
         }
         let Some(location) = reply.header("location") else {
-            return Err(violation(shape, "the 201 answer has no Location header"));
+            return Err(violation(
+                shape_rule,
+                "the 201 answer has no Location header",
+            ));
         };
         if !(location.starts_with("http://") || location.starts_with("https://")) {
             return Err(violation(
-                shape,
+                shape_rule,
                 format!("Location `{location}` is not an absolute URL"),
             ));
         }
+        // Outlook's dialect writes an Outlook REST `Location`.
+        shape::location_style(location, &self.sessions[i].item, self.dialect())
+            .map_err(|m| violation(shape_rule, m))?;
         if !reply.body.is_empty() {
             return Err(violation(
-                shape,
+                shape_rule,
                 format!(
                     "the 201 answer has a {}-byte body; it must be empty",
                     reply.body.len()
@@ -523,7 +587,7 @@ impl<'a> Exec<'a> {
             && ct.to_ascii_lowercase().contains("json")
         {
             return Err(violation(
-                shape,
+                shape_rule,
                 format!(
                     "the empty 201 answer claims Content-Type `{ct}`; an SDK parses it as JSON and fails"
                 ),
@@ -538,7 +602,7 @@ impl<'a> Exec<'a> {
             ));
         }
         Ok(Judged {
-            rules: vec![rule, shape],
+            rules: vec![rule, shape_rule],
             location: Some(location.to_owned()),
         })
     }
@@ -597,12 +661,13 @@ impl<'a> Exec<'a> {
         (!self.sessions.is_empty()).then(|| usize::from(s) % self.sessions.len())
     }
 
-    /// The next expected fragment of session `i`, `len` long within the limits.
+    /// The next expected fragment of session `i`, `len` long within the limits (and
+    /// the dialect's quantum).
     fn next_fragment(&self, i: usize, len: Len) -> Option<(u64, u64)> {
         let m = &self.sessions[i];
         let next = m.next_start()?;
-        let cap = (m.size() - next).min(self.limits.max_fragment);
-        Some((next, next + len.pick(cap) - 1))
+        let n = len.pick_allowed(m.size() - next, self.limits.max_fragment, self.quantum(), 0)?;
+        Some((next, next + n - 1))
     }
 
     /// The next fragment if there is one, else the first.
@@ -628,10 +693,11 @@ impl<'a> Exec<'a> {
         kind: Kind,
         extra: &[(&str, &str)],
     ) -> Result<(), Violation> {
+        let dialect = self.dialect();
         let m = &mut self.sessions[i];
         let cancelled = m.cancelled();
         let len = body.1 - body.0 + 1;
-        let (expect, wrote) = m.expect_put(content_range.as_deref(), Some(len));
+        let (expect, wrote) = m.expect_put(dialect, content_range.as_deref(), Some(len));
         let rule = rule_for(kind, &expect, cancelled);
         let mut req = self.upload_request(i, Method::PUT);
         if let Some(h) = content_range {
@@ -660,6 +726,7 @@ impl<'a> Exec<'a> {
             | Op::SkipAhead { s, .. }
             | Op::Overlap { s, .. }
             | Op::TooLarge { s, .. }
+            | Op::OddLength { s, .. }
             | Op::BadRange { s, .. }
             | Op::WrongTotal { s, .. }
             | Op::LengthMismatch { s, .. }
@@ -698,6 +765,7 @@ impl<'a> Exec<'a> {
         let model = &self.sessions[i];
         let size = model.size();
         let max = self.limits.max_fragment;
+        let quantum = self.quantum();
         let plain = |first: u64, last: u64, kind: Kind| PutPlan {
             header: Some(format!("bytes {first}-{last}/{size}")),
             body: (first, last),
@@ -729,7 +797,7 @@ impl<'a> Exec<'a> {
                     return None;
                 }
                 let start = next + 1 + u64::from(gap) % (size - next - 1);
-                let n = len.pick((size - start).min(max));
+                let n = len.pick_allowed(size - start, max, quantum, 0)?;
                 Some(plain(start, start + n - 1, Kind::Skip))
             }
             Op::Overlap { back, len, .. } => {
@@ -738,8 +806,23 @@ impl<'a> Exec<'a> {
                     return None;
                 }
                 let old = 1 + u64::from(back) % next.min(max - 1);
-                let new = len.pick((max - old).min(size - next));
-                Some(plain(next - old, next + new - 1, Kind::Overlap))
+                // Longer than the `old` bytes it repeats: it reaches past them.
+                let start = next - old;
+                let n = len.pick_allowed(size - start, max, quantum, old)?;
+                Some(plain(start, start + n - 1, Kind::Overlap))
+            }
+            Op::OddLength { len, .. } => {
+                let next = model.next_start()?;
+                // Shorter than the rest of the file: not the last fragment.
+                let cap = max.min(size - next - 1);
+                if quantum < 2 || cap == 0 {
+                    return None;
+                }
+                let mut n = 1 + u64::from(len) % cap;
+                if n.is_multiple_of(quantum) {
+                    n -= 1;
+                }
+                Some(plain(next, next + n - 1, Kind::OddLength))
             }
             Op::TooLarge { extra, .. } => {
                 let n = max + u64::from(extra);
@@ -778,7 +861,8 @@ impl<'a> Exec<'a> {
     }
 
     async fn finish(&mut self, i: usize) -> Result<(), Violation> {
-        let bound = self.sessions[i].size() / self.limits.max_fragment + 2;
+        let full = (self.limits.max_fragment / self.quantum() * self.quantum()).max(1);
+        let bound = self.sessions[i].size() / full + 2;
         for _ in 0..bound {
             let Some((first, last)) = self.next_fragment(i, Len::Full) else {
                 break;
@@ -813,6 +897,16 @@ impl<'a> Exec<'a> {
                 .ok_or_else(|| create(format!("the 201 answer has no string `id`: {}", r.brief()))),
         };
         let id = id.map_err(|v| self.at(step, v))?;
+        let item_path = ItemPath {
+            version: Version::V1,
+            user: User::Me,
+            kind: if event {
+                ItemKind::Event
+            } else {
+                ItemKind::Message
+            },
+            id: id.clone(),
+        };
 
         let url = self.url(&["me", collection, &id, "attachments", "createUploadSession"]);
         let item = AttachmentItem::file(format!("file-{file}.bin"), size);
@@ -842,6 +936,7 @@ impl<'a> Exec<'a> {
         self.sessions.push(Model {
             file,
             data: file_data(self.case_seed, file, size),
+            item: item_path,
             session,
             shown_url: redact(&upload_url, step),
             url: upload_url,
@@ -853,61 +948,40 @@ impl<'a> Exec<'a> {
 
     /// Checks a createUploadSession answer and returns its uploadUrl.
     fn created(&mut self, reply: &Reply, size: u64) -> Result<Url, Violation> {
-        let create = |m: String| violation(Rule::CreateSession, m);
         self.stats.checked(Rule::CreateSession);
-        if reply.status != 201 {
-            return Err(create(format!(
-                "createUploadSession must answer 201, got {}",
-                reply.brief()
-            )));
+        let status = shape::created(self.dialect(), &RangeSet::full(size)).status;
+        if reply.status != status {
+            return Err(violation(
+                Rule::CreateSession,
+                format!(
+                    "createUploadSession must answer {status}, got {}",
+                    reply.brief()
+                ),
+            ));
         }
-        let value: Value = serde_json::from_slice(&reply.body)
-            .map_err(|e| create(format!("the answer is not JSON ({e})")))?;
-        let text = value
-            .get("uploadUrl")
-            .and_then(Value::as_str)
-            .ok_or_else(|| create("the answer has no camelCase `uploadUrl` string".into()))?;
-        let url = Url::parse(text)
-            .ok()
-            .filter(|u| u.scheme() == "http" || u.scheme() == "https")
-            .ok_or_else(|| create("the uploadUrl is not an absolute http(s) URL".into()))?;
-        let expiry = value
-            .get("expirationDateTime")
-            .and_then(Value::as_str)
-            .ok_or_else(|| create("the answer has no camelCase `expirationDateTime`".into()))?;
-        check_expiry(expiry, Rule::CreateSession)?;
-        let entries = value
-            .get("nextExpectedRanges")
-            .and_then(Value::as_array)
-            .ok_or_else(|| {
-                create("the answer has no camelCase `nextExpectedRanges` array".into())
-            })?;
-        self.stats.checked(Rule::ClosedRanges);
-        let set = ranges_of(entries, size)?;
-        if set != RangeSet::full(size) {
-            return Err(create(format!(
-                "a new session must expect the whole file {}, but expects {}",
-                show(&RangeSet::full(size)),
-                show(&set)
-            )));
+        let closed = self.applies(Rule::ClosedRanges);
+        if closed {
+            self.stats.checked(Rule::ClosedRanges);
         }
-        Ok(url)
+        shape::created_json(reply, size, self.dialect(), closed)
     }
 
     /// `GET {uploadUrl}`. After a cut body or a concurrent `PUT` (`context`), wrong
     /// ranges break that rule; a wrong status is always `status`'s (or `cancel`'s).
     async fn status(&mut self, i: usize, context: Option<Rule>) -> Result<(), Violation> {
+        let dialect = self.dialect();
         let m = &mut self.sessions[i];
         let cancelled = m.cancelled();
         let expect = match m.session.status(model_now()) {
-            Ok(answer) => Expect::from_answer(answer),
+            Ok(answer) => Expect::from_answer(answer, dialect, Via::Status),
             Err(e) => Expect::from_error(&e),
         };
         let req = self.upload_request(i, Method::GET);
         let (step, reply) = self.send(&req).await;
         let status_differs = match (&reply, &expect) {
-            (Ok(r), Expect::Progress(_)) => r.status != 200,
-            (Ok(r), Expect::Error { status, .. }) => r.status != *status,
+            (Ok(r), Expect::Progress { status, .. } | Expect::Error { status, .. }) => {
+                r.status != *status
+            }
             _ => true,
         };
         let rule = match context {
@@ -940,10 +1014,11 @@ impl<'a> Exec<'a> {
         if sent == len {
             sent = len + 1;
         }
+        let dialect = self.dialect();
         let model = &mut self.sessions[i];
         let header = format!("bytes {first}-{last}/{}", model.size());
         let cancelled = model.cancelled();
-        let (expect, wrote) = model.expect_put(Some(&header), Some(sent));
+        let (expect, wrote) = model.expect_put(dialect, Some(&header), Some(sent));
         let rule = rule_for(Kind::LengthMismatch, &expect, cancelled);
         let mut body = model.slice(first, last);
         body.resize(to_usize(sent), 0xEE);
@@ -1024,9 +1099,10 @@ impl<'a> Exec<'a> {
 
     async fn put_again(&mut self, i: usize, first: u64, last: u64) -> Result<(), Violation> {
         let base = self.upload_request(i, Method::PUT);
+        let dialect = self.dialect();
         let model = &mut self.sessions[i];
         let header = format!("bytes {first}-{last}/{}", model.size());
-        let (expect, wrote) = model.expect_put(Some(&header), Some(last - first + 1));
+        let (expect, wrote) = model.expect_put(dialect, Some(&header), Some(last - first + 1));
         let rule = rule_for(Kind::Again, &expect, false);
         let req = base
             .header("Content-Range", header)
@@ -1059,9 +1135,13 @@ impl<'a> Exec<'a> {
         };
         let len = last - first + 1;
         let base = self.upload_request(i, Method::PUT);
+        let dialect = self.dialect();
         let model = &mut self.sessions[i];
         let header = format!("bytes {first}-{last}/{}", model.size());
-        let (expect, wrote) = model.expect_put(Some(&header), Some(len));
+        let (expect, wrote) = model.expect_put(dialect, Some(&header), Some(len));
+        // What the other copy gets when it is served after the first is stored: the
+        // same answer, or (OneDrive's dialect) 416 fragmentOverlap.
+        let (again, _) = model.expect_put(dialect, Some(&header), Some(len));
         let first_rule = rule_for(Kind::Next, &expect, false);
         let body = model.slice(first, last);
         let req = base
@@ -1109,8 +1189,32 @@ impl<'a> Exec<'a> {
         self.answered(step1, &r1);
         self.answered(step2, &r2);
 
-        let busy1 = busy(&r1).map_err(|bad| self.at(step1, bad))?;
-        let busy2 = busy(&r2).map_err(|bad| self.at(step2, bad))?;
+        let pair = Pair {
+            first: (step1, &r1),
+            second: (step2, &r2),
+            expect: &expect,
+            again: &again,
+            rule: first_rule,
+        };
+        self.judge_pair(i, &pair)?;
+        self.sessions[i].acked.extend(wrote);
+        // Stored exactly once.
+        self.status(i, Some(Rule::ConcurrentPut)).await
+    }
+
+    /// Judges the answers to two concurrent `PUT`s of one fragment: one is the
+    /// writer, judged as any next fragment; the other got 409 `fragmentInProgress`
+    /// or what the fragment gets once stored.
+    fn judge_pair(&mut self, i: usize, pair: &Pair<'_>) -> Result<(), Violation> {
+        let Pair {
+            first: (step1, r1),
+            second: (step2, r2),
+            expect,
+            again,
+            rule: first_rule,
+        } = *pair;
+        let busy1 = busy(r1).map_err(|bad| self.at(step1, bad))?;
+        let busy2 = busy(r2).map_err(|bad| self.at(step2, bad))?;
         if busy1 && busy2 {
             let bad = violation(
                 Rule::ConcurrentPut,
@@ -1118,24 +1222,41 @@ impl<'a> Exec<'a> {
             );
             return Err(self.at(step2, bad));
         }
-        if r1.is_ok() && !busy1 {
+        // Normally the first PUT (its head arrived first) is the writer. Where the two
+        // answers differ (OneDrive), they may show that the second won the race and
+        // the first was served after it.
+        let swapped = again != expect && !busy1 && !busy2 && {
+            let fits = |r: &Result<Reply, String>, e: &Expect| {
+                r.as_ref()
+                    .is_ok_and(|reply| self.assess(i, reply, e, Rule::ConcurrentPut).is_ok())
+            };
+            !fits(r1, expect) && fits(r1, again) && fits(r2, expect)
+        };
+        if r1.is_ok() && !busy1 && !swapped {
             // The first PUT was the writer: judged as any next fragment.
-            self.judge(i, step1, &r1, &expect, first_rule)?;
+            self.judge(i, step1, r1, expect, first_rule)?;
             if busy2 {
                 self.stats.checked(Rule::ConcurrentPut);
             } else {
-                let outcome = match &r2 {
+                let wanted = if again == expect {
+                    "the first's answer"
+                } else {
+                    "the answer to a re-send of it"
+                };
+                let outcome = match r2 {
                     Err(err) => Err(violation(Rule::ConcurrentPut, format!("no answer: {err}"))),
-                    Ok(reply) => self.assess(i, reply, &expect, Rule::ConcurrentPut).map_err(|bad| {
-                        violation(
-                            bad.rule,
-                            format!(
-                                "{}; a concurrent PUT of the same fragment must get the first's \
-                                 answer or 409 fragmentInProgress",
-                                bad.message
-                            ),
-                        )
-                    }),
+                    Ok(reply) => self
+                        .assess(i, reply, again, Rule::ConcurrentPut)
+                        .map_err(|bad| {
+                            violation(
+                                bad.rule,
+                                format!(
+                                    "{}; a concurrent PUT of the same fragment must get {wanted} \
+                                 or 409 fragmentInProgress",
+                                    bad.message
+                                ),
+                            )
+                        }),
                 };
                 match outcome {
                     Ok(judged) => self.apply(i, judged),
@@ -1145,11 +1266,12 @@ impl<'a> Exec<'a> {
         } else {
             // The second one won the race (or the first was refused 409 and closed).
             self.stats.checked(Rule::ConcurrentPut);
-            self.judge(i, step2, &r2, &expect, first_rule)?;
+            self.judge(i, step2, r2, expect, first_rule)?;
+            if swapped {
+                self.judge(i, step1, r1, again, Rule::ConcurrentPut)?;
+            }
         }
-        self.sessions[i].acked.extend(wrote);
-        // Stored exactly once.
-        self.status(i, Some(Rule::ConcurrentPut)).await
+        Ok(())
     }
 
     async fn check_attachments(&mut self) -> Result<(), Violation> {
@@ -1187,42 +1309,6 @@ impl<'a> Exec<'a> {
     }
 }
 
-/// Checks an uploadSession answer's shape and returns its ranges.
-fn session_json(reply: &Reply, size: u64) -> Result<RangeSet, Violation> {
-    let shape = |m: String| violation(Rule::ProgressShape, m);
-    let ct = reply.header("content-type").unwrap_or("");
-    if !ct.to_ascii_lowercase().starts_with("application/json") {
-        return Err(shape(format!(
-            "the 200 answer's Content-Type is `{ct}`, not application/json"
-        )));
-    }
-    let value: Value = serde_json::from_slice(&reply.body)
-        .map_err(|e| shape(format!("the 200 answer's body is not JSON ({e})")))?;
-    let Some(obj) = value.as_object() else {
-        return Err(shape("the 200 answer's body is not a JSON object".into()));
-    };
-    if let Some(key) = obj.keys().find(|k| k.eq_ignore_ascii_case("id")) {
-        return Err(shape(format!(
-            "the 200 answer has an `{key}` property; one SDK takes a 200 with an id as completion"
-        )));
-    }
-    let keys = || obj.keys().cloned().collect::<Vec<_>>().join(", ");
-    let Some(expiry) = obj.get("expirationDateTime").and_then(Value::as_str) else {
-        return Err(shape(format!(
-            "no camelCase `expirationDateTime` string (properties: {})",
-            keys()
-        )));
-    };
-    check_expiry(expiry, Rule::ProgressShape)?;
-    let Some(entries) = obj.get("nextExpectedRanges").and_then(Value::as_array) else {
-        return Err(shape(format!(
-            "no camelCase `nextExpectedRanges` array (properties: {})",
-            keys()
-        )));
-    };
-    ranges_of(entries, size)
-}
-
 fn assess_error_only(reply: &Reply, expect: &Expect, rule: Rule) -> Result<(), Violation> {
     let Expect::Error { status, code } = expect else {
         return Ok(());
@@ -1255,52 +1341,6 @@ fn busy(reply: &Result<Reply, String>) -> Result<bool, Violation> {
         )),
         Some(code) => Ok(code == "fragmentInProgress"),
     }
-}
-
-/// Reads `nextExpectedRanges` entries: strings, closed form, within the file.
-fn ranges_of(entries: &[Value], size: u64) -> Result<RangeSet, Violation> {
-    let mut texts = Vec::with_capacity(entries.len());
-    for entry in entries {
-        let Some(text) = entry.as_str() else {
-            return Err(violation(
-                Rule::ProgressShape,
-                format!("nextExpectedRanges entry {entry} is not a string"),
-            ));
-        };
-        if !is_closed(text) {
-            return Err(violation(
-                Rule::ClosedRanges,
-                format!(
-                    "nextExpectedRanges entry `{text}` is not the closed form `start-end` \
-                     (SDKs parse both ends)"
-                ),
-            ));
-        }
-        texts.push(text);
-    }
-    parse_expected_ranges(&texts, size).map_err(|e| violation(Rule::ProgressShape, e.to_string()))
-}
-
-fn check_expiry(text: &str, rule: Rule) -> Result<(), Violation> {
-    let Some(at) = parse_graph_time(text) else {
-        return Err(violation(
-            rule,
-            format!("expirationDateTime `{text}` is not an RFC 3339 time"),
-        ));
-    };
-    if !text.ends_with('Z') {
-        return Err(violation(
-            rule,
-            format!("expirationDateTime `{text}` is not in UTC with a `Z`"),
-        ));
-    }
-    if at + CLOCK_SKEW < SystemTime::now() {
-        return Err(violation(
-            rule,
-            format!("expirationDateTime `{text}` is in the past"),
-        ));
-    }
-    Ok(())
 }
 
 fn difference(got: &[u8], want: &[u8], file: usize) -> String {
@@ -1338,14 +1378,6 @@ mod tests {
             assert!(h.parse::<ContentRange>().is_err(), "{h} parsed");
         }
         assert_eq!(bad_range(0, 0, 9, 100), None);
-    }
-
-    #[test]
-    fn closed_form_is_digits_dash_digits() {
-        assert!(is_closed("0-9"));
-        assert!(!is_closed("10-"));
-        assert!(!is_closed("10"));
-        assert!(!is_closed("a-b"));
     }
 
     #[test]

@@ -12,6 +12,15 @@
 //! case every completed attachment is fetched from `{Location}/$value` and
 //! compared byte for byte.
 //!
+//! A server that speaks another dialect (`upsession serve --dialect outlook`) is
+//! checked in it with [`Config::with_dialect`]: the model then takes the dialect's
+//! fragment rules (`Limits::with_rules_of`: OneDrive's 416 on re-sent bytes and
+//! 320 KiB multiples) and its rendering (`Dialect::created`, `answer`, `status`:
+//! statuses, range forms, property names, `@odata.context`, Outlook REST
+//! `Location`s). `closed-ranges` is judged only in a dialect that writes closed
+//! ranges, `fragment-multiple` only in one with a fragment quantum
+//! ([`Rule::applies_to`](crate::Rule::applies_to)).
+//!
 //! On a failure proptest shrinks the case to a minimal one, and the returned
 //! [`Failure`] carries it as a script of curl-like lines.
 //!
@@ -34,12 +43,13 @@
 mod exec;
 mod http;
 mod ops;
+mod shape;
 
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use reqwest::Url;
-use upsession_core::Limits;
+use upsession_core::{Dialect, Limits};
 
 use crate::outcome::{Failure, Report};
 use crate::runner::{self, cases_from_env, seed_from_env};
@@ -61,6 +71,9 @@ pub struct Config {
     pub max_size: u64,
     /// The server's largest fragment.
     pub max_fragment: u64,
+    /// The dialect the server speaks (default [`Dialect::UPSESSION`]): its fragment
+    /// rules and how its answers look.
+    pub dialect: Dialect,
     /// Cases to run (default 500; `UPSESSION_CONFORMANCE_CASES` overrides the default).
     pub cases: u32,
     /// The seed of the run; random when `None` (`UPSESSION_CONFORMANCE_SEED` sets it).
@@ -96,6 +109,7 @@ impl Config {
             min_size: limits.min_size,
             max_size: limits.max_size,
             max_fragment: limits.max_fragment,
+            dialect: Dialect::UPSESSION,
             cases: cases_from_env(DEFAULT_CASES),
             seed: seed_from_env(),
             max_ops: 24,
@@ -134,12 +148,23 @@ impl Config {
         self
     }
 
-    /// The limits of the reference model.
+    /// Checks the server in `dialect` (as `upsession serve --dialect` or
+    /// `upsession_server_hyper::Config::with_dialect` set it). The sizes stay as
+    /// they are: give the server's own maximum fragment (for OneDrive's dialect a
+    /// multiple of 320 KiB; its default is `dialect.max_fragment`).
+    #[must_use]
+    pub fn with_dialect(mut self, dialect: Dialect) -> Self {
+        self.dialect = dialect;
+        self
+    }
+
+    /// The limits of the reference model, with the dialect's fragment rules.
     fn limits(&self) -> Limits {
         Limits::default()
             .with_min_size(self.min_size)
             .with_max_size(self.max_size)
             .with_max_fragment(self.max_fragment)
+            .with_rules_of(&self.dialect)
     }
 
     /// File sizes are `min_size + 0..=span`: at most four fragments beyond the minimum.
@@ -159,6 +184,15 @@ impl Config {
         }
         if self.max_fragment == 0 {
             return Err("the maximum fragment must be at least 1 byte".into());
+        }
+        if let Some(quantum) = self.dialect.fragment_quantum
+            && self.max_fragment < quantum
+        {
+            return Err(format!(
+                "the {} dialect takes fragments in multiples of {quantum} bytes: the maximum \
+                 fragment ({}) must be at least that",
+                self.dialect.name, self.max_fragment
+            ));
         }
         if self.min_size > self.max_size || self.max_size == 0 {
             return Err(format!(
@@ -194,7 +228,8 @@ pub async fn check_async(config: &Config) -> Result<Report, Failure> {
         .timeout(config.request_timeout)
         .build()
         .map_err(|e| Failure::harness(format!("cannot build the HTTP client: {e}")))?;
-    let strategy = ops::cases(config.span(), config.max_ops);
+    let odd_lengths = crate::Rule::FragmentMultiple.applies_to(&config.dialect);
+    let strategy = ops::cases(config.span(), config.max_ops, odd_lengths);
     let totals = Mutex::new(Report::default());
     let started = Instant::now();
     let result = runner::run(

@@ -3,7 +3,8 @@
 //!
 //! Operations are abstract ("the next fragment", "skip ahead by some bytes"): the
 //! executor turns each into a concrete request from the reference model's state at
-//! that point. Shrinking therefore always yields meaningful sequences, and an
+//! that point (and the dialect's rules: in OneDrive's, fragment lengths are
+//! multiples of its quantum unless they reach the end of the file). Shrinking therefore always yields meaningful sequences, and an
 //! operation that makes no sense at its point (re-sending before anything was
 //! acknowledged) is skipped rather than sent.
 
@@ -19,12 +20,43 @@ pub(crate) enum Len {
 }
 
 impl Len {
-    /// A length in `1..=cap` (`cap >= 1`).
-    pub(crate) fn pick(self, cap: u64) -> u64 {
+    /// A length in `1..=cap` (`cap >= 1`): what [`Len::pick_allowed`] picks without
+    /// a quantum.
+    #[cfg(test)]
+    fn pick(self, cap: u64) -> u64 {
         match self {
             Self::Full => cap,
             Self::Part(n) => 1 + u64::from(n) % cap,
         }
+    }
+
+    /// A fragment length that a dialect with fragment quantum `quantum` (1: none)
+    /// allows for a fragment with `rest` bytes of the file from its start, at most
+    /// `max` long, and longer than `above`: a multiple of `quantum` shorter than
+    /// `rest`, or `rest` itself (the last fragment may be any length). `None` if
+    /// there is none.
+    ///
+    /// With `quantum` 1 and `above` 0 this is `pick(rest.min(max))`.
+    pub(crate) fn pick_allowed(self, rest: u64, max: u64, quantum: u64, above: u64) -> Option<u64> {
+        let quantum = quantum.max(1);
+        // Multiples of the quantum that are not the last fragment, and fit.
+        let multiples = max.min(rest.checked_sub(1)?) / quantum;
+        let skipped = (above / quantum).min(multiples);
+        let available = multiples - skipped;
+        let whole = rest <= max && rest > above;
+        let count = available + u64::from(whole);
+        if count == 0 {
+            return None;
+        }
+        let k = match self {
+            Self::Full => count,
+            Self::Part(n) => 1 + u64::from(n) % count,
+        };
+        Some(if k <= available {
+            (skipped + k) * quantum
+        } else {
+            rest
+        })
     }
 }
 
@@ -56,6 +88,9 @@ pub(crate) enum Op {
     Overlap { s: u8, back: u16, len: Len },
     /// A fragment `extra` bytes longer than the maximum.
     TooLarge { s: u8, extra: u16 },
+    /// The next fragment, neither the last nor a multiple of the dialect's quantum
+    /// (generated only for a dialect that has one).
+    OddLength { s: u8, len: u16 },
     /// A malformed `Content-Range` (variant `< BAD_RANGE_VARIANTS`).
     BadRange { s: u8, variant: u8 },
     /// A `Content-Range` with a total `delta` away from the declared size.
@@ -104,8 +139,9 @@ fn common(span: u64) -> impl Strategy<Value = Op, Tree: Send> {
     ]
 }
 
-/// The operations a server must refuse, or that stress it.
-fn hostile() -> impl Strategy<Value = Op, Tree: Send> {
+/// The operations a server must refuse, or that stress it. `odd` weighs
+/// [`Op::OddLength`]; 0 leaves it out without changing what else is generated.
+fn hostile(odd: u32) -> impl Strategy<Value = Op, Tree: Send> {
     let s = any::<u8>;
     prop_oneof![
         4 => (s(), any::<u16>(), len()).prop_map(|(s, gap, len)| Op::SkipAhead { s, gap, len }),
@@ -116,13 +152,20 @@ fn hostile() -> impl Strategy<Value = Op, Tree: Send> {
         3 => (s(), delta()).prop_map(|(s, delta)| Op::LengthMismatch { s, delta }),
         3 => (s(), any::<u16>()).prop_map(|(s, keep)| Op::CutBody { s, keep }),
         2 => s().prop_map(|s| Op::Concurrent { s }),
+        // Last, so that a weight of 0 picks exactly what the other weights pick.
+        odd => (s(), any::<u16>()).prop_map(|(s, len)| Op::OddLength { s, len }),
     ]
 }
 
 /// Cases of up to `max_ops` operations after the first `Open`; file sizes are
-/// `min_size + 0..=span`.
-pub(crate) fn cases(span: u64, max_ops: usize) -> impl Strategy<Value = Case, Tree: Send> {
-    let op = prop_oneof![59 => common(span), 26 => hostile()];
+/// `min_size + 0..=span`. `odd_lengths`: the dialect has a fragment quantum, so
+/// fragments of other lengths are tried too.
+pub(crate) fn cases(
+    span: u64,
+    max_ops: usize,
+    odd_lengths: bool,
+) -> impl Strategy<Value = Case, Tree: Send> {
+    let op = prop_oneof![59 => common(span), 26 => hostile(if odd_lengths { 3 } else { 0 })];
     (open(span), proptest::collection::vec(op, 0..=max_ops))
         .prop_map(|(first, ops)| Case { first, ops })
 }
@@ -131,6 +174,47 @@ pub(crate) fn cases(span: u64, max_ops: usize) -> impl Strategy<Value = Case, Tr
 mod tests {
     #![allow(clippy::pedantic)] // test code favours brevity over pedantry
     use super::*;
+
+    #[test]
+    fn allowed_lengths_without_a_quantum_are_the_plain_picks() {
+        for rest in 1..40 {
+            for max in 1..40 {
+                for len in [Len::Full, Len::Part(0), Len::Part(7), Len::Part(u16::MAX)] {
+                    assert_eq!(
+                        len.pick_allowed(rest, max, 1, 0),
+                        Some(len.pick(rest.min(max)))
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn allowed_lengths_are_multiples_or_the_rest() {
+        let q = 10;
+        for rest in 1..60 {
+            for max in 1..60 {
+                for above in 0..15 {
+                    for n in 0..50u16 {
+                        let Some(len) = Len::Part(n).pick_allowed(rest, max, q, above) else {
+                            // Nothing fits: no multiple below the rest, and the rest is too long.
+                            assert!(
+                                max.min(rest - 1) / q <= above / q
+                                    && !(rest <= max && rest > above)
+                            );
+                            continue;
+                        };
+                        assert!(len > above && len <= max && len <= rest, "{len}");
+                        assert!(len == rest || len % q == 0, "{len}");
+                    }
+                }
+            }
+        }
+        assert_eq!(Len::Full.pick_allowed(25, 20, 10, 0), Some(20));
+        assert_eq!(Len::Full.pick_allowed(25, 30, 10, 0), Some(25));
+        assert_eq!(Len::Full.pick_allowed(25, 9, 10, 0), None);
+        assert_eq!(Len::Part(0).pick_allowed(25, 30, 10, 12), Some(20));
+    }
 
     #[test]
     fn lengths_stay_within_their_cap() {
