@@ -52,6 +52,36 @@ fn upload(server: &Serve, state: &Path) -> Command {
     cmd
 }
 
+/// Waits (bounded) until an upload's saved state shows acknowledged bytes, then kills
+/// the upload process. False if it finished or never progressed first.
+fn kill_once_it_progresses(child: &mut std::process::Child, state: &Path) -> bool {
+    for _ in 0..1500 {
+        std::thread::sleep(Duration::from_millis(10));
+        let progressed = std::fs::read_dir(state)
+            .ok()
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                std::fs::read_to_string(e.path())
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                    .is_some_and(|v| v["acknowledged"].as_u64().unwrap_or(0) > 0)
+            });
+        if progressed {
+            child.kill().unwrap();
+            let _ = child.wait();
+            return true;
+        }
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
 async fn downloaded(location: &str) -> Vec<u8> {
     let res = reqwest::Client::new()
         .get(format!("{location}/$value"))
@@ -165,33 +195,9 @@ async fn an_upload_killed_mid_way_resumes_with_the_exact_bytes() {
         .spawn()
         .unwrap();
     // Kill it once its state shows acknowledged progress (bounded wait).
-    let mut killed = false;
-    for _ in 0..600 {
-        std::thread::sleep(Duration::from_millis(20));
-        let progressed = std::fs::read_dir(&state)
-            .ok()
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| {
-                std::fs::read_to_string(e.path())
-                    .ok()
-                    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-                    .is_some_and(|v| v["acknowledged"].as_u64().unwrap_or(0) > 0)
-            });
-        if progressed {
-            child.kill().unwrap();
-            killed = true;
-            break;
-        }
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-    }
-    let _ = child.wait();
     assert!(
-        killed,
-        "the upload finished or never made progress before it could be killed"
+        kill_once_it_progresses(&mut child, &state),
+        "the upload finished or never progressed first"
     );
 
     let mut resume = bin();
@@ -225,17 +231,11 @@ async fn resume_refuses_a_file_changed_since_the_upload_began() {
         .arg(&f)
         .spawn()
         .unwrap();
-    for _ in 0..600 {
-        std::thread::sleep(Duration::from_millis(20));
-        if std::fs::read_dir(&state)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false)
-        {
-            break;
-        }
-    }
-    child.kill().unwrap();
-    let _ = child.wait();
+    // Only a state that is saved (not a file being written) can be resumed.
+    assert!(
+        kill_once_it_progresses(&mut child, &state),
+        "the upload finished or never progressed first"
+    );
     // Change a byte (same size) after the upload began.
     let mut data = std::fs::read(&f).unwrap();
     data[0] ^= 0xff;
