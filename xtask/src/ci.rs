@@ -1,7 +1,7 @@
 //! `cargo xtask ci`: every check CI runs, in order, stopping at the first failure.
 //!
 //! Steps: `fmt`, `tidy`, `clippy`, `test`, `deny`, `doc`, `bench` (the `--quick`
-//! smoke run: it checks the benchmark runs and its bytes verify). Each prints the commands
+//! smoke run: it checks the benchmark runs and its bytes verify), `torture` (20 kills). Each prints the commands
 //! it runs; at the end (also after a failure) a summary gives each step's status
 //! and time. `.ci/run` is nothing but this task.
 
@@ -25,6 +25,7 @@ const STEPS: &[Step] = &[
     ("deny", deny),
     ("doc", doc),
     ("bench", bench_smoke),
+    ("torture", torture_short),
 ];
 
 /// `cargo xtask ci`.
@@ -273,6 +274,11 @@ fn doc() -> Result<Notes, String> {
         "--no-deps",
         "--locked",
     ]))?;
+    Ok(Vec::new())
+}
+
+fn torture_short() -> Result<Notes, String> {
+    crate::torture::run(&["--quick".to_owned()])?;
     Ok(Vec::new())
 }
 

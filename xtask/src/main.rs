@@ -6,6 +6,7 @@
 mod bench;
 mod ci;
 mod tidy;
+mod torture;
 mod util;
 
 use std::process::ExitCode;
@@ -21,6 +22,8 @@ tasks:
   bench   measure the server against a no-logic sink (release build);
           --quick (a smoke test: runs and verifies, no speed claims),
           --reps N, --no-cache-fairness; table in target/bench/latest.md
+  torture SIGKILL a real server at seeded moments under concurrent uploads and
+          check nothing acknowledged is lost; --kills N (200), --seed S, --quick (20)
   help    print this message
 ";
 
@@ -37,7 +40,8 @@ fn main() -> ExitCode {
         Some("ci") => ci::run(&rest),
         Some("tidy") => tidy::run(&rest),
         Some("bench") => bench::run(&rest),
-        // Later tasks (`torture`, `fuzz`) go here: one module each
+        Some("torture") => torture::run(&rest),
+        // Later tasks (`fuzz`) go here: one module each
         // (declared at the top of this file), one arm here, one entry in HELP.
         Some(other) => {
             eprintln!("error: unknown task `{other}`\n");

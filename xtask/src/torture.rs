@@ -1,0 +1,62 @@
+//! `cargo xtask torture`: crash torture of a real `upsession serve` process.
+//!
+//! Builds `upsession` and the `torture` driver (in `bench/`) in release and runs the
+//! driver: concurrent uploads, the server SIGKILLed at seeded random moments and
+//! restarted on the same data directory, every survivor checked against what was
+//! acknowledged, every completed attachment checked byte for byte, no partial file
+//! left at the end. `--kills N` (default 200; CI runs 20 with `--quick`),
+//! `--seed S` (default: from the clock, printed so a run can be replayed).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::util::{cargo, project_root, run_command};
+
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
+    let mut kills = 200_u32;
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => kills = 20,
+            "--kills" => {
+                kills = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or("--kills takes a number")?;
+            }
+            "--seed" => {
+                seed = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or("--seed takes a number")?;
+            }
+            other => {
+                return Err(format!(
+                    "unknown torture option `{other}` (--quick, --kills N, --seed S)"
+                ));
+            }
+        }
+    }
+    run_command(cargo().args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "upsession-cli",
+        "-p",
+        "upsession-bench",
+    ]))?;
+    let bin = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| project_root().join("target"), PathBuf::from)
+        .join("release");
+    run_command(
+        Command::new(bin.join("torture"))
+            .arg("--upsession")
+            .arg(bin.join("upsession"))
+            .args(["--kills", &kills.to_string(), "--seed", &seed.to_string()]),
+    )
+    .map_err(|e| format!("{e}; replay with `cargo xtask torture --kills {kills} --seed {seed}`"))
+}
