@@ -179,7 +179,7 @@ async fn main() {
                     .trim_end_matches("MiB")
                     .parse::<usize>()
                     .expect("N or NMiB")
-                    << 20
+                    << 20;
             }
             other => panic!("unknown flag {other}"),
         }
@@ -281,13 +281,11 @@ async fn main() {
     }
     let _ = server.child.kill();
     let _ = server.child.wait();
-    let parts = std::fs::read_dir(dir.join("sessions"))
-        .map(|d| {
-            d.flatten()
-                .filter(|e| e.path().extension().is_some_and(|x| x == "part"))
-                .count()
-        })
-        .unwrap_or(0);
+    let parts = std::fs::read_dir(dir.join("sessions")).map_or(0, |d| {
+        d.flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "part"))
+            .count()
+    });
     assert_eq!(parts, 0, "partial files left after every upload completed");
     let _ = std::fs::remove_dir_all(&dir);
     println!(
