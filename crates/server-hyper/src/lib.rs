@@ -191,6 +191,93 @@ async fn expiry_driver(app: Arc<App>, mut stopped: watch::Receiver<bool>) {
     }
 }
 
+/// The bytes hyper-util's version detection reads (the HTTP/2 preface) before
+/// HTTP/1's header timeout starts.
+const PREFACE_LEN: u64 = 24;
+
+/// A connection whose first [`PREFACE_LEN`] bytes must arrive within the header
+/// timeout. hyper-util's HTTP/1-or-2 detection reads them with no timeout of its
+/// own, so without this a client that connects and sends nothing (or drips the
+/// preface) would hold its connection, and a file descriptor, forever.
+struct FirstBytesDeadline {
+    inner: tokio::net::TcpStream,
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    seen: u64,
+}
+
+impl FirstBytesDeadline {
+    fn new(inner: tokio::net::TcpStream, timeout: std::time::Duration) -> Self {
+        Self {
+            inner,
+            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+            seen: 0,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for FirstBytesDeadline {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if let Some(deadline) = &mut this.deadline
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            return std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no request within the header timeout",
+            )));
+        }
+        let before = buf.filled().len();
+        let res = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        if this.deadline.is_some() {
+            this.seen += (buf.filled().len() - before) as u64;
+            if this.seen >= PREFACE_LEN {
+                this.deadline = None;
+            }
+        }
+        res
+    }
+}
+
+impl tokio::io::AsyncWrite for FirstBytesDeadline {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 async fn accept_loop(listener: TcpListener, app: Arc<App>, mut stopped: watch::Receiver<bool>) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -216,6 +303,7 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>, mut stopped: watch::R
             _ = stopped.changed() => break,
         };
         let _ = stream.set_nodelay(true);
+        let stream = FirstBytesDeadline::new(stream, app.config.header_timeout);
         let app = Arc::clone(&app);
         let service = service_fn(move |req| {
             let app = Arc::clone(&app);

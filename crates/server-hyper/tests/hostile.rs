@@ -1,0 +1,679 @@
+//! The server on 127.0.0.1 under hostile conditions: a full disk, malformed and
+//! oversized input, slow and idle connections, near-miss tokens. Every loop is
+//! bounded in count and time; nothing asserts on how long something took.
+
+#![allow(clippy::pedantic)] // test code favours brevity over pedantry
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use upsession_core::Limits;
+use upsession_server_hyper::{Config, Fsync, Running, Server};
+
+const TOKEN: &str = "test-token";
+const MIB: usize = 1024 * 1024;
+
+struct Srv {
+    _server: Running,
+    addr: std::net::SocketAddr,
+    http: Client,
+}
+
+async fn start(data_dir: &Path, f: impl FnOnce(Config) -> Config) -> Srv {
+    let config = Config::new(data_dir)
+        .with_listen("127.0.0.1:0".parse().unwrap())
+        .with_token(TOKEN)
+        .with_limits(
+            Limits::default()
+                .with_min_size(10)
+                .with_max_size(100_000_000)
+                .with_max_fragment(4 * MIB as u64),
+        )
+        .with_fsync(Fsync::Never)
+        .with_timeouts(Duration::from_secs(5), Duration::from_secs(2));
+    let server = Server::start(f(config)).await.unwrap();
+    Srv {
+        addr: server.local_addr(),
+        _server: server,
+        http: Client::new(),
+    }
+}
+
+impl Srv {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}/v1.0{path}", self.addr)
+    }
+
+    async fn healthy(&self) {
+        let res = self
+            .http
+            .get(format!("http://{}/healthz", self.addr))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "the server still answers /healthz");
+    }
+
+    /// A bearer request with a raw body; the status and the body as JSON (or null).
+    async fn graph(&self, method: Method, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        let res = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(TOKEN)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        let bytes = res.bytes().await.unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn draft(&self) -> String {
+        let (status, body) = self
+            .graph(Method::POST, "/me/messages", br#"{"subject":"s"}"#.to_vec())
+            .await;
+        assert_eq!(status, 201);
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// createUploadSession with `item` as the AttachmentItem.
+    async fn create(&self, draft: &str, item: Value) -> (StatusCode, Value) {
+        let body = serde_json::to_vec(&json!({ "AttachmentItem": item })).unwrap();
+        self.graph(
+            Method::POST,
+            &format!("/me/messages/{draft}/attachments/createUploadSession"),
+            body,
+        )
+        .await
+    }
+
+    async fn session(&self, draft: &str, name: &str, size: usize) -> String {
+        let (status, json) = self
+            .create(
+                draft,
+                json!({"attachmentType": "file", "name": name, "size": size}),
+            )
+            .await;
+        assert_eq!(status, 201, "{json}");
+        json["uploadUrl"].as_str().unwrap().to_owned()
+    }
+
+    async fn put(&self, url: &str, data: &[u8], first: usize, last: usize) -> reqwest::Response {
+        self.http
+            .put(url)
+            .header(
+                "Content-Range",
+                format!("bytes {first}-{last}/{}", data.len()),
+            )
+            .body(data[first..=last].to_vec())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The first byte of the session's first expected range.
+    async fn next_expected(&self, url: &str) -> usize {
+        let res = self.http.get(url).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let json: Value = res.json().await.unwrap();
+        let first = json["nextExpectedRanges"][0].as_str().unwrap();
+        first.split('-').next().unwrap().parse().unwrap()
+    }
+}
+
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..len).map(|_| rng.u8(..)).collect()
+}
+
+async fn error_code(res: reqwest::Response) -> String {
+    let json: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap_or(Value::Null);
+    json["error"]["code"].as_str().unwrap_or("").to_owned()
+}
+
+// ----- 1. a full disk -----
+
+/// A tmpfs mounted on a temporary directory, unmounted on drop (even on panic).
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// `Err` says why it could not be mounted.
+    fn mount(size: &str) -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Self { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let path = self.dir.path();
+        let ok = std::process::Command::new("umount")
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            // Still busy (a file open in a server task): detach it lazily.
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(path)
+                .status();
+        }
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2)) // effective uid
+            == Some("0")
+    })
+}
+
+#[tokio::test]
+async fn a_full_disk_answers_507_counts_nothing_and_the_upload_resumes_once_space_is_freed() {
+    let mount = match Tmpfs::mount("24m") {
+        Ok(m) => m,
+        Err(why) if std::env::var_os("CI").is_some() && is_root() => {
+            panic!("running as root on CI, yet the tmpfs could not be mounted: {why}")
+        }
+        Err(why) => {
+            println!("SKIPPED: full-disk test needs a small tmpfs ({why})");
+            return;
+        }
+    };
+    let data_dir = mount.path().join("data");
+    let srv = start(&data_dir, |c| c).await;
+    // Fill most of the disk: 8 MiB remain for two sessions' bytes and the records.
+    let filler = mount.path().join("filler");
+    std::fs::write(&filler, vec![7u8; 16 * MIB]).unwrap();
+
+    let draft = srv.draft().await;
+    let a = data(12 * MIB, 1);
+    let b = data(2 * MIB, 2);
+    let url_a = srv.session(&draft, "a.bin", a.len()).await;
+    let url_b = srv.session(&draft, "b.bin", b.len()).await;
+    assert_eq!(srv.put(&url_b, &b, 0, MIB - 1).await.status(), 200);
+
+    // Fragments of A until one does not fit (bounded: A is larger than the free space).
+    let mut refused = None;
+    let mut start_at = 0;
+    for _ in 0..12 {
+        let last = start_at + MIB - 1;
+        let res = srv.put(&url_a, &a, start_at, last).await;
+        match res.status() {
+            StatusCode::OK => start_at = last + 1,
+            status => {
+                refused = Some((status, error_code(res).await));
+                break;
+            }
+        }
+    }
+    let (status, code) = refused.expect("a 12 MiB upload cannot fit in 8 MiB");
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::INSUFFICIENT_STORAGE, "insufficientStorage"),
+        "the fragment that could not be stored"
+    );
+    assert!(start_at > 0, "some fragments fitted before the disk filled");
+    println!("disk full after {start_at} bytes of A: {status} {code}");
+    assert_eq!(
+        srv.next_expected(&url_a).await,
+        start_at,
+        "the refused fragment is not counted"
+    );
+
+    // The other session still answers; a fragment either fits or is refused cleanly.
+    assert_eq!(srv.next_expected(&url_b).await, MIB);
+    let res = srv.put(&url_b, &b, MIB, 2 * MIB - 1).await;
+    let b_done = match res.status() {
+        StatusCode::CREATED => true,
+        StatusCode::INSUFFICIENT_STORAGE => {
+            assert_eq!(srv.next_expected(&url_b).await, MIB);
+            false
+        }
+        other => panic!("session B answered {other}: {}", error_code(res).await),
+    };
+    println!("session B on the full disk: done={b_done}");
+    srv.healthy().await;
+
+    // Free space: the same uploads resume where the server says and complete.
+    std::fs::remove_file(&filler).unwrap();
+    if !b_done {
+        assert_eq!(srv.put(&url_b, &b, MIB, 2 * MIB - 1).await.status(), 201);
+    }
+    let mut from = srv.next_expected(&url_a).await;
+    assert_eq!(from, start_at);
+    let mut done = None;
+    for _ in 0..12 {
+        let last = (from + MIB).min(a.len()) - 1;
+        let res = srv.put(&url_a, &a, from, last).await;
+        if last + 1 == a.len() {
+            done = Some(res);
+            break;
+        }
+        assert_eq!(res.status(), 200);
+        from = last + 1;
+    }
+    let done = done.expect("bounded loop reaches the end");
+    println!(
+        "left in tmp/: {:?}",
+        std::fs::read_dir(data_dir.join("tmp")).unwrap().count()
+    );
+    assert_eq!(done.status(), 201);
+    let location = done.headers()["location"].to_str().unwrap().to_owned();
+    let path = location.split_once("/v1.0").unwrap().1;
+    for (path, want) in [(path.to_owned(), &a)] {
+        let value = srv
+            .http
+            .get(srv.url(&format!("{path}/$value")))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(value.status(), 200);
+        assert_eq!(
+            Sha256::digest(value.bytes().await.unwrap()),
+            Sha256::digest(want),
+            "exact bytes after the disk was full"
+        );
+    }
+}
+
+// ----- 2. hostile input -----
+
+#[tokio::test]
+async fn oversized_headers_are_refused_and_the_server_stays_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path(), |c| c).await;
+    for size in [100 * 1024, 1024 * 1024] {
+        let mut stream = TcpStream::connect(srv.addr).await.unwrap();
+        let head = format!(
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(size)
+        );
+        // The server may close before reading it all: a failed write is an answer too.
+        let _ = stream.write_all(head.as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+            .await
+            .expect("the server answers or closes");
+        let answer = String::from_utf8_lossy(&answer);
+        let status_line = answer.lines().next().unwrap_or("(closed)").to_owned();
+        println!("{size}-byte header: {status_line}");
+        // HTTP/1 headers are bounded by hyper's read buffer (about 408 KiB), not by
+        // the 64 KiB the server sets for HTTP/2: a 100 KiB header is still served.
+        let refused = status_line.is_empty()
+            || status_line == "(closed)"
+            || status_line.starts_with("HTTP/1.1 431");
+        if size > 408 * 1024 {
+            assert!(refused, "a {size}-byte header is refused: {status_line}");
+        } else {
+            assert!(
+                refused || status_line.starts_with("HTTP/1.1 200"),
+                "{status_line}"
+            );
+        }
+        srv.healthy().await;
+    }
+}
+
+#[tokio::test]
+async fn huge_deep_and_non_utf8_json_bodies_are_refused_with_graph_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path(), |c| c).await;
+    let draft = srv.draft().await;
+    let create = format!("/me/messages/{draft}/attachments/createUploadSession");
+
+    // Over 64 KiB: 413, before parsing.
+    let mut huge = br#"{"AttachmentItem":{"attachmentType":"file","size":100,"name":""#.to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 100 * 1024));
+    huge.extend(br#""}}"#);
+    let (status, body) = srv.graph(Method::POST, &create, huge).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], "RequestEntityTooLarge");
+
+    // Deep nesting within the size limit: a parse error, not a stack overflow.
+    for path in [create.as_str(), "/me/messages"] {
+        let mut deep = br#"{"AttachmentItem":"#.to_vec();
+        deep.extend(std::iter::repeat_n(b'[', 60_000));
+        let (status, body) = srv.graph(Method::POST, path, deep).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body["error"]["code"].is_string());
+        // 100,000 brackets pass the size limit first.
+        let (status, _) = srv.graph(Method::POST, path, vec![b'['; 100_000]).await;
+        assert!(status == 413 || status == 400, "{path}: {status}");
+    }
+
+    // Not UTF-8.
+    let bad = b"{\"AttachmentItem\":{\"attachmentType\":\"file\",\"size\":100,\"name\":\"\xff\xfe.bin\"}}";
+    let (status, body) = srv.graph(Method::POST, &create, bad.to_vec()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["code"].is_string());
+
+    // 10 GB declared.
+    let (status, body) = srv
+        .create(
+            &draft,
+            json!({"attachmentType": "file", "name": "big", "size": 10_000_000_000u64}),
+        )
+        .await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], "ErrorAttachmentSizeExceeded");
+    srv.healthy().await;
+}
+
+#[tokio::test]
+async fn negative_and_overflowing_content_ranges_are_400() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path(), |c| c).await;
+    let draft = srv.draft().await;
+    let url = srv.session(&draft, "f.bin", 3000).await;
+    for range in [
+        "bytes -5-10/3000",
+        "bytes 0--10/3000",
+        "bytes 0-999/-3000",
+        "bytes -0-999/3000",
+        "bytes 0-18446744073709551616/3000",
+        "bytes 0-999/18446744073709551616",
+        "bytes 18446744073709551615-18446744073709551615/18446744073709551616",
+        "bytes 0-99999999999999999999999999999/3000",
+    ] {
+        let res = srv
+            .http
+            .put(&url)
+            .header("Content-Range", range)
+            .body(vec![0u8; 1000])
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        let code = error_code(res).await;
+        assert_eq!(status, 400, "{range}: {code}");
+        assert_eq!(code, "invalidRange", "{range}");
+    }
+    assert_eq!(srv.next_expected(&url).await, 0, "nothing was counted");
+    srv.healthy().await;
+}
+
+/// Every file under `root`, relative.
+fn files_under(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path.clone());
+            }
+            out.push(path.strip_prefix(root).unwrap().to_path_buf());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn attachment_names_are_display_names_never_paths() {
+    let outer = tempfile::tempdir().unwrap();
+    let data_dir = outer.path().join("data");
+    let srv = start(&data_dir, |c| c).await;
+    let draft = srv.draft().await;
+
+    for bad in [
+        "a\u{1}b".to_owned(),
+        "tab\there".to_owned(),
+        "new\nline".to_owned(),
+        "del\u{7f}".to_owned(),
+        "x".repeat(2000),
+        "x".repeat(1025),
+    ] {
+        let (status, body) = srv
+            .create(
+                &draft,
+                json!({"attachmentType": "file", "name": bad, "size": 100}),
+            )
+            .await;
+        assert_eq!(status, 400, "{:?}: {body}", &bad[..bad.len().min(20)]);
+        assert!(body["error"]["code"].is_string());
+    }
+
+    let payload = data(100, 3);
+    for name in [
+        "../x".to_owned(),
+        "../../etc/passwd".to_owned(),
+        "/abs/path".to_owned(),
+        "..".to_owned(),
+        "a/../../b\\..\\c".to_owned(),
+        "y".repeat(1024),
+    ] {
+        let url = srv.session(&draft, &name, payload.len()).await;
+        let res = srv.put(&url, &payload, 0, payload.len() - 1).await;
+        assert_eq!(res.status(), 201);
+        let location = res.headers()["location"].to_str().unwrap().to_owned();
+        let path = location.split_once("/v1.0").unwrap().1.to_owned();
+        let (status, meta) = srv.graph(Method::GET, &path, Vec::new()).await;
+        assert_eq!(status, 200);
+        assert_eq!(meta["name"], name.as_str(), "the name comes back unchanged");
+        let value = srv
+            .http
+            .get(srv.url(&format!("{path}/$value")))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(value.bytes().await.unwrap().as_ref(), payload.as_slice());
+    }
+
+    // Nothing outside the data directory, and every stored name is one of ours.
+    let outside: Vec<_> = std::fs::read_dir(outer.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(outside, vec![std::ffi::OsString::from("data")]);
+    for file in files_under(&data_dir) {
+        let name = file.file_name().unwrap().to_str().unwrap();
+        assert!(
+            name.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                && !name.starts_with('.')
+                && file.components().count() <= 2,
+            "unexpected file {}",
+            file.display()
+        );
+    }
+    srv.healthy().await;
+}
+
+// ----- 3. slowloris -----
+
+#[tokio::test]
+async fn headers_sent_a_byte_at_a_time_are_cut_off_and_others_are_served_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path(), |c| {
+        c.with_timeouts(Duration::from_millis(500), Duration::from_secs(2))
+    })
+    .await;
+    let head = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(200)
+    );
+    let stream = TcpStream::connect(srv.addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    // The reader ends when the server closes the connection (or answers).
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(60), rd.read_to_end(&mut got)).await;
+        got
+    });
+    let slow = tokio::spawn(async move {
+        let mut sent = 0;
+        for byte in head.as_bytes() {
+            if wr.write_all(std::slice::from_ref(byte)).await.is_err() {
+                break;
+            }
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        (sent, head.len())
+    });
+    // Meanwhile, others are served.
+    for _ in 0..5 {
+        srv.healthy().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let got = reader.await.unwrap();
+    let answer = String::from_utf8_lossy(&got);
+    assert!(
+        !answer.starts_with("HTTP/1.1 200"),
+        "the slow request was not served: {answer}"
+    );
+    slow.abort();
+    let (sent, total) = slow.await.unwrap_or((0, 1));
+    println!(
+        "slowloris connection closed; answer {:?}",
+        answer.lines().next()
+    );
+    assert!(
+        sent < total,
+        "closed before the headers were complete ({sent} of {total} bytes)"
+    );
+    srv.healthy().await;
+}
+
+// ----- 4. many idle connections -----
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn fd_limit() -> usize {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1024)
+}
+
+#[tokio::test]
+async fn a_thousand_idle_connections_do_not_stop_service_and_are_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path(), |c| {
+        c.with_timeouts(Duration::from_millis(500), Duration::from_secs(2))
+    })
+    .await;
+    srv.healthy().await;
+    let before = open_fds();
+    // Each connection costs two descriptors here: the client's and the server's.
+    let room = fd_limit().saturating_sub(before + 200) / 2;
+    let n = room.min(1000);
+    assert!(n >= 100, "fd limit too low for this test: {}", fd_limit());
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        conns.push(TcpStream::connect(srv.addr).await.unwrap());
+    }
+    srv.healthy().await;
+
+    // The server closes idle connections on its own (header timeout), bounded wait.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut closed_by_server = 0;
+    for conn in &mut conns {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut buf = [0u8; 64];
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(left, conn.read(&mut buf)).await {
+            closed_by_server += 1;
+        }
+    }
+    println!("{closed_by_server} of {n} idle connections closed by the server");
+    srv.healthy().await;
+    drop(conns);
+
+    // Bounded wait for the descriptors to be released.
+    let mut after = open_fds();
+    for _ in 0..100 {
+        if after <= before + 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = open_fds();
+    }
+    println!("descriptors: {before} before, {after} after {n} connections");
+    assert!(after <= before + 10, "{after} descriptors, {before} before");
+    assert_eq!(
+        closed_by_server, n,
+        "idle connections that send nothing are closed by the header timeout"
+    );
+    srv.healthy().await;
+}
+
+// ----- 5. tokens -----
+
+#[tokio::test]
+async fn a_token_differing_only_in_its_last_byte_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path(), |c| c).await;
+    let mut near = TOKEN.as_bytes().to_vec();
+    *near.last_mut().unwrap() ^= 1;
+    let near = String::from_utf8(near).unwrap();
+    for token in [near.as_str(), "test-toke", "test-token-", "TEST-TOKEN"] {
+        let res = srv
+            .http
+            .post(srv.url("/me/messages"))
+            .bearer_auth(token)
+            .json(&json!({"subject": "x"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "{token}");
+        assert_eq!(error_code(res).await, "InvalidAuthenticationToken");
+    }
+    srv.draft().await; // the right one still works
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_left_idle_after_a_request_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path(), |c| {
+        c.with_timeouts(Duration::from_millis(500), Duration::from_secs(2))
+    })
+    .await;
+    let mut stream = TcpStream::connect(srv.addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    // Answered, then closed once idle for the header timeout (bounded wait).
+    let ended = tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut got)).await;
+    let answer = String::from_utf8_lossy(&got);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(ended.is_ok(), "the idle keep-alive connection was closed");
+}
