@@ -1,7 +1,8 @@
 //! `cargo xtask ci`: every check CI runs, in order, stopping at the first failure.
 //!
 //! Steps: `fmt`, `tidy`, `clippy`, `test`, `deny`, `doc`, `bench` (the `--quick`
-//! smoke run: it checks the benchmark runs and its bytes verify), `torture` (20 kills). Each prints the commands
+//! smoke run: it checks the benchmark runs and its bytes verify), `torture` (20 kills),
+//! `fuzz` (5 s per target). Each prints the commands
 //! it runs; at the end (also after a failure) a summary gives each step's status
 //! and time. `.ci/run` is nothing but this task.
 
@@ -26,6 +27,7 @@ const STEPS: &[Step] = &[
     ("doc", doc),
     ("bench", bench_smoke),
     ("torture", torture_short),
+    ("fuzz", fuzz_short),
 ];
 
 /// `cargo xtask ci`.
@@ -275,6 +277,13 @@ fn doc() -> Result<Notes, String> {
         "--locked",
     ]))?;
     Ok(Vec::new())
+}
+
+fn fuzz_short() -> Result<Notes, String> {
+    crate::fuzz::run(&["--time".to_owned(), "5".to_owned()])?;
+    Ok(vec![
+        "fuzz ran 5 s per target; `cargo xtask fuzz` runs 60 s each".to_owned(),
+    ])
 }
 
 fn torture_short() -> Result<Notes, String> {

@@ -5,6 +5,7 @@
 
 mod bench;
 mod ci;
+mod fuzz;
 mod tidy;
 mod torture;
 mod util;
@@ -24,6 +25,10 @@ tasks:
           --reps N, --no-cache-fairness; table in target/bench/latest.md
   torture SIGKILL a real server at seeded moments under concurrent uploads and
           check nothing acknowledged is lost; --kills N (200), --seed S, --quick (20)
+  fuzz    run the cargo-fuzz targets in fuzz/ (nightly flags via
+          RUSTC_BOOTSTRAP=1; installs cargo-fuzz if missing), growing
+          fuzz/corpus/<target>/; --time SECONDS per target (default 60),
+          --target NAME; fails on a crash and names the reproducer
   help    print this message
 ";
 
@@ -41,7 +46,8 @@ fn main() -> ExitCode {
         Some("tidy") => tidy::run(&rest),
         Some("bench") => bench::run(&rest),
         Some("torture") => torture::run(&rest),
-        // Later tasks (`fuzz`) go here: one module each
+        Some("fuzz") => fuzz::run(&rest),
+        // Later tasks go here: one module each
         // (declared at the top of this file), one arm here, one entry in HELP.
         Some(other) => {
             eprintln!("error: unknown task `{other}`\n");

@@ -1,0 +1,331 @@
+//! `cargo xtask fuzz`: runs the cargo-fuzz targets in `fuzz/` for a while each.
+//!
+//! The `fuzz/` crate is its own workspace (libFuzzer needs a nightly compiler and
+//! sanitizer flags the main workspace must not see). cargo-fuzz asks for nightly
+//! features (`-Zsanitizer=address`), so every cargo-fuzz command runs with
+//! `RUSTC_BOOTSTRAP=1` on the stable toolchain.
+//!
+//! Each target uses and grows its corpus in `fuzz/corpus/<target>/` (committed
+//! `seed-*` inputs plus whatever libFuzzer finds); a corpus that grew past
+//! [`CORPUS_LIMIT`] files is minimised with `cargo fuzz cmin`, keeping the seeds.
+//! A crash leaves its reproducer in `fuzz/artifacts/<target>/` and fails the
+//! task once every target has run.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use crate::util::{cargo, cargo_subcommand_available, display, project_root, run_command};
+
+/// Seconds each target runs unless `--time` says otherwise.
+const DEFAULT_SECONDS: u64 = 60;
+
+/// Corpus size (files) above which a run ends with `cargo fuzz cmin`.
+const CORPUS_LIMIT: usize = 200;
+
+struct Options {
+    seconds: u64,
+    target: Option<String>,
+}
+
+/// What one target's run came to.
+struct Outcome {
+    target: String,
+    executions: Option<u64>,
+    seconds: Option<u64>,
+    corpus: usize,
+    /// Reproducers libFuzzer wrote (crash, timeout, out-of-memory).
+    artifacts: Vec<String>,
+    /// The run failed without leaving a reproducer (a build or start-up error).
+    error: Option<String>,
+}
+
+/// `cargo xtask fuzz [--time SECONDS] [--target NAME]`.
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
+    let options = parse_args(args)?;
+    let root = project_root();
+    let all = targets(&root)?;
+    let selected: Vec<String> = match &options.target {
+        Some(name) if all.contains(name) => vec![name.clone()],
+        Some(name) => {
+            return Err(format!(
+                "no fuzz target `{name}` (targets: {})",
+                all.join(", ")
+            ));
+        }
+        None => all,
+    };
+
+    if !cargo_subcommand_available("fuzz") {
+        println!(
+            "cargo-fuzz is not installed; installing it with \
+             `cargo install --locked cargo-fuzz` (this takes a few minutes)"
+        );
+        run_command(cargo().args(["install", "--locked", "cargo-fuzz"]))?;
+    }
+
+    let build_started = Instant::now();
+    let mut build = fuzz_command();
+    build.arg("build");
+    if let [only] = selected.as_slice() {
+        build.arg(only);
+    }
+    run_command(&mut build)?;
+    println!(
+        "xtask fuzz: built in {:.1}s",
+        build_started.elapsed().as_secs_f64()
+    );
+
+    let mut outcomes = Vec::new();
+    for target in &selected {
+        println!("\n==> fuzz {target} for {}s", options.seconds);
+        let mut outcome = run_target(&root, target, options.seconds)?;
+        if outcome.artifacts.is_empty() && outcome.error.is_none() && outcome.corpus > CORPUS_LIMIT
+        {
+            println!(
+                "corpus of {target} has {} files (more than {CORPUS_LIMIT}); minimising it",
+                outcome.corpus
+            );
+            minimise(&root, target)?;
+            outcome.corpus = count_files(&corpus_dir(&root, target));
+        }
+        outcomes.push(outcome);
+    }
+
+    print_summary(&outcomes);
+    let failed: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| !o.artifacts.is_empty() || o.error.is_some())
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        let names: Vec<&str> = failed.iter().map(|o| o.target.as_str()).collect();
+        Err(format!("fuzzing failed for {}", names.join(", ")))
+    }
+}
+
+fn parse_args(args: &[String]) -> Result<Options, String> {
+    let mut options = Options {
+        seconds: DEFAULT_SECONDS,
+        target: None,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--time" => {
+                options.seconds = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| *n > 0)
+                    .ok_or("--time takes a number of seconds (at least 1)")?;
+            }
+            "--target" => {
+                options.target = Some(it.next().ok_or("--target takes a target name")?.clone());
+            }
+            other => {
+                return Err(format!(
+                    "unknown fuzz option `{other}` (--time SECONDS, --target NAME)"
+                ));
+            }
+        }
+    }
+    Ok(options)
+}
+
+/// The targets: one file each in `fuzz/fuzz_targets/`, sorted by name.
+fn targets(root: &Path) -> Result<Vec<String>, String> {
+    let dir = root.join("fuzz/fuzz_targets");
+    let entries =
+        fs::read_dir(&dir).map_err(|err| format!("cannot list {}: {err}", dir.display()))?;
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "rs"))
+        .filter_map(|path| Some(path.file_stem()?.to_str()?.to_owned()))
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        return Err(format!("no fuzz targets in {}", dir.display()));
+    }
+    Ok(names)
+}
+
+/// `cargo fuzz` with the stable compiler allowed to take nightly flags.
+fn fuzz_command() -> Command {
+    let mut command = cargo();
+    command.env("RUSTC_BOOTSTRAP", "1").arg("fuzz");
+    command
+}
+
+fn corpus_dir(root: &Path, target: &str) -> PathBuf {
+    root.join("fuzz/corpus").join(target)
+}
+
+fn count_files(dir: &Path) -> usize {
+    fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter(|entry| entry.path().is_file())
+            .count()
+    })
+}
+
+/// `cargo fuzz cmin` on edge coverage alone (`-use_counters=0`: hit counts would
+/// keep several times as many files), keeping the committed `seed-*` inputs, which
+/// the merge would otherwise drop or rename to their hashes.
+fn minimise(root: &Path, target: &str) -> Result<(), String> {
+    let corpus = corpus_dir(root, target);
+    let mut seeds = Vec::new();
+    if let Ok(entries) = fs::read_dir(&corpus) {
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with("seed-") {
+                let bytes = fs::read(entry.path())
+                    .map_err(|err| format!("cannot read {}: {err}", entry.path().display()))?;
+                seeds.push((name, bytes));
+            }
+        }
+    }
+    run_command(fuzz_command().args(["cmin", target, "--", "-use_counters=0"]))?;
+    for (name, bytes) in seeds {
+        let path = corpus.join(name);
+        fs::write(&path, bytes).map_err(|err| format!("cannot write {}: {err}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Runs one target for `seconds`, echoing libFuzzer's output without its
+/// per-input progress lines, and reads the statistics and reproducers from it.
+fn run_target(root: &Path, target: &str, seconds: u64) -> Result<Outcome, String> {
+    let corpus = corpus_dir(root, target);
+    fs::create_dir_all(&corpus)
+        .map_err(|err| format!("cannot create {}: {err}", corpus.display()))?;
+    let mut command = fuzz_command();
+    command.args(["run", target, "--", "-print_final_stats=1"]);
+    command.arg(format!("-max_total_time={seconds}"));
+    let shown = display(&command);
+    println!("$ {shown}");
+    // libFuzzer and cargo-fuzz write everything of interest to stderr.
+    let mut child = command
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|err| format!("could not start `{shown}`: {err}"))?;
+    let mut outcome = Outcome {
+        target: target.to_owned(),
+        executions: None,
+        seconds: None,
+        corpus: 0,
+        artifacts: Vec::new(),
+        error: None,
+    };
+    if let Some(stderr) = child.stderr.take() {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            read_line(&line, &mut outcome);
+            // `#1234\tNEW ...`, `#1234\tpulse ...` and their `NEW_FUNC` notes are noise here.
+            let progress = line.starts_with('#') || line.trim_start().starts_with("NEW_FUNC");
+            if !progress {
+                eprintln!("{line}");
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|err| format!("`{shown}` did not finish: {err}"))?;
+    if !status.success() && outcome.artifacts.is_empty() {
+        outcome.error = Some(format!("`{shown}` failed ({status})"));
+    }
+    outcome.corpus = count_files(&corpus);
+    Ok(outcome)
+}
+
+/// Picks what the summary needs out of one line of libFuzzer's output.
+fn read_line(line: &str, outcome: &mut Outcome) {
+    // `stat::number_of_executed_units: 1234` (from -print_final_stats=1)
+    if let Some(rest) = line.strip_prefix("stat::number_of_executed_units:") {
+        outcome.executions = rest.trim().parse().ok();
+    }
+    // `Done 1234 runs in 60 second(s)`
+    if let Some(rest) = line.strip_prefix("Done ") {
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        if let [runs, "runs", "in", secs, ..] = words.as_slice() {
+            outcome.executions = outcome.executions.or_else(|| runs.parse().ok());
+            outcome.seconds = secs.parse().ok();
+        }
+    }
+    // `artifact_prefix='...'; Test unit written to fuzz/artifacts/t/crash-...`
+    if let Some((_, path)) = line.split_once("Test unit written to ") {
+        let path = path.trim().to_owned();
+        if !outcome.artifacts.contains(&path) {
+            outcome.artifacts.push(path);
+        }
+    }
+}
+
+fn print_summary(outcomes: &[Outcome]) {
+    println!("\nxtask fuzz summary:");
+    println!(
+        "  {:<16} {:>12} {:>8} {:>10} {:>7}  result",
+        "target", "executions", "seconds", "exec/s", "corpus"
+    );
+    for o in outcomes {
+        let executions = o
+            .executions
+            .map_or_else(|| "?".to_owned(), |n| n.to_string());
+        let seconds = o.seconds.map_or_else(|| "?".to_owned(), |n| n.to_string());
+        let rate = match (o.executions, o.seconds) {
+            (Some(n), Some(s)) if s > 0 => (n / s).to_string(),
+            _ => "?".to_owned(),
+        };
+        let result = if !o.artifacts.is_empty() {
+            "CRASH"
+        } else if o.error.is_some() {
+            "FAILED"
+        } else {
+            "ok"
+        };
+        println!(
+            "  {:<16} {executions:>12} {seconds:>8} {rate:>10} {:>7}  {result}",
+            o.target, o.corpus
+        );
+        for artifact in &o.artifacts {
+            println!(
+                "    reproducer: {artifact}\n    replay with: RUSTC_BOOTSTRAP=1 cargo fuzz run {} {artifact}",
+                o.target
+            );
+        }
+        if let Some(error) = &o.error {
+            println!("    {error}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Outcome, read_line};
+
+    #[test]
+    fn libfuzzer_output_gives_executions_and_reproducers() {
+        let mut o = Outcome {
+            target: "t".to_owned(),
+            executions: None,
+            seconds: None,
+            corpus: 0,
+            artifacts: Vec::new(),
+            error: None,
+        };
+        read_line("Done 123456 runs in 61 second(s)", &mut o);
+        assert_eq!((o.executions, o.seconds), (Some(123_456), Some(61)));
+        read_line("stat::number_of_executed_units: 123457", &mut o);
+        assert_eq!(o.executions, Some(123_457));
+        read_line(
+            "artifact_prefix='/x/fuzz/artifacts/t/'; Test unit written to /x/fuzz/artifacts/t/crash-ab12",
+            &mut o,
+        );
+        assert_eq!(o.artifacts, ["/x/fuzz/artifacts/t/crash-ab12"]);
+    }
+}
