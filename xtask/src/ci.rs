@@ -1,6 +1,7 @@
 //! `cargo xtask ci`: every check CI runs, in order, stopping at the first failure.
 //!
-//! Steps: `fmt`, `tidy`, `clippy`, `test`, `deny`, `doc`, `bench` (the `--quick`
+//! Steps: `fmt`, `tidy`, `clippy`, `engines` (Garage and PostgreSQL for the
+//! cluster tests, installed where missing), `test`, `deny`, `doc`, `bench` (the `--quick`
 //! smoke run: it checks the benchmark runs and its bytes verify), `torture` (20 kills),
 //! `fuzz` (5 s per target). Each prints the commands
 //! it runs; at the end (also after a failure) a summary gives each step's status
@@ -22,6 +23,7 @@ const STEPS: &[Step] = &[
     ("fmt", fmt),
     ("tidy", tidy_step),
     ("clippy", clippy),
+    ("engines", engines_step),
     ("test", test),
     ("deny", deny),
     ("doc", doc),
@@ -131,8 +133,19 @@ fn clippy() -> Result<Notes, String> {
     Ok(Vec::new())
 }
 
-/// cargo-nextest when it is installed, plain `cargo test` otherwise.
+fn engines_step() -> Result<Notes, String> {
+    crate::engines::ensure()
+}
+
+/// cargo-nextest when it is installed, plain `cargo test` otherwise. The engines
+/// step ran first, so the cluster tests must find Garage and PostgreSQL.
 fn test() -> Result<Notes, String> {
+    let cargo = || {
+        let mut c = cargo();
+        c.env("UPSESSION_REQUIRE_ENGINES", "1")
+            .env("UPSESSION_GARAGE", crate::engines::garage_binary());
+        c
+    };
     if cargo_subcommand_available("nextest") {
         run_command(cargo().args([
             "nextest",

@@ -5,6 +5,7 @@
 
 mod bench;
 mod ci;
+mod engines;
 mod fuzz;
 mod tidy;
 mod torture;
@@ -17,7 +18,8 @@ usage: cargo xtask <task>
 
 tasks:
   ci      every check CI runs, in order, stopping at the first failure:
-          fmt, tidy, clippy, tests, cargo-deny, docs
+          fmt, tidy, clippy, engines, tests, cargo-deny, docs, bench
+          --quick, torture --quick, fuzz (5 s per target)
   tidy    check the repository's invariants (no I/O crate or clock read in
           upsession-core, workspace lints everywhere, no machine paths, ...)
   bench   measure the server against a no-logic sink (release build);
@@ -29,6 +31,8 @@ tasks:
           RUSTC_BOOTSTRAP=1; installs cargo-fuzz if missing), growing
           fuzz/corpus/<target>/; --time SECONDS per target (default 60),
           --target NAME; fails on a crash and names the reproducer
+  engines install what the cluster tests need, where missing: Garage (built
+          from crates.io into ~/.cache/upsession) and PostgreSQL (apt-get)
   help    print this message
 ";
 
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&rest),
         Some("torture") => torture::run(&rest),
         Some("fuzz") => fuzz::run(&rest),
+        Some("engines") => engines::run(&rest),
         // Later tasks go here: one module each
         // (declared at the top of this file), one arm here, one entry in HELP.
         Some(other) => {

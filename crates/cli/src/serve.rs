@@ -11,7 +11,7 @@ use clap::{Args, ValueEnum};
 use upsession_core::fault::FaultPlan;
 use upsession_core::throttle::ThrottleLimits;
 use upsession_core::{Dialect, Limits};
-use upsession_server_hyper::{Config, Fsync, Server};
+use upsession_server_hyper::{Config, Fsync, Server, Storage};
 
 use crate::Failure;
 use crate::size::{parse_duration, parse_size};
@@ -25,6 +25,15 @@ pub(crate) struct ServeArgs {
     /// Where sessions and attachments are kept [default: the platform's data directory].
     #[arg(long, env = "UPSESSION_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Where bytes live: `disk` (under --data-dir) or `s3://BUCKET?endpoint=URL&region=R`,
+    /// an S3-compatible bucket shared by several nodes (needs --meta). S3 credentials
+    /// come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+    #[arg(long, default_value = "disk", env = "UPSESSION_STORE")]
+    store: String,
+    /// Where records live with a shared --store: `postgres://USER:PASSWORD@HOST:PORT/DB`.
+    /// Every node given the same --store and --meta serves every session.
+    #[arg(long, env = "UPSESSION_META", hide_env_values = true)]
+    meta: Option<String>,
     /// Accepted bearer token (repeat for several). Without one, a token is generated
     /// on first start, printed once, and kept in the data directory.
     #[arg(long = "token", env = "UPSESSION_TOKEN", value_delimiter = ',')]
@@ -97,6 +106,43 @@ enum FsyncArg {
     Never,
 }
 
+/// The banner's line about where state is kept (never the --meta URL: it may hold
+/// a password).
+fn describe(storage: &Storage, data_dir: &Path) -> String {
+    match storage {
+        Storage::Shared { store, .. } => {
+            format!("storage: {store} with records in PostgreSQL")
+        }
+        _ => format!("data directory: {}", data_dir.display()),
+    }
+}
+
+/// `--store` and `--meta`, checked together.
+fn storage(store: &str, meta: Option<String>) -> Result<Storage, Failure> {
+    match (store, meta) {
+        ("disk", None) => Ok(Storage::Disk),
+        ("disk", Some(_)) => Err(Failure::usage(
+            "--meta keeps records for a shared --store; add --store s3://BUCKET?endpoint=URL",
+        )),
+        (s, None) if s.starts_with("s3://") => Err(Failure::usage(
+            "--store s3://… is shared by several nodes and needs --meta postgres://… for its records",
+        )),
+        (s, Some(meta)) if s.starts_with("s3://") => {
+            if meta.starts_with("postgres://") || meta.starts_with("postgresql://") {
+                Ok(Storage::Shared {
+                    store: s.to_owned(),
+                    meta,
+                })
+            } else {
+                Err(Failure::usage("--meta must be a postgres:// URL"))
+            }
+        }
+        (s, _) => Err(Failure::usage(format!(
+            "`{s}` is not a store; use disk or s3://BUCKET?endpoint=URL"
+        ))),
+    }
+}
+
 fn default_data_dir() -> Result<PathBuf, Failure> {
     use etcetera::AppStrategy as _;
     Ok(crate::app_dirs("data directory", "--data-dir")?.data_dir())
@@ -144,6 +190,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
             args.min_size, args.max_size
         )));
     }
+    let storage = storage(&args.store, args.meta)?;
     let data_dir = match args.data_dir {
         Some(d) => d,
         None => default_data_dir()?,
@@ -171,7 +218,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
         .with_max_fragment(args.max_fragment.unwrap_or(args.dialect.max_fragment))
         .with_ttl(args.session_ttl)
         .with_max_age(args.session_ttl.max(Duration::from_secs(7 * 24 * 3600)));
+    let where_kept = describe(&storage, &data_dir);
     let mut config = Config::new(&data_dir)
+        .with_storage(storage)
         .with_dialect(args.dialect.clone())
         .with_listen(args.listen)
         .with_limits(limits)
@@ -215,11 +264,10 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
             .map(|(n, _)| format!("{n}\n"))
             .unwrap_or_default();
         let banner = format!(
-            "upsession serving {base} (listening on {addr})\ndata directory: {dir}\n{note}{fault_note}\
+            "upsession serving {base} (listening on {addr})\n{where_kept}\n{note}{fault_note}\
              upload a file from another terminal:\n  \
              upsession upload FILE --draft \"Test\" --base-url {base} --token {token_arg}\n",
             addr = running.local_addr(),
-            dir = data_dir.display(),
         );
         // The banner is a courtesy: a closed stdout (`| head -1`) must not stop the server.
         let mut out = std::io::stdout().lock();

@@ -360,4 +360,41 @@ async fn each_failure_is_one_sentence_with_its_exit_code() {
         2,
         "--name",
     );
+    // Shared storage: both flags or neither, and a database that cannot be
+    // reached is one sentence, not a hang.
+    let serve_with = |extra: &[&str]| {
+        let mut cmd = bin();
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            "t",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("shared"))
+        .args(extra);
+        cmd
+    };
+    check(
+        &mut serve_with(&["--store", "s3://bucket"]),
+        2,
+        "needs --meta",
+    );
+    check(
+        &mut serve_with(&["--meta", "postgres://127.0.0.1:1/x"]),
+        2,
+        "shared --store",
+    );
+    check(&mut serve_with(&["--store", "ftp://x"]), 2, "not a store");
+    check(
+        &mut serve_with(&[
+            "--store",
+            "s3://bucket?endpoint=http://127.0.0.1:1",
+            "--meta",
+            "postgres://upsession@127.0.0.1:1/upsession",
+        ]),
+        1,
+        "postgresql",
+    );
 }

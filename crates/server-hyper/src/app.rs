@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::combinators::BoxBody;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use tokio::sync::Notify;
@@ -27,10 +27,12 @@ use upsession_core::{ByteRange, respond};
 use crate::auth::{CREDENTIAL_PARAM, Signer, Tokens};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::store::{AttachmentRecord, BlobStore, ItemRecord, Kind, MetaStore, SessionRecord};
+use crate::store::{
+    AttachmentRecord, BlobStore, ItemRecord, Kind, Locked, MetaStore, SessionLock, SessionRecord,
+};
 
 /// The response body type: whole buffers or a file stream.
-pub(crate) type Body = BoxBody<Bytes, io::Error>;
+pub(crate) type Body = UnsyncBoxBody<Bytes, io::Error>;
 
 /// A refusal on its way to becoming Graph's error JSON.
 type Failure = Box<dyn GraphError + Send + Sync>;
@@ -53,10 +55,16 @@ struct SessionEntry {
     session: Session,
     /// The last requests to its uploadUrl, for `/_upsession/sessions`.
     history: std::collections::VecDeque<serde_json::Value>,
+    /// With a shared store: the session's lock, held for this one request.
+    lock: Option<Box<dyn SessionLock>>,
 }
 
 /// Requests remembered per session for inspection.
 const HISTORY: usize = 200;
+
+/// Most fragments one session may have where fragments are stored apart (S3's
+/// own limit on the parts of one object).
+const MAX_PARTS: usize = 10_000;
 
 impl SessionEntry {
     fn new(record: SessionRecord, session: Session) -> Self {
@@ -64,6 +72,7 @@ impl SessionEntry {
             record,
             session,
             history: std::collections::VecDeque::new(),
+            lock: None,
         }
     }
 }
@@ -153,7 +162,7 @@ fn full(res: Response<Vec<u8>>) -> Response<Body> {
     res.map(|b| {
         Full::new(Bytes::from(b))
             .map_err(|never| match never {})
-            .boxed()
+            .boxed_unsync()
     })
 }
 
@@ -199,7 +208,7 @@ impl App {
             {
                 // One session that cannot be finished now must not stop the server;
                 // it is finished at a later start.
-                if let Err(e) = blobs.promote(&record.id, &record.attachment_id).await {
+                if let Err(e) = blobs.promote(&record).await {
                     warn!(session = %record.id, error = %e, "could not finish an interrupted completion");
                 } else {
                     record.snapshot.phase = Phase::Completed;
@@ -265,6 +274,11 @@ impl App {
 
     // ----- the expiry driver -----
 
+    /// The store is shared with other nodes.
+    pub(crate) fn shared(&self) -> bool {
+        self.meta.shared()
+    }
+
     /// When the next session expires.
     pub(crate) fn poll_timeout(&self) -> Option<SystemTime> {
         self.timers.lock().expect("timer lock").poll_timeout()
@@ -282,6 +296,9 @@ impl App {
 
     /// Expires due sessions: partial bytes are deleted, completed attachments stay.
     pub(crate) async fn sweep(&self, now: SystemTime) {
+        if self.meta.shared() {
+            return self.sweep_shared(now).await;
+        }
         let due = self.timers.lock().expect("timer lock").expired(now);
         for id in due {
             let Some(entry) = self
@@ -325,6 +342,113 @@ impl App {
                 self.set_timer(&id, again);
             }
         }
+    }
+
+    /// [`App::sweep`] with a shared store: whichever node gets a due session's lock
+    /// first expires it.
+    async fn sweep_shared(&self, now: SystemTime) {
+        let due = match self.meta.due_sessions(now, 100).await {
+            Ok(due) => due,
+            Err(err) => {
+                warn!(error = %err, "could not look for expired sessions");
+                return;
+            }
+        };
+        for id in due {
+            let lock = match self.meta.lock_session(&id).await {
+                Ok(Locked::Held(lock)) => lock,
+                Ok(Locked::Busy | Locked::Missing) => continue,
+                Err(err) => {
+                    warn!(session = %id, error = %err, "could not lock an expired session");
+                    continue;
+                }
+            };
+            let record = lock.record().clone();
+            let Ok(mut session) = Session::restore(&record.snapshot) else {
+                continue;
+            };
+            let closed = session.handle_timeout(now).or(match session.phase() {
+                Phase::Expired | Phase::Cancelled => Some(Closed {
+                    discard_partial: record.snapshot.phase == Phase::Open,
+                }),
+                _ => None,
+            });
+            let Some(closed) = closed else { continue };
+            if let Err(err) = lock.save(None, None).await {
+                warn!(session = %id, error = %err, "could not delete expired session record");
+                continue;
+            }
+            if closed.discard_partial {
+                self.metrics.sessions_expired.inc();
+                if let Err(err) = self.blobs.discard(&id).await {
+                    warn!(session = %id, error = %err, "could not delete expired bytes");
+                }
+            }
+            debug!(session = %id, "session expired");
+        }
+    }
+
+    /// The session an uploadUrl request is about. With a shared store it is read
+    /// afresh, and locked unless the request only reads it.
+    async fn session_entry(
+        &self,
+        id: &str,
+        method: &Method,
+    ) -> Result<Arc<tokio::sync::Mutex<SessionEntry>>, Failure> {
+        if !self.meta.shared() {
+            let entry = self
+                .sessions
+                .read()
+                .expect("sessions lock")
+                .get(id)
+                .cloned();
+            return entry.ok_or_else(|| fail(RequestError::SessionNotFound));
+        }
+        let (record, lock) = if method == Method::GET {
+            let record = self.meta.get_session(id).await.map_err(storage_failure)?;
+            (
+                record.ok_or_else(|| fail(RequestError::SessionNotFound))?,
+                None,
+            )
+        } else {
+            match self.meta.lock_session(id).await.map_err(storage_failure)? {
+                Locked::Held(lock) => (lock.record().clone(), Some(lock)),
+                Locked::Busy => return Err(fail(FragmentError::Busy)),
+                Locked::Missing => return Err(fail(RequestError::SessionNotFound)),
+            }
+        };
+        let session = Session::restore(&record.snapshot).map_err(|e| {
+            tracing::error!(session = %id, error = %e, "unusable session record");
+            fail(RequestError::Internal)
+        })?;
+        let mut entry = SessionEntry::new(record, session);
+        entry.lock = lock;
+        Ok(Arc::new(tokio::sync::Mutex::new(entry)))
+    }
+
+    /// With a shared store, copies an item and its attachments from the store into
+    /// this node's view before a request reads them.
+    async fn sync_item(&self, id: &str) -> Result<(), Failure> {
+        if !self.meta.shared() {
+            return Ok(());
+        }
+        let Some((record, atts)) = self.meta.get_item(id).await.map_err(storage_failure)? else {
+            return Ok(());
+        };
+        let ids = atts.iter().map(|a| a.meta.id.clone()).collect();
+        let mut attachments = self.attachments.write().expect("attachments lock");
+        for a in atts {
+            attachments.insert(a.meta.id.clone(), a);
+        }
+        drop(attachments);
+        self.items.write().expect("items lock").insert(
+            id.to_owned(),
+            ItemEntry {
+                record,
+                attachments: ids,
+            },
+        );
+        Ok(())
     }
 
     fn forget(&self, id: &str) {
@@ -456,6 +580,14 @@ impl App {
             after.drop = true;
             return Err(fail(RequestError::Internal));
         }
+        if let Route::Item(p)
+        | Route::Attachments(p)
+        | Route::Attachment(p, _)
+        | Route::AttachmentValue(p, _)
+        | Route::CreateUploadSession(p) = &route
+        {
+            self.sync_item(&p.id).await?;
+        }
         match route {
             Route::Health => Ok(full(text(StatusCode::OK, "ok\n"))),
             Route::Metrics => self.metrics_page(&req),
@@ -501,18 +633,14 @@ impl App {
         let (parts, body) = req.into_parts();
         let mut body = Some(body);
         let mut seen: Option<Arc<tokio::sync::Mutex<SessionEntry>>> = None;
+        let mut verified = false;
         let result = async {
             // The credential is checked before any session is looked at.
             if !self.signer.verify(id, parts.uri.query(), now) {
                 return Err(fail(RequestError::InvalidUploadCredential));
             }
-            let entry = self
-                .sessions
-                .read()
-                .expect("sessions lock")
-                .get(id)
-                .cloned();
-            let entry = entry.ok_or_else(|| fail(RequestError::SessionNotFound))?;
+            verified = true;
+            let entry = self.session_entry(id, &parts.method).await?;
             seen = Some(Arc::clone(&entry));
             let (app, mailbox) = {
                 let e = entry.lock().await;
@@ -570,9 +698,17 @@ impl App {
             }
         }
         .await;
-        // Linger only for a caller with a valid credential: nobody else may make the
-        // server read (up to 16 MiB of) a body.
-        if let (Err(_), Some(unread), true) = (&result, body.take(), seen.is_some()) {
+        // A shared store's lock is released before the answer leaves: the client's
+        // next request may reach another node at once.
+        if let Some(entry) = &seen {
+            let lock = entry.lock().await.lock.take();
+            if let Some(lock) = lock {
+                lock.release().await;
+            }
+        }
+        // Linger only for a caller with a valid credential (even for a session that
+        // is gone since): nobody else may make the server read (up to 16 MiB of) a body.
+        if let (Err(_), Some(unread), true) = (&result, body.take(), verified) {
             self.linger(unread, &parts.headers);
         }
         if let Some(entry) = seen.filter(|_| self.config.admin_token.is_some()) {
@@ -739,10 +875,9 @@ impl App {
         aid: &str,
     ) -> Result<Response<Body>, Failure> {
         let record = self.attachment(path, aid)?;
-        let file = self.blobs.open(aid).await.map_err(storage_failure)?;
-        let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
+        let stream = self.blobs.read(&record).await.map_err(storage_failure)?;
         let body = StreamBody::new(futures_util::StreamExt::map(stream, |r| r.map(Frame::data)));
-        let mut res = Response::new(http_body_util::BodyExt::boxed(body));
+        let mut res = Response::new(http_body_util::BodyExt::boxed_unsync(body));
         let headers = res.headers_mut();
         headers.insert(CONTENT_LENGTH, HeaderValue::from(record.meta.size));
         headers.insert(
@@ -798,6 +933,7 @@ impl App {
             app: app.to_owned(),
             attachment: item,
             snapshot: session.snapshot(),
+            parts: Vec::new(),
         };
         self.blobs.create(&id).await.map_err(storage_failure)?;
         self.meta
@@ -815,13 +951,16 @@ impl App {
             session.expires_at(),
             &session.next_expected(),
         );
-        self.set_timer(&id, session.poll_timeout());
-        self.sessions.write().expect("sessions lock").insert(
-            id.clone(),
-            Arc::new(tokio::sync::Mutex::new(SessionEntry::new(record, session))),
-        );
         self.metrics.sessions_created.inc();
-        self.metrics.sessions_open.inc();
+        if !self.meta.shared() {
+            // A shared store is read per request and swept by deadline instead.
+            self.set_timer(&id, session.poll_timeout());
+            self.sessions.write().expect("sessions lock").insert(
+                id.clone(),
+                Arc::new(tokio::sync::Mutex::new(SessionEntry::new(record, session))),
+            );
+            self.metrics.sessions_open.inc();
+        }
         info!(session = %id, "upload session created");
         Ok(full(res))
     }
@@ -851,12 +990,16 @@ impl App {
             None => None,
         };
         // Decide from the headers alone, before reading any body byte.
-        let decision =
-            entry
-                .lock()
-                .await
-                .session
-                .handle_put(now, content_range.as_deref(), content_length);
+        let decision = {
+            let mut e = entry.lock().await;
+            if e.record.parts.len() >= MAX_PARTS && e.record.snapshot.phase == Phase::Open {
+                return Err(fail(RequestError::InvalidBody(format!(
+                    "this upload session already has {MAX_PARTS} fragments; send the rest in larger fragments"
+                ))));
+            }
+            e.session
+                .handle_put(now, content_range.as_deref(), content_length)
+        };
         let decision = decision.map_err(fail)?;
         let body = body.take().expect("the body is read only here");
         let timeout = self.config.body_idle_timeout;
@@ -997,11 +1140,29 @@ impl App {
             e.session.write_failed(ticket);
             return Err(err);
         }
-        let len = ticket.range().len();
+        let range = ticket.range();
+        let len = range.len();
         let answer = e.session.commit(SystemTime::now(), ticket).map_err(fail)?;
         let mut record = e.record.clone();
         record.snapshot = e.session.snapshot();
-        let persisted = if answer == Answer::Completed {
+        if self.blobs.keeps_parts() {
+            record.parts.push([range.start(), range.end()]);
+        }
+        let persisted = if let Some(lock) = e.lock.take() {
+            // Shared store: the record and a finished attachment in one transaction.
+            let attachment = (answer == Answer::Completed).then(|| self.attachment_record(&record));
+            let saved = lock.save(Some(&record), attachment.as_ref()).await;
+            if saved.is_ok()
+                && let Some(att) = attachment
+            {
+                self.cache_attachment(att);
+                if let Err(err) = self.blobs.promote(&record).await {
+                    // Only stray objects of uncounted fragments are left behind.
+                    warn!(session = %id, error = %err, "could not tidy a completed session's bytes");
+                }
+            }
+            saved
+        } else if answer == Answer::Completed {
             match self.complete(&record).await {
                 // The attachment record and its bytes are durable: the upload is done
                 // (start-up recovery takes the attachment record as proof), even if
@@ -1034,36 +1195,51 @@ impl App {
         Ok(full(self.config.dialect.answer(&answer, &location)))
     }
 
+    /// The attachment a completed session makes.
+    fn attachment_record(&self, record: &SessionRecord) -> AttachmentRecord {
+        let keeps_parts = self.blobs.keeps_parts();
+        AttachmentRecord {
+            item_id: record.item_id.clone(),
+            meta: FileAttachment::new(
+                record.attachment_id.clone(),
+                &record.attachment,
+                SystemTime::now(),
+            ),
+            session: keeps_parts.then(|| record.id.clone()),
+            parts: if keeps_parts {
+                record.parts.clone()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
     /// Makes the attachment of a session whose bytes are all stored. The attachment
     /// record goes first: start-up finishes any completion it finds half done.
     async fn complete(&self, record: &SessionRecord) -> io::Result<()> {
-        let meta = FileAttachment::new(
-            record.attachment_id.clone(),
-            &record.attachment,
-            SystemTime::now(),
-        );
-        let att = AttachmentRecord {
-            item_id: record.item_id.clone(),
-            meta,
-        };
+        let att = self.attachment_record(record);
         self.meta.put_attachment(&att).await?;
-        self.blobs
-            .promote(&record.id, &record.attachment_id)
-            .await?;
+        self.blobs.promote(record).await?;
+        self.cache_attachment(att);
+        Ok(())
+    }
+
+    /// Adds a finished attachment to this node's view of its item.
+    fn cache_attachment(&self, att: AttachmentRecord) {
+        let record = &att;
         if let Some(item) = self
             .items
             .write()
             .expect("items lock")
             .get_mut(&record.item_id)
-            && !item.attachments.contains(&record.attachment_id)
+            && !item.attachments.contains(&record.meta.id)
         {
-            item.attachments.push(record.attachment_id.clone());
+            item.attachments.push(record.meta.id.clone());
         }
         self.attachments
             .write()
             .expect("attachments lock")
-            .insert(record.attachment_id.clone(), att);
-        Ok(())
+            .insert(att.meta.id.clone(), att);
     }
 
     async fn cancel(
@@ -1077,10 +1253,11 @@ impl App {
         // leaves the session as it was.
         let mut cancelled = e.session.clone();
         let closed = cancelled.cancel(now).map_err(fail)?;
-        self.meta
-            .delete_session(id)
-            .await
-            .map_err(storage_failure)?;
+        match e.lock.take() {
+            Some(lock) => lock.save(None, None).await,
+            None => self.meta.delete_session(id).await,
+        }
+        .map_err(storage_failure)?;
         e.session = cancelled;
         if closed.discard_partial {
             self.metrics.sessions_cancelled.inc();

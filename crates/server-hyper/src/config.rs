@@ -21,12 +21,31 @@ pub enum Fsync {
     Never,
 }
 
+/// Where sessions, attachments and their bytes are kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Storage {
+    /// Everything under [`Config::data_dir`], for one server process.
+    #[default]
+    Disk,
+    /// Bytes in an S3-compatible bucket and records in PostgreSQL, shared by any
+    /// number of server nodes, any of which can take any request.
+    Shared {
+        /// `s3://BUCKET[?endpoint=URL][&region=R]`; credentials from `AWS_*`.
+        store: String,
+        /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (libpq URL or key=value form).
+        meta: String,
+    },
+}
+
 /// Everything the server needs to start.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Where state lives: disk (the default) or shared by several nodes.
+    pub storage: Storage,
     /// Where sessions, attachments and the server key live.
     pub data_dir: PathBuf,
     /// Bearer tokens accepted on Graph routes. Empty: every Graph route answers 401.
@@ -70,6 +89,7 @@ impl Config {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            storage: Storage::Disk,
             data_dir: data_dir.into(),
             tokens: Vec::new(),
             public_url: None,
@@ -92,6 +112,13 @@ impl Config {
     #[must_use]
     pub fn with_listen(mut self, listen: SocketAddr) -> Self {
         self.listen = listen;
+        self
+    }
+
+    /// Sets where state lives.
+    #[must_use]
+    pub fn with_storage(mut self, storage: Storage) -> Self {
+        self.storage = storage;
         self
     }
 

@@ -36,10 +36,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-pub use config::{Config, Fsync};
+pub use config::{Config, Fsync, Storage};
 
 use app::App;
-use store::Disk;
+use store::pg::Postgres;
+use store::s3::S3;
+use store::{BlobStore, Disk, MetaStore};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +63,9 @@ pub enum StartError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The shared store (`Storage::Shared`) could not be opened or reached.
+    #[error("shared storage: {0}")]
+    Store(#[source] std::io::Error),
     /// `public_url` is not an absolute http(s) URL.
     #[error("public URL `{0}` must start with http:// or https://")]
     PublicUrl(String),
@@ -88,8 +93,30 @@ impl Server {
             path: data_dir.clone(),
             source,
         };
-        let disk = Disk::open(&config.data_dir, config.fsync).map_err(data_err)?;
-        let key = disk.server_key().map_err(data_err)?;
+        let (meta, blobs): (Arc<dyn MetaStore>, Arc<dyn BlobStore>) = match &config.storage {
+            Storage::Disk => {
+                let disk = Arc::new(Disk::open(&config.data_dir, config.fsync).map_err(data_err)?);
+                (disk.clone(), disk)
+            }
+            Storage::Shared { store, meta } => {
+                let s3 = S3::open(store).map_err(StartError::Store)?;
+                // A node that stops answering keeps a session locked at most this long.
+                let lock_timeout = config.fragment_timeout + std::time::Duration::from_secs(60);
+                let pg = Postgres::connect(meta, lock_timeout)
+                    .await
+                    .map_err(StartError::Store)?;
+                (Arc::new(pg), Arc::new(s3))
+            }
+        };
+        let shared = meta.shared();
+        let state_err = |source| {
+            if shared {
+                StartError::Store(source)
+            } else {
+                data_err(source)
+            }
+        };
+        let key = meta.server_key().await.map_err(state_err)?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -108,17 +135,16 @@ impl Server {
             Some(url) => return Err(StartError::PublicUrl(url.clone())),
             None => format!("http://{local_addr}"),
         };
-        let disk = Arc::new(disk);
         let app = App::start(
             config,
             public_url.clone(),
             key,
-            disk.clone(),
-            disk,
+            meta,
+            blobs,
             SystemTime::now(),
         )
         .await
-        .map_err(data_err)?;
+        .map_err(state_err)?;
         let app = Arc::new(app);
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(expiry_driver(Arc::clone(&app), stopped.clone()));
@@ -176,10 +202,13 @@ impl Running {
     }
 }
 
-/// Sleeps until the next session expiry (or a change of timers) and sweeps.
+/// Sleeps until the next session expiry (or a change of timers) and sweeps. With
+/// a shared store, other nodes' sessions expire too: it looks every few seconds.
 async fn expiry_driver(app: Arc<App>, mut stopped: watch::Receiver<bool>) {
+    const SHARED_SWEEP: std::time::Duration = std::time::Duration::from_secs(2);
     loop {
         let sleep = match app.poll_timeout() {
+            _ if app.shared() => SHARED_SWEEP,
             Some(at) => at.duration_since(SystemTime::now()).unwrap_or_default(),
             None => std::time::Duration::from_secs(3600),
         };

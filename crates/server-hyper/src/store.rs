@@ -38,6 +38,9 @@ use upsession_core::wire::{AttachmentItem, FileAttachment};
 
 use crate::config::Fsync;
 
+pub(crate) mod pg;
+pub(crate) mod s3;
+
 /// A draft message or an event.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -80,6 +83,13 @@ impl From<Kind> for ItemKind {
 pub(crate) struct AttachmentRecord {
     pub(crate) item_id: String,
     pub(crate) meta: FileAttachment,
+    /// The session whose bytes these are, where the byte store keeps fragments
+    /// apart ([`BlobStore::keeps_parts`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) session: Option<String>,
+    /// The fragments that make the attachment, in order (see `session`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) parts: Vec<[u64; 2]>,
 }
 
 /// An upload session: where it will attach, and the core session's snapshot.
@@ -99,6 +109,10 @@ pub(crate) struct SessionRecord {
     pub(crate) app: String,
     pub(crate) attachment: AttachmentItem,
     pub(crate) snapshot: SessionSnapshot,
+    /// Acknowledged fragments as `[start, end)`, kept only where the byte store
+    /// keeps fragments apart ([`BlobStore::keeps_parts`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) parts: Vec<[u64; 2]>,
 }
 
 impl SessionRecord {
@@ -126,14 +140,71 @@ pub(crate) struct Loaded {
 }
 
 /// Where records live.
+///
+/// A store is either private to this process (disk: the server keeps every record
+/// in memory and the store is its journal) or *shared* by several server nodes
+/// (PostgreSQL): then nothing is cached across requests, each request reads what
+/// it needs, and changes to a session happen under [`MetaStore::lock_session`].
 #[async_trait]
 pub(crate) trait MetaStore: Send + Sync + std::fmt::Debug {
+    /// Other processes write to this store too.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// The key that signs uploadUrl credentials, created on first use; every node
+    /// of a shared store gets the same one.
+    async fn server_key(&self) -> io::Result<[u8; 32]>;
     async fn put_item(&self, item: &ItemRecord) -> io::Result<()>;
     async fn put_attachment(&self, attachment: &AttachmentRecord) -> io::Result<()>;
     async fn put_session(&self, session: &SessionRecord) -> io::Result<()>;
     async fn delete_session(&self, id: &str) -> io::Result<()>;
-    /// Everything stored, for start-up.
+    /// Everything stored, for start-up (a shared store returns nothing: it is read
+    /// per request).
     async fn load(&self) -> io::Result<Loaded>;
+    /// An item and its attachments (shared stores; others answer `None`).
+    async fn get_item(&self, _id: &str) -> io::Result<Option<(ItemRecord, Vec<AttachmentRecord>)>> {
+        Ok(None)
+    }
+    /// A session's record (shared stores; others answer `None`).
+    async fn get_session(&self, _id: &str) -> io::Result<Option<SessionRecord>> {
+        Ok(None)
+    }
+    /// The exclusive right to change a session, across every node (shared stores).
+    async fn lock_session(&self, _id: &str) -> io::Result<Locked> {
+        Ok(Locked::Missing)
+    }
+    /// Sessions whose deadline has passed (shared stores), at most `limit`.
+    async fn due_sessions(&self, _now: SystemTime, _limit: u32) -> io::Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+}
+
+/// What [`MetaStore::lock_session`] found.
+pub(crate) enum Locked {
+    /// The session, now ours until the lock is saved or dropped.
+    Held(Box<dyn SessionLock>),
+    /// Another request (on any node) holds it.
+    Busy,
+    /// No such session.
+    Missing,
+}
+
+/// A session held exclusively. Dropping it without [`SessionLock::save`] changes
+/// nothing.
+#[async_trait]
+pub(crate) trait SessionLock: Send + Sync {
+    /// The session's record as it was when locked.
+    fn record(&self) -> &SessionRecord;
+    /// Writes the new record (or deletes it, with `None`) and, with it, a finished
+    /// attachment, all or nothing; then releases the lock.
+    async fn save(
+        self: Box<Self>,
+        session: Option<&SessionRecord>,
+        attachment: Option<&AttachmentRecord>,
+    ) -> io::Result<()>;
+    /// Releases the lock, changing nothing, before the request is answered (a
+    /// dropped lock is released too, but only some time later).
+    async fn release(self: Box<Self>);
 }
 
 /// Writes one fragment's bytes, in order, at increasing offsets.
@@ -144,9 +215,17 @@ pub(crate) trait FragmentWriter: Send {
     async fn finish(self: Box<Self>) -> io::Result<()>;
 }
 
+/// An attachment's bytes, in order.
+pub(crate) type ByteStream = futures_util::stream::BoxStream<'static, io::Result<Bytes>>;
+
 /// Where bytes live.
 #[async_trait]
 pub(crate) trait BlobStore: Send + Sync + std::fmt::Debug {
+    /// Fragments are stored apart (one object each), so sessions record them in
+    /// [`SessionRecord::parts`] and attachments are read part by part.
+    fn keeps_parts(&self) -> bool {
+        false
+    }
     /// Makes room for a new session's bytes.
     async fn create(&self, session_id: &str) -> io::Result<()>;
     /// A writer for bytes of `session_id` starting at `offset`.
@@ -154,9 +233,9 @@ pub(crate) trait BlobStore: Send + Sync + std::fmt::Debug {
     /// Drops a session's partial bytes (absent is fine).
     async fn discard(&self, session_id: &str) -> io::Result<()>;
     /// Turns a complete session's bytes into the attachment's (idempotent).
-    async fn promote(&self, session_id: &str, attachment_id: &str) -> io::Result<()>;
+    async fn promote(&self, session: &SessionRecord) -> io::Result<()>;
     /// The attachment's bytes.
-    async fn open(&self, attachment_id: &str) -> io::Result<tokio::fs::File>;
+    async fn read(&self, attachment: &AttachmentRecord) -> io::Result<ByteStream>;
     /// Removes partial bytes of sessions not in `live`.
     async fn sweep_orphans(&self, live: &[String]) -> io::Result<usize>;
 }
@@ -270,7 +349,7 @@ impl Disk {
     }
 
     /// Reads the server key, creating it (0600) on first start.
-    pub(crate) fn server_key(&self) -> io::Result<[u8; 32]> {
+    fn key_file(&self) -> io::Result<[u8; 32]> {
         let path = self.root.join("server.key");
         match fs::read_to_string(&path) {
             Ok(text) => parse_key(text.trim()).ok_or_else(|| {
@@ -313,6 +392,11 @@ fn parse_key(hex: &str) -> Option<[u8; 32]> {
 
 #[async_trait]
 impl MetaStore for Disk {
+    async fn server_key(&self) -> io::Result<[u8; 32]> {
+        let this = self.clone();
+        blocking(move || this.key_file()).await
+    }
+
     async fn put_item(&self, item: &ItemRecord) -> io::Result<()> {
         self.put_json("items", &item.id, item).await
     }
@@ -403,9 +487,9 @@ impl BlobStore for Disk {
         .await
     }
 
-    async fn promote(&self, session_id: &str, attachment_id: &str) -> io::Result<()> {
-        let from = self.path("sessions", session_id, "part")?;
-        let to = self.path("attachments", attachment_id, "bin")?;
+    async fn promote(&self, session: &SessionRecord) -> io::Result<()> {
+        let from = self.path("sessions", &session.id, "part")?;
+        let to = self.path("attachments", &session.attachment_id, "bin")?;
         let dir = self.root.join("attachments");
         let sync = self.fsync == Fsync::Always;
         blocking(move || {
@@ -422,8 +506,13 @@ impl BlobStore for Disk {
         .await
     }
 
-    async fn open(&self, attachment_id: &str) -> io::Result<tokio::fs::File> {
-        tokio::fs::File::open(self.path("attachments", attachment_id, "bin")?).await
+    async fn read(&self, attachment: &AttachmentRecord) -> io::Result<ByteStream> {
+        let path = self.path("attachments", &attachment.meta.id, "bin")?;
+        let file = tokio::fs::File::open(path).await?;
+        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+            file,
+            256 * 1024,
+        )))
     }
 
     async fn sweep_orphans(&self, live: &[String]) -> io::Result<usize> {
@@ -469,8 +558,8 @@ mod tests {
     fn server_key_is_created_once_and_private() {
         let dir = tempfile::tempdir().unwrap();
         let disk = Disk::open(dir.path(), Fsync::Never).unwrap();
-        let k1 = disk.server_key().unwrap();
-        let k2 = disk.server_key().unwrap();
+        let k1 = disk.key_file().unwrap();
+        let k2 = disk.key_file().unwrap();
         assert_eq!(k1, k2);
         let mode = fs::metadata(dir.path().join("server.key"))
             .unwrap()

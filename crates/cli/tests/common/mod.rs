@@ -32,10 +32,21 @@ impl Serve {
     /// Starts `upsession serve --listen LISTEN --data-dir DIR EXTRA...` and reads its
     /// banner: `upsession serving http://127.0.0.1:PORT/v1.0 (listening on 127.0.0.1:PORT)`.
     pub(crate) fn start(dir: &Path, listen: &str, extra: &[&str]) -> Self {
+        Self::start_with_env(dir, listen, extra, &[])
+    }
+
+    /// [`Serve::start`] with extra environment variables.
+    pub(crate) fn start_with_env(
+        dir: &Path,
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> Self {
         let mut child = bin()
             .args(["serve", "--listen", listen, "--data-dir"])
             .arg(dir)
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -120,3 +131,5 @@ pub(crate) async fn open_session(base: &str, token: &str, size: usize) -> String
         .expect("an uploadUrl")
         .to_owned()
 }
+
+pub(crate) mod cluster;

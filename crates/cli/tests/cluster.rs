@@ -1,0 +1,263 @@
+//! Scale-out: two `upsession serve` nodes on shared storage (Garage with three
+//! nodes and replication factor 3, and PostgreSQL) behind a round-robin proxy, so
+//! the fragments of one upload alternate between nodes.
+//!
+//! Where Garage or PostgreSQL is not installed these tests print why and pass,
+//! unless `UPSESSION_REQUIRE_ENGINES=1` (set by `cargo xtask ci`, which installs
+//! both first).
+
+#![allow(clippy::pedantic)] // test code favours brevity over pedantry
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt as _;
+use upsession_conformance::server::{self, Config};
+use upsession_core::Limits;
+
+mod common;
+use common::cluster::Cluster;
+
+const TOKEN: &str = "cluster-token";
+const FRAGMENT: usize = 256 * 1024;
+
+fn flags() -> Vec<&'static str> {
+    vec![
+        "--token",
+        TOKEN,
+        "--min-size",
+        "1",
+        "--max-fragment",
+        "256KiB",
+    ]
+}
+
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..len).map(|_| rng.u8(..)).collect()
+}
+
+async fn put(http: &reqwest::Client, url: &str, data: &[u8], start: usize) -> reqwest::Response {
+    let end = (start + FRAGMENT).min(data.len());
+    http.put(url)
+        .header(
+            "Content-Range",
+            format!("bytes {start}-{}/{}", end - 1, data.len()),
+        )
+        .body(data[start..end].to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The uploadUrl's path and query, sent to one node directly (bypassing the proxy).
+fn on_node(upload_url: &str, addr: &str) -> String {
+    let url = reqwest::Url::parse(upload_url).unwrap();
+    format!("http://{addr}{}?{}", url.path(), url.query().unwrap())
+}
+
+/// Downloads the attachment at `location` through the proxy.
+async fn download(http: &reqwest::Client, location: &str) -> Vec<u8> {
+    let res = http
+        .get(format!("{location}/$value"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.bytes().await.unwrap().to_vec()
+}
+
+/// Uploads `data` fragment by fragment through the proxy, calling `between(i)`
+/// before fragment `i`; returns the attachment's Location.
+async fn upload_with(
+    cluster: &mut Cluster,
+    data: &[u8],
+    mut between: impl FnMut(&mut Cluster, usize),
+) -> String {
+    let http = reqwest::Client::new();
+    let url = common::open_session(&cluster.base(), TOKEN, data.len()).await;
+    let mut start = 0;
+    let mut i = 0;
+    loop {
+        between(cluster, i);
+        i += 1;
+        let res = put(&http, &url, data, start).await;
+        match res.status().as_u16() {
+            200 => start += FRAGMENT,
+            201 => {
+                return res.headers()["location"].to_str().unwrap().to_owned();
+            }
+            other => panic!(
+                "fragment {i} at {start}: {other} {}",
+                res.text().await.unwrap()
+            ),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_conformance_passes_against_two_nodes_behind_round_robin() {
+    let Some(cluster) = Cluster::start(2, &flags()).await else {
+        return;
+    };
+    let limits = Limits::default()
+        .with_min_size(1)
+        .with_max_size(150_000_000)
+        .with_max_fragment(256 * 1024);
+    let default = Config::for_local(cluster.base(), TOKEN, &limits);
+    let cases = std::env::var("UPSESSION_CLUSTER_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
+    let report = server::check_async(&default.with_cases(cases))
+        .await
+        .unwrap_or_else(|f| panic!("{f}"));
+    println!("{report}");
+    let counts = cluster.proxy.counts();
+    assert!(
+        counts.iter().all(|&n| n > 100),
+        "both nodes served: {counts:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragments_alternate_nodes_and_the_bytes_are_exact() {
+    let Some(mut cluster) = Cluster::start(2, &flags()).await else {
+        return;
+    };
+    let file = data(5_000_000 + 17, 1);
+    let location = upload_with(&mut cluster, &file, |_, _| {}).await;
+    let counts = cluster.proxy.counts();
+    assert!(counts[0] >= 9 && counts[1] >= 9, "alternated: {counts:?}");
+    let http = reqwest::Client::new();
+    // Read through either node.
+    for _ in 0..2 {
+        let got = download(&http, &location).await;
+        assert_eq!(Sha256::digest(&got), Sha256::digest(&file));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_never_both_accept_one_range() {
+    let Some(cluster) = Cluster::start(2, &flags()).await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let file = data(2 * FRAGMENT, 2);
+    let url = common::open_session(&cluster.base(), TOKEN, file.len()).await;
+    // Node 0 holds the first fragment (headers and half its body sent) ...
+    let parsed = reqwest::Url::parse(&on_node(&url, &cluster.addrs[0])).unwrap();
+    let mut held = tokio::net::TcpStream::connect(&cluster.addrs[0][..])
+        .await
+        .unwrap();
+    let head = format!(
+        "PUT {}?{} HTTP/1.1\r\nHost: x\r\nContent-Range: bytes 0-{}/{}\r\nContent-Length: {FRAGMENT}\r\n\r\n",
+        parsed.path(),
+        parsed.query().unwrap(),
+        FRAGMENT - 1,
+        file.len()
+    );
+    held.write_all(head.as_bytes()).await.unwrap();
+    held.write_all(&file[..FRAGMENT / 2]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ... so node 1 refuses the same range, and the next one, with 409.
+    for start in [0, FRAGMENT] {
+        let res = put(&http, &on_node(&url, &cluster.addrs[1]), &file, start).await;
+        assert_eq!(res.status(), 409, "start {start}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "fragmentInProgress");
+    }
+    // Node 0 finishes its fragment: 200, and node 1 sees it counted.
+    held.write_all(&file[FRAGMENT / 2..FRAGMENT]).await.unwrap();
+    let mut answer = vec![0u8; 512];
+    let n = tokio::io::AsyncReadExt::read(&mut held, &mut answer)
+        .await
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let status: Value = http
+        .get(on_node(&url, &cluster.addrs[1]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        status["nextExpectedRanges"][0],
+        format!("{FRAGMENT}-{}", file.len() - 1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_of_a_node_mid_fragment_and_the_other_finishes() {
+    let Some(mut cluster) = Cluster::start(2, &flags()).await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let file = data(3_000_000, 3);
+    let url = common::open_session(&cluster.base(), TOKEN, file.len()).await;
+    // Four fragments through the proxy (two on each node).
+    for i in 0..4 {
+        assert_eq!(put(&http, &url, &file, i * FRAGMENT).await.status(), 200);
+    }
+    // Node 0 is killed with a fragment half received: it was never acknowledged.
+    let parsed = reqwest::Url::parse(&on_node(&url, &cluster.addrs[0])).unwrap();
+    let mut held = tokio::net::TcpStream::connect(&cluster.addrs[0][..])
+        .await
+        .unwrap();
+    let head = format!(
+        "PUT {}?{} HTTP/1.1\r\nHost: x\r\nContent-Range: bytes {}-{}/{}\r\nContent-Length: {FRAGMENT}\r\n\r\n",
+        parsed.path(),
+        parsed.query().unwrap(),
+        4 * FRAGMENT,
+        5 * FRAGMENT - 1,
+        file.len()
+    );
+    held.write_all(head.as_bytes()).await.unwrap();
+    held.write_all(&file[4 * FRAGMENT..4 * FRAGMENT + 1000])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cluster.kill9(0);
+    drop(held);
+    // The survivor sees exactly the acknowledged bytes, takes the session (the
+    // dead node's lock went with its connection) and finishes it.
+    let status: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        status["nextExpectedRanges"][0],
+        format!("{}-{}", 4 * FRAGMENT, file.len() - 1)
+    );
+    let mut start = 4 * FRAGMENT;
+    let location = loop {
+        let res = put(&http, &url, &file, start).await;
+        match res.status().as_u16() {
+            200 => start += FRAGMENT,
+            201 => break res.headers()["location"].to_str().unwrap().to_owned(),
+            other => panic!("{other}: {}", res.text().await.unwrap()),
+        }
+    };
+    let got = download(&http, &location).await;
+    assert_eq!(Sha256::digest(&got), Sha256::digest(&file));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_go_on_with_one_garage_node_down() {
+    let Some(mut cluster) = Cluster::start(2, &flags()).await else {
+        return;
+    };
+    let file = data(4_000_000, 4);
+    // Node 2 of Garage is no upsession node's endpoint; replication factor 3 keeps
+    // a write quorum of two.
+    let location = upload_with(&mut cluster, &file, |c, i| {
+        if i == 5 {
+            c.garage.kill(2);
+        }
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let got = download(&http, &location).await;
+    assert_eq!(Sha256::digest(&got), Sha256::digest(&file));
+}

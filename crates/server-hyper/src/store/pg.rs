@@ -1,0 +1,403 @@
+//! Records in PostgreSQL, shared by every server node (`--meta postgres://…`).
+//!
+//! Each record is one row holding the same JSON the disk store writes, so both
+//! stores keep one shape. What PostgreSQL adds is the ordering across nodes: a
+//! fragment is written under `SELECT … FOR UPDATE NOWAIT` of its session's row, so
+//! two nodes never both accept bytes of one session at once (the loser answers
+//! `409 fragmentInProgress`, as one node does for a concurrent `PUT`). The lock is
+//! a transaction: a node that dies mid-fragment drops its connection and the lock
+//! goes with it, and `idle_in_transaction_session_timeout` frees it from a node
+//! that hangs instead.
+//!
+//! The schema lives in `migrations/`, applied in order at start-up under an
+//! advisory lock, so nodes starting together migrate once.
+
+use std::fmt::Write as _;
+use std::io;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use serde::Serialize;
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Json;
+use upsession_core::session::Session;
+
+use super::{AttachmentRecord, ItemRecord, Loaded, Locked, MetaStore, SessionLock, SessionRecord};
+
+/// The schema, in order: (version, name, SQL).
+const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "records",
+    include_str!("../../migrations/0001_records.sql"),
+)];
+
+/// An arbitrary constant naming the advisory lock that serialises migrations.
+const MIGRATION_LOCK: i64 = 0x7570_7365_7373_696f;
+
+/// Connections per node: one is held for the length of each fragment being written.
+const POOL_SIZE: usize = 64;
+
+/// Records in PostgreSQL.
+#[derive(Clone)]
+pub(crate) struct Postgres {
+    pool: Pool,
+    /// How long a fragment may hold its session's lock before PostgreSQL frees it.
+    lock_timeout: Duration,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password: never print it.
+        f.debug_struct("Postgres").finish_non_exhaustive()
+    }
+}
+
+/// The error with its causes ("error connecting to server: Connection refused").
+fn db_err(e: impl std::error::Error) -> io::Error {
+    let mut text = format!("PostgreSQL: {e}");
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let _ = write!(text, ": {c}");
+        cause = c.source();
+    }
+    io::Error::other(text)
+}
+
+fn json_err(e: serde_json::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+fn to_json<T: Serialize>(v: &T) -> io::Result<serde_json::Value> {
+    serde_json::to_value(v).map_err(json_err)
+}
+
+fn from_json<T: for<'de> serde::Deserialize<'de>>(v: serde_json::Value) -> io::Result<T> {
+    serde_json::from_value(v).map_err(json_err)
+}
+
+/// When the sweeper must look at a session next.
+fn deadline(record: &SessionRecord) -> Option<SystemTime> {
+    Session::restore(&record.snapshot)
+        .ok()
+        .and_then(|s| s.poll_timeout())
+}
+
+impl Postgres {
+    /// Connects (checking the URL and the server now, not at the first request) and
+    /// brings the schema up to date. `lock_timeout` bounds how long a node that
+    /// stops answering can keep a session locked.
+    pub(crate) async fn connect(url: &str, lock_timeout: Duration) -> io::Result<Self> {
+        let config: tokio_postgres::Config = url.parse().map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("not a PostgreSQL URL: {e}"),
+            )
+        })?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(Duration::from_secs(10)))
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .build()
+            .map_err(db_err)?;
+        let this = Self { pool, lock_timeout };
+        this.migrate().await?;
+        Ok(this)
+    }
+
+    async fn client(&self) -> io::Result<Object> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => db_err(e),
+            e => db_err(e),
+        })
+    }
+
+    async fn migrate(&self) -> io::Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(db_err)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS upsession_migrations (
+                 version integer PRIMARY KEY,
+                 name text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .map_err(db_err)?;
+        for (version, name, sql) in MIGRATIONS {
+            let done = tx
+                .query_opt(
+                    "SELECT 1 FROM upsession_migrations WHERE version = $1",
+                    &[version],
+                )
+                .await
+                .map_err(db_err)?
+                .is_some();
+            if !done {
+                tx.batch_execute(sql).await.map_err(db_err)?;
+                tx.execute(
+                    "INSERT INTO upsession_migrations (version, name) VALUES ($1, $2)",
+                    &[version, name],
+                )
+                .await
+                .map_err(db_err)?;
+                tracing::info!(version, name, "database migration applied");
+            }
+        }
+        tx.commit().await.map_err(db_err)
+    }
+}
+
+#[async_trait]
+impl MetaStore for Postgres {
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn server_key(&self) -> io::Result<[u8; 32]> {
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh).map_err(|e| io::Error::other(e.to_string()))?;
+        let client = self.client().await?;
+        // The first node to start wins; every other node reads its key.
+        client
+            .execute(
+                "INSERT INTO server_key (id, key) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+                &[&fresh.as_slice()],
+            )
+            .await
+            .map_err(db_err)?;
+        let row = client
+            .query_one("SELECT key FROM server_key WHERE id = 1", &[])
+            .await
+            .map_err(db_err)?;
+        let key: Vec<u8> = row.get(0);
+        key.try_into()
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "server key is not 32 bytes"))
+    }
+
+    async fn put_item(&self, item: &ItemRecord) -> io::Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO items (id, record) VALUES ($1, $2)
+                 ON CONFLICT (id) DO UPDATE SET record = excluded.record",
+                &[&item.id, &Json(to_json(item)?)],
+            )
+            .await
+            .map_err(db_err)
+            .map(drop)
+    }
+
+    async fn put_attachment(&self, attachment: &AttachmentRecord) -> io::Result<()> {
+        insert_attachment(&**self.client().await?, attachment).await
+    }
+
+    async fn put_session(&self, session: &SessionRecord) -> io::Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO sessions (id, record, deadline) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET record = excluded.record, deadline = excluded.deadline",
+                &[&session.id, &Json(to_json(session)?), &deadline(session)],
+            )
+            .await
+            .map_err(db_err)
+            .map(drop)
+    }
+
+    async fn delete_session(&self, id: &str) -> io::Result<()> {
+        self.client()
+            .await?
+            .execute("DELETE FROM sessions WHERE id = $1", &[&id])
+            .await
+            .map_err(db_err)
+            .map(drop)
+    }
+
+    async fn load(&self) -> io::Result<Loaded> {
+        Ok(Loaded::default())
+    }
+
+    async fn get_item(&self, id: &str) -> io::Result<Option<(ItemRecord, Vec<AttachmentRecord>)>> {
+        let client = self.client().await?;
+        let Some(row) = client
+            .query_opt("SELECT record FROM items WHERE id = $1", &[&id])
+            .await
+            .map_err(db_err)?
+        else {
+            return Ok(None);
+        };
+        let item: ItemRecord = from_json(row.get::<_, Json<serde_json::Value>>(0).0)?;
+        let attachments = client
+            .query(
+                "SELECT record FROM attachments WHERE item_id = $1 ORDER BY seq",
+                &[&id],
+            )
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .map(|r| from_json(r.get::<_, Json<serde_json::Value>>(0).0))
+            .collect::<io::Result<Vec<AttachmentRecord>>>()?;
+        Ok(Some((item, attachments)))
+    }
+
+    async fn get_session(&self, id: &str) -> io::Result<Option<SessionRecord>> {
+        self.client()
+            .await?
+            .query_opt("SELECT record FROM sessions WHERE id = $1", &[&id])
+            .await
+            .map_err(db_err)?
+            .map(|row| from_json(row.get::<_, Json<serde_json::Value>>(0).0))
+            .transpose()
+    }
+
+    async fn lock_session(&self, id: &str) -> io::Result<Locked> {
+        let client = self.client().await?;
+        let timeout_ms = self.lock_timeout.as_millis().min(i32::MAX as u128);
+        client
+            .batch_execute(&format!(
+                "BEGIN; SET LOCAL idle_in_transaction_session_timeout = {timeout_ms}"
+            ))
+            .await
+            .map_err(db_err)?;
+        let mut lock = PgLock {
+            client: Some(client),
+            record: None,
+        };
+        let found = lock
+            .client()
+            .query_opt(
+                "SELECT record FROM sessions WHERE id = $1 FOR UPDATE NOWAIT",
+                &[&id],
+            )
+            .await;
+        match found {
+            Ok(Some(row)) => {
+                lock.record = Some(from_json(row.get::<_, Json<serde_json::Value>>(0).0)?);
+                Ok(Locked::Held(Box::new(lock)))
+            }
+            Ok(None) => Ok(Locked::Missing),
+            Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => Ok(Locked::Busy),
+            Err(e) => Err(db_err(e)),
+        }
+    }
+
+    async fn due_sessions(&self, now: SystemTime, limit: u32) -> io::Result<Vec<String>> {
+        Ok(self
+            .client()
+            .await?
+            .query(
+                "SELECT id FROM sessions WHERE deadline <= $1 ORDER BY deadline LIMIT $2",
+                &[&now, &i64::from(limit)],
+            )
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+}
+
+async fn insert_attachment(
+    client: &tokio_postgres::Client,
+    attachment: &AttachmentRecord,
+) -> io::Result<()> {
+    client
+        .execute(
+            "INSERT INTO attachments (id, item_id, record) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO NOTHING",
+            &[
+                &attachment.meta.id,
+                &attachment.item_id,
+                &Json(to_json(attachment)?),
+            ],
+        )
+        .await
+        .map_err(db_err)
+        .map(drop)
+}
+
+/// A session row locked by an open transaction on a pooled connection.
+struct PgLock {
+    /// `None` once saved.
+    client: Option<Object>,
+    record: Option<SessionRecord>,
+}
+
+impl PgLock {
+    fn client(&self) -> &tokio_postgres::Client {
+        self.client
+            .as_ref()
+            .expect("the connection is held until saved")
+    }
+}
+
+#[async_trait]
+impl SessionLock for PgLock {
+    fn record(&self) -> &SessionRecord {
+        self.record.as_ref().expect("a held lock has its record")
+    }
+
+    async fn save(
+        mut self: Box<Self>,
+        session: Option<&SessionRecord>,
+        attachment: Option<&AttachmentRecord>,
+    ) -> io::Result<()> {
+        let client = self.client();
+        if let Some(a) = attachment {
+            insert_attachment(client, a).await?;
+        }
+        match session {
+            Some(s) => client
+                .execute(
+                    "UPDATE sessions SET record = $2, deadline = $3 WHERE id = $1",
+                    &[&s.id, &Json(to_json(s)?), &deadline(s)],
+                )
+                .await
+                .map_err(db_err)?,
+            None => client
+                .execute("DELETE FROM sessions WHERE id = $1", &[&self.record().id])
+                .await
+                .map_err(db_err)?,
+        };
+        client.batch_execute("COMMIT").await.map_err(db_err)?;
+        self.client = None;
+        Ok(())
+    }
+
+    async fn release(mut self: Box<Self>) {
+        if let Some(client) = self.client.take() {
+            rollback(client).await;
+        }
+    }
+}
+
+/// Ends the transaction; a connection that cannot is closed, never reused.
+async fn rollback(client: Object) {
+    if client.batch_execute("ROLLBACK").await.is_err() {
+        drop(Object::take(client));
+    }
+}
+
+impl Drop for PgLock {
+    fn drop(&mut self) {
+        // Not saved: roll back before the connection goes back to the pool. Where
+        // no runtime is left, the connection is dropped, which aborts the transaction.
+        if let Some(client) = self.client.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(rollback(client));
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! `cargo xtask engines`: installs what the cluster tests and `bench --cluster`
+//! run on, where it is missing: Garage (from crates.io, built once into a cache
+//! directory outside the repository) and PostgreSQL (Debian's package).
+//!
+//! The first Garage build takes about 8 minutes on 2 cores; later runs find it in
+//! the cache (`$UPSESSION_CACHE`, default `~/.cache/upsession`, the same place
+//! `upsession-testbed` looks).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use crate::util::{cargo, run_command};
+
+/// The Garage release the tests are written against (`upsession-testbed` names
+/// the same one).
+const GARAGE_VERSION: &str = "2.5.0";
+
+/// `cargo xtask engines`.
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
+    if let Some(arg) = args.first() {
+        return Err(format!(
+            "`cargo xtask engines` takes no arguments (got `{arg}`)"
+        ));
+    }
+    for note in ensure()? {
+        println!("xtask engines: {note}");
+    }
+    Ok(())
+}
+
+/// Where Garage is (or will be) installed.
+pub(crate) fn garage_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("UPSESSION_GARAGE") {
+        return p.into();
+    }
+    garage_root().join("bin").join("garage")
+}
+
+fn garage_root() -> PathBuf {
+    let cache = std::env::var_os("UPSESSION_CACHE").map_or_else(
+        || {
+            std::env::var_os("HOME")
+                .map_or_else(|| PathBuf::from("/tmp"), PathBuf::from)
+                .join(".cache")
+                .join("upsession")
+        },
+        PathBuf::from,
+    );
+    cache.join(format!("garage-{GARAGE_VERSION}"))
+}
+
+/// Installs whatever is missing; says what it did.
+pub(crate) fn ensure() -> Result<Vec<String>, String> {
+    let mut notes = Vec::new();
+    if postgres_installed() {
+        notes.push("PostgreSQL: installed".to_owned());
+    } else {
+        install_postgres()?;
+        notes.push("PostgreSQL: installed now from Debian's packages".to_owned());
+    }
+    let garage = garage_binary();
+    if garage.exists() {
+        notes.push(format!("Garage {GARAGE_VERSION}: {}", garage.display()));
+    } else {
+        let started = Instant::now();
+        // Only the engine the tests use (LMDB, bundled); no Consul, K8s or
+        // OpenTelemetry: half the build.
+        run_command(
+            cargo()
+                .args([
+                    "install",
+                    "garage",
+                    "--version",
+                    GARAGE_VERSION,
+                    "--locked",
+                    "--no-default-features",
+                    "--features",
+                    "bundled-libs,lmdb",
+                    "--root",
+                ])
+                .arg(garage_root()),
+        )?;
+        notes.push(format!(
+            "Garage {GARAGE_VERSION}: built from crates.io in {:.0} s into {}",
+            started.elapsed().as_secs_f64(),
+            garage.display()
+        ));
+    }
+    Ok(notes)
+}
+
+fn postgres_installed() -> bool {
+    let debian = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.path().join("bin").join("postgres").exists());
+    debian
+        || Command::new("sh")
+            .args(["-c", "command -v initdb && command -v postgres"])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+fn install_postgres() -> Result<(), String> {
+    let apt = |args: &[&str]| {
+        let mut c = Command::new("apt-get");
+        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    };
+    let install = ["install", "-y", "--no-install-recommends", "postgresql"];
+    if run_command(&mut apt(&install)).is_ok() {
+        return Ok(());
+    }
+    // A fresh machine may have no package lists yet.
+    run_command(&mut apt(&["update"]))?;
+    run_command(&mut apt(&install)).map_err(|e| {
+        format!("{e}; the cluster tests need PostgreSQL (Debian: apt-get install postgresql)")
+    })
+}
