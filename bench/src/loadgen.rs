@@ -6,6 +6,7 @@
 //! ```text
 //! loadgen --base-url URL --token T --uploads 16 --size 16MiB [--fragment 4MiB] [--pid PID] [--probe]
 //! loadgen --base-url URL --token T --idle 10000 [--size 3MB] [--pid PID]
+//! loadgen ... --nodes http://127.0.0.1:A,http://127.0.0.1:B  (fragments alternate nodes)
 //! ```
 //!
 //! Prints one line of `key=value` figures: bytes, seconds, MiB/s, fragment latency
@@ -37,6 +38,9 @@ struct Args {
     pid: Option<u32>,
     idle: usize,
     probe: bool,
+    /// Nodes sharing one store (`http://HOST:PORT`): fragment `i` of upload `u`
+    /// goes to node `(u + i) % n`, so each upload alternates between them.
+    nodes: Vec<String>,
 }
 
 fn parse_size(s: &str) -> usize {
@@ -62,6 +66,7 @@ fn args() -> Args {
         pid: None,
         idle: 0,
         probe: false,
+        nodes: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -78,6 +83,7 @@ fn args() -> Args {
             "--fragment" => a.fragment = parse_size(&v),
             "--pid" => a.pid = Some(v.parse().expect("a pid")),
             "--idle" => a.idle = v.parse().expect("a count"),
+            "--nodes" => a.nodes = v.split(',').map(str::to_owned).collect(),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -136,15 +142,28 @@ async fn open_session(http: &reqwest::Client, a: &Args, size: usize) -> String {
 
 /// Uploads `data` with fixed fragments, then checks what was stored; returns the
 /// fragment latencies and when the last fragment was answered.
-async fn upload(http: reqwest::Client, a: &Args, data: Bytes) -> (Vec<Duration>, Instant) {
+async fn upload(
+    http: reqwest::Client,
+    a: &Args,
+    data: Bytes,
+    n: usize,
+) -> (Vec<Duration>, Instant) {
     let url = open_session(&http, a, data.len()).await;
+    // The uploadUrl's path and query, for sending fragments to other nodes.
+    let path = url.find("/uploads/").map(|i| url[i..].to_owned());
     let mut latencies = Vec::new();
     let mut start = 0;
+    let mut i = n;
     let location = loop {
         let end = (start + a.fragment).min(data.len());
+        let target = match (&path, a.nodes.len()) {
+            (Some(path), k) if k > 0 => format!("{}{path}", a.nodes[i % k]),
+            _ => url.clone(),
+        };
+        i += 1;
         let t = Instant::now();
         let res = http
-            .put(&url)
+            .put(&target)
             .header(
                 "Content-Range",
                 format!("bytes {start}-{}/{}", end - 1, data.len()),
@@ -246,9 +265,9 @@ async fn main() {
     };
     let started = Instant::now();
     let tasks: Vec<_> = (0..a.uploads)
-        .map(|_| {
+        .map(|n| {
             let (http, a, data) = (http.clone(), a.clone(), data.clone());
-            tokio::spawn(async move { upload(http, &a, data).await })
+            tokio::spawn(async move { upload(http, &a, data, n).await })
         })
         .collect();
     let mut latencies = Vec::new();
@@ -286,5 +305,8 @@ async fn main() {
         );
     }
     line += &proc_suffix(a.pid);
+    if let Some((_, _, cpu)) = proc_figures(std::process::id()) {
+        let _ = write!(line, " client_cpu_s={cpu:.2}");
+    }
     println!("{line}");
 }

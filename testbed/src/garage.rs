@@ -81,6 +81,7 @@ impl Garage {
                     "metadata_dir = \"{meta}\"\n\
                      data_dir = \"{data}\"\n\
                      db_engine = \"lmdb\"\n\
+                     compression_level = \"none\"\n\
                      replication_factor = {replication}\n\
                      rpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
                      rpc_public_addr = \"127.0.0.1:{rpc}\"\n\
@@ -206,6 +207,22 @@ impl Garage {
     pub fn restart(&mut self, node: usize) -> io::Result<()> {
         let binary = self.binary.clone();
         self.nodes[node].spawn(&binary)
+    }
+
+    /// How many objects the bucket holds, as Garage counts them (its counters
+    /// catch up a moment after a change: poll).
+    ///
+    /// # Errors
+    /// When the CLI fails or prints no count.
+    pub fn object_count(&self) -> io::Result<u64> {
+        let live = (0..self.nodes.len())
+            .find(|&i| self.nodes[i].child.is_some())
+            .ok_or_else(|| io::Error::other("no Garage node is running"))?;
+        let info = run(self.cli(live).args(["bucket", "info", BUCKET]))?;
+        info.lines()
+            .find_map(|l| l.trim().strip_prefix("Objects:"))
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or_else(|| io::Error::other(format!("no object count in: {info}")))
     }
 
     /// The log file of a node, for failure messages.

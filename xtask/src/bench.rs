@@ -6,6 +6,9 @@
 //! reads the figures it prints. Prints a markdown table of medians (with min–max) and
 //! writes every record as a JSON line under `target/bench/`.
 //!
+//! `--cluster` measures shared storage instead: 1, 2 and 3 nodes on one Garage
+//! and PostgreSQL beside the disk backend (`bench/src/cluster.rs`).
+//!
 //! `--quick` (CI's smoke test) runs each scenario once on small sizes: it checks that
 //! everything runs and the bytes verify, not speed. `--reps N` sets repetitions
 //! (default 3); `--no-cache-fairness` skips writing and deleting a file of the run's
@@ -28,6 +31,7 @@ struct Options {
     quick: bool,
     reps: usize,
     cache_fairness: bool,
+    cluster: bool,
 }
 
 /// A started server process (`upsession serve` or `sink`).
@@ -216,12 +220,14 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         quick: false,
         reps: 3,
         cache_fairness: true,
+        cluster: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => o.quick = true,
             "--no-cache-fairness" => o.cache_fairness = false,
+            "--cluster" => o.cluster = true,
             "--reps" => {
                 o.reps = it
                     .next()
@@ -230,7 +236,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             }
             other => {
                 return Err(format!(
-                    "unknown bench option `{other}` (--quick, --reps N, --no-cache-fairness)"
+                    "unknown bench option `{other}` (--quick, --reps N, --no-cache-fairness, --cluster)"
                 ));
             }
         }
@@ -256,6 +262,9 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
 
+    if o.cluster {
+        return cluster(&o, &bin, &out_dir);
+    }
     let sizes = Sizes::new(o.quick);
     let mut run_no = 0;
     let rows = throughput(&o, &bin, &work, &sizes, &mut run_no)?;
@@ -280,6 +289,28 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     fs::write(out_dir.join("latest.md"), &table).map_err(|e| e.to_string())?;
     println!("records: {}", jsonl.display());
     let _ = fs::remove_dir_all(&work);
+    Ok(())
+}
+
+/// `--cluster`: ingest through 1, 2 and 3 nodes on one Garage and PostgreSQL,
+/// beside the disk backend (the `cluster` bench binary does the measuring).
+fn cluster(o: &Options, bin: &Path, out_dir: &Path) -> Result<(), String> {
+    crate::engines::ensure()?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let jsonl = out_dir.join(format!("cluster-{stamp}.jsonl"));
+    let mut cmd = Command::new(bin.join("cluster"));
+    cmd.arg("--bin-dir")
+        .arg(bin)
+        .args(["--reps", &o.reps.to_string(), "--out"])
+        .arg(&jsonl)
+        .env("UPSESSION_GARAGE", crate::engines::garage_binary());
+    if o.quick {
+        cmd.arg("--quick");
+    }
+    run_command(&mut cmd)?;
+    println!("records: {}", jsonl.display());
     Ok(())
 }
 

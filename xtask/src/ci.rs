@@ -306,6 +306,7 @@ fn torture_short() -> Result<Notes, String> {
 
 fn bench_smoke() -> Result<Notes, String> {
     crate::bench::run(&["--quick".to_owned()])?;
+    crate::bench::run(&["--quick".to_owned(), "--cluster".to_owned()])?;
     Ok(vec![
         "bench ran in --quick mode: it checks that it runs, not speed".to_owned(),
     ])

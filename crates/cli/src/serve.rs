@@ -118,7 +118,14 @@ fn describe(storage: &Storage, data_dir: &Path) -> String {
 }
 
 /// `--store` and `--meta`, checked together.
-fn storage(store: &str, meta: Option<String>) -> Result<Storage, Failure> {
+fn storage(store: &str, meta: Option<String>, tokens: &[String]) -> Result<Storage, Failure> {
+    if store != "disk" && tokens.iter().all(String::is_empty) {
+        // A generated token lives in one node's data directory: the other nodes
+        // would refuse it.
+        return Err(Failure::usage(
+            "with a shared --store, give every node the same --token (or UPSESSION_TOKEN)",
+        ));
+    }
     match (store, meta) {
         ("disk", None) => Ok(Storage::Disk),
         ("disk", Some(_)) => Err(Failure::usage(
@@ -190,7 +197,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
             args.min_size, args.max_size
         )));
     }
-    let storage = storage(&args.store, args.meta)?;
+    let storage = storage(&args.store, args.meta, &args.tokens)?;
     let data_dir = match args.data_dir {
         Some(d) => d,
         None => default_data_dir()?,

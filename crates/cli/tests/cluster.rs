@@ -261,3 +261,58 @@ async fn uploads_go_on_with_one_garage_node_down() {
     let got = download(&http, &location).await;
     assert_eq!(Sha256::digest(&got), Sha256::digest(&file));
 }
+
+/// Polls Garage's object count until it is `want` (its counters lag a little).
+async fn objects_become(cluster: &Cluster, want: u64) {
+    let mut last = None;
+    for _ in 0..100 {
+        last = Some(cluster.garage.object_count().unwrap());
+        if last == Some(want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the bucket holds {last:?} objects, expected {want}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_and_expiry_free_the_bytes_and_keep_attachments() {
+    let mut extra = flags();
+    extra.extend(["--session-ttl", "4s"]);
+    let Some(mut cluster) = Cluster::start(2, &extra).await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    // Completed: two fragments, which must outlive the session.
+    let done = data(2 * FRAGMENT, 5);
+    let location = upload_with(&mut cluster, &done, |_, _| {}).await;
+    // Cancelled through the proxy after two fragments.
+    let cancelled = data(4 * FRAGMENT, 6);
+    let url = common::open_session(&cluster.base(), TOKEN, cancelled.len()).await;
+    for i in 0..2 {
+        assert_eq!(
+            put(&http, &url, &cancelled, i * FRAGMENT).await.status(),
+            200
+        );
+    }
+    assert_eq!(http.delete(&url).send().await.unwrap().status(), 204);
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 404);
+    // Abandoned after two fragments, left to expire.
+    let abandoned = data(4 * FRAGMENT, 7);
+    let url = common::open_session(&cluster.base(), TOKEN, abandoned.len()).await;
+    for i in 0..2 {
+        assert_eq!(
+            put(&http, &url, &abandoned, i * FRAGMENT).await.status(),
+            200
+        );
+    }
+    // Two objects each for the completed and the abandoned upload; the cancelled
+    // one's are gone.
+    objects_become(&cluster, 4).await;
+    // Whichever node took the requests may be gone: the other sweeps.
+    cluster.kill9(0);
+    objects_become(&cluster, 2).await;
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 404);
+    let got = download(&http, &location).await;
+    assert_eq!(Sha256::digest(&got), Sha256::digest(&done));
+}

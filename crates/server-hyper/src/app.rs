@@ -285,6 +285,10 @@ impl App {
     }
 
     fn set_timer(&self, id: &str, deadline: Option<SystemTime>) {
+        if self.meta.shared() {
+            // The store's `deadline` column is the timer; nothing is kept here.
+            return;
+        }
         let mut timers = self.timers.lock().expect("timer lock");
         match deadline {
             Some(d) => timers.set(id.to_owned(), d),
@@ -345,47 +349,73 @@ impl App {
     }
 
     /// [`App::sweep`] with a shared store: whichever node gets a due session's lock
-    /// first expires it.
+    /// first expires it. Works through due sessions in batches, a bounded number
+    /// per call.
     async fn sweep_shared(&self, now: SystemTime) {
-        let due = match self.meta.due_sessions(now, 100).await {
-            Ok(due) => due,
-            Err(err) => {
-                warn!(error = %err, "could not look for expired sessions");
+        const BATCH: u32 = 100;
+        for _ in 0..10 {
+            let due = match self.meta.due_sessions(now, BATCH).await {
+                Ok(due) => due,
+                Err(err) => {
+                    warn!(error = %err, "could not look for expired sessions");
+                    return;
+                }
+            };
+            let full_batch = due.len() == BATCH as usize;
+            let mut progress = false;
+            for id in due {
+                progress |= self.expire_shared(&id, now).await;
+            }
+            if !full_batch || !progress {
                 return;
             }
-        };
-        for id in due {
-            let lock = match self.meta.lock_session(&id).await {
-                Ok(Locked::Held(lock)) => lock,
-                Ok(Locked::Busy | Locked::Missing) => continue,
-                Err(err) => {
-                    warn!(session = %id, error = %err, "could not lock an expired session");
-                    continue;
-                }
-            };
-            let record = lock.record().clone();
-            let Ok(mut session) = Session::restore(&record.snapshot) else {
-                continue;
-            };
-            let closed = session.handle_timeout(now).or(match session.phase() {
-                Phase::Expired | Phase::Cancelled => Some(Closed {
-                    discard_partial: record.snapshot.phase == Phase::Open,
-                }),
-                _ => None,
-            });
-            let Some(closed) = closed else { continue };
-            if let Err(err) = lock.save(None, None).await {
-                warn!(session = %id, error = %err, "could not delete expired session record");
-                continue;
-            }
-            if closed.discard_partial {
-                self.metrics.sessions_expired.inc();
-                if let Err(err) = self.blobs.discard(&id).await {
-                    warn!(session = %id, error = %err, "could not delete expired bytes");
-                }
-            }
-            debug!(session = %id, "session expired");
         }
+    }
+
+    /// Expires one due session of a shared store, if no request holds it; says
+    /// whether its record is gone.
+    async fn expire_shared(&self, id: &str, now: SystemTime) -> bool {
+        let lock = match self.meta.lock_session(id).await {
+            Ok(Locked::Held(lock)) => lock,
+            Ok(Locked::Busy | Locked::Missing | Locked::Saturated) => return false,
+            Err(err) => {
+                warn!(session = %id, error = %err, "could not lock an expired session");
+                return false;
+            }
+        };
+        let record = lock.record().clone();
+        let Ok(mut session) = Session::restore(&record.snapshot) else {
+            // It can never be served; left in place it would stay due forever.
+            tracing::error!(session = %id, "unusable session record deleted (its bytes are kept)");
+            return lock.save(None, None).await.is_ok();
+        };
+        let closed = session.handle_timeout(now).or(match session.phase() {
+            Phase::Expired | Phase::Cancelled => Some(Closed {
+                discard_partial: record.snapshot.phase == Phase::Open,
+            }),
+            _ => None,
+        });
+        let Some(closed) = closed else {
+            lock.release().await;
+            return false;
+        };
+        // Bytes first, under the lock: if that fails the record stays and the next
+        // sweep tries again. An expired session can no longer complete, so a record
+        // whose bytes are gone is never served.
+        if closed.discard_partial {
+            if let Err(err) = self.blobs.discard(id).await {
+                warn!(session = %id, error = %err, "could not delete expired bytes");
+                lock.release().await;
+                return false;
+            }
+            self.metrics.sessions_expired.inc();
+        }
+        if let Err(err) = lock.save(None, None).await {
+            warn!(session = %id, error = %err, "could not delete expired session record");
+            return false;
+        }
+        debug!(session = %id, "session expired");
+        true
     }
 
     /// The session an uploadUrl request is about. With a shared store it is read
@@ -414,6 +444,11 @@ impl App {
             match self.meta.lock_session(id).await.map_err(storage_failure)? {
                 Locked::Held(lock) => (lock.record().clone(), Some(lock)),
                 Locked::Busy => return Err(fail(FragmentError::Busy)),
+                Locked::Saturated => {
+                    return Err(fail(RequestError::Unavailable {
+                        retry_after_secs: 1,
+                    }));
+                }
                 Locked::Missing => return Err(fail(RequestError::SessionNotFound)),
             }
         };
@@ -424,31 +459,6 @@ impl App {
         let mut entry = SessionEntry::new(record, session);
         entry.lock = lock;
         Ok(Arc::new(tokio::sync::Mutex::new(entry)))
-    }
-
-    /// With a shared store, copies an item and its attachments from the store into
-    /// this node's view before a request reads them.
-    async fn sync_item(&self, id: &str) -> Result<(), Failure> {
-        if !self.meta.shared() {
-            return Ok(());
-        }
-        let Some((record, atts)) = self.meta.get_item(id).await.map_err(storage_failure)? else {
-            return Ok(());
-        };
-        let ids = atts.iter().map(|a| a.meta.id.clone()).collect();
-        let mut attachments = self.attachments.write().expect("attachments lock");
-        for a in atts {
-            attachments.insert(a.meta.id.clone(), a);
-        }
-        drop(attachments);
-        self.items.write().expect("items lock").insert(
-            id.to_owned(),
-            ItemEntry {
-                record,
-                attachments: ids,
-            },
-        );
-        Ok(())
     }
 
     fn forget(&self, id: &str) {
@@ -580,39 +590,28 @@ impl App {
             after.drop = true;
             return Err(fail(RequestError::Internal));
         }
-        if let Route::Item(p)
-        | Route::Attachments(p)
-        | Route::Attachment(p, _)
-        | Route::AttachmentValue(p, _)
-        | Route::CreateUploadSession(p) = &route
-        {
-            self.sync_item(&p.id).await?;
-        }
         match route {
             Route::Health => Ok(full(text(StatusCode::OK, "ok\n"))),
             Route::Metrics => self.metrics_page(&req),
             Route::AdminSessions | Route::AdminFaults => self.admin(route, req).await,
             Route::CreateItem { kind, .. } => self.create_item(req, kind.into(), now).await,
             Route::Item(path) => {
-                let items = self.items.read().expect("items lock");
-                let entry = lookup_item(&items, &path)?;
-                Ok(full(respond::json(StatusCode::OK, &item_json(entry))))
+                let view = self.item(&path).await?;
+                Ok(full(respond::json(StatusCode::OK, &view.json())))
             }
             Route::Attachments(path) => {
-                let items = self.items.read().expect("items lock");
-                let ids = lookup_item(&items, &path)?.attachments.clone();
-                drop(items);
-                let atts = self.attachments.read().expect("attachments lock");
-                let value: Vec<FileAttachment> = ids
-                    .iter()
-                    .filter_map(|id| atts.get(id))
-                    .map(|a| a.meta.clone())
+                let value: Vec<FileAttachment> = self
+                    .item(&path)
+                    .await?
+                    .attachments
+                    .into_iter()
+                    .map(|a| a.meta)
                     .collect();
                 Ok(full(respond::json(StatusCode::OK, &Collection { value })))
             }
             Route::Attachment(path, aid) => Ok(full(respond::json(
                 StatusCode::OK,
-                &self.attachment(&path, &aid)?.meta,
+                &self.attachment(&path, &aid).await?.meta,
             ))),
             Route::AttachmentValue(path, aid) => self.attachment_value(&path, &aid).await,
             Route::CreateUploadSession(path) => self.create_session(req, &path, &app, now).await,
@@ -826,46 +825,59 @@ impl App {
             created: now,
         };
         self.meta.put_item(&record).await.map_err(storage_failure)?;
-        let json = item_json(&ItemEntry {
+        let json = ItemView {
             record: record.clone(),
             attachments: Vec::new(),
-        });
-        self.items.write().expect("items lock").insert(
-            record.id.clone(),
-            ItemEntry {
-                record,
-                attachments: Vec::new(),
-            },
-        );
+        }
+        .json();
+        if !self.meta.shared() {
+            self.items.write().expect("items lock").insert(
+                record.id.clone(),
+                ItemEntry {
+                    record,
+                    attachments: Vec::new(),
+                },
+            );
+        }
         Ok(full(respond::json(StatusCode::CREATED, &json)))
     }
 
-    /// The bytes of an item's finished attachments.
-    fn attachments_size(&self, item_id: &str) -> u64 {
-        let ids = self
-            .items
-            .read()
-            .expect("items lock")
-            .get(item_id)
-            .map(|i| i.attachments.clone())
-            .unwrap_or_default();
-        let atts = self.attachments.read().expect("attachments lock");
-        ids.iter()
-            .filter_map(|id| atts.get(id))
-            .map(|a| a.meta.size)
-            .sum()
+    /// The item at `path` and its finished attachments: from this process's maps,
+    /// or read from a shared store (nothing is kept).
+    async fn item(&self, path: &ItemPath) -> Result<ItemView, Failure> {
+        let view = if self.meta.shared() {
+            self.meta
+                .get_item(&path.id)
+                .await
+                .map_err(storage_failure)?
+                .map(|(record, attachments)| ItemView {
+                    record,
+                    attachments,
+                })
+        } else {
+            let items = self.items.read().expect("items lock");
+            let atts = self.attachments.read().expect("attachments lock");
+            items.get(&path.id).map(|entry| ItemView {
+                record: entry.record.clone(),
+                attachments: entry
+                    .attachments
+                    .iter()
+                    .filter_map(|id| atts.get(id).cloned())
+                    .collect(),
+            })
+        };
+        match view {
+            Some(v) if Kind::from(path.kind) == v.record.kind => Ok(v),
+            _ => Err(fail(RequestError::ItemNotFound)),
+        }
     }
 
-    fn attachment(&self, path: &ItemPath, aid: &str) -> Result<AttachmentRecord, Failure> {
-        let items = self.items.read().expect("items lock");
-        let entry = lookup_item(&items, path)?;
-        if !entry.attachments.iter().any(|a| a == aid) {
-            return Err(fail(RequestError::ItemNotFound));
-        }
-        drop(items);
-        let atts = self.attachments.read().expect("attachments lock");
-        atts.get(aid)
-            .cloned()
+    async fn attachment(&self, path: &ItemPath, aid: &str) -> Result<AttachmentRecord, Failure> {
+        self.item(path)
+            .await?
+            .attachments
+            .into_iter()
+            .find(|a| a.meta.id == aid)
             .ok_or_else(|| fail(RequestError::ItemNotFound))
     }
 
@@ -874,7 +886,7 @@ impl App {
         path: &ItemPath,
         aid: &str,
     ) -> Result<Response<Body>, Failure> {
-        let record = self.attachment(path, aid)?;
+        let record = self.attachment(path, aid).await?;
         let stream = self.blobs.read(&record).await.map_err(storage_failure)?;
         let body = StreamBody::new(futures_util::StreamExt::map(stream, |r| r.map(Frame::data)));
         let mut res = Response::new(http_body_util::BodyExt::boxed_unsync(body));
@@ -904,11 +916,12 @@ impl App {
         app: &str,
         now: SystemTime,
     ) -> Result<Response<Body>, Failure> {
-        lookup_item(&self.items.read().expect("items lock"), path)?;
+        let view = self.item(path).await?;
         let body = read_json_body(req, self.config.body_idle_timeout).await?;
         let item = AttachmentItem::from_request_json(&body).map_err(fail)?;
         if let Some(limit) = self.config.message_size_limit {
-            let total = item.size.saturating_add(self.attachments_size(&path.id));
+            let attached: u64 = view.attachments.iter().map(|a| a.meta.size).sum();
+            let total = item.size.saturating_add(attached);
             if total > limit {
                 return Err(fail(CreateError::MessageSizeExceeded { total, limit }));
             }
@@ -992,19 +1005,35 @@ impl App {
         // Decide from the headers alone, before reading any body byte.
         let decision = {
             let mut e = entry.lock().await;
-            if e.record.parts.len() >= MAX_PARTS && e.record.snapshot.phase == Phase::Open {
+            let decision = e
+                .session
+                .handle_put(now, content_range.as_deref(), content_length)
+                .map_err(fail)?;
+            // Where fragments are objects, the last one is always let in; any other
+            // past the cap is refused, and the rest must come in fewer fragments.
+            if let PutDecision::Write(ticket) = &decision
+                && e.record.parts.len() + 1 >= MAX_PARTS
+                && ticket.range().end() != e.record.snapshot.size
+            {
+                let PutDecision::Write(ticket) = decision else {
+                    unreachable!("matched above")
+                };
+                e.session.write_failed(ticket);
                 return Err(fail(RequestError::InvalidBody(format!(
-                    "this upload session already has {MAX_PARTS} fragments; send the rest in larger fragments"
+                    "this upload session has nearly {MAX_PARTS} fragments; send the rest as one fragment"
                 ))));
             }
-            e.session
-                .handle_put(now, content_range.as_deref(), content_length)
+            decision
         };
-        let decision = decision.map_err(fail)?;
         let body = body.take().expect("the body is read only here");
         let timeout = self.config.body_idle_timeout;
         let res = match decision {
             PutDecision::Replay { range, answer } => {
+                // A replay changes nothing: other nodes need not wait for its body.
+                let lock = entry.lock().await.lock.take();
+                if let Some(lock) = lock {
+                    lock.release().await;
+                }
                 drain_exact(body, range.len(), timeout).await?;
                 let e = entry.lock().await;
                 full(
@@ -1088,7 +1117,7 @@ impl App {
     ) -> Result<(), Failure> {
         let mut writer = self
             .blobs
-            .writer(id, range.start())
+            .writer(id, range)
             .await
             .map_err(storage_failure)?;
         let mut body = body;
@@ -1153,13 +1182,11 @@ impl App {
             let attachment = (answer == Answer::Completed).then(|| self.attachment_record(&record));
             let saved = lock.save(Some(&record), attachment.as_ref()).await;
             if saved.is_ok()
-                && let Some(att) = attachment
+                && attachment.is_some()
+                && let Err(err) = self.blobs.promote(&record).await
             {
-                self.cache_attachment(att);
-                if let Err(err) = self.blobs.promote(&record).await {
-                    // Only stray objects of uncounted fragments are left behind.
-                    warn!(session = %id, error = %err, "could not tidy a completed session's bytes");
-                }
+                // Only stray objects of uncounted fragments are left behind.
+                warn!(session = %id, error = %err, "could not tidy a completed session's bytes");
             }
             saved
         } else if answer == Answer::Completed {
@@ -1261,9 +1288,16 @@ impl App {
         e.session = cancelled;
         if closed.discard_partial {
             self.metrics.sessions_cancelled.inc();
-            if let Err(err) = self.blobs.discard(id).await {
-                // The record is gone; start-up's orphan sweep removes the bytes.
-                warn!(session = %id, error = %err, "could not delete cancelled bytes");
+            // In its own task: a client hanging up now must not leave the bytes
+            // behind (on disk, start-up's orphan sweep would find them; in a shared
+            // bucket nothing would).
+            let (blobs, sid) = (Arc::clone(&self.blobs), id.to_owned());
+            match tokio::spawn(async move { blobs.discard(&sid).await }).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    warn!(session = %id, error = %err, "could not delete cancelled bytes");
+                }
+                Err(err) => warn!(session = %id, error = %err, "deleting cancelled bytes failed"),
             }
         }
         drop(e);
@@ -1303,23 +1337,21 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
         .ok()
 }
 
-fn item_json(entry: &ItemEntry) -> Item {
-    let mut item = Item::new(
-        entry.record.id.clone(),
-        entry.record.subject.clone(),
-        entry.record.created,
-    );
-    item.has_attachments = !entry.attachments.is_empty();
-    item
+/// An item and its finished attachments, as one request sees them.
+struct ItemView {
+    record: ItemRecord,
+    attachments: Vec<AttachmentRecord>,
 }
 
-fn lookup_item<'a>(
-    items: &'a HashMap<String, ItemEntry>,
-    path: &ItemPath,
-) -> Result<&'a ItemEntry, Failure> {
-    match items.get(&path.id) {
-        Some(entry) if Kind::from(path.kind) == entry.record.kind => Ok(entry),
-        _ => Err(fail(RequestError::ItemNotFound)),
+impl ItemView {
+    fn json(&self) -> Item {
+        let mut item = Item::new(
+            self.record.id.clone(),
+            self.record.subject.clone(),
+            self.record.created,
+        );
+        item.has_attachments = !self.attachments.is_empty();
+        item
     }
 }
 

@@ -22,7 +22,7 @@ pub enum Fsync {
 }
 
 /// Where sessions, attachments and their bytes are kept.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Storage {
     /// Everything under [`Config::data_dir`], for one server process.
@@ -36,6 +36,20 @@ pub enum Storage {
         /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (libpq URL or key=value form).
         meta: String,
     },
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Disk => f.write_str("Disk"),
+            // The PostgreSQL URL may hold a password: never print it.
+            Self::Shared { store, .. } => f
+                .debug_struct("Shared")
+                .field("store", store)
+                .field("meta", &"<redacted>")
+                .finish(),
+        }
+    }
 }
 
 /// Everything the server needs to start.

@@ -105,6 +105,7 @@ impl Server {
                 let pg = Postgres::connect(meta, lock_timeout)
                     .await
                     .map_err(StartError::Store)?;
+                s3.check().await.map_err(StartError::Store)?;
                 (Arc::new(pg), Arc::new(s3))
             }
         };
@@ -205,10 +206,19 @@ impl Running {
 /// Sleeps until the next session expiry (or a change of timers) and sweeps. With
 /// a shared store, other nodes' sessions expire too: it looks every few seconds.
 async fn expiry_driver(app: Arc<App>, mut stopped: watch::Receiver<bool>) {
-    const SHARED_SWEEP: std::time::Duration = std::time::Duration::from_secs(2);
+    if app.shared() {
+        // A steady tick that requests cannot push back.
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => app.sweep(SystemTime::now()).await,
+                _ = stopped.changed() => return,
+            }
+        }
+    }
     loop {
         let sleep = match app.poll_timeout() {
-            _ if app.shared() => SHARED_SWEEP,
             Some(at) => at.duration_since(SystemTime::now()).unwrap_or_default(),
             None => std::time::Duration::from_secs(3600),
         };

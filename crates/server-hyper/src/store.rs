@@ -32,6 +32,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use upsession_core::ByteRange;
 use upsession_core::route::{ItemKind, ItemPath, User, Version};
 use upsession_core::session::SessionSnapshot;
 use upsession_core::wire::{AttachmentItem, FileAttachment};
@@ -185,6 +186,8 @@ pub(crate) enum Locked {
     Held(Box<dyn SessionLock>),
     /// Another request (on any node) holds it.
     Busy,
+    /// Too many sessions are locked on this node already: try again shortly.
+    Saturated,
     /// No such session.
     Missing,
 }
@@ -228,8 +231,12 @@ pub(crate) trait BlobStore: Send + Sync + std::fmt::Debug {
     }
     /// Makes room for a new session's bytes.
     async fn create(&self, session_id: &str) -> io::Result<()>;
-    /// A writer for bytes of `session_id` starting at `offset`.
-    async fn writer(&self, session_id: &str, offset: u64) -> io::Result<Box<dyn FragmentWriter>>;
+    /// A writer for the bytes of one fragment of `session_id`, `range`.
+    async fn writer(
+        &self,
+        session_id: &str,
+        range: ByteRange,
+    ) -> io::Result<Box<dyn FragmentWriter>>;
     /// Drops a session's partial bytes (absent is fine).
     async fn discard(&self, session_id: &str) -> io::Result<()>;
     /// Turns a complete session's bytes into the attachment's (idempotent).
@@ -468,7 +475,12 @@ impl BlobStore for Disk {
         blocking(move || File::create(path).map(drop)).await
     }
 
-    async fn writer(&self, session_id: &str, offset: u64) -> io::Result<Box<dyn FragmentWriter>> {
+    async fn writer(
+        &self,
+        session_id: &str,
+        range: ByteRange,
+    ) -> io::Result<Box<dyn FragmentWriter>> {
+        let offset = range.start();
         let path = self.path("sessions", session_id, "part")?;
         let file = blocking(move || OpenOptions::new().write(true).open(path)).await?;
         Ok(Box::new(DiskWriter {

@@ -39,10 +39,21 @@ const MIGRATION_LOCK: i64 = 0x7570_7365_7373_696f;
 /// Connections per node: one is held for the length of each fragment being written.
 const POOL_SIZE: usize = 64;
 
+/// Of those, at most this many hold session locks at once, so status requests,
+/// new sessions and the sweeper always find a connection; a fragment past it is
+/// answered 503 with `Retry-After` before its body is read.
+const MAX_LOCKS: usize = 48;
+
+/// Longest a single statement may run, and how long a connection may stay silent
+/// before the kernel gives up on it: a database that stops answering fails
+/// requests in seconds instead of hanging them.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Records in PostgreSQL.
 #[derive(Clone)]
 pub(crate) struct Postgres {
     pool: Pool,
+    locks: std::sync::Arc<tokio::sync::Semaphore>,
     /// How long a fragment may hold its session's lock before PostgreSQL frees it.
     lock_timeout: Duration,
 }
@@ -89,17 +100,32 @@ impl Postgres {
     /// brings the schema up to date. `lock_timeout` bounds how long a node that
     /// stops answering can keep a session locked.
     pub(crate) async fn connect(url: &str, lock_timeout: Duration) -> io::Result<Self> {
-        let config: tokio_postgres::Config = url.parse().map_err(|e| {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("not a PostgreSQL URL: {e}"),
             )
         })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        if config.get_options().is_none() {
+            config.options(format!(
+                "-c statement_timeout={}",
+                STATEMENT_TIMEOUT.as_millis()
+            ));
+        }
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .tcp_user_timeout(STATEMENT_TIMEOUT);
         let manager = Manager::from_config(
             config,
             NoTls,
             ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
+                // A connection comes back from the pool outside any transaction,
+                // whatever happened to the request that last used it.
+                recycling_method: RecyclingMethod::Custom("ROLLBACK".into()),
             },
         );
         let pool = Pool::builder(manager)
@@ -109,7 +135,11 @@ impl Postgres {
             .wait_timeout(Some(Duration::from_secs(30)))
             .build()
             .map_err(db_err)?;
-        let this = Self { pool, lock_timeout };
+        let this = Self {
+            pool,
+            locks: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_LOCKS)),
+            lock_timeout,
+        };
         this.migrate().await?;
         Ok(this)
     }
@@ -263,18 +293,23 @@ impl MetaStore for Postgres {
     }
 
     async fn lock_session(&self, id: &str) -> io::Result<Locked> {
-        let client = self.client().await?;
+        let Ok(permit) = std::sync::Arc::clone(&self.locks).try_acquire_owned() else {
+            return Ok(Locked::Saturated);
+        };
+        // The guard exists before `BEGIN` is sent: however this future ends, the
+        // transaction is rolled back before the connection is used again.
+        let mut lock = PgLock {
+            client: Some(self.client().await?),
+            record: None,
+            _permit: permit,
+        };
         let timeout_ms = self.lock_timeout.as_millis().min(i32::MAX as u128);
-        client
+        lock.client()
             .batch_execute(&format!(
                 "BEGIN; SET LOCAL idle_in_transaction_session_timeout = {timeout_ms}"
             ))
             .await
             .map_err(db_err)?;
-        let mut lock = PgLock {
-            client: Some(client),
-            record: None,
-        };
         let found = lock
             .client()
             .query_opt(
@@ -333,6 +368,8 @@ struct PgLock {
     /// `None` once saved.
     client: Option<Object>,
     record: Option<SessionRecord>,
+    /// One of [`MAX_LOCKS`].
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl PgLock {

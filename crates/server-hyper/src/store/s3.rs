@@ -21,8 +21,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use object_store::aws::AmazonS3Builder;
+use object_store::buffered::BufWriter;
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt as _, PutPayload};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt as _};
+use tokio::io::AsyncWriteExt as _;
+use upsession_core::ByteRange;
 
 use super::{AttachmentRecord, BlobStore, ByteStream, FragmentWriter, SessionRecord, safe};
 
@@ -75,7 +78,7 @@ impl S3 {
             let value = percent_decode(value);
             builder = match key {
                 "endpoint" => builder
-                    .with_allow_http(value.starts_with("http://"))
+                    .with_allow_http(value.to_ascii_lowercase().starts_with("http://"))
                     .with_endpoint(value),
                 "region" => builder.with_region(value),
                 other => return Err(invalid(&format!("unknown parameter `{other}`"))),
@@ -85,6 +88,19 @@ impl S3 {
         Ok(Self {
             store: Arc::new(store),
         })
+    }
+
+    /// Checks that the bucket answers with these credentials, so that a wrong key
+    /// or endpoint stops the server at start-up, not at the first fragment.
+    pub(crate) async fn check(&self) -> io::Result<()> {
+        match self
+            .store
+            .head(&Path::from("upsession-start-up-probe"))
+            .await
+        {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(s3_err(e)),
+        }
     }
 
     async fn delete_prefix(&self, prefix: &Path, keep: &[Path]) -> io::Result<usize> {
@@ -97,9 +113,13 @@ impl S3 {
             .await
             .map_err(s3_err)?;
         let n = doomed.len();
-        for path in doomed {
-            match self.store.delete(&path).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+        // Batched deletes where the store has them (S3's DeleteObjects).
+        let mut results = self
+            .store
+            .delete_stream(futures_util::stream::iter(doomed.into_iter().map(Ok)).boxed());
+        while let Some(result) = results.next().await {
+            match result {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(s3_err(e)),
             }
         }
@@ -114,31 +134,30 @@ fn percent_decode(s: &str) -> String {
         .into_owned()
 }
 
-/// Collects one fragment's frames and stores them as one object.
+/// Up to this much of a fragment is held in memory and stored with one `PUT`;
+/// a larger fragment (the OneDrive dialect allows 60 MiB) streams as a multipart
+/// upload in parts of this size, so memory per fragment stays bounded.
+const BUFFER: usize = 8 * 1024 * 1024;
+
+/// Streams one fragment into its object.
 struct S3Writer {
-    store: Arc<dyn ObjectStore>,
-    session: String,
-    start: u64,
-    len: u64,
-    chunks: Vec<Bytes>,
+    writer: BufWriter,
 }
 
 #[async_trait]
 impl FragmentWriter for S3Writer {
     async fn write(&mut self, chunk: Bytes) -> io::Result<()> {
-        self.len += chunk.len() as u64;
-        self.chunks.push(chunk);
-        Ok(())
+        self.writer.put(chunk).await.map_err(s3_err)
     }
 
-    async fn finish(self: Box<Self>) -> io::Result<()> {
-        let key = part_key(&self.session, [self.start, self.start + self.len])?;
-        let payload: PutPayload = self.chunks.into_iter().collect();
-        self.store
-            .put(&key, payload)
-            .await
-            .map_err(s3_err)
-            .map(drop)
+    async fn finish(mut self: Box<Self>) -> io::Result<()> {
+        // A fragment's object is whole or absent: a failed multipart upload is
+        // aborted, never completed.
+        if let Err(e) = self.writer.shutdown().await {
+            let _ = self.writer.abort().await;
+            return Err(e);
+        }
+        Ok(())
     }
 }
 
@@ -152,14 +171,15 @@ impl BlobStore for S3 {
         Ok(())
     }
 
-    async fn writer(&self, session_id: &str, offset: u64) -> io::Result<Box<dyn FragmentWriter>> {
-        safe(session_id)?;
+    async fn writer(
+        &self,
+        session_id: &str,
+        range: ByteRange,
+    ) -> io::Result<Box<dyn FragmentWriter>> {
+        let key = part_key(session_id, [range.start(), range.end()])?;
         Ok(Box::new(S3Writer {
-            store: Arc::clone(&self.store),
-            session: session_id.to_owned(),
-            start: offset,
-            len: 0,
-            chunks: Vec::new(),
+            writer: BufWriter::with_capacity(Arc::clone(&self.store), key, BUFFER)
+                .with_max_concurrency(2),
         }))
     }
 
@@ -208,20 +228,35 @@ impl BlobStore for S3 {
             reads.push((part_key(&session, [start, end])?, pos - start, end - start));
             pos = end;
         }
+        if pos != attachment.meta.size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "attachment {} misses bytes {pos}-{}",
+                    attachment.meta.id, attachment.meta.size
+                ),
+            ));
+        }
+        let get = |store: Arc<dyn ObjectStore>, (key, from, to): (Path, u64, u64)| async move {
+            let options = GetOptions {
+                range: (from > 0).then_some(GetRange::Bounded(from..to)),
+                ..GetOptions::default()
+            };
+            let got = store.get_opts(&key, options).await.map_err(s3_err)?;
+            Ok::<_, io::Error>(got.into_stream().map_err(s3_err))
+        };
+        // The first object is asked for before the answer starts: a missing one is
+        // a 500, not a 200 cut short.
+        let mut reads = reads.into_iter();
+        let first = match reads.next() {
+            Some(read) => Some(get(Arc::clone(&self.store), read).await?),
+            None => None,
+        };
         let store = Arc::clone(&self.store);
-        let stream = futures_util::stream::iter(reads)
-            .then(move |(key, from, to)| {
-                let store = Arc::clone(&store);
-                async move {
-                    let options = GetOptions {
-                        range: (from > 0).then_some(GetRange::Bounded(from..to)),
-                        ..GetOptions::default()
-                    };
-                    let got = store.get_opts(&key, options).await.map_err(s3_err)?;
-                    Ok::<_, io::Error>(got.into_stream().map_err(s3_err))
-                }
-            })
+        let rest = futures_util::stream::iter(reads)
+            .then(move |read| get(Arc::clone(&store), read))
             .try_flatten();
+        let stream = futures_util::stream::iter(first).flatten().chain(rest);
         Ok(Box::pin(stream))
     }
 
