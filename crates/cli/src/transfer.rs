@@ -142,6 +142,9 @@ fn explain(err: &Error, base_url: &str) -> Failure {
         (Error::NoToken, _) => {
             "an access token is needed: pass --token or set UPSESSION_TOKEN".into()
         }
+        (Error::Http(why), _) if why.starts_with("TLS") => {
+            format!("cannot reach {base_url} securely: {why}")
+        }
         (Error::Http(_), _) => {
             format!("cannot reach {base_url} ({text}); is the server running and the URL right?")
         }

@@ -335,6 +335,16 @@ async fn each_failure_is_one_sentence_with_its_exit_code() {
         1,
         "cannot reach",
     );
+    // https to a plain-http server: the TLS layer is named, not "is it running".
+    check(
+        bin()
+            .args(["upload", "--base-url"])
+            .arg(server.base.replacen("http://", "https://", 1))
+            .args(["--token", "t", "--draft", "x"])
+            .arg(&f),
+        1,
+        "tls handshake failed",
+    );
     check(
         upload(&server, &state)
             .args(["--draft", "x"])

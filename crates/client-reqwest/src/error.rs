@@ -123,10 +123,35 @@ impl Error {
     }
 }
 
+/// The TLS error among `error`'s causes, if the failure was TLS's.
+fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        // An `io::Error`'s `source` skips the error it wraps: step into it.
+        cause = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
+/// Whether TLS failed this request.
+pub(crate) fn is_tls_failure(error: &reqwest::Error) -> bool {
+    tls_failure(error).is_some()
+}
+
 /// Describes a transport error without its URL (which may be an uploadUrl), with
 /// the chain of causes that says what actually happened.
 pub(crate) fn describe_reqwest(error: reqwest::Error) -> String {
     let error = error.without_url();
+    let tls = tls_failure(&error);
     let mut text = error.to_string();
     let mut source = std::error::Error::source(&error);
     while let Some(cause) = source {
@@ -136,6 +161,14 @@ pub(crate) fn describe_reqwest(error: reqwest::Error) -> String {
             text.push_str(&cause_text);
         }
         source = cause.source();
+    }
+    if let Some(why) = tls {
+        // The chain says "corrupt message of type InvalidContentType" or
+        // "UnknownIssuer": name the layer and its usual causes instead.
+        text = format!(
+            "TLS handshake failed: {why} (usually an https URL for a plain-http server, \
+             or a certificate this machine does not trust)"
+        );
     }
     // A cause could quote a URL (a redirect target, a proxy): hide any query.
     if text.contains('?') {

@@ -15,7 +15,7 @@ use upsession_core::ContentRange;
 use upsession_core::planner::TransportError;
 
 use crate::client::Inner;
-use crate::error::{Error, Result, describe_reqwest};
+use crate::error::{Error, Result, describe_reqwest, is_tls_failure};
 use crate::redact::UploadUrl;
 
 /// Largest answer body read; Graph's answers are a few hundred bytes.
@@ -181,6 +181,11 @@ fn no_answer(e: reqwest::Error) -> Result<Reply> {
     }
     if e.is_builder() {
         return Err(Error::InvalidInput(describe_reqwest(e)));
+    }
+    // A TLS handshake that fails (wrong scheme, untrusted certificate) fails the
+    // same way on every retry.
+    if e.is_connect() && is_tls_failure(&e) {
+        return Err(Error::Http(describe_reqwest(e)));
     }
     let kind = if e.is_connect() {
         TransportError::NotSent

@@ -224,6 +224,60 @@ async fn connection_reset_mid_body_resends_the_fragment_after_asking() {
 }
 
 #[tokio::test]
+async fn a_tls_failure_says_so() {
+    let server = FakeGraph::start().await;
+    let client = builder(&server)
+        .base_url(server.base.replacen("http://", "https://", 1))
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = make_file(dir.path(), "a.bin", FRAGMENT as usize, 3);
+    let err = client
+        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
+        .await
+        .expect_err("https to a plain-http server fails")
+        .to_string();
+    assert!(err.contains("TLS handshake failed"), "{err}");
+    assert!(err.contains("plain-http"), "{err}");
+}
+
+/// Runs an upload against a server that lies on PUT `nth`, and returns the error.
+async fn upload_to_a_liar(nth: usize, ranges: &[&str]) -> String {
+    let server = FakeGraph::start().await;
+    server.fault(
+        Method::PUT,
+        nth,
+        Fault::Lie(ranges.iter().map(|r| (*r).to_owned()).collect()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = make_file(dir.path(), "a.bin", 4 * FRAGMENT as usize, 9);
+    let err = client(&server)
+        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
+        .await
+        .expect_err("a lying server must not end in success");
+    assert_eq!(server.attachment_count(), 0, "no attachment was made");
+    err.to_string()
+}
+
+#[tokio::test]
+async fn a_server_claiming_bytes_never_sent_stops_the_upload() {
+    // After the first fragment (0..64K) the server claims 0..128K.
+    let err = upload_to_a_liar(1, &[&format!("{}-", 2 * FRAGMENT)]).await;
+    assert!(err.contains("never sent"), "{err}");
+    assert!(
+        err.contains(&format!("bytes {}-{}", FRAGMENT, 2 * FRAGMENT - 1)),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_forgetting_acknowledged_bytes_stops_the_upload() {
+    // After two fragments were acknowledged, the server expects the first again.
+    let err = upload_to_a_liar(3, &[&format!("0-{}", 4 * FRAGMENT - 1)]).await;
+    assert!(err.contains("no longer reports"), "{err}");
+}
+
+#[tokio::test]
 async fn lost_answers_ask_the_session_before_resending_even_the_last() {
     let server = FakeGraph::start().await;
     // Fragment 2 is stored but its answer lost; so is the final fragment's.

@@ -295,6 +295,11 @@ pub struct Planner {
     /// will not tell, so the upload is done without one.
     probe_answered: bool,
     cancel_requested: bool,
+    /// Bytes the server may rightly hold: what it held at its first answer (a
+    /// resumed session) plus every range sent since. A server reporting more than
+    /// this received, or less than it acknowledged, is lying: the upload stops
+    /// rather than finish with an attachment that is not the file.
+    vouched: Option<RangeSet>,
     events: VecDeque<Event>,
 }
 
@@ -342,6 +347,7 @@ impl Planner {
             probing_final: false,
             probe_answered: false,
             cancel_requested: false,
+            vouched: (first == Request::Create).then(RangeSet::default),
             events: VecDeque::new(),
         }
     }
@@ -423,10 +429,13 @@ impl Planner {
                     return self.fail(UploadError::SessionExpired);
                 }
                 self.phase = Phase::Awaiting(request);
-                if let Request::Put(cr) = request
-                    && cr.range().end() == self.total
-                {
-                    self.last_final = Some(cr);
+                if let Request::Put(cr) = request {
+                    if let Some(v) = &mut self.vouched {
+                        v.insert(cr.range());
+                    }
+                    if cr.range().end() == self.total {
+                        self.last_final = Some(cr);
+                    }
                 }
                 match request {
                     Request::Create => Action::CreateSession,
@@ -628,6 +637,9 @@ impl Planner {
         if expected.is_empty() && request == Request::Create {
             // A new session that expects nothing is one that has not said: all of it.
             self.expected = RangeSet::full(self.total);
+        } else if let Some(lie) = self.check_claims(&expected) {
+            self.phase = Phase::Finished(Action::Failed(UploadError::Protocol(lie)));
+            return;
         } else {
             let before = self.acknowledged();
             self.expected = expected;
@@ -661,6 +673,33 @@ impl Planner {
         }
         self.final_in_doubt = false;
         self.phase = self.put_next_or_finish(now);
+    }
+
+    /// Compares what the server now says it holds with what it said before and what
+    /// was sent; says what does not add up.
+    fn check_claims(&mut self, expected: &RangeSet) -> Option<String> {
+        let held = expected.complement(self.total);
+        let vouched = self.vouched.get_or_insert_with(|| held.clone());
+        let mut invented = held.clone();
+        invented.subtract(vouched);
+        if let Some(r) = invented.first() {
+            return Some(format!(
+                "the server reports bytes {}-{} as received, but they were never sent; \
+                 the upload stops rather than make an attachment that is not the file",
+                r.start(),
+                r.end() - 1
+            ));
+        }
+        let mut lost = self.expected.complement(self.total);
+        lost.subtract(&held);
+        lost.first().map(|r| {
+            format!(
+                "the server no longer reports bytes {}-{} it acknowledged as received; \
+                 the upload stops rather than trust it",
+                r.start(),
+                r.end() - 1
+            )
+        })
     }
 
     /// The next fragment from the server's view, or the end when it expects nothing.
@@ -856,15 +895,54 @@ mod tests {
 
     #[test]
     fn follows_the_servers_ranges_not_its_own() {
-        let mut p = created(30, small());
-        assert_eq!(put_range(&p.next(t(0))), (0, 9));
-        // The server says it already has 0..15 (another client, or a re-send it kept).
+        // Resumed: what the session holds at its first answer (sent by an earlier
+        // process) is taken as it is.
+        let mut p = Planner::resume(30, "https://u/x".into(), None, small());
+        assert_eq!(p.next(t(0)), Action::QueryStatus);
+        p.handle_response(t(0), &response(200, &[], &session_json(&["5-9", "15-"])));
+        assert_eq!(put_range(&p.next(t(0))), (5, 9));
         p.handle_response(
             t(1),
             &response(200, &[], r#"{"nextExpectedRanges":["15"]}"#),
         );
         assert_eq!(put_range(&p.next(t(1))), (15, 24));
         assert_eq!(p.acknowledged(), 15);
+    }
+
+    #[test]
+    fn a_server_claiming_bytes_never_sent_stops_the_upload() {
+        let mut p = created(30, small());
+        assert_eq!(put_range(&p.next(t(0))), (0, 9));
+        // 10..15 were never sent: finishing would make an attachment that is not
+        // the file.
+        p.handle_response(
+            t(1),
+            &response(200, &[], r#"{"nextExpectedRanges":["15"]}"#),
+        );
+        match p.next(t(1)) {
+            Action::Failed(UploadError::Protocol(m)) => {
+                assert!(m.contains("bytes 10-14"), "{m}");
+                assert!(m.contains("never sent"), "{m}");
+            }
+            other => panic!("expected a protocol failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_server_forgetting_acknowledged_bytes_stops_the_upload() {
+        let mut p = created(30, small());
+        assert_eq!(put_range(&p.next(t(0))), (0, 9));
+        p.handle_response(t(1), &response(200, &[], &session_json(&["10-29"])));
+        assert_eq!(put_range(&p.next(t(1))), (10, 19));
+        // Acknowledged 0..10, now expected again.
+        p.handle_response(t(2), &response(200, &[], &session_json(&["0-9", "20-29"])));
+        match p.next(t(2)) {
+            Action::Failed(UploadError::Protocol(m)) => {
+                assert!(m.contains("bytes 0-9"), "{m}");
+                assert!(m.contains("acknowledged"), "{m}");
+            }
+            other => panic!("expected a protocol failure, got {other:?}"),
+        }
     }
 
     #[test]

@@ -95,6 +95,9 @@ pub enum Fault {
     ExpireSession,
     /// Answer 307 to this location.
     Redirect(String),
+    /// Store the fragment, then answer 200 with these `nextExpectedRanges`
+    /// instead of the truth (a server that lies).
+    Lie(Vec<String>),
 }
 
 /// One request as the server saw it.
@@ -579,6 +582,12 @@ async fn upload(
                 Err(e) => return out(err(&e)),
             };
             drop(st);
+            if let Some(Fault::Lie(ranges)) = &fault {
+                return out(respond::json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "nextExpectedRanges": ranges }),
+                ));
+            }
             if matches!(fault, Some(Fault::LoseAnswer)) {
                 // Stored, acknowledged nowhere: the client must ask.
                 let _ = render(s, sid, &answer);
