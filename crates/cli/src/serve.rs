@@ -85,6 +85,10 @@ pub(crate) struct ServeArgs {
     /// with their received ranges and request history) and `GET|PUT /_upsession/faults`.
     #[arg(long, env = "UPSESSION_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Most connections open at once; one more is answered 503 (Graph's error JSON,
+    /// Retry-After) before its request is read. Keep it under `ulimit -n`.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
     /// Bearer token required on /metrics [default: none, /metrics is open].
     #[arg(long, env = "UPSESSION_METRICS_TOKEN")]
     metrics_token: Option<String>,
@@ -231,6 +235,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
         .with_dialect(args.dialect.clone())
         .with_listen(args.listen)
         .with_limits(limits)
+        .with_max_connections(args.max_connections as usize)
         .with_fsync(match args.fsync {
             FsyncArg::Always => Fsync::Always,
             FsyncArg::Never => Fsync::Never,

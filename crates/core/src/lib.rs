@@ -32,6 +32,7 @@
 //!   for the test double.
 //! - [`time`]: RFC 3339 and HTTP dates; [`timer`]: a deadline table for session stores.
 
+pub mod credential;
 pub mod dialect;
 pub mod error;
 pub mod fault;

@@ -24,12 +24,12 @@ use upsession_core::timer::Timers;
 use upsession_core::wire::{AttachmentItem, Collection, FileAttachment, Item};
 use upsession_core::{ByteRange, respond};
 
-use crate::auth::{CREDENTIAL_PARAM, Signer, Tokens};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::{
     AttachmentRecord, BlobStore, ItemRecord, Kind, Locked, MetaStore, SessionLock, SessionRecord,
 };
+use upsession_core::credential::{CREDENTIAL_PARAM, Signer, Tokens};
 
 /// The response body type: whole buffers or a file stream.
 pub(crate) type Body = UnsyncBoxBody<Bytes, io::Error>;

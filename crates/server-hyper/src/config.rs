@@ -82,6 +82,10 @@ pub struct Config {
     /// Longest time one fragment may take from its headers to its last byte, however
     /// steadily it trickles; past it the fragment is dropped and its session freed.
     pub fragment_timeout: Duration,
+    /// Most connections open at once; one more is answered `503` with Graph's
+    /// error JSON and `Retry-After` before any of its request is read, then closed.
+    /// Keep it under the process's open-file limit (`ulimit -n`).
+    pub max_connections: usize,
     /// How long shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
     /// Bearer token for `/metrics`; open when unset.
@@ -113,6 +117,7 @@ impl Config {
             header_timeout: Duration::from_secs(30),
             body_idle_timeout: Duration::from_secs(30),
             fragment_timeout: Duration::from_secs(15 * 60),
+            max_connections: 4096,
             shutdown_grace: Duration::from_secs(30),
             metrics_token: None,
             message_size_limit: None,
@@ -204,6 +209,13 @@ impl Config {
     #[must_use]
     pub fn with_admin_token(mut self, token: impl Into<String>) -> Self {
         self.admin_token = Some(token.into());
+        self
+    }
+
+    /// Sets the most connections open at once.
+    #[must_use]
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
         self
     }
 

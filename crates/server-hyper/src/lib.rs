@@ -19,7 +19,6 @@
 //! ```
 
 mod app;
-mod auth;
 mod config;
 mod metrics;
 mod store;
@@ -317,6 +316,45 @@ impl tokio::io::AsyncWrite for FirstBytesDeadline {
     }
 }
 
+/// Answers a connection over `--max-connections` with `503` and Graph's error JSON
+/// before reading its request, then reads (and drops) what it already sent for a
+/// moment, so that closing does not reset the connection before the answer is read.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use std::fmt::Write as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let err = upsession_core::error::RequestError::Unavailable {
+        retry_after_secs: 1,
+    };
+    let res = upsession_core::respond::error(&err, "connection-limit", SystemTime::now());
+    let mut head = format!("HTTP/1.1 {}\r\nconnection: close\r\n", res.status());
+    for (name, value) in res.headers() {
+        if let Ok(v) = value.to_str() {
+            let _ = write!(head, "{name}: {v}\r\n");
+        }
+    }
+    let _ = write!(head, "content-length: {}\r\n\r\n", res.body().len());
+    let limit = std::time::Duration::from_millis(500);
+    let answered = tokio::time::timeout(limit, async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(res.body()).await?;
+        stream.shutdown().await
+    })
+    .await;
+    if matches!(answered, Ok(Ok(()))) {
+        let mut sink = vec![0u8; 16 * 1024];
+        let _ = tokio::time::timeout(limit, async {
+            let mut seen = 0;
+            while seen < 64 * 1024 {
+                match stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen += n,
+                }
+            }
+        })
+        .await;
+    }
+}
+
 async fn accept_loop(listener: TcpListener, app: Arc<App>, mut stopped: watch::Receiver<bool>) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -328,6 +366,9 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>, mut stopped: watch::R
         .timer(TokioTimer::new())
         .max_header_list_size(64 * 1024);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(app.config.max_connections));
+    // Refusals in progress: past this many, a surplus connection is just closed.
+    let refusals = Arc::new(tokio::sync::Semaphore::new(64));
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -342,6 +383,16 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>, mut stopped: watch::R
             _ = stopped.changed() => break,
         };
         let _ = stream.set_nodelay(true);
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            app.metrics.connections_refused.inc();
+            if let Ok(permit) = Arc::clone(&refusals).try_acquire_owned() {
+                tokio::spawn(async move {
+                    refuse(stream).await;
+                    drop(permit);
+                });
+            }
+            continue;
+        };
         let stream = FirstBytesDeadline::new(stream, app.config.header_timeout);
         let app = Arc::clone(&app);
         let service = service_fn(move |req| {
@@ -364,6 +415,7 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>, mut stopped: watch::R
             if let Err(e) = watched.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);

@@ -23,6 +23,7 @@ pub(crate) struct Metrics {
     pub(crate) sessions_open: Gauge,
     pub(crate) bytes_received: Counter,
     pub(crate) fragment_seconds: Histogram,
+    pub(crate) connections_refused: Counter,
     errors: Family<CodeLabel, Counter>,
 }
 
@@ -38,6 +39,7 @@ impl Metrics {
             bytes_received: Counter::default(),
             // 1 ms .. ~33 s
             fragment_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            connections_refused: Counter::default(),
             errors: Family::default(),
             registry: Registry::default(),
         };
@@ -75,6 +77,11 @@ impl Metrics {
             "fragment_duration_seconds",
             "Time from a fragment's headers to its answer",
             m.fragment_seconds.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections answered 503 at once because --max-connections were open",
+            m.connections_refused.clone(),
         );
         registry.register(
             "errors",

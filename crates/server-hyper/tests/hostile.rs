@@ -634,6 +634,51 @@ async fn a_thousand_idle_connections_do_not_stop_service_and_are_released() {
     srv.healthy().await;
 }
 
+#[tokio::test]
+async fn connections_past_the_limit_get_a_503_before_their_request_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path(), |c| c.with_max_connections(8)).await;
+    // Eight connections hold every slot (idle: the header timeout is 5 s here).
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(TcpStream::connect(srv.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The ninth sends a fragment's headers and body; the answer comes unread.
+    let mut extra = TcpStream::connect(srv.addr).await.unwrap();
+    let _ = extra
+        .write_all(b"PUT /uploads/x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd")
+        .await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), extra.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed at once")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.to_lowercase().contains("retry-after: 1"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let json: Value = serde_json::from_str(body).expect("Graph's error JSON");
+    assert_eq!(json["error"]["code"], "serviceNotAvailable", "{json}");
+    // A slot freed is a slot used again.
+    drop(held.pop());
+    let mut ok = false;
+    for _ in 0..50 {
+        if srv
+            .http
+            .get(format!("http://{}/healthz", srv.addr))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "a freed slot takes a new connection");
+}
+
 // ----- 5. tokens -----
 
 #[tokio::test]

@@ -1,4 +1,19 @@
 //! Who may do what: bearer tokens on Graph routes, signed credentials on uploadUrls.
+//!
+//! Pure computation (HMAC-SHA256, constant-time comparison), so it lives here and
+//! is tested and fuzzed without a server; the time comes in as `now`.
+//!
+//! ```
+//! use std::time::{Duration, UNIX_EPOCH};
+//! use upsession_core::credential::{CREDENTIAL_PARAM, Signer};
+//!
+//! let signer = Signer::new([7; 32]);
+//! let expires = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+//! let query = format!("{CREDENTIAL_PARAM}={}", signer.sign("session-1", expires));
+//! let now = UNIX_EPOCH + Duration::from_secs(1_900_000_000);
+//! assert!(signer.verify("session-1", Some(&query), now));
+//! assert!(!signer.verify("session-2", Some(&query), now));
+//! ```
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -9,11 +24,11 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 /// The query parameter that carries an uploadUrl's credential.
-pub(crate) const CREDENTIAL_PARAM: &str = "authtoken";
+pub const CREDENTIAL_PARAM: &str = "authtoken";
 
 /// The accepted bearer tokens, compared in constant time.
 #[derive(Clone)]
-pub(crate) struct Tokens(Vec<Vec<u8>>);
+pub struct Tokens(Vec<Vec<u8>>);
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -22,7 +37,8 @@ impl std::fmt::Debug for Tokens {
 }
 
 impl Tokens {
-    pub(crate) fn new(tokens: &[String]) -> Self {
+    /// The tokens to accept (empty ones are ignored).
+    pub fn new(tokens: &[String]) -> Self {
         Self(
             tokens
                 .iter()
@@ -34,7 +50,10 @@ impl Tokens {
 
     /// Checks an `Authorization` header value. Every configured token is compared,
     /// so the time taken does not say which one (or whether any) matched.
-    pub(crate) fn check(&self, authorization: Option<&[u8]>) -> Result<(), &'static str> {
+    ///
+    /// # Errors
+    /// A sentence saying what is wrong with the header, for the 401's message.
+    pub fn check(&self, authorization: Option<&[u8]>) -> Result<(), &'static str> {
         let value = authorization
             .ok_or("the Authorization header is missing; send `Authorization: Bearer TOKEN`")?;
         let token = value
@@ -58,7 +77,7 @@ type HmacSha256 = Hmac<Sha256>;
 /// Signs and checks uploadUrl credentials: `{expiry}.{mac}` where the MAC is an
 /// HMAC-SHA256 over the session id and the expiry with the server's key.
 #[derive(Clone)]
-pub(crate) struct Signer {
+pub struct Signer {
     key: [u8; 32],
 }
 
@@ -69,7 +88,8 @@ impl std::fmt::Debug for Signer {
 }
 
 impl Signer {
-    pub(crate) fn new(key: [u8; 32]) -> Self {
+    /// A signer with the server's secret key.
+    pub fn new(key: [u8; 32]) -> Self {
         Self { key }
     }
 
@@ -83,7 +103,7 @@ impl Signer {
     }
 
     /// The credential for `session_id`, valid until `expires`.
-    pub(crate) fn sign(&self, session_id: &str, expires: SystemTime) -> String {
+    pub fn sign(&self, session_id: &str, expires: SystemTime) -> String {
         let expiry = expires
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
@@ -93,7 +113,7 @@ impl Signer {
     }
 
     /// Whether `query` carries exactly one valid, unexpired credential for `session_id`.
-    pub(crate) fn verify(&self, session_id: &str, query: Option<&str>, now: SystemTime) -> bool {
+    pub fn verify(&self, session_id: &str, query: Option<&str>, now: SystemTime) -> bool {
         let mut found = None;
         for pair in query.unwrap_or("").split('&') {
             if let Some(value) = pair
