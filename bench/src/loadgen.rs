@@ -7,6 +7,7 @@
 //! loadgen --base-url URL --token T --uploads 16 --size 16MiB [--fragment 4MiB] [--pid PID] [--probe]
 //! loadgen --base-url URL --token T --idle 10000 [--size 3MB] [--pid PID]
 //! loadgen ... --nodes http://127.0.0.1:A,http://127.0.0.1:B  (fragments alternate nodes)
+//! loadgen --tus http://127.0.0.1:PORT/files --uploads 16 --size 16MiB  (a tus server)
 //! ```
 //!
 //! Prints one line of `key=value` figures: bytes, seconds, MiB/s, fragment latency
@@ -41,6 +42,9 @@ struct Args {
     /// Nodes sharing one store (`http://HOST:PORT`): fragment `i` of upload `u`
     /// goes to node `(u + i) % n`, so each upload alternates between them.
     nodes: Vec<String>,
+    /// A tus server's creation URL (`http://HOST:PORT/files`): the same bytes are
+    /// uploaded over tus 1.0 (creation, then `PATCH`es) instead of Graph's protocol.
+    tus: Option<String>,
 }
 
 fn parse_size(s: &str) -> usize {
@@ -67,6 +71,7 @@ fn args() -> Args {
         idle: 0,
         probe: false,
         nodes: Vec::new(),
+        tus: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -84,6 +89,7 @@ fn args() -> Args {
             "--pid" => a.pid = Some(v.parse().expect("a pid")),
             "--idle" => a.idle = v.parse().expect("a count"),
             "--nodes" => a.nodes = v.split(',').map(str::to_owned).collect(),
+            "--tus" => a.tus = Some(v),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -203,6 +209,65 @@ async fn upload(
     (latencies, uploaded)
 }
 
+/// [`upload`] over tus 1.0: creation, `PATCH`es of the same fragment size at their
+/// offsets, then a `GET` of the upload (tus's "getting" extension) to verify.
+async fn upload_tus(http: reqwest::Client, a: &Args, data: Bytes) -> (Vec<Duration>, Instant) {
+    let create = a.tus.as_deref().expect("tus mode");
+    let res = http
+        .post(create)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", data.len())
+        .send()
+        .await
+        .expect("tus server reachable");
+    assert_eq!(res.status().as_u16(), 201, "tus creation");
+    let location = res.headers()["location"]
+        .to_str()
+        .expect("ASCII")
+        .to_owned();
+    let url = if location.starts_with("http") {
+        location
+    } else {
+        let origin = create.split('/').take(3).collect::<Vec<_>>().join("/");
+        format!("{origin}{location}")
+    };
+    let mut latencies = Vec::new();
+    let mut start = 0;
+    while start < data.len() {
+        let end = (start + a.fragment).min(data.len());
+        let t = Instant::now();
+        let res = http
+            .patch(&url)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Offset", start)
+            .header("Content-Type", "application/offset+octet-stream")
+            .body(data.slice(start..end))
+            .send()
+            .await
+            .expect("fragment sent");
+        let status = res.status().as_u16();
+        let _ = res.bytes().await;
+        latencies.push(t.elapsed());
+        assert_eq!(status, 204, "tus PATCH {start}-{end}");
+        start = end;
+    }
+    let uploaded = Instant::now();
+    let stored = http
+        .get(&url)
+        .send()
+        .await
+        .expect("upload readable")
+        .bytes()
+        .await
+        .expect("upload bytes");
+    assert_eq!(
+        Sha256::digest(&stored),
+        Sha256::digest(&data),
+        "stored bytes differ"
+    );
+    (latencies, uploaded)
+}
+
 /// `GET uploadUrl` of `url` in a loop until `stop` (at most 100,000 times).
 async fn probe(http: reqwest::Client, url: String, stop: Arc<AtomicBool>) -> Vec<Duration> {
     let mut out = Vec::new();
@@ -267,7 +332,13 @@ async fn main() {
     let tasks: Vec<_> = (0..a.uploads)
         .map(|n| {
             let (http, a, data) = (http.clone(), a.clone(), data.clone());
-            tokio::spawn(async move { upload(http, &a, data, n).await })
+            tokio::spawn(async move {
+                if a.tus.is_some() {
+                    upload_tus(http, &a, data).await
+                } else {
+                    upload(http, &a, data, n).await
+                }
+            })
         })
         .collect();
     let mut latencies = Vec::new();

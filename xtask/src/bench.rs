@@ -27,11 +27,14 @@ use crate::util::{cargo, project_root, run_command};
 
 const TOKEN: &str = "bench-token";
 
+#[allow(clippy::struct_excessive_bools)] // independent switches of one command line
 struct Options {
     quick: bool,
     reps: usize,
     cache_fairness: bool,
     cluster: bool,
+    /// Also measure rustus (a Rust tus server) with the same bytes.
+    peers: bool,
 }
 
 /// A started server process (`upsession serve` or `sink`).
@@ -67,6 +70,31 @@ impl Server {
     fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// A server that prints no banner: started on `port`, ready once it accepts.
+    fn start_on_port(mut cmd: Command, port: u16, base: String) -> Result<Self, String> {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start the server: {e}"))?;
+        let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let started = Instant::now();
+        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+            if started.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                return Err(format!("nothing listened on {addr} within 20 s"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Self {
+            child,
+            base,
+            _stdout: stdout,
+        })
+    }
 }
 
 impl Drop for Server {
@@ -82,6 +110,8 @@ enum Contender {
     SinkFsync,
     Ours,
     OursFsync,
+    Rustus,
+    RustusFsync,
 }
 
 impl Contender {
@@ -91,12 +121,50 @@ impl Contender {
             Self::SinkFsync => "sink --fsync",
             Self::Ours => "upsession",
             Self::OursFsync => "upsession --fsync always",
+            Self::Rustus => "rustus",
+            Self::RustusFsync => "rustus --force-fsync",
         }
+    }
+
+    fn is_rustus(self) -> bool {
+        matches!(self, Self::Rustus | Self::RustusFsync)
+    }
+
+    /// `rustus`: the rustus binary, needed for the rustus contenders only.
+    fn start_with(self, bin: &Path, rustus: Option<&Path>, dir: &Path) -> Result<Server, String> {
+        if !self.is_rustus() {
+            return self.start(bin, dir);
+        }
+        let rustus = rustus.ok_or("rustus is not installed")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let (data, info) = (dir.join("data"), dir.join("info"));
+        for d in [&data, &info] {
+            fs::create_dir_all(d).map_err(|e| e.to_string())?;
+        }
+        let mut cmd = Command::new(rustus);
+        cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--info-dir")
+            .arg(&info)
+            // Its default 256 KiB body limit refuses 4 MiB fragments.
+            .args(["--max-body-size", "8388608", "--log-level", "warn"]);
+        if self == Self::RustusFsync {
+            // A bool that takes a value (structopt with `env`).
+            cmd.args(["--force-fsync", "true"]);
+        }
+        Server::start_on_port(cmd, port, format!("http://127.0.0.1:{port}/files"))
     }
 
     fn start(self, bin: &Path, dir: &Path) -> Result<Server, String> {
         let mut cmd;
         match self {
+            Self::Rustus | Self::RustusFsync => {
+                return Err("rustus starts through start_with".into());
+            }
             Self::Sink | Self::SinkFsync => {
                 cmd = Command::new(bin.join("sink"));
                 cmd.args(["--listen", "127.0.0.1:0", "--dir"]).arg(dir);
@@ -221,6 +289,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         reps: 3,
         cache_fairness: true,
         cluster: false,
+        peers: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -228,6 +297,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             "--quick" => o.quick = true,
             "--no-cache-fairness" => o.cache_fairness = false,
             "--cluster" => o.cluster = true,
+            "--peers" => o.peers = true,
             "--reps" => {
                 o.reps = it
                     .next()
@@ -236,7 +306,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             }
             other => {
                 return Err(format!(
-                    "unknown bench option `{other}` (--quick, --reps N, --no-cache-fairness, --cluster)"
+                    "unknown bench option `{other}` (--quick, --reps N, --no-cache-fairness, --cluster, --peers)"
                 ));
             }
         }
@@ -265,9 +335,15 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     if o.cluster {
         return cluster(&o, &bin, &out_dir);
     }
+    let rustus = if o.peers {
+        crate::engines::ensure_rustus()?;
+        Some(crate::engines::rustus_binary())
+    } else {
+        None
+    };
     let sizes = Sizes::new(o.quick);
     let mut run_no = 0;
-    let rows = throughput(&o, &bin, &work, &sizes, &mut run_no)?;
+    let rows = throughput(&o, &bin, rustus.as_deref(), &work, &sizes, &mut run_no)?;
     let extras = extras(&bin, &work, &sizes, &mut run_no)?;
     let table = report(&rows, &extras, &sizes);
     println!("\n{table}");
@@ -352,6 +428,7 @@ impl Sizes {
 fn throughput(
     o: &Options,
     bin: &Path,
+    rustus: Option<&Path>,
     work: &Path,
     z: &Sizes,
     run_no: &mut usize,
@@ -368,12 +445,16 @@ fn throughput(
     ];
     let mut rows = Vec::new();
     for (scenario, args, bytes) in &scenarios {
-        for contender in [
+        let mut contenders = vec![
             Contender::Sink,
             Contender::Ours,
             Contender::SinkFsync,
             Contender::OursFsync,
-        ] {
+        ];
+        if rustus.is_some() {
+            contenders.extend([Contender::Rustus, Contender::RustusFsync]);
+        }
+        for contender in contenders {
             let mut row = Row {
                 scenario: format!("{scenario} ({})", args[3]),
                 contender: contender.name(),
@@ -386,8 +467,12 @@ fn throughput(
                 if o.cache_fairness {
                     refresh_page_cache(&dir, *bytes)?;
                 }
-                let server = contender.start(bin, &dir)?;
-                let mut r = loadgen(bin, &server.base, server.pid(), args)?;
+                let server = contender.start_with(bin, rustus, &dir)?;
+                let mut args = args.clone();
+                if contender.is_rustus() {
+                    args.extend(["--tus", server.base.as_str()]);
+                }
+                let mut r = loadgen(bin, &server.base, server.pid(), &args)?;
                 drop(server);
                 let _ = fs::remove_dir_all(&dir);
                 r.insert("scenario".into(), row.scenario.clone());
@@ -521,7 +606,7 @@ fn report(rows: &[Row], extras: &[Record], z: &Sizes) -> String {
         return String::new();
     };
     let mut table = String::from(
-        "| scenario | server | MiB/s median (min–max) | × sink | CPU s/GiB | peak RSS MiB | fragment p50/p99 ms |\n|---|---|---|---|---|---|---|\n",
+        "| scenario | server | MiB/s median (min–max) | × sink | × rustus | CPU s/GiB | peak RSS MiB | fragment p50/p99 ms |\n|---|---|---|---|---|---|---|---|\n",
     );
     for row in rows {
         let sink = rows
@@ -538,6 +623,20 @@ fn report(rows: &[Row], extras: &[Record], z: &Sizes) -> String {
             .and_then(|r| r.median("mib_per_s"));
         let ratio = match (row.median("mib_per_s"), sink) {
             (Some(m), Some(s)) if s > 0.0 => format!("{:.2}", m / s),
+            _ => "–".into(),
+        };
+        // Ours against rustus with the same durability, where rustus ran.
+        let peer = match row.contender {
+            "upsession" => "rustus",
+            "upsession --fsync always" => "rustus --force-fsync",
+            _ => "",
+        };
+        let vs_peer = rows
+            .iter()
+            .find(|r| r.scenario == row.scenario && r.contender == peer)
+            .and_then(|r| r.median("mib_per_s"));
+        let vs_peer = match (row.median("mib_per_s"), vs_peer) {
+            (Some(m), Some(p)) if p > 0.0 => format!("{:.2}", m / p),
             _ => "–".into(),
         };
         let gib = row
@@ -558,7 +657,7 @@ fn report(rows: &[Row], extras: &[Record], z: &Sizes) -> String {
         );
         let _ = writeln!(
             table,
-            "| {} | {} | {} | {ratio} | {cpu} | {rss} | {lat} |",
+            "| {} | {} | {} | {ratio} | {vs_peer} | {cpu} | {rss} | {lat} |",
             row.scenario,
             row.contender,
             row.spread("mib_per_s")

@@ -16,6 +16,9 @@ use crate::util::{cargo, run_command};
 /// the same one).
 const GARAGE_VERSION: &str = "2.5.0";
 
+/// The rustus release `cargo xtask bench --peers` measures against.
+const RUSTUS_VERSION: &str = "0.5.10";
+
 /// `cargo xtask engines`.
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     if let Some(arg) = args.first() {
@@ -38,7 +41,39 @@ pub(crate) fn garage_binary() -> PathBuf {
 }
 
 fn garage_root() -> PathBuf {
-    let cache = std::env::var_os("UPSESSION_CACHE").map_or_else(
+    cache_dir().join(format!("garage-{GARAGE_VERSION}"))
+}
+
+fn rustus_root() -> PathBuf {
+    cache_dir().join(format!("rustus-{RUSTUS_VERSION}"))
+}
+
+/// Where rustus is (or will be) installed.
+pub(crate) fn rustus_binary() -> PathBuf {
+    rustus_root().join("bin").join("rustus")
+}
+
+/// Installs rustus from crates.io into the cache, where missing (about 5 minutes).
+pub(crate) fn ensure_rustus() -> Result<(), String> {
+    if rustus_binary().exists() {
+        return Ok(());
+    }
+    run_command(
+        cargo()
+            .args([
+                "install",
+                "rustus",
+                "--version",
+                RUSTUS_VERSION,
+                "--locked",
+                "--root",
+            ])
+            .arg(rustus_root()),
+    )
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("UPSESSION_CACHE").map_or_else(
         || {
             std::env::var_os("HOME")
                 .map_or_else(|| PathBuf::from("/tmp"), PathBuf::from)
@@ -46,8 +81,7 @@ fn garage_root() -> PathBuf {
                 .join("upsession")
         },
         PathBuf::from,
-    );
-    cache.join(format!("garage-{GARAGE_VERSION}"))
+    )
 }
 
 /// Installs whatever is missing; says what it did.
