@@ -45,14 +45,20 @@ struct Server {
 }
 
 impl Server {
-    fn start(mut cmd: Command) -> Result<Self, String> {
+    /// Spawns the server with its stdout piped (kept open while it runs).
+    fn spawn(cmd: &mut Command) -> Result<(Child, BufReader<std::process::ChildStdout>), String> {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start the server: {e}"))?;
-        let mut stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        Ok((child, stdout))
+    }
+
+    fn start(mut cmd: Command) -> Result<Self, String> {
+        let (child, mut stdout) = Self::spawn(&mut cmd)?;
         let mut first = String::new();
         stdout.read_line(&mut first).map_err(|e| e.to_string())?;
         let base = first
@@ -73,13 +79,7 @@ impl Server {
 
     /// A server that prints no banner: started on `port`, ready once it accepts.
     fn start_on_port(mut cmd: Command, port: u16, base: String) -> Result<Self, String> {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start the server: {e}"))?;
-        let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        let (mut child, stdout) = Self::spawn(&mut cmd)?;
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let started = Instant::now();
         while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {

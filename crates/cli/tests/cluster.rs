@@ -39,16 +39,7 @@ fn data(len: usize, seed: u64) -> Vec<u8> {
 }
 
 async fn put(http: &reqwest::Client, url: &str, data: &[u8], start: usize) -> reqwest::Response {
-    let end = (start + FRAGMENT).min(data.len());
-    http.put(url)
-        .header(
-            "Content-Range",
-            format!("bytes {start}-{}/{}", end - 1, data.len()),
-        )
-        .body(data[start..end].to_vec())
-        .send()
-        .await
-        .unwrap()
+    common::put(http, url, data, start, FRAGMENT).await.unwrap()
 }
 
 /// The uploadUrl's path and query, sent to one node directly (bypassing the proxy).
@@ -59,14 +50,7 @@ fn on_node(upload_url: &str, addr: &str) -> String {
 
 /// Downloads the attachment at `location` through the proxy.
 async fn download(http: &reqwest::Client, location: &str) -> Vec<u8> {
-    let res = http
-        .get(format!("{location}/$value"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    res.bytes().await.unwrap().to_vec()
+    common::download(http, location, TOKEN).await
 }
 
 /// Uploads `data` fragment by fragment through the proxy, calling `between(i)`
@@ -148,19 +132,8 @@ async fn two_nodes_never_both_accept_one_range() {
     let file = data(2 * FRAGMENT, 2);
     let url = common::open_session(&cluster.base(), TOKEN, file.len()).await;
     // Node 0 holds the first fragment (headers and half its body sent) ...
-    let parsed = reqwest::Url::parse(&on_node(&url, &cluster.addrs[0])).unwrap();
-    let mut held = tokio::net::TcpStream::connect(&cluster.addrs[0][..])
-        .await
-        .unwrap();
-    let head = format!(
-        "PUT {}?{} HTTP/1.1\r\nHost: x\r\nContent-Range: bytes 0-{}/{}\r\nContent-Length: {FRAGMENT}\r\n\r\n",
-        parsed.path(),
-        parsed.query().unwrap(),
-        FRAGMENT - 1,
-        file.len()
-    );
-    held.write_all(head.as_bytes()).await.unwrap();
-    held.write_all(&file[..FRAGMENT / 2]).await.unwrap();
+    let node0 = on_node(&url, &cluster.addrs[0]);
+    let mut held = common::partial_put(&node0, &file, 0, FRAGMENT, FRAGMENT / 2).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     // ... so node 1 refuses the same range, and the next one, with 409.
     for start in [0, FRAGMENT] {
@@ -204,22 +177,8 @@ async fn kill9_of_a_node_mid_fragment_and_the_other_finishes() {
         assert_eq!(put(&http, &url, &file, i * FRAGMENT).await.status(), 200);
     }
     // Node 0 is killed with a fragment half received: it was never acknowledged.
-    let parsed = reqwest::Url::parse(&on_node(&url, &cluster.addrs[0])).unwrap();
-    let mut held = tokio::net::TcpStream::connect(&cluster.addrs[0][..])
-        .await
-        .unwrap();
-    let head = format!(
-        "PUT {}?{} HTTP/1.1\r\nHost: x\r\nContent-Range: bytes {}-{}/{}\r\nContent-Length: {FRAGMENT}\r\n\r\n",
-        parsed.path(),
-        parsed.query().unwrap(),
-        4 * FRAGMENT,
-        5 * FRAGMENT - 1,
-        file.len()
-    );
-    held.write_all(head.as_bytes()).await.unwrap();
-    held.write_all(&file[4 * FRAGMENT..4 * FRAGMENT + 1000])
-        .await
-        .unwrap();
+    let node0 = on_node(&url, &cluster.addrs[0]);
+    let held = common::partial_put(&node0, &file, 4 * FRAGMENT, FRAGMENT, 1000).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     cluster.kill9(0);
     drop(held);

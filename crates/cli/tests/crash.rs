@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 
 const TOKEN: &str = "crash-token";
 const FRAGMENT: usize = 64 * 1024;
@@ -41,38 +40,11 @@ async fn put(
     data: &[u8],
     start: usize,
 ) -> reqwest::Result<reqwest::Response> {
-    let end = (start + FRAGMENT).min(data.len());
-    http.put(url)
-        .header(
-            "Content-Range",
-            format!("bytes {start}-{}/{}", end - 1, data.len()),
-        )
-        .body(data[start..end].to_vec())
-        .send()
-        .await
+    common::put(http, url, data, start, FRAGMENT).await
 }
 
-/// Starts a PUT over a raw socket and sends `sent` of its bytes (maybe all).
 async fn partial_put(url: &str, data: &[u8], start: usize, sent: usize) -> tokio::net::TcpStream {
-    let parsed = reqwest::Url::parse(url).unwrap();
-    let end = (start + FRAGMENT).min(data.len());
-    let mut s =
-        tokio::net::TcpStream::connect((parsed.host_str().unwrap(), parsed.port().unwrap()))
-            .await
-            .unwrap();
-    let head = format!(
-        "PUT {}?{} HTTP/1.1\r\nHost: x\r\nContent-Range: bytes {start}-{}/{}\r\nContent-Length: {}\r\n\r\n",
-        parsed.path(),
-        parsed.query().unwrap(),
-        end - 1,
-        data.len(),
-        end - start
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(&data[start..start + sent.min(end - start)])
-        .await
-        .unwrap();
-    s
+    common::partial_put(url, data, start, FRAGMENT, sent).await
 }
 
 async fn expected_start(http: &reqwest::Client, url: &str, total: usize) -> usize {

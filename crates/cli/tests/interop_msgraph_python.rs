@@ -307,16 +307,7 @@ fn sdk_uploads_to(python: &Path, base: &str, dir: &Path) {
         assert_eq!(result["size"], *size, "{}", path.display());
         assert_eq!(result["sha256"], **want, "{}", path.display());
         let location = result["location"].as_str().expect("a Location");
-        let bytes = rt.block_on(async {
-            let res = http
-                .get(format!("{location}/$value"))
-                .bearer_auth(TOKEN)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.status(), 200, "GET {location}/$value");
-            res.bytes().await.unwrap()
-        });
+        let bytes = rt.block_on(common::download(&http, location, TOKEN));
         assert_eq!(bytes.len(), *size, "{}", path.display());
         assert_eq!(sha256_hex(&bytes), *want, "{}", path.display());
         eprintln!(

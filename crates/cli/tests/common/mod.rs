@@ -132,4 +132,66 @@ pub(crate) async fn open_session(base: &str, token: &str, size: usize) -> String
         .to_owned()
 }
 
+/// `PUT`s the fragment of `data` at `start` (at most `fragment` bytes) to `url`.
+pub(crate) async fn put(
+    http: &reqwest::Client,
+    url: &str,
+    data: &[u8],
+    start: usize,
+    fragment: usize,
+) -> reqwest::Result<reqwest::Response> {
+    let end = (start + fragment).min(data.len());
+    http.put(url)
+        .header(
+            "Content-Range",
+            format!("bytes {start}-{}/{}", end - 1, data.len()),
+        )
+        .body(data[start..end].to_vec())
+        .send()
+        .await
+}
+
+/// Starts that `PUT` over a raw socket and sends `sent` of its body bytes (maybe
+/// all), leaving the connection open: a fragment in flight.
+pub(crate) async fn partial_put(
+    url: &str,
+    data: &[u8],
+    start: usize,
+    fragment: usize,
+    sent: usize,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let parsed = reqwest::Url::parse(url).unwrap();
+    let end = (start + fragment).min(data.len());
+    let mut s =
+        tokio::net::TcpStream::connect((parsed.host_str().unwrap(), parsed.port().unwrap()))
+            .await
+            .unwrap();
+    let head = format!(
+        "PUT {}?{} HTTP/1.1\r\nHost: x\r\nContent-Range: bytes {start}-{}/{}\r\nContent-Length: {}\r\n\r\n",
+        parsed.path(),
+        parsed.query().unwrap(),
+        end - 1,
+        data.len(),
+        end - start
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&data[start..start + sent.min(end - start)])
+        .await
+        .unwrap();
+    s
+}
+
+/// The bytes of the attachment at `location` (`GET {location}/$value`).
+pub(crate) async fn download(http: &reqwest::Client, location: &str, token: &str) -> Vec<u8> {
+    let res = http
+        .get(format!("{location}/$value"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "GET {location}/$value");
+    res.bytes().await.unwrap().to_vec()
+}
+
 pub(crate) mod cluster;
