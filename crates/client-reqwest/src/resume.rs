@@ -265,7 +265,18 @@ impl ResumeState {
             path: Some(path.to_path_buf()),
             reason: e.to_string(),
         })?;
-        write_atomic(path, &bytes).map_err(|e| Error::io("write the resume state", path, e))
+        write_atomic(path, &bytes, true).map_err(|e| Error::io("write the resume state", path, e))
+    }
+
+    /// [`ResumeState::save`] without waiting for the disk: still whole or absent
+    /// after a crash of this process (write and rename), but a power loss may keep
+    /// the previous version. For progress updates, which resume does not rely on.
+    pub fn save_progress(&self, path: &Path) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::InvalidState {
+            path: Some(path.to_path_buf()),
+            reason: e.to_string(),
+        })?;
+        write_atomic(path, &bytes, false).map_err(|e| Error::io("write the resume state", path, e))
     }
 
     /// The session's expiry, if known and readable.
@@ -401,9 +412,9 @@ impl StateStore {
 }
 
 /// Writes `bytes` to `path` so that `path` holds either its old content or all of
-/// `bytes`, even across a crash: temporary file in the same directory, `fsync`,
-/// rename, `fsync` of the directory.
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// `bytes`, even across a crash: temporary file in the same directory, `fsync`
+/// (when `durable`), rename, `fsync` of the directory (when `durable`).
+fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -415,9 +426,13 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .suffix(".tmp")
         .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
+    if durable {
+        tmp.as_file().sync_all()?;
+    }
     tmp.persist(path).map_err(|e| e.error)?;
-    sync_dir(dir);
+    if durable {
+        sync_dir(dir);
+    }
     Ok(())
 }
 

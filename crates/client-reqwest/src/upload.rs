@@ -147,6 +147,8 @@ struct Job<'a> {
     /// Where to save the resume state, and the state (its uploadUrl is filled in
     /// when the session is created).
     state: Option<(PathBuf, ResumeState)>,
+    /// When progress was last written to the state.
+    progress_saved: Option<std::time::Instant>,
     name: String,
 }
 
@@ -310,16 +312,28 @@ impl Job<'_> {
                     total,
                 } => {
                     tracing::debug!(file = %self.label, acknowledged, total, "progress");
+                    // Informational (resume asks the session anyway), so written at
+                    // most once a second and without waiting for the disk: a state
+                    // write and two fsyncs per fragment cost as much as the upload.
+                    let due = self
+                        .progress_saved
+                        .is_none_or(|at| at.elapsed() >= PROGRESS_SAVE_INTERVAL);
                     if let Some((path, state)) = &mut self.state
                         && !state.upload_url.expose_secret().is_empty()
                         && acknowledged < total
+                        && due
                     {
                         state.acknowledged = acknowledged;
                         state.expires = planner.expires().map(format_graph_time);
                         state.fragment_size = planner.fragment_size();
                         state.updated = format_graph_time(SystemTime::now());
-                        // Informational: resume asks the session anyway.
-                        if let Err(e) = save(path.clone(), state.clone()).await {
+                        self.progress_saved = Some(std::time::Instant::now());
+                        let (p, st) = (path.clone(), state.clone());
+                        let saved = run_blocking(path, "write the resume state to", move || {
+                            st.save_progress(&p)
+                        })
+                        .await;
+                        if let Err(e) = saved {
                             tracing::warn!(error = %e, "could not update the resume state");
                         }
                     }
@@ -364,6 +378,9 @@ impl Job<'_> {
         self.progress.emit(&self.label, kind);
     }
 }
+
+/// Least time between two progress updates of a resume state.
+const PROGRESS_SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn save(path: PathBuf, state: ResumeState) -> Result<()> {
     let p = path.clone();
@@ -496,6 +513,7 @@ impl Client {
             create: Some((target.clone(), item)),
             identity: Some(identity),
             state,
+            progress_saved: None,
             name: meta.name,
         };
         Ok((job, planner, file))
@@ -531,6 +549,7 @@ impl Client {
             create: Some((target.clone(), meta.to_item(size))),
             identity: None,
             state: None,
+            progress_saved: None,
             name: meta.name,
         };
         let planner = Planner::new(size, self.inner.planner_config(None));
@@ -565,6 +584,7 @@ impl Client {
             create: None,
             identity: None,
             state: None,
+            progress_saved: None,
             name,
         };
         let planner = Planner::resume(
@@ -692,6 +712,7 @@ impl Client {
             identity: Some(identity),
             name: state.attachment.name.clone(),
             state: state_path.map(|p| (p, state)),
+            progress_saved: None,
         };
         job.run(planner, file).await
     }

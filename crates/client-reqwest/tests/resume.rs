@@ -44,7 +44,9 @@ async fn an_interrupted_upload_resumes_from_its_state_file_with_exact_bytes() {
     interrupt(&server, &client, &path, 3).await;
 
     let (state_path, state) = only_state(&store);
-    assert_eq!(state.acknowledged, 2 * FRAGMENT, "progress was saved");
+    // Progress is informational (resume asks the session) and written at most
+    // once a second, so it may trail what the server acknowledged.
+    assert!(state.acknowledged <= 2 * FRAGMENT, "{}", state.acknowledged);
     assert_eq!(state.file.path, path.canonicalize().unwrap());
     assert_eq!(state.file.size, bytes.len() as u64);
     assert_eq!(state.file.sha256, sha256(&bytes));
