@@ -41,24 +41,34 @@ struct Options {
 struct Server {
     child: Child,
     base: String,
-    _stdout: BufReader<std::process::ChildStdout>,
+    _stdout: Option<BufReader<std::process::ChildStdout>>,
 }
 
 impl Server {
-    /// Spawns the server with its stdout piped (kept open while it runs).
-    fn spawn(cmd: &mut Command) -> Result<(Child, BufReader<std::process::ChildStdout>), String> {
+    /// Spawns the server; its stdout is piped (and kept open while it runs) when
+    /// its banner is to be read, and discarded otherwise, so it never blocks on a
+    /// full pipe.
+    fn spawn(
+        cmd: &mut Command,
+        banner: bool,
+    ) -> Result<(Child, Option<BufReader<std::process::ChildStdout>>), String> {
         let mut child = cmd
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(if banner {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start the server: {e}"))?;
-        let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        let stdout = child.stdout.take().map(BufReader::new);
         Ok((child, stdout))
     }
 
     fn start(mut cmd: Command) -> Result<Self, String> {
-        let (child, mut stdout) = Self::spawn(&mut cmd)?;
+        let (child, stdout) = Self::spawn(&mut cmd, true)?;
+        let mut stdout = stdout.ok_or("no stdout")?;
         let mut first = String::new();
         stdout.read_line(&mut first).map_err(|e| e.to_string())?;
         let base = first
@@ -69,7 +79,7 @@ impl Server {
         Ok(Self {
             child,
             base,
-            _stdout: stdout,
+            _stdout: Some(stdout),
         })
     }
 
@@ -79,7 +89,7 @@ impl Server {
 
     /// A server that prints no banner: started on `port`, ready once it accepts.
     fn start_on_port(mut cmd: Command, port: u16, base: String) -> Result<Self, String> {
-        let (mut child, stdout) = Self::spawn(&mut cmd)?;
+        let (mut child, stdout) = Self::spawn(&mut cmd, false)?;
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let started = Instant::now();
         while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
@@ -333,6 +343,9 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
 
     if o.cluster {
+        if o.peers {
+            return Err("--peers and --cluster measure different things; run them apart".into());
+        }
         return cluster(&o, &bin, &out_dir);
     }
     let rustus = if o.peers {

@@ -106,7 +106,12 @@ impl Error {
             self,
             Self::SessionExpired { .. }
                 | Self::Cancelled
-                | Self::Upload(UploadError::FinalOutcomeUnknown | UploadError::SessionExpired)
+                | Self::Upload(
+                    UploadError::FinalOutcomeUnknown
+                        | UploadError::SessionExpired
+                        // A session that claims bytes never sent cannot be resumed.
+                        | UploadError::ServerClaimsUnsentBytes { .. }
+                )
         )
     }
 
@@ -164,11 +169,15 @@ pub(crate) fn describe_reqwest(error: reqwest::Error) -> String {
     }
     if let Some(why) = tls {
         // The chain says "corrupt message of type InvalidContentType" or
-        // "UnknownIssuer": name the layer and its usual causes instead.
-        text = format!(
-            "TLS handshake failed: {why} (usually an https URL for a plain-http server, \
-             or a certificate this machine does not trust)"
-        );
+        // "UnknownIssuer": name the layer (and, for a handshake, its usual causes).
+        text = if error.is_connect() {
+            format!(
+                "TLS handshake failed: {why} (usually an https URL for a plain-http server, \
+                 or a certificate this machine does not trust)"
+            )
+        } else {
+            format!("TLS failed: {why}")
+        };
     }
     // A cause could quote a URL (a redirect target, a proxy): hide any query.
     if text.contains('?') {

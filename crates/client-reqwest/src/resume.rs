@@ -268,9 +268,10 @@ impl ResumeState {
         write_atomic(path, &bytes, true).map_err(|e| Error::io("write the resume state", path, e))
     }
 
-    /// [`ResumeState::save`] without waiting for the disk: still whole or absent
-    /// after a crash of this process (write and rename), but a power loss may keep
-    /// the previous version. For progress updates, which resume does not rely on.
+    /// [`ResumeState::save`] without syncing the directory: the file is always
+    /// whole, but after a power loss the rename may not have happened and the
+    /// previous version is read. For progress updates, which resume does not rely
+    /// on.
     pub fn save_progress(&self, path: &Path) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::InvalidState {
             path: Some(path.to_path_buf()),
@@ -412,8 +413,9 @@ impl StateStore {
 }
 
 /// Writes `bytes` to `path` so that `path` holds either its old content or all of
-/// `bytes`, even across a crash: temporary file in the same directory, `fsync`
-/// (when `durable`), rename, `fsync` of the directory (when `durable`).
+/// `bytes`, even across a crash: temporary file in the same directory, `fsync`,
+/// rename, and (when `durable`) `fsync` of the directory, which makes the rename
+/// itself survive a power loss.
 fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -426,9 +428,9 @@ fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
         .suffix(".tmp")
         .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
-    if durable {
-        tmp.as_file().sync_all()?;
-    }
+    // Always: a rename that reaches the disk before the data can leave an empty
+    // file after a power loss (XFS, ext4 with `noauto_da_alloc`).
+    tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     if durable {
         sync_dir(dir);

@@ -301,6 +301,7 @@ impl Job<'_> {
                         state.updated = now;
                         // Saved before any fragment is sent; without it there is no resume.
                         save(path.clone(), state.clone()).await?;
+                        self.progress_saved = Some(std::time::Instant::now());
                     }
                     self.emit(ProgressKind::SessionCreated {
                         upload_url,
@@ -313,8 +314,8 @@ impl Job<'_> {
                 } => {
                     tracing::debug!(file = %self.label, acknowledged, total, "progress");
                     // Informational (resume asks the session anyway), so written at
-                    // most once a second and without waiting for the disk: a state
-                    // write and two fsyncs per fragment cost as much as the upload.
+                    // most once a second, without the directory sync: a state write
+                    // and two fsyncs per fragment cost as much as the upload.
                     let due = self
                         .progress_saved
                         .is_none_or(|at| at.elapsed() >= PROGRESS_SAVE_INTERVAL);

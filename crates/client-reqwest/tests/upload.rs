@@ -241,40 +241,61 @@ async fn a_tls_failure_says_so() {
     assert!(err.contains("plain-http"), "{err}");
 }
 
-/// Runs an upload against a server that lies on PUT `nth`, and returns the error.
-async fn upload_to_a_liar(nth: usize, ranges: &[&str]) -> String {
-    let server = FakeGraph::start().await;
-    server.fault(
-        Method::PUT,
-        nth,
-        Fault::Lie(ranges.iter().map(|r| (*r).to_owned()).collect()),
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let (path, _) = make_file(dir.path(), "a.bin", 4 * FRAGMENT as usize, 9);
-    let err = client(&server)
-        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
-        .await
-        .expect_err("a lying server must not end in success");
-    assert_eq!(server.attachment_count(), 0, "no attachment was made");
-    err.to_string()
-}
-
 #[tokio::test]
 async fn a_server_claiming_bytes_never_sent_stops_the_upload() {
     // After the first fragment (0..64K) the server claims 0..128K.
-    let err = upload_to_a_liar(1, &[&format!("{}-", 2 * FRAGMENT)]).await;
+    let server = FakeGraph::start().await;
+    server.fault(
+        Method::PUT,
+        1,
+        Fault::Lie(vec![format!("{}-", 2 * FRAGMENT)]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let states = upsession_client_reqwest::StateStore::new(dir.path().join("states"));
+    let (path, _) = make_file(dir.path(), "a.bin", 4 * FRAGMENT as usize, 9);
+    let err = builder(&server)
+        .state_dir(states.dir())
+        .build()
+        .unwrap()
+        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
+        .await
+        .expect_err("a lying server must not end in success")
+        .to_string();
     assert!(err.contains("never sent"), "{err}");
     assert!(
         err.contains(&format!("bytes {}-{}", FRAGMENT, 2 * FRAGMENT - 1)),
         "{err}"
     );
+    assert_eq!(server.attachment_count(), 0, "no attachment was made");
+    // Nothing to resume: resuming would take the lie as its starting point.
+    assert!(
+        states.list().unwrap().is_empty(),
+        "the resume state is gone"
+    );
 }
 
 #[tokio::test]
-async fn a_server_forgetting_acknowledged_bytes_stops_the_upload() {
-    // After two fragments were acknowledged, the server expects the first again.
-    let err = upload_to_a_liar(3, &[&format!("0-{}", 4 * FRAGMENT - 1)]).await;
-    assert!(err.contains("no longer reports"), "{err}");
+async fn bytes_a_server_forgets_are_sent_again_and_the_attachment_is_exact() {
+    // After two fragments were acknowledged, the server expects the first again
+    // once (as after a power loss under `--fsync never`): it gets it again.
+    let server = FakeGraph::start().await;
+    server.fault(
+        Method::PUT,
+        3,
+        Fault::Lie(vec![format!("0-{}", 4 * FRAGMENT - 1)]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (path, bytes) = make_file(dir.path(), "a.bin", 4 * FRAGMENT as usize, 9);
+    let up = client(&server)
+        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
+        .await
+        .unwrap();
+    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    let ranges = puts(&server);
+    assert!(
+        ranges[3].starts_with("bytes 0-"),
+        "the forgotten bytes were sent again: {ranges:?}"
+    );
 }
 
 #[tokio::test]

@@ -202,6 +202,19 @@ pub enum UploadError {
     /// The server answered something that cannot be an upload session answer.
     #[error("the server's answer makes no sense for an upload session: {0}")]
     Protocol(String),
+    /// The server reported bytes as received that were never sent: finishing would
+    /// make an attachment that is not the file. The session cannot be trusted, so
+    /// it is not resumed either.
+    #[error(
+        "the server reports bytes {start}-{last} as received, but they were never sent; \
+         the upload stops rather than make an attachment that is not the file"
+    )]
+    ServerClaimsUnsentBytes {
+        /// First such byte.
+        start: u64,
+        /// Last such byte (inclusive).
+        last: u64,
+    },
 }
 
 /// How a request failed to get an answer.
@@ -296,10 +309,14 @@ pub struct Planner {
     probe_answered: bool,
     cancel_requested: bool,
     /// Bytes the server may rightly hold: what it held at its first answer (a
-    /// resumed session) plus every range sent since. A server reporting more than
-    /// this received, or less than it acknowledged, is lying: the upload stops
-    /// rather than finish with an attachment that is not the file.
+    /// resumed session) plus every range sent since and not refused. A server
+    /// reporting more than this received is lying: the upload stops rather than
+    /// finish with an attachment that is not the file.
     vouched: Option<RangeSet>,
+    /// The most bytes ever acknowledged: a server that forgets bytes (a power loss
+    /// under `--fsync never`) gets them again, but failures are only forgiven for
+    /// progress past this mark, so one that keeps forgetting ends the upload.
+    high_water: u64,
     events: VecDeque<Event>,
 }
 
@@ -348,6 +365,7 @@ impl Planner {
             probe_answered: false,
             cancel_requested: false,
             vouched: (first == Request::Create).then(RangeSet::default),
+            high_water: 0,
             events: VecDeque::new(),
         }
     }
@@ -531,6 +549,10 @@ impl Planner {
             (Request::Put(cr), StatusCode::PAYLOAD_TOO_LARGE)
                 if self.fragment_size > FRAGMENT_QUANTUM =>
             {
+                // Refused whole: none of it may be claimed later.
+                if let Some(v) = &mut self.vouched {
+                    v.remove(cr.range());
+                }
                 self.fragment_size = (cr.range().len() / 2 / FRAGMENT_QUANTUM * FRAGMENT_QUANTUM)
                     .max(FRAGMENT_QUANTUM);
                 self.events.push_back(Event::FragmentShrunk {
@@ -638,14 +660,20 @@ impl Planner {
             // A new session that expects nothing is one that has not said: all of it.
             self.expected = RangeSet::full(self.total);
         } else if let Some(lie) = self.check_claims(&expected) {
-            self.phase = Phase::Finished(Action::Failed(UploadError::Protocol(lie)));
+            self.phase = self.fail_phase(lie);
             return;
         } else {
             let before = self.acknowledged();
             self.expected = expected;
             let after = self.acknowledged();
             if after > before || request == Request::Create {
-                self.failures = 0;
+                if after > self.high_water || request == Request::Create {
+                    self.high_water = after;
+                    self.failures = 0;
+                } else {
+                    // Progress only over bytes it had acknowledged and then lost.
+                    self.failures += 1;
+                }
                 self.events.push_back(Event::Progress {
                     acknowledged: after,
                     total: self.total,
@@ -675,31 +703,19 @@ impl Planner {
         self.phase = self.put_next_or_finish(now);
     }
 
-    /// Compares what the server now says it holds with what it said before and what
-    /// was sent; says what does not add up.
-    fn check_claims(&mut self, expected: &RangeSet) -> Option<String> {
+    /// Compares what the server now says it holds with what was sent; the first
+    /// answer of a resumed session is taken as it is.
+    fn check_claims(&mut self, expected: &RangeSet) -> Option<UploadError> {
         let held = expected.complement(self.total);
         let vouched = self.vouched.get_or_insert_with(|| held.clone());
-        let mut invented = held.clone();
+        let mut invented = held;
         invented.subtract(vouched);
-        if let Some(r) = invented.first() {
-            return Some(format!(
-                "the server reports bytes {}-{} as received, but they were never sent; \
-                 the upload stops rather than make an attachment that is not the file",
-                r.start(),
-                r.end() - 1
-            ));
-        }
-        let mut lost = self.expected.complement(self.total);
-        lost.subtract(&held);
-        lost.first().map(|r| {
-            format!(
-                "the server no longer reports bytes {}-{} it acknowledged as received; \
-                 the upload stops rather than trust it",
-                r.start(),
-                r.end() - 1
-            )
-        })
+        invented
+            .first()
+            .map(|r| UploadError::ServerClaimsUnsentBytes {
+                start: r.start(),
+                last: r.end() - 1,
+            })
     }
 
     /// The next fragment from the server's view, or the end when it expects nothing.
@@ -920,29 +936,47 @@ mod tests {
             &response(200, &[], r#"{"nextExpectedRanges":["15"]}"#),
         );
         match p.next(t(1)) {
-            Action::Failed(UploadError::Protocol(m)) => {
-                assert!(m.contains("bytes 10-14"), "{m}");
-                assert!(m.contains("never sent"), "{m}");
+            Action::Failed(
+                e @ UploadError::ServerClaimsUnsentBytes {
+                    start: 10,
+                    last: 14,
+                },
+            ) => {
+                assert!(e.to_string().contains("never sent"), "{e}");
             }
-            other => panic!("expected a protocol failure, got {other:?}"),
+            other => panic!("expected a failure for unsent bytes, got {other:?}"),
         }
     }
 
     #[test]
-    fn a_server_forgetting_acknowledged_bytes_stops_the_upload() {
-        let mut p = created(30, small());
+    fn bytes_a_server_forgets_are_sent_again_but_not_forever() {
+        let cfg = PlannerConfig {
+            max_attempts: 3,
+            ..small()
+        };
+        let mut p = created(30, cfg);
         assert_eq!(put_range(&p.next(t(0))), (0, 9));
         p.handle_response(t(1), &response(200, &[], &session_json(&["10-29"])));
+        // The server lost 0..10 (a power loss under `--fsync never`): send it again.
         assert_eq!(put_range(&p.next(t(1))), (10, 19));
-        // Acknowledged 0..10, now expected again.
         p.handle_response(t(2), &response(200, &[], &session_json(&["0-9", "20-29"])));
-        match p.next(t(2)) {
-            Action::Failed(UploadError::Protocol(m)) => {
-                assert!(m.contains("bytes 0-9"), "{m}");
-                assert!(m.contains("acknowledged"), "{m}");
+        assert_eq!(put_range(&p.next(t(2))), (0, 9));
+        // A server that keeps forgetting does not keep the upload going forever.
+        for round in 0..10 {
+            p.handle_response(t(3), &response(200, &[], &session_json(&["20-29"])));
+            match p.next(t(3)) {
+                Action::Put(_) => {}
+                Action::Failed(UploadError::AttemptsExhausted { .. }) => return,
+                other => panic!("round {round}: {other:?}"),
             }
-            other => panic!("expected a protocol failure, got {other:?}"),
+            p.handle_response(t(3), &response(200, &[], &session_json(&["0-9", "20-29"])));
+            match p.next(t(3)) {
+                Action::Put(_) => {}
+                Action::Failed(UploadError::AttemptsExhausted { .. }) => return,
+                other => panic!("round {round}: {other:?}"),
+            }
         }
+        panic!("a server that keeps forgetting kept the upload going");
     }
 
     #[test]

@@ -316,14 +316,46 @@ impl tokio::io::AsyncWrite for FirstBytesDeadline {
     }
 }
 
+/// `--max-connections`, kept under the open-file limit (with room for data
+/// files, the database and the listener): past that limit `accept` itself fails,
+/// and no client would get the 503.
+fn connection_cap(configured: usize) -> usize {
+    const RESERVE: usize = 256;
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))?
+                .split_whitespace()
+                .nth(3)?
+                .parse::<usize>()
+                .ok()
+        });
+    let mut cap = configured.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+    if let Some(soft) = soft
+        && cap + RESERVE > soft
+    {
+        cap = soft.saturating_sub(RESERVE).max(16);
+        warn!(
+            configured,
+            open_file_limit = soft,
+            using = cap,
+            "--max-connections is above what the open-file limit allows; raise `ulimit -n` to use it"
+        );
+    }
+    cap
+}
+
 /// Answers a connection over `--max-connections` with `503` and Graph's error JSON
 /// before reading its request, then reads (and drops) what it already sent for a
 /// moment, so that closing does not reset the connection before the answer is read.
 async fn refuse(mut stream: tokio::net::TcpStream) {
     use std::fmt::Write as _;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // Spread the retries of many refused clients over a few seconds.
     let err = upsession_core::error::RequestError::Unavailable {
-        retry_after_secs: 1,
+        retry_after_secs: fastrand::u64(1..=4),
     };
     let res = upsession_core::respond::error(&err, "connection-limit", SystemTime::now());
     let mut head = format!("HTTP/1.1 {}\r\nconnection: close\r\n", res.status());
@@ -366,7 +398,9 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>, mut stopped: watch::R
         .timer(TokioTimer::new())
         .max_header_list_size(64 * 1024);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(app.config.max_connections));
+    let slots = Arc::new(tokio::sync::Semaphore::new(connection_cap(
+        app.config.max_connections,
+    )));
     // Refusals in progress: past this many, a surplus connection is just closed.
     let refusals = Arc::new(tokio::sync::Semaphore::new(64));
     loop {

@@ -656,7 +656,7 @@ async fn connections_past_the_limit_get_a_503_before_their_request_is_read() {
         .unwrap();
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
-    assert!(answer.to_lowercase().contains("retry-after: 1"), "{answer}");
+    assert!(answer.to_lowercase().contains("retry-after: "), "{answer}");
     let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
     let json: Value = serde_json::from_str(body).expect("Graph's error JSON");
     assert_eq!(json["error"]["code"], "serviceNotAvailable", "{json}");
