@@ -63,6 +63,11 @@ fn kill_once_resumable(child: &mut std::process::Child, state: &Path) -> bool {
             .into_iter()
             .flatten()
             .flatten()
+            // State files only: a `.upsession-*.tmp` being written is not one yet.
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                !name.starts_with('.') && name.ends_with(".json")
+            })
             .any(|e| {
                 std::fs::read_to_string(e.path())
                     .ok()

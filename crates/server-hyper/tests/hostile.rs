@@ -50,8 +50,12 @@ impl Srv {
     }
 
     async fn healthy(&self) {
-        let res = self
-            .http
+        // A new connection each time: a kept-alive one may be closed by the
+        // server's idle timeout just as it is reused, which says nothing of health.
+        let res = Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
             .get(format!("http://{}/healthz", self.addr))
             .send()
             .await
