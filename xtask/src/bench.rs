@@ -19,11 +19,11 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{BufRead, BufReader, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{cargo, project_root, run_command};
+use crate::util::{project_root, run_command};
 
 const TOKEN: &str = "bench-token";
 
@@ -324,19 +324,8 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     if o.quick {
         o.reps = 1;
     }
-    run_command(cargo().args([
-        "build",
-        "--release",
-        "--locked",
-        "-p",
-        "upsession-cli",
-        "-p",
-        "upsession-bench",
-    ]))?;
+    let bin = crate::util::release_binaries()?;
     let root = project_root();
-    let bin = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), PathBuf::from)
-        .join("release");
     let out_dir = root.join("target").join("bench");
     let work = out_dir.join("work");
     let _ = fs::remove_dir_all(&work);

@@ -7,10 +7,9 @@
 //! left at the end. `--kills N` (default 200; CI runs 20 with `--quick`),
 //! `--seed S` (default: from the clock, printed so a run can be replayed).
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use crate::util::{cargo, project_root, run_command};
+use crate::util::run_command;
 
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let mut kills = 200_u32;
@@ -40,18 +39,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             }
         }
     }
-    run_command(cargo().args([
-        "build",
-        "--release",
-        "--locked",
-        "-p",
-        "upsession-cli",
-        "-p",
-        "upsession-bench",
-    ]))?;
-    let bin = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| project_root().join("target"), PathBuf::from)
-        .join("release");
+    let bin = crate::util::release_binaries()?;
     run_command(
         Command::new(bin.join("torture"))
             .arg("--upsession")

@@ -84,3 +84,20 @@ pub(crate) fn in_ci() -> bool {
         !value.is_empty() && value != "0" && !value.eq_ignore_ascii_case("false")
     })
 }
+
+/// Builds `upsession` and the bench tools in release; returns the directory they
+/// are in (under `CARGO_TARGET_DIR` when set).
+pub(crate) fn release_binaries() -> Result<PathBuf, String> {
+    run_command(cargo().args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "upsession-cli",
+        "-p",
+        "upsession-bench",
+    ]))?;
+    Ok(env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| project_root().join("target"), PathBuf::from)
+        .join("release"))
+}
