@@ -10,6 +10,13 @@
 //! [`CORPUS_LIMIT`] files is minimised with `cargo fuzz cmin`, keeping the seeds.
 //! A crash leaves its reproducer in `fuzz/artifacts/<target>/` and fails the
 //! task once every target has run.
+//!
+//! `--runs N` stops each target after N executions instead (or at `--time`,
+//! whichever comes first, when both are given): that is how the long campaigns in
+//! docs/RELIABILITY.md were run. `--sanitizer none` builds without AddressSanitizer
+//! (several times faster; safe Rust gains little from it) for such campaigns; the
+//! build, the run and the minimisation all use the same setting, as cargo-fuzz
+//! rebuilds on a change.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -26,8 +33,31 @@ const DEFAULT_SECONDS: u64 = 60;
 const CORPUS_LIMIT: usize = 200;
 
 struct Options {
-    seconds: u64,
+    /// `None`: no time limit (only with `runs`).
+    seconds: Option<u64>,
+    runs: Option<u64>,
+    sanitizer: Option<String>,
     target: Option<String>,
+}
+
+impl Options {
+    /// The cargo-fuzz flags every command of this run shares.
+    fn cargo_fuzz_flags(&self) -> Vec<String> {
+        self.sanitizer
+            .iter()
+            .flat_map(|name| ["--sanitizer".to_owned(), name.clone()])
+            .collect()
+    }
+
+    /// What the run is bounded by, for the progress line.
+    fn bound(&self) -> String {
+        match (self.seconds, self.runs) {
+            (Some(s), Some(n)) => format!("{n} executions or {s}s"),
+            (Some(s), None) => format!("{s}s"),
+            (None, Some(n)) => format!("{n} executions"),
+            (None, None) => "ever".to_owned(),
+        }
+    }
 }
 
 /// What one target's run came to.
@@ -42,7 +72,7 @@ struct Outcome {
     error: Option<String>,
 }
 
-/// `cargo xtask fuzz [--time SECONDS] [--target NAME]`.
+/// `cargo xtask fuzz [--time SECONDS] [--runs N] [--sanitizer NAME] [--target NAME]`.
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let options = parse_args(args)?;
     let root = project_root();
@@ -68,7 +98,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
 
     let build_started = Instant::now();
     let mut build = fuzz_command();
-    build.arg("build");
+    build.arg("build").args(options.cargo_fuzz_flags());
     if let [only] = selected.as_slice() {
         build.arg(only);
     }
@@ -80,21 +110,21 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
 
     let mut outcomes = Vec::new();
     for target in &selected {
-        println!("\n==> fuzz {target} for {}s", options.seconds);
-        let mut outcome = run_target(&root, target, options.seconds)?;
+        println!("\n==> fuzz {target} for {}", options.bound());
+        let mut outcome = run_target(&root, target, &options)?;
         if outcome.artifacts.is_empty() && outcome.error.is_none() && outcome.corpus > CORPUS_LIMIT
         {
             println!(
                 "corpus of {target} has {} files (more than {CORPUS_LIMIT}); minimising it",
                 outcome.corpus
             );
-            minimise(&root, target)?;
+            minimise(&root, target, &options)?;
             outcome.corpus = count_files(&corpus_dir(&root, target));
         }
         outcomes.push(outcome);
     }
 
-    print_summary(&outcomes);
+    print_summary(&outcomes, &options);
     let failed: Vec<&Outcome> = outcomes
         .iter()
         .filter(|o| !o.artifacts.is_empty() || o.error.is_some())
@@ -109,28 +139,53 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
 
 fn parse_args(args: &[String]) -> Result<Options, String> {
     let mut options = Options {
-        seconds: DEFAULT_SECONDS,
+        seconds: None,
+        runs: None,
+        sanitizer: None,
         target: None,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--time" => {
-                options.seconds = it
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .filter(|n| *n > 0)
-                    .ok_or("--time takes a number of seconds (at least 1)")?;
+                options.seconds = Some(
+                    it.next()
+                        .and_then(|n| n.parse().ok())
+                        .filter(|n| *n > 0)
+                        .ok_or("--time takes a number of seconds (at least 1)")?,
+                );
+            }
+            "--runs" => {
+                options.runs = Some(
+                    it.next()
+                        .and_then(|n| n.parse().ok())
+                        .filter(|n| *n > 0)
+                        .ok_or("--runs takes a number of executions (at least 1)")?,
+                );
+            }
+            "--sanitizer" => {
+                let name = it.next().ok_or("--sanitizer takes a name")?;
+                // cargo-fuzz's own list; checked here so a typo fails before a build.
+                if !["address", "leak", "memory", "thread", "none"].contains(&name.as_str()) {
+                    return Err(format!(
+                        "unknown sanitizer `{name}` (address, leak, memory, thread, none)"
+                    ));
+                }
+                options.sanitizer = Some(name.clone());
             }
             "--target" => {
                 options.target = Some(it.next().ok_or("--target takes a target name")?.clone());
             }
             other => {
                 return Err(format!(
-                    "unknown fuzz option `{other}` (--time SECONDS, --target NAME)"
+                    "unknown fuzz option `{other}` \
+                     (--time SECONDS, --runs N, --sanitizer NAME, --target NAME)"
                 ));
             }
         }
+    }
+    if options.runs.is_none() {
+        options.seconds = options.seconds.or(Some(DEFAULT_SECONDS));
     }
     Ok(options)
 }
@@ -176,7 +231,7 @@ fn count_files(dir: &Path) -> usize {
 /// `cargo fuzz cmin` on edge coverage alone (`-use_counters=0`: hit counts would
 /// keep several times as many files), keeping the committed `seed-*` inputs, which
 /// the merge would otherwise drop or rename to their hashes.
-fn minimise(root: &Path, target: &str) -> Result<(), String> {
+fn minimise(root: &Path, target: &str, options: &Options) -> Result<(), String> {
     let corpus = corpus_dir(root, target);
     let mut seeds = Vec::new();
     if let Ok(entries) = fs::read_dir(&corpus) {
@@ -189,7 +244,12 @@ fn minimise(root: &Path, target: &str) -> Result<(), String> {
             }
         }
     }
-    run_command(fuzz_command().args(["cmin", target, "--", "-use_counters=0"]))?;
+    run_command(
+        fuzz_command()
+            .arg("cmin")
+            .args(options.cargo_fuzz_flags())
+            .args([target, "--", "-use_counters=0"]),
+    )?;
     for (name, bytes) in seeds {
         let path = corpus.join(name);
         fs::write(&path, bytes).map_err(|err| format!("cannot write {}: {err}", path.display()))?;
@@ -197,15 +257,24 @@ fn minimise(root: &Path, target: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs one target for `seconds`, echoing libFuzzer's output without its
-/// per-input progress lines, and reads the statistics and reproducers from it.
-fn run_target(root: &Path, target: &str, seconds: u64) -> Result<Outcome, String> {
+/// Runs one target within the options' bounds, echoing libFuzzer's output without
+/// its per-input progress lines, and reads the statistics and reproducers from it.
+fn run_target(root: &Path, target: &str, options: &Options) -> Result<Outcome, String> {
     let corpus = corpus_dir(root, target);
     fs::create_dir_all(&corpus)
         .map_err(|err| format!("cannot create {}: {err}", corpus.display()))?;
     let mut command = fuzz_command();
-    command.args(["run", target, "--", "-print_final_stats=1"]);
-    command.arg(format!("-max_total_time={seconds}"));
+    command.arg("run").args(options.cargo_fuzz_flags()).args([
+        target,
+        "--",
+        "-print_final_stats=1",
+    ]);
+    if let Some(seconds) = options.seconds {
+        command.arg(format!("-max_total_time={seconds}"));
+    }
+    if let Some(runs) = options.runs {
+        command.arg(format!("-runs={runs}"));
+    }
     let shown = display(&command);
     println!("$ {shown}");
     // libFuzzer and cargo-fuzz write everything of interest to stderr.
@@ -266,7 +335,11 @@ fn read_line(line: &str, outcome: &mut Outcome) {
     }
 }
 
-fn print_summary(outcomes: &[Outcome]) {
+fn print_summary(outcomes: &[Outcome], options: &Options) {
+    let mut flags = options.cargo_fuzz_flags().join(" ");
+    if !flags.is_empty() {
+        flags.push(' ');
+    }
     println!("\nxtask fuzz summary:");
     println!(
         "  {:<16} {:>12} {:>8} {:>10} {:>7}  result",
@@ -294,7 +367,7 @@ fn print_summary(outcomes: &[Outcome]) {
         );
         for artifact in &o.artifacts {
             println!(
-                "    reproducer: {artifact}\n    replay with: RUSTC_BOOTSTRAP=1 cargo fuzz run {} {artifact}",
+                "    reproducer: {artifact}\n    replay with: RUSTC_BOOTSTRAP=1 cargo fuzz run {flags}{} {artifact}",
                 o.target
             );
         }
@@ -306,7 +379,37 @@ fn print_summary(outcomes: &[Outcome]) {
 
 #[cfg(test)]
 mod tests {
-    use super::{Outcome, read_line};
+    use super::{Outcome, parse_args, read_line};
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn options_bound_each_run_by_time_or_executions() {
+        let o = parse_args(&[]).unwrap();
+        assert_eq!((o.seconds, o.runs), (Some(60), None));
+        assert!(o.cargo_fuzz_flags().is_empty());
+
+        // `--runs` alone lifts the default time limit.
+        let o = parse_args(&args(&["--runs", "10000000", "--sanitizer", "none"])).unwrap();
+        assert_eq!((o.seconds, o.runs), (None, Some(10_000_000)));
+        assert_eq!(o.cargo_fuzz_flags(), ["--sanitizer", "none"]);
+        assert_eq!(o.bound(), "10000000 executions");
+
+        let o = parse_args(&args(&["--runs", "5", "--time", "9"])).unwrap();
+        assert_eq!(o.bound(), "5 executions or 9s");
+
+        for bad in [
+            &["--runs", "0"][..],
+            &["--time", "x"],
+            &["--sanitizer", "adress"],
+            &["--sanitizer"],
+            &["--jobs", "2"],
+        ] {
+            assert!(parse_args(&args(bad)).is_err(), "{bad:?} was accepted");
+        }
+    }
 
     #[test]
     fn libfuzzer_output_gives_executions_and_reproducers() {

@@ -31,7 +31,8 @@ tasks:
   fuzz    run the cargo-fuzz targets in fuzz/ (nightly flags via
           RUSTC_BOOTSTRAP=1; installs cargo-fuzz if missing), growing
           fuzz/corpus/<target>/; --time SECONDS per target (default 60),
-          --target NAME; fails on a crash and names the reproducer
+          --runs N (stop after N executions), --sanitizer none (faster
+          long runs), --target NAME; fails on a crash and names the reproducer
   engines install what the cluster tests need, where missing: Garage (built
           from crates.io into ~/.cache/upsession) and PostgreSQL (apt-get)
   help    print this message
