@@ -4,13 +4,17 @@
 //! Exit codes: 0 success, 1 the operation failed, 2 bad usage. Errors are one
 //! sentence on stderr.
 
+mod conformance;
 mod progress;
 mod serve;
 mod size;
 mod transfer;
 
+use std::ffi::OsString;
+use std::io::Write as _;
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::{CommandFactory as _, Parser, Subcommand};
 
 /// Resumable large-file upload sessions in the style of Microsoft Graph.
@@ -33,6 +37,10 @@ enum Command {
     Status(transfer::SessionArgs),
     /// Cancel (delete) an upload session.
     Cancel(transfer::SessionArgs),
+    /// Check any Graph-style upload server against the conformance rules, or serve
+    /// the fault-injecting fake Graph to try a client against.
+    #[command(subcommand)]
+    Conformance(conformance::ConformanceCommand),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     Completions {
         /// The shell.
@@ -72,21 +80,114 @@ impl<E: std::fmt::Display> From<E> for Failure {
     }
 }
 
+/// Writes `text` to stdout, ending the line if it does not: a closed stdout
+/// (`| head -1`) is not worth a panic.
+pub(crate) fn print_out(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    if !text.ends_with('\n') {
+        let _ = out.write_all(b"\n");
+    }
+    let _ = out.flush();
+}
+
+/// [`print_out`] for stderr.
+pub(crate) fn print_err(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes());
+    if !text.ends_with('\n') {
+        let _ = err.write_all(b"\n");
+    }
+}
+
+/// A flag that must be an absolute http(s) URL with a host.
+pub(crate) fn parse_http_url(s: &str) -> Result<String, String> {
+    let bad = || format!("`{s}` is not an http:// or https:// URL with a host");
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .ok_or_else(bad)?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if !upsession_core::route::is_host_and_port(authority) {
+        return Err(bad());
+    }
+    Ok(s.to_owned())
+}
+
+/// clap's usage error as one line: its message and tips without the usage block,
+/// and where to read more.
+fn usage_line(err: &clap::Error, args: &[OsString]) -> String {
+    // `upsession upload --help` when the subcommand is known, else `upsession --help`.
+    let mut command = Cli::command();
+    let mut path = String::new();
+    for arg in args.iter().skip(1).filter_map(|a| a.to_str()) {
+        if arg.starts_with('-') {
+            continue;
+        }
+        let Some(sub) = command.find_subcommand(arg).cloned() else {
+            break;
+        };
+        path.push(' ');
+        path.push_str(arg);
+        command = sub;
+    }
+    let see = format!("(see `upsession{path} --help`)");
+    if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let names: Vec<&str> = command
+            .get_subcommands()
+            .map(clap::Command::get_name)
+            .filter(|n| *n != "help")
+            .collect();
+        if !names.is_empty() {
+            return format!("upsession: name a command: {} {see}", names.join(", "));
+        }
+    }
+    // clap writes the message, then paragraphs of tips, the usage and a pointer to
+    // --help: the message and its tips are kept, on one line.
+    let rendered = err.render().to_string();
+    let mut paragraphs = rendered.split("\n\n").map(str::trim);
+    let mut text = paragraphs.next().unwrap_or_default().to_owned();
+    for tip in paragraphs.filter(|p| p.starts_with("tip:")) {
+        text.push_str("; ");
+        text.push_str(tip);
+    }
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    format!("upsession: {text} {see}")
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // As given: file names need not be UTF-8.
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(err) => {
+            return match err.kind() {
+                // Help and version go to stdout as asked.
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    // Styled on a terminal; a closed stdout is not an error here.
+                    let _ = err.print();
+                    ExitCode::SUCCESS
+                }
+                _ => {
+                    print_err(&usage_line(&err, &args));
+                    ExitCode::from(2)
+                }
+            };
+        }
+    };
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Upload(args) => transfer::upload(args),
         Command::Resume(args) => transfer::resume(args),
         Command::Status(args) => transfer::status(&args),
         Command::Cancel(args) => transfer::cancel(&args),
+        Command::Conformance(command) => conformance::run(command),
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "upsession",
-                &mut std::io::stdout(),
-            );
+            // Into a buffer first: clap_complete panics on a failed write.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "upsession", &mut script);
+            print_out(&String::from_utf8_lossy(&script));
             Ok(())
         }
     };
@@ -95,7 +196,7 @@ fn main() -> ExitCode {
         Err(Failure { message, code }) => {
             // Empty when the failure was already reported, file by file.
             if !message.is_empty() {
-                eprintln!("upsession: {message}");
+                print_err(&format!("upsession: {message}"));
             }
             code
         }
@@ -124,4 +225,36 @@ pub(crate) fn block_on<T>(fut: impl Future<Output = Result<T, Failure>>) -> Resu
         .build()
         .map_err(|e| Failure::new(format!("cannot start the async runtime: {e}")))?
         .block_on(fut)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::pedantic)] // test code favours brevity over pedantry
+    use super::parse_http_url;
+
+    #[test]
+    fn http_urls_need_a_scheme_and_a_host() {
+        for good in [
+            "http://127.0.0.1:8080",
+            "https://files.example/base",
+            "http://[::1]:8080/v1.0",
+            "http://box.lan",
+            "http://[::1]",
+        ] {
+            assert_eq!(parse_http_url(good).as_deref(), Ok(good));
+        }
+        for bad in [
+            "ftp://x",
+            "nope",
+            "http://",
+            "http://:8080",
+            "http://?x",
+            "http:///path",
+            "http://box.lan:",
+            "http://box.lan:abc",
+            "http://user@box.lan",
+        ] {
+            assert!(parse_http_url(bad).is_err(), "{bad} was accepted");
+        }
+    }
 }

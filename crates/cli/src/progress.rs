@@ -117,7 +117,7 @@ impl Display {
                     }
                     _ => event.to_string(),
                 };
-                eprintln!("{line}");
+                crate::print_err(&line);
             }
         }
     }

@@ -36,11 +36,17 @@ pub(crate) struct ServeArgs {
     meta: Option<String>,
     /// Accepted bearer token (repeat for several). Without one, a token is generated
     /// on first start, printed once, and kept in the data directory.
-    #[arg(long = "token", env = "UPSESSION_TOKEN", value_delimiter = ',')]
+    #[arg(
+        long = "token",
+        env = "UPSESSION_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     tokens: Vec<String>,
     /// Base URL of the uploadUrls and Locations handed out, as clients reach this
-    /// server (e.g. behind a proxy) [default: http://LISTEN].
-    #[arg(long, env = "UPSESSION_PUBLIC_URL")]
+    /// server (e.g. behind a proxy) [default: http://LISTEN; listening on 0.0.0.0 or
+    /// ::, http:// and the Host each request came with].
+    #[arg(long, env = "UPSESSION_PUBLIC_URL", value_parser = crate::parse_http_url)]
     public_url: Option<String>,
     /// Largest fragment one PUT may carry [default: 4MiB; 60MiB with --dialect onedrive].
     #[arg(long, value_parser = parse_size)]
@@ -90,16 +96,16 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
     /// Bearer token required on /metrics [default: none, /metrics is open].
-    #[arg(long, env = "UPSESSION_METRICS_TOKEN")]
+    #[arg(long, env = "UPSESSION_METRICS_TOKEN", hide_env_values = true)]
     metrics_token: Option<String>,
 }
 
-fn parse_faults(s: &str) -> Result<FaultPlan, String> {
+pub(crate) fn parse_faults(s: &str) -> Result<FaultPlan, String> {
     s.parse()
         .map_err(|e: upsession_core::fault::FaultSpecError| e.to_string())
 }
 
-fn parse_dialect(s: &str) -> Result<Dialect, String> {
+pub(crate) fn parse_dialect(s: &str) -> Result<Dialect, String> {
     Dialect::by_name(s)
         .ok_or_else(|| format!("`{s}` is not a dialect; use upsession, outlook or onedrive"))
 }
@@ -159,12 +165,12 @@ fn default_data_dir() -> Result<PathBuf, Failure> {
     Ok(crate::app_dirs("data directory", "--data-dir")?.data_dir())
 }
 
-/// The token kept under the data directory, created (0600) on first start.
-/// Returns the token and whether it was just generated.
-fn stored_token(data_dir: &Path) -> Result<(String, bool), Failure> {
+/// The token kept at `path` under the data directory, or a new one to keep there
+/// once the server has started ([`keep_token`]): a start that fails must not leave
+/// a token behind that was never shown. Returns the token and whether it is new.
+fn stored_token(path: &Path) -> Result<(String, bool), Failure> {
     use base64::Engine as _;
-    let path = data_dir.join("token");
-    match fs::read_to_string(&path) {
+    match fs::read_to_string(path) {
         Ok(t) if !t.trim().is_empty() => return Ok((t.trim().to_owned(), false)),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -172,19 +178,44 @@ fn stored_token(data_dir: &Path) -> Result<(String, bool), Failure> {
     }
     let mut bytes = [0u8; 24];
     getrandom::fill(&mut bytes).map_err(|e| Failure::new(format!("no random source: {e}")))?;
-    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    fs::create_dir_all(data_dir)
-        .map_err(|e| Failure::new(format!("cannot create {}: {e}", data_dir.display())))?;
+    Ok((
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
+        true,
+    ))
+}
+
+/// Writes a new token to `path` as a new file readable by the owner only: an
+/// empty file left by a crash is replaced, but nothing else is written through (a
+/// file someone else made, with other permissions, or a symlink).
+fn keep_token(path: &Path, token: &str) -> Result<(), Failure> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)
+            .map_err(|e| Failure::new(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let blank = fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
+        && fs::read_to_string(path).is_ok_and(|t| t.trim().is_empty());
+    if blank {
+        let _ = fs::remove_file(path);
+    }
     let mut f = fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
-        .open(&path)
-        .map_err(|e| Failure::new(format!("cannot write {}: {e}", path.display())))?;
+        .open(path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Failure::new(format!(
+                    "{} appeared while this server started (another `upsession serve` on \
+                     the same data directory?); start again to use the token kept there",
+                    path.display()
+                ))
+            } else {
+                Failure::new(format!("cannot write {}: {e}", path.display()))
+            }
+        })?;
     f.write_all(token.as_bytes())
-        .map_err(|e| Failure::new(format!("cannot write {}: {e}", path.display())))?;
-    Ok((token, true))
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Failure::new(format!("cannot write {}: {e}", path.display())))
 }
 
 pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
@@ -196,7 +227,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if args.min_size > args.max_size {
-        return Err(Failure::new(format!(
+        return Err(Failure::usage(format!(
             "--min-size ({}) is larger than --max-size ({})",
             args.min_size, args.max_size
         )));
@@ -207,19 +238,12 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
         None => default_data_dir()?,
     };
     let mut tokens: Vec<String> = args.tokens.into_iter().filter(|t| !t.is_empty()).collect();
-    let token_note = if tokens.is_empty() {
-        let (token, generated) = stored_token(&data_dir)?;
+    // (the token file's path, and the new token to keep there once started)
+    let token_file = if tokens.is_empty() {
         let path = data_dir.join("token");
-        let note = if generated {
-            format!(
-                "generated token (shown once, kept in {}): {token}",
-                path.display()
-            )
-        } else {
-            format!("token: kept in {}", path.display())
-        };
-        tokens.push(token);
-        Some((note, path))
+        let (token, generated) = stored_token(&path)?;
+        tokens.push(token.clone());
+        Some((path, generated.then_some(token)))
     } else {
         None
     };
@@ -266,26 +290,49 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
     }
     crate::block_on(async move {
         let running = Server::start(config).await?;
-        let base = running.base_url();
-        let token_arg = match &token_note {
-            Some((_, path)) => format!("\"$(cat {})\"", path.display()),
-            None => "TOKEN".to_owned(),
-        };
-        let note = token_note
-            .as_ref()
-            .map(|(n, _)| format!("{n}\n"))
-            .unwrap_or_default();
-        let banner = format!(
-            "upsession serving {base} (listening on {addr})\n{where_kept}\n{note}{fault_note}\
-             upload a file from another terminal:\n  \
-             upsession upload FILE --draft \"Test\" --base-url {base} --token {token_arg}\n",
-            addr = running.local_addr(),
-        );
+        let banner = banner(&running, &where_kept, token_file.as_ref(), &fault_note)?;
         // The banner is a courtesy: a closed stdout (`| head -1`) must not stop the server.
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
-        drop(out);
+        crate::print_out(&banner);
         running.wait_for_signal().await;
         Ok(())
     })
+}
+
+/// What `serve` prints once it listens; keeps a generated token first, so the one
+/// shown is the one stored.
+fn banner(
+    running: &upsession_server_hyper::Running,
+    where_kept: &str,
+    token_file: Option<&(PathBuf, Option<String>)>,
+    fault_note: &str,
+) -> Result<String, Failure> {
+    let base = running.base_url();
+    let (token_arg, token_note) = match token_file {
+        Some((path, Some(new))) => {
+            keep_token(path, new)?;
+            (
+                format!("\"$(cat {})\"", path.display()),
+                format!(
+                    "generated token (shown once, kept in {}): {new}\n",
+                    path.display()
+                ),
+            )
+        }
+        Some((path, None)) => (
+            format!("\"$(cat {})\"", path.display()),
+            format!("token: kept in {}\n", path.display()),
+        ),
+        None => ("TOKEN".to_owned(), String::new()),
+    };
+    let host_note = if running.public_url_follows_host() {
+        "uploadUrls name the host each client used (set --public-url to fix one)\n"
+    } else {
+        ""
+    };
+    Ok(format!(
+        "upsession serving {base} (listening on {addr})\n{where_kept}\n{token_note}\
+         {host_note}{fault_note}upload a file from another terminal:\n  \
+         upsession upload FILE --draft \"Test\" --base-url {base} --token {token_arg}\n",
+        addr = running.local_addr(),
+    ))
 }

@@ -1,6 +1,6 @@
 //! `upload`, `resume`, `status` and `cancel`: thin commands over the client crate.
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -10,15 +10,15 @@ use upsession_client_reqwest::{
     User,
 };
 
-use crate::Failure;
 use crate::progress::Display;
 use crate::size::parse_size;
+use crate::{Failure, print_err, print_out};
 
 /// Where to reach Graph and as whom.
 #[derive(Debug, Args)]
 pub(crate) struct Connection {
     /// Graph base URL (with the version), e.g. http://127.0.0.1:8080/v1.0 for `upsession serve`.
-    #[arg(long, env = "UPSESSION_BASE_URL", default_value = GRAPH_V1)]
+    #[arg(long, env = "UPSESSION_BASE_URL", default_value = GRAPH_V1, value_parser = crate::parse_http_url)]
     base_url: String,
     /// Access token (for real Graph, an OAuth access token with Mail.ReadWrite or Calendars.ReadWrite).
     #[arg(long, env = "UPSESSION_TOKEN", hide_env_values = true)]
@@ -50,7 +50,7 @@ pub(crate) struct UploadArgs {
     #[command(flatten)]
     conn: Connection,
     /// Bytes per request (Graph takes at most 4 MB; OneDrive wants multiples of 320KiB).
-    #[arg(long, default_value = "3.75MiB", value_parser = parse_size)]
+    #[arg(long, default_value = "3.75MiB", value_parser = parse_chunk_size)]
     chunk_size: u64,
     /// MIME type of the attachments [default: guessed from the file name].
     #[arg(long)]
@@ -94,6 +94,13 @@ pub(crate) struct SessionArgs {
     json: bool,
 }
 
+fn parse_chunk_size(s: &str) -> Result<u64, String> {
+    match parse_size(s)? {
+        0 => Err("the chunk size must be at least 1 byte".to_owned()),
+        n => Ok(n),
+    }
+}
+
 fn default_state_dir() -> Result<PathBuf, Failure> {
     use etcetera::AppStrategy as _;
     let dirs = crate::app_dirs("resume state directory", "--state-dir")?;
@@ -125,10 +132,8 @@ fn client(
     if let Some(size) = chunk_size {
         builder = builder.fragment_size(size);
     }
-    Ok((
-        builder.build().map_err(|e| explain(&e, &conn.base_url))?,
-        state_dir,
-    ))
+    let client = builder.build().map_err(|e| explain(&e, &conn.base_url))?;
+    Ok((client, state_dir))
 }
 
 /// One sentence for an error, with what to do where the cause is common.
@@ -153,7 +158,6 @@ fn explain(err: &Error, base_url: &str) -> Failure {
 }
 
 fn print_result(file: &str, result: &Uploaded, json: bool) {
-    let mut out = std::io::stdout().lock();
     let line = if json {
         serde_json::json!({
             "file": file,
@@ -171,7 +175,7 @@ fn print_result(file: &str, result: &Uploaded, json: bool) {
             result.location.as_deref().unwrap_or("(location not given)")
         )
     };
-    let _ = writeln!(out, "{line}");
+    print_out(&line);
 }
 
 /// Runs uploads until they finish or Ctrl-C; the state files make Ctrl-C resumable.
@@ -247,11 +251,11 @@ pub(crate) fn upload(args: UploadArgs) -> Result<(), Failure> {
                 Ok(done) => print_result(&file.display().to_string(), &done, args.json),
                 Err(e) => {
                     failures += 1;
-                    eprintln!(
+                    print_err(&format!(
                         "upsession: {}: {}",
                         file.display(),
                         explain(&e, &args.conn.base_url).message
-                    );
+                    ));
                 }
             }
         }
@@ -278,7 +282,10 @@ pub(crate) fn resume(args: ResumeArgs) -> Result<(), Failure> {
         };
         display.finish();
         if results.is_empty() {
-            eprintln!("upsession: nothing to resume in {}", state_dir.display());
+            print_err(&format!(
+                "upsession: nothing to resume in {}",
+                state_dir.display()
+            ));
             return Ok(());
         }
         let mut failures = 0;
@@ -287,11 +294,11 @@ pub(crate) fn resume(args: ResumeArgs) -> Result<(), Failure> {
                 Ok(done) => print_result(&path.display().to_string(), done, args.json),
                 Err(e) => {
                     failures += 1;
-                    eprintln!(
+                    print_err(&format!(
                         "upsession: {}: {}",
                         path.display(),
                         explain(e, &args.conn.base_url).message
-                    );
+                    ));
                 }
             }
         }
@@ -319,9 +326,9 @@ pub(crate) fn status(args: &SessionArgs) -> Result<(), Failure> {
             .unwrap_or("unknown")
             .to_owned();
         if args.json {
-            println!(
-                "{}",
-                serde_json::json!({"nextExpectedRanges": ranges, "expirationDateTime": expires})
+            print_out(
+                &serde_json::json!({"nextExpectedRanges": ranges, "expirationDateTime": expires})
+                    .to_string(),
             );
         } else {
             let left = status
@@ -335,11 +342,11 @@ pub(crate) fn status(args: &SessionArgs) -> Result<(), Failure> {
                 })
                 .unwrap_or_default();
             if ranges.is_empty() {
-                println!("complete: the session expects no more bytes");
+                print_out("complete: the session expects no more bytes");
             } else {
-                println!("next expected ranges: {}", ranges.join(", "));
+                print_out(&format!("next expected ranges: {}", ranges.join(", ")));
             }
-            println!("expires: {expires}{left}");
+            print_out(&format!("expires: {expires}{left}"));
         }
         Ok(())
     })
@@ -354,9 +361,9 @@ pub(crate) fn cancel(args: &SessionArgs) -> Result<(), Failure> {
             .await
             .map_err(|e| explain(&e, &url.redacted().to_string()))?;
         if args.json {
-            println!("{}", serde_json::json!({"cancelled": true}));
+            print_out(&serde_json::json!({"cancelled": true}).to_string());
         } else {
-            println!("cancelled: the session is deleted");
+            print_out("cancelled: the session is deleted");
         }
         Ok(())
     })

@@ -108,6 +108,17 @@ fn sha(bytes: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn the_banner_upload_line_works_as_printed() {
     let dir = tempfile::tempdir().unwrap();
+    // A start that fails (the port is taken) keeps no token it never showed.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = run(bin()
+        .args(["serve", "--fsync", "never", "--listen"])
+        .arg(taken.local_addr().unwrap().to_string())
+        .arg("--data-dir")
+        .arg(dir.path().join("data")));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("cannot listen"));
+    assert!(!dir.path().join("data/token").exists());
+    drop(taken);
     // No --token: the server generates one, prints it once and stores it.
     let server = Serve::start(
         &dir.path().join("data"),
@@ -255,6 +266,23 @@ async fn resume_refuses_a_file_changed_since_the_upload_began() {
 }
 
 #[tokio::test]
+async fn a_file_name_that_is_not_utf8_uploads() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&dir.path().join("data"), &[]);
+    // Latin-1 "café.bin": a file name Linux allows and UTF-8 does not.
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9.bin");
+    let path = dir.path().join(name);
+    std::fs::write(&path, vec![7u8; 3_100_000]).unwrap();
+    let out = run(upload(&server, &dir.path().join("state"))
+        .args(["--draft", "x", "--json"])
+        .arg(&path));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["size"], 3_100_000);
+}
+
+#[tokio::test]
 async fn status_and_cancel_of_an_upload_url() {
     let dir = tempfile::tempdir().unwrap();
     let server = serve(&dir.path().join("data"), &[]);
@@ -269,6 +297,22 @@ async fn status_and_cancel_of_an_upload_url() {
     let out = run(bin().args(["status", "--json", url]));
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["nextExpectedRanges"][0], "0-4999999");
+    // A closed stdout (`| head -c0`) is no reason to panic.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = bin()
+        .args(["status", url])
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = run(bin().args(["cancel", url]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = run(bin().args(["status", url]));
@@ -300,6 +344,9 @@ async fn each_failure_is_one_sentence_with_its_exit_code() {
             !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
             "{err}"
         );
+        // Beside plain progress lines (stderr is not a terminal here), one error.
+        let errors = err.lines().filter(|l| l.starts_with("upsession:")).count();
+        assert_eq!(errors, 1, "one sentence: {err}");
     };
     check(
         upload(&server, &state)
@@ -370,6 +417,40 @@ async fn each_failure_is_one_sentence_with_its_exit_code() {
         "content-id",
     );
     check(bin().args(["status"]), 2, "required");
+    check(&mut bin(), 2, "name a command: serve, upload");
+    check(bin().args(["serve", "--frob"]), 2, "upsession serve --help");
+    check(
+        bin().args(["serve", "--min-size", "5MB", "--max-size", "4MB"]),
+        2,
+        "--min-size",
+    );
+    check(
+        bin().args(["serve", "--public-url", "ftp://x"]),
+        2,
+        "--public-url",
+    );
+    check(
+        upload(&server, &state)
+            .args(["--draft", "x", "--chunk-size", "0"])
+            .arg(&f),
+        2,
+        "chunk size",
+    );
+    check(
+        bin()
+            .args([
+                "upload",
+                "--base-url",
+                "nope",
+                "--token",
+                "t",
+                "--draft",
+                "x",
+            ])
+            .arg(&f),
+        2,
+        "--base-url",
+    );
     check(
         upload(&server, &state)
             .args(["--draft", "x", "--name", "n"])

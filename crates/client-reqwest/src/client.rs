@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
 use reqwest::Url;
 use reqwest::redirect;
 use serde::Serialize;
 use upsession_core::header::ExpectedRangeError;
-use upsession_core::planner::PlannerConfig;
+use upsession_core::planner::{PlannerConfig, throttle_wait};
 use upsession_core::wire::{AttachmentItem, Item, UploadSession};
 use upsession_core::{RangeSet, RemoteError};
 
@@ -338,8 +338,9 @@ impl Client {
     }
 
     /// Creates a draft message (`POST {base}/{user}/messages` with the subject) and
-    /// returns it as a [`Target`] for uploads. Not retried: a retried `POST` could
-    /// create two drafts.
+    /// returns it as a [`Target`] for uploads. Sent again only after a `429` or
+    /// `503` (see [`upsession_core::planner::throttle_wait`]): a `POST` retried
+    /// after a lost answer could create two drafts.
     pub async fn create_draft(&self, subject: &str) -> Result<Target> {
         let inner = &self.inner;
         let url = inner.url(&["messages"]);
@@ -351,7 +352,7 @@ impl Client {
             .body(body);
         let request = inner.authorize(request).await?;
         tracing::debug!(url = %url, "POST create draft");
-        match inner.send(request).await? {
+        match inner.send_throttled(request).await? {
             Reply::NoAnswer(_, why) => Err(Error::Http(why)),
             Reply::Answer(answer) if answer.status().is_success() => {
                 let item: Item = serde_json::from_slice(answer.body()).map_err(|e| {
@@ -373,7 +374,7 @@ impl Client {
         let inner = &self.inner;
         tracing::debug!(url = %upload_url, "GET session status");
         let request = inner.http.get(upload_url.expose_secret());
-        match inner.send(request).await? {
+        match inner.send_throttled(request).await? {
             Reply::NoAnswer(_, why) => Err(Error::Http(why)),
             Reply::Answer(answer) if answer.status().is_success() => {
                 let mut session: UploadSession =
@@ -395,7 +396,7 @@ impl Client {
         let inner = &self.inner;
         tracing::debug!(url = %upload_url, "DELETE session");
         let request = inner.http.delete(upload_url.expose_secret());
-        match inner.send(request).await? {
+        match inner.send_throttled(request).await? {
             Reply::NoAnswer(_, why) => Err(Error::Http(why)),
             Reply::Answer(answer) if answer.status().is_success() => {
                 tracing::info!(url = %upload_url, "upload session cancelled");
@@ -407,6 +408,34 @@ impl Client {
 }
 
 impl Inner {
+    /// [`Inner::send`], again while the answer is throttling that
+    /// [`upsession_core::planner::throttle_wait`] says to wait out.
+    async fn send_throttled(&self, request: reqwest::RequestBuilder) -> Result<Reply> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            // A body that cannot be sent twice is sent once, as it is.
+            let Some(this) = request.try_clone() else {
+                return self.send(request).await;
+            };
+            let reply = self.send(this).await?;
+            if let Reply::Answer(answer) = &reply {
+                let retry_after = answer
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok());
+                if let Some(wait) =
+                    throttle_wait(answer.status(), retry_after, attempt, SystemTime::now())
+                {
+                    tracing::info!(status = %answer.status(), ?wait, attempt, "throttled; waiting");
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            }
+            return Ok(reply);
+        }
+    }
+
     /// `{base}/{me | users/{id}}/{segments…}`, each segment percent-encoded.
     pub(crate) fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.base.clone();

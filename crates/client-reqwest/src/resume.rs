@@ -50,12 +50,66 @@ impl AttachmentMeta {
     }
 }
 
+/// A path in JSON without loss: text when it is UTF-8, its bytes otherwise.
+mod os_path {
+    use std::path::{Path, PathBuf};
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Text(String),
+        Bytes(Vec<u8>),
+    }
+
+    pub(super) fn serialize<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+        match path.to_str() {
+            Some(text) => Stored::Text(text.to_owned()),
+            None => Stored::Bytes(bytes(path)),
+        }
+        .serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        Ok(match Stored::deserialize(d)? {
+            Stored::Text(text) => PathBuf::from(text),
+            Stored::Bytes(raw) => from_bytes(raw),
+        })
+    }
+
+    #[cfg(unix)]
+    fn bytes(path: &Path) -> Vec<u8> {
+        use std::os::unix::ffi::OsStrExt as _;
+        path.as_os_str().as_bytes().to_vec()
+    }
+
+    #[cfg(unix)]
+    fn from_bytes(raw: Vec<u8>) -> PathBuf {
+        use std::os::unix::ffi::OsStringExt as _;
+        std::ffi::OsString::from_vec(raw).into()
+    }
+
+    // Elsewhere a path that is not Unicode is rare; it is kept as lossy text.
+    #[cfg(not(unix))]
+    fn bytes(path: &Path) -> Vec<u8> {
+        path.to_string_lossy().into_owned().into_bytes()
+    }
+
+    #[cfg(not(unix))]
+    fn from_bytes(raw: Vec<u8>) -> PathBuf {
+        PathBuf::from(String::from_utf8_lossy(&raw).into_owned())
+    }
+}
+
 /// Which file an upload reads, precisely enough to notice that it changed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct FileIdentity {
-    /// Absolute path.
+    /// Absolute path. Stored as a JSON string, or, for a name that is not UTF-8
+    /// (Unix allows any bytes), as the array of its bytes.
+    #[serde(with = "os_path")]
     pub path: PathBuf,
     /// Size in bytes.
     pub size: u64,
@@ -489,6 +543,22 @@ mod tests {
             created: "2026-01-01T00:00:00Z".into(),
             updated: "2026-01-01T00:00:00Z".into(),
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_file_path_that_is_not_utf8_round_trips() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = state(dir.path());
+        s.file.path = dir.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9.bin"));
+        let json = serde_json::to_value(&s.file).unwrap();
+        assert!(json["path"].is_array(), "{json}");
+        let back: FileIdentity = serde_json::from_value(json).unwrap();
+        assert_eq!(back, s.file);
+        // UTF-8 paths stay readable text.
+        let json = serde_json::to_value(&state(dir.path()).file).unwrap();
+        assert!(json["path"].as_str().unwrap().ends_with("a.bin"));
     }
 
     #[test]

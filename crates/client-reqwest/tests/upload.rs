@@ -502,6 +502,58 @@ async fn create_draft_then_attach_to_it() {
 }
 
 #[tokio::test]
+async fn a_throttled_draft_status_or_cancel_is_sent_again_after_retry_after() {
+    let server = FakeGraph::start().await;
+    let throttled =
+        |retry_after_secs| Fault::Error(RequestError::Throttled { retry_after_secs }, None);
+    server.fault(Method::POST, 1, throttled(1));
+    let client = client(&server);
+    let started = std::time::Instant::now();
+    let draft = client.create_draft("Quarterly report").await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After: 1 obeyed"
+    );
+    assert_eq!(server.count(&Method::POST), 2, "one draft asked for twice");
+    let Target::Message(_) = &draft else {
+        panic!("{draft:?}")
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = make_file(dir.path(), "a.bin", 4 * FRAGMENT as usize, 33);
+    let (url, task) = start_and_stall(&server, &client, &path, 3).await;
+    task.abort();
+    let _ = task.await;
+    let gets = server.count(&Method::GET);
+    server.fault(
+        Method::GET,
+        gets + 1,
+        Fault::Error(
+            RequestError::Unavailable {
+                retry_after_secs: 1,
+            },
+            None,
+        ),
+    );
+    let status = client.status(&url).await.unwrap();
+    assert_eq!(
+        status.next_expected_ranges(),
+        [format!("{}-{}", 2 * FRAGMENT, 4 * FRAGMENT - 1)]
+    );
+    assert_eq!(server.count(&Method::GET), gets + 2);
+    server.fault(Method::DELETE, 1, throttled(1));
+    client.cancel(&url).await.unwrap();
+    assert_eq!(server.count(&Method::DELETE), 2);
+    // Throttled past the attempts: the last answer is the error.
+    let posts = server.count(&Method::POST);
+    for nth in 1..=5 {
+        server.fault(Method::POST, posts + nth, throttled(0));
+    }
+    let err = client.create_draft("again").await.unwrap_err();
+    assert_eq!(err.remote().map(|r| r.status.as_u16()), Some(429), "{err}");
+}
+
+#[tokio::test]
 async fn inline_attachments_carry_name_type_and_content_id() {
     let server = FakeGraph::start().await;
     let dir = tempfile::tempdir().unwrap();

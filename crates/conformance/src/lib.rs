@@ -32,7 +32,7 @@
 //! - [`client`]: [`client::check`] runs the caller's upload code against
 //!   [`fake::FakeGraph`] for each case.
 //! - [`fake`]: the fault-injecting Graph-like server, also useful on its own
-//!   (`upsession-conformance fake`).
+//!   (`upsession conformance fake`).
 //! - [`Rule`]: every behaviour checked, by stable name; a [`Failure`] names the one
 //!   broken, a [`Report`] counts how often each was judged.
 //!

@@ -265,6 +265,12 @@ pub enum RequestError {
         /// Largest body accepted.
         max: u64,
     },
+    /// The request line and headers together are larger than the server reads.
+    #[error("the request's headers exceed {max} bytes")]
+    HeadersTooLarge {
+        /// Largest request head accepted.
+        max: u64,
+    },
     /// Throttled: too many requests or bytes for this app and mailbox.
     #[error("the application is over its request limit; retry after {retry_after_secs} seconds")]
     Throttled {
@@ -297,6 +303,7 @@ impl GraphError for RequestError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::InvalidBody(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
@@ -317,6 +324,7 @@ impl GraphError for RequestError {
             Self::MethodNotAllowed(_) => "MethodNotAllowed",
             Self::InvalidBody(_) => "RequestBodyRead",
             Self::BodyTooLarge { .. } => "RequestEntityTooLarge",
+            Self::HeadersTooLarge { .. } => "RequestHeaderFieldsTooLarge",
             Self::Throttled { .. } => "ApplicationThrottled",
             Self::Unavailable { .. } => "serviceNotAvailable",
             Self::InsufficientStorage => "insufficientStorage",

@@ -51,6 +51,59 @@ use crate::range::{ByteRange, RangeSet};
 use crate::time::parse_retry_after;
 use crate::wire::UploadSession;
 
+/// Attempts a single request (creating a draft, a session's status, a cancel)
+/// gets when Graph throttles it, including the first.
+pub const THROTTLED_ATTEMPTS: u32 = 5;
+
+/// The longest `Retry-After` a single request waits out; a longer one is reported
+/// to the caller instead, who may prefer to come back later.
+pub const MAX_THROTTLE_WAIT: Duration = Duration::from_secs(120);
+
+/// The shortest wait between two attempts of a single request.
+pub const MIN_THROTTLE_WAIT: Duration = Duration::from_secs(1);
+
+/// How long to wait before sending a single request again after `attempt` (1 for
+/// the first) was answered `status`, or `None` to give the answer to the caller.
+///
+/// Only `429` and `503` are retried: Graph sends them before doing anything, so
+/// sending again is safe even for a `POST`. The wait is the answer's
+/// `Retry-After` (seconds or an HTTP date), else 1, 2, 4, … seconds, and never
+/// less than [`MIN_THROTTLE_WAIT`].
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use http::StatusCode;
+/// use upsession_core::planner::throttle_wait;
+///
+/// let now = SystemTime::now();
+/// assert_eq!(
+///     throttle_wait(StatusCode::TOO_MANY_REQUESTS, Some("3"), 1, now),
+///     Some(Duration::from_secs(3))
+/// );
+/// assert_eq!(throttle_wait(StatusCode::CONFLICT, Some("3"), 1, now), None);
+/// ```
+#[must_use]
+pub fn throttle_wait(
+    status: StatusCode,
+    retry_after: Option<&str>,
+    attempt: u32,
+    now: SystemTime,
+) -> Option<Duration> {
+    let throttled = matches!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+    );
+    if !throttled || attempt >= THROTTLED_ATTEMPTS {
+        return None;
+    }
+    let wait = retry_after
+        .and_then(|v| parse_retry_after(v, now))
+        .unwrap_or_else(|| Duration::from_secs(1 << attempt.saturating_sub(1).min(10)))
+        // `Retry-After: 0` (or a past date) still spaces the attempts out.
+        .max(MIN_THROTTLE_WAIT);
+    (wait <= MAX_THROTTLE_WAIT).then_some(wait)
+}
+
 /// 320 KiB: OneDrive wants fragments in multiples of it, and it is the smallest
 /// fragment the planner shrinks to after a 413.
 pub const FRAGMENT_QUANTUM: u64 = 320 * 1024;
@@ -1049,6 +1102,35 @@ mod tests {
         let date = crate::time::format_http_date(t(20));
         p.handle_response(t(7), &response(503, &[("Retry-After", &date)], ""));
         assert_eq!(p.next(t(8)), Action::Wait { until: t(20) });
+    }
+
+    #[test]
+    fn single_requests_wait_out_throttling_a_bounded_number_of_times() {
+        use super::{MAX_THROTTLE_WAIT, THROTTLED_ATTEMPTS, throttle_wait};
+        let now = t(0);
+        let busy = StatusCode::SERVICE_UNAVAILABLE;
+        let waits: Vec<_> = (1..=THROTTLED_ATTEMPTS)
+            .map(|a| throttle_wait(busy, None, a, now))
+            .collect();
+        let secs = |n| Some(Duration::from_secs(n));
+        assert_eq!(waits, [secs(1), secs(2), secs(4), secs(8), None]);
+        let date = crate::time::format_http_date(t(30));
+        assert_eq!(
+            throttle_wait(StatusCode::TOO_MANY_REQUESTS, Some(&date), 1, now),
+            secs(30)
+        );
+        // Too long a wait, or an answer that is not throttling: the caller's.
+        assert_eq!(
+            throttle_wait(busy, Some("0"), 1, now),
+            secs(1),
+            "never at once"
+        );
+        let long = (MAX_THROTTLE_WAIT.as_secs() + 1).to_string();
+        assert_eq!(throttle_wait(busy, Some(&long), 1, now), None);
+        for status in [400, 401, 404, 409, 500, 502, 504] {
+            let status = StatusCode::from_u16(status).unwrap();
+            assert_eq!(throttle_wait(status, Some("1"), 1, now), None);
+        }
     }
 
     #[test]

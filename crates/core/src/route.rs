@@ -143,6 +143,31 @@ pub fn collection_path(version: Version, user: &User, kind: ItemKind) -> String 
     format!("/{}/{user}/{}", version.as_str(), kind.collection())
 }
 
+/// Whether `text` is a bare `host` or `host:port` (an IPv6 host in brackets), as
+/// an absolute URL built on it needs: a host, a port below 65536 if any, no user
+/// info, path or query.
+///
+/// ```
+/// use upsession_core::route::is_host_and_port;
+///
+/// assert!(is_host_and_port("box.lan:8080") && is_host_and_port("[::1]"));
+/// assert!(!is_host_and_port("box.lan:") && !is_host_and_port("user@box.lan"));
+/// ```
+#[must_use]
+pub fn is_host_and_port(text: &str) -> bool {
+    let Ok(authority) = text.parse::<http::uri::Authority>() else {
+        return false;
+    };
+    if authority.as_str() != text || text.contains('@') || authority.host().is_empty() {
+        return false;
+    }
+    match text.rfind(':') {
+        // Not a colon inside `[v6]`.
+        Some(i) if !text[i..].contains(']') => text[i + 1..].parse::<u16>().is_ok(),
+        _ => true,
+    }
+}
+
 /// The path of an uploadUrl: `/uploads/{session_id}`.
 pub fn upload_path(session_id: &str) -> String {
     format!("/uploads/{}", seg(session_id))
@@ -152,9 +177,9 @@ pub fn upload_path(session_id: &str) -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Route {
-    /// `GET /healthz`
+    /// `GET /healthz` (also `/v1.0/healthz`, `/beta/healthz`)
     Health,
-    /// `GET /metrics`
+    /// `GET /metrics` (also under `/v1.0` and `/beta`)
     Metrics,
     /// `POST /{v}/{user}/{messages|events}`
     CreateItem {
@@ -212,8 +237,9 @@ impl Route {
         }
         let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
         match segs.as_slice() {
-            ["healthz"] => return Ok(Self::Health),
-            ["metrics"] => return Ok(Self::Metrics),
+            // Also under the versions, as every route of the contract.
+            ["healthz"] | ["v1.0" | "beta", "healthz"] => return Ok(Self::Health),
+            ["metrics"] | ["v1.0" | "beta", "metrics"] => return Ok(Self::Metrics),
             ["uploads", id] if !id.is_empty() => return Ok(Self::Upload((*id).to_owned())),
             ["_upsession", "sessions"] => return Ok(Self::AdminSessions),
             ["_upsession", "faults"] => return Ok(Self::AdminFaults),
@@ -360,12 +386,41 @@ mod tests {
     }
 
     #[test]
+    fn hosts_and_ports_are_bare_and_valid() {
+        use super::is_host_and_port;
+        for good in [
+            "box.lan",
+            "box.lan:8080",
+            "127.0.0.1:1",
+            "[::1]",
+            "[::1]:65535",
+        ] {
+            assert!(is_host_and_port(good), "{good}");
+        }
+        for bad in [
+            "",
+            ":8080",
+            "box.lan:",
+            "box.lan:abc",
+            "box.lan:65536",
+            "user@box.lan",
+            "box.lan/x",
+            "box.lan?x",
+            "box lan",
+        ] {
+            assert!(!is_host_and_port(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn every_contract_route_parses() {
         let m = |v, u| item(v, u, ItemKind::Message, "M1");
         let check =
             |path: &str, expected: Route| assert_eq!(Route::parse(path), Ok(expected), "{path}");
         check("/healthz", Route::Health);
         check("/metrics", Route::Metrics);
+        check("/v1.0/healthz", Route::Health);
+        check("/beta/metrics", Route::Metrics);
         check(
             "/v1.0/me/messages",
             Route::CreateItem {

@@ -370,11 +370,20 @@ impl ErrorBody {
                 message: err.to_string(),
                 inner_error: Some(InnerError {
                     request_id: Some(request_id.into()),
-                    date: Some(format_graph_time(now).replace(".0000000Z", "Z")),
+                    // Graph writes whole seconds here.
+                    date: Some(format_graph_time(whole_seconds(now)).replace(".0000000Z", "Z")),
                 }),
             },
         }
     }
+}
+
+/// `t` without its fraction of a second (times before 1970 become 1970).
+fn whole_seconds(t: SystemTime) -> SystemTime {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)
 }
 
 impl RemoteError {
@@ -473,6 +482,14 @@ mod tests {
         s.id = Some(Value::String("x".into()));
         let json = serde_json::to_value(&s).unwrap();
         assert!(json.get("id").is_none());
+    }
+
+    #[test]
+    fn error_dates_are_whole_seconds_in_utc() {
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_790_000_000_123);
+        let body = ErrorBody::new(&FragmentError::Busy, "abc", at);
+        let date = body.error.inner_error.unwrap().date.unwrap();
+        assert_eq!(date, "2026-09-21T14:13:20Z");
     }
 
     #[test]

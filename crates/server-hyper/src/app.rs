@@ -121,10 +121,45 @@ impl Drop for Admitted<'_> {
     }
 }
 
+/// The base of the uploadUrls and `Location`s handed out.
+#[derive(Debug)]
+pub(crate) enum PublicUrl {
+    /// `--public-url`, or `http://{listen}` for a specific listening address.
+    Fixed(String),
+    /// Listening on every interface (`0.0.0.0`, `::`) without `--public-url`: no one
+    /// address names this server, so URLs follow the `Host` each client used, which
+    /// is how it reached us. The fallback serves a request with no valid `Host`.
+    FromHost { fallback: String },
+}
+
+impl PublicUrl {
+    /// The base for one request: the authority it was sent to (HTTP/2's
+    /// `:authority` or an absolute-form URI first, as RFC 9112 §3.2.2 says, else
+    /// `Host`).
+    fn for_request<'a>(
+        &'a self,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+    ) -> std::borrow::Cow<'a, str> {
+        match self {
+            Self::Fixed(url) => url.as_str().into(),
+            Self::FromHost { fallback } => uri
+                .authority()
+                .map(http::uri::Authority::as_str)
+                .or_else(|| headers.get(http::header::HOST)?.to_str().ok())
+                .filter(|a| upsession_core::route::is_host_and_port(a))
+                .map_or_else(
+                    || fallback.as_str().into(),
+                    |a| format!("http://{a}").into(),
+                ),
+        }
+    }
+}
+
 /// The server's state, shared by every connection.
 pub(crate) struct App {
     pub(crate) config: Config,
-    public_url: String,
+    public_url: PublicUrl,
     tokens: Tokens,
     signer: Signer,
     meta: Arc<dyn MetaStore>,
@@ -170,7 +205,7 @@ impl App {
     /// Loads everything stored and finishes what a crash interrupted.
     pub(crate) async fn start(
         config: Config,
-        public_url: String,
+        public_url: PublicUrl,
         key: [u8; 32],
         meta: Arc<dyn MetaStore>,
         blobs: Arc<dyn BlobStore>,
@@ -515,6 +550,11 @@ impl App {
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             res.headers_mut().insert(respond::REQUEST_ID, v);
         }
+        if res.status() == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE {
+            // Whatever sent that is not worth keeping a connection for.
+            res.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         Ok(res)
     }
 
@@ -559,6 +599,19 @@ impl App {
         now: SystemTime,
         after: &mut After,
     ) -> Result<Response<Body>, Failure> {
+        // hyper's HTTP/1 read buffer lets some 400 KiB of head through; past our own
+        // limit (HTTP/2's too) the answer is Graph's JSON, not a bare 431.
+        let head = req.uri().path_and_query().map_or(0, |p| p.as_str().len())
+            + req
+                .headers()
+                .iter()
+                .map(|(name, value)| name.as_str().len() + value.len() + 4)
+                .sum::<usize>();
+        if head > crate::MAX_HEAD_BYTES {
+            return Err(fail(RequestError::HeadersTooLarge {
+                max: crate::MAX_HEAD_BYTES as u64,
+            }));
+        }
         let route = Route::parse(req.uri().path()).map_err(fail)?;
         route.check_method(req.method()).map_err(fail)?;
         let auth = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
@@ -687,10 +740,11 @@ impl App {
                 Method::GET => {
                     let mut e = entry.lock().await;
                     let answer = e.session.status(now).map_err(fail)?;
+                    let base = self.public_url.for_request(&parts.uri, &parts.headers);
                     Ok(full(
                         self.config
                             .dialect
-                            .status(&answer, &self.location(&e.record)),
+                            .status(&answer, &self.location(&e.record, &base)),
                     ))
                 }
                 _ => self.cancel(id, &entry, now).await,
@@ -802,11 +856,28 @@ impl App {
                 .check(auth)
                 .map_err(|m| fail(RequestError::Unauthenticated(m)))?;
         }
-        let mut res = text(StatusCode::OK, &self.metrics.render());
-        res.headers_mut().insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-        );
+        // Prometheus asks for OpenMetrics first; anyone else (curl, older scrapers)
+        // gets the classic text format.
+        let open_metrics = req
+            .headers()
+            .get_all(http::header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("application/openmetrics-text"));
+        let (page, content_type) = if open_metrics {
+            (
+                self.metrics.render(),
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+        } else {
+            (
+                self.metrics.render_classic(),
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+        };
+        let mut res = text(StatusCode::OK, &page);
+        res.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         Ok(full(res))
     }
 
@@ -900,13 +971,14 @@ impl App {
         Ok(res)
     }
 
-    fn location(&self, record: &SessionRecord) -> String {
+    /// The attachment's URL under `base` (from [`PublicUrl::for_request`]).
+    fn location(&self, record: &SessionRecord, base: &str) -> String {
         let path = record.item_path();
         let path = match self.config.dialect.location {
             LocationStyle::OutlookRest => path.outlook_attachment_path(&record.attachment_id),
             _ => path.attachment_path(&record.attachment_id),
         };
-        format!("{}{path}", self.public_url)
+        format!("{base}{path}")
     }
 
     async fn create_session(
@@ -917,6 +989,10 @@ impl App {
         now: SystemTime,
     ) -> Result<Response<Body>, Failure> {
         let view = self.item(path).await?;
+        let base = self
+            .public_url
+            .for_request(req.uri(), req.headers())
+            .into_owned();
         let body = read_json_body(req, self.config.body_idle_timeout).await?;
         let item = AttachmentItem::from_request_json(&body).map_err(fail)?;
         if let Some(limit) = self.config.message_size_limit {
@@ -954,11 +1030,7 @@ impl App {
             .await
             .map_err(storage_failure)?;
         let credential = self.signer.sign(&id, session.hard_expiry());
-        let upload_url = format!(
-            "{}{}?{CREDENTIAL_PARAM}={credential}",
-            self.public_url,
-            upload_path(&id)
-        );
+        let upload_url = format!("{base}{}?{CREDENTIAL_PARAM}={credential}", upload_path(&id));
         let res = self.config.dialect.created(
             &upload_url,
             session.expires_at(),
@@ -1036,10 +1108,11 @@ impl App {
                 }
                 drain_exact(body, range.len(), timeout).await?;
                 let e = entry.lock().await;
+                let base = self.public_url.for_request(&parts.uri, &parts.headers);
                 full(
                     self.config
                         .dialect
-                        .answer(&answer, &self.location(&e.record)),
+                        .answer(&answer, &self.location(&e.record, &base)),
                 )
             }
             PutDecision::Write(ticket) => {
@@ -1065,8 +1138,14 @@ impl App {
                 // Counting and recording run to their end in their own task: a
                 // completion is never cut short by a client hanging up.
                 let (app, entry2, id2) = (Arc::clone(self), Arc::clone(entry), id.to_owned());
+                let base = self
+                    .public_url
+                    .for_request(&parts.uri, &parts.headers)
+                    .into_owned();
                 let task =
-                    tokio::spawn(async move { app.commit(&id2, &entry2, ticket, written).await });
+                    tokio::spawn(
+                        async move { app.commit(&id2, &entry2, ticket, written, &base).await },
+                    );
                 match task.await {
                     Ok(result) => result?,
                     Err(panicked) => {
@@ -1163,6 +1242,7 @@ impl App {
         entry: &tokio::sync::Mutex<SessionEntry>,
         ticket: WriteTicket,
         written: Result<(), Failure>,
+        base: &str,
     ) -> Result<Response<Body>, Failure> {
         let mut e = entry.lock().await;
         if let Err(err) = written {
@@ -1214,7 +1294,7 @@ impl App {
         e.record = record;
         self.metrics.bytes_received.inc_by(len);
         self.set_timer(id, e.session.poll_timeout());
-        let location = self.location(&e.record);
+        let location = self.location(&e.record, base);
         if answer == Answer::Completed {
             self.metrics.sessions_completed.inc();
             info!(session = %id, attachment = %e.record.attachment_id, "upload completed");
@@ -1413,5 +1493,61 @@ async fn drain_exact(mut body: Incoming, expected: u64, timeout: Duration) -> Re
         Ok(())
     } else {
         Err(fail(FragmentError::BodyLength { expected, got }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::pedantic)] // test code favours brevity over pedantry
+    use super::PublicUrl;
+    use http::HeaderMap;
+    use http::header::HOST;
+
+    fn base(public: &PublicUrl, host: Option<&str>) -> String {
+        let mut headers = HeaderMap::new();
+        if let Some(h) = host {
+            headers.insert(HOST, h.parse().unwrap());
+        }
+        public
+            .for_request(&"/v1.0/me".parse().unwrap(), &headers)
+            .into_owned()
+    }
+
+    #[test]
+    fn urls_follow_the_host_only_when_listening_everywhere() {
+        let fixed = PublicUrl::Fixed("https://files.example".into());
+        assert_eq!(base(&fixed, Some("other.example")), "https://files.example");
+
+        let open = PublicUrl::FromHost {
+            fallback: "http://127.0.0.1:8080".into(),
+        };
+        assert_eq!(base(&open, Some("box.lan:8080")), "http://box.lan:8080");
+        assert_eq!(base(&open, Some("[::1]:8080")), "http://[::1]:8080");
+        assert_eq!(base(&open, Some("10.0.0.7")), "http://10.0.0.7");
+        // Anything but a bare authority falls back: no path, user info or query
+        // smuggled into the URLs handed out.
+        for bad in [
+            "box.lan/evil",
+            "user@box.lan",
+            "box.lan?x=1",
+            "",
+            "box lan",
+            "box.lan:",
+            "box.lan:abc",
+            "box.lan:99999",
+        ] {
+            assert_eq!(base(&open, Some(bad)), "http://127.0.0.1:8080", "{bad:?}");
+        }
+        assert_eq!(base(&open, None), "http://127.0.0.1:8080");
+
+        // HTTP/2 (and an absolute-form HTTP/1 target) carry it in the URI, which wins.
+        let uri: http::Uri = "http://h2.lan:8080/v1.0/me".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, "other.lan".parse().unwrap());
+        assert_eq!(open.for_request(&uri, &headers), "http://h2.lan:8080");
+        assert_eq!(
+            open.for_request(&uri, &HeaderMap::new()),
+            "http://h2.lan:8080"
+        );
     }
 }

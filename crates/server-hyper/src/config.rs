@@ -64,8 +64,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Bearer tokens accepted on Graph routes. Empty: every Graph route answers 401.
     pub tokens: Vec<String>,
-    /// Base of the uploadUrls and `Location`s handed out (e.g. `https://files.example`);
-    /// `http://{listen}` when unset.
+    /// Base of the uploadUrls and `Location`s handed out (e.g. `https://files.example`).
+    /// When unset: `http://{listen}`, or, listening on every interface (`0.0.0.0`,
+    /// `::`), `http://` and the `Host` each request came with.
     pub public_url: Option<String>,
     /// Session limits.
     pub limits: Limits,

@@ -37,7 +37,7 @@ use tracing::{info, warn};
 
 pub use config::{Config, Fsync, Storage};
 
-use app::App;
+use app::{App, PublicUrl};
 use store::pg::Postgres;
 use store::s3::S3;
 use store::{BlobStore, Disk, MetaStore};
@@ -79,6 +79,7 @@ pub struct Server;
 pub struct Running {
     local_addr: SocketAddr,
     public_url: String,
+    follows_host: bool,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -135,24 +136,35 @@ impl Server {
             Some(url) => return Err(StartError::PublicUrl(url.clone())),
             None => format!("http://{local_addr}"),
         };
-        let app = App::start(
-            config,
-            public_url.clone(),
-            key,
-            meta,
-            blobs,
-            SystemTime::now(),
-        )
-        .await
-        .map_err(state_err)?;
+        // On every interface, URLs follow each request's Host; this process itself
+        // (and a request without a Host) reaches the server through loopback.
+        let public = if config.public_url.is_none() && local_addr.ip().is_unspecified() {
+            let loopback = if local_addr.is_ipv4() {
+                std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST)
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            };
+            let fallback = format!("http://{}", SocketAddr::new(loopback, local_addr.port()));
+            PublicUrl::FromHost { fallback }
+        } else {
+            PublicUrl::Fixed(public_url.clone())
+        };
+        let follows_host = matches!(public, PublicUrl::FromHost { .. });
+        let public_url = match &public {
+            PublicUrl::Fixed(url) | PublicUrl::FromHost { fallback: url } => url.clone(),
+        };
+        let app = App::start(config, public, key, meta, blobs, SystemTime::now())
+            .await
+            .map_err(state_err)?;
         let app = Arc::new(app);
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(expiry_driver(Arc::clone(&app), stopped.clone()));
         let task = tokio::spawn(accept_loop(listener, app, stopped));
-        info!(%local_addr, %public_url, "serving");
+        info!(%local_addr, %public_url, follows_host, "serving");
         Ok(Running {
             local_addr,
             public_url,
+            follows_host,
             stop,
             task,
         })
@@ -165,9 +177,18 @@ impl Running {
         self.local_addr
     }
 
-    /// The public base URL (without a version segment).
+    /// The public base URL (without a version segment). When the server listens on
+    /// every interface without a configured public URL, this is its loopback URL,
+    /// and the URLs it hands out follow each request's `Host` instead
+    /// ([`Running::public_url_follows_host`]).
     pub fn public_url(&self) -> &str {
         &self.public_url
+    }
+
+    /// Whether uploadUrls and `Location`s are built from each request's `Host`
+    /// (listening on `0.0.0.0` or `::` with no public URL configured).
+    pub fn public_url_follows_host(&self) -> bool {
+        self.follows_host
     }
 
     /// The Graph base URL clients use: `{public_url}/v1.0`.
@@ -387,6 +408,10 @@ async fn refuse(mut stream: tokio::net::TcpStream) {
     }
 }
 
+/// The largest request line plus headers a request may carry: 64 KiB, as browsers
+/// and proxies allow and far above what Graph's clients send.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 async fn accept_loop(listener: TcpListener, app: Arc<App>, mut stopped: watch::Receiver<bool>) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -396,7 +421,7 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>, mut stopped: watch::R
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(64 * 1024);
+        .max_header_list_size(u32::try_from(MAX_HEAD_BYTES).expect("64 KiB fits"));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(connection_cap(
         app.config.max_connections,

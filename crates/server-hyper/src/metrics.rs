@@ -99,10 +99,99 @@ impl Metrics {
             .inc();
     }
 
+    /// The page in OpenMetrics text (what Prometheus asks for first).
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// The page in Prometheus' classic text format (0.0.4), for scrapers and
+    /// tools that do not ask for OpenMetrics.
+    pub(crate) fn render_classic(&self) -> String {
+        classic_text(&self.render())
+    }
+}
+
+/// OpenMetrics text → classic Prometheus text, for what this registry holds:
+/// counters (not named `…_total` at registration), gauges and histograms. Those
+/// differ between the formats only in that a classic counter family is named as its sample
+/// (`x_total`, where OpenMetrics names it `x`), and that OpenMetrics ends with
+/// `# EOF` and may carry `# UNIT` lines.
+fn classic_text(open_metrics: &str) -> String {
+    use std::fmt::Write as _;
+    let counters: std::collections::HashSet<&str> = open_metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open_metrics.len());
+    for line in open_metrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let family = line
+            .strip_prefix("# HELP ")
+            .map(|rest| ("# HELP ", rest))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|rest| ("# TYPE ", rest)));
+        if let Some((kind, rest)) = family {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            let suffix = if counters.contains(name) && !name.ends_with("_total") {
+                "_total"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "{kind}{name}{suffix} {tail}");
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::pedantic)] // test code favours brevity over pedantry
+    use super::Metrics;
+
+    #[test]
+    fn the_classic_page_names_counters_as_their_samples() {
+        let m = Metrics::new();
+        m.sessions_created.inc();
+        m.error("invalidRange");
+        let open = m.render();
+        assert!(open.ends_with("# EOF\n"), "{open}");
+        assert!(
+            open.contains("# TYPE upsession_sessions_created counter\n"),
+            "{open}"
+        );
+        let classic = m.render_classic();
+        assert!(!classic.contains("# EOF"), "{classic}");
+        assert!(
+            classic.contains("# TYPE upsession_sessions_created_total counter\n"),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("# HELP upsession_sessions_created_total Upload sessions created"),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("upsession_sessions_created_total 1\n"),
+            "{classic}"
+        );
+        // Every sample line belongs to the family its TYPE line names.
+        let mut family = "";
+        for line in classic.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                family = rest.split(' ').next().unwrap();
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert!(
+                    name.starts_with(family),
+                    "{name} outside {family}:\n{classic}"
+                );
+            }
+        }
     }
 }

@@ -712,6 +712,37 @@ async fn metrics_count_sessions_bytes_and_errors() {
     );
     assert!(text.contains("code=\"ErrorItemNotFound\""), "{text}");
     assert!(!text.contains("authtoken"), "no credential in metrics");
+
+    // Without an Accept for it, the classic text format; Prometheus gets OpenMetrics.
+    // Both also under the versions, as every route.
+    let page = |path: &str, accept: Option<&str>| {
+        let mut req = h.http.get(h.url("").replace("/v1.0", path));
+        if let Some(a) = accept {
+            req = req.header("accept", a);
+        }
+        req.send()
+    };
+    let classic = page("/v1.0/metrics", None).await.unwrap();
+    assert_eq!(classic.status(), 200);
+    assert_eq!(
+        classic.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let classic = classic.text().await.unwrap();
+    assert!(
+        classic.contains("# TYPE upsession_sessions_created_total counter"),
+        "{classic}"
+    );
+    assert!(!classic.contains("# EOF"), "{classic}");
+    let prometheus = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+    let open = page("/beta/metrics", Some(prometheus)).await.unwrap();
+    assert_eq!(
+        open.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(open.text().await.unwrap().ends_with("# EOF\n"));
+    assert_eq!(page("/v1.0/healthz", None).await.unwrap().status(), 200);
+    assert_eq!(page("/beta/healthz", None).await.unwrap().status(), 200);
 }
 
 #[tokio::test]

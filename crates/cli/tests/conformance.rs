@@ -1,5 +1,5 @@
-//! The `upsession-conformance` binary: exit 0 when the server conforms, 1 with the
-//! minimal failing script when it does not, 2 on bad usage.
+//! `upsession conformance`: exit 0 when the server conforms, 1 with the minimal
+//! failing script when it does not, 2 on bad usage.
 
 #![allow(clippy::pedantic)] // test code favours brevity over pedantry
 
@@ -9,7 +9,8 @@ use upsession_conformance::fake::{Break, FakeGraph, FakeOptions};
 use upsession_core::Limits;
 
 fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_upsession-conformance"));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_upsession"));
+    command.arg("conformance");
     command.env_remove("UPSESSION_CONFORMANCE_CASES");
     command.env_remove("UPSESSION_CONFORMANCE_SEED");
     command
