@@ -147,22 +147,8 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "--time" => {
-                options.seconds = Some(
-                    it.next()
-                        .and_then(|n| n.parse().ok())
-                        .filter(|n| *n > 0)
-                        .ok_or("--time takes a number of seconds (at least 1)")?,
-                );
-            }
-            "--runs" => {
-                options.runs = Some(
-                    it.next()
-                        .and_then(|n| n.parse().ok())
-                        .filter(|n| *n > 0)
-                        .ok_or("--runs takes a number of executions (at least 1)")?,
-                );
-            }
+            "--time" => options.seconds = Some(positive(it.next(), "--time", "seconds")?),
+            "--runs" => options.runs = Some(positive(it.next(), "--runs", "executions")?),
             "--sanitizer" => {
                 let name = it.next().ok_or("--sanitizer takes a name")?;
                 // cargo-fuzz's own list; checked here so a typo fails before a build.
@@ -188,6 +174,14 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         options.seconds = options.seconds.or(Some(DEFAULT_SECONDS));
     }
     Ok(options)
+}
+
+/// A flag's value that must be a whole number of at least 1.
+fn positive(value: Option<&String>, flag: &str, unit: &str) -> Result<u64, String> {
+    value
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{flag} takes a number of {unit} (at least 1)"))
 }
 
 /// The targets: one file each in `fuzz/fuzz_targets/`, sorted by name.

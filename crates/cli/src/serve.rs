@@ -307,23 +307,21 @@ fn banner(
     fault_note: &str,
 ) -> Result<String, Failure> {
     let base = running.base_url();
-    let (token_arg, token_note) = match token_file {
+    let token_note = match token_file {
         Some((path, Some(new))) => {
             keep_token(path, new)?;
-            (
-                format!("\"$(cat {})\"", path.display()),
-                format!(
-                    "generated token (shown once, kept in {}): {new}\n",
-                    path.display()
-                ),
+            format!(
+                "generated token (shown once, kept in {}): {new}\n",
+                path.display()
             )
         }
-        Some((path, None)) => (
-            format!("\"$(cat {})\"", path.display()),
-            format!("token: kept in {}\n", path.display()),
-        ),
-        None => ("TOKEN".to_owned(), String::new()),
+        Some((path, None)) => format!("token: kept in {}\n", path.display()),
+        None => String::new(),
     };
+    let token_arg = token_file.map_or_else(
+        || "TOKEN".to_owned(),
+        |(path, _)| format!("\"$(cat {})\"", path.display()),
+    );
     let host_note = if running.public_url_follows_host() {
         "uploadUrls name the host each client used (set --public-url to fix one)\n"
     } else {

@@ -71,11 +71,11 @@ pub const MIN_THROTTLE_WAIT: Duration = Duration::from_secs(1);
 /// less than [`MIN_THROTTLE_WAIT`].
 ///
 /// ```
-/// use std::time::{Duration, SystemTime};
+/// use std::time::{Duration, UNIX_EPOCH};
 /// use http::StatusCode;
 /// use upsession_core::planner::throttle_wait;
 ///
-/// let now = SystemTime::now();
+/// let now = UNIX_EPOCH; // time is an input
 /// assert_eq!(
 ///     throttle_wait(StatusCode::TOO_MANY_REQUESTS, Some("3"), 1, now),
 ///     Some(Duration::from_secs(3))

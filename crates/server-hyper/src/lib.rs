@@ -129,25 +129,24 @@ impl Server {
             addr: config.listen,
             source,
         })?;
-        let public_url = match &config.public_url {
+        // On every interface without a public URL, URLs follow each request's Host;
+        // this process itself (and a request without a Host) uses loopback.
+        let public = match &config.public_url {
             Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
-                url.trim_end_matches('/').to_owned()
+                PublicUrl::Fixed(url.trim_end_matches('/').to_owned())
             }
             Some(url) => return Err(StartError::PublicUrl(url.clone())),
-            None => format!("http://{local_addr}"),
-        };
-        // On every interface, URLs follow each request's Host; this process itself
-        // (and a request without a Host) reaches the server through loopback.
-        let public = if config.public_url.is_none() && local_addr.ip().is_unspecified() {
-            let loopback = if local_addr.is_ipv4() {
-                std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST)
-            } else {
-                std::net::Ipv6Addr::LOCALHOST.into()
-            };
-            let fallback = format!("http://{}", SocketAddr::new(loopback, local_addr.port()));
-            PublicUrl::FromHost { fallback }
-        } else {
-            PublicUrl::Fixed(public_url.clone())
+            None if local_addr.ip().is_unspecified() => {
+                let loopback = if local_addr.is_ipv4() {
+                    std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST)
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                };
+                PublicUrl::FromHost {
+                    fallback: format!("http://{}", SocketAddr::new(loopback, local_addr.port())),
+                }
+            }
+            None => PublicUrl::Fixed(format!("http://{local_addr}")),
         };
         let follows_host = matches!(public, PublicUrl::FromHost { .. });
         let public_url = match &public {
