@@ -6,8 +6,11 @@
 //!
 //! Garage is installed by `cargo xtask engines` (from crates.io, into a cache
 //! directory); [`Garage::binary`] says where it looks.
+//!
+//! [`kit`] holds what tests repeat: reading and asserting Graph error answers.
 
 mod garage;
+pub mod kit;
 mod postgres;
 mod proxy;
 

@@ -19,11 +19,12 @@ use upsession_conformance::fake::{Break, FakeGraph, FakeOptions, Faults, Quirks}
 use upsession_conformance::server::{self, Config};
 use upsession_conformance::{Rule, parse_seed};
 use upsession_core::Dialect;
+use upsession_core::dialect::{Casing, RangeForms};
 use upsession_core::fault::FaultPlan;
 use upsession_core::route::ItemKind;
 use upsession_core::session::Limits;
 
-use crate::serve::{parse_dialect, parse_faults};
+use crate::serve::{parse_casing, parse_dialect, parse_faults, parse_range_forms};
 use crate::size::parse_size;
 use crate::{Failure, print_out};
 
@@ -53,18 +54,23 @@ pub(crate) struct ServerArgs {
     #[arg(long, value_parser = seed)]
     seed: Option<u64>,
     /// The server's smallest file for an upload session (as its --min-size).
-    #[arg(long, default_value = "3MB", value_parser = parse_size)]
+    #[arg(long, default_value = "2MiB", value_parser = parse_size)]
     min_size: u64,
     /// The server's largest file (as its --max-size).
     #[arg(long, default_value = "150MB", value_parser = parse_size)]
     max_size: u64,
-    /// The server's largest fragment (as its --max-fragment) [default: 4MiB; 60MiB with
-    /// --dialect onedrive].
-    #[arg(long, value_parser = parse_size)]
-    max_fragment: Option<u64>,
+    /// The server's largest fragment (as its --max-fragment).
+    #[arg(long, default_value = "60MiB", value_parser = parse_size)]
+    max_fragment: u64,
     /// The dialect the server speaks (as its --dialect): upsession, outlook or onedrive.
     #[arg(long, default_value = "upsession", value_parser = parse_dialect)]
     dialect: Dialect,
+    /// The server's casing (as its --casing): camel or pascal.
+    #[arg(long, value_parser = parse_casing)]
+    casing: Option<Casing>,
+    /// The server's range form (as its --range-form): closed, open or outlook.
+    #[arg(long, value_parser = parse_range_forms)]
+    range_form: Option<RangeForms>,
     /// Most operations per case.
     #[arg(long, default_value_t = 24)]
     max_ops: usize,
@@ -136,22 +142,29 @@ fn check_server(args: ServerArgs) -> Result<(), Failure> {
             args.min_size, args.max_size
         )));
     }
-    let max_fragment = args.max_fragment.unwrap_or(args.dialect.max_fragment);
+    let max_fragment = args.max_fragment;
+    let mut dialect = args.dialect;
+    if let Some(casing) = args.casing {
+        dialect = dialect.with_casing(casing);
+    }
+    if let Some(forms) = args.range_form {
+        dialect = dialect.with_range_forms(forms);
+    }
     if max_fragment == 0 {
         return Err(Failure::usage("--max-fragment must be at least 1 byte"));
     }
-    if let Some(quantum) = args.dialect.fragment_quantum
+    if let Some(quantum) = dialect.fragment_quantum
         && max_fragment < quantum
     {
         return Err(Failure::usage(format!(
             "--dialect {} takes fragments in multiples of {quantum} bytes: --max-fragment \
              ({max_fragment}) must be at least that",
-            args.dialect.name
+            dialect.name
         )));
     }
     let mut config = Config::new(args.base_url, args.token)
         .with_sizes(args.min_size, args.max_size, max_fragment)
-        .with_dialect(args.dialect)
+        .with_dialect(dialect)
         .with_max_ops(args.max_ops);
     if let Some(cases) = args.cases {
         config = config.with_cases(cases);

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use upsession_core::dialect::{Casing, RangeForms};
 use upsession_core::fault::FaultPlan;
 use upsession_core::throttle::ThrottleLimits;
 use upsession_core::{Dialect, Limits};
@@ -43,21 +44,46 @@ pub(crate) struct ServeArgs {
         hide_env_values = true
     )]
     tokens: Vec<String>,
+    /// Serve https with this PEM certificate chain (needs --tls-key). Some clients
+    /// need https: the JavaScript Graph SDK only follows an https uploadUrl.
+    #[arg(long, requires = "tls_key", value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert, as PEM.
+    #[arg(long, requires = "tls_cert", value_name = "PEM")]
+    tls_key: Option<PathBuf>,
     /// Base URL of the uploadUrls and Locations handed out, as clients reach this
-    /// server (e.g. behind a proxy) [default: http://LISTEN; listening on 0.0.0.0 or
-    /// ::, http:// and the Host each request came with].
+    /// server (e.g. behind a proxy) [default: http://LISTEN, https:// with --tls-cert;
+    /// listening on 0.0.0.0 or ::, the scheme and the Host each request came with].
     #[arg(long, env = "UPSESSION_PUBLIC_URL", value_parser = crate::parse_http_url)]
     public_url: Option<String>,
-    /// Largest fragment one PUT may carry [default: 4MiB; 60MiB with --dialect onedrive].
-    #[arg(long, value_parser = parse_size)]
-    max_fragment: Option<u64>,
+    /// Largest fragment one PUT may carry. The default fits every official SDK's
+    /// default slice (5MiB, and one byte more from Python and PHP); `4MiB` is Graph's
+    /// documented "up to 4 MB", which those defaults break.
+    #[arg(long, default_value = "60MiB", value_parser = parse_size)]
+    max_fragment: u64,
     /// How answers are written: `upsession` (tidy; every official SDK accepts it),
-    /// `outlook` (as real Outlook: ExpirationDateTime, bare "N" ranges, Outlook REST
-    /// Locations) or `onedrive` (202s, "N-" ranges, 416 on re-sends, 320KiB multiples).
+    /// `outlook` (as Outlook: a fixed expiry, @odata.context, Outlook REST Locations)
+    /// or `onedrive` (202s, "N-" ranges, 416 on re-sends, 320KiB multiples).
     #[arg(long, default_value = "upsession", value_parser = parse_dialect)]
     dialect: Dialect,
-    /// Smallest file an upload session accepts.
-    #[arg(long, default_value = "3MB", value_parser = parse_size)]
+    /// How fragment and status answers case their properties: `camel`
+    /// (expirationDateTime, what every SDK reads) or `pascal` (ExpirationDateTime and
+    /// NextExpectedRanges, as Outlook's docs example and 21Vianet mailboxes answer;
+    /// only the .NET and JavaScript SDKs read it) [default: camel].
+    #[arg(long, value_parser = parse_casing)]
+    casing: Option<Casing>,
+    /// Form of nextExpectedRanges: `closed` ("a-b", what every SDK parses), `open`
+    /// ("a-", OneDrive's) or `outlook` ("0-" then a bare "a", Outlook's docs
+    /// example) [default: open with --dialect onedrive, else closed].
+    #[arg(long, value_parser = parse_range_forms)]
+    range_form: Option<RangeForms>,
+    /// Refuse (401) a request to an uploadUrl that carries an Authorization header,
+    /// to prove a client keeps its bearer token off the pre-authenticated URL.
+    #[arg(long)]
+    reject_upload_auth: bool,
+    /// Smallest file an upload session accepts (2MiB is the live service's measured
+    /// minimum; its docs say 3MB).
+    #[arg(long, default_value = "2MiB", value_parser = parse_size)]
     min_size: u64,
     /// Largest file an upload session accepts.
     #[arg(long, default_value = "150MB", value_parser = parse_size)]
@@ -69,9 +95,9 @@ pub(crate) struct ServeArgs {
     /// survives a crash of the server process only.
     #[arg(long, value_enum, default_value = "always")]
     fsync: FsyncArg,
-    /// Refuse a session that would make a message's attachments larger than this,
-    /// with 413 ErrorMessageSizeExceeded, as Exchange does past its message size
-    /// limit (35MB by default there) [default: no limit].
+    /// Refuse the fragment that would make a message's attachments larger than this,
+    /// with 413 ErrorMessageSizeExceeded, as Exchange does mid-upload past its
+    /// message size limit (35MB by default there) [default: no limit].
     #[arg(long, value_parser = parse_size)]
     message_size_limit: Option<u64>,
     /// Throttle as Graph does, per app (token) and mailbox: `outlook` is 10,000
@@ -108,6 +134,15 @@ pub(crate) fn parse_faults(s: &str) -> Result<FaultPlan, String> {
 pub(crate) fn parse_dialect(s: &str) -> Result<Dialect, String> {
     Dialect::by_name(s)
         .ok_or_else(|| format!("`{s}` is not a dialect; use upsession, outlook or onedrive"))
+}
+
+pub(crate) fn parse_casing(s: &str) -> Result<Casing, String> {
+    Casing::by_name(s).ok_or_else(|| format!("`{s}` is not a casing; use camel or pascal"))
+}
+
+pub(crate) fn parse_range_forms(s: &str) -> Result<RangeForms, String> {
+    RangeForms::by_name(s)
+        .ok_or_else(|| format!("`{s}` is not a range form; use closed, open or outlook"))
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -250,13 +285,20 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
     let limits = Limits::default()
         .with_min_size(args.min_size)
         .with_max_size(args.max_size)
-        .with_max_fragment(args.max_fragment.unwrap_or(args.dialect.max_fragment))
+        .with_max_fragment(args.max_fragment)
         .with_ttl(args.session_ttl)
         .with_max_age(args.session_ttl.max(Duration::from_secs(7 * 24 * 3600)));
     let where_kept = describe(&storage, &data_dir);
+    let mut dialect = args.dialect;
+    if let Some(casing) = args.casing {
+        dialect = dialect.with_casing(casing);
+    }
+    if let Some(forms) = args.range_form {
+        dialect = dialect.with_range_forms(forms);
+    }
     let mut config = Config::new(&data_dir)
         .with_storage(storage)
-        .with_dialect(args.dialect.clone())
+        .with_dialect(dialect)
         .with_listen(args.listen)
         .with_limits(limits)
         .with_max_connections(args.max_connections as usize)
@@ -270,6 +312,12 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
     }
     if let Some(limit) = args.message_size_limit {
         config = config.with_message_size_limit(limit);
+    }
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config = config.with_tls(cert, key);
+    }
+    if args.reject_upload_auth {
+        config = config.with_upload_authorization_refused();
     }
     if args.throttle == "outlook" {
         config = config.with_throttle(ThrottleLimits::OUTLOOK);

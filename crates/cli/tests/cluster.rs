@@ -140,7 +140,7 @@ async fn two_nodes_never_both_accept_one_range() {
         let res = put(&http, &on_node(&url, &cluster.addrs[1]), &file, start).await;
         assert_eq!(res.status(), 409, "start {start}");
         let body: Value = res.json().await.unwrap();
-        assert_eq!(body["error"]["code"], "fragmentInProgress");
+        assert_eq!(body["error"]["innerError"]["code"], "fragmentInProgress");
     }
     // Node 0 finishes its fragment: 200, and node 1 sees it counted.
     held.write_all(&file[FRAGMENT / 2..FRAGMENT]).await.unwrap();

@@ -11,7 +11,7 @@ use upsession_server_hyper::{Config, Fsync, Server};
 const TOKEN: &str = "real-token";
 
 async fn server(dialect: Dialect, dir: &std::path::Path) -> upsession_server_hyper::Running {
-    let limits = Limits::default().with_max_fragment(dialect.max_fragment);
+    let limits = Limits::default();
     let config = Config::new(dir)
         .with_listen("127.0.0.1:0".parse().unwrap())
         .with_token(TOKEN)
@@ -120,7 +120,7 @@ async fn uploads_finish_byte_exact_under_every_fault_schedule_in_every_dialect()
     for dialect in Dialect::ALL {
         for spec in schedules {
             let data_dir = dir.path().join(format!("{}-{}", dialect.name, &spec[5..7]));
-            let limits = Limits::default().with_max_fragment(dialect.max_fragment);
+            let limits = Limits::default();
             let config = Config::new(&data_dir)
                 .with_listen("127.0.0.1:0".parse().unwrap())
                 .with_token(TOKEN)

@@ -235,8 +235,12 @@ async fn resume_reports_a_session_the_server_forgot_as_expired() {
         panic!("{err:?}")
     };
     assert_eq!(
-        (remote.status.as_u16(), remote.code.as_str()),
-        (404, "uploadSessionNotFound")
+        (
+            remote.status.as_u16(),
+            remote.code.as_str(),
+            remote.inner_code.as_deref()
+        ),
+        (404, "itemNotFound", Some("uploadSessionNotFound"))
     );
     assert!(!state_path.exists());
 }

@@ -369,7 +369,7 @@ async fn an_expired_session_is_a_typed_error_not_a_silent_stop() {
         panic!("expected SessionExpired, got {err:?}");
     };
     assert_eq!(remote.status, 404);
-    assert_eq!(remote.code, "uploadSessionNotFound");
+    assert_eq!(remote.inner_code.as_deref(), Some("uploadSessionNotFound"));
     assert!(
         err.to_string()
             .starts_with("the upload session has expired"),

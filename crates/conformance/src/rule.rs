@@ -322,7 +322,9 @@ mod tests {
                 .map(|d| d.name)
                 .collect::<Vec<_>>()
         };
-        assert_eq!(applies(Rule::ClosedRanges), ["upsession"]);
+        assert_eq!(applies(Rule::ClosedRanges), ["upsession", "outlook"]);
+        let docs = Dialect::OUTLOOK.with_range_forms(upsession_core::dialect::RangeForms::Outlook);
+        assert!(!Rule::ClosedRanges.applies_to(&docs));
         assert_eq!(applies(Rule::FragmentMultiple), ["onedrive"]);
         assert_eq!(applies(Rule::Replay).len(), Dialect::ALL.len());
     }

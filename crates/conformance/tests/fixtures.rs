@@ -11,7 +11,7 @@ use upsession_conformance::fake::{Break, FakeGraph, FakeOptions, Quirks};
 use upsession_conformance::server::{self, Config};
 use upsession_core::Dialect;
 use upsession_core::Limits;
-use upsession_core::dialect::{LocationStyle, RangeForm};
+use upsession_core::dialect::{LocationStyle, RangeForm, RangeForms};
 
 /// Fragments of 1 KiB; OneDrive's are two of its 320 KiB quanta.
 fn limits(dialect: &Dialect) -> Limits {
@@ -131,24 +131,24 @@ async fn every_break_fails_its_rule() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dialect_property_is_judged() {
     type Change = fn(&mut Dialect);
-    let cases: [(Dialect, &str, Change, Rule); 12] = [
+    let cases: [(Dialect, &str, Change, Rule); 14] = [
         (
             Dialect::OUTLOOK,
-            "closed ranges after a fragment",
-            |d| d.ranges = RangeForm::Closed,
+            "bare ranges after a fragment",
+            |d| d.ranges = RangeForm::Bare,
+            Rule::ClosedRanges,
+        ),
+        (
+            Dialect::OUTLOOK,
+            "open ranges on creation",
+            |d| d.created_ranges = RangeForm::Open,
+            Rule::ClosedRanges,
+        ),
+        (
+            Dialect::OUTLOOK,
+            "PascalCase properties",
+            |d| d.casing = upsession_core::dialect::Casing::Pascal,
             Rule::ProgressShape,
-        ),
-        (
-            Dialect::OUTLOOK,
-            "closed ranges on creation",
-            |d| d.created_ranges = RangeForm::Closed,
-            Rule::CreateSession,
-        ),
-        (
-            Dialect::OUTLOOK,
-            "camelCase expirationDateTime",
-            |d| d.pascal_expiration = false,
-            Rule::CreateSession,
         ),
         (
             Dialect::OUTLOOK,
@@ -202,6 +202,18 @@ async fn every_dialect_property_is_judged() {
             Dialect::UPSESSION,
             "200 on creation",
             |d| d.create_status = StatusCode::OK,
+            Rule::CreateSession,
+        ),
+        (
+            Dialect::OUTLOOK.with_range_forms(RangeForms::Outlook),
+            "closed ranges after a fragment where the docs' forms are asked for",
+            |d| d.ranges = RangeForm::Closed,
+            Rule::ProgressShape,
+        ),
+        (
+            Dialect::OUTLOOK.with_range_forms(RangeForms::Outlook),
+            "closed ranges on creation where the docs' forms are asked for",
+            |d| d.created_ranges = RangeForm::Closed,
             Rule::CreateSession,
         ),
     ];

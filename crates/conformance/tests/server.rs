@@ -71,6 +71,26 @@ async fn our_server_in_the_outlook_dialect_passes() {
         .await
         .unwrap_or_else(|f| panic!("{f}"));
     println!("{report}");
+    assert!(report.checks[&Rule::ClosedRanges] > 0, "{report}");
+    assert!(report.checks[&Rule::AttachmentBytes] > 0, "{report}");
+    running.shutdown().await;
+}
+
+/// The outlook dialect as the docs' example writes it: PascalCase properties, `"0-"`
+/// then bare ranges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_server_in_the_outlook_docs_example_forms_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = Dialect::OUTLOOK
+        .with_casing(upsession_core::dialect::Casing::Pascal)
+        .with_range_forms(upsession_core::dialect::RangeForms::Outlook);
+    let (running, base) = start(dir.path(), limits(), docs.clone()).await;
+    let default = Config::for_local(base, TOKEN, &limits()).with_dialect(docs);
+    let config = default.clone().with_cases(dialect_cases(&default));
+    let report = server::check_async(&config)
+        .await
+        .unwrap_or_else(|f| panic!("{f}"));
+    println!("{report}");
     assert!(!report.checks.contains_key(&Rule::ClosedRanges), "{report}");
     assert!(report.checks[&Rule::AttachmentBytes] > 0, "{report}");
     running.shutdown().await;

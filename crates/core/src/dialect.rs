@@ -34,6 +34,80 @@ impl RangeForm {
     }
 }
 
+/// How the properties of upload-session answers are cased.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Casing {
+    /// `expirationDateTime`, `nextExpectedRanges`: what Graph's global cloud answers
+    /// and what every official SDK reads.
+    Camel,
+    /// `ExpirationDateTime`, `NextExpectedRanges` in fragment and status answers:
+    /// Outlook REST's heritage, as in the docs' example and from 21Vianet mailboxes
+    /// (msgraph-sdk-dotnet#2092). Only the .NET and JavaScript SDKs read it.
+    Pascal,
+}
+
+impl Casing {
+    /// Reads `camel` or `pascal`.
+    pub fn by_name(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "camel" => Some(Self::Camel),
+            "pascal" => Some(Self::Pascal),
+            _ => None,
+        }
+    }
+
+    /// The name `by_name` reads.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Camel => "camel",
+            Self::Pascal => "pascal",
+        }
+    }
+}
+
+/// Which forms `nextExpectedRanges` entries take, on creation and after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RangeForms {
+    /// `"a-b"` everywhere: the form every official SDK parses.
+    Closed,
+    /// `"a-"` everywhere: OneDrive's documented form.
+    Open,
+    /// `"0-"` on creation, then a bare `"a"`: Outlook's documented example.
+    Outlook,
+}
+
+impl RangeForms {
+    /// Reads `closed`, `open` or `outlook`.
+    pub fn by_name(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "closed" => Some(Self::Closed),
+            "open" => Some(Self::Open),
+            "outlook" => Some(Self::Outlook),
+            _ => None,
+        }
+    }
+
+    /// The name `by_name` reads.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::Outlook => "outlook",
+        }
+    }
+
+    /// The form on creation and the form after a fragment.
+    pub const fn forms(self) -> (RangeForm, RangeForm) {
+        match self {
+            Self::Closed => (RangeForm::Closed, RangeForm::Closed),
+            Self::Open => (RangeForm::Open, RangeForm::Open),
+            Self::Outlook => (RangeForm::Open, RangeForm::Bare),
+        }
+    }
+}
+
 /// Where a finished attachment's `Location` points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -54,8 +128,8 @@ pub struct Dialect {
     pub create_status: StatusCode,
     /// Status of an answer to a fragment that does not complete the file.
     pub progress_status: StatusCode,
-    /// `expirationDateTime` written `ExpirationDateTime`.
-    pub pascal_expiration: bool,
+    /// How fragment and status answers case their properties.
+    pub casing: Casing,
     /// An `@odata.context` property on upload-session answers.
     pub odata_context: bool,
     /// Form of the ranges in createUploadSession's answer.
@@ -69,8 +143,9 @@ pub struct Dialect {
     pub reject_resend: bool,
     /// Every fragment but the last must be a multiple of this many bytes.
     pub fragment_quantum: Option<u64>,
-    /// The largest fragment, unless configured otherwise.
-    pub max_fragment: u64,
+    /// Each stored fragment moves `expirationDateTime` (OneDrive); when false it
+    /// stays as created (Outlook).
+    pub sliding_expiry: bool,
 }
 
 impl Dialect {
@@ -79,31 +154,34 @@ impl Dialect {
         name: "upsession",
         create_status: StatusCode::CREATED,
         progress_status: StatusCode::OK,
-        pascal_expiration: false,
+        casing: Casing::Camel,
         odata_context: false,
         created_ranges: RangeForm::Closed,
         ranges: RangeForm::Closed,
         location: LocationStyle::Graph,
         reject_resend: false,
         fragment_quantum: None,
-        max_fragment: 4 * 1024 * 1024,
+        sliding_expiry: true,
     };
 
     /// As Outlook answers, per Graph's "Attach large files to Outlook messages or
-    /// events": `ExpirationDateTime`, `@odata.context`, `["0-"]` on creation then a
-    /// bare `["N"]`, and an Outlook REST `Location`.
+    /// events": `@odata.context`, an expiry that "remains the same as returned by the
+    /// initial uploadSession", and an Outlook REST `Location`. Properties are
+    /// camelCase and ranges closed unless [`Dialect::with_casing`] and
+    /// [`Dialect::with_range_forms`] ask for the docs' example (`ExpirationDateTime`,
+    /// `["0-"]` then a bare `["N"]`), which some official SDKs cannot read.
     pub const OUTLOOK: Self = Self {
         name: "outlook",
         create_status: StatusCode::CREATED,
         progress_status: StatusCode::OK,
-        pascal_expiration: true,
+        casing: Casing::Camel,
         odata_context: true,
-        created_ranges: RangeForm::Open,
-        ranges: RangeForm::Bare,
+        created_ranges: RangeForm::Closed,
+        ranges: RangeForm::Closed,
         location: LocationStyle::OutlookRest,
         reject_resend: false,
         fragment_quantum: None,
-        max_fragment: 4 * 1024 * 1024,
+        sliding_expiry: false,
     };
 
     /// As OneDrive answers, per "driveItem: createUploadSession": 200 on creation,
@@ -112,14 +190,14 @@ impl Dialect {
         name: "onedrive",
         create_status: StatusCode::OK,
         progress_status: StatusCode::ACCEPTED,
-        pascal_expiration: false,
+        casing: Casing::Camel,
         odata_context: false,
         created_ranges: RangeForm::Open,
         ranges: RangeForm::Open,
         location: LocationStyle::Graph,
         reject_resend: true,
         fragment_quantum: Some(320 * 1024),
-        max_fragment: 60 * 1024 * 1024,
+        sliding_expiry: true,
     };
 
     /// Every dialect.
@@ -132,12 +210,34 @@ impl Dialect {
             .find(|d| d.name.eq_ignore_ascii_case(name))
     }
 
+    /// This dialect with its answers' properties cased as `casing`.
+    #[must_use]
+    pub const fn with_casing(mut self, casing: Casing) -> Self {
+        self.casing = casing;
+        self
+    }
+
+    /// This dialect with its `nextExpectedRanges` written in `forms`.
+    #[must_use]
+    pub const fn with_range_forms(mut self, forms: RangeForms) -> Self {
+        (self.created_ranges, self.ranges) = forms.forms();
+        self
+    }
+
+    /// The range forms this dialect writes, if they are one of [`RangeForms`].
+    pub fn range_forms(&self) -> Option<RangeForms> {
+        [RangeForms::Closed, RangeForms::Open, RangeForms::Outlook]
+            .into_iter()
+            .find(|f| f.forms() == (self.created_ranges, self.ranges))
+    }
+
     fn session_json(
         &self,
         upload_url: Option<&str>,
         expires: SystemTime,
         expected: &RangeSet,
         form: RangeForm,
+        casing: Casing,
     ) -> Value {
         let mut map = Map::new();
         if self.odata_context {
@@ -152,18 +252,17 @@ impl Dialect {
         if let Some(url) = upload_url {
             map.insert("uploadUrl".into(), Value::String(url.to_owned()));
         }
-        let key = if self.pascal_expiration {
-            "ExpirationDateTime"
-        } else {
-            "expirationDateTime"
+        let (expiry, ranges_key) = match casing {
+            Casing::Camel => ("expirationDateTime", "nextExpectedRanges"),
+            Casing::Pascal => ("ExpirationDateTime", "NextExpectedRanges"),
         };
-        map.insert(key.into(), Value::String(format_graph_time(expires)));
+        map.insert(expiry.into(), Value::String(format_graph_time(expires)));
         let ranges = expected
             .ranges()
             .iter()
             .map(|r| Value::String(form.write(*r)))
             .collect();
-        map.insert("nextExpectedRanges".into(), Value::Array(ranges));
+        map.insert(ranges_key.into(), Value::Array(ranges));
         Value::Object(map)
     }
 
@@ -174,7 +273,14 @@ impl Dialect {
         expires: SystemTime,
         expected: &RangeSet,
     ) -> Response<Vec<u8>> {
-        let body = self.session_json(Some(upload_url), expires, expected, self.created_ranges);
+        // The docs' examples case the creation answer in camelCase in every cloud.
+        let body = self.session_json(
+            Some(upload_url),
+            expires,
+            expected,
+            self.created_ranges,
+            Casing::Camel,
+        );
         crate::respond::json(self.create_status, &body)
     }
 
@@ -200,7 +306,8 @@ impl Dialect {
                 next_expected,
                 expires_at,
             } => {
-                let body = self.session_json(None, *expires_at, next_expected, self.ranges);
+                let body =
+                    self.session_json(None, *expires_at, next_expected, self.ranges, self.casing);
                 crate::respond::json(progress_status, &body)
             }
             Answer::Completed => {
@@ -255,21 +362,48 @@ mod tests {
             (200, Some("100-999"))
         );
         let (s, j) = progress(&Dialect::OUTLOOK);
-        assert_eq!((s, j["nextExpectedRanges"][0].as_str()), (200, Some("100")));
-        assert!(j["ExpirationDateTime"].is_string() && j.get("@odata.context").is_some());
+        assert_eq!(
+            (s, j["nextExpectedRanges"][0].as_str()),
+            (200, Some("100-999"))
+        );
+        assert!(j["expirationDateTime"].is_string() && j.get("@odata.context").is_some());
         let (s, j) = progress(&Dialect::ONEDRIVE);
         assert_eq!(
             (s, j["nextExpectedRanges"][0].as_str()),
             (202, Some("100-"))
         );
-        let created = Dialect::OUTLOOK.created("u", UNIX_EPOCH, &RangeSet::full(10));
+    }
+
+    #[test]
+    fn casing_and_range_forms_are_switches_of_their_own() {
+        let docs = Dialect::OUTLOOK
+            .with_casing(Casing::Pascal)
+            .with_range_forms(RangeForms::Outlook);
+        let (s, j) = progress(&docs);
+        assert_eq!((s, j["NextExpectedRanges"][0].as_str()), (200, Some("100")));
+        assert!(j["ExpirationDateTime"].is_string() && j.get("expirationDateTime").is_none());
+        let created = docs.created("u", UNIX_EPOCH, &RangeSet::full(10));
         let j: Value = serde_json::from_slice(created.body()).unwrap();
         assert_eq!(j["nextExpectedRanges"][0], "0-");
+        assert!(j["expirationDateTime"].is_string());
+        assert_eq!(docs.range_forms(), Some(RangeForms::Outlook));
+        assert_eq!(Dialect::ONEDRIVE.range_forms(), Some(RangeForms::Open));
+        for f in [RangeForms::Closed, RangeForms::Open, RangeForms::Outlook] {
+            assert_eq!(RangeForms::by_name(f.name()), Some(f));
+        }
+        assert_eq!(Casing::by_name("Pascal"), Some(Casing::Pascal));
     }
 
     #[test]
     fn our_lenient_reader_reads_every_dialect() {
-        for d in Dialect::ALL {
+        let variants = Dialect::ALL.into_iter().flat_map(|d| {
+            [
+                d.clone(),
+                d.with_casing(Casing::Pascal)
+                    .with_range_forms(RangeForms::Outlook),
+            ]
+        });
+        for d in variants {
             let res = d.answer(
                 &Answer::Progress {
                     next_expected: expected(),

@@ -6,6 +6,12 @@
 //! them: auth, routing, bodies, load, storage). Each implements [`GraphError`], which
 //! [`crate::wire::ErrorBody`] turns into Graph's JSON. The client reads that JSON back
 //! into a [`RemoteError`].
+//!
+//! Graph answers in two levels: a broad top-level `error.code` (`invalidRange`,
+//! `itemNotFound`, …) and, for upload sessions, a detailed `innerError.code`
+//! (`fragmentOverlap`, `uploadSessionNotFound`, …), as its "Detailed error codes"
+//! table lists them. [`GraphError::code`] is the first, [`GraphError::inner_code`]
+//! the second.
 
 use http::StatusCode;
 
@@ -15,8 +21,18 @@ use crate::header::ContentRangeError;
 pub trait GraphError: std::error::Error {
     /// The HTTP status of the answer.
     fn status(&self) -> StatusCode;
-    /// Graph's `error.code`.
+    /// Graph's top-level `error.code`, e.g. `invalidRange`.
     fn code(&self) -> &'static str;
+    /// Graph's detailed `error.innerError.code`, e.g. `fragmentOverlap`, where Graph
+    /// has one for this error.
+    fn inner_code(&self) -> Option<&'static str> {
+        None
+    }
+    /// The most specific code: the inner code if there is one, else the top-level
+    /// one. Logs and metrics use it.
+    fn detail(&self) -> &'static str {
+        self.inner_code().unwrap_or_else(|| self.code())
+    }
     /// Seconds a client should wait before retrying, for `Retry-After`.
     fn retry_after_secs(&self) -> Option<u64> {
         None
@@ -49,17 +65,6 @@ pub enum CreateError {
         /// Configured minimum.
         min: u64,
     },
-    /// The message would grow past its size limit (Exchange's message size limit,
-    /// 35 MB by default; the test double's `--message-size-limit`).
-    #[error(
-        "the message would be {total} bytes with this attachment, over its limit of {limit} bytes"
-    )]
-    MessageSizeExceeded {
-        /// The message's size with this attachment.
-        total: u64,
-        /// The limit.
-        limit: u64,
-    },
     /// Above the maximum size.
     #[error("attachment size {size} exceeds the maximum of {max} bytes")]
     TooLarge {
@@ -73,9 +78,7 @@ pub enum CreateError {
 impl GraphError for CreateError {
     fn status(&self) -> StatusCode {
         match self {
-            Self::TooLarge { .. } | Self::MessageSizeExceeded { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -88,7 +91,6 @@ impl GraphError for CreateError {
             }
             Self::TooSmall { .. } => "ErrorAttachmentSizeShouldNotBeLessThanMinimumSize",
             Self::TooLarge { .. } => "ErrorAttachmentSizeExceeded",
-            Self::MessageSizeExceeded { .. } => "ErrorMessageSizeExceeded",
         }
     }
 }
@@ -165,6 +167,19 @@ pub enum FragmentError {
         /// Required multiple.
         quantum: u64,
     },
+    /// The fragment would make the message larger than its size limit (Exchange's
+    /// message size limit, 35 MB by default; the test double's
+    /// `--message-size-limit`). The live service refuses the fragment that crosses
+    /// the limit, mid-upload, not the session.
+    #[error(
+        "the message would be {total} bytes with this fragment, over its limit of {limit} bytes"
+    )]
+    MessageSizeExceeded {
+        /// The message's size with this fragment's bytes.
+        total: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// Another fragment of this session is being received right now.
     #[error(
         "another fragment of this upload session is in progress; retry when it has been answered"
@@ -180,7 +195,9 @@ impl GraphError for FragmentError {
             | Self::TotalMismatch { .. }
             | Self::LengthMismatch { .. }
             | Self::BodyLength { .. } => StatusCode::BAD_REQUEST,
-            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooLarge { .. } | Self::MessageSizeExceeded { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             Self::OutOfOrder { .. } | Self::Overlap { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::Busy => StatusCode::CONFLICT,
         }
@@ -188,14 +205,30 @@ impl GraphError for FragmentError {
 
     fn code(&self) -> &'static str {
         match self {
-            Self::InvalidRange(_) | Self::TotalMismatch { .. } | Self::NotMultiple { .. } => {
-                "invalidRange"
+            Self::InvalidRange(_)
+            | Self::TotalMismatch { .. }
+            | Self::NotMultiple { .. }
+            | Self::OutOfOrder { .. }
+            | Self::Overlap { .. }
+            | Self::Busy => "invalidRange",
+            Self::LengthMismatch { .. } | Self::BodyLength { .. } | Self::TooLarge { .. } => {
+                "invalidRequest"
             }
-            Self::LengthMismatch { .. } | Self::BodyLength { .. } => "fragmentLengthMismatch",
-            Self::TooLarge { .. } => "maxFragmentLengthExceeded",
-            Self::OutOfOrder { .. } => "fragmentOutOfOrder",
-            Self::Overlap { .. } => "fragmentOverlap",
-            Self::Busy => "fragmentInProgress",
+            Self::MessageSizeExceeded { .. } => "ErrorMessageSizeExceeded",
+        }
+    }
+
+    fn inner_code(&self) -> Option<&'static str> {
+        match self {
+            Self::LengthMismatch { .. } | Self::BodyLength { .. } => Some("fragmentLengthMismatch"),
+            Self::TooLarge { .. } => Some("maxFragmentLengthExceeded"),
+            Self::OutOfOrder { .. } => Some("fragmentOutOfOrder"),
+            Self::Overlap { .. } => Some("fragmentOverlap"),
+            Self::Busy => Some("fragmentInProgress"),
+            Self::InvalidRange(_)
+            | Self::TotalMismatch { .. }
+            | Self::NotMultiple { .. }
+            | Self::MessageSizeExceeded { .. } => None,
         }
     }
 }
@@ -229,6 +262,13 @@ impl GraphError for SessionError {
             Self::Expired | Self::Cancelled => RequestError::SessionNotFound.code(),
         }
     }
+
+    fn inner_code(&self) -> Option<&'static str> {
+        match self {
+            Self::Fragment(e) => e.inner_code(),
+            Self::Expired | Self::Cancelled => RequestError::SessionNotFound.inner_code(),
+        }
+    }
 }
 
 /// Refusals around the upload itself: auth, routing, bodies, load and storage.
@@ -241,6 +281,12 @@ pub enum RequestError {
     /// The uploadUrl credential is missing, tampered with, expired, or for another session.
     #[error("the upload URL's credential is not valid for this upload session")]
     InvalidUploadCredential,
+    /// An `Authorization` header sent to the pre-authenticated uploadUrl, where the
+    /// server is set to refuse one (OneDrive's docs: it "may result in an HTTP 401").
+    #[error(
+        "the upload URL is pre-authenticated: send no Authorization header to it (Graph may refuse one)"
+    )]
+    AuthorizationOnUploadUrl,
     /// The caller may not touch this mailbox or item.
     #[error("access is denied to this resource")]
     AccessDenied,
@@ -297,7 +343,9 @@ pub enum RequestError {
 impl GraphError for RequestError {
     fn status(&self) -> StatusCode {
         match self {
-            Self::Unauthenticated(_) | Self::InvalidUploadCredential => StatusCode::UNAUTHORIZED,
+            Self::Unauthenticated(_)
+            | Self::InvalidUploadCredential
+            | Self::AuthorizationOnUploadUrl => StatusCode::UNAUTHORIZED,
             Self::AccessDenied => StatusCode::FORBIDDEN,
             Self::ItemNotFound | Self::SessionNotFound | Self::NoRoute(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -314,12 +362,12 @@ impl GraphError for RequestError {
 
     fn code(&self) -> &'static str {
         match self {
-            Self::Unauthenticated(_) | Self::InvalidUploadCredential => {
-                "InvalidAuthenticationToken"
-            }
+            Self::Unauthenticated(_)
+            | Self::InvalidUploadCredential
+            | Self::AuthorizationOnUploadUrl => "InvalidAuthenticationToken",
             Self::AccessDenied => "ErrorAccessDenied",
             Self::ItemNotFound => "ErrorItemNotFound",
-            Self::SessionNotFound => "uploadSessionNotFound",
+            Self::SessionNotFound => "itemNotFound",
             Self::NoRoute(_) => "ResourceNotFound",
             Self::MethodNotAllowed(_) => "MethodNotAllowed",
             Self::InvalidBody(_) => "RequestBodyRead",
@@ -327,9 +375,17 @@ impl GraphError for RequestError {
             Self::HeadersTooLarge { .. } => "RequestHeaderFieldsTooLarge",
             Self::Throttled { .. } => "ApplicationThrottled",
             Self::Unavailable { .. } => "serviceNotAvailable",
-            Self::InsufficientStorage => "insufficientStorage",
-            Self::Timeout => "requestTimeout",
+            Self::InsufficientStorage => "quotaLimitReached",
+            Self::Timeout => "timeout",
             Self::Internal => "generalException",
+        }
+    }
+
+    fn inner_code(&self) -> Option<&'static str> {
+        match self {
+            Self::SessionNotFound => Some("uploadSessionNotFound"),
+            Self::InsufficientStorage => Some("insufficientStorage"),
+            _ => None,
         }
     }
 
@@ -345,12 +401,14 @@ impl GraphError for RequestError {
 
 /// An error answer from a peer, read back from its status and Graph error JSON.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{} {code}: {message}{}", status.as_u16(), request_id.as_ref().map(|id| format!(" (request-id {id})")).unwrap_or_default())]
+#[error("{} {code}{}: {message}{}", status.as_u16(), inner_code.as_ref().map(|c| format!("/{c}")).unwrap_or_default(), request_id.as_ref().map(|id| format!(" (request-id {id})")).unwrap_or_default())]
 pub struct RemoteError {
     /// HTTP status of the answer.
     pub status: StatusCode,
     /// Graph's `error.code`, or the status's reason when the body had none.
     pub code: String,
+    /// Graph's detailed `error.innerError.code`, when the answer has one.
+    pub inner_code: Option<String>,
     /// Graph's `error.message`, or a short excerpt of the body.
     pub message: String,
     /// `innerError.request-id` (or the `request-id` header), for support requests.
@@ -418,5 +476,52 @@ mod tests {
             Some(3)
         );
         assert_eq!(CreateError::TooSmall { size: 1, min: 2 }.status(), 400);
+    }
+
+    #[test]
+    fn upload_errors_carry_graphs_two_level_codes() {
+        let check = |e: &dyn GraphError, status: u16, code: &str, inner: Option<&str>| {
+            assert_eq!(
+                (e.status().as_u16(), e.code(), e.inner_code()),
+                (status, code, inner),
+                "{e}"
+            );
+        };
+        let overlap = FragmentError::Overlap {
+            start: 0,
+            last: 9,
+            expected: 5,
+        };
+        check(&overlap, 416, "invalidRange", Some("fragmentOverlap"));
+        check(
+            &FragmentError::OutOfOrder {
+                start: 5,
+                expected: 0,
+            },
+            416,
+            "invalidRange",
+            Some("fragmentOutOfOrder"),
+        );
+        check(
+            &FragmentError::TooLarge { len: 2, max: 1 },
+            413,
+            "invalidRequest",
+            Some("maxFragmentLengthExceeded"),
+        );
+        check(
+            &FragmentError::MessageSizeExceeded { total: 2, limit: 1 },
+            413,
+            "ErrorMessageSizeExceeded",
+            None,
+        );
+        check(
+            &SessionError::Expired,
+            404,
+            "itemNotFound",
+            Some("uploadSessionNotFound"),
+        );
+        check(&RequestError::ItemNotFound, 404, "ErrorItemNotFound", None);
+        assert_eq!(overlap.detail(), "fragmentOverlap");
+        assert_eq!(RequestError::ItemNotFound.detail(), "ErrorItemNotFound");
     }
 }

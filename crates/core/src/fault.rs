@@ -13,7 +13,10 @@
 //! a shared mailbox the app may not use), `reset` (the connection is dropped part-way
 //! through the body; nothing is stored), `lost` (the request is carried out, then the
 //! connection is dropped without an answer), `slow=MS` (the answer waits MS
-//! milliseconds), `expire` (the session expires just before the request).
+//! milliseconds), `expire` (the session expires just before the request), `auth401`
+//! (a request to the uploadUrl that carries an `Authorization` header is refused with
+//! 401, as OneDrive's docs warn it may be: it proves a client keeps its bearer token
+//! off the pre-authenticated URL).
 
 use std::fmt;
 use std::str::FromStr;
@@ -61,6 +64,8 @@ pub enum Fault {
     Slow(Duration),
     /// The session expires first.
     Expire,
+    /// A request carrying `Authorization` is refused with 401.
+    RejectAuthorization,
 }
 
 impl Fault {
@@ -159,6 +164,7 @@ impl FromStr for FaultPlan {
                 "reset" => Fault::Reset,
                 "lost" => Fault::Lost,
                 "expire" => Fault::Expire,
+                "auth401" => Fault::RejectAuthorization,
                 f => match f
                     .strip_prefix("slow=")
                     .and_then(|ms| ms.parse::<u64>().ok())
@@ -166,7 +172,7 @@ impl FromStr for FaultPlan {
                     Some(ms) => Fault::Slow(Duration::from_millis(ms.min(60_000))),
                     None => {
                         return Err(err(
-                            "unknown fault (429, 503, 500, 403, reset, lost, slow=MS, expire)",
+                            "unknown fault (429, 503, 500, 403, reset, lost, slow=MS, expire, auth401)",
                         ));
                     }
                 },
@@ -259,6 +265,13 @@ mod tests {
             "about half of 200 rolls hit: {hits}"
         );
         assert!(a.contains(&Some(Fault::Slow(Duration::from_millis(5)))));
+    }
+
+    #[test]
+    fn auth401_is_a_fault_of_its_own() {
+        let mut p: FaultPlan = "put:auth401:1".parse().unwrap();
+        assert_eq!(p.decide(FaultRoute::Put), Some(Fault::RejectAuthorization));
+        assert_eq!(Fault::RejectAuthorization.as_error(), None);
     }
 
     #[test]

@@ -53,8 +53,11 @@ use crate::range::{ByteRange, RangeSet};
 
 /// The limits a session is opened under.
 ///
-/// The defaults are the contract's: 3 MB (decimal) to 150 MB (decimal) files,
-/// fragments of at most 4 MiB, sessions that live 24 hours past their last fragment.
+/// The defaults are those every official Graph SDK's defaults fit: files of
+/// 2,097,152 B (the live service's measured minimum) to 150 MB (decimal), fragments
+/// of at most 60 MiB (the SDKs send 5 MiB, and some one byte more; Graph's "up to
+/// 4 MB" is the opt-in `with_max_fragment(4 << 20)`), sessions that live 24 hours past
+/// their last fragment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limits {
@@ -73,7 +76,23 @@ pub struct Limits {
     pub reject_resend: bool,
     /// Every fragment but the last must be a multiple of this (OneDrive's 320 KiB).
     pub fragment_quantum: Option<u64>,
+    /// Each stored fragment moves the expiry to `now + ttl` (OneDrive). When false
+    /// the expiry stays as createUploadSession answered it (Outlook: it "remains the
+    /// same as returned by the initial uploadSession").
+    pub sliding_expiry: bool,
 }
+
+/// The smallest file an upload session takes by default: 2 MiB, as the live
+/// service was measured to accept (its documents say 3 MB).
+pub const DEFAULT_MIN_SIZE: u64 = 2_097_152;
+
+/// The largest fragment by default: 60 MiB, OneDrive's documented maximum, above
+/// every official SDK's default slice (5 MiB, plus the one byte Python and PHP add).
+pub const DEFAULT_MAX_FRAGMENT: u64 = 60 * 1024 * 1024;
+
+/// Graph's documented fragment size for Outlook, "up to 4 MB", read as 4 MiB: the
+/// strict, opt-in limit.
+pub const STRICT_MAX_FRAGMENT: u64 = 4 * 1024 * 1024;
 
 impl Limits {
     /// Sets the smallest file size.
@@ -104,11 +123,20 @@ impl Limits {
         self
     }
 
-    /// Takes the fragment rules of `dialect` (re-sends, fragment multiples).
+    /// Takes the session rules of `dialect` (re-sends, fragment multiples, whether
+    /// the expiry slides).
     #[must_use]
     pub fn with_rules_of(mut self, dialect: &crate::dialect::Dialect) -> Self {
         self.reject_resend = dialect.reject_resend;
         self.fragment_quantum = dialect.fragment_quantum;
+        self.sliding_expiry = dialect.sliding_expiry;
+        self
+    }
+
+    /// Sets whether each stored fragment moves the expiry.
+    #[must_use]
+    pub const fn with_sliding_expiry(mut self, sliding: bool) -> Self {
+        self.sliding_expiry = sliding;
         self
     }
 
@@ -123,15 +151,25 @@ impl Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            min_size: 3_000_000,
+            min_size: DEFAULT_MIN_SIZE,
             max_size: 150_000_000,
-            max_fragment: 4 * 1024 * 1024,
+            max_fragment: DEFAULT_MAX_FRAGMENT,
             ttl: Duration::from_secs(24 * 60 * 60),
             max_age: Duration::from_secs(7 * 24 * 60 * 60),
             reject_resend: false,
             fragment_quantum: None,
+            sliding_expiry: true,
         }
     }
+}
+
+/// A message's size limit, as [`Session::set_message_limit`] takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MessageLimit {
+    /// The largest the message's attachments may be in all.
+    pub limit: u64,
+    /// The size of its other attachments.
+    pub attached: u64,
 }
 
 /// Where a session is in its life.
@@ -186,11 +224,14 @@ pub enum PutDecision {
     /// New bytes: read exactly `ticket.range().len()` body bytes, store them at
     /// `ticket.range().start()`, then call `commit` (or `write_failed`).
     Write(WriteTicket),
-    /// A re-send of bytes already stored: read and discard the body (checking its
-    /// length), then send `answer` — the answer the first copy got.
+    /// A re-send of bytes already stored: read and discard exactly `body_len` body
+    /// bytes, then send `answer` — the answer the first copy got.
     Replay {
         /// The re-sent range.
         range: ByteRange,
+        /// The body bytes to read and discard: the range's length, or 0 for an empty
+        /// re-send to a completed session.
+        body_len: u64,
         /// What to answer.
         answer: Answer,
     },
@@ -230,6 +271,10 @@ pub struct Session {
     hard_expiry: SystemTime,
     reject_resend: bool,
     fragment_quantum: Option<u64>,
+    sliding_expiry: bool,
+    /// The message's size limit and its other attachments, as the adapter last
+    /// said; not persisted.
+    message: Option<MessageLimit>,
     state: State,
     tickets: u64,
 }
@@ -257,12 +302,23 @@ impl Session {
             hard_expiry: now + limits.max_age,
             reject_resend: limits.reject_resend,
             fragment_quantum: limits.fragment_quantum.filter(|q| *q > 0),
+            sliding_expiry: limits.sliding_expiry,
+            message: None,
             state: State::Open {
                 received: RangeSet::new(),
                 in_flight: None,
             },
             tickets: 0,
         })
+    }
+
+    /// Sets the message's size limit and the size of its other attachments (`None`:
+    /// no limit). A fragment that would take the message past it is refused with
+    /// `ErrorMessageSizeExceeded`, as the live service refuses the fragment that
+    /// crosses a message's limit, mid-upload. Call it before [`Session::handle_put`]
+    /// with current figures; it is not part of the snapshot.
+    pub fn set_message_limit(&mut self, message: Option<MessageLimit>) {
+        self.message = message;
     }
 
     /// Declared size of the file.
@@ -349,47 +405,31 @@ impl Session {
             .into());
         }
         let range = cr.range();
-        if let Some(len) = content_length
-            && len != range.len()
-        {
-            return Err(FragmentError::LengthMismatch {
-                content_length: len,
-                range_len: range.len(),
-            }
-            .into());
+        if self.state == State::Completed && content_length == Some(0) {
+            // An empty re-send to a finished session cannot change anything: answer it
+            // as the first copy was. The Python SDK's task re-sends its last range after
+            // completion, with an empty body when the file fits in one chunk
+            // (msgraph-sdk-python-core#718).
+            let answer = self.replay_after_completion(range);
+            return Ok(PutDecision::Replay {
+                range,
+                body_len: 0,
+                answer,
+            });
         }
-        if range.len() > self.max_fragment {
-            return Err(FragmentError::TooLarge {
-                len: range.len(),
-                max: self.max_fragment,
-            }
-            .into());
-        }
-        if let Some(quantum) = self.fragment_quantum
-            && range.end() < self.size
-            && !range.len().is_multiple_of(quantum)
-        {
-            return Err(FragmentError::NotMultiple {
-                len: range.len(),
-                quantum,
-            }
-            .into());
+        self.check_fragment(range, content_length)?;
+        if self.state == State::Completed {
+            let answer = self.replay_after_completion(range);
+            return Ok(PutDecision::Replay {
+                range,
+                body_len: range.len(),
+                answer,
+            });
         }
         let expires_at = self.expires_at;
         let size = self.size;
+        let message = self.message;
         match &mut self.state {
-            State::Completed => {
-                // As the first copy was answered: 201 for the final fragment, and the
-                // rest of the file for any earlier one.
-                let answer = match ByteRange::new(range.end(), size) {
-                    None => Answer::Completed,
-                    Some(rest) => Answer::Progress {
-                        next_expected: RangeSet::from_range(rest),
-                        expires_at,
-                    },
-                };
-                Ok(PutDecision::Replay { range, answer })
-            }
             State::Open {
                 received,
                 in_flight,
@@ -398,11 +438,22 @@ impl Session {
                     let next_expected = received.next_expected(size);
                     return Ok(PutDecision::Replay {
                         range,
+                        body_len: range.len(),
                         answer: Answer::Progress {
                             next_expected,
                             expires_at,
                         },
                     });
+                }
+                if let Some(m) = message {
+                    let total = m.attached.saturating_add(range.end());
+                    if total > m.limit {
+                        return Err(FragmentError::MessageSizeExceeded {
+                            total,
+                            limit: m.limit,
+                        }
+                        .into());
+                    }
                 }
                 if in_flight.is_some() {
                     return Err(FragmentError::Busy.into());
@@ -435,7 +486,54 @@ impl Session {
                     id: self.tickets,
                 }))
             }
-            State::Cancelled | State::Expired => unreachable!("check_alive returned early"),
+            State::Completed | State::Cancelled | State::Expired => {
+                unreachable!("completed answered above; closed returned by check_alive")
+            }
+        }
+    }
+
+    /// The rules a fragment's headers must follow, whatever the session holds.
+    fn check_fragment(
+        &self,
+        range: ByteRange,
+        content_length: Option<u64>,
+    ) -> Result<(), FragmentError> {
+        if let Some(len) = content_length
+            && len != range.len()
+        {
+            return Err(FragmentError::LengthMismatch {
+                content_length: len,
+                range_len: range.len(),
+            });
+        }
+        if range.len() > self.max_fragment {
+            return Err(FragmentError::TooLarge {
+                len: range.len(),
+                max: self.max_fragment,
+            });
+        }
+        if let Some(quantum) = self.fragment_quantum
+            && range.end() < self.size
+            && !range.len().is_multiple_of(quantum)
+        {
+            return Err(FragmentError::NotMultiple {
+                len: range.len(),
+                quantum,
+            });
+        }
+        Ok(())
+    }
+
+    /// The answer a range re-sent to a completed session gets: as the first copy
+    /// was answered, 201 for the final fragment and the rest of the file for any
+    /// earlier one.
+    fn replay_after_completion(&self, range: ByteRange) -> Answer {
+        match ByteRange::new(range.end(), self.size) {
+            None => Answer::Completed,
+            Some(rest) => Answer::Progress {
+                next_expected: RangeSet::from_range(rest),
+                expires_at: self.expires_at,
+            },
         }
     }
 
@@ -463,7 +561,9 @@ impl Session {
         );
         *in_flight = None;
         received.insert(ticket.range);
-        self.expires_at = self.expires_at.max(now + self.ttl).min(self.hard_expiry);
+        if self.sliding_expiry {
+            self.expires_at = self.expires_at.max(now + self.ttl).min(self.hard_expiry);
+        }
         if received.contains_range(ByteRange::new(0, self.size).expect("sessions are never empty"))
         {
             self.state = State::Completed;
@@ -545,6 +645,7 @@ impl Session {
             hard_expiry: self.hard_expiry,
             reject_resend: self.reject_resend,
             fragment_quantum: self.fragment_quantum,
+            sliding_expiry: self.sliding_expiry,
             phase: self.phase(),
             received: self
                 .received()
@@ -586,6 +687,8 @@ impl Session {
             hard_expiry: snapshot.hard_expiry,
             reject_resend: snapshot.reject_resend,
             fragment_quantum: snapshot.fragment_quantum,
+            sliding_expiry: snapshot.sliding_expiry,
+            message: None,
             state,
             tickets: 0,
         })
@@ -613,10 +716,18 @@ pub struct SessionSnapshot {
     /// Required fragment multiple.
     #[serde(default)]
     pub fragment_quantum: Option<u64>,
+    /// Whether each fragment moves the expiry (records written before this field
+    /// existed slid, so it defaults to true).
+    #[serde(default = "yes")]
+    pub sliding_expiry: bool,
     /// Phase.
     pub phase: Phase,
     /// Stored ranges, half-open `[start, end]` pairs.
     pub received: Vec<[u64; 2]>,
+}
+
+const fn yes() -> bool {
+    true
 }
 
 /// A snapshot that cannot be a session (a corrupt or hand-edited record).
@@ -662,9 +773,10 @@ mod tests {
         }
     }
 
+    /// The status and the most specific Graph code of a refusal.
     fn code(r: Result<PutDecision, SessionError>) -> (u16, &'static str) {
         let e = r.unwrap_err();
-        (e.status().as_u16(), e.code())
+        (e.status().as_u16(), e.detail())
     }
 
     #[test]
@@ -772,6 +884,60 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_body_is_a_length_mismatch_while_the_session_is_open() {
+        let mut s = Session::open(t(0), 20, &limits(10)).unwrap();
+        let e = s
+            .handle_put(t(0), Some("bytes 0-9/20"), Some(0))
+            .unwrap_err();
+        assert_eq!(e.inner_code(), Some("fragmentLengthMismatch"));
+    }
+
+    #[test]
+    fn without_sliding_the_expiry_stays_as_created() {
+        let fixed = limits(10).with_sliding_expiry(false);
+        let mut s = Session::open(t(0), 30, &fixed).unwrap();
+        let created = s.expires_at();
+        write(&mut s, t(50), 0, 9);
+        assert_eq!(s.expires_at(), created);
+        let back = Session::restore(&s.snapshot()).unwrap();
+        assert_eq!(back.snapshot(), s.snapshot());
+        assert!(!s.snapshot().sliding_expiry);
+        let mut sliding = Session::open(t(0), 30, &limits(10)).unwrap();
+        write(&mut sliding, t(50), 0, 9);
+        assert_eq!(sliding.expires_at(), t(150));
+    }
+
+    #[test]
+    fn the_fragment_that_crosses_the_message_limit_is_refused() {
+        let mut s = Session::open(t(0), 30, &limits(10)).unwrap();
+        s.set_message_limit(Some(MessageLimit {
+            limit: 35,
+            attached: 15,
+        }));
+        write(&mut s, t(0), 0, 9);
+        write(&mut s, t(0), 10, 19);
+        let e = put(&mut s, t(0), 20, 29).unwrap_err();
+        assert_eq!(
+            e,
+            SessionError::Fragment(FragmentError::MessageSizeExceeded {
+                total: 45,
+                limit: 35
+            })
+        );
+        assert_eq!(
+            (e.status().as_u16(), e.code()),
+            (413, "ErrorMessageSizeExceeded")
+        );
+        // Nothing changed: a re-send of stored bytes is still answered.
+        assert!(matches!(
+            put(&mut s, t(0), 10, 19).unwrap(),
+            PutDecision::Replay { .. }
+        ));
+        s.set_message_limit(None);
+        assert_eq!(write(&mut s, t(0), 20, 29), Answer::Completed);
+    }
+
+    #[test]
     fn resend_of_final_fragment_answers_completed_again_until_retention_ends() {
         let mut s = Session::open(t(0), 20, &limits(10)).unwrap();
         write(&mut s, t(0), 0, 9);
@@ -782,6 +948,20 @@ mod tests {
             replay,
             PutDecision::Replay {
                 range: ByteRange::new(10, 20).unwrap(),
+                body_len: 10,
+                answer: Answer::Completed
+            }
+        );
+        // The same range with an empty body (the Python SDK's re-send of a file that
+        // fit in one chunk) is answered the same way, reading no body.
+        let empty = s
+            .handle_put(t(60), Some("bytes 10-19/20"), Some(0))
+            .unwrap();
+        assert_eq!(
+            empty,
+            PutDecision::Replay {
+                range: ByteRange::new(10, 20).unwrap(),
+                body_len: 0,
                 answer: Answer::Completed
             }
         );

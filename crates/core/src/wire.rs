@@ -311,7 +311,11 @@ pub struct Collection<T> {
     pub value: Vec<T>,
 }
 
-/// Graph's error body: `{"error": {"code", "message", "innerError": {...}}}`.
+/// Graph's error body: `{"error": {"code", "message", "innerError": {"code"?, "request-id", "date"}}}`.
+///
+/// The top-level code is Graph's broad one; the detailed code of upload sessions
+/// goes in `innerError.code`, as the live service answers. Readers take
+/// `innerError` in any casing (the docs' schema writes `innererror`).
 ///
 /// ```
 /// use std::time::UNIX_EPOCH;
@@ -319,7 +323,8 @@ pub struct Collection<T> {
 ///
 /// let body = ErrorBody::new(&RequestError::SessionNotFound, "req-1", UNIX_EPOCH);
 /// let json = serde_json::to_value(&body).unwrap();
-/// assert_eq!(json["error"]["code"], "uploadSessionNotFound");
+/// assert_eq!(json["error"]["code"], "itemNotFound");
+/// assert_eq!(json["error"]["innerError"]["code"], "uploadSessionNotFound");
 /// assert_eq!(json["error"]["innerError"]["request-id"], "req-1");
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -353,6 +358,9 @@ pub struct ErrorDetail {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct InnerError {
+    /// The detailed code, e.g. `fragmentOverlap`, where Graph has one.
+    #[serde(default, alias = "Code", skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
     /// The server's id for the request.
     #[serde(rename = "request-id", default)]
     pub request_id: Option<String>,
@@ -369,6 +377,7 @@ impl ErrorBody {
                 code: err.code().into(),
                 message: err.to_string(),
                 inner_error: Some(InnerError {
+                    code: err.inner_code().map(Into::into),
                     request_id: Some(request_id.into()),
                     // Graph writes whole seconds here.
                     date: Some(format_graph_time(whole_seconds(now)).replace(".0000000Z", "Z")),
@@ -391,19 +400,23 @@ impl RemoteError {
     /// carrying the status and a short excerpt of the body.
     pub fn from_response(status: StatusCode, body: &[u8], request_id_header: Option<&str>) -> Self {
         match serde_json::from_slice::<ErrorBody>(body) {
-            Ok(parsed) => Self {
-                status,
-                code: parsed.error.code,
-                message: parsed.error.message,
-                request_id: parsed
+            Ok(parsed) => {
+                let (inner_code, request_id) = parsed
                     .error
                     .inner_error
-                    .and_then(|i| i.request_id)
-                    .or_else(|| request_id_header.map(str::to_owned)),
-            },
+                    .map_or((None, None), |i| (i.code, i.request_id));
+                Self {
+                    status,
+                    code: parsed.error.code,
+                    inner_code,
+                    message: parsed.error.message,
+                    request_id: request_id.or_else(|| request_id_header.map(str::to_owned)),
+                }
+            }
             Err(_) => Self {
                 status,
                 code: status.canonical_reason().unwrap_or("error").to_owned(),
+                inner_code: None,
                 message: String::from_utf8_lossy(&body[..body.len().min(200)])
                     .trim()
                     .to_owned(),
@@ -497,8 +510,19 @@ mod tests {
         let body = ErrorBody::new(&FragmentError::Busy, "abc", SystemTime::UNIX_EPOCH);
         let bytes = serde_json::to_vec(&body).unwrap();
         let e = RemoteError::from_response(StatusCode::CONFLICT, &bytes, None);
-        assert_eq!(e.code, "fragmentInProgress");
+        assert_eq!(
+            (e.code.as_str(), e.inner_code.as_deref()),
+            ("invalidRange", Some("fragmentInProgress"))
+        );
         assert_eq!(e.request_id.as_deref(), Some("abc"));
+        assert!(
+            e.to_string().contains("invalidRange/fragmentInProgress"),
+            "{e}"
+        );
+        // The docs' schema spelling, as OneDrive answered it.
+        let lower = br#"{"error":{"code":"invalidRange","message":"Uploaded fragment overlaps with existing data.","innererror":{"code":"fragmentOverlap"}}}"#;
+        let e = RemoteError::from_response(StatusCode::RANGE_NOT_SATISFIABLE, lower, None);
+        assert_eq!(e.inner_code.as_deref(), Some("fragmentOverlap"));
         let e =
             RemoteError::from_response(StatusCode::BAD_GATEWAY, b"<html>oops</html>", Some("h"));
         assert_eq!(e.code, "Bad Gateway");

@@ -18,7 +18,9 @@ use upsession_core::dialect::LocationStyle;
 use upsession_core::error::{CreateError, FragmentError, GraphError, RequestError};
 use upsession_core::fault::{Fault, FaultPlan, FaultRoute};
 use upsession_core::route::{ItemPath, Route, upload_path};
-use upsession_core::session::{Answer, Closed, Phase, PutDecision, Session, WriteTicket};
+use upsession_core::session::{
+    Answer, Closed, MessageLimit, Phase, PutDecision, Session, WriteTicket,
+};
 use upsession_core::throttle::{Permit, Throttle};
 use upsession_core::timer::Timers;
 use upsession_core::wire::{AttachmentItem, Collection, FileAttachment, Item};
@@ -129,7 +131,12 @@ pub(crate) enum PublicUrl {
     /// Listening on every interface (`0.0.0.0`, `::`) without `--public-url`: no one
     /// address names this server, so URLs follow the `Host` each client used, which
     /// is how it reached us. The fallback serves a request with no valid `Host`.
-    FromHost { fallback: String },
+    FromHost {
+        /// `http` or `https`, as this server speaks.
+        scheme: &'static str,
+        /// The base for a request without a usable `Host`.
+        fallback: String,
+    },
 }
 
 impl PublicUrl {
@@ -143,14 +150,14 @@ impl PublicUrl {
     ) -> std::borrow::Cow<'a, str> {
         match self {
             Self::Fixed(url) => url.as_str().into(),
-            Self::FromHost { fallback } => uri
+            Self::FromHost { scheme, fallback } => uri
                 .authority()
                 .map(http::uri::Authority::as_str)
                 .or_else(|| headers.get(http::header::HOST)?.to_str().ok())
                 .filter(|a| upsession_core::route::is_host_and_port(a))
                 .map_or_else(
                     || fallback.as_str().into(),
-                    |a| format!("http://{a}").into(),
+                    |a| format!("{scheme}://{a}").into(),
                 ),
         }
     }
@@ -692,6 +699,10 @@ impl App {
                 return Err(fail(RequestError::InvalidUploadCredential));
             }
             verified = true;
+            if self.config.reject_upload_authorization && parts.headers.contains_key(AUTHORIZATION)
+            {
+                return Err(fail(RequestError::AuthorizationOnUploadUrl));
+            }
             let entry = self.session_entry(id, &parts.method).await?;
             seen = Some(Arc::clone(&entry));
             let (app, mailbox) = {
@@ -712,29 +723,9 @@ impl App {
                 Method::GET => FaultRoute::Status,
                 _ => FaultRoute::Cancel,
             };
-            match self.fault(fault_route, after)? {
-                Some(Fault::Reset) => {
-                    // Part of the body arrives, then the connection drops.
-                    if let Some(b) = body.take() {
-                        let _ = drain_exact(
-                            b,
-                            content_length(&parts.headers).unwrap_or(0) / 2,
-                            Duration::from_millis(200),
-                        )
-                        .await;
-                    }
-                    after.drop = true;
-                    return Err(fail(RequestError::Internal));
-                }
-                Some(Fault::Expire) => {
-                    let mut e = entry.lock().await;
-                    let at = e.session.hard_expiry();
-                    if e.session.handle_timeout(at).is_some() {
-                        self.set_timer(id, Some(now));
-                    }
-                }
-                _ => {}
-            }
+            let fault = self.fault(fault_route, after)?;
+            self.upload_fault(fault, id, &entry, &parts, &mut body, after, now)
+                .await?;
             match parts.method {
                 Method::PUT => self.put_fragment(&parts, &mut body, id, &entry, now).await,
                 Method::GET => {
@@ -786,6 +777,47 @@ impl App {
             }));
         }
         result
+    }
+
+    /// Applies the faults of the plan that act on an uploadUrl request itself.
+    #[allow(clippy::too_many_arguments)] // the request's parts, as `upload` holds them
+    async fn upload_fault(
+        &self,
+        fault: Option<Fault>,
+        id: &str,
+        entry: &tokio::sync::Mutex<SessionEntry>,
+        parts: &http::request::Parts,
+        body: &mut Option<Incoming>,
+        after: &mut After,
+        now: SystemTime,
+    ) -> Result<(), Failure> {
+        match fault {
+            Some(Fault::Reset) => {
+                // Part of the body arrives, then the connection drops.
+                if let Some(b) = body.take() {
+                    let _ = drain_exact(
+                        b,
+                        content_length(&parts.headers).unwrap_or(0) / 2,
+                        Duration::from_millis(200),
+                    )
+                    .await;
+                }
+                after.drop = true;
+                Err(fail(RequestError::Internal))
+            }
+            Some(Fault::Expire) => {
+                let mut e = entry.lock().await;
+                let at = e.session.hard_expiry();
+                if e.session.handle_timeout(at).is_some() {
+                    self.set_timer(id, Some(now));
+                }
+                Ok(())
+            }
+            Some(Fault::RejectAuthorization) if parts.headers.contains_key(AUTHORIZATION) => {
+                Err(fail(RequestError::AuthorizationOnUploadUrl))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// `/_upsession/sessions` and `/_upsession/faults`, behind the admin token.
@@ -988,20 +1020,14 @@ impl App {
         app: &str,
         now: SystemTime,
     ) -> Result<Response<Body>, Failure> {
-        let view = self.item(path).await?;
+        // The item must exist; its attachments are judged per fragment.
+        self.item(path).await?;
         let base = self
             .public_url
             .for_request(req.uri(), req.headers())
             .into_owned();
         let body = read_json_body(req, self.config.body_idle_timeout).await?;
         let item = AttachmentItem::from_request_json(&body).map_err(fail)?;
-        if let Some(limit) = self.config.message_size_limit {
-            let attached: u64 = view.attachments.iter().map(|a| a.meta.size).sum();
-            let total = item.size.saturating_add(attached);
-            if total > limit {
-                return Err(fail(CreateError::MessageSizeExceeded { total, limit }));
-            }
-        }
         let limits = self
             .config
             .limits
@@ -1074,9 +1100,11 @@ impl App {
             })?),
             None => None,
         };
+        let message = self.message_limit(entry).await?;
         // Decide from the headers alone, before reading any body byte.
         let decision = {
             let mut e = entry.lock().await;
+            e.session.set_message_limit(message);
             let decision = e
                 .session
                 .handle_put(now, content_range.as_deref(), content_length)
@@ -1100,13 +1128,15 @@ impl App {
         let body = body.take().expect("the body is read only here");
         let timeout = self.config.body_idle_timeout;
         let res = match decision {
-            PutDecision::Replay { range, answer } => {
+            PutDecision::Replay {
+                body_len, answer, ..
+            } => {
                 // A replay changes nothing: other nodes need not wait for its body.
                 let lock = entry.lock().await.lock.take();
                 if let Some(lock) = lock {
                     lock.release().await;
                 }
-                drain_exact(body, range.len(), timeout).await?;
+                drain_exact(body, body_len, timeout).await?;
                 let e = entry.lock().await;
                 let base = self.public_url.for_request(&parts.uri, &parts.headers);
                 full(
@@ -1162,6 +1192,26 @@ impl App {
             .fragment_seconds
             .observe(started.elapsed().as_secs_f64());
         Ok(res)
+    }
+
+    /// The message's size limit and its other attachments, when a limit is set: it
+    /// is judged per fragment, as the live service does.
+    async fn message_limit(
+        &self,
+        entry: &tokio::sync::Mutex<SessionEntry>,
+    ) -> Result<Option<MessageLimit>, Failure> {
+        let Some(limit) = self.config.message_size_limit else {
+            return Ok(None);
+        };
+        let path = entry.lock().await.record.item_path();
+        let attached = self
+            .item(&path)
+            .await?
+            .attachments
+            .iter()
+            .map(|a| a.meta.size)
+            .sum();
+        Ok(Some(MessageLimit { limit, attached }))
     }
 
     /// After refusing a fragment from its headers, reads and discards its body (up
@@ -1519,6 +1569,7 @@ mod tests {
         assert_eq!(base(&fixed, Some("other.example")), "https://files.example");
 
         let open = PublicUrl::FromHost {
+            scheme: "http",
             fallback: "http://127.0.0.1:8080".into(),
         };
         assert_eq!(base(&open, Some("box.lan:8080")), "http://box.lan:8080");

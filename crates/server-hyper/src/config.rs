@@ -52,12 +52,24 @@ impl std::fmt::Debug for Storage {
     }
 }
 
+/// A certificate chain and its key, as PEM files, for serving https.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Tls {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key of the leaf certificate.
+    pub key: PathBuf,
+}
+
 /// Everything the server needs to start.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Serve https with this certificate; plain http when unset.
+    pub tls: Option<Tls>,
     /// Where state lives: disk (the default) or shared by several nodes.
     pub storage: Storage,
     /// Where sessions, attachments and the server key live.
@@ -92,8 +104,12 @@ pub struct Config {
     /// Bearer token for `/metrics`; open when unset.
     pub metrics_token: Option<String>,
     /// Largest total of a message's attachments (Exchange's message size limit);
-    /// a session that would pass it is refused with `ErrorMessageSizeExceeded`.
+    /// the fragment that would pass it is refused with `ErrorMessageSizeExceeded`.
     pub message_size_limit: Option<u64>,
+    /// Refuse a request to an uploadUrl that carries an `Authorization` header
+    /// (401), so a client can prove it keeps its bearer token off the
+    /// pre-authenticated URL. Off by default: the contract accepts one.
+    pub reject_upload_authorization: bool,
     /// Per-app, per-mailbox throttling, answered with 429; off when unset.
     pub throttle: Option<ThrottleLimits>,
     /// Seeded faults injected into answers (the test double); none by default.
@@ -108,6 +124,7 @@ impl Config {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls: None,
             storage: Storage::Disk,
             data_dir: data_dir.into(),
             tokens: Vec::new(),
@@ -122,6 +139,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(30),
             metrics_token: None,
             message_size_limit: None,
+            reject_upload_authorization: false,
             throttle: None,
             faults: FaultPlan::none(),
             admin_token: None,
@@ -132,6 +150,16 @@ impl Config {
     #[must_use]
     pub fn with_listen(mut self, listen: SocketAddr) -> Self {
         self.listen = listen;
+        self
+    }
+
+    /// Serves https with the PEM certificate chain `cert` and its key `key`.
+    #[must_use]
+    pub fn with_tls(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls = Some(Tls {
+            cert: cert.into(),
+            key: key.into(),
+        });
         self
     }
 
@@ -185,10 +213,17 @@ impl Config {
         self
     }
 
-    /// Refuses sessions that would make a message's attachments exceed `bytes`.
+    /// Refuses the fragment that would make a message's attachments exceed `bytes`.
     #[must_use]
     pub fn with_message_size_limit(mut self, bytes: u64) -> Self {
         self.message_size_limit = Some(bytes);
+        self
+    }
+
+    /// Refuses (401) requests to an uploadUrl that carry an `Authorization` header.
+    #[must_use]
+    pub fn with_upload_authorization_refused(mut self) -> Self {
+        self.reject_upload_authorization = true;
         self
     }
 

@@ -22,6 +22,7 @@ mod app;
 mod config;
 mod metrics;
 mod store;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,7 +36,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-pub use config::{Config, Fsync, Storage};
+pub use config::{Config, Fsync, Storage, Tls};
 
 use app::{App, PublicUrl};
 use store::pg::Postgres;
@@ -68,6 +69,9 @@ pub enum StartError {
     /// `public_url` is not an absolute http(s) URL.
     #[error("public URL `{0}` must start with http:// or https://")]
     PublicUrl(String),
+    /// The TLS certificate or key could not be used.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// The server. See [`Server::start`].
@@ -118,6 +122,11 @@ impl Server {
             }
         };
         let key = meta.server_key().await.map_err(state_err)?;
+        let tls = match &config.tls {
+            Some(t) => Some(tls::acceptor(&t.cert, &t.key).map_err(StartError::Tls)?),
+            None => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -143,14 +152,18 @@ impl Server {
                     std::net::Ipv6Addr::LOCALHOST.into()
                 };
                 PublicUrl::FromHost {
-                    fallback: format!("http://{}", SocketAddr::new(loopback, local_addr.port())),
+                    scheme,
+                    fallback: format!(
+                        "{scheme}://{}",
+                        SocketAddr::new(loopback, local_addr.port())
+                    ),
                 }
             }
-            None => PublicUrl::Fixed(format!("http://{local_addr}")),
+            None => PublicUrl::Fixed(format!("{scheme}://{local_addr}")),
         };
         let follows_host = matches!(public, PublicUrl::FromHost { .. });
         let public_url = match &public {
-            PublicUrl::Fixed(url) | PublicUrl::FromHost { fallback: url } => url.clone(),
+            PublicUrl::Fixed(url) | PublicUrl::FromHost { fallback: url, .. } => url.clone(),
         };
         let app = App::start(config, public, key, meta, blobs, SystemTime::now())
             .await
@@ -158,7 +171,7 @@ impl Server {
         let app = Arc::new(app);
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(expiry_driver(Arc::clone(&app), stopped.clone()));
-        let task = tokio::spawn(accept_loop(listener, app, stopped));
+        let task = tokio::spawn(accept_loop(listener, tls, app, stopped));
         info!(%local_addr, %public_url, follows_host, "serving");
         Ok(Running {
             local_addr,
@@ -257,14 +270,16 @@ const PREFACE_LEN: u64 = 24;
 /// timeout. hyper-util's HTTP/1-or-2 detection reads them with no timeout of its
 /// own, so without this a client that connects and sends nothing (or drips the
 /// preface) would hold its connection, and a file descriptor, forever.
-struct FirstBytesDeadline {
-    inner: tokio::net::TcpStream,
+///
+/// Over TLS it wraps the decrypted stream: the handshake has a deadline of its own.
+struct FirstBytesDeadline<S> {
+    inner: S,
     deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     seen: u64,
 }
 
-impl FirstBytesDeadline {
-    fn new(inner: tokio::net::TcpStream, timeout: std::time::Duration) -> Self {
+impl<S> FirstBytesDeadline<S> {
+    fn new(inner: S, timeout: std::time::Duration) -> Self {
         Self {
             inner,
             deadline: Some(Box::pin(tokio::time::sleep(timeout))),
@@ -273,7 +288,7 @@ impl FirstBytesDeadline {
     }
 }
 
-impl tokio::io::AsyncRead for FirstBytesDeadline {
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FirstBytesDeadline<S> {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -300,7 +315,7 @@ impl tokio::io::AsyncRead for FirstBytesDeadline {
     }
 }
 
-impl tokio::io::AsyncWrite for FirstBytesDeadline {
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for FirstBytesDeadline<S> {
     fn poll_write(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -411,7 +426,12 @@ async fn refuse(mut stream: tokio::net::TcpStream) {
 /// and proxies allow and far above what Graph's clients send.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
-async fn accept_loop(listener: TcpListener, app: Arc<App>, mut stopped: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    app: Arc<App>,
+    mut stopped: watch::Receiver<bool>,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -451,7 +471,7 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>, mut stopped: watch::R
             }
             continue;
         };
-        let stream = FirstBytesDeadline::new(stream, app.config.header_timeout);
+        let timeout = app.config.header_timeout;
         let app = Arc::clone(&app);
         let service = service_fn(move |req| {
             let app = Arc::clone(&app);
@@ -465,12 +485,36 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>, mut stopped: watch::R
                 res.unwrap_or_else(|_| Ok(app::internal_error()))
             }
         });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let watched = graceful.watch(conn);
+        let Some(tls) = &tls else {
+            let stream = FirstBytesDeadline::new(stream, timeout);
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let watched = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = watched.await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                drop(slot);
+            });
+            continue;
+        };
+        // The handshake runs in the connection's own task, under the header timeout.
+        let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(e) = watched.await {
+            let stream = match tokio::time::timeout(timeout, tls.accept(stream)).await {
+                Ok(Ok(stream)) => FirstBytesDeadline::new(stream, timeout),
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             drop(slot);

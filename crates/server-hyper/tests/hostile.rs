@@ -140,9 +140,13 @@ fn data(len: usize, seed: u64) -> Vec<u8> {
     (0..len).map(|_| rng.u8(..)).collect()
 }
 
+/// The most specific Graph code of an answer (`innerError.code`, else `error.code`).
 async fn error_code(res: reqwest::Response) -> String {
-    let json: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap_or(Value::Null);
-    json["error"]["code"].as_str().unwrap_or("").to_owned()
+    let status = res.status().as_u16();
+    let body = res.bytes().await.unwrap();
+    upsession_testbed::kit::graph_error(status, &body)
+        .detail()
+        .to_owned()
 }
 
 // ----- 1. a full disk -----

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use upsession_core::Limits;
 use upsession_server_hyper::{Config, Fsync, Running, Server};
+use upsession_testbed::kit::expect_graph_error;
 
 const TOKEN: &str = "test-token";
 
@@ -366,9 +367,7 @@ async fn bad_fragments_get_graph_errors_and_change_nothing() {
     let data = data(3000);
     let url = h.session(&format!("/me/messages/{id}"), 3000).await;
     let check = |res: reqwest::Response, status: u16, code: &'static str| async move {
-        assert_eq!(res.status(), status);
-        let body = json_of(res).await;
-        assert_eq!(body["error"]["code"], code, "{body}");
+        expect_graph_error(res, status, code).await;
     };
     check(
         h.put(&url, &data, 1000, 1999).await,
@@ -626,7 +625,7 @@ async fn a_second_fragment_while_one_is_in_progress_is_409() {
     for _ in 0..50 {
         let res = h.put(&url, &data, 0, 999).await;
         if res.status() == 409 {
-            assert_eq!(json_of(res).await["error"]["code"], "fragmentInProgress");
+            expect_graph_error(res, 409, "invalidRange/fragmentInProgress").await;
             busy = true;
             break;
         }
@@ -793,18 +792,17 @@ async fn the_outlook_dialect_answers_as_outlook_does_and_its_location_resolves()
         )
         .await;
     assert_eq!(status, 201);
-    assert_eq!(created["nextExpectedRanges"], json!(["0-"]));
+    // Closed ranges and camelCase unless asked otherwise: what the SDKs read.
+    assert_eq!(created["nextExpectedRanges"], json!(["0-2499"]));
     let url = created["uploadUrl"].as_str().unwrap().to_owned();
     let first = json_of(h.put(&url, &data, 0, 999).await).await;
-    assert_eq!(
-        first["nextExpectedRanges"],
-        json!(["1000"]),
-        "a bare start offset"
-    );
+    assert_eq!(first["nextExpectedRanges"], json!(["1000-2499"]));
     assert!(
-        first["ExpirationDateTime"].is_string() && first.get("@odata.context").is_some(),
+        first["expirationDateTime"].is_string() && first.get("@odata.context").is_some(),
         "{first}"
     );
+    // Outlook's expiry "remains the same as returned by the initial uploadSession".
+    assert_eq!(first["expirationDateTime"], created["expirationDateTime"]);
     assert_eq!(h.put(&url, &data, 1000, 1999).await.status(), 200);
     let done = h.put(&url, &data, 2000, 2499).await;
     assert_eq!(done.status(), 201);
@@ -864,7 +862,7 @@ async fn the_onedrive_dialect_answers_202_refuses_resends_and_odd_fragments() {
     );
     let again = h.put(&url, &data, 0, q as u64 - 1).await;
     assert_eq!(again.status(), 416);
-    assert_eq!(json_of(again).await["error"]["code"], "fragmentOverlap");
+    expect_graph_error(again, 416, "invalidRange/fragmentOverlap").await;
     assert_eq!(
         h.put(&url, &data, q as u64, 2 * q as u64 - 1)
             .await
@@ -975,24 +973,26 @@ async fn faults_are_injected_as_specified_and_inspectable() {
 }
 
 #[tokio::test]
-async fn a_message_over_its_size_limit_refuses_another_attachment() {
+async fn the_fragment_that_crosses_the_message_size_limit_is_refused_mid_upload() {
     let h = Harness::start_with(|c| c.with_message_size_limit(250)).await;
     let id = h.draft().await;
     let data = data(200);
     let url = h.session(&format!("/me/messages/{id}"), 200).await;
     assert_eq!(h.upload(&url, &data, 1000).await.status(), 201);
-    let body = json!({"AttachmentItem": {"attachmentType": "file", "name": "g", "size": 100}});
-    let (status, json) = h
-        .graph(
-            Method::POST,
-            &format!("/me/messages/{id}/attachments/createUploadSession"),
-            Some(body),
-        )
+    // The session opens, as on the live service; its fragment past 250 B does not.
+    let more = &data[..100];
+    let url = h.session(&format!("/me/messages/{id}"), 100).await;
+    assert_eq!(h.put(&url, more, 0, 39).await.status(), 200);
+    expect_graph_error(
+        h.put(&url, more, 40, 99).await,
+        413,
+        "ErrorMessageSizeExceeded",
+    )
+    .await;
+    let (_, list) = h
+        .graph(Method::GET, &format!("/me/messages/{id}/attachments"), None)
         .await;
-    assert_eq!(
-        (status.as_u16(), json["error"]["code"].as_str()),
-        (413, Some("ErrorMessageSizeExceeded"))
-    );
+    assert_eq!(list["value"].as_array().map(Vec::len), Some(1));
 }
 
 #[tokio::test]
@@ -1019,4 +1019,152 @@ async fn a_client_that_hangs_up_after_its_body_never_leaves_the_session_busy() {
     }
     assert!(settled, "the session stayed busy after clients hung up");
     assert_eq!(h.upload(&url, &data, 1000).await.status(), 201);
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost, written as PEM files in
+/// `dir`; returns (cert path, key path, cert PEM).
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, signing_key.serialize_pem()).unwrap();
+    (cert_path, key_path, cert.pem())
+}
+
+#[tokio::test]
+async fn with_a_certificate_it_serves_https_and_hands_out_https_urls() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key, pem) = self_signed(certs.path());
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(config(dir.path(), |c| c.with_tls(&cert, &key)))
+        .await
+        .unwrap();
+    assert!(
+        server.base_url().starts_with("https://127.0.0.1:"),
+        "{}",
+        server.base_url()
+    );
+    let http = Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let base = server.base_url();
+    let draft: Value = http
+        .post(format!("{base}/me/messages"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"subject": "tls"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let item = json!({"AttachmentItem": {"attachmentType": "file", "name": "t.bin", "size": 1500}});
+    let res = http
+        .post(format!(
+            "{base}/me/messages/{}/attachments/createUploadSession",
+            draft["id"].as_str().unwrap()
+        ))
+        .bearer_auth(TOKEN)
+        .json(&item)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.version(), reqwest::Version::HTTP_2, "ALPN offers h2");
+    let url = json_of(res).await["uploadUrl"].as_str().unwrap().to_owned();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let data = data(1500);
+    for (first, last, status) in [(0, 999, 200), (1000, 1499, 201)] {
+        let res = http
+            .put(&url)
+            .header("Content-Range", format!("bytes {first}-{last}/1500"))
+            .body(data[first..=last].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status);
+        if status == 201 {
+            let location = res.headers()["location"].to_str().unwrap().to_owned();
+            assert!(location.starts_with("https://"), "{location}");
+            let bytes = http
+                .get(format!("{location}/$value"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            assert_eq!(&bytes[..], &data[..]);
+        }
+    }
+    // A plain-http client gets nothing it could mistake for an answer.
+    let plain = Client::new()
+        .get(format!("http://{}/healthz", server.local_addr()))
+        .send()
+        .await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_missing_certificate_is_a_start_error_that_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Server::start(config(dir.path(), |c| {
+        c.with_tls(dir.path().join("nope.pem"), dir.path().join("nope.key"))
+    }))
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("nope.pem"), "{err}");
+}
+
+#[tokio::test]
+async fn an_authorization_header_on_the_upload_url_is_refused_only_when_asked() {
+    // By default a client may send one (the contract: the server does not mind).
+    let h = Harness::start().await;
+    let id = h.draft().await;
+    let data = data(1500);
+    let url = h.session(&format!("/me/messages/{id}"), 1500).await;
+    let res = h
+        .http
+        .put(&url)
+        .bearer_auth(TOKEN)
+        .header("Content-Range", "bytes 0-999/1500")
+        .body(data[..1000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // Under the flag, the same request is 401 and changes nothing.
+    let strict = Harness::start_with(Config::with_upload_authorization_refused).await;
+    let id = strict.draft().await;
+    let url = strict.session(&format!("/me/messages/{id}"), 1500).await;
+    let res = strict
+        .http
+        .put(&url)
+        .bearer_auth(TOKEN)
+        .header("Content-Range", "bytes 0-999/1500")
+        .body(data[..1000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    let seen = expect_graph_error(res, 401, "InvalidAuthenticationToken").await;
+    assert!(seen.body["error"]["message"].as_str().unwrap().contains("pre-authenticated"));
+    assert_eq!(strict.put(&url, &data, 0, 999).await.status(), 200);
+    // As a fault of the test double, too.
+    let faulty = Harness::start_with(|c| c.with_faults("put:auth401:1".parse().unwrap())).await;
+    let id = faulty.draft().await;
+    let url = faulty.session(&format!("/me/messages/{id}"), 1500).await;
+    let res = faulty
+        .http
+        .put(&url)
+        .header("Authorization", "Bearer leaked")
+        .header("Content-Range", "bytes 0-999/1500")
+        .body(data[..1000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    expect_graph_error(res, 401, "InvalidAuthenticationToken").await;
+    assert_eq!(faulty.put(&url, &data, 0, 999).await.status(), 200);
 }

@@ -62,6 +62,7 @@ impl Serve {
             .to_owned();
         let addr = base
             .trim_start_matches("http://")
+            .trim_start_matches("https://")
             .trim_end_matches("/v1.0")
             .to_owned();
         assert!(addr.starts_with("127.0.0.1:"), "unexpected banner: {first}");
@@ -195,3 +196,4 @@ pub(crate) async fn download(http: &reqwest::Client, location: &str, token: &str
 }
 
 pub(crate) mod cluster;
+pub(crate) mod interop;

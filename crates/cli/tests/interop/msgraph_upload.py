@@ -1,13 +1,19 @@
 """Uploads files to an `upsession serve` with the official Microsoft Graph Python SDK.
 
-The fragments are sent by msgraph-core's own `LargeFileUploadTask`, unchanged, over
-the SDK's request adapter (`BaseGraphRequestAdapter`, kiota's httpx adapter and the
-SDK's default middleware). Only the setup around it (the draft message, the upload
-session, the download to check the bytes) uses plain httpx, as an application would
-use the generated msgraph-sdk for those.
+The fragments are sent by msgraph-core's own `LargeFileUploadTask`, unchanged and at
+its default chunk size (5 MiB), over the SDK's request adapter (`BaseGraphRequestAdapter`,
+kiota's httpx adapter and the SDK's default middleware). Only the setup around it (the
+draft message, the upload session, the status request that resumes, the download that
+checks the bytes) uses plain httpx, as an application would use the generated msgraph-sdk
+for those.
 
-Usage: msgraph_upload.py BASE_URL FILE=AUTH [FILE=AUTH ...]
+Usage: msgraph_upload.py BASE_URL [--chunk N] [--resume] FILE=AUTH [FILE=AUTH ...]
   BASE_URL  e.g. http://127.0.0.1:PORT/v1.0; the bearer token is in UPSESSION_TOKEN.
+  --chunk N the task's max_chunk_size (default: the SDK's own default).
+  --resume  the server may be killed mid-upload: when the task fails, wait for the
+            server to come back, ask the session which ranges it expects (GET
+            uploadUrl), and continue with the SDK's `resume()` on a task built from
+            that session, as an application resumes after a dropped connection.
   AUTH      how the task's adapter authenticates the fragment PUTs:
               none    AnonymousAuthenticationProvider: no Authorization, as with real
                       Graph, whose uploadUrl is on a host the Graph token is not sent to;
@@ -15,9 +21,10 @@ Usage: msgraph_upload.py BASE_URL FILE=AUTH [FILE=AUTH ...]
                       fragments carry the bearer token (the server must not mind).
 
 Every HTTP exchange the SDK makes is logged (through an httpx event hook, which only
-observes). The script exits 0 only if every file's attachment, downloaded with
-`GET {Location}/$value`, has the source file's SHA-256 and the wire answers are those
-docs/PROTOCOL.md promises. Its last stdout line is `RESULT {json}`.
+observes), and each answered fragment is printed at once as `ANSWERED STATUS RANGE` (a
+test may kill the server on it). The script exits 0 only if every file's attachment,
+downloaded with `GET {Location}/$value`, has the source file's SHA-256 and the wire
+answers are those docs/PROTOCOL.md promises. Its last stdout line is `RESULT {json}`.
 """
 
 import asyncio
@@ -26,6 +33,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 import urllib.parse
 
@@ -43,9 +51,8 @@ from msgraph_core import BaseGraphRequestAdapter, GraphClientFactory
 from msgraph_core.models import LargeFileUploadSession
 from msgraph_core.tasks.large_file_upload import LargeFileUploadTask
 
-# 12 x 320 KiB, the chunk size docs/PROTOCOL.md recommends. The SDK's default (5 MiB)
-# is above Graph's documented "less than 4 MB" per fragment and our 4 MiB limit.
-CHUNK = 3_932_160
+# How long a resuming script waits for the server to come back.
+RESUME_WAIT_S = 90
 
 
 class Failed(Exception):
@@ -95,6 +102,7 @@ def sdk_adapter(auth, token, wire):
             "content_range": request.headers.get("content-range"),
             "length": len(request.content) if request.method == "PUT" else None,
             "authorization": "authorization" in request.headers,
+            "status": None,
         })
 
     async def on_response(response):
@@ -104,6 +112,7 @@ def sdk_adapter(auth, token, wire):
         entry["content_type"] = response.headers.get("content-type")
         entry["location"] = response.headers.get("location")
         entry["body"] = response.content.decode("utf-8", "replace")
+        print(f"ANSWERED {response.status_code} {entry['content_range']}", flush=True)
 
     client = KiotaClientFactory.get_default_client()
     client.event_hooks = {"request": [on_request], "response": [on_response]}
@@ -126,13 +135,17 @@ def sha256_file(path):
 
 
 def check_wire(name, wire, size):
-    """Checks each answer the SDK saw against the contract and prints the exchange."""
+    """Checks each answer the SDK saw against the contract and prints the exchange.
+    Requests that got no answer (the server was killed under them) are shown and
+    skipped."""
     for i, e in enumerate(wire):
         status = e.get("status")
         print(f"  {name} #{i}: {e['method']} {e['content_range']} ({e['length']} B, "
               f"Authorization: {'yes' if e['authorization'] else 'no'}) -> {status} "
-              f"{e['content_type'] or '-'} {e['body'][:120]!r}"
-              + (f" Location: {e['location']}" if e["location"] else ""))
+              f"{e.get('content_type') or '-'} {e.get('body', '')[:120]!r}"
+              + (f" Location: {e['location']}" if e.get("location") else ""))
+        if status is None:
+            continue
         if status == 200:
             if (e["content_type"] or "").split(";")[0].strip() != "application/json":
                 raise Failed(f"{name}: a 200 fragment answer is not application/json: {e}")
@@ -152,13 +165,15 @@ def check_wire(name, wire, size):
             raise Failed(f"{name}: the SDK saw an unexpected answer: {e}")
     created = [e for e in wire if e.get("status") == 201]
     if not created:
-        raise Failed(f"{name}: no fragment was answered 201 (upload never completed)")
+        raise Failed(f"{name}: no fragment was answered 201 (the upload never completed)")
     locations = {e["location"] for e in created}
     if len(locations) != 1:
         raise Failed(f"{name}: the 201 answers name different Locations: {locations}")
-    # Bytes covered by the fragments, counting each offset once.
+    # Bytes covered by answered fragments, counting each offset once.
     end = 0
     for e in wire:
+        if e.get("status") is None:
+            continue
         a, b = e["content_range"].split(" ")[1].split("/")[0].split("-")
         if int(a) > end:
             raise Failed(f"{name}: the SDK skipped bytes {end}..{a}")
@@ -169,7 +184,33 @@ def check_wire(name, wire, size):
     return locations.pop(), len(wire) - 1 - first_201
 
 
-async def upload_one(http, base, token, path, auth):
+def read_session(content, upload_url=None):
+    """The SDK's own JSON parsing builds the session a task takes."""
+    session = JsonParseNodeFactory().get_root_parse_node(
+        "application/json", content).get_object_value(LargeFileUploadSession)
+    if upload_url is not None:
+        # A status answer carries no uploadUrl (.NET's task restores it the same way).
+        session.upload_url = upload_url
+    if not session.upload_url or session.expiration_date_time is None:
+        raise Failed(f"the SDK could not read the upload session: {content[:300]!r}")
+    return session
+
+
+async def wait_for_session(http, upload_url):
+    """After the server died: polls `GET uploadUrl` until it answers again."""
+    deadline = time.monotonic() + RESUME_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            r = await http.get(upload_url)
+            if r.status_code == 200:
+                return r.content
+            raise Failed(f"GET uploadUrl answered {r.status_code} after a restart: {r.text}")
+        except httpx.TransportError:
+            await asyncio.sleep(0.2)
+    raise Failed(f"the server did not come back within {RESUME_WAIT_S} s")
+
+
+async def upload_one(http, base, token, path, auth, chunk, resume):
     name = os.path.basename(path)
     size = os.path.getsize(path)
     want = sha256_file(path)
@@ -185,18 +226,31 @@ async def upload_one(http, base, token, path, auth):
                         headers=headers, json=item)
     if r.status_code != 201:
         raise Failed(f"{name}: createUploadSession answered {r.status_code}: {r.text}")
-    # The SDK's own JSON parsing builds the session the task takes.
-    session = JsonParseNodeFactory().get_root_parse_node(
-        "application/json", r.content).get_object_value(LargeFileUploadSession)
-    if not session.upload_url or session.expiration_date_time is None:
-        raise Failed(f"{name}: the SDK could not read the upload session: {r.text}")
+    session = read_session(r.content)
+    upload_url = session.upload_url
 
     wire = []
     adapter = sdk_adapter(auth, token, wire)
     progress = []
+    options = {} if chunk is None else {"max_chunk_size": chunk}
+    interruptions = 0
     with open(path, "rb") as stream:
-        task = LargeFileUploadTask(session, adapter, stream, max_chunk_size=CHUNK)
-        result = await task.upload(lambda uploaded: progress.append(list(uploaded)))
+        task = LargeFileUploadTask(session, adapter, stream, **options)
+        try:
+            result = await task.upload(lambda uploaded: progress.append(list(uploaded)))
+        except (httpx.TransportError, OSError) as error:
+            if not resume:
+                raise
+            interruptions += 1
+            print(f"INTERRUPTED {type(error).__name__}: {error}", flush=True)
+            # What the task logged while the server was gone is expected.
+            ERRORS.records.clear()
+            fresh = read_session(await wait_for_session(http, upload_url), upload_url)
+            print(f"RESUMING from {fresh.next_expected_ranges}", flush=True)
+            task = LargeFileUploadTask(fresh, adapter, stream, **options)
+            result = await task.resume()
+    if resume and not interruptions:
+        raise Failed(f"{name}: --resume, but the upload was never interrupted")
 
     location, after_201 = check_wire(name, wire, size)
     print(f"  {name}: {len(wire)} PUTs, {after_201} after the first 201; "
@@ -212,33 +266,45 @@ async def upload_one(http, base, token, path, auth):
                      f"the file has {size} B with SHA-256 {want}")
 
     r = await http.get(f"{base}/me/messages/{message_id}/attachments", headers=headers)
-    listed = [a for a in r.json().get("value", []) if location.rstrip("/").endswith(a.get("id", "?"))]
+    # Graph's Location ends in the id; Outlook REST's in `Attachments('id')`.
+    listed = [a for a in r.json().get("value", []) if a.get("id", "?") in location]
     if r.status_code != 200 or len(listed) != 1 or listed[0].get("size") != size:
         raise Failed(f"{name}: the attachment list does not show it: {r.status_code} {r.text[:300]}")
-    print(f"  {name}: OK, {size} B, SHA-256 {got}")
+    print(f"  {name}: OK, {size} B, SHA-256 {got}", flush=True)
     return {"file": path, "size": size, "sha256": got, "location": location,
             "auth": auth, "puts": len(wire), "puts_after_201": after_201,
+            "interruptions": interruptions,
             "statuses": [e["status"] for e in wire]}
 
 
 async def main(argv):
-    if len(argv) < 3:
+    args = argv[1:]
+    chunk = None
+    resume = False
+    if "--resume" in args:
+        args.remove("--resume")
+        resume = True
+    if "--chunk" in args:
+        i = args.index("--chunk")
+        chunk = int(args[i + 1])
+        del args[i:i + 2]
+    if len(args) < 2:
         raise Failed(__doc__)
     token = os.environ.get("UPSESSION_TOKEN")
     if not token:
         raise Failed("UPSESSION_TOKEN is not set")
-    base = argv[1].rstrip("/")
+    base = args[0].rstrip("/")
     register_default_deserializer(JsonParseNodeFactory)
     results = []
-    async with httpx.AsyncClient(timeout=60) as http:
-        for arg in argv[2:]:
+    async with httpx.AsyncClient(timeout=120) as http:
+        for arg in args[1:]:
             path, _, auth = arg.rpartition("=")
             if not path:
                 raise Failed(f"expected FILE=AUTH, got {arg!r}")
-            results.append(await upload_one(http, base, token, path, auth))
+            results.append(await upload_one(http, base, token, path, auth, chunk, resume))
             if ERRORS.records:
                 raise Failed(f"{path}: the SDK logged errors it then ignored")
-    print("RESULT " + json.dumps(results))
+    print("RESULT " + json.dumps(results), flush=True)
 
 
 if __name__ == "__main__":

@@ -611,18 +611,20 @@ impl Ctx {
         };
         match decision {
             Err(err) => self.refused(req, id, err, now).await,
-            Ok(PutDecision::Replay { range, answer }) => {
-                match read_body(req.into_body(), range.len(), None).await {
-                    BodyRead::Complete(body) if body.len() as u64 == range.len() => {}
+            Ok(PutDecision::Replay {
+                body_len, answer, ..
+            }) => {
+                match read_body(req.into_body(), body_len, None).await {
+                    BodyRead::Complete(body) if body.len() as u64 == body_len => {}
                     BodyRead::Complete(body) => {
                         return Ok(self.error(&FragmentError::BodyLength {
-                            expected: range.len(),
+                            expected: body_len,
                             got: body.len() as u64,
                         }));
                     }
                     BodyRead::TooLong(got) | BodyRead::Broken(got) => {
                         return Ok(self.error(&FragmentError::BodyLength {
-                            expected: range.len(),
+                            expected: body_len,
                             got,
                         }));
                     }

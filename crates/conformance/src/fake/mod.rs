@@ -94,7 +94,9 @@ impl Quirks {
     pub fn with_pascal_case(mut self, on: bool) -> Self {
         self.pascal_case = on;
         if on {
-            self.dialect.pascal_expiration = true;
+            self.dialect = self
+                .dialect
+                .with_casing(upsession_core::dialect::Casing::Pascal);
         }
         self
     }

@@ -55,8 +55,12 @@ enum Expect {
     },
     /// `status` (201) with a `Location`.
     Completed { status: u16 },
-    /// Graph's error JSON with this status and code.
-    Error { status: u16, code: &'static str },
+    /// Graph's error JSON with this status, top-level code and `innerError.code`.
+    Error {
+        status: u16,
+        code: &'static str,
+        inner: Option<&'static str>,
+    },
     /// 204 to a `DELETE`.
     Deleted,
     /// An answer of the model this checker does not know.
@@ -86,6 +90,7 @@ impl Expect {
         Self::Error {
             status: err.status().as_u16(),
             code: err.code(),
+            inner: err.inner_code(),
         }
     }
 }
@@ -472,11 +477,16 @@ impl<'a> Exec<'a> {
                     ))
                 }
             }
-            Expect::Error { status, code } => {
+            Expect::Error {
+                status,
+                code,
+                inner,
+            } => {
+                let want = expected_codes(code, *inner);
                 if reply.status != *status {
                     return Err(violation(
                         rule,
-                        format!("expected {status} {code}, got {}", reply.brief()),
+                        format!("expected {status} {want}, got {}", reply.brief()),
                     ));
                 }
                 let Some(got) = graph_error_code(&reply.body) else {
@@ -488,10 +498,10 @@ impl<'a> Exec<'a> {
                         ),
                     ));
                 };
-                if got != *code {
+                if !got.are(code, *inner) {
                     return Err(violation(
                         rule,
-                        format!("expected {status} {code}, got {status} with code {got}"),
+                        format!("expected {status} {want}, got {status} with code {got}"),
                     ));
                 }
                 Ok(Judged {
@@ -1310,13 +1320,21 @@ impl<'a> Exec<'a> {
 }
 
 fn assess_error_only(reply: &Reply, expect: &Expect, rule: Rule) -> Result<(), Violation> {
-    let Expect::Error { status, code } = expect else {
+    let Expect::Error {
+        status,
+        code,
+        inner,
+    } = expect
+    else {
         return Ok(());
     };
-    if reply.status != *status || graph_error_code(&reply.body).as_deref() != Some(*code) {
+    if reply.status != *status
+        || !graph_error_code(&reply.body).is_some_and(|got| got.are(code, *inner))
+    {
+        let want = expected_codes(code, *inner);
         return Err(violation(
             rule,
-            format!("expected {status} {code}, got {}", reply.brief()),
+            format!("expected {status} {want}, got {}", reply.brief()),
         ));
     }
     Ok(())
@@ -1339,8 +1357,13 @@ fn busy(reply: &Result<Reply, String>) -> Result<bool, Violation> {
                 reply.brief()
             ),
         )),
-        Some(code) => Ok(code == "fragmentInProgress"),
+        Some(codes) => Ok(codes.detail() == "fragmentInProgress"),
     }
+}
+
+/// `code` or `code/inner`, as an expectation is shown.
+fn expected_codes(code: &str, inner: Option<&str>) -> String {
+    inner.map_or_else(|| code.to_owned(), |inner| format!("{code}/{inner}"))
 }
 
 fn difference(got: &[u8], want: &[u8], file: usize) -> String {

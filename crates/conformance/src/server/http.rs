@@ -89,11 +89,46 @@ pub(crate) fn redact_upload_urls(text: &str) -> String {
 }
 
 /// The `error.code` of a Graph error body, if the body is one.
-pub(crate) fn graph_error_code(body: &[u8]) -> Option<String> {
+pub(crate) fn graph_error_code(body: &[u8]) -> Option<ErrorCodes> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     let error = value.get("error")?;
     error.get("message")?;
-    error.get("code")?.as_str().map(str::to_owned)
+    let code = error.get("code")?.as_str()?.to_owned();
+    // Live answers write `innerError`, the docs' schema `innererror`.
+    let inner = error
+        .as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("innerError"))
+        .and_then(|(_, v)| v.get("code")?.as_str().map(str::to_owned));
+    Some(ErrorCodes { code, inner })
+}
+
+/// The codes of a Graph error answer: top-level and `innerError.code`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ErrorCodes {
+    pub(crate) code: String,
+    pub(crate) inner: Option<String>,
+}
+
+impl ErrorCodes {
+    /// The most specific code.
+    pub(crate) fn detail(&self) -> &str {
+        self.inner.as_deref().unwrap_or(&self.code)
+    }
+
+    /// Whether these are `code` with `inner`.
+    pub(crate) fn are(&self, code: &str, inner: Option<&str>) -> bool {
+        self.code == code && self.inner.as_deref() == inner
+    }
+}
+
+impl std::fmt::Display for ErrorCodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.inner {
+            Some(inner) => write!(f, "{}/{inner}", self.code),
+            None => f.write_str(&self.code),
+        }
+    }
 }
 
 /// A request to send, with what the script shows of it.
@@ -411,10 +446,17 @@ mod tests {
 
     #[test]
     fn graph_error_codes_are_read_only_from_graph_errors() {
+        let codes = graph_error_code(br#"{"error":{"code":"invalidRange","message":"m"}}"#);
         assert_eq!(
-            graph_error_code(br#"{"error":{"code":"invalidRange","message":"m"}}"#).as_deref(),
+            codes.map(|c| c.to_string()).as_deref(),
             Some("invalidRange")
         );
+        let codes = graph_error_code(
+            br#"{"error":{"code":"invalidRange","message":"m","innererror":{"code":"fragmentOverlap"}}}"#,
+        )
+        .unwrap();
+        assert!(codes.are("invalidRange", Some("fragmentOverlap")));
+        assert_eq!(codes.detail(), "fragmentOverlap");
         assert_eq!(graph_error_code(b"invalidRange"), None);
         assert_eq!(graph_error_code(br#"{"error":{"code":"x"}}"#), None);
     }

@@ -417,7 +417,10 @@ mod tests {
         assert_eq!((put.status, put.entries()), (202, vec!["5-".to_owned()]));
         assert_eq!(progress(&d, rest(5, 10), Via::Status).status, 200);
         assert_eq!(created(&d, &RangeSet::full(10)).status, 200);
-        let o = progress(&Dialect::OUTLOOK, rest(5, 10), Via::Put);
+        let docs = Dialect::OUTLOOK
+            .with_casing(upsession_core::dialect::Casing::Pascal)
+            .with_range_forms(upsession_core::dialect::RangeForms::Outlook);
+        let o = progress(&docs, rest(5, 10), Via::Put);
         assert_eq!(o.entries(), ["5"]);
         assert_eq!(o.key("expirationdatetime"), "ExpirationDateTime");
         assert_eq!(
