@@ -1,6 +1,7 @@
-//! `cargo xtask engines`: installs what the cluster tests and `bench --cluster`
-//! run on, where it is missing: Garage (from crates.io, built once into a cache
-//! directory outside the repository) and PostgreSQL (Debian's package).
+//! `cargo xtask engines`: installs what the cluster tests, the SDK interop tests and
+//! `bench --cluster` run on, where it is missing: Garage (from crates.io, built once
+//! into a cache directory outside the repository), PostgreSQL, and Node.js with npm
+//! (for the JavaScript Graph SDK; Debian's packages).
 //!
 //! The first Garage build takes about 8 minutes on 2 cores; later runs find it in
 //! the cache (`$UPSESSION_CACHE`, default `~/.cache/upsession`, the same place
@@ -90,8 +91,17 @@ pub(crate) fn ensure() -> Result<Vec<String>, String> {
     if postgres_installed() {
         notes.push("PostgreSQL: installed".to_owned());
     } else {
-        install_postgres()?;
+        apt_install(&["postgresql"], "the cluster tests need PostgreSQL")?;
         notes.push("PostgreSQL: installed now from Debian's packages".to_owned());
+    }
+    if on_path("node") && on_path("npm") {
+        notes.push("Node.js and npm: installed".to_owned());
+    } else {
+        apt_install(
+            &["nodejs", "npm"],
+            "the JavaScript SDK interop test needs Node.js and npm",
+        )?;
+        notes.push("Node.js and npm: installed now from Debian's packages".to_owned());
     }
     let garage = garage_binary();
     if garage.exists() {
@@ -138,19 +148,33 @@ fn postgres_installed() -> bool {
             .is_ok_and(|s| s.success())
 }
 
-fn install_postgres() -> Result<(), String> {
+/// Whether `program` is on the PATH.
+fn on_path(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `apt-get install` of Debian's `packages`; `why` says who needs them.
+fn apt_install(packages: &[&str], why: &str) -> Result<(), String> {
     let apt = |args: &[&str]| {
         let mut c = Command::new("apt-get");
         c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
         c
     };
-    let install = ["install", "-y", "--no-install-recommends", "postgresql"];
+    let mut install = vec!["install", "-y", "--no-install-recommends"];
+    install.extend_from_slice(packages);
     if run_command(&mut apt(&install)).is_ok() {
         return Ok(());
     }
     // A fresh machine may have no package lists yet.
     run_command(&mut apt(&["update"]))?;
     run_command(&mut apt(&install)).map_err(|e| {
-        format!("{e}; the cluster tests need PostgreSQL (Debian: apt-get install postgresql)")
+        format!(
+            "{e}; {why} (Debian: apt-get install {})",
+            packages.join(" ")
+        )
     })
 }

@@ -1150,7 +1150,12 @@ async fn an_authorization_header_on_the_upload_url_is_refused_only_when_asked() 
         .await
         .unwrap();
     let seen = expect_graph_error(res, 401, "InvalidAuthenticationToken").await;
-    assert!(seen.body["error"]["message"].as_str().unwrap().contains("pre-authenticated"));
+    assert!(
+        seen.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("pre-authenticated")
+    );
     assert_eq!(strict.put(&url, &data, 0, 999).await.status(), 200);
     // As a fault of the test double, too.
     let faulty = Harness::start_with(|c| c.with_faults("put:auth401:1".parse().unwrap())).await;
