@@ -258,6 +258,20 @@ impl Route {
             ["users", id, rest @ ..] if !id.is_empty() => (User::Id((*id).to_owned()), rest),
             _ => return Err(no_route()),
         };
+        // `mailFolders/{Drafts|id}/messages…` names the same messages (python-o365
+        // creates its drafts there); folders are not kept apart.
+        let rest = match rest {
+            [f, folder, tail @ ..]
+                if f.eq_ignore_ascii_case("mailFolders")
+                    && !folder.is_empty()
+                    && tail
+                        .first()
+                        .is_some_and(|m| m.eq_ignore_ascii_case("messages")) =>
+            {
+                tail
+            }
+            _ => rest,
+        };
         let (kind, rest) = match rest {
             [c, rest @ ..] if c.eq_ignore_ascii_case("messages") => (ItemKind::Message, rest),
             [c, rest @ ..]
@@ -410,6 +424,28 @@ mod tests {
         ] {
             assert!(!is_host_and_port(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn messages_in_a_mail_folder_are_the_same_messages() {
+        let v1 = Version::V1;
+        assert_eq!(
+            Route::parse("/v1.0/me/mailFolders/Drafts/messages").unwrap(),
+            Route::CreateItem {
+                version: v1,
+                user: User::Me,
+                kind: ItemKind::Message
+            }
+        );
+        assert_eq!(
+            Route::parse(
+                "/v1.0/users/u1/MailFolders/AAMkF/messages/M1/attachments/createUploadSession"
+            )
+            .unwrap(),
+            Route::CreateUploadSession(item(v1, User::Id("u1".into()), ItemKind::Message, "M1"))
+        );
+        assert!(Route::parse("/v1.0/me/mailFolders/Drafts").is_err());
+        assert!(Route::parse("/v1.0/me/mailFolders/Drafts/events").is_err());
     }
 
     #[test]

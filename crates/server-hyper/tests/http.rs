@@ -1173,3 +1173,29 @@ async fn an_authorization_header_on_the_upload_url_is_refused_only_when_asked() 
     expect_graph_error(res, 401, "InvalidAuthenticationToken").await;
     assert_eq!(faulty.put(&url, &data, 0, 999).await.status(), 200);
 }
+
+#[tokio::test]
+async fn a_draft_created_in_the_drafts_folder_takes_an_upload_session() {
+    let h = Harness::start().await;
+    let (status, draft) = h
+        .graph(
+            Method::POST,
+            "/me/mailFolders/Drafts/messages",
+            Some(json!({"subject": "as python-o365 does"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let id = draft["id"].as_str().unwrap();
+    let data = data(1500);
+    let url = h
+        .session(&format!("/me/mailFolders/Drafts/messages/{id}"), 1500)
+        .await;
+    assert_eq!(h.upload(&url, &data, 1000).await.status(), 201);
+    let (status, list) = h
+        .graph(Method::GET, &format!("/me/messages/{id}/attachments"), None)
+        .await;
+    assert_eq!(
+        (status.as_u16(), list["value"][0]["size"].as_u64()),
+        (200, Some(1500))
+    );
+}
