@@ -145,6 +145,8 @@ fuzz_target!(|data: &[u8]| {
         phase: Phase::Open,
     };
     let mut ticket: Option<WriteTicket> = None;
+    // Tickets another request took over (the new request wins): never to count.
+    let mut stale: Vec<WriteTicket> = Vec::new();
     check(&s, &m, None);
 
     while !input.0.is_empty() {
@@ -199,7 +201,14 @@ fuzz_target!(|data: &[u8]| {
                 match result {
                     Ok(PutDecision::Write(t)) => {
                         assert_eq!(m.phase, Phase::Open);
-                        assert!(ticket.is_none(), "a second write while one is in flight");
+                        match ticket.take() {
+                            Some(old) => {
+                                assert!(t.supersedes(), "a second write while one is in flight");
+                                assert_eq!(old.range().start(), t.range().start());
+                                stale.push(old);
+                            }
+                            None => assert!(!t.supersedes()),
+                        }
                         let r = t.range();
                         assert_eq!(r.start(), m.prefix(), "not the next missing byte");
                         assert!(r.end() <= size && r.len() <= max_fragment);
@@ -287,12 +296,17 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
             }
-            // The storage write failed.
+            // The storage write failed; or a stale request finished its write.
             5 => {
                 if let Some(t) = ticket.take() {
                     let before = s.received();
                     s.write_failed(t);
                     assert_eq!(s.received(), before);
+                } else if let Some(old) = stale.pop() {
+                    let before = s.clone();
+                    let result = s.commit(now, old);
+                    assert!(result.is_err(), "a superseded write counted: {result:?}");
+                    assert_eq!(s.received(), before.received());
                 }
             }
             // GET {uploadUrl}.

@@ -72,7 +72,8 @@ pub enum Rule {
     /// `uploadSessionNotFound`.
     Cancel,
     /// Of two concurrent `PUT`s of one fragment, one is stored and answered; the
-    /// other gets the same answer or 409 `fragmentInProgress`.
+    /// other gets the same answer, or 409 (`fragmentInProgress`, or
+    /// `fragmentSuperseded` where the newer request took the fragment over).
     ConcurrentPut,
     /// `GET {Location}/$value` returns exactly the uploaded bytes.
     AttachmentBytes,
@@ -245,7 +246,7 @@ impl Rule {
             }
             Self::ConcurrentPut => {
                 "of two concurrent PUTs of one fragment one is stored; the other gets the same \
-                 answer or 409 fragmentInProgress"
+                 answer, or 409 (fragmentInProgress, or fragmentSuperseded where the newer won)"
             }
             Self::AttachmentBytes => "GET {Location}/$value returns exactly the uploaded bytes",
             Self::ErrorShape => {

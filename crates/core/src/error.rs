@@ -246,6 +246,10 @@ pub enum SessionError {
     /// The session was cancelled (`DELETE`) before this request.
     #[error("the upload session was cancelled")]
     Cancelled,
+    /// A newer request for the same fragment took over while this one was being
+    /// received (the new request wins); its bytes were not counted.
+    #[error("a newer request for the same fragment took over; this one was not counted")]
+    Superseded,
 }
 
 impl GraphError for SessionError {
@@ -253,6 +257,7 @@ impl GraphError for SessionError {
         match self {
             Self::Fragment(e) => e.status(),
             Self::Expired | Self::Cancelled => RequestError::SessionNotFound.status(),
+            Self::Superseded => StatusCode::CONFLICT,
         }
     }
 
@@ -260,6 +265,7 @@ impl GraphError for SessionError {
         match self {
             Self::Fragment(e) => e.code(),
             Self::Expired | Self::Cancelled => RequestError::SessionNotFound.code(),
+            Self::Superseded => "invalidRange",
         }
     }
 
@@ -267,6 +273,7 @@ impl GraphError for SessionError {
         match self {
             Self::Fragment(e) => e.inner_code(),
             Self::Expired | Self::Cancelled => RequestError::SessionNotFound.inner_code(),
+            Self::Superseded => Some("fragmentSuperseded"),
         }
     }
 }

@@ -207,12 +207,61 @@ enum State {
 pub struct WriteTicket {
     range: ByteRange,
     id: u64,
+    /// The [`Session`] value that issued it: a ticket never counts in another (one
+    /// restored from a snapshot, say), in release builds too.
+    instance: u64,
+    supersedes: bool,
 }
 
 impl WriteTicket {
     /// The bytes to read from the body and store, at `range().start()`.
     pub const fn range(&self) -> ByteRange {
         self.range
+    }
+
+    /// This ticket took over the same fragment from a write still in flight (a
+    /// stalled or half-open request: the new request wins). That write's ticket
+    /// can no longer commit; the adapter must stop it storing bytes before storing
+    /// these.
+    pub const fn supersedes(&self) -> bool {
+        self.supersedes
+    }
+}
+
+/// Where each [`Session`] value gets its identity: tickets of one never count in
+/// another. A counter, not a clock or a random source.
+static INSTANCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_instance() -> u64 {
+    INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A commit decided but not yet applied: [`Session::prepare_commit`] hands it out
+/// with the snapshot to persist; the adapter persists it, then calls
+/// [`Session::confirm`] (it is durable) or [`Session::abort`] (it is not).
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a pending commit must be confirmed or aborted, or the session stays busy"]
+pub struct PendingCommit {
+    ticket: WriteTicket,
+    snapshot: SessionSnapshot,
+    expires_at: SystemTime,
+    answer: Answer,
+}
+
+impl PendingCommit {
+    /// The session as it will be once this commit is confirmed: persist it first.
+    pub const fn snapshot(&self) -> &SessionSnapshot {
+        &self.snapshot
+    }
+
+    /// The answer the fragment gets once confirmed.
+    pub const fn answer(&self) -> &Answer {
+        &self.answer
+    }
+
+    /// The fragment being counted.
+    pub const fn range(&self) -> ByteRange {
+        self.ticket.range
     }
 }
 
@@ -277,6 +326,10 @@ pub struct Session {
     message: Option<MessageLimit>,
     state: State,
     tickets: u64,
+    instance: u64,
+    /// What the adapter must still clean up after the session closed; see
+    /// [`Session::poll_cleanup`].
+    cleanup: Option<Closed>,
 }
 
 impl Session {
@@ -309,6 +362,8 @@ impl Session {
                 in_flight: None,
             },
             tickets: 0,
+            instance: next_instance(),
+            cleanup: None,
         })
     }
 
@@ -455,9 +510,14 @@ impl Session {
                         .into());
                     }
                 }
-                if in_flight.is_some() {
-                    return Err(FragmentError::Busy.into());
-                }
+                // The new request wins: a fragment from the offset a write in flight
+                // started at takes that write's place (its client stalled or hung
+                // up half-open, and retried). Another offset waits its turn.
+                let supersedes = match in_flight {
+                    Some((held, _)) if held.start() == range.start() => true,
+                    Some(_) => return Err(FragmentError::Busy.into()),
+                    None => false,
+                };
                 // Fragments are taken in order: the next one starts at the first
                 // missing byte. That keeps every file a prefix plus nothing.
                 let expected = received
@@ -484,6 +544,8 @@ impl Session {
                 Ok(PutDecision::Write(WriteTicket {
                     range,
                     id: self.tickets,
+                    instance: self.instance,
+                    supersedes,
                 }))
             }
             State::Completed | State::Cancelled | State::Expired => {
@@ -538,41 +600,103 @@ impl Session {
     }
 
     /// The fragment of `ticket` is stored (durably, if the server promised that):
-    /// count it, extend the expiry, and return the answer to send.
+    /// count it, extend the expiry, and return the answer to send. For an adapter
+    /// with nothing to persist; one that writes a record uses
+    /// [`Session::prepare_commit`], then [`Session::confirm`] or [`Session::abort`].
     ///
-    /// Fails if the session was cancelled while the bytes were being written; the
-    /// adapter then discards them.
-    #[allow(clippy::needless_pass_by_value)] // consumed so that it cannot be used twice
+    /// Fails if the session was cancelled or expired while the bytes were being
+    /// written, or if another request took the fragment over; the adapter then
+    /// discards them.
     pub fn commit(&mut self, now: SystemTime, ticket: WriteTicket) -> Result<Answer, SessionError> {
+        let pending = self.prepare_commit(now, ticket)?;
+        Ok(self.confirm(pending))
+    }
+
+    /// Decides the commit of `ticket`'s stored bytes without applying it: the
+    /// returned [`PendingCommit`] holds the snapshot to persist and the answer to
+    /// send. Until it is confirmed or aborted the session stays as it was, and busy.
+    ///
+    /// Fails, consuming the ticket, when the session is closed or the ticket is not
+    /// the write in flight (superseded, or issued by another session value).
+    pub fn prepare_commit(
+        &mut self,
+        now: SystemTime,
+        ticket: WriteTicket,
+    ) -> Result<PendingCommit, SessionError> {
         let State::Open {
             received,
             in_flight,
-        } = &mut self.state
+        } = &self.state
         else {
             return match self.state {
                 State::Expired => Err(SessionError::Expired),
-                _ => Err(SessionError::Cancelled),
+                State::Cancelled => Err(SessionError::Cancelled),
+                // Only a write another request took over can still be out.
+                _ => Err(SessionError::Superseded),
             };
         };
-        debug_assert_eq!(
-            in_flight.map(|(_, id)| id),
-            Some(ticket.id),
-            "ticket of another write"
-        );
-        *in_flight = None;
+        if ticket.instance != self.instance || in_flight.map(|(_, id)| id) != Some(ticket.id) {
+            return Err(SessionError::Superseded);
+        }
+        let mut received = received.clone();
         received.insert(ticket.range);
-        if self.sliding_expiry {
-            self.expires_at = self.expires_at.max(now + self.ttl).min(self.hard_expiry);
-        }
-        if received.contains_range(ByteRange::new(0, self.size).expect("sessions are never empty"))
-        {
-            self.state = State::Completed;
-            return Ok(Answer::Completed);
-        }
-        Ok(Answer::Progress {
-            next_expected: received.next_expected(self.size),
-            expires_at: self.expires_at,
+        let expires_at = if self.sliding_expiry {
+            self.expires_at.max(now + self.ttl).min(self.hard_expiry)
+        } else {
+            self.expires_at
+        };
+        let whole = ByteRange::new(0, self.size).expect("sessions are never empty");
+        let (phase, answer) = if received.contains_range(whole) {
+            (Phase::Completed, Answer::Completed)
+        } else {
+            let next_expected = received.next_expected(self.size);
+            (
+                Phase::Open,
+                Answer::Progress {
+                    next_expected,
+                    expires_at,
+                },
+            )
+        };
+        let mut snapshot = self.snapshot();
+        snapshot.expires_at = expires_at;
+        snapshot.phase = phase;
+        snapshot.received = received
+            .ranges()
+            .iter()
+            .map(|r| [r.start(), r.end()])
+            .collect();
+        Ok(PendingCommit {
+            ticket,
+            snapshot,
+            expires_at,
+            answer,
         })
+    }
+
+    /// The pending commit is durable: count its bytes and return its answer.
+    pub fn confirm(&mut self, pending: PendingCommit) -> Answer {
+        if let State::Open {
+            received,
+            in_flight,
+        } = &mut self.state
+            && pending.ticket.instance == self.instance
+            && in_flight.map(|(_, id)| id) == Some(pending.ticket.id)
+        {
+            *in_flight = None;
+            received.insert(pending.ticket.range);
+            self.expires_at = pending.expires_at;
+            if pending.answer == Answer::Completed {
+                self.state = State::Completed;
+            }
+        }
+        pending.answer
+    }
+
+    /// The pending commit could not be made durable: nothing is counted, and the
+    /// session expects the same bytes again.
+    pub fn abort(&mut self, pending: PendingCommit) {
+        self.write_failed(pending.ticket);
     }
 
     /// The fragment of `ticket` was not (wholly) stored: forget it. The session
@@ -580,6 +704,7 @@ impl Session {
     #[allow(clippy::needless_pass_by_value)] // consumed so that it cannot be used twice
     pub fn write_failed(&mut self, ticket: WriteTicket) {
         if let State::Open { in_flight, .. } = &mut self.state
+            && ticket.instance == self.instance
             && in_flight.is_some_and(|(_, id)| id == ticket.id)
         {
             *in_flight = None;
@@ -599,9 +724,20 @@ impl Session {
     /// stays; an open session's partial bytes are to be discarded.
     pub fn cancel(&mut self, now: SystemTime) -> Result<Closed, SessionError> {
         self.check_alive(now)?;
-        let discard_partial = matches!(self.state, State::Open { .. });
+        let closed = Closed {
+            discard_partial: matches!(self.state, State::Open { .. }),
+        };
         self.state = State::Cancelled;
-        Ok(Closed { discard_partial })
+        self.cleanup = Some(closed);
+        Ok(closed)
+    }
+
+    /// What the adapter must still clean up since the session closed (by
+    /// [`Session::cancel`], [`Session::handle_timeout`], or a request that found it
+    /// expired), once: the next call answers `None`. Every closing path ends here,
+    /// so clean-up is written once.
+    pub fn poll_cleanup(&mut self) -> Option<Closed> {
+        self.cleanup.take()
     }
 
     /// When [`Session::handle_timeout`] should next be called, if ever.
@@ -631,7 +767,9 @@ impl Session {
             State::Completed => false,
         };
         self.state = State::Expired;
-        Some(Closed { discard_partial })
+        let closed = Closed { discard_partial };
+        self.cleanup = Some(closed);
+        Some(closed)
     }
 
     /// The durable part of the session, for the adapter to persist after each
@@ -670,14 +808,23 @@ impl Session {
             }
             received.insert(r);
         }
-        let state = match snapshot.phase {
-            Phase::Open => State::Open {
-                received,
-                in_flight: None,
-            },
-            Phase::Completed => State::Completed,
-            Phase::Cancelled => State::Cancelled,
-            Phase::Expired => State::Expired,
+        // A record left in a closed phase (its deletion failed) still has to go;
+        // its bytes are kept, since whether an attachment uses them is no longer
+        // known (the orphan sweep finds unreferenced ones).
+        let keep = Closed {
+            discard_partial: false,
+        };
+        let (state, cleanup) = match snapshot.phase {
+            Phase::Open => (
+                State::Open {
+                    received,
+                    in_flight: None,
+                },
+                None,
+            ),
+            Phase::Completed => (State::Completed, None),
+            Phase::Cancelled => (State::Cancelled, Some(keep)),
+            Phase::Expired => (State::Expired, Some(keep)),
         };
         Ok(Self {
             size,
@@ -691,7 +838,40 @@ impl Session {
             message: None,
             state,
             tickets: 0,
+            instance: next_instance(),
+            cleanup,
         })
+    }
+}
+
+/// What start-up does with a session record it finds in storage.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use]
+#[non_exhaustive]
+pub enum Recovery {
+    /// The session goes on as recorded.
+    Resume(Session),
+    /// Its completion was cut short after the attachment record was written (the
+    /// record that proves the upload whole): make the attachment's bytes from the
+    /// session's, then persist this session, now completed.
+    FinishCompletion(Session),
+}
+
+impl Recovery {
+    /// Decides what becomes of a recorded session; `attachment_recorded` says
+    /// whether the attachment record of its upload exists. A record that cannot be
+    /// a session is an error, for the adapter to set aside.
+    pub fn decide(
+        snapshot: &SessionSnapshot,
+        attachment_recorded: bool,
+    ) -> Result<Self, SnapshotError> {
+        if snapshot.phase == Phase::Open && attachment_recorded {
+            let mut done = snapshot.clone();
+            done.phase = Phase::Completed;
+            done.received = vec![[0, snapshot.size]];
+            return Session::restore(&done).map(Self::FinishCompletion);
+        }
+        Session::restore(snapshot).map(Self::Resume)
     }
 }
 
@@ -864,12 +1044,12 @@ mod tests {
     }
 
     #[test]
-    fn concurrent_fragment_is_busy_until_the_first_is_answered() {
+    fn another_offset_is_busy_until_the_write_in_flight_is_answered() {
         let mut s = Session::open(t(0), 100, &limits(10)).unwrap();
         let PutDecision::Write(ticket) = put(&mut s, t(0), 0, 9).unwrap() else {
             panic!()
         };
-        assert_eq!(code(put(&mut s, t(0), 0, 9)), (409, "fragmentInProgress"));
+        assert!(!ticket.supersedes());
         assert_eq!(code(put(&mut s, t(0), 10, 19)), (409, "fragmentInProgress"));
         s.write_failed(ticket);
         assert_eq!(
@@ -881,6 +1061,117 @@ mod tests {
             put(&mut s, t(0), 0, 9).unwrap(),
             PutDecision::Write(_)
         ));
+    }
+
+    #[test]
+    fn the_new_request_for_the_same_offset_wins_and_the_stale_one_never_counts() {
+        let mut s = Session::open(t(0), 100, &limits(10)).unwrap();
+        let PutDecision::Write(stale) = put(&mut s, t(0), 0, 9).unwrap() else {
+            panic!()
+        };
+        let PutDecision::Write(fresh) = put(&mut s, t(1), 0, 9).unwrap() else {
+            panic!("the retry takes over")
+        };
+        assert!(fresh.supersedes());
+        assert_eq!(s.commit(t(2), stale), Err(SessionError::Superseded));
+        assert_eq!(
+            s.received(),
+            RangeSet::new(),
+            "the stale write counts nothing"
+        );
+        // A write that failed after being superseded does not free the new one's place.
+        assert_eq!(code(put(&mut s, t(2), 10, 19)), (409, "fragmentInProgress"));
+        assert!(matches!(s.commit(t(2), fresh), Ok(Answer::Progress { .. })));
+        assert_eq!(s.next_expected().ranges()[0].start(), 10);
+    }
+
+    #[test]
+    fn a_ticket_never_counts_in_a_session_restored_under_it() {
+        let mut s = Session::open(t(0), 100, &limits(10)).unwrap();
+        let PutDecision::Write(ticket) = put(&mut s, t(0), 0, 9).unwrap() else {
+            panic!()
+        };
+        let mut restored = Session::restore(&s.snapshot()).unwrap();
+        let PutDecision::Write(own) = put(&mut restored, t(0), 0, 9).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            restored.commit(t(1), ticket),
+            Err(SessionError::Superseded),
+            "a ticket of another session value"
+        );
+        assert!(restored.commit(t(1), own).is_ok());
+    }
+
+    #[test]
+    fn a_pending_commit_counts_only_once_confirmed() {
+        let mut s = Session::open(t(0), 20, &limits(10)).unwrap();
+        let PutDecision::Write(ticket) = put(&mut s, t(5), 0, 9).unwrap() else {
+            panic!()
+        };
+        let pending = s.prepare_commit(t(5), ticket).unwrap();
+        assert_eq!(pending.snapshot().received, vec![[0, 10]]);
+        assert_eq!(
+            s.received(),
+            RangeSet::new(),
+            "nothing counted before confirm"
+        );
+        assert_eq!(code(put(&mut s, t(5), 10, 19)), (409, "fragmentInProgress"));
+        s.abort(pending);
+        assert_eq!(s.received(), RangeSet::new());
+        let PutDecision::Write(ticket) = put(&mut s, t(6), 0, 9).unwrap() else {
+            panic!("the same bytes are expected again")
+        };
+        let pending = s.prepare_commit(t(6), ticket).unwrap();
+        let snapshot = pending.snapshot().clone();
+        assert!(matches!(s.confirm(pending), Answer::Progress { .. }));
+        assert_eq!(
+            s.snapshot(),
+            snapshot,
+            "what was persisted is what the session is"
+        );
+    }
+
+    #[test]
+    fn every_closing_leaves_one_cleanup_to_poll() {
+        let mut s = Session::open(t(0), 20, &limits(10)).unwrap();
+        write(&mut s, t(0), 0, 9);
+        // A request finds it expired: the clean-up waits for the adapter.
+        assert_eq!(s.status(t(500)), Err(SessionError::Expired));
+        assert_eq!(
+            s.poll_cleanup(),
+            Some(Closed {
+                discard_partial: true
+            })
+        );
+        assert_eq!(s.poll_cleanup(), None, "once");
+        let mut done = Session::open(t(0), 10, &limits(10)).unwrap();
+        write(&mut done, t(0), 0, 9);
+        let _ = done.cancel(t(1)).unwrap();
+        assert_eq!(
+            done.poll_cleanup(),
+            Some(Closed {
+                discard_partial: false
+            })
+        );
+    }
+
+    #[test]
+    fn recovery_finishes_a_completion_cut_short_and_resumes_the_rest() {
+        let mut s = Session::open(t(0), 20, &limits(10)).unwrap();
+        write(&mut s, t(0), 0, 9);
+        let snapshot = s.snapshot();
+        match Recovery::decide(&snapshot, true).unwrap() {
+            Recovery::FinishCompletion(done) => assert_eq!(done.phase(), Phase::Completed),
+            other => panic!("{other:?}"),
+        }
+        match Recovery::decide(&snapshot, false).unwrap() {
+            Recovery::Resume(open) => assert_eq!(open.received(), s.received()),
+            other => panic!("{other:?}"),
+        }
+        let mut broken = snapshot;
+        broken.size = 0;
+        assert!(Recovery::decide(&broken, false).is_err());
     }
 
     #[test]

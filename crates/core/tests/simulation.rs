@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::Response;
 use sha2::{Digest, Sha256};
-use upsession_core::error::{FragmentError, RequestError};
+use upsession_core::error::{RequestError, SessionError};
 use upsession_core::planner::{Action, Completion, Planner, PlannerConfig, TransportError};
 use upsession_core::session::{Limits, PutDecision, Session, SessionSnapshot};
 use upsession_core::{ContentRange, respond};
@@ -247,25 +247,18 @@ fn run(seed: u64) -> Result<Stats, String> {
                         server.put(now, id, cr, &source, false)
                     }
                     Some(_) => {
-                        // A duplicate arrives while the first is still being written.
+                        // A duplicate arrives while the first is still being written:
+                        // the new request wins, and the stale write never counts.
                         let s = server.sessions.get_mut(&id).unwrap();
                         match s.session.handle_put(now, Some(&cr.to_string()), None) {
-                            Ok(PutDecision::Write(ticket)) => {
-                                let busy = server.put(now, id, cr, &source, false);
+                            Ok(PutDecision::Write(stale)) => {
+                                let fresh = server.put(now, id, cr, &source, false);
                                 let s = server.sessions.get_mut(&id).unwrap();
-                                let r = ticket.range();
-                                let (a, b) = (
-                                    usize::try_from(r.start()).unwrap(),
-                                    usize::try_from(r.end()).unwrap(),
+                                assert_eq!(
+                                    s.session.commit(now, stale),
+                                    Err(SessionError::Superseded)
                                 );
-                                s.file[a..b].copy_from_slice(&source[a..b]);
-                                s.session.commit(now, ticket).unwrap();
-                                s.persisted = s.session.snapshot();
-                                if let Ok(res) = &busy {
-                                    let expected = respond::error(&FragmentError::Busy, "r", now);
-                                    assert_eq!(res.status(), expected.status());
-                                }
-                                busy
+                                fresh
                             }
                             _ => server.put(now, id, cr, &source, false),
                         }

@@ -59,6 +59,11 @@ struct SessionEntry {
     history: std::collections::VecDeque<serde_json::Value>,
     /// With a shared store: the session's lock, held for this one request.
     lock: Option<Box<dyn SessionLock>>,
+    /// Held by the request storing a fragment's bytes, from its first byte to its
+    /// commit: no two requests write the session's bytes at once.
+    writer: Arc<tokio::sync::Mutex<()>>,
+    /// Tells the request storing bytes that a newer request took its fragment over.
+    release: Arc<Notify>,
 }
 
 /// Requests remembered per session for inspection.
@@ -75,6 +80,8 @@ impl SessionEntry {
             session,
             history: std::collections::VecDeque::new(),
             lock: None,
+            writer: Arc::new(tokio::sync::Mutex::new(())),
+            release: Arc::new(Notify::new()),
         }
     }
 }
@@ -1146,52 +1153,75 @@ impl App {
                 )
             }
             PutDecision::Write(ticket) => {
-                // The body is read here, in the connection's own task (a spawned reader
-                // would cost a cross-thread wake-up per body frame). hyper drops this
-                // future when the client goes away: the guard then gives the ticket
-                // back, so the session never stays busy.
-                let mut guard = TicketGuard {
-                    entry: Arc::clone(entry),
-                    ticket: Some(ticket),
-                };
-                let range = guard.ticket.as_ref().expect("just set").range();
-                let written = match tokio::time::timeout(
-                    self.config.fragment_timeout,
-                    self.write_body(id, range, body, timeout),
-                )
-                .await
-                {
-                    Ok(written) => written,
-                    Err(_) => Err(fail(RequestError::Timeout)),
-                };
-                let ticket = guard.ticket.take().expect("taken once");
-                // Counting and recording run to their end in their own task: a
-                // completion is never cut short by a client hanging up.
-                let (app, entry2, id2) = (Arc::clone(self), Arc::clone(entry), id.to_owned());
-                let base = self
-                    .public_url
-                    .for_request(&parts.uri, &parts.headers)
-                    .into_owned();
-                let task =
-                    tokio::spawn(
-                        async move { app.commit(&id2, &entry2, ticket, written, &base).await },
-                    );
-                match task.await {
-                    Ok(result) => result?,
-                    Err(panicked) => {
-                        tracing::error!(session = %id, "fragment task failed: {panicked}");
-                        let mut e = entry.lock().await;
-                        e.session = Session::restore(&e.record.snapshot)
-                            .expect("a snapshot we wrote restores");
-                        return Err(fail(RequestError::Internal));
-                    }
-                }
+                self.write_fragment(parts, body, id, entry, ticket, timeout)
+                    .await?
             }
         };
         self.metrics
             .fragment_seconds
             .observe(started.elapsed().as_secs_f64());
         Ok(res)
+    }
+
+    /// Stores the bytes of a fragment the session took, then counts and records
+    /// them.
+    async fn write_fragment(
+        self: &Arc<Self>,
+        parts: &http::request::Parts,
+        body: Incoming,
+        id: &str,
+        entry: &Arc<tokio::sync::Mutex<SessionEntry>>,
+        ticket: WriteTicket,
+        timeout: Duration,
+    ) -> Result<Response<Body>, Failure> {
+        let (writer, release) = {
+            let e = entry.lock().await;
+            (Arc::clone(&e.writer), Arc::clone(&e.release))
+        };
+        // The new request wins: the stale writer stops and lets go before
+        // this one stores a byte.
+        if ticket.supersedes() {
+            release.notify_waiters();
+        }
+        // Created after our own notice: only a later takeover ends this write.
+        let released = release.notified();
+        let _writing = writer.lock().await;
+        // The body is read here, in the connection's own task (a spawned reader
+        // would cost a cross-thread wake-up per body frame). hyper drops this
+        // future when the client goes away: the guard then gives the ticket
+        // back, so the session never stays busy.
+        let mut guard = TicketGuard {
+            entry: Arc::clone(entry),
+            ticket: Some(ticket),
+        };
+        let range = guard.ticket.as_ref().expect("just set").range();
+        let written = tokio::select! {
+            written = tokio::time::timeout(
+                self.config.fragment_timeout,
+                self.write_body(id, range, body, timeout),
+            ) => written.unwrap_or_else(|_| Err(fail(RequestError::Timeout))),
+            () = released => Err(fail(upsession_core::error::SessionError::Superseded)),
+        };
+        let ticket = guard.ticket.take().expect("taken once");
+        // Counting and recording run to their end in their own task: a
+        // completion is never cut short by a client hanging up.
+        let (app, entry2, id2) = (Arc::clone(self), Arc::clone(entry), id.to_owned());
+        let base = self
+            .public_url
+            .for_request(&parts.uri, &parts.headers)
+            .into_owned();
+        let task =
+            tokio::spawn(async move { app.commit(&id2, &entry2, ticket, written, &base).await });
+        match task.await {
+            Ok(result) => result,
+            Err(panicked) => {
+                tracing::error!(session = %id, "fragment task failed: {panicked}");
+                let mut e = entry.lock().await;
+                e.session =
+                    Session::restore(&e.record.snapshot).expect("a snapshot we wrote restores");
+                Err(fail(RequestError::Internal))
+            }
+        }
     }
 
     /// The message's size limit and its other attachments, when a limit is set: it

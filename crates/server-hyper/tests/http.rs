@@ -614,30 +614,63 @@ async fn a_cut_off_fragment_leaves_no_trace() {
 }
 
 #[tokio::test]
-async fn a_second_fragment_while_one_is_in_progress_is_409() {
-    let h = Harness::start().await;
+async fn a_retry_of_a_stalled_fragment_takes_over_at_once() {
+    // A body that stalls would hold its fragment for a minute: the retry must not wait.
+    let h =
+        Harness::start_with(|c| c.with_timeouts(Duration::from_secs(5), Duration::from_secs(60)))
+            .await;
     let id = h.draft().await;
     let data = data(3000);
     let url = h.session(&format!("/me/messages/{id}"), 3000).await;
-    let mut slow = raw_put(&url, "bytes 0-999/3000", 1000, &data[..500]).await;
-    // Wait until the server has taken the first fragment's headers.
-    let mut busy = false;
-    for _ in 0..50 {
-        let res = h.put(&url, &data, 0, 999).await;
+    let mut stale = raw_put(&url, "bytes 0-999/3000", 1000, &data[..500]).await;
+    // Wait until the server holds the stale fragment (its bytes are being received).
+    let mut held = false;
+    for _ in 0..100 {
+        let res = h.put(&url, &data, 1000, 1999).await;
         if res.status() == 409 {
             expect_graph_error(res, 409, "invalidRange/fragmentInProgress").await;
-            busy = true;
+            held = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(busy, "the concurrent PUT was never refused");
-    slow.write_all(&data[500..1000]).await.unwrap();
+    assert!(
+        held,
+        "another offset was never refused while the fragment was in flight"
+    );
+    let retry = tokio::time::timeout(Duration::from_secs(20), h.put(&url, &data, 0, 999))
+        .await
+        .expect("the retry is answered without waiting for the stalled body");
+    assert_eq!(retry.status(), 200);
+    assert_eq!(
+        json_of(retry).await["nextExpectedRanges"],
+        json!(["1000-2999"])
+    );
+    // The stale request is told, and its bytes never count.
     let mut answer = vec![0; 1024];
-    let n = slow.read(&mut answer).await.unwrap();
-    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"));
-    let status = json_of(h.http.get(&url).send().await.unwrap()).await;
-    assert_eq!(status["nextExpectedRanges"], json!(["1000-2999"]));
+    let n = tokio::time::timeout(Duration::from_secs(20), stale.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 409"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    let done = h.upload(&url, &data, 1000).await;
+    assert_eq!(done.status(), 201);
+    let location = done.headers()["location"].to_str().unwrap().to_owned();
+    let stored = h
+        .http
+        .get(format!("{location}/$value"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&stored[..], &data[..]);
 }
 
 #[tokio::test]

@@ -824,6 +824,9 @@ impl Ctx {
                 }
                 self.render(id, &answer, true, now)
             }
+            Some(Err(SessionError::Superseded)) if self.breaks(Break::BusyIs500) => {
+                self.error(&RequestError::Internal)
+            }
             Some(Err(e)) => self.error(&e),
             None => self.error(&RequestError::SessionNotFound),
         }

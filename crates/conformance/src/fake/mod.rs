@@ -334,7 +334,8 @@ pub enum Break {
     ForgetsCompleted,
     /// `DELETE {uploadUrl}` answers 200 with a JSON body.
     DeleteAnswers200,
-    /// A second concurrent fragment is answered 500 instead of 409.
+    /// A second concurrent fragment (refused, or taken over by a newer one) is
+    /// answered 500 instead of 409.
     BusyIs500,
     /// The last byte of each fragment is not stored (an inclusive-range slip).
     DropsLastByte,

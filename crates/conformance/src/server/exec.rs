@@ -1213,7 +1213,7 @@ impl<'a> Exec<'a> {
     }
 
     /// Judges the answers to two concurrent `PUT`s of one fragment: one is the
-    /// writer, judged as any next fragment; the other got 409 `fragmentInProgress`
+    /// writer, judged as any next fragment; the other got 409 (in progress, superseded)
     /// or what the fragment gets once stored.
     fn judge_pair(&mut self, i: usize, pair: &Pair<'_>) -> Result<(), Violation> {
         let Pair {
@@ -1242,6 +1242,34 @@ impl<'a> Exec<'a> {
             };
             !fits(r1, expect) && fits(r1, again) && fits(r2, expect)
         };
+        // The newer request may have taken the fragment over (the new request wins):
+        // then the first must show it was not stored, or get what a re-send gets.
+        let (second_won, first_fits_again) = {
+            let fits = |r: &Result<Reply, String>, e: &Expect| {
+                r.as_ref()
+                    .is_ok_and(|reply| self.assess(i, reply, e, Rule::ConcurrentPut).is_ok())
+            };
+            (
+                !busy1 && !busy2 && r1.is_ok() && fits(r2, expect) && !fits(r1, expect),
+                fits(r1, again),
+            )
+        };
+        if second_won {
+            self.judge(i, step2, r2, expect, first_rule)?;
+            if !first_fits_again {
+                let bad = violation(
+                    Rule::ConcurrentPut,
+                    format!(
+                        "the newer PUT was stored; the one it took over must get 409 or the \
+                         answer to a re-send, not {}",
+                        r1.as_ref().map_or_else(Clone::clone, Reply::brief)
+                    ),
+                );
+                return Err(self.at(step1, bad));
+            }
+            self.stats.checked(Rule::ConcurrentPut);
+            return Ok(());
+        }
         if r1.is_ok() && !busy1 && !swapped {
             // The first PUT was the writer: judged as any next fragment.
             self.judge(i, step1, r1, expect, first_rule)?;
@@ -1262,7 +1290,7 @@ impl<'a> Exec<'a> {
                                 bad.rule,
                                 format!(
                                     "{}; a concurrent PUT of the same fragment must get {wanted} \
-                                 or 409 fragmentInProgress",
+                                 or 409",
                                     bad.message
                                 ),
                             )
@@ -1340,7 +1368,8 @@ fn assess_error_only(reply: &Reply, expect: &Expect, rule: Rule) -> Result<(), V
     Ok(())
 }
 
-/// Whether an answer is Graph's 409 `fragmentInProgress`; a 409 that is not Graph's
+/// Whether an answer is Graph's 409 `fragmentInProgress` or `fragmentSuperseded`; a
+/// 409 that is not Graph's
 /// error JSON breaks `error-shape`.
 fn busy(reply: &Result<Reply, String>) -> Result<bool, Violation> {
     let Ok(reply) = reply else {
@@ -1357,7 +1386,11 @@ fn busy(reply: &Result<Reply, String>) -> Result<bool, Violation> {
                 reply.brief()
             ),
         )),
-        Some(codes) => Ok(codes.detail() == "fragmentInProgress"),
+        // Refused while the other is stored, or taken over by it (the new request wins).
+        Some(codes) => Ok(matches!(
+            codes.detail(),
+            "fragmentInProgress" | "fragmentSuperseded"
+        )),
     }
 }
 
