@@ -236,6 +236,30 @@ fn next_instance() -> u64 {
     INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Whether a request for `incoming` takes the place of a write still in flight for
+/// `held`: it starts at the same byte, so it is that fragment sent again (its first
+/// request stalled, or its connection died half-open). The new request wins.
+pub fn takes_over(held: ByteRange, incoming: ByteRange) -> bool {
+    held.start() == incoming.start()
+}
+
+/// What a fragment gets while another request holds its session to write (where
+/// the session a decision was made on does not know of that write: read from the
+/// last commit, say): re-sends and header refusals are answered as decided; new
+/// bytes, and refusals of where they start, wait their turn (409
+/// `fragmentInProgress`), as [`Session::handle_put`] answers with the write in flight.
+pub fn while_busy(
+    decision: Result<PutDecision, SessionError>,
+) -> Result<PutDecision, SessionError> {
+    match decision {
+        Ok(PutDecision::Write(_))
+        | Err(SessionError::Fragment(
+            FragmentError::OutOfOrder { .. } | FragmentError::Overlap { .. },
+        )) => Err(FragmentError::Busy.into()),
+        other => other,
+    }
+}
+
 /// A commit decided but not yet applied: [`Session::prepare_commit`] hands it out
 /// with the snapshot to persist; the adapter persists it, then calls
 /// [`Session::confirm`] (it is durable) or [`Session::abort`] (it is not).
@@ -514,7 +538,7 @@ impl Session {
                 // started at takes that write's place (its client stalled or hung
                 // up half-open, and retried). Another offset waits its turn.
                 let supersedes = match in_flight {
-                    Some((held, _)) if held.start() == range.start() => true,
+                    Some((held, _)) if takes_over(*held, range) => true,
                     Some(_) => return Err(FragmentError::Busy.into()),
                     None => false,
                 };
@@ -1083,6 +1107,33 @@ mod tests {
         assert_eq!(code(put(&mut s, t(2), 10, 19)), (409, "fragmentInProgress"));
         assert!(matches!(s.commit(t(2), fresh), Ok(Answer::Progress { .. })));
         assert_eq!(s.next_expected().ranges()[0].start(), 10);
+    }
+
+    #[test]
+    fn while_another_request_writes_only_resends_and_header_refusals_are_answered() {
+        let mut committed = Session::open(t(0), 100, &limits(10)).unwrap();
+        write(&mut committed, t(0), 0, 9);
+        let busy = |s: &mut Session, first, last| code(while_busy(put(s, t(1), first, last)));
+        assert_eq!(
+            busy(&mut committed.clone(), 10, 19),
+            (409, "fragmentInProgress")
+        );
+        assert_eq!(
+            busy(&mut committed.clone(), 30, 39),
+            (409, "fragmentInProgress")
+        );
+        assert_eq!(
+            busy(&mut committed.clone(), 5, 14),
+            (409, "fragmentInProgress")
+        );
+        assert_eq!(
+            busy(&mut committed.clone(), 10, 40),
+            (413, "maxFragmentLengthExceeded")
+        );
+        assert!(matches!(
+            while_busy(put(&mut committed, t(1), 0, 9)),
+            Ok(PutDecision::Replay { .. })
+        ));
     }
 
     #[test]

@@ -16,15 +16,12 @@ use std::fmt::Write as _;
 use std::io;
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
+use super::{AttachmentRecord, ItemRecord, ItemView, SessionRecord, deadline};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use serde::Serialize;
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Json;
-use upsession_core::session::Session;
-
-use super::{AttachmentRecord, ItemRecord, Loaded, Locked, MetaStore, SessionLock, SessionRecord};
 
 /// The schema, in order: (version, name, SQL).
 const MIGRATIONS: &[(i32, &str, &str)] = &[(
@@ -86,13 +83,6 @@ fn to_json<T: Serialize>(v: &T) -> io::Result<serde_json::Value> {
 
 fn from_json<T: for<'de> serde::Deserialize<'de>>(v: serde_json::Value) -> io::Result<T> {
     serde_json::from_value(v).map_err(json_err)
-}
-
-/// When the sweeper must look at a session next.
-fn deadline(record: &SessionRecord) -> Option<SystemTime> {
-    Session::restore(&record.snapshot)
-        .ok()
-        .and_then(|s| s.poll_timeout())
 }
 
 impl Postgres {
@@ -189,13 +179,20 @@ impl Postgres {
     }
 }
 
-#[async_trait]
-impl MetaStore for Postgres {
-    fn shared(&self) -> bool {
-        true
-    }
+/// What [`Postgres::lock_session`] found.
+pub(crate) enum PgLocked {
+    /// The row, locked by our transaction.
+    Held(Box<PgLock>),
+    /// Another transaction (on any node) holds it.
+    Busy,
+    /// Too many sessions are locked on this node already: try again shortly.
+    Saturated,
+    /// No such session.
+    Missing,
+}
 
-    async fn server_key(&self) -> io::Result<[u8; 32]> {
+impl Postgres {
+    pub(crate) async fn server_key(&self) -> io::Result<[u8; 32]> {
         let mut fresh = [0u8; 32];
         getrandom::fill(&mut fresh).map_err(|e| io::Error::other(e.to_string()))?;
         let client = self.client().await?;
@@ -216,7 +213,7 @@ impl MetaStore for Postgres {
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "server key is not 32 bytes"))
     }
 
-    async fn put_item(&self, item: &ItemRecord) -> io::Result<()> {
+    pub(crate) async fn put_item(&self, item: &ItemRecord) -> io::Result<()> {
         self.client()
             .await?
             .execute(
@@ -229,37 +226,20 @@ impl MetaStore for Postgres {
             .map(drop)
     }
 
-    async fn put_attachment(&self, attachment: &AttachmentRecord) -> io::Result<()> {
-        insert_attachment(&**self.client().await?, attachment).await
-    }
-
-    async fn put_session(&self, session: &SessionRecord) -> io::Result<()> {
+    pub(crate) async fn put_session(&self, session: &SessionRecord) -> io::Result<()> {
         self.client()
             .await?
             .execute(
                 "INSERT INTO sessions (id, record, deadline) VALUES ($1, $2, $3)
                  ON CONFLICT (id) DO UPDATE SET record = excluded.record, deadline = excluded.deadline",
-                &[&session.id, &Json(to_json(session)?), &deadline(session)],
+                &[&session.id, &Json(to_json(session)?), &deadline(&session.snapshot)],
             )
             .await
             .map_err(db_err)
             .map(drop)
     }
 
-    async fn delete_session(&self, id: &str) -> io::Result<()> {
-        self.client()
-            .await?
-            .execute("DELETE FROM sessions WHERE id = $1", &[&id])
-            .await
-            .map_err(db_err)
-            .map(drop)
-    }
-
-    async fn load(&self) -> io::Result<Loaded> {
-        Ok(Loaded::default())
-    }
-
-    async fn get_item(&self, id: &str) -> io::Result<Option<(ItemRecord, Vec<AttachmentRecord>)>> {
+    pub(crate) async fn get_item(&self, id: &str) -> io::Result<Option<ItemView>> {
         let client = self.client().await?;
         let Some(row) = client
             .query_opt("SELECT record FROM items WHERE id = $1", &[&id])
@@ -279,10 +259,13 @@ impl MetaStore for Postgres {
             .into_iter()
             .map(|r| from_json(r.get::<_, Json<serde_json::Value>>(0).0))
             .collect::<io::Result<Vec<AttachmentRecord>>>()?;
-        Ok(Some((item, attachments)))
+        Ok(Some(ItemView {
+            record: item,
+            attachments,
+        }))
     }
 
-    async fn get_session(&self, id: &str) -> io::Result<Option<SessionRecord>> {
+    pub(crate) async fn get_session(&self, id: &str) -> io::Result<Option<SessionRecord>> {
         self.client()
             .await?
             .query_opt("SELECT record FROM sessions WHERE id = $1", &[&id])
@@ -292,9 +275,10 @@ impl MetaStore for Postgres {
             .transpose()
     }
 
-    async fn lock_session(&self, id: &str) -> io::Result<Locked> {
+    /// Locks a session's row for this request, with `NOWAIT`.
+    pub(crate) async fn lock_session(&self, id: &str) -> io::Result<PgLocked> {
         let Ok(permit) = std::sync::Arc::clone(&self.locks).try_acquire_owned() else {
-            return Ok(Locked::Saturated);
+            return Ok(PgLocked::Saturated);
         };
         // The guard exists before `BEGIN` is sent: however this future ends, the
         // transaction is rolled back before the connection is used again.
@@ -320,15 +304,19 @@ impl MetaStore for Postgres {
         match found {
             Ok(Some(row)) => {
                 lock.record = Some(from_json(row.get::<_, Json<serde_json::Value>>(0).0)?);
-                Ok(Locked::Held(Box::new(lock)))
+                Ok(PgLocked::Held(Box::new(lock)))
             }
-            Ok(None) => Ok(Locked::Missing),
-            Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => Ok(Locked::Busy),
+            Ok(None) => Ok(PgLocked::Missing),
+            Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => Ok(PgLocked::Busy),
             Err(e) => Err(db_err(e)),
         }
     }
 
-    async fn due_sessions(&self, now: SystemTime, limit: u32) -> io::Result<Vec<String>> {
+    pub(crate) async fn due_sessions(
+        &self,
+        now: SystemTime,
+        limit: u32,
+    ) -> io::Result<Vec<String>> {
         Ok(self
             .client()
             .await?
@@ -341,6 +329,21 @@ impl MetaStore for Postgres {
             .into_iter()
             .map(|r| r.get(0))
             .collect())
+    }
+
+    /// Up to `limit` session records, for the test double's inspection route.
+    pub(crate) async fn list_sessions(&self, limit: u32) -> io::Result<Vec<SessionRecord>> {
+        self.client()
+            .await?
+            .query(
+                "SELECT record FROM sessions ORDER BY id LIMIT $1",
+                &[&i64::from(limit)],
+            )
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .map(|row| from_json(row.get::<_, Json<serde_json::Value>>(0).0))
+            .collect()
     }
 }
 
@@ -363,8 +366,9 @@ async fn insert_attachment(
         .map(drop)
 }
 
-/// A session row locked by an open transaction on a pooled connection.
-struct PgLock {
+/// A session row locked by an open transaction on a pooled connection. Dropped
+/// without [`PgLock::save`], it is rolled back.
+pub(crate) struct PgLock {
     /// `None` once saved.
     client: Option<Object>,
     record: Option<SessionRecord>,
@@ -380,14 +384,16 @@ impl PgLock {
     }
 }
 
-#[async_trait]
-impl SessionLock for PgLock {
-    fn record(&self) -> &SessionRecord {
+impl PgLock {
+    /// The session's record as it was when locked.
+    pub(crate) fn record(&self) -> &SessionRecord {
         self.record.as_ref().expect("a held lock has its record")
     }
 
-    async fn save(
-        mut self: Box<Self>,
+    /// Writes the new record (or deletes it, with `None`) and, with it, a finished
+    /// attachment, all or nothing; then releases the lock.
+    pub(crate) async fn save(
+        mut self,
         session: Option<&SessionRecord>,
         attachment: Option<&AttachmentRecord>,
     ) -> io::Result<()> {
@@ -399,7 +405,7 @@ impl SessionLock for PgLock {
             Some(s) => client
                 .execute(
                     "UPDATE sessions SET record = $2, deadline = $3 WHERE id = $1",
-                    &[&s.id, &Json(to_json(s)?), &deadline(s)],
+                    &[&s.id, &Json(to_json(s)?), &deadline(&s.snapshot)],
                 )
                 .await
                 .map_err(db_err)?,
@@ -413,7 +419,9 @@ impl SessionLock for PgLock {
         Ok(())
     }
 
-    async fn release(mut self: Box<Self>) {
+    /// Releases the lock, changing nothing, now (a dropped lock is released too,
+    /// but a moment later: another node asking at once would find it held).
+    pub(crate) async fn release(mut self) {
         if let Some(client) = self.client.take() {
             rollback(client).await;
         }

@@ -27,7 +27,23 @@ use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt as _};
 use tokio::io::AsyncWriteExt as _;
 use upsession_core::ByteRange;
 
-use super::{AttachmentRecord, BlobStore, ByteStream, FragmentWriter, SessionRecord, safe};
+use super::{AttachmentRecord, ByteStream, FragmentWriter, SessionRecord, safe};
+
+/// An access key, where it is not taken from `AWS_*` variables.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct S3Credentials {
+    pub(crate) key_id: String,
+    pub(crate) secret: String,
+}
+
+impl std::fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Credentials")
+            .field("key_id", &self.key_id)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
 
 /// An S3 bucket.
 #[derive(Debug, Clone)]
@@ -57,7 +73,7 @@ impl S3 {
     /// Opens `s3://BUCKET[?endpoint=URL][&region=R]`. Credentials and anything
     /// not in the URL come from the usual `AWS_*` environment variables
     /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ENDPOINT`, `AWS_REGION`).
-    pub(crate) fn open(url: &str) -> io::Result<Self> {
+    pub(crate) fn open(url: &str, credentials: Option<&S3Credentials>) -> io::Result<Self> {
         let invalid = |why: &str| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -73,6 +89,11 @@ impl S3 {
             return Err(invalid("it must name one bucket, as s3://BUCKET"));
         }
         let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Some(c) = credentials {
+            builder = builder
+                .with_access_key_id(&c.key_id)
+                .with_secret_access_key(&c.secret);
+        }
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             let value = percent_decode(value);
@@ -161,17 +182,9 @@ impl FragmentWriter for S3Writer {
     }
 }
 
-#[async_trait]
-impl BlobStore for S3 {
-    fn keeps_parts(&self) -> bool {
-        true
-    }
-
-    async fn create(&self, _session_id: &str) -> io::Result<()> {
-        Ok(())
-    }
-
-    async fn writer(
+impl S3 {
+    /// A writer for the object of one fragment of `session_id`.
+    pub(crate) fn writer(
         &self,
         session_id: &str,
         range: ByteRange,
@@ -183,13 +196,15 @@ impl BlobStore for S3 {
         }))
     }
 
-    async fn discard(&self, session_id: &str) -> io::Result<()> {
+    /// Deletes every object of a session.
+    pub(crate) async fn discard(&self, session_id: &str) -> io::Result<()> {
         self.delete_prefix(&prefix(session_id)?, &[])
             .await
             .map(drop)
     }
 
-    async fn promote(&self, session: &SessionRecord) -> io::Result<()> {
+    /// Deletes the objects of a completed session that its record did not count.
+    pub(crate) async fn promote(&self, session: &SessionRecord) -> io::Result<()> {
         // The counted parts stay where they are; stored-but-uncounted ones go.
         let keep = session
             .parts
@@ -201,7 +216,8 @@ impl BlobStore for S3 {
             .map(drop)
     }
 
-    async fn read(&self, attachment: &AttachmentRecord) -> io::Result<ByteStream> {
+    /// An attachment's bytes, its fragment objects streamed in order.
+    pub(crate) async fn read(&self, attachment: &AttachmentRecord) -> io::Result<ByteStream> {
         let session = attachment
             .session
             .clone()
@@ -258,11 +274,5 @@ impl BlobStore for S3 {
             .try_flatten();
         let stream = futures_util::stream::iter(first).flatten().chain(rest);
         Ok(Box::pin(stream))
-    }
-
-    async fn sweep_orphans(&self, _live: &[String]) -> io::Result<usize> {
-        // Other nodes' sessions live in the same bucket: a node never sweeps by
-        // listing. Expiry deletes each session's prefix.
-        Ok(0)
     }
 }

@@ -1,0 +1,643 @@
+//! The session engine: every operation on items, upload sessions and attachments,
+//! with no HTTP in sight. It owns locking (one request at a time changes a session,
+//! through the store's [`SessionGuard`]) and durability (bytes stored, then the
+//! commit persisted, then counted), and asks the core for every decision.
+//!
+//! Front-ends (the Graph routes today) turn requests into these calls and their
+//! results into answers.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt as _};
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+use upsession_core::error::{FragmentError, GraphError, RequestError, SessionError};
+use upsession_core::route::{ItemKind, ItemPath, User, Version};
+use upsession_core::session::{
+    Answer, Closed, Limits, MessageLimit, PutDecision, Session, WriteTicket, takes_over, while_busy,
+};
+use upsession_core::wire::AttachmentItem;
+use upsession_core::{ByteRange, ContentRange};
+
+use crate::metrics::Metrics;
+use crate::store::{
+    AttachmentRecord, ByteStream, ItemRecord, ItemView, Kind, Locked, SessionGuard, SessionRecord,
+    SessionStore, StoreError, Wait,
+};
+
+/// A refusal on its way to becoming Graph's error JSON.
+pub(crate) type Failure = Box<dyn GraphError + Send + Sync>;
+
+/// Boxes a core error as a [`Failure`].
+pub(crate) fn fail<E: GraphError + Send + Sync + 'static>(e: E) -> Failure {
+    Box::new(e)
+}
+
+/// Maps a storage failure to its answer: a full disk is 507, anything else 500.
+#[allow(clippy::needless_pass_by_value)] // shaped for `map_err`
+pub(crate) fn storage_failure(err: std::io::Error) -> Failure {
+    if err.raw_os_error() == Some(28) || err.kind() == std::io::ErrorKind::StorageFull {
+        warn!("storage full: {err}");
+        return fail(RequestError::InsufficientStorage);
+    }
+    tracing::error!("storage failed: {err}");
+    fail(RequestError::Internal)
+}
+
+fn store_failure(err: StoreError) -> Failure {
+    match err {
+        StoreError::Io(e) => storage_failure(e),
+        StoreError::Refused(e) => fail(e),
+    }
+}
+
+/// Why a fragment's body could not be read.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// The connection broke or the body was malformed.
+    Broken,
+    /// No byte came for too long.
+    Stalled,
+}
+
+/// A fragment's body, chunk by chunk.
+pub(crate) type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, BodyError>> + Send>>;
+
+/// What the engine needs to know of the configuration.
+#[derive(Clone, Debug)]
+pub(crate) struct Rules {
+    /// Session limits, with the dialect's session rules applied.
+    pub(crate) limits: Limits,
+    /// Exchange's message size limit, judged per fragment.
+    pub(crate) message_size_limit: Option<u64>,
+    /// The longest one fragment may take, however steadily it trickles.
+    pub(crate) fragment_timeout: Duration,
+}
+
+/// The request storing a session's bytes right now, on this node.
+#[derive(Debug)]
+struct Holder {
+    range: ByteRange,
+    release: Arc<Notify>,
+    token: u64,
+}
+
+/// The session engine. See the [module documentation](self).
+#[derive(Debug)]
+pub(crate) struct Engine {
+    store: Arc<dyn SessionStore>,
+    rules: Rules,
+    metrics: Arc<Metrics>,
+    holders: Mutex<HashMap<String, Holder>>,
+    tokens: std::sync::atomic::AtomicU64,
+    /// Woken when a deadline may have moved earlier, for the expiry driver.
+    pub(crate) deadlines_changed: Notify,
+}
+
+/// What a fragment's headers lead to; see [`Engine::begin_fragment`].
+pub(crate) enum Fragment {
+    /// Bytes already stored: read and discard `body_len` body bytes, then answer.
+    Replay {
+        answer: Answer,
+        body_len: u64,
+        record: SessionRecord,
+    },
+    /// New bytes: [`Writing::store`] the body.
+    Write(Writing),
+}
+
+/// New ids: opaque, URL- and path-safe (Graph's are opaque base64).
+pub(crate) fn random_id(prefix: &str) -> String {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 18];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+impl Engine {
+    pub(crate) fn new(store: Arc<dyn SessionStore>, rules: Rules, metrics: Arc<Metrics>) -> Self {
+        Self {
+            store,
+            rules,
+            metrics,
+            holders: Mutex::new(HashMap::new()),
+            tokens: std::sync::atomic::AtomicU64::new(1),
+            deadlines_changed: Notify::new(),
+        }
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    // ----- items and attachments -----
+
+    pub(crate) async fn create_item(
+        &self,
+        kind: ItemKind,
+        subject: String,
+        now: SystemTime,
+    ) -> Result<ItemRecord, Failure> {
+        let record = ItemRecord {
+            id: random_id("AAMk"),
+            kind: kind.into(),
+            subject,
+            created: now,
+        };
+        self.store
+            .put_item(&record)
+            .await
+            .map_err(storage_failure)?;
+        Ok(record)
+    }
+
+    /// The item at `path` (of the kind the path names) and its attachments.
+    pub(crate) async fn item(&self, path: &ItemPath) -> Result<ItemView, Failure> {
+        match self.store.item(&path.id).await.map_err(storage_failure)? {
+            Some(view) if Kind::from(path.kind) == view.record.kind => Ok(view),
+            _ => Err(fail(RequestError::ItemNotFound)),
+        }
+    }
+
+    pub(crate) async fn attachment(
+        &self,
+        path: &ItemPath,
+        aid: &str,
+    ) -> Result<AttachmentRecord, Failure> {
+        self.item(path)
+            .await?
+            .attachments
+            .into_iter()
+            .find(|a| a.meta.id == aid)
+            .ok_or_else(|| fail(RequestError::ItemNotFound))
+    }
+
+    pub(crate) async fn attachment_bytes(
+        &self,
+        att: &AttachmentRecord,
+    ) -> Result<ByteStream, Failure> {
+        self.store
+            .read_attachment(att)
+            .await
+            .map_err(storage_failure)
+    }
+
+    // ----- sessions -----
+
+    /// Opens a session for `item` on the item at `path`, created by `app`.
+    pub(crate) async fn create_session(
+        &self,
+        path: &ItemPath,
+        item: AttachmentItem,
+        app: &str,
+        now: SystemTime,
+    ) -> Result<(SessionRecord, Session), Failure> {
+        self.item(path).await?;
+        let session = Session::open(now, item.size, &self.rules.limits).map_err(fail)?;
+        let record = SessionRecord {
+            id: random_id(""),
+            item_id: path.id.clone(),
+            kind: path.kind.into(),
+            beta: path.version == Version::Beta,
+            user: match &path.user {
+                User::Me => None,
+                User::Id(u) => Some(u.clone()),
+            },
+            attachment_id: random_id("AAMk"),
+            app: app.to_owned(),
+            attachment: item,
+            snapshot: session.snapshot(),
+            parts: Vec::new(),
+        };
+        self.store
+            .create_session(&record)
+            .await
+            .map_err(storage_failure)?;
+        self.metrics.sessions_created.inc();
+        self.metrics.sessions_open.inc();
+        self.deadlines_changed.notify_one();
+        info!(session = %record.id, "upload session created");
+        Ok((record, session))
+    }
+
+    /// The session `id` as committed, restored for one decision.
+    async fn peeked(&self, id: &str) -> Result<(SessionRecord, Session), Failure> {
+        let record = self
+            .store
+            .peek(id)
+            .await
+            .map_err(storage_failure)?
+            .ok_or_else(|| fail(RequestError::SessionNotFound))?;
+        let session = restore(&record)?;
+        Ok((record, session))
+    }
+
+    /// `GET {uploadUrl}`.
+    pub(crate) async fn status(
+        &self,
+        id: &str,
+        now: SystemTime,
+    ) -> Result<(Answer, SessionRecord), Failure> {
+        let (record, mut session) = self.peeked(id).await?;
+        // A session found expired is cleaned up by the sweep: its deadline is past.
+        let answer = session.status(now).map_err(fail)?;
+        Ok((answer, record))
+    }
+
+    /// The app and mailbox a session belongs to, for throttling.
+    pub(crate) async fn owner(&self, id: &str) -> Option<(String, String)> {
+        let record = self.store.peek(id).await.ok()??;
+        let mailbox = record.user.unwrap_or_else(|| "me".into());
+        Some((record.app, mailbox))
+    }
+
+    /// Every session this node knows of, with the core's view of each.
+    pub(crate) async fn sessions(&self) -> Result<Vec<(SessionRecord, Session)>, Failure> {
+        let records = self.store.list_sessions().await.map_err(storage_failure)?;
+        Ok(records
+            .into_iter()
+            .filter_map(|r| Session::restore(&r.snapshot).ok().map(|s| (r, s)))
+            .collect())
+    }
+
+    /// Whether a request for `content_range` takes over the write this node has
+    /// in flight for `id` (the new request wins); if so, that write is told.
+    fn take_over(&self, id: &str, content_range: Option<&str>) -> bool {
+        let Some(incoming) = content_range.and_then(|c| c.parse::<ContentRange>().ok()) else {
+            return false;
+        };
+        let holders = self.holders.lock().expect("holders lock");
+        match holders.get(id) {
+            Some(h) if takes_over(h.range, incoming.range()) => {
+                h.release.notify_waiters();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Decides what to do with a fragment from its headers alone, before any body
+    /// byte is read. Re-sends and refusals never wait for a write in flight.
+    pub(crate) async fn begin_fragment(
+        self: &Arc<Self>,
+        id: &str,
+        content_range: Option<&str>,
+        content_length: Option<u64>,
+        now: SystemTime,
+    ) -> Result<Fragment, Failure> {
+        let wait = if self.take_over(id, content_range) {
+            Wait::ForRelease
+        } else {
+            Wait::No
+        };
+        let locked = self.store.lock(id, wait).await.map_err(store_failure)?;
+        let guard = match locked {
+            Locked::Held(guard) => guard,
+            Locked::Missing => return Err(fail(RequestError::SessionNotFound)),
+            Locked::Busy => {
+                // Another request writes: a re-send or a refusal is answered from
+                // what is committed; new bytes wait their turn.
+                let (record, mut session) = self.peeked(id).await?;
+                session.set_message_limit(self.message_limit(&record).await?);
+                return match while_busy(session.handle_put(now, content_range, content_length))
+                    .map_err(fail)?
+                {
+                    PutDecision::Replay {
+                        answer, body_len, ..
+                    } => Ok(Fragment::Replay {
+                        answer,
+                        body_len,
+                        record,
+                    }),
+                    PutDecision::Write(_) => Err(fail(FragmentError::Busy)),
+                };
+            }
+        };
+        let record = guard.record().clone();
+        let mut session = restore(&record)?;
+        session.set_message_limit(self.message_limit(&record).await?);
+        let decision = session.handle_put(now, content_range, content_length);
+        let cleanup = session.poll_cleanup();
+        match decision {
+            Err(e) => {
+                if let Some(closed) = cleanup {
+                    // The request found it expired: close it now.
+                    self.close(guard, closed).await;
+                } else {
+                    guard.release().await;
+                }
+                Err(fail(e))
+            }
+            Ok(PutDecision::Replay {
+                answer, body_len, ..
+            }) => {
+                // A replay changes nothing: others need not wait for its body.
+                guard.release().await;
+                Ok(Fragment::Replay {
+                    answer,
+                    body_len,
+                    record,
+                })
+            }
+            Ok(PutDecision::Write(ticket)) => {
+                Ok(Fragment::Write(self.writing(guard, session, ticket)))
+            }
+        }
+    }
+
+    /// Registers this node's writer of `session`, whom a newer request can ask to
+    /// let go.
+    fn writing(
+        self: &Arc<Self>,
+        guard: Box<dyn SessionGuard>,
+        session: Session,
+        ticket: WriteTicket,
+    ) -> Writing {
+        let id = guard.record().id.clone();
+        let release = Arc::new(Notify::new());
+        let token = self
+            .tokens
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Created before it is registered: no notice can be missed.
+        let released = Box::pin(Arc::clone(&release).notified_owned());
+        self.holders.lock().expect("holders lock").insert(
+            id.clone(),
+            Holder {
+                range: ticket.range(),
+                release,
+                token,
+            },
+        );
+        Writing {
+            engine: Arc::clone(self),
+            id,
+            token,
+            guard: Some(guard),
+            session,
+            ticket: Some(ticket),
+            released,
+        }
+    }
+
+    /// The message's size limit and its other attachments, when a limit is set.
+    async fn message_limit(&self, record: &SessionRecord) -> Result<Option<MessageLimit>, Failure> {
+        let Some(limit) = self.rules.message_size_limit else {
+            return Ok(None);
+        };
+        let attached = self
+            .item(&record.item_path())
+            .await?
+            .attachments
+            .iter()
+            .map(|a| a.meta.size)
+            .sum();
+        Ok(Some(MessageLimit { limit, attached }))
+    }
+
+    /// `DELETE {uploadUrl}`: a write in flight is asked to let go, then the session
+    /// is closed (an unfinished upload's bytes go; a finished one's attachment stays).
+    pub(crate) async fn cancel(&self, id: &str, now: SystemTime) -> Result<(), Failure> {
+        if let Some(h) = self.holders.lock().expect("holders lock").get(id) {
+            h.release.notify_waiters();
+        }
+        let guard = match self
+            .store
+            .lock(id, Wait::ForRelease)
+            .await
+            .map_err(store_failure)?
+        {
+            Locked::Held(guard) => guard,
+            Locked::Missing => return Err(fail(RequestError::SessionNotFound)),
+            Locked::Busy => return Err(fail(FragmentError::Busy)),
+        };
+        let mut session = restore(guard.record())?;
+        let result = session.cancel(now);
+        if let Some(closed) = session.poll_cleanup() {
+            let cancelled = result.is_ok();
+            let discard = closed.discard_partial;
+            let id = guard.record().id.clone();
+            guard.close(discard).await.map_err(storage_failure)?;
+            self.closed(&id, discard, cancelled);
+        }
+        result.map(drop).map_err(fail)
+    }
+
+    /// The `expire` fault of the test double: the session expires now.
+    pub(crate) async fn expire_now(&self, id: &str) {
+        if let Ok(Locked::Held(guard)) = self.store.lock(id, Wait::No).await {
+            let Ok(mut session) = restore(guard.record()) else {
+                return;
+            };
+            let _ = session.handle_timeout(session.hard_expiry());
+            match session.poll_cleanup() {
+                Some(closed) => self.close(guard, closed).await,
+                None => guard.release().await,
+            }
+        }
+    }
+
+    /// Closes a session the core found closed; failures are retried by the sweep.
+    async fn close(&self, guard: Box<dyn SessionGuard>, closed: Closed) {
+        let id = guard.record().id.clone();
+        match guard.close(closed.discard_partial).await {
+            Ok(()) => self.closed(&id, closed.discard_partial, false),
+            Err(e) => warn!(session = %id, error = %e, "could not close an expired session"),
+        }
+    }
+
+    fn closed(&self, id: &str, discarded: bool, cancelled: bool) {
+        self.metrics.sessions_open.dec();
+        if discarded {
+            if cancelled {
+                self.metrics.sessions_cancelled.inc();
+            } else {
+                self.metrics.sessions_expired.inc();
+            }
+        }
+        debug!(session = %id, cancelled, "session closed");
+    }
+
+    // ----- expiry -----
+
+    /// When the next session may expire.
+    pub(crate) fn next_due(&self, now: SystemTime) -> Option<SystemTime> {
+        self.store.next_due(now)
+    }
+
+    /// Expires what is due: partial bytes are deleted, completed attachments stay.
+    /// Works through due sessions in batches, a bounded number per call; a session
+    /// a request holds is left for the next sweep.
+    pub(crate) async fn sweep(&self, now: SystemTime) {
+        const BATCH: usize = 100;
+        for _ in 0..10 {
+            let due = match self.store.due(now, BATCH).await {
+                Ok(due) => due,
+                Err(e) => {
+                    warn!(error = %e, "could not look for expired sessions");
+                    return;
+                }
+            };
+            let full = due.len() == BATCH;
+            let mut closed = 0;
+            for id in due {
+                let Ok(Locked::Held(guard)) = self.store.lock(&id, Wait::No).await else {
+                    continue;
+                };
+                let Ok(mut session) = Session::restore(&guard.record().snapshot) else {
+                    // It can never be served; left in place it would stay due forever.
+                    tracing::error!(session = %id, "unusable session record deleted (its bytes are kept)");
+                    let _ = guard.close(false).await;
+                    continue;
+                };
+                let _ = session.handle_timeout(now);
+                match session.poll_cleanup() {
+                    Some(c) => {
+                        self.close(guard, c).await;
+                        closed += 1;
+                    }
+                    None => guard.release().await,
+                }
+            }
+            if !full || closed == 0 {
+                return;
+            }
+        }
+    }
+}
+
+/// The core session of a record; a record that cannot be one is our fault.
+fn restore(record: &SessionRecord) -> Result<Session, Failure> {
+    Session::restore(&record.snapshot).map_err(|e| {
+        tracing::error!(session = %record.id, error = %e, "unusable session record");
+        fail(RequestError::Internal)
+    })
+}
+
+/// A fragment being stored by the request that holds its session. Dropped before
+/// [`Writing::store`] ends (the client hung up), it stores nothing more, counts
+/// nothing, and lets go.
+pub(crate) struct Writing {
+    engine: Arc<Engine>,
+    id: String,
+    token: u64,
+    guard: Option<Box<dyn SessionGuard>>,
+    session: Session,
+    ticket: Option<WriteTicket>,
+    released: Pin<Box<tokio::sync::futures::OwnedNotified>>,
+}
+
+impl Writing {
+    /// The bytes to store.
+    pub(crate) fn range(&self) -> ByteRange {
+        self.ticket.as_ref().map_or_else(
+            || ByteRange::new(0, 1).expect("a non-empty range"),
+            WriteTicket::range,
+        )
+    }
+
+    /// Streams exactly the ticket's bytes to the store, then makes the commit
+    /// durable and counts it. A newer request for the same fragment stops it
+    /// (`Superseded`); the commit itself runs to its end even if the caller goes.
+    pub(crate) async fn store(
+        mut self,
+        body: BodyStream,
+        now: impl Fn() -> SystemTime + Send + 'static,
+    ) -> Result<(Answer, SessionRecord), Failure> {
+        let range = self.range();
+        let fragment_timeout = self.engine.rules.fragment_timeout;
+        let mut guard = self.guard.take().expect("a writing holds its guard");
+        let stored = tokio::select! {
+            stored = tokio::time::timeout(fragment_timeout, write_body(&mut *guard, range, body)) => {
+                stored.unwrap_or_else(|_| Err(fail(RequestError::Timeout)))
+            }
+            () = &mut self.released => Err(fail(SessionError::Superseded)),
+        };
+        stored?;
+        let ticket = self.ticket.take().expect("a writing holds its ticket");
+        let mut session = self.session.clone();
+        let engine = Arc::clone(&self.engine);
+        // Counting and recording run to their end in their own task: a completion is
+        // never cut short by a client hanging up.
+        let task = tokio::spawn(async move {
+            let now = now();
+            let pending = session.prepare_commit(now, ticket).map_err(fail)?;
+            let completed = (*pending.answer() == Answer::Completed)
+                .then(|| guard.record().attachment_record(now));
+            match guard.commit(range, pending.snapshot(), completed).await {
+                Ok(()) => {
+                    let answer = session.confirm(pending);
+                    engine.metrics.bytes_received.inc_by(range.len());
+                    engine.deadlines_changed.notify_one();
+                    if answer == Answer::Completed {
+                        engine.metrics.sessions_completed.inc();
+                        info!(session = %guard.record().id, attachment = %guard.record().attachment_id, "upload completed");
+                    }
+                    Ok((answer, guard.record().clone()))
+                }
+                Err(e) => {
+                    // Not durable, so not acknowledged: the session expects these
+                    // bytes again.
+                    session.abort(pending);
+                    Err(storage_failure(e))
+                }
+            }
+        });
+        task.await.unwrap_or_else(|panicked| {
+            tracing::error!(session = %self.id, "fragment task failed: {panicked}");
+            Err(fail(RequestError::Internal))
+        })
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        let mut holders = self.engine.holders.lock().expect("holders lock");
+        if holders.get(&self.id).is_some_and(|h| h.token == self.token) {
+            holders.remove(&self.id);
+        }
+    }
+}
+
+/// Streams exactly `range.len()` body bytes into the store at `range.start()`.
+async fn write_body(
+    guard: &mut dyn SessionGuard,
+    range: ByteRange,
+    mut body: BodyStream,
+) -> Result<(), Failure> {
+    let mut writer = guard.writer(range).await.map_err(store_failure)?;
+    let mut got: u64 = 0;
+    while let Some(chunk) = body.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(BodyError::Stalled) => return Err(fail(RequestError::Timeout)),
+            Err(BodyError::Broken) => {
+                return Err(fail(FragmentError::BodyLength {
+                    expected: range.len(),
+                    got,
+                }));
+            }
+        };
+        got += chunk.len() as u64;
+        if got > range.len() {
+            return Err(fail(FragmentError::BodyLength {
+                expected: range.len(),
+                got,
+            }));
+        }
+        writer.write(chunk).await.map_err(storage_failure)?;
+    }
+    if got != range.len() {
+        return Err(fail(FragmentError::BodyLength {
+            expected: range.len(),
+            got,
+        }));
+    }
+    writer.finish().await.map_err(storage_failure)
+}

@@ -1,0 +1,492 @@
+//! The Graph front-end: Microsoft Graph's routes (messages, events, calendarView,
+//! attachments, upload sessions) translated to [`Engine`] calls, and the engine's
+//! results to Graph's answers in the configured dialect.
+//!
+//! [`Graph::handle`] is the route table, read top to bottom; each handler splits the
+//! request, asks the engine, and renders with the core (`respond`, `Dialect`).
+//! Authentication, routing, request ids and the test double's faults are layers
+//! around it ([`crate::layers`]): a handler finds the parsed [`Route`] and the
+//! caller's app in the request's extensions.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full, StreamBody};
+use hyper::body::Frame;
+use upsession_core::credential::{CREDENTIAL_PARAM, Signer};
+use upsession_core::dialect::LocationStyle;
+use upsession_core::error::{CreateError, FragmentError, RequestError};
+use upsession_core::route::{ItemKind, ItemPath, Route, upload_path};
+use upsession_core::wire::{AttachmentItem, Collection, FileAttachment, Item};
+use upsession_core::{Dialect, respond};
+
+use crate::engine::{BodyError, BodyStream, Engine, Failure, Fragment, fail};
+use crate::layers::{App, ReqBody, RequestId, ResBody};
+use crate::store::{ItemView, SessionRecord};
+
+/// Largest JSON body accepted on Graph routes.
+const MAX_JSON_BODY: usize = 64 * 1024;
+
+/// After refusing a fragment from its headers, read (and drop) at most this much
+/// of its body, so that a client still sending reads the answer instead of a reset.
+const LINGER_MAX: u64 = 16 * 1024 * 1024;
+
+/// The base of the uploadUrls and `Location`s handed out.
+#[derive(Debug)]
+pub(crate) enum PublicUrl {
+    /// `--public-url`, or `http(s)://{listen}` for a specific listening address.
+    Fixed(String),
+    /// Listening on every interface (`0.0.0.0`, `::`) without `--public-url`: no one
+    /// address names this server, so URLs follow the `Host` each client used, which
+    /// is how it reached us. The fallback serves a request with no valid `Host`.
+    FromHost {
+        /// `http` or `https`, as this server speaks.
+        scheme: &'static str,
+        /// The base for a request without a usable `Host`.
+        fallback: String,
+    },
+}
+
+impl PublicUrl {
+    /// The base for one request: the authority it was sent to (HTTP/2's
+    /// `:authority` or an absolute-form URI first, as RFC 9112 §3.2.2 says, else
+    /// `Host`).
+    pub(crate) fn for_request<'a>(
+        &'a self,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+    ) -> std::borrow::Cow<'a, str> {
+        match self {
+            Self::Fixed(url) => url.as_str().into(),
+            Self::FromHost { scheme, fallback } => uri
+                .authority()
+                .map(http::uri::Authority::as_str)
+                .or_else(|| headers.get(http::header::HOST)?.to_str().ok())
+                .filter(|a| upsession_core::route::is_host_and_port(a))
+                .map_or_else(
+                    || fallback.as_str().into(),
+                    |a| format!("{scheme}://{a}").into(),
+                ),
+        }
+    }
+}
+
+/// The Graph front-end's state.
+#[derive(Debug)]
+pub(crate) struct Graph {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) dialect: Dialect,
+    pub(crate) public_url: PublicUrl,
+    pub(crate) signer: Signer,
+    pub(crate) body_idle_timeout: Duration,
+}
+
+type Answer = Result<Response<ResBody>, Failure>;
+
+/// A whole-buffer answer as the response body type.
+pub(crate) fn full(res: Response<Vec<u8>>) -> Response<ResBody> {
+    res.map(|b| {
+        Full::new(Bytes::from(b))
+            .map_err(|never| match never {})
+            .boxed_unsync()
+    })
+}
+
+/// Graph's error JSON for `err`, answering the request `id`.
+pub(crate) fn error_response(err: &Failure, id: &RequestId) -> Response<ResBody> {
+    let mut res = full(respond::error(&**err, &id.0, SystemTime::now()));
+    res.extensions_mut().insert(ErrorCode(err.detail()));
+    res
+}
+
+/// The Graph code of an error answer, for metrics and logs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ErrorCode(pub(crate) &'static str);
+
+impl Graph {
+    /// The route table: every Graph route and the handler that answers it.
+    pub(crate) async fn handle(self: Arc<Self>, req: Request<ReqBody>) -> Response<ResBody> {
+        let id = req
+            .extensions()
+            .get::<RequestId>()
+            .cloned()
+            .unwrap_or_default();
+        let Some(route) = req.extensions().get::<Route>().cloned() else {
+            return error_response(&fail(RequestError::NoRoute(req.uri().path().into())), &id);
+        };
+        let now = SystemTime::now();
+        let answer = match route {
+            Route::Health => Ok(full(text(StatusCode::OK, "ok\n"))),
+            Route::Metrics => Ok(self.metrics_page(&req)),
+            Route::CreateItem { kind, .. } => self.create_item(req, kind, now).await,
+            Route::Item(path) => self.item(&path).await,
+            Route::Attachments(path) => self.attachments(&path).await,
+            Route::Attachment(path, aid) => self.attachment(&path, &aid).await,
+            Route::AttachmentValue(path, aid) => self.attachment_value(&path, &aid).await,
+            Route::CreateUploadSession(path) => self.create_session(req, &path, now).await,
+            Route::Upload(sid) if req.method() == Method::PUT => self.put(&sid, req, now).await,
+            Route::Upload(sid) if req.method() == Method::GET => {
+                let base = self.base(&req);
+                self.status(&sid, &base, now).await
+            }
+            Route::Upload(sid) => self.cancel(&sid, now).await,
+            _ => Err(fail(RequestError::NoRoute(req.uri().path().into()))),
+        };
+        answer.unwrap_or_else(|err| error_response(&err, &id))
+    }
+
+    fn metrics_page(&self, req: &Request<ReqBody>) -> Response<ResBody> {
+        // Prometheus asks for OpenMetrics first; anyone else (curl, older scrapers)
+        // gets the classic text format.
+        let open_metrics = req
+            .headers()
+            .get_all(http::header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("application/openmetrics-text"));
+        let metrics = self.engine.metrics();
+        let (page, content_type) = if open_metrics {
+            (
+                metrics.render(),
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+        } else {
+            (
+                metrics.render_classic(),
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+        };
+        let mut res = text(StatusCode::OK, &page);
+        res.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        full(res)
+    }
+
+    async fn create_item(&self, req: Request<ReqBody>, kind: ItemKind, now: SystemTime) -> Answer {
+        let body = read_json_body(req, self.body_idle_timeout).await?;
+        let subject = Item::subject_from_request_json(&body).map_err(fail)?;
+        let record = self.engine.create_item(kind, subject, now).await?;
+        let json = item_json(&ItemView {
+            record,
+            attachments: Vec::new(),
+        });
+        Ok(full(respond::json(StatusCode::CREATED, &json)))
+    }
+
+    async fn item(&self, path: &ItemPath) -> Answer {
+        let view = self.engine.item(path).await?;
+        Ok(full(respond::json(StatusCode::OK, &item_json(&view))))
+    }
+
+    async fn attachments(&self, path: &ItemPath) -> Answer {
+        let value: Vec<FileAttachment> = self
+            .engine
+            .item(path)
+            .await?
+            .attachments
+            .into_iter()
+            .map(|a| a.meta)
+            .collect();
+        Ok(full(respond::json(StatusCode::OK, &Collection { value })))
+    }
+
+    async fn attachment(&self, path: &ItemPath, aid: &str) -> Answer {
+        let record = self.engine.attachment(path, aid).await?;
+        Ok(full(respond::json(StatusCode::OK, &record.meta)))
+    }
+
+    async fn attachment_value(&self, path: &ItemPath, aid: &str) -> Answer {
+        let record = self.engine.attachment(path, aid).await?;
+        let stream = self.engine.attachment_bytes(&record).await?;
+        let body = StreamBody::new(stream.map(|r| r.map(Frame::data)));
+        let mut res = Response::new(body.boxed_unsync());
+        let headers = res.headers_mut();
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(record.meta.size));
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_str(&record.meta.content_type)
+                .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream")),
+        );
+        Ok(res)
+    }
+
+    async fn create_session(
+        &self,
+        req: Request<ReqBody>,
+        path: &ItemPath,
+        now: SystemTime,
+    ) -> Answer {
+        let base = self.base(&req);
+        let app = req.extensions().get::<App>().cloned().unwrap_or_default();
+        let body = read_json_body(req, self.body_idle_timeout).await?;
+        let item = AttachmentItem::from_request_json(&body).map_err(fail)?;
+        let (record, session) = self.engine.create_session(path, item, &app.0, now).await?;
+        let credential = self.signer.sign(&record.id, session.hard_expiry());
+        let upload_url = format!(
+            "{base}{}?{CREDENTIAL_PARAM}={credential}",
+            upload_path(&record.id)
+        );
+        Ok(full(self.dialect.created(
+            &upload_url,
+            session.expires_at(),
+            &session.next_expected(),
+        )))
+    }
+
+    /// `PUT {uploadUrl}`: one fragment.
+    async fn put(&self, sid: &str, req: Request<ReqBody>, now: SystemTime) -> Answer {
+        let started = std::time::Instant::now();
+        let location = self.base(&req);
+        let (parts, body) = req.into_parts();
+        let content_range = parts
+            .headers
+            .get(http::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok());
+        let begun = match content_length(&parts.headers) {
+            Ok(length) => {
+                self.engine
+                    .begin_fragment(sid, content_range, length, now)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let (answer, record) = match begun {
+            Err(e) => {
+                linger(body, &parts.headers, self.body_idle_timeout);
+                return Err(e);
+            }
+            Ok(Fragment::Replay {
+                answer,
+                body_len,
+                record,
+            }) => {
+                drain_exact(body, body_len, self.body_idle_timeout).await?;
+                (answer, record)
+            }
+            Ok(Fragment::Write(writing)) => {
+                let body = fragment_body(body, self.body_idle_timeout);
+                writing.store(body, SystemTime::now).await?
+            }
+        };
+        self.engine
+            .metrics()
+            .fragment_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(full(
+            self.dialect
+                .answer(&answer, &self.location(&record, &location)),
+        ))
+    }
+
+    /// `GET {uploadUrl}`: the session's status.
+    async fn status(&self, sid: &str, base: &str, now: SystemTime) -> Answer {
+        let (answer, record) = self.engine.status(sid, now).await?;
+        Ok(full(
+            self.dialect.status(&answer, &self.location(&record, base)),
+        ))
+    }
+
+    /// `DELETE {uploadUrl}`: exactly 204.
+    async fn cancel(&self, sid: &str, now: SystemTime) -> Answer {
+        self.engine.cancel(sid, now).await?;
+        Ok(full(respond::deleted()))
+    }
+
+    fn base(&self, req: &Request<ReqBody>) -> String {
+        self.public_url
+            .for_request(req.uri(), req.headers())
+            .into_owned()
+    }
+
+    /// The attachment's URL under `base`, in the dialect's style.
+    fn location(&self, record: &SessionRecord, base: &str) -> String {
+        let path = record.item_path();
+        let path = match self.dialect.location {
+            LocationStyle::OutlookRest => path.outlook_attachment_path(&record.attachment_id),
+            _ => path.attachment_path(&record.attachment_id),
+        };
+        format!("{base}{path}")
+    }
+}
+
+fn item_json(view: &ItemView) -> Item {
+    let mut item = Item::new(
+        view.record.id.clone(),
+        view.record.subject.clone(),
+        view.record.created,
+    );
+    item.has_attachments = !view.attachments.is_empty();
+    item
+}
+
+pub(crate) fn text(status: StatusCode, body: &str) -> Response<Vec<u8>> {
+    let mut res = Response::new(body.as_bytes().to_vec());
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
+}
+
+/// `Content-Length`, strictly: absent, or digits (as HTTP allows no other form).
+pub(crate) fn content_length(headers: &http::HeaderMap) -> Result<Option<u64>, Failure> {
+    let Some(value) = headers.get(CONTENT_LENGTH) else {
+        return Ok(None);
+    };
+    let parsed = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|v| v.parse::<u64>().ok());
+    parsed.map(Some).ok_or_else(|| {
+        fail(RequestError::InvalidBody(
+            "Content-Length is not a number".into(),
+        ))
+    })
+}
+
+/// Reads a small JSON body, refusing one over the limit.
+pub(crate) async fn read_json_body(
+    req: Request<ReqBody>,
+    timeout: Duration,
+) -> Result<Bytes, Failure> {
+    let limited = http_body_util::Limited::new(req.into_body(), MAX_JSON_BODY);
+    match tokio::time::timeout(timeout, limited.collect()).await {
+        Err(_) => Err(fail(RequestError::Timeout)),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(fail(RequestError::BodyTooLarge {
+                max: MAX_JSON_BODY as u64,
+            }))
+        }
+        Ok(Err(e)) => Err(fail(CreateError::InvalidBody(e.to_string()))),
+    }
+}
+
+/// A fragment's body as the engine reads it: data frames, with a deadline between
+/// them.
+fn fragment_body(body: ReqBody, idle: Duration) -> BodyStream {
+    Box::pin(futures_util::stream::unfold(
+        Some(body),
+        move |body| async move {
+            let mut body = body?;
+            loop {
+                return match tokio::time::timeout(idle, body.frame()).await {
+                    Err(_) => Some((Err(BodyError::Stalled), None)),
+                    Ok(None) => None,
+                    Ok(Some(Err(_))) => Some((Err(BodyError::Broken), None)),
+                    Ok(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) => Some((Ok(data), Some(body))),
+                        Err(_) => continue, // trailers
+                    },
+                };
+            }
+        },
+    ))
+}
+
+/// After refusing a fragment from its headers, reads and discards its body (up to
+/// a bound) in the background, so that the client, still sending, reads our answer
+/// instead of a connection reset (RFC 9112 §9.6). Nothing is stored.
+pub(crate) fn linger(body: ReqBody, headers: &http::HeaderMap, idle: Duration) {
+    let announced = content_length(headers).ok().flatten();
+    if announced.is_none_or(|n| n > LINGER_MAX) {
+        return; // too much to be worth reading: close instead
+    }
+    tokio::spawn(async move {
+        let mut body = body;
+        let mut seen = 0u64;
+        while let Ok(Some(Ok(frame))) = tokio::time::timeout(idle, body.frame()).await {
+            seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if seen > LINGER_MAX {
+                break;
+            }
+        }
+    });
+}
+
+/// Reads and discards a re-sent fragment's body, checking its length.
+pub(crate) async fn drain_exact(
+    mut body: ReqBody,
+    expected: u64,
+    idle: Duration,
+) -> Result<(), Failure> {
+    let mut got = 0u64;
+    loop {
+        match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Err(fail(RequestError::Timeout)),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Err(fail(FragmentError::BodyLength { expected, got })),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(chunk) = frame.into_data() {
+                    got += chunk.len() as u64;
+                    if got > expected {
+                        return Err(fail(FragmentError::BodyLength { expected, got }));
+                    }
+                }
+            }
+        }
+    }
+    if got == expected {
+        Ok(())
+    } else {
+        Err(fail(FragmentError::BodyLength { expected, got }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PublicUrl;
+
+    fn base(public: &PublicUrl, host: Option<&str>) -> String {
+        let mut headers = http::HeaderMap::new();
+        if let Some(h) = host {
+            headers.insert(http::header::HOST, h.parse().unwrap());
+        }
+        public
+            .for_request(&"/v1.0/me".parse().unwrap(), &headers)
+            .into_owned()
+    }
+
+    #[test]
+    fn urls_follow_the_host_only_when_listening_everywhere() {
+        let fixed = PublicUrl::Fixed("https://files.example".into());
+        assert_eq!(base(&fixed, Some("other.example")), "https://files.example");
+        let open = PublicUrl::FromHost {
+            scheme: "http",
+            fallback: "http://127.0.0.1:8080".into(),
+        };
+        assert_eq!(base(&open, Some("box.lan:8080")), "http://box.lan:8080");
+        assert_eq!(base(&open, Some("[::1]:8080")), "http://[::1]:8080");
+        assert_eq!(base(&open, Some("10.0.0.7")), "http://10.0.0.7");
+        // Anything but a bare authority falls back: no path, user info or query
+        // smuggled into the URLs handed out.
+        for bad in ["evil.example/x", "user@evil.example", "a b", ""] {
+            assert_eq!(base(&open, Some(bad)), "http://127.0.0.1:8080", "{bad}");
+        }
+        assert_eq!(base(&open, None), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn content_length_is_digits_only() {
+        let check = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::CONTENT_LENGTH, v.parse().unwrap());
+            super::content_length(&h).ok().flatten()
+        };
+        assert_eq!(check("10"), Some(10));
+        assert_eq!(check(" 10 "), Some(10));
+        assert_eq!(check("+10"), None);
+        assert_eq!(check("1e3"), None);
+        assert_eq!(
+            super::content_length(&http::HeaderMap::new()).ok(),
+            Some(None)
+        );
+    }
+}

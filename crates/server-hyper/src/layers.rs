@@ -1,0 +1,505 @@
+//! What surrounds every request, as tower layers around the Graph front-end:
+//!
+//! - [`observe`]: the request id (header, error JSON, log span), the size of the
+//!   head (431), and metrics of error codes;
+//! - [`route`]: the path parsed once into a [`Route`] (404, 405);
+//! - [`auth`]: the bearer token of Graph routes, the uploadUrl's own credential,
+//!   the metrics token;
+//! - [`double`]: the test double's throttling, seeded faults, request history and
+//!   `/_upsession/*` routes; not in the stack at all unless configured.
+//!
+//! Each is an async function of the request and the rest of the stack ([`Next`]),
+//! made a `tower::Layer` by [`middleware`], in the manner of axum's `from_fn`.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::AUTHORIZATION;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use tower::util::BoxCloneService;
+use tower::{Layer, ServiceExt as _};
+use tracing::{Instrument as _, debug, info};
+use upsession_core::credential::{Signer, Tokens};
+use upsession_core::error::RequestError;
+use upsession_core::fault::{Fault, FaultPlan, FaultRoute};
+use upsession_core::respond;
+use upsession_core::route::Route;
+use upsession_core::throttle::Throttle;
+
+use crate::engine::{Engine, Failure, fail};
+use crate::graph::{ErrorCode, content_length, drain_exact, error_response, full, linger};
+use crate::metrics::Metrics;
+
+/// A request body inside the stack: any body, its errors as `io::Error` (a concrete
+/// type: a boxed `dyn Error` here trips the compiler's `Send` checks of futures).
+pub(crate) type ReqBody = UnsyncBoxBody<Bytes, std::io::Error>;
+/// A response body: whole buffers or an attachment's stream.
+pub(crate) type ResBody = UnsyncBoxBody<Bytes, std::io::Error>;
+/// Any error.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The stack, and every layer's inner service.
+pub(crate) type Stack = BoxCloneService<Request<ReqBody>, Response<ResBody>, Infallible>;
+
+/// The request's id: in its answer's `request-id` header, its error JSON and its logs.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RequestId(pub(crate) String);
+
+/// The "app" of Graph's per-app limits: a short digest of the bearer token.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct App(pub(crate) String);
+
+/// On a response: the connection is to be dropped instead of answered (a `reset` or
+/// `lost` fault). `Server::start` does so; an embedder's server answers it as is.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DropConnection;
+
+/// The rest of the stack, for a layer to call.
+#[derive(Clone)]
+pub(crate) struct Next(Stack);
+
+impl Next {
+    pub(crate) async fn run(self, req: Request<ReqBody>) -> Response<ResBody> {
+        match self.0.oneshot(req).await {
+            Ok(res) => res,
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// A layer made of an async function of `state`, the request and [`Next`].
+pub(crate) fn middleware<St, F, Fut>(state: St, f: F) -> impl Layer<Stack, Service = Stack> + Clone
+where
+    St: Clone + Send + Sync + 'static,
+    F: Fn(St, Request<ReqBody>, Next) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<ResBody>> + Send + 'static,
+{
+    tower::layer::layer_fn(move |inner: Stack| {
+        let (state, f) = (state.clone(), f.clone());
+        BoxCloneService::new(tower::service_fn(move |req| {
+            let fut = f(state.clone(), req, Next(inner.clone()));
+            async move { Ok::<_, Infallible>(fut.await) }
+        }))
+    })
+}
+
+fn request_id(req: &Request<ReqBody>) -> RequestId {
+    req.extensions()
+        .get::<RequestId>()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The largest request line plus headers a request may carry: 64 KiB, as browsers
+/// and proxies allow and far above what Graph's clients send.
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Request ids, logs, the head's size, and error metrics.
+pub(crate) async fn observe(
+    metrics: Arc<Metrics>,
+    mut req: Request<ReqBody>,
+    next: Next,
+) -> Response<ResBody> {
+    let id = RequestId(format!(
+        "{:016x}{:016x}",
+        fastrand::u64(..),
+        fastrand::u64(..)
+    ));
+    req.extensions_mut().insert(id.clone());
+    // The path carries no credential (that is in the query), so it may be logged.
+    let span = tracing::info_span!("request", id = %id.0, method = %req.method(), path = %req.uri().path());
+    // hyper's HTTP/1 read buffer lets some 400 KiB of head through; past our own
+    // limit (HTTP/2's too) the answer is Graph's JSON, not a bare 431.
+    let head = req.uri().path_and_query().map_or(0, |p| p.as_str().len())
+        + req
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>();
+    let mut res = if head > MAX_HEAD_BYTES {
+        let err = fail(RequestError::HeadersTooLarge {
+            max: MAX_HEAD_BYTES as u64,
+        });
+        let mut res = error_response(&err, &id);
+        // Whatever sent that is not worth keeping a connection for.
+        res.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        res
+    } else {
+        next.run(req).instrument(span.clone()).await
+    };
+    if let Some(code) = res.extensions().get::<ErrorCode>() {
+        metrics.error(code.0);
+        span.in_scope(|| debug!(status = res.status().as_u16(), code = code.0, "refused"));
+    }
+    if let Ok(v) = HeaderValue::from_str(&id.0) {
+        res.headers_mut().insert(respond::REQUEST_ID, v);
+    }
+    res
+}
+
+/// The path, parsed once for every layer after this one.
+pub(crate) async fn route((): (), mut req: Request<ReqBody>, next: Next) -> Response<ResBody> {
+    let parsed = Route::parse(req.uri().path()).and_then(|r| {
+        r.check_method(req.method())?;
+        Ok(r)
+    });
+    match parsed {
+        Ok(route) => {
+            req.extensions_mut().insert(route);
+            next.run(req).await
+        }
+        Err(e) => error_response(&fail(e), &request_id(&req)),
+    }
+}
+
+/// Who may do what: bearer tokens on Graph routes, the uploadUrl's own credential.
+#[derive(Debug)]
+pub(crate) struct Auth {
+    pub(crate) tokens: Tokens,
+    pub(crate) signer: Signer,
+    pub(crate) metrics_token: Option<Tokens>,
+    /// `--reject-upload-auth`: an `Authorization` header on an uploadUrl is 401.
+    pub(crate) reject_upload_authorization: bool,
+    pub(crate) body_idle_timeout: Duration,
+}
+
+/// Checks credentials; sets the caller's [`App`].
+pub(crate) async fn auth(
+    state: Arc<Auth>,
+    mut req: Request<ReqBody>,
+    next: Next,
+) -> Response<ResBody> {
+    let id = request_id(&req);
+    let route = req.extensions().get::<Route>().cloned();
+    let authorization = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
+    let app = authorization.map(app_of).unwrap_or_default();
+    let refused = match &route {
+        Some(r) if r.needs_bearer() => state
+            .tokens
+            .check(authorization)
+            .err()
+            .map(|m| fail(RequestError::Unauthenticated(m))),
+        Some(Route::Metrics) => state.metrics_token.as_ref().and_then(|t| {
+            t.check(authorization)
+                .err()
+                .map(|m| fail(RequestError::Unauthenticated(m)))
+        }),
+        // The credential is checked before any session is looked at.
+        Some(Route::Upload(sid))
+            if !state
+                .signer
+                .verify(sid, req.uri().query(), SystemTime::now()) =>
+        {
+            Some(fail(RequestError::InvalidUploadCredential))
+        }
+        Some(Route::Upload(_)) if state.reject_upload_authorization && authorization.is_some() => {
+            // A caller with a valid credential: its body is read, so it reads this.
+            let res = error_response(&fail(RequestError::AuthorizationOnUploadUrl), &id);
+            let (parts, body) = req.into_parts();
+            linger(body, &parts.headers, state.body_idle_timeout);
+            return res;
+        }
+        _ => None,
+    };
+    if let Some(err) = refused {
+        return error_response(&err, &id);
+    }
+    req.extensions_mut().insert(App(app));
+    next.run(req).await
+}
+
+/// A short digest of the bearer token: the "app" of Graph's per-app limits.
+fn app_of(authorization: &[u8]) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(authorization);
+    digest[..6].iter().fold(String::new(), |mut s, b| {
+        use std::fmt::Write as _;
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Requests remembered per session for inspection.
+const HISTORY: usize = 200;
+
+/// The test double: throttling, faults, history and its own routes.
+#[derive(Debug)]
+pub(crate) struct Double {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) throttle: Option<Mutex<Throttle>>,
+    pub(crate) faults: Mutex<FaultPlan>,
+    pub(crate) admin: Option<Tokens>,
+    pub(crate) history: Mutex<HashMap<String, VecDeque<serde_json::Value>>>,
+    pub(crate) body_idle_timeout: Duration,
+}
+
+/// What the fault plan asked for around one request.
+#[derive(Debug, Default)]
+struct After {
+    drop: bool,
+    delay: Option<Duration>,
+}
+
+/// Throttles, injects faults, records uploadUrl requests, and answers `/_upsession/*`.
+pub(crate) async fn double(
+    state: Arc<Double>,
+    req: Request<ReqBody>,
+    next: Next,
+) -> Response<ResBody> {
+    let id = request_id(&req);
+    let Some(route) = req.extensions().get::<Route>().cloned() else {
+        return next.run(req).await;
+    };
+    if matches!(route, Route::AdminSessions | Route::AdminFaults) {
+        return state
+            .admin(&route, req)
+            .await
+            .unwrap_or_else(|e| error_response(&e, &id));
+    }
+    let upload = match &route {
+        Route::Upload(sid) => Some(sid.clone()),
+        _ => None,
+    };
+    let method = req.method().clone();
+    let content_range = req
+        .headers()
+        .get(http::header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(100).collect::<String>());
+    let app = req.extensions().get::<App>().cloned().unwrap_or_default();
+    let bytes = if method == Method::PUT {
+        content_length(req.headers()).ok().flatten().unwrap_or(0)
+    } else {
+        0
+    };
+    let _permit = match state.admit(&route, app, bytes).await {
+        Ok(permit) => permit,
+        Err(e) => {
+            return state.remember(
+                upload,
+                &method,
+                content_range.as_deref(),
+                error_response(&e, &id),
+                false,
+            );
+        }
+    };
+    let mut after = After::default();
+    let res = match state.fault(&route, &method, req, &mut after).await {
+        Ok(req) => next.run(req).await,
+        Err(e) => error_response(&e, &id),
+    };
+    if let Some(delay) = after.delay {
+        tokio::time::sleep(delay).await;
+    }
+    let mut res = state.remember(upload, &method, content_range.as_deref(), res, after.drop);
+    if after.drop {
+        debug!("connection dropped by the fault plan");
+        res.extensions_mut().insert(DropConnection);
+    }
+    res
+}
+
+/// Admission by the throttle, released when the request is answered.
+struct Admitted<'a> {
+    throttle: &'a Mutex<Throttle>,
+    permit: Option<upsession_core::throttle::Permit>,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.permit.take() {
+            self.throttle.lock().expect("throttle lock").release(p);
+        }
+    }
+}
+
+impl Double {
+    /// Admits the request of an app on a mailbox (a session's, for an uploadUrl),
+    /// or answers 429.
+    async fn admit(
+        &self,
+        route: &Route,
+        app: App,
+        bytes: u64,
+    ) -> Result<Option<Admitted<'_>>, Failure> {
+        let Some(throttle) = &self.throttle else {
+            return Ok(None);
+        };
+        let app = app.0;
+        let key = match route {
+            Route::CreateItem { user, .. } => Some((app, user.to_string())),
+            Route::CreateUploadSession(p)
+            | Route::Item(p)
+            | Route::Attachments(p)
+            | Route::Attachment(p, _)
+            | Route::AttachmentValue(p, _) => Some((app, p.user.to_string())),
+            Route::Upload(sid) => self.engine.owner(sid).await,
+            _ => None,
+        };
+        let Some((app, mailbox)) = key else {
+            return Ok(None);
+        };
+        let permit = throttle
+            .lock()
+            .expect("throttle lock")
+            .admit(SystemTime::now(), &format!("{app}|{mailbox}"), bytes)
+            .map_err(fail)?;
+        Ok(Some(Admitted {
+            throttle,
+            permit: Some(permit),
+        }))
+    }
+
+    /// Applies the fault the plan picks for this request; an error fault is the
+    /// answer, the others act on the request or on `after`.
+    async fn fault(
+        &self,
+        route: &Route,
+        method: &Method,
+        req: Request<ReqBody>,
+        after: &mut After,
+    ) -> Result<Request<ReqBody>, Failure> {
+        let Some(fault_route) = fault_route(route, method) else {
+            return Ok(req);
+        };
+        let fault = self.faults.lock().expect("faults lock").decide(fault_route);
+        match fault {
+            Some(f) if f.as_error().is_some() => Err(fail(f.as_error().expect("checked"))),
+            Some(Fault::Slow(d)) => {
+                after.delay = Some(d);
+                Ok(req)
+            }
+            Some(Fault::Lost) => {
+                after.drop = true;
+                Ok(req)
+            }
+            Some(Fault::Reset) => {
+                // Part of the body arrives, then the connection drops.
+                let (parts, body) = req.into_parts();
+                if matches!(route, Route::Upload(_)) {
+                    let half = content_length(&parts.headers).ok().flatten().unwrap_or(0) / 2;
+                    let _ = drain_exact(body, half, Duration::from_millis(200)).await;
+                }
+                after.drop = true;
+                Err(fail(RequestError::Internal))
+            }
+            Some(Fault::Expire) => {
+                if let Route::Upload(sid) = route {
+                    self.engine.expire_now(sid).await;
+                }
+                Ok(req)
+            }
+            Some(Fault::RejectAuthorization) if req.headers().contains_key(AUTHORIZATION) => {
+                Err(fail(RequestError::AuthorizationOnUploadUrl))
+            }
+            _ => Ok(req),
+        }
+    }
+
+    /// Records an uploadUrl request in its session's history (with an admin token).
+    fn remember(
+        &self,
+        upload: Option<String>,
+        method: &Method,
+        content_range: Option<&str>,
+        res: Response<ResBody>,
+        dropped: bool,
+    ) -> Response<ResBody> {
+        if let (Some(sid), Some(_)) = (upload, &self.admin) {
+            let mut history = self.history.lock().expect("history lock");
+            let entries = history.entry(sid).or_default();
+            if entries.len() == HISTORY {
+                entries.pop_front();
+            }
+            entries.push_back(serde_json::json!({
+                "at": upsession_core::time::format_graph_time(SystemTime::now()),
+                "method": method.as_str(),
+                "contentRange": content_range,
+                "status": res.status().as_u16(),
+                "dropped": dropped,
+            }));
+        }
+        res
+    }
+
+    /// `/_upsession/sessions` and `/_upsession/faults`, behind the admin token.
+    async fn admin(
+        &self,
+        route: &Route,
+        req: Request<ReqBody>,
+    ) -> Result<Response<ResBody>, Failure> {
+        let Some(tokens) = &self.admin else {
+            return Err(fail(RequestError::NoRoute(req.uri().path().to_owned())));
+        };
+        let authorization = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
+        tokens
+            .check(authorization)
+            .map_err(|m| fail(RequestError::Unauthenticated(m)))?;
+        if *route == Route::AdminFaults {
+            if req.method() == Method::PUT {
+                let body = crate::graph::read_json_body(req, self.body_idle_timeout).await?;
+                let plan: FaultPlan = String::from_utf8_lossy(&body).parse().map_err(
+                    |e: upsession_core::fault::FaultSpecError| {
+                        fail(RequestError::InvalidBody(e.to_string()))
+                    },
+                )?;
+                info!(faults = %plan, seed = plan.seed(), "fault plan replaced");
+                *self.faults.lock().expect("faults lock") = plan;
+            }
+            let plan = self.faults.lock().expect("faults lock");
+            let json = serde_json::json!({"spec": plan.to_string(), "seed": plan.seed()});
+            return Ok(full(respond::json(StatusCode::OK, &json)));
+        }
+        let history = self.history.lock().expect("history lock").clone();
+        let value: Vec<serde_json::Value> = self
+            .engine
+            .sessions()
+            .await?
+            .into_iter()
+            .map(|(record, session)| {
+                let received: Vec<[u64; 2]> = session
+                    .received()
+                    .ranges()
+                    .iter()
+                    .map(|r| [r.start(), r.end()])
+                    .collect();
+                serde_json::json!({
+                    "id": record.id,
+                    "itemId": record.item_id,
+                    "name": record.attachment.name,
+                    "size": session.size(),
+                    "phase": session.phase(),
+                    "received": received,
+                    "expirationDateTime": upsession_core::time::format_graph_time(session.expires_at()),
+                    "requests": history.get(&record.id).cloned().unwrap_or_default(),
+                })
+            })
+            .collect();
+        Ok(full(respond::json(
+            StatusCode::OK,
+            &serde_json::json!({ "value": value }),
+        )))
+    }
+}
+
+/// Which rules of a fault plan a request falls under.
+fn fault_route(route: &Route, method: &Method) -> Option<FaultRoute> {
+    Some(match route {
+        Route::CreateItem { .. } => FaultRoute::Item,
+        Route::CreateUploadSession(_) => FaultRoute::Create,
+        Route::Item(_)
+        | Route::Attachments(_)
+        | Route::Attachment(..)
+        | Route::AttachmentValue(..) => FaultRoute::Download,
+        Route::Upload(_) if method == Method::PUT => FaultRoute::Put,
+        Route::Upload(_) if method == Method::GET => FaultRoute::Status,
+        Route::Upload(_) => FaultRoute::Cancel,
+        _ => return None,
+    })
+}

@@ -1,0 +1,352 @@
+//! The store of one process: every record on disk under `--data-dir` ([`Disk`])
+//! and in memory, sessions locked by a mutex each, expiry by a timer table.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use tracing::{info, warn};
+use upsession_core::ByteRange;
+use upsession_core::session::{Recovery, SessionSnapshot};
+use upsession_core::timer::Timers;
+
+use super::disk::Disk;
+use super::{
+    AttachmentRecord, ByteStream, FragmentWriter, ItemRecord, ItemView, Locked, SessionGuard,
+    SessionRecord, SessionStore, StoreError, Wait, deadline,
+};
+use crate::config::Fsync;
+
+/// How long a request that asked the holder of a session to let go waits for it:
+/// a holder notices at its next body frame, or once its commit is written.
+const RELEASE_WAIT: Duration = Duration::from_secs(30);
+
+/// Records and bytes under one data directory.
+#[derive(Clone, Debug)]
+pub(crate) struct LocalStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    disk: Disk,
+    items: RwLock<HashMap<String, LocalItem>>,
+    attachments: RwLock<HashMap<String, AttachmentRecord>>,
+    sessions: RwLock<HashMap<String, Arc<Slot>>>,
+    timers: Mutex<Timers<String>>,
+}
+
+#[derive(Debug)]
+struct LocalItem {
+    record: ItemRecord,
+    attachments: Vec<String>,
+}
+
+/// One session: its last committed record, and the lock a request holds it by.
+#[derive(Debug)]
+struct Slot {
+    record: Mutex<SessionRecord>,
+    held: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl LocalStore {
+    /// Opens `root` (creating its layout), loads every record, finishes what a
+    /// crash cut short, and removes bytes no session owns.
+    pub(crate) async fn open(root: &Path, fsync: Fsync) -> io::Result<Self> {
+        let disk = Disk::open(root, fsync)?;
+        let loaded = disk
+            .load::<ItemRecord, AttachmentRecord, SessionRecord>()
+            .await?;
+        let mut items: HashMap<String, LocalItem> = loaded
+            .items
+            .into_iter()
+            .map(|r| {
+                let item = LocalItem {
+                    record: r,
+                    attachments: Vec::new(),
+                };
+                (item.record.id.clone(), item)
+            })
+            .collect();
+        let mut attachments = HashMap::new();
+        for a in loaded.attachments {
+            if let Some(item) = items.get_mut(&a.item_id) {
+                item.attachments.push(a.meta.id.clone());
+            }
+            attachments.insert(a.meta.id.clone(), a);
+        }
+        let mut sessions = HashMap::new();
+        let mut timers = Timers::new();
+        for record in loaded.sessions {
+            let recorded = attachments.contains_key(&record.attachment_id);
+            let Some(record) = recover(&disk, record, recorded).await else {
+                continue;
+            };
+            if let Some(at) = deadline(&record.snapshot) {
+                timers.set(record.id.clone(), at);
+            }
+            sessions.insert(record.id.clone(), Arc::new(Slot::new(record)));
+        }
+        let live: Vec<String> = sessions.keys().cloned().collect();
+        let orphans = disk.sweep_orphans(&live).await?;
+        info!(
+            items = items.len(),
+            attachments = attachments.len(),
+            sessions = sessions.len(),
+            orphans_removed = orphans,
+            unreadable = loaded.unreadable.len(),
+            "state loaded"
+        );
+        Ok(Self {
+            inner: Arc::new(Inner {
+                disk,
+                items: RwLock::new(items),
+                attachments: RwLock::new(attachments),
+                sessions: RwLock::new(sessions),
+                timers: Mutex::new(timers),
+            }),
+        })
+    }
+}
+
+/// What start-up does with one session record (the core decides).
+async fn recover(disk: &Disk, mut record: SessionRecord, recorded: bool) -> Option<SessionRecord> {
+    match Recovery::decide(&record.snapshot, recorded) {
+        Ok(Recovery::FinishCompletion(done)) => {
+            // One session that cannot be finished now must not stop the server; it
+            // is finished at a later start.
+            match disk.promote(&record.id, &record.attachment_id).await {
+                Ok(()) => {
+                    record.snapshot = done.snapshot();
+                    if let Err(e) = disk.put("sessions", &record.id, &record).await {
+                        warn!(session = %record.id, error = %e, "could not record an interrupted completion");
+                    }
+                }
+                Err(e) => {
+                    warn!(session = %record.id, error = %e, "could not finish an interrupted completion");
+                }
+            }
+            Some(record)
+        }
+        Ok(_) => Some(record),
+        Err(e) => {
+            warn!(session = %record.id, error = %e, "unusable session record skipped");
+            None
+        }
+    }
+}
+
+impl Slot {
+    fn new(record: SessionRecord) -> Self {
+        Self {
+            record: Mutex::new(record),
+            held: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+}
+
+impl Inner {
+    fn slot(&self, id: &str) -> Option<Arc<Slot>> {
+        self.sessions
+            .read()
+            .expect("sessions lock")
+            .get(id)
+            .cloned()
+    }
+
+    fn set_timer(&self, id: &str, at: Option<SystemTime>) {
+        let mut timers = self.timers.lock().expect("timer lock");
+        match at {
+            Some(at) => timers.set(id.to_owned(), at),
+            None => timers.remove(&id.to_owned()),
+        }
+    }
+
+    fn add_attachment(&self, att: AttachmentRecord) {
+        if let Some(item) = self
+            .items
+            .write()
+            .expect("items lock")
+            .get_mut(&att.item_id)
+            && !item.attachments.contains(&att.meta.id)
+        {
+            item.attachments.push(att.meta.id.clone());
+        }
+        self.attachments
+            .write()
+            .expect("attachments lock")
+            .insert(att.meta.id.clone(), att);
+    }
+}
+
+#[async_trait]
+impl SessionStore for LocalStore {
+    async fn server_key(&self) -> io::Result<[u8; 32]> {
+        self.inner.disk.server_key().await
+    }
+
+    async fn put_item(&self, item: &ItemRecord) -> io::Result<()> {
+        self.inner.disk.put("items", &item.id, item).await?;
+        self.inner.items.write().expect("items lock").insert(
+            item.id.clone(),
+            LocalItem {
+                record: item.clone(),
+                attachments: Vec::new(),
+            },
+        );
+        Ok(())
+    }
+
+    async fn item(&self, id: &str) -> io::Result<Option<ItemView>> {
+        let items = self.inner.items.read().expect("items lock");
+        let attachments = self.inner.attachments.read().expect("attachments lock");
+        Ok(items.get(id).map(|item| ItemView {
+            record: item.record.clone(),
+            attachments: item
+                .attachments
+                .iter()
+                .filter_map(|a| attachments.get(a).cloned())
+                .collect(),
+        }))
+    }
+
+    async fn read_attachment(&self, attachment: &AttachmentRecord) -> io::Result<ByteStream> {
+        self.inner.disk.read(&attachment.meta.id).await
+    }
+
+    async fn create_session(&self, record: &SessionRecord) -> io::Result<()> {
+        self.inner.disk.create_part(&record.id).await?;
+        self.inner.disk.put("sessions", &record.id, record).await?;
+        self.inner.set_timer(&record.id, deadline(&record.snapshot));
+        self.inner
+            .sessions
+            .write()
+            .expect("sessions lock")
+            .insert(record.id.clone(), Arc::new(Slot::new(record.clone())));
+        Ok(())
+    }
+
+    async fn peek(&self, id: &str) -> io::Result<Option<SessionRecord>> {
+        Ok(self
+            .inner
+            .slot(id)
+            .map(|slot| slot.record.lock().expect("record lock").clone()))
+    }
+
+    async fn lock(&self, id: &str, wait: Wait) -> Result<Locked, StoreError> {
+        let Some(slot) = self.inner.slot(id) else {
+            return Ok(Locked::Missing);
+        };
+        let held = Arc::clone(&slot.held);
+        let guard = match wait {
+            Wait::No => held.try_lock_owned().ok(),
+            Wait::ForRelease => tokio::time::timeout(RELEASE_WAIT, held.lock_owned())
+                .await
+                .ok(),
+        };
+        let Some(guard) = guard else {
+            return Ok(Locked::Busy);
+        };
+        // The holder may have closed it meanwhile.
+        if self.inner.slot(id).is_none() {
+            return Ok(Locked::Missing);
+        }
+        let record = slot.record.lock().expect("record lock").clone();
+        Ok(Locked::Held(Box::new(LocalGuard {
+            store: Arc::clone(&self.inner),
+            slot,
+            record,
+            _held: guard,
+        })))
+    }
+
+    async fn due(&self, now: SystemTime, limit: usize) -> io::Result<Vec<String>> {
+        let mut due = self.inner.timers.lock().expect("timer lock").expired(now);
+        // Past the limit, the rest stay due: the next call takes them.
+        for id in due.split_off(limit.min(due.len())) {
+            self.inner.set_timer(&id, Some(now));
+        }
+        Ok(due)
+    }
+
+    fn next_due(&self, _now: SystemTime) -> Option<SystemTime> {
+        self.inner.timers.lock().expect("timer lock").poll_timeout()
+    }
+
+    async fn list_sessions(&self) -> io::Result<Vec<SessionRecord>> {
+        let sessions = self.inner.sessions.read().expect("sessions lock");
+        Ok(sessions
+            .values()
+            .map(|slot| slot.record.lock().expect("record lock").clone())
+            .collect())
+    }
+}
+
+/// A session held by one request of this process.
+struct LocalGuard {
+    store: Arc<Inner>,
+    slot: Arc<Slot>,
+    record: SessionRecord,
+    _held: tokio::sync::OwnedMutexGuard<()>,
+}
+
+#[async_trait]
+impl SessionGuard for LocalGuard {
+    fn record(&self) -> &SessionRecord {
+        &self.record
+    }
+
+    async fn writer(&mut self, range: ByteRange) -> Result<Box<dyn FragmentWriter>, StoreError> {
+        Ok(self.store.disk.writer(&self.record.id, range).await?)
+    }
+
+    async fn commit(
+        &mut self,
+        _range: ByteRange,
+        snapshot: &SessionSnapshot,
+        completed: Option<AttachmentRecord>,
+    ) -> io::Result<()> {
+        let mut record = self.record.clone();
+        record.snapshot = snapshot.clone();
+        let disk = &self.store.disk;
+        if let Some(att) = completed {
+            // The attachment record goes first: start-up takes it as the proof that
+            // every byte is stored, and finishes a completion it finds half done.
+            disk.put("attachments", &att.meta.id, &att).await?;
+            disk.promote(&record.id, &record.attachment_id).await?;
+            self.store.add_attachment(att);
+            // Done, even if the session record cannot be updated now.
+            if let Err(e) = disk.put("sessions", &record.id, &record).await {
+                warn!(session = %record.id, error = %e, "completed, but the session record was not updated");
+            }
+        } else {
+            disk.put("sessions", &record.id, &record).await?;
+        }
+        self.store.set_timer(&record.id, deadline(snapshot));
+        *self.slot.record.lock().expect("record lock") = record.clone();
+        self.record = record;
+        Ok(())
+    }
+
+    async fn release(self: Box<Self>) {}
+
+    async fn close(self: Box<Self>, discard_partial: bool) -> io::Result<()> {
+        let id = &self.record.id;
+        self.store.disk.delete_session(id).await?;
+        // Gone for every request from here, before the lock is let go.
+        self.store
+            .sessions
+            .write()
+            .expect("sessions lock")
+            .remove(id);
+        self.store.set_timer(id, None);
+        if discard_partial && let Err(e) = self.store.disk.discard(id).await {
+            // The record is gone: start-up's orphan sweep removes the bytes.
+            warn!(session = %id, error = %e, "could not delete a closed session's bytes");
+        }
+        Ok(())
+    }
+}

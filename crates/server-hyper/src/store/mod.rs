@@ -1,0 +1,264 @@
+//! Where sessions, items, attachments and their bytes are kept: one
+//! [`SessionStore`] trait, and its two implementations.
+//!
+//! - [`local::LocalStore`]: one process, everything under `--data-dir` (the file
+//!   layout is in [`disk`]), records also held in memory.
+//! - [`shared::SharedStore`]: any number of nodes, records in PostgreSQL ([`pg`])
+//!   and bytes in an S3-compatible bucket ([`s3`]); nothing cached across requests.
+//!
+//! The engine changes a session only through a [`SessionGuard`], which
+//! [`SessionStore::lock`] hands out to one request at a time (a mutex per session
+//! on one node, a row lock across nodes). How a store makes a fragment durable,
+//! how it finishes an attachment, and what it deletes on expiry are its own
+//! business: no code outside this module asks which store it has.
+//!
+//! A contributor adds a store by implementing both traits and passing the generic
+//! suite in `tests` below (`store_suite`), which runs against every store.
+
+use std::io;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use upsession_core::ByteRange;
+use upsession_core::error::RequestError;
+use upsession_core::route::{ItemKind, ItemPath, User, Version};
+use upsession_core::session::SessionSnapshot;
+use upsession_core::wire::{AttachmentItem, FileAttachment};
+
+pub(crate) mod disk;
+pub(crate) mod local;
+pub(crate) mod pg;
+pub(crate) mod s3;
+pub(crate) mod shared;
+
+/// A draft message or an event.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ItemRecord {
+    pub(crate) id: String,
+    pub(crate) kind: Kind,
+    pub(crate) subject: String,
+    pub(crate) created: SystemTime,
+}
+
+/// [`ItemKind`] as records spell it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum Kind {
+    Message,
+    Event,
+}
+
+impl From<ItemKind> for Kind {
+    fn from(k: ItemKind) -> Self {
+        match k {
+            ItemKind::Message => Self::Message,
+            ItemKind::Event => Self::Event,
+        }
+    }
+}
+
+impl From<Kind> for ItemKind {
+    fn from(k: Kind) -> Self {
+        match k {
+            Kind::Message => Self::Message,
+            Kind::Event => Self::Event,
+        }
+    }
+}
+
+/// A finished attachment.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct AttachmentRecord {
+    pub(crate) item_id: String,
+    pub(crate) meta: FileAttachment,
+    /// The session whose fragment objects hold the bytes (shared store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) session: Option<String>,
+    /// Those fragments, in order (shared store).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) parts: Vec<[u64; 2]>,
+}
+
+/// An upload session: where it will attach, and the core session's snapshot.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SessionRecord {
+    pub(crate) id: String,
+    pub(crate) item_id: String,
+    pub(crate) kind: Kind,
+    /// The API version and user of the create request, for the `Location`.
+    pub(crate) beta: bool,
+    pub(crate) user: Option<String>,
+    /// Chosen at creation so that a crash during completion can be finished.
+    pub(crate) attachment_id: String,
+    /// Which app created the session (a digest of its token), for throttling.
+    #[serde(default)]
+    pub(crate) app: String,
+    pub(crate) attachment: AttachmentItem,
+    pub(crate) snapshot: SessionSnapshot,
+    /// Acknowledged fragments as `[start, end)`, kept by the shared store, whose
+    /// fragments are objects of their own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) parts: Vec<[u64; 2]>,
+}
+
+impl SessionRecord {
+    /// The path of the item, as the session was created through.
+    pub(crate) fn item_path(&self) -> ItemPath {
+        ItemPath {
+            version: if self.beta {
+                Version::Beta
+            } else {
+                Version::V1
+            },
+            user: self.user.clone().map_or(User::Me, User::Id),
+            kind: self.kind.into(),
+            id: self.item_id.clone(),
+        }
+    }
+
+    /// The attachment this session makes once complete, finished at `now`.
+    pub(crate) fn attachment_record(&self, now: SystemTime) -> AttachmentRecord {
+        AttachmentRecord {
+            item_id: self.item_id.clone(),
+            meta: FileAttachment::new(self.attachment_id.clone(), &self.attachment, now),
+            session: None,
+            parts: Vec::new(),
+        }
+    }
+}
+
+/// An item and its finished attachments, as one request sees them.
+#[derive(Clone, Debug)]
+pub(crate) struct ItemView {
+    pub(crate) record: ItemRecord,
+    pub(crate) attachments: Vec<AttachmentRecord>,
+}
+
+/// Why a store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    /// The disk, the database or the bucket failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// The store cannot take this request, for a reason the client is told.
+    #[error(transparent)]
+    Refused(RequestError),
+}
+
+/// What [`SessionStore::lock`] found.
+pub(crate) enum Locked {
+    /// The session, ours until the guard is dropped.
+    Held(Box<dyn SessionGuard>),
+    /// Another request (on this node or, for a shared store, on any) holds it.
+    Busy,
+    /// No such session.
+    Missing,
+}
+
+/// How [`SessionStore::lock`] treats a session another request holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Answer [`Locked::Busy`] at once.
+    No,
+    /// Wait (a bounded time) for the holder to let go: it was asked to.
+    ForRelease,
+}
+
+/// An attachment's bytes, in order.
+pub(crate) type ByteStream = futures_util::stream::BoxStream<'static, io::Result<Bytes>>;
+
+/// Where everything is kept.
+#[async_trait]
+pub(crate) trait SessionStore: Send + Sync + std::fmt::Debug {
+    /// The key that signs uploadUrl credentials, created on first use; every node
+    /// of a shared store gets the same one.
+    async fn server_key(&self) -> io::Result<[u8; 32]>;
+    /// Stores a new draft or event.
+    async fn put_item(&self, item: &ItemRecord) -> io::Result<()>;
+    /// An item and its finished attachments.
+    async fn item(&self, id: &str) -> io::Result<Option<ItemView>>;
+    /// An attachment's bytes.
+    async fn read_attachment(&self, attachment: &AttachmentRecord) -> io::Result<ByteStream>;
+    /// Stores a new session (its record, and room for its bytes).
+    async fn create_session(&self, record: &SessionRecord) -> io::Result<()>;
+    /// A session's last committed record, without locking it (for a status request).
+    async fn peek(&self, id: &str) -> io::Result<Option<SessionRecord>>;
+    /// The exclusive right to change a session.
+    async fn lock(&self, id: &str, wait: Wait) -> Result<Locked, StoreError>;
+    /// Sessions whose expiry may have come by `now`, at most `limit`.
+    async fn due(&self, now: SystemTime, limit: usize) -> io::Result<Vec<String>>;
+    /// When [`SessionStore::due`] may next find something; `None`: nothing is
+    /// pending. Stores that can't tell (shared ones) answer a steady tick.
+    fn next_due(&self, now: SystemTime) -> Option<SystemTime>;
+    /// Every session this node knows of, for the test double's inspection route.
+    async fn list_sessions(&self) -> io::Result<Vec<SessionRecord>>;
+}
+
+/// Writes one fragment's bytes, in order, at increasing offsets.
+#[async_trait]
+pub(crate) trait FragmentWriter: Send {
+    async fn write(&mut self, chunk: Bytes) -> io::Result<()>;
+    /// Everything written is on the store (synced, if the policy says so).
+    async fn finish(self: Box<Self>) -> io::Result<()>;
+}
+
+/// A session held by one request. Dropping it changes nothing and lets go.
+#[async_trait]
+pub(crate) trait SessionGuard: Send {
+    /// The session's record as last committed.
+    fn record(&self) -> &SessionRecord;
+    /// A writer for the bytes of `range`; a store that cannot take the fragment
+    /// refuses it here.
+    async fn writer(&mut self, range: ByteRange) -> Result<Box<dyn FragmentWriter>, StoreError>;
+    /// Makes a fragment's commit durable: `range`'s bytes (written and finished)
+    /// count, the session is now `snapshot`, and, if that completed the upload, the
+    /// attachment `completed` exists. All of it or none of it is kept.
+    async fn commit(
+        &mut self,
+        range: ByteRange,
+        snapshot: &SessionSnapshot,
+        completed: Option<AttachmentRecord>,
+    ) -> io::Result<()>;
+    /// Lets go now, changing nothing (dropping the guard lets go too, but a shared
+    /// store's row may stay locked a moment longer).
+    async fn release(self: Box<Self>);
+    /// Removes the closed session's record and, with `discard_partial`, its
+    /// bytes; a completed session's attachment stays.
+    async fn close(self: Box<Self>, discard_partial: bool) -> io::Result<()>;
+}
+
+/// When a session recorded as `snapshot` is next due for expiry (the core decides);
+/// a record left behind in a closed phase is due at once.
+pub(crate) fn deadline(snapshot: &SessionSnapshot) -> Option<SystemTime> {
+    let mut session = upsession_core::session::Session::restore(snapshot).ok()?;
+    if session.poll_cleanup().is_some() {
+        return Some(SystemTime::UNIX_EPOCH);
+    }
+    session.poll_timeout()
+}
+
+/// Names from the outside world are never used in paths or keys; ids are ours,
+/// but check.
+pub(crate) fn safe(id: &str) -> io::Result<&str> {
+    if !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        Ok(id)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a valid id",
+        ))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,226 @@
+//! The store suite: what every [`SessionStore`] must do, run against each store.
+//! A new store passes it before anything else uses it.
+
+#![allow(clippy::pedantic)] // test code favours brevity over pedantry
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::TryStreamExt as _;
+use upsession_core::ByteRange;
+use upsession_core::session::{Limits, PutDecision, Session};
+use upsession_core::wire::AttachmentItem;
+
+use super::{ItemRecord, Kind, Locked, SessionRecord, SessionStore, Wait};
+
+fn t(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_900_000_000 + secs)
+}
+
+fn new_session(id: &str, item: &str, size: u64) -> (SessionRecord, Session) {
+    let limits = Limits::default().with_min_size(1);
+    let session = Session::open(t(0), size, &limits).unwrap();
+    let record = SessionRecord {
+        id: id.into(),
+        item_id: item.into(),
+        kind: Kind::Message,
+        beta: false,
+        user: None,
+        attachment_id: format!("att-{id}"),
+        app: "app".into(),
+        attachment: AttachmentItem::file("f.bin", size),
+        snapshot: session.snapshot(),
+        parts: Vec::new(),
+    };
+    (record, session)
+}
+
+async fn held(store: &dyn SessionStore, id: &str) -> Box<dyn super::SessionGuard> {
+    match store.lock(id, Wait::No).await.unwrap() {
+        Locked::Held(guard) => guard,
+        Locked::Busy => panic!("{id} is busy"),
+        Locked::Missing => panic!("{id} is missing"),
+    }
+}
+
+/// Stores `data[range]` through a held session and commits it.
+async fn store_fragment(store: &dyn SessionStore, id: &str, data: &[u8], first: u64, last: u64) {
+    let mut guard = held(store, id).await;
+    let mut session = Session::restore(&guard.record().snapshot).unwrap();
+    let header = format!("bytes {first}-{last}/{}", data.len());
+    let PutDecision::Write(ticket) = session
+        .handle_put(t(1), Some(&header), Some(last - first + 1))
+        .unwrap()
+    else {
+        panic!("new bytes are written")
+    };
+    let range = ticket.range();
+    let mut writer = guard.writer(range).await.unwrap();
+    let bytes = Bytes::copy_from_slice(&data[first as usize..=last as usize]);
+    writer.write(bytes).await.unwrap();
+    writer.finish().await.unwrap();
+    let pending = session.prepare_commit(t(1), ticket).unwrap();
+    let completed = (*pending.answer() == upsession_core::session::Answer::Completed)
+        .then(|| guard.record().attachment_record(t(1)));
+    guard
+        .commit(range, pending.snapshot(), completed)
+        .await
+        .unwrap();
+    let _ = session.confirm(pending);
+}
+
+/// Every store: items, sessions, exclusive locks, commits, completion, close, expiry.
+pub(crate) async fn suite(store: Arc<dyn SessionStore>) {
+    let store = &*store;
+    let key = store.server_key().await.unwrap();
+    assert_eq!(store.server_key().await.unwrap(), key, "one key");
+
+    let item = ItemRecord {
+        id: "item-1".into(),
+        kind: Kind::Message,
+        subject: "s".into(),
+        created: t(0),
+    };
+    store.put_item(&item).await.unwrap();
+    let view = store.item("item-1").await.unwrap().expect("the item");
+    assert!(view.attachments.is_empty());
+    assert!(store.item("nope").await.unwrap().is_none());
+
+    let data: Vec<u8> = (0..10u8).collect();
+    let (record, _) = new_session("s-1", "item-1", 10);
+    store.create_session(&record).await.unwrap();
+    assert_eq!(store.peek("s-1").await.unwrap().unwrap().id, "s-1");
+    assert!(matches!(
+        store.lock("nope", Wait::No).await.unwrap(),
+        Locked::Missing
+    ));
+
+    // One request at a time.
+    let guard = held(store, "s-1").await;
+    assert!(matches!(
+        store.lock("s-1", Wait::No).await.unwrap(),
+        Locked::Busy
+    ));
+    guard.release().await;
+    let guard = held(store, "s-1").await;
+    drop(guard);
+
+    store_fragment(store, "s-1", &data, 0, 5).await;
+    let peeked = store.peek("s-1").await.unwrap().unwrap();
+    assert_eq!(
+        peeked.snapshot.received,
+        vec![[0, 6]],
+        "committed is what peek sees"
+    );
+    store_fragment(store, "s-1", &data, 6, 9).await;
+    let view = store.item("item-1").await.unwrap().unwrap();
+    assert_eq!(
+        view.attachments.len(),
+        1,
+        "the completed upload is an attachment"
+    );
+    let bytes: Vec<u8> = store
+        .read_attachment(&view.attachments[0])
+        .await
+        .unwrap()
+        .map_ok(|b| b.to_vec())
+        .try_concat()
+        .await
+        .unwrap();
+    assert_eq!(bytes, data);
+
+    // Closing a completed session keeps its attachment.
+    held(store, "s-1").await.close(false).await.unwrap();
+    assert!(store.peek("s-1").await.unwrap().is_none());
+    assert!(matches!(
+        store.lock("s-1", Wait::No).await.unwrap(),
+        Locked::Missing
+    ));
+    let view = store.item("item-1").await.unwrap().unwrap();
+    assert_eq!(view.attachments.len(), 1);
+
+    // An abandoned session is due once its expiry passes, and closes with its bytes.
+    let (record, _) = new_session("s-2", "item-1", 10);
+    store.create_session(&record).await.unwrap();
+    store_fragment(store, "s-2", &data, 0, 3).await;
+    let expiry = store
+        .peek("s-2")
+        .await
+        .unwrap()
+        .unwrap()
+        .snapshot
+        .expires_at;
+    let due = store
+        .due(expiry + Duration::from_secs(1), 100)
+        .await
+        .unwrap();
+    assert!(due.contains(&"s-2".to_owned()), "{due:?}");
+    assert!(
+        store
+            .list_sessions()
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.id == "s-2")
+    );
+    held(store, "s-2").await.close(true).await.unwrap();
+    assert!(store.peek("s-2").await.unwrap().is_none());
+    let _ = ByteRange::new(0, 1);
+}
+
+#[tokio::test]
+async fn the_local_store_passes_the_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = super::local::LocalStore::open(dir.path(), crate::config::Fsync::Always)
+        .await
+        .unwrap();
+    suite(Arc::new(store)).await;
+    // What was committed is there again after a restart.
+    let again = super::local::LocalStore::open(dir.path(), crate::config::Fsync::Always)
+        .await
+        .unwrap();
+    assert_eq!(
+        again
+            .item("item-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .attachments
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_store_passes_the_suite() {
+    let required = std::env::var_os("UPSESSION_REQUIRE_ENGINES").is_some_and(|v| v == "1");
+    let engines = tokio::task::spawn_blocking(|| {
+        let pg = upsession_testbed::Postgres::start()?;
+        let garage = upsession_testbed::Garage::start(1)?;
+        Ok::<_, std::io::Error>((pg, garage))
+    })
+    .await
+    .unwrap();
+    let (pg, garage) = match engines {
+        Ok(engines) => engines,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+            eprintln!("skipped: {e}");
+            return;
+        }
+        Err(e) => panic!("the storage engines did not start: {e}"),
+    };
+    let credentials = super::s3::S3Credentials {
+        key_id: garage.env()[0].1.clone(),
+        secret: garage.env()[1].1.clone(),
+    };
+    let store = super::shared::SharedStore::open(
+        &garage.store_url(0),
+        &pg.url("upsession"),
+        Duration::from_secs(60),
+        Some(&credentials),
+    )
+    .await
+    .unwrap();
+    suite(Arc::new(store)).await;
+}
