@@ -21,7 +21,7 @@ use bytes::Bytes;
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
-use tower::util::BoxCloneService;
+use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt as _};
 use tracing::{Instrument as _, debug, info};
 use upsession_core::credential::{Signer, Tokens};
@@ -43,7 +43,7 @@ pub(crate) type ResBody = UnsyncBoxBody<Bytes, std::io::Error>;
 /// Any error.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The stack, and every layer's inner service.
-pub(crate) type Stack = BoxCloneService<Request<ReqBody>, Response<ResBody>, Infallible>;
+pub(crate) type Stack = BoxCloneSyncService<Request<ReqBody>, Response<ResBody>, Infallible>;
 
 /// The request's id: in its answer's `request-id` header, its error JSON and its logs.
 #[derive(Clone, Debug, Default)]
@@ -80,7 +80,7 @@ where
 {
     tower::layer::layer_fn(move |inner: Stack| {
         let (state, f) = (state.clone(), f.clone());
-        BoxCloneService::new(tower::service_fn(move |req| {
+        BoxCloneSyncService::new(tower::service_fn(move |req| {
             let fut = f(state.clone(), req, Next(inner.clone()));
             async move { Ok::<_, Infallible>(fut.await) }
         }))

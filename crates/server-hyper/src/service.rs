@@ -172,7 +172,7 @@ fn stack(
         signer: Signer::new(key),
         body_idle_timeout: config.body_idle_timeout,
     });
-    let mut stack: Stack = tower::util::BoxCloneService::new(tower::service_fn(move |req| {
+    let mut stack: Stack = tower::util::BoxCloneSyncService::new(tower::service_fn(move |req| {
         let graph = Arc::clone(&graph);
         async move { Ok::<_, Infallible>(graph.handle(req).await) }
     }));
