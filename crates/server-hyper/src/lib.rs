@@ -35,10 +35,13 @@
 //!         .with_public_url("https://files.example/graph"),
 //! )
 //! .await?;
-//! let app = axum::Router::new()
+//! let app: axum::Router = axum::Router::new()
 //!     .route("/", axum::routing::get(|| async { "my own route" }))
 //!     .nest_service("/graph", uploads);
-//! # let _ = app; Ok(()) }
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! # let serve =
+//! axum::serve(listener, app);
+//! # drop(serve); Ok(()) }
 //! ```
 //!
 //! Inside: [`graph`] (the Graph routes) turns requests into calls of the session
