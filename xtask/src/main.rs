@@ -7,6 +7,7 @@ mod bench;
 mod ci;
 mod engines;
 mod fuzz;
+mod matrix;
 mod tidy;
 mod torture;
 mod util;
@@ -35,6 +36,8 @@ tasks:
           long runs), --target NAME; fails on a crash and names the reproducer
   engines install what the cluster tests need, where missing: Garage (built
           from crates.io into ~/.cache/upsession) and PostgreSQL (apt-get)
+  matrix  regenerate the SDK x dialect matrix in docs/PROTOCOL.md by running
+          every SDK model against our server (the sdk_matrix test, rewriting)
   help    print this message
 ";
 
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Some("torture") => torture::run(&rest),
         Some("fuzz") => fuzz::run(&rest),
         Some("engines") => engines::run(&rest),
+        Some("matrix") => matrix::run(&rest),
         // Later tasks go here: one module each
         // (declared at the top of this file), one arm here, one entry in HELP.
         Some(other) => {

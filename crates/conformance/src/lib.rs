@@ -33,6 +33,10 @@
 //!   [`fake::FakeGraph`] for each case.
 //! - [`fake`]: the fault-injecting Graph-like server, also useful on its own
 //!   (`upsession conformance fake`).
+//! - [`sdk`]: sans-IO models of the official SDKs' large-file upload tasks (Python,
+//!   JavaScript, .NET, Java, Go, PHP), each written from its source at a named
+//!   commit, a driver that runs one against a real server, and the SDK × dialect
+//!   matrix generated into `docs/PROTOCOL.md` (`cargo xtask matrix`).
 //! - [`Rule`]: every behaviour checked, by stable name; a [`Failure`] names the one
 //!   broken, a [`Report`] counts how often each was judged.
 //!
@@ -48,6 +52,7 @@ pub mod fake;
 pub mod outcome;
 pub mod rule;
 mod runner;
+pub mod sdk;
 pub mod server;
 
 pub use outcome::{Failure, Report};

@@ -332,6 +332,37 @@ fn internal_error() -> http::Response<crate::layers::ResBody> {
     error_response(&err, &RequestId("panic".into()))
 }
 
+/// The [`UploadService`] as hyper serves it: incoming bodies boxed, a panic a 500,
+/// and a response marked [`DropConnection`] an error (hyper then drops the
+/// connection without an answer).
+fn hyper_service(
+    upload: UploadService,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = http::Response<crate::layers::ResBody>,
+    Error = Dropped,
+    Future = impl Future<Output = Result<http::Response<crate::layers::ResBody>, Dropped>> + Send,
+> + Clone {
+    service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let answer = upload.serve(req.map(|b| {
+            http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
+                b,
+                std::io::Error::other,
+            ))
+        }));
+        async move {
+            // A panic in a handler becomes a 500 for that request, not a dead server.
+            let res = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(answer))
+                .await
+                .unwrap_or_else(|_| internal_error());
+            if res.extensions().get::<DropConnection>().is_some() {
+                return Err(Dropped);
+            }
+            Ok(res)
+        }
+    })
+}
+
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -379,27 +410,7 @@ async fn accept_loop(
             continue;
         };
         let timeout = limits.header_timeout;
-        let upload = service.clone();
-        let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            let answer = upload.serve(req.map(|b| {
-                http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
-                    b,
-                    std::io::Error::other,
-                ))
-            }));
-            async move {
-                // A panic in a handler becomes a 500 for that request, not a dead server.
-                let res =
-                    futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(answer))
-                        .await
-                        .unwrap_or_else(|_| internal_error());
-                // `Err` (a `reset` or `lost` fault) makes hyper drop the connection.
-                if res.extensions().get::<DropConnection>().is_some() {
-                    return Err(Dropped);
-                }
-                Ok(res)
-            }
-        });
+        let service = hyper_service(service.clone());
         let Some(tls) = &tls else {
             let stream = FirstBytesDeadline::new(stream, timeout);
             let conn = builder

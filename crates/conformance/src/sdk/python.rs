@@ -1,0 +1,524 @@
+//! Python: msgraph-core's `LargeFileUploadTask.upload()`
+//! (`src/msgraph_core/tasks/large_file_upload.py`, line numbers below are that
+//! file's at the profile's commit), over kiota-python's httpx adapter.
+//!
+//! What makes it peculiar, all modelled:
+//!
+//! - Ranges come from `nextExpectedRanges[0]` of each PUT answer; the loop stores it
+//!   with a `-` appended (line 129) and `next_chunk` reads both halves with `int()`
+//!   (lines 161-163), so `"a-"` and a bare `"a"` raise
+//!   `ValueError: invalid literal for int() with base 10: ''`, and a closed `"a-b"`
+//!   sends `min(b, C + a) - a + 1` bytes: one more than the chunk (line 175).
+//! - Two branches read from the stream's current position without seeking (lines
+//!   165 and 168), so the body can disagree with the `Content-Range`.
+//! - The iteration budget is `int(S / C + 0.5)` (line 44); when it reaches 0 the last
+//!   range is sent again (`last_chunk`, line 110), even after the upload completed:
+//!   for a file that fits one chunk with an empty body (msgraph-sdk-python-core#718).
+//! - Status codes are never looked at: a 2xx answer whose parsed session has no
+//!   `nextExpectedRanges` (absent, empty, PascalCase, or no body at all) stops the
+//!   new slices. Errors inside the loop are logged and swallowed (line 132); errors
+//!   of the first and the last PUT propagate.
+//! - No retry: kiota's retry handler skips `application/octet-stream` bodies.
+
+use std::time::SystemTime;
+
+use serde_json::Value;
+use upsession_core::time::parse_graph_time;
+
+use super::{Answer, Body, Profile, Request, SdkModel, Step, Stream, field, quoted};
+
+/// 5 MiB: `max_chunk_size: int = 5 * 1024 * 1024` (line 29).
+const CHUNK: u64 = 5 * 1024 * 1024;
+
+static PROFILE: Profile = Profile {
+    name: "Python",
+    package: "msgraph-core, main after 1.4.0",
+    repo: "microsoftgraph/msgraph-sdk-python-core",
+    path: "src/msgraph_core/tasks/large_file_upload.py",
+    commit: "d6e481af8981ed0d886c842c427a3eb921c7e17b",
+    chunk: CHUNK,
+    chunk_source: "default `max_chunk_size`",
+    summary: "Reads `nextExpectedRanges[0]` of each answer with `int()` on both halves \
+              (\"a-\" and bare \"a\" raise ValueError); closed ranges give chunk + 1 B slices; \
+              camelCase only; re-sends its last range after completion; no slice retry",
+    live_issues: &[(
+        "microsoftgraph/msgraph-sdk-python-core#718",
+        "a file under one chunk fails, as its re-send after completion has an empty body, \
+         which the live service answers 400",
+    )],
+};
+
+/// The parsed `LargeFileUploadSession` of a PUT answer: only its ranges matter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Session {
+    /// `next_expected_ranges`: `None` when absent (PascalCase lands in
+    /// `additional_data`) or null.
+    ranges: Option<Vec<String>>,
+}
+
+/// The PUT in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum InFlight {
+    /// `next_chunk` before the loop (line 95): its errors propagate.
+    First,
+    /// `next_chunk` inside the loop (line 130): its errors are swallowed.
+    Loop,
+    /// `last_chunk` (line 110): its errors propagate; then the same iteration goes on.
+    Last,
+}
+
+/// The Python SDK's upload task.
+#[derive(Clone, Debug, Default)]
+pub struct Python {
+    upload_url: String,
+    size: u64,
+    stream: Stream,
+    /// `self.next_range`.
+    next_range: Option<String>,
+    /// The server's range `next_range` was made from, for messages.
+    server_range: Option<String>,
+    /// `self.chunks`, the iteration budget.
+    chunks: i64,
+    /// `process_next`: the result of the last successful `next_chunk`.
+    process_next: Option<Session>,
+    in_flight: Option<InFlight>,
+}
+
+impl Python {
+    /// A task not yet started.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `next_chunk` / `last_chunk` (lines 150-184 and 186-227, the same range logic):
+    /// the request for `self.next_range`, or the `ValueError` it raises.
+    fn chunk_request(&mut self, range_start: u64, range_end: u64) -> Result<Request, Step> {
+        let next = self
+            .next_range
+            .get_or_insert_with(|| format!("{range_start}-{range_end}"))
+            .clone();
+        let shown = self.server_range.clone().unwrap_or_else(|| next.clone());
+        let parts: Vec<&str> = next.split('-').collect();
+        let start = py_int(parts[0]).map_err(|e| value_error(&e, &shown))?;
+        let mut end = match parts.get(1) {
+            Some(p) => py_int(p).map_err(|e| value_error(&e, &shown))?,
+            None => 0,
+        };
+        let (c, s) = (i128::from(CHUNK), i128::from(self.size));
+        let body = if start == 0 && end == 0 {
+            end = (c - 1).min(s - 1);
+            self.stream.read(CHUNK) // no seek: from wherever the stream is
+        } else if start == 0 {
+            self.read_signed(end + 1) // no seek either
+        } else if end == 0 {
+            self.stream.seek(clamp(start));
+            let body = self.stream.read(CHUNK);
+            end = start + i128::from(body.len) - 1;
+            body
+        } else {
+            self.stream.seek(clamp(start));
+            end = end.min(c + start); // the off-by-one: C + 1 bytes
+            self.read_signed(end - start + 1)
+        };
+        Ok(Request::put(
+            &self.upload_url,
+            format!("bytes {start}-{end}/{}", self.size),
+            body,
+        ))
+    }
+
+    /// `BytesIO.read(n)`: a negative `n` reads to the end.
+    fn read_signed(&mut self, n: i128) -> Body {
+        if n < 0 {
+            self.stream.read_rest()
+        } else {
+            self.stream.read(clamp(n))
+        }
+    }
+
+    /// The `while self.chunks >= 0` loop (lines 106-135), from the top of an
+    /// iteration; `last_sent` when this iteration's `last_chunk` was answered.
+    fn iterate(&mut self, mut last_sent: bool) -> Step {
+        loop {
+            if self.chunks < 0 {
+                // `upload_result.location = self.upload_session.upload_url` (line 139).
+                return Step::Done {
+                    location: Some(self.upload_url.clone()),
+                };
+            }
+            if self.chunks == 0 && !last_sent {
+                return match self.chunk_request(0, 0) {
+                    Ok(request) => {
+                        self.in_flight = Some(InFlight::Last);
+                        Step::Send(request)
+                    }
+                    Err(raised) => raised, // not inside the try: propagates
+                };
+            }
+            last_sent = false;
+            // The try block, on `session = process_next`.
+            let first = self
+                .process_next
+                .as_ref()
+                .and_then(|s| s.ranges.as_ref())
+                .and_then(|r| r.first())
+                .cloned();
+            if let Some(first) = first {
+                let head = first.split('-').next().unwrap_or_default();
+                if py_int(head).is_ok() {
+                    self.next_range = Some(format!("{first}-"));
+                    self.server_range = Some(first);
+                    if let Ok(request) = self.chunk_request(0, 0) {
+                        self.in_flight = Some(InFlight::Loop);
+                        return Step::Send(request);
+                    }
+                }
+                // A ValueError here is logged and swallowed (line 132).
+            }
+            self.chunks -= 1; // `finally`
+        }
+    }
+}
+
+impl SdkModel for Python {
+    fn profile(&self) -> &'static Profile {
+        &PROFILE
+    }
+
+    fn start(&mut self, now: SystemTime, session: &Answer, file_size: u64) -> Step {
+        let Some(json) = session.json_body().filter(|_| session.is_success()) else {
+            return Step::fail(
+                format!(
+                    "ODataError: createUploadSession answered {}",
+                    session.status
+                ),
+                "createUploadSession refused (ODataError)",
+            );
+        };
+        self.size = file_size;
+        self.stream = Stream::new(file_size);
+        // `int((self.file_size / max_chunk_size) + 0.5)` (line 44), in floats as Python.
+        #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+        let chunks = (file_size as f64 / CHUNK as f64 + 0.5) as i64;
+        self.chunks = chunks;
+        if let Err(raised) = check_expiry(now, field(&json, "expirationDateTime")) {
+            return raised;
+        }
+        match field(&json, "uploadUrl").and_then(Value::as_str) {
+            Some(url) if !url.trim().is_empty() => url.clone_into(&mut self.upload_url),
+            _ => {
+                return Step::fail(
+                    "RuntimeError: The upload URL cannot be empty.",
+                    "RuntimeError: no uploadUrl",
+                );
+            }
+        }
+        let first_end = CHUNK.min(file_size).saturating_sub(1);
+        match self.chunk_request(0, first_end) {
+            Ok(request) => {
+                self.in_flight = Some(InFlight::First);
+                Step::Send(request)
+            }
+            Err(raised) => raised,
+        }
+    }
+
+    fn on_answer(&mut self, _now: SystemTime, answer: &Answer) -> Step {
+        let Some(in_flight) = self.in_flight.take() else {
+            return Step::fail("RuntimeError: no request in flight", "model misused");
+        };
+        let parsed = if in_flight == InFlight::Last {
+            // `send_primitive_async(info, "bytes")`: only the status can raise.
+            check_status(answer).map(|()| None)
+        } else {
+            parse_session(answer)
+        };
+        match (in_flight, parsed) {
+            (InFlight::First | InFlight::Last, Err(raised)) => raised,
+            (InFlight::First, Ok(session)) => {
+                self.process_next = session;
+                self.iterate(false)
+            }
+            (InFlight::Loop, result) => {
+                // A failed PUT leaves `process_next` as it was: the next iteration
+                // sends the same range again.
+                if let Ok(session) = result {
+                    self.process_next = session;
+                }
+                self.chunks -= 1;
+                self.iterate(false)
+            }
+            (InFlight::Last, Ok(_)) => self.iterate(true),
+        }
+    }
+
+    fn on_transport_error(&mut self, what: &str) -> Step {
+        match self.in_flight.take() {
+            Some(InFlight::Loop) => {
+                self.chunks -= 1;
+                self.iterate(false)
+            }
+            _ => Step::fail(
+                format!("httpx.TransportError: {what}"),
+                "httpx.TransportError",
+            ),
+        }
+    }
+
+    fn on_wait_over(&mut self) -> Step {
+        Step::fail(
+            "RuntimeError: the Python task never sleeps",
+            "model misused",
+        )
+    }
+}
+
+/// `upload_session_expired` (lines 67-86) on the session from createUploadSession,
+/// whose `expiration_date_time` kiota parsed with `datetime.fromisoformat`.
+fn check_expiry(now: SystemTime, expiry: Option<&Value>) -> Result<(), Step> {
+    let text = expiry.and_then(Value::as_str).filter(|t| t.len() >= 10);
+    let Some(then) = text.and_then(parse_graph_time) else {
+        return Err(Step::fail(
+            "ValueError: Expiry is None",
+            "ValueError: Expiry is None",
+        ));
+    };
+    let aware = text.is_some_and(|t| {
+        let time = t.split_once('T').map_or("", |(_, time)| time);
+        time.ends_with('Z') || time.ends_with('z') || time.contains(['+', '-'])
+    });
+    if !aware {
+        return Err(Step::fail(
+            "TypeError: can't subtract offset-naive and offset-aware datetimes",
+            "TypeError on an expiry without offset",
+        ));
+    }
+    if now >= then {
+        return Err(Step::fail(
+            "RuntimeError: The upload session is expired.",
+            "RuntimeError: session expired",
+        ));
+    }
+    Ok(())
+}
+
+/// kiota's `throw_failed_responses`: anything but 2xx and 304 raises `APIError`.
+fn check_status(answer: &Answer) -> Result<(), Step> {
+    if answer.is_success() || answer.status == 304 {
+        Ok(())
+    } else {
+        Err(Step::fail(
+            format!(
+                "APIError: The server returned an unexpected status code and no error class \
+                 is registered for this code {}",
+                answer.status
+            ),
+            "APIError",
+        ))
+    }
+}
+
+/// `send_async(info, LargeFileUploadSession, {})`: `None` for 204, 304, an empty
+/// body or no content type; camelCase fields only.
+fn parse_session(answer: &Answer) -> Result<Option<Session>, Step> {
+    check_status(answer)?;
+    if matches!(answer.status, 204 | 304) || answer.body.is_empty() {
+        return Ok(None);
+    }
+    let Some(media) = answer.media_type() else {
+        return Ok(None);
+    };
+    if !media.trim().eq_ignore_ascii_case("application/json") {
+        return Err(Step::fail(
+            format!(
+                "Exception: Content type {media} does not have a factory registered to be parsed"
+            ),
+            "Exception: not JSON",
+        ));
+    }
+    let Some(json) = answer.json_body() else {
+        return Err(Step::fail(
+            "JSONDecodeError: the answer is not JSON",
+            "JSONDecodeError",
+        ));
+    };
+    let ranges = field(&json, "nextExpectedRanges")
+        .and_then(Value::as_array)
+        .map(|items| {
+            // kiota's `_get_str_value` gives None for a non-string, and `str(None)`
+            // is what the loop then splits.
+            items
+                .iter()
+                .map(|v| v.as_str().unwrap_or("None").to_owned())
+                .collect()
+        });
+    Ok(Some(Session { ranges }))
+}
+
+/// Python's `int(text)` in base 10: optional surrounding whitespace and sign,
+/// digits with single underscores between them.
+fn py_int(text: &str) -> Result<i128, String> {
+    let invalid = || format!("invalid literal for int() with base 10: '{text}'");
+    let t = text.trim();
+    let (negative, digits) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let well_formed = !digits.is_empty()
+        && !digits.starts_with('_')
+        && !digits.ends_with('_')
+        && !digits.contains("__")
+        && digits.bytes().all(|b| b.is_ascii_digit() || b == b'_');
+    if !well_formed {
+        return Err(invalid());
+    }
+    let value = digits
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .fold(0_i128, |acc, d| {
+            acc.saturating_mul(10).saturating_add(i128::from(d - b'0'))
+        });
+    Ok(if negative { -value } else { value })
+}
+
+/// The `ValueError` of `int()` on a piece of the server's `range`.
+fn value_error(message: &str, range: &str) -> Step {
+    let what = message.rsplit_once(": ").map_or("", |(_, v)| v);
+    let form = if range.contains('-') {
+        "range"
+    } else {
+        "bare range"
+    };
+    Step::fail(
+        format!("ValueError: {message}"),
+        format!("ValueError on {form} {} (int({what}))", quoted(range)),
+    )
+}
+
+/// A Python position or length as a stream offset (negative positions do not occur
+/// after `split('-')`).
+fn clamp(n: i128) -> u64 {
+    u64::try_from(n.max(0)).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sdk::test_support::{Script, bare, closed, done, open, pascal};
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn closed_ranges_give_chunk_plus_one_slices_and_a_resend_after_completion() {
+        let s = 15 * MIB + 1;
+        Script::new(Python::new(), s)
+            .sends("bytes 0-5242879/15728641", Body::file(0, 5 * MIB))
+            .answer(closed(5 * MIB, s))
+            .sends(
+                "bytes 5242880-10485760/15728641",
+                Body::file(5 * MIB, 5 * MIB + 1),
+            )
+            .answer(closed(10 * MIB + 1, s))
+            .sends(
+                "bytes 10485761-15728640/15728641",
+                Body::file(10 * MIB + 1, 5 * MIB),
+            )
+            .answer(done())
+            // The budget (3) is not spent yet: the last range goes again.
+            .sends(
+                "bytes 10485761-15728640/15728641",
+                Body::file(10 * MIB + 1, 5 * MIB),
+            )
+            .answer(done())
+            .ends_with_location();
+    }
+
+    #[test]
+    fn a_file_under_one_chunk_is_resent_with_an_empty_body() {
+        let s = 3_000_000;
+        Script::new(Python::new(), s)
+            .sends("bytes 0-2999999/3000000", Body::file(0, s))
+            .answer(done())
+            .sends("bytes 0-2999999/3000000", Body::file(s, 0))
+            .answer(done())
+            .ends_with_location();
+    }
+
+    #[test]
+    fn open_and_bare_ranges_raise_value_error_at_the_last_chunk() {
+        for form in [open(5 * MIB), bare(5 * MIB)] {
+            Script::new(Python::new(), 15 * MIB + 1)
+                .sends("bytes 0-5242879/15728641", Body::file(0, 5 * MIB))
+                .answer(form)
+                .fails_with("ValueError: invalid literal for int() with base 10: ''");
+        }
+    }
+
+    #[test]
+    fn pascal_case_answers_stop_new_slices_and_resend_the_first_range_with_later_bytes() {
+        let s = 15 * MIB + 1;
+        Script::new(Python::new(), s)
+            .sends("bytes 0-5242879/15728641", Body::file(0, 5 * MIB))
+            .answer(pascal("5242880-15728640"))
+            .sends("bytes 0-5242879/15728641", Body::file(5 * MIB, 5 * MIB))
+            .answer(done())
+            .ends_with_location();
+    }
+
+    #[test]
+    fn errors_of_the_first_put_propagate_and_loop_errors_resend_the_same_range() {
+        let s = 15 * MIB + 1;
+        Script::new(Python::new(), s)
+            .sends("bytes 0-5242879/15728641", Body::file(0, 5 * MIB))
+            .answer(Answer::new(413, Vec::new(), Vec::new()))
+            .fails_with("APIError: The server returned an unexpected status code and no error class is registered for this code 413");
+        Script::new(Python::new(), s)
+            .sends("bytes 0-5242879/15728641", Body::file(0, 5 * MIB))
+            .answer(closed(5 * MIB, s))
+            .sends(
+                "bytes 5242880-10485760/15728641",
+                Body::file(5 * MIB, 5 * MIB + 1),
+            )
+            .answer(Answer::new(500, Vec::new(), Vec::new()))
+            .sends(
+                "bytes 5242880-10485760/15728641",
+                Body::file(5 * MIB, 5 * MIB + 1),
+            )
+            .transport_error()
+            .sends(
+                "bytes 5242880-10485760/15728641",
+                Body::file(5 * MIB, 5 * MIB + 1),
+            )
+            .transport_error()
+            // The budget is spent: `last_chunk` sends the range again, and its
+            // error propagates.
+            .sends(
+                "bytes 5242880-10485760/15728641",
+                Body::file(5 * MIB, 5 * MIB + 1),
+            )
+            .transport_error()
+            .fails_with("httpx.TransportError");
+    }
+
+    #[test]
+    fn a_missing_or_naive_expiry_raises_before_any_request() {
+        let mut p = Python::new();
+        let no_expiry = Answer::json(201, &serde_json::json!({"uploadUrl": "https://h/u"}));
+        let step = p.start(SystemTime::UNIX_EPOCH, &no_expiry, 3_000_000);
+        assert!(matches!(step, Step::Failed(f) if f.exception == "ValueError: Expiry is None"));
+        let naive = Answer::json(
+            201,
+            &serde_json::json!({"uploadUrl": "https://h/u", "expirationDateTime": "2099-01-01T00:00:00"}),
+        );
+        let step = Python::new().start(SystemTime::UNIX_EPOCH, &naive, 3_000_000);
+        assert!(matches!(step, Step::Failed(f) if f.exception.starts_with("TypeError")));
+    }
+
+    #[test]
+    fn int_reads_as_python_does() {
+        assert_eq!(py_int(" 12 "), Ok(12));
+        assert_eq!(py_int("1_000"), Ok(1000));
+        assert!(py_int("").is_err() && py_int("1__0").is_err() && py_int("0x1").is_err());
+    }
+}
