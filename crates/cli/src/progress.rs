@@ -1,6 +1,7 @@
 //! Progress on stderr: a bar per file on a terminal, plain lines otherwise.
 
 use std::collections::HashMap;
+use std::io::IsTerminal as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,7 +34,7 @@ fn mib(bytes: u64) -> f64 {
 
 impl Display {
     pub(crate) fn new(_json: bool) -> Self {
-        let mode = if crate::transfer::stderr_is_terminal() {
+        let mode = if stderr_is_terminal() {
             Mode::Bars(MultiProgress::new())
         } else {
             Mode::Lines
@@ -129,4 +130,9 @@ impl Display {
             let _ = multi.clear();
         }
     }
+}
+
+/// Whether stderr is a terminal (progress bars) or not (plain lines).
+pub(crate) fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal()
 }

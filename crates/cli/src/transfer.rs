@@ -1,6 +1,5 @@
 //! `upload`, `resume`, `status` and `cancel`: thin commands over the client crate.
 
-use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -367,9 +366,4 @@ pub(crate) fn cancel(args: &SessionArgs) -> Result<(), Failure> {
         }
         Ok(())
     })
-}
-
-/// Whether stderr is a terminal (progress bars) or not (plain lines).
-pub(crate) fn stderr_is_terminal() -> bool {
-    std::io::stderr().is_terminal()
 }

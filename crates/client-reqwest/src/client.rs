@@ -22,7 +22,7 @@ use crate::pacing::{Pacer, Pacing};
 use crate::redact::{RedactedUrl, UploadUrl};
 use crate::resume::StateStore;
 use crate::target::{Target, User};
-use crate::transport::Reply;
+use crate::transport::{Inner, Reply};
 
 /// Microsoft Graph v1.0, the default base URL.
 pub const GRAPH_V1: &str = "https://graph.microsoft.com/v1.0";
@@ -259,19 +259,6 @@ fn same_host_redirects() -> redirect::Policy {
 #[derive(Clone)]
 pub struct Client {
     pub(crate) inner: Arc<Inner>,
-}
-
-pub(crate) struct Inner {
-    pub(crate) http: reqwest::Client,
-    pub(crate) base: Url,
-    token: Option<Arc<dyn TokenProvider>>,
-    pub(crate) user: User,
-    pub(crate) planner: PlannerConfig,
-    pub(crate) random_jitter: bool,
-    pub(crate) concurrency: usize,
-    pub(crate) pacer: Option<Pacer>,
-    pub(crate) request_timeout: Duration,
-    pub(crate) states: Option<StateStore>,
 }
 
 impl fmt::Debug for Client {

@@ -4,19 +4,25 @@
 
 use std::io::{self, SeekFrom};
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE};
+use reqwest::Url;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeek, AsyncSeekExt};
 use tokio::sync::mpsc;
 use tokio_util::io::ReaderStream;
 use upsession_core::ContentRange;
-use upsession_core::planner::TransportError;
+use upsession_core::planner::{PlannerConfig, TransportError};
 
-use crate::client::Inner;
+use crate::auth::TokenProvider;
 use crate::error::{Error, Result, describe_reqwest, is_tls_failure};
+use crate::pacing::Pacer;
 use crate::redact::UploadUrl;
+use crate::resume::StateStore;
+use crate::target::User;
 
 /// Largest answer body read; Graph's answers are a few hundred bytes.
 const MAX_ANSWER: usize = 1 << 20;
@@ -31,6 +37,21 @@ pub(crate) enum Reply {
     Answer(http::Response<Bytes>),
     /// No answer, and why (already redacted).
     NoAnswer(TransportError, String),
+}
+
+/// What every request of a [`crate::Client`] shares: the HTTP client, where Graph
+/// is, the token, and the upload policy.
+pub(crate) struct Inner {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: Url,
+    pub(crate) token: Option<Arc<dyn TokenProvider>>,
+    pub(crate) user: User,
+    pub(crate) planner: PlannerConfig,
+    pub(crate) random_jitter: bool,
+    pub(crate) concurrency: usize,
+    pub(crate) pacer: Option<Pacer>,
+    pub(crate) request_timeout: Duration,
+    pub(crate) states: Option<StateStore>,
 }
 
 impl Inner {

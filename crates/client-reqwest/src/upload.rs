@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncSeek};
 use upsession_core::planner::{Action, Completion, Event, Planner, PlannerConfig, UploadError};
 use upsession_core::time::format_graph_time;
 
-use crate::client::{Client, Inner};
+use crate::client::Client;
 use crate::content_type::guess_content_type;
 use crate::error::{Error, Result};
 use crate::progress::{ProgressKind, ProgressSink};
@@ -25,6 +25,7 @@ use crate::resume::{
     AttachmentMeta, FileIdentity, ResumeState, STATE_VERSION, StateStore, run_blocking,
 };
 use crate::target::Target;
+use crate::transport::Inner;
 use crate::transport::Reply;
 
 /// How one file is attached, and where its progress goes.

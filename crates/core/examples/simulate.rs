@@ -6,7 +6,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use upsession_core::planner::{Action, Event, Planner, PlannerConfig, TransportError};
-use upsession_core::respond;
+use upsession_core::{Dialect, respond};
 use upsession_core::session::{Limits, PutDecision, Session};
 
 fn main() {
@@ -22,7 +22,7 @@ fn main() {
         let reply = match planner.next(now) {
             Action::CreateSession => {
                 let s = Session::open(now, TOTAL, &Limits::default()).expect("within limits");
-                let res = respond::created(
+                let res = Dialect::UPSESSION.created(
                     "https://example.invalid/up/1?sig=x",
                     s.expires_at(),
                     &s.next_expected(),
@@ -36,11 +36,11 @@ fn main() {
                     Ok(PutDecision::Write(ticket)) => {
                         stored += ticket.range().len(); // a real server writes the bytes here
                         match s.commit(now, ticket) {
-                            Ok(answer) => respond::answer(&answer, LOCATION),
+                            Ok(answer) => Dialect::UPSESSION.answer(&answer, LOCATION),
                             Err(e) => respond::error(&e, "sim", now),
                         }
                     }
-                    Ok(PutDecision::Replay { answer, .. }) => respond::answer(&answer, LOCATION),
+                    Ok(PutDecision::Replay { answer, .. }) => Dialect::UPSESSION.answer(&answer, LOCATION),
                     Err(e) => respond::error(&e, "sim", now),
                 };
                 println!("server: PUT {cr} -> {}", res.status());
@@ -54,7 +54,7 @@ fn main() {
             Action::QueryStatus => {
                 let s = session.as_mut().expect("created first");
                 Ok(match s.status(now) {
-                    Ok(answer) => respond::answer(&answer, LOCATION),
+                    Ok(answer) => Dialect::UPSESSION.answer(&answer, LOCATION),
                     Err(e) => respond::error(&e, "sim", now),
                 })
             }

@@ -285,7 +285,17 @@ impl Dialect {
     }
 
     /// The answer to a fragment `PUT` or a status `GET`: a progress answer with the
-    /// session JSON (never an `id`), or `201` with `location` and an empty body.
+    /// session JSON (never an `id`), or `201` with `location` and an empty body with
+    /// no content type (an SDK parses any JSON-typed answer and fails on an empty one).
+    ///
+    /// ```
+    /// use upsession_core::{Dialect, session::Answer};
+    ///
+    /// let res = Dialect::UPSESSION.answer(&Answer::Completed, "https://h/v1.0/me/messages/m/attachments/a");
+    /// assert_eq!(res.status(), 201);
+    /// assert_eq!(res.headers()["location"], "https://h/v1.0/me/messages/m/attachments/a");
+    /// assert!(res.body().is_empty() && res.headers().get("content-type").is_none());
+    /// ```
     pub fn answer(&self, answer: &Answer, location: &str) -> Response<Vec<u8>> {
         self.render(answer, location, self.progress_status)
     }
@@ -320,6 +330,18 @@ impl Dialect {
                 res
             }
         }
+    }
+}
+
+impl crate::session::Limits {
+    /// Takes the session rules of `dialect` (re-sends, fragment multiples, whether
+    /// the expiry slides).
+    #[must_use]
+    pub fn with_rules_of(mut self, dialect: &Dialect) -> Self {
+        self.reject_resend = dialect.reject_resend;
+        self.fragment_quantum = dialect.fragment_quantum;
+        self.sliding_expiry = dialect.sliding_expiry;
+        self
     }
 }
 

@@ -10,7 +10,7 @@
 //!            HTTP adapter (hyper, reqwest, a test)          storage adapter
 //!   request ──► headers, now ──► Session::handle_put ──► PutDecision::Write ──► write bytes
 //!                                                                                  │
-//!   response ◄── respond::answer ◄── Answer ◄── Session::commit(now, ticket) ◄──────┘
+//!   response ◄── Dialect::answer ◄── Answer ◄── Session::commit(now, ticket) ◄──────┘
 //!
 //!   Planner::next(now) ──► Action::Put(range) ──► PUT ──► Planner::handle_response(now, response)
 //! ```

@@ -1,5 +1,6 @@
-//! Renders answers and errors as `http::Response`s, the one place where a status
-//! code, a header and a body are put together for the wire.
+//! Renders JSON answers and errors as `http::Response`s, the one place where a
+//! status code, a header and a body are put together for the wire (upload-session
+//! answers are the [`crate::Dialect`]'s, built on [`json`]).
 //!
 //! Adapters convert the `Vec<u8>` body into their own body type; they never build
 //! an upload answer or an error answer by hand.
@@ -10,10 +11,7 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
-use crate::dialect::Dialect;
 use crate::error::GraphError;
-use crate::range::RangeSet;
-use crate::session::Answer;
 use crate::wire::ErrorBody;
 
 /// The header that carries the request id on every answer.
@@ -30,32 +28,6 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Vec<u8>> {
     res.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
     res
-}
-
-/// The answer to createUploadSession in the upsession dialect: `201` with the
-/// uploadSession JSON. See [`Dialect::created`] for the others.
-pub fn created(upload_url: &str, expires: SystemTime, expected: &RangeSet) -> Response<Vec<u8>> {
-    Dialect::UPSESSION.created(upload_url, expires, expected)
-}
-
-/// The answer to a fragment `PUT` or a status `GET` in the upsession dialect (see
-/// [`Dialect::answer`] for the others).
-///
-/// - [`Answer::Progress`]: `200`, `application/json`, `expirationDateTime` and
-///   `nextExpectedRanges` in the closed form, and no `id`.
-/// - [`Answer::Completed`]: `201`, `Location: {location}`, an empty body with no
-///   content type (an SDK parses any JSON-typed answer and fails on an empty one).
-///
-/// ```
-/// use upsession_core::{respond, session::Answer};
-///
-/// let res = respond::answer(&Answer::Completed, "https://h/v1.0/me/messages/m/attachments/a");
-/// assert_eq!(res.status(), 201);
-/// assert_eq!(res.headers()["location"], "https://h/v1.0/me/messages/m/attachments/a");
-/// assert!(res.body().is_empty() && res.headers().get("content-type").is_none());
-/// ```
-pub fn answer(answer: &Answer, location: &str) -> Response<Vec<u8>> {
-    Dialect::UPSESSION.answer(answer, location)
 }
 
 /// The answer to `DELETE {uploadUrl}`: exactly `204`.

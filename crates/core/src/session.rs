@@ -123,16 +123,6 @@ impl Limits {
         self
     }
 
-    /// Takes the session rules of `dialect` (re-sends, fragment multiples, whether
-    /// the expiry slides).
-    #[must_use]
-    pub fn with_rules_of(mut self, dialect: &crate::dialect::Dialect) -> Self {
-        self.reject_resend = dialect.reject_resend;
-        self.fragment_quantum = dialect.fragment_quantum;
-        self.sliding_expiry = dialect.sliding_expiry;
-        self
-    }
-
     /// Sets whether each stored fragment moves the expiry.
     #[must_use]
     pub const fn with_sliding_expiry(mut self, sliding: bool) -> Self {

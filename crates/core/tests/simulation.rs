@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use upsession_core::error::{RequestError, SessionError};
 use upsession_core::planner::{Action, Completion, Planner, PlannerConfig, TransportError};
 use upsession_core::session::{Limits, PutDecision, Session, SessionSnapshot};
-use upsession_core::{ContentRange, respond};
+use upsession_core::{ContentRange, Dialect, respond};
 
 struct Stored {
     session: Session,
@@ -62,7 +62,7 @@ impl Server {
         self.next_id += 1;
         let id = self.next_id;
         let url = format!("https://sim/up/{id}");
-        let res = respond::created(&url, session.expires_at(), &session.next_expected());
+        let res = Dialect::UPSESSION.created(&url, session.expires_at(), &session.next_expected());
         let persisted = session.snapshot();
         let file = vec![0; usize::try_from(total).unwrap()];
         self.sessions.insert(
@@ -109,13 +109,13 @@ impl Server {
                 match s.session.commit(now, ticket) {
                     Ok(answer) => {
                         s.persisted = s.session.snapshot();
-                        Ok(respond::answer(&answer, &Self::location(id)))
+                        Ok(Dialect::UPSESSION.answer(&answer, &Self::location(id)))
                     }
                     Err(e) => Ok(respond::error(&e, "r", now)),
                 }
             }
             Ok(PutDecision::Replay { answer, .. }) => {
-                Ok(respond::answer(&answer, &Self::location(id)))
+                Ok(Dialect::UPSESSION.answer(&answer, &Self::location(id)))
             }
             Err(e) => Ok(respond::error(&e, "r", now)),
         }
@@ -123,7 +123,7 @@ impl Server {
 
     fn status(&mut self, now: SystemTime, id: u64) -> Response<Vec<u8>> {
         match self.sessions.get_mut(&id).map(|s| s.session.status(now)) {
-            Some(Ok(answer)) => respond::answer(&answer, &Self::location(id)),
+            Some(Ok(answer)) => Dialect::UPSESSION.answer(&answer, &Self::location(id)),
             Some(Err(e)) => respond::error(&e, "r", now),
             None => respond::error(&RequestError::SessionNotFound, "r", now),
         }

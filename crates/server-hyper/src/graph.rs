@@ -11,29 +11,24 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use futures_util::StreamExt as _;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt as _, Full, StreamBody};
+use http_body_util::{BodyExt as _, StreamBody};
 use hyper::body::Frame;
 use upsession_core::credential::{CREDENTIAL_PARAM, Signer};
 use upsession_core::dialect::LocationStyle;
-use upsession_core::error::{CreateError, FragmentError, RequestError};
+use upsession_core::error::RequestError;
 use upsession_core::route::{ItemKind, ItemPath, Route, upload_path};
 use upsession_core::wire::{AttachmentItem, Collection, FileAttachment, Item};
 use upsession_core::{Dialect, respond};
 
 use crate::engine::{BodyError, BodyStream, Engine, Failure, Fragment, fail};
-use crate::layers::{App, ReqBody, RequestId, ResBody};
+use crate::exchange::{
+    App, ReqBody, RequestId, ResBody, content_length, drain_exact, error_response, full, linger,
+    read_json_body, text,
+};
 use crate::store::{ItemView, SessionRecord};
-
-/// Largest JSON body accepted on Graph routes.
-const MAX_JSON_BODY: usize = 64 * 1024;
-
-/// After refusing a fragment from its headers, read (and drop) at most this much
-/// of its body, so that a client still sending reads the answer instead of a reset.
-const LINGER_MAX: u64 = 16 * 1024 * 1024;
 
 /// The base of the uploadUrls and `Location`s handed out.
 #[derive(Debug)]
@@ -86,26 +81,6 @@ pub(crate) struct Graph {
 }
 
 type Answer = Result<Response<ResBody>, Failure>;
-
-/// A whole-buffer answer as the response body type.
-pub(crate) fn full(res: Response<Vec<u8>>) -> Response<ResBody> {
-    res.map(|b| {
-        Full::new(Bytes::from(b))
-            .map_err(|never| match never {})
-            .boxed_unsync()
-    })
-}
-
-/// Graph's error JSON for `err`, answering the request `id`.
-pub(crate) fn error_response(err: &Failure, id: &RequestId) -> Response<ResBody> {
-    let mut res = full(respond::error(&**err, &id.0, SystemTime::now()));
-    res.extensions_mut().insert(ErrorCode(err.detail()));
-    res
-}
-
-/// The Graph code of an error answer, for metrics and logs.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ErrorCode(pub(crate) &'static str);
 
 impl Graph {
     /// The route table: every Graph route and the handler that answers it.
@@ -323,52 +298,6 @@ fn item_json(view: &ItemView) -> Item {
     item
 }
 
-pub(crate) fn text(status: StatusCode, body: &str) -> Response<Vec<u8>> {
-    let mut res = Response::new(body.as_bytes().to_vec());
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    res
-}
-
-/// `Content-Length`, strictly: absent, or digits (as HTTP allows no other form).
-pub(crate) fn content_length(headers: &http::HeaderMap) -> Result<Option<u64>, Failure> {
-    let Some(value) = headers.get(CONTENT_LENGTH) else {
-        return Ok(None);
-    };
-    let parsed = value
-        .to_str()
-        .ok()
-        .map(str::trim)
-        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|v| v.parse::<u64>().ok());
-    parsed.map(Some).ok_or_else(|| {
-        fail(RequestError::InvalidBody(
-            "Content-Length is not a number".into(),
-        ))
-    })
-}
-
-/// Reads a small JSON body, refusing one over the limit.
-pub(crate) async fn read_json_body(
-    req: Request<ReqBody>,
-    timeout: Duration,
-) -> Result<Bytes, Failure> {
-    let limited = http_body_util::Limited::new(req.into_body(), MAX_JSON_BODY);
-    match tokio::time::timeout(timeout, limited.collect()).await {
-        Err(_) => Err(fail(RequestError::Timeout)),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(fail(RequestError::BodyTooLarge {
-                max: MAX_JSON_BODY as u64,
-            }))
-        }
-        Ok(Err(e)) => Err(fail(CreateError::InvalidBody(e.to_string()))),
-    }
-}
-
 /// A fragment's body as the engine reads it: data frames, with a deadline between
 /// them.
 fn fragment_body(body: ReqBody, idle: Duration) -> BodyStream {
@@ -389,55 +318,6 @@ fn fragment_body(body: ReqBody, idle: Duration) -> BodyStream {
             }
         },
     ))
-}
-
-/// After refusing a fragment from its headers, reads and discards its body (up to
-/// a bound) in the background, so that the client, still sending, reads our answer
-/// instead of a connection reset (RFC 9112 §9.6). Nothing is stored.
-pub(crate) fn linger(body: ReqBody, headers: &http::HeaderMap, idle: Duration) {
-    let announced = content_length(headers).ok().flatten();
-    if announced.is_none_or(|n| n > LINGER_MAX) {
-        return; // too much to be worth reading: close instead
-    }
-    tokio::spawn(async move {
-        let mut body = body;
-        let mut seen = 0u64;
-        while let Ok(Some(Ok(frame))) = tokio::time::timeout(idle, body.frame()).await {
-            seen += frame.data_ref().map_or(0, |d| d.len() as u64);
-            if seen > LINGER_MAX {
-                break;
-            }
-        }
-    });
-}
-
-/// Reads and discards a re-sent fragment's body, checking its length.
-pub(crate) async fn drain_exact(
-    mut body: ReqBody,
-    expected: u64,
-    idle: Duration,
-) -> Result<(), Failure> {
-    let mut got = 0u64;
-    loop {
-        match tokio::time::timeout(idle, body.frame()).await {
-            Err(_) => return Err(fail(RequestError::Timeout)),
-            Ok(None) => break,
-            Ok(Some(Err(_))) => return Err(fail(FragmentError::BodyLength { expected, got })),
-            Ok(Some(Ok(frame))) => {
-                if let Ok(chunk) = frame.into_data() {
-                    got += chunk.len() as u64;
-                    if got > expected {
-                        return Err(fail(FragmentError::BodyLength { expected, got }));
-                    }
-                }
-            }
-        }
-    }
-    if got == expected {
-        Ok(())
-    } else {
-        Err(fail(FragmentError::BodyLength { expected, got }))
-    }
 }
 
 #[cfg(test)]

@@ -17,10 +17,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::combinators::UnsyncBoxBody;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt as _};
 use tracing::{Instrument as _, debug, info};
@@ -32,31 +30,14 @@ use upsession_core::route::Route;
 use upsession_core::throttle::Throttle;
 
 use crate::engine::{Engine, Failure, fail};
-use crate::graph::{ErrorCode, content_length, drain_exact, error_response, full, linger};
+use crate::exchange::{
+    App, DropConnection, ErrorCode, ReqBody, RequestId, ResBody, content_length, drain_exact,
+    error_response, full, linger,
+};
 use crate::metrics::Metrics;
 
-/// A request body inside the stack: any body, its errors as `io::Error` (a concrete
-/// type: a boxed `dyn Error` here trips the compiler's `Send` checks of futures).
-pub(crate) type ReqBody = UnsyncBoxBody<Bytes, std::io::Error>;
-/// A response body: whole buffers or an attachment's stream.
-pub(crate) type ResBody = UnsyncBoxBody<Bytes, std::io::Error>;
-/// Any error.
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The stack, and every layer's inner service.
 pub(crate) type Stack = BoxCloneSyncService<Request<ReqBody>, Response<ResBody>, Infallible>;
-
-/// The request's id: in its answer's `request-id` header, its error JSON and its logs.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct RequestId(pub(crate) String);
-
-/// The "app" of Graph's per-app limits: a short digest of the bearer token.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct App(pub(crate) String);
-
-/// On a response: the connection is to be dropped instead of answered (a `reset` or
-/// `lost` fault). `Server::start` does so; an embedder's server answers it as is.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct DropConnection;
 
 /// The rest of the stack, for a layer to call.
 #[derive(Clone)]
@@ -443,7 +424,7 @@ impl Double {
             .map_err(|m| fail(RequestError::Unauthenticated(m)))?;
         if *route == Route::AdminFaults {
             if req.method() == Method::PUT {
-                let body = crate::graph::read_json_body(req, self.body_idle_timeout).await?;
+                let body = crate::exchange::read_json_body(req, self.body_idle_timeout).await?;
                 let plan: FaultPlan = String::from_utf8_lossy(&body).parse().map_err(
                     |e: upsession_core::fault::FaultSpecError| {
                         fail(RequestError::InvalidBody(e.to_string()))

@@ -53,6 +53,7 @@ use std::net::SocketAddr;
 
 mod config;
 mod engine;
+mod exchange;
 mod graph;
 mod layers;
 mod metrics;

@@ -14,8 +14,9 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::graph::{PublicUrl, error_response};
-use crate::layers::{DropConnection, MAX_HEAD_BYTES, RequestId};
+use crate::exchange::{DropConnection, RequestId, ResBody, error_response};
+use crate::graph::PublicUrl;
+use crate::layers::MAX_HEAD_BYTES;
 use crate::service::UploadService;
 use crate::{StartError, tls};
 
@@ -327,7 +328,7 @@ async fn refuse(mut stream: tokio::net::TcpStream) {
 struct Dropped;
 
 /// The answer for a handler that panicked: nothing it did was acknowledged.
-fn internal_error() -> http::Response<crate::layers::ResBody> {
+fn internal_error() -> http::Response<ResBody> {
     let err = crate::engine::fail(upsession_core::error::RequestError::Internal);
     error_response(&err, &RequestId("panic".into()))
 }
@@ -339,9 +340,9 @@ fn hyper_service(
     upload: UploadService,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
-    Response = http::Response<crate::layers::ResBody>,
+    Response = http::Response<ResBody>,
     Error = Dropped,
-    Future = impl Future<Output = Result<http::Response<crate::layers::ResBody>, Dropped>> + Send,
+    Future = impl Future<Output = Result<http::Response<ResBody>, Dropped>> + Send,
 > + Clone {
     service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let answer = upload.serve(req.map(|b| {

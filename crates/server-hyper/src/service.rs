@@ -18,8 +18,9 @@ use upsession_core::throttle::Throttle;
 
 use crate::config::{Config, Storage};
 use crate::engine::{Engine, Rules};
+use crate::exchange::{BoxError, ReqBody, ResBody};
 use crate::graph::{Graph, PublicUrl};
-use crate::layers::{self, BoxError, Double, ResBody, Stack};
+use crate::layers::{self, Double, Stack};
 use crate::metrics::Metrics;
 use crate::store::SessionStore;
 use crate::store::local::LocalStore;
@@ -112,10 +113,7 @@ impl UploadService {
     }
 
     /// Answers one request (the `Service` impl, for any body type).
-    pub(crate) fn serve(
-        &self,
-        req: Request<layers::ReqBody>,
-    ) -> BoxFuture<'static, Response<ResBody>> {
+    pub(crate) fn serve(&self, req: Request<ReqBody>) -> BoxFuture<'static, Response<ResBody>> {
         let mut stack = self.stack.clone();
         // Every layer and the front-end are always ready: no `poll_ready` to wait on.
         let answer = stack.call(req);

@@ -33,7 +33,7 @@ use upsession_client_reqwest::{Client, ClientBuilder, PlannerConfig};
 use upsession_core::error::RequestError;
 use upsession_core::session::{Answer, Limits, PutDecision, Session};
 use upsession_core::wire::{AttachmentItem, Item};
-use upsession_core::{RangeSet, respond};
+use upsession_core::{Dialect, RangeSet, respond};
 
 /// The bearer token the fake server accepts.
 pub const TOKEN: &str = "test-token-1";
@@ -444,7 +444,7 @@ fn graph(s: &Shared, method: &Method, path: &str, body: &[u8]) -> Reply {
                     .subsec_nanos()
             );
             let url = format!("{}/upload/{sid}?tempauth={secret}", s.origin);
-            let res = respond::created(&url, session.expires_at(), &RangeSet::full(item.size));
+            let res = Dialect::UPSESSION.created(&url, session.expires_at(), &RangeSet::full(item.size));
             st.sessions.insert(
                 sid.clone(),
                 Stored {
@@ -490,7 +490,7 @@ fn decide(
     match *method {
         Method::GET => {
             let res = match stored.session.status(now) {
-                Ok(answer) => respond::answer(&answer, ""),
+                Ok(answer) => Dialect::UPSESSION.answer(&answer, ""),
                 Err(e) => err(&e),
             };
             drop(st);
@@ -627,7 +627,7 @@ fn render(s: &Shared, sid: &str, answer: &Answer) -> Response<Vec<u8>> {
     match answer {
         Answer::Progress { .. } => {
             drop(st);
-            restyle(s, respond::answer(answer, &location))
+            restyle(s, Dialect::UPSESSION.answer(answer, &location))
         }
         Answer::Completed => {
             let item = stored.item.clone();
@@ -639,7 +639,7 @@ fn render(s: &Shared, sid: &str, answer: &Answer) -> Response<Vec<u8>> {
             let file =
                 upsession_core::wire::FileAttachment::new(id.clone(), &item, SystemTime::now());
             match style.completion {
-                Completion::Created => respond::answer(answer, &location),
+                Completion::Created => Dialect::UPSESSION.answer(answer, &location),
                 Completion::CreatedWithBody => {
                     let mut res = respond::json(StatusCode::CREATED, &file);
                     res.headers_mut()

@@ -26,6 +26,7 @@ use super::Config;
 use super::http::{Outgoing, RawConn, Reply, graph_error_code};
 use super::ops::{BAD_RANGE_VARIANTS, Case, Len, Op};
 use super::shape::{self, Via, show};
+use super::verdict::{Violation, violation};
 use crate::outcome::Report;
 use crate::rule::Rule;
 use crate::runner::{CaseFailure, mix};
@@ -92,20 +93,6 @@ impl Expect {
             code: err.code(),
             inner: err.inner_code(),
         }
-    }
-}
-
-/// A broken rule, at a step.
-#[derive(Clone, Debug)]
-pub(crate) struct Violation {
-    rule: Rule,
-    message: String,
-}
-
-pub(super) fn violation(rule: Rule, message: impl Into<String>) -> Violation {
-    Violation {
-        rule,
-        message: message.into(),
     }
 }
 

@@ -44,6 +44,7 @@ mod exec;
 mod http;
 mod ops;
 mod shape;
+mod verdict;
 
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};

@@ -17,8 +17,8 @@ use upsession_core::session::Answer;
 use upsession_core::time::parse_graph_time;
 use upsession_core::{Dialect, RangeSet};
 
-use super::exec::{Violation, violation};
 use super::http::Reply;
+use super::verdict::{Violation, violation};
 use crate::rule::Rule;
 
 /// How far an `expirationDateTime` may lag our clock (a remote server's clock may
