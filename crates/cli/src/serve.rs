@@ -253,7 +253,7 @@ fn keep_token(path: &Path, token: &str) -> Result<(), Failure> {
         .map_err(|e| Failure::new(format!("cannot write {}: {e}", path.display())))
 }
 
-pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
+pub(crate) fn run(mut args: ServeArgs) -> Result<(), Failure> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -267,12 +267,15 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
             args.min_size, args.max_size
         )));
     }
-    let storage = storage(&args.store, args.meta, &args.tokens)?;
-    let data_dir = match args.data_dir {
+    let storage = storage(&args.store, args.meta.take(), &args.tokens)?;
+    let data_dir = match args.data_dir.take() {
         Some(d) => d,
         None => default_data_dir()?,
     };
-    let mut tokens: Vec<String> = args.tokens.into_iter().filter(|t| !t.is_empty()).collect();
+    let mut tokens: Vec<String> = std::mem::take(&mut args.tokens)
+        .into_iter()
+        .filter(|t| !t.is_empty())
+        .collect();
     // (the token file's path, and the new token to keep there once started)
     let token_file = if tokens.is_empty() {
         let path = data_dir.join("token");
@@ -282,60 +285,8 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
     } else {
         None
     };
-    let limits = Limits::default()
-        .with_min_size(args.min_size)
-        .with_max_size(args.max_size)
-        .with_max_fragment(args.max_fragment)
-        .with_ttl(args.session_ttl)
-        .with_max_age(args.session_ttl.max(Duration::from_secs(7 * 24 * 3600)));
     let where_kept = describe(&storage, &data_dir);
-    let mut dialect = args.dialect;
-    if let Some(casing) = args.casing {
-        dialect = dialect.with_casing(casing);
-    }
-    if let Some(forms) = args.range_form {
-        dialect = dialect.with_range_forms(forms);
-    }
-    let mut config = Config::new(&data_dir)
-        .with_storage(storage)
-        .with_dialect(dialect)
-        .with_listen(args.listen)
-        .with_limits(limits)
-        .with_max_connections(args.max_connections as usize)
-        .with_fsync(match args.fsync {
-            FsyncArg::Always => Fsync::Always,
-            FsyncArg::Never => Fsync::Never,
-        });
-    config.tokens = tokens;
-    if let Some(url) = args.public_url {
-        config = config.with_public_url(url);
-    }
-    if let Some(limit) = args.message_size_limit {
-        config = config.with_message_size_limit(limit);
-    }
-    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
-        config = config.with_tls(cert, key);
-    }
-    if args.reject_upload_auth {
-        config = config.with_upload_authorization_refused();
-    }
-    if args.throttle == "outlook" {
-        config = config.with_throttle(ThrottleLimits::OUTLOOK);
-    }
-    let mut fault_note = String::new();
-    if let Some(plan) = args.faults {
-        fault_note = format!(
-            "fault injection: {plan} (seed {}; replay with the same --faults)\n",
-            plan.seed()
-        );
-        config = config.with_faults(plan);
-    }
-    if let Some(t) = args.admin_token {
-        config = config.with_admin_token(t);
-    }
-    if let Some(t) = args.metrics_token {
-        config = config.with_metrics_token(t);
-    }
+    let (config, fault_note) = server_config(args, storage, &data_dir, tokens);
     crate::block_on(async move {
         let running = Server::start(config).await?;
         let banner = banner(&running, &where_kept, token_file.as_ref(), &fault_note)?;
@@ -381,4 +332,67 @@ fn banner(
          upsession upload FILE --draft \"Test\" --base-url {base} --token {token_arg}\n",
         addr = running.local_addr(),
     ))
+}
+
+/// The server's configuration from the flags.
+fn server_config(
+    args: ServeArgs,
+    storage: Storage,
+    data_dir: &Path,
+    tokens: Vec<String>,
+) -> (Config, String) {
+    let limits = Limits::default()
+        .with_min_size(args.min_size)
+        .with_max_size(args.max_size)
+        .with_max_fragment(args.max_fragment)
+        .with_ttl(args.session_ttl)
+        .with_max_age(args.session_ttl.max(Duration::from_secs(7 * 24 * 3600)));
+    let mut dialect = args.dialect;
+    if let Some(casing) = args.casing {
+        dialect = dialect.with_casing(casing);
+    }
+    if let Some(forms) = args.range_form {
+        dialect = dialect.with_range_forms(forms);
+    }
+    let mut config = Config::new(data_dir)
+        .with_storage(storage)
+        .with_dialect(dialect)
+        .with_listen(args.listen)
+        .with_limits(limits)
+        .with_max_connections(args.max_connections as usize)
+        .with_fsync(match args.fsync {
+            FsyncArg::Always => Fsync::Always,
+            FsyncArg::Never => Fsync::Never,
+        });
+    config.tokens = tokens;
+    if let Some(url) = args.public_url {
+        config = config.with_public_url(url);
+    }
+    if let Some(limit) = args.message_size_limit {
+        config = config.with_message_size_limit(limit);
+    }
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config = config.with_tls(cert, key);
+    }
+    if args.reject_upload_auth {
+        config = config.with_upload_authorization_refused();
+    }
+    if args.throttle == "outlook" {
+        config = config.with_throttle(ThrottleLimits::OUTLOOK);
+    }
+    let mut fault_note = String::new();
+    if let Some(plan) = args.faults {
+        fault_note = format!(
+            "fault injection: {plan} (seed {}; replay with the same --faults)\n",
+            plan.seed()
+        );
+        config = config.with_faults(plan);
+    }
+    if let Some(t) = args.admin_token {
+        config = config.with_admin_token(t);
+    }
+    if let Some(t) = args.metrics_token {
+        config = config.with_metrics_token(t);
+    }
+    (config, fault_note)
 }

@@ -252,6 +252,13 @@ impl Rule {
             Self::ErrorShape => {
                 "an error answer is Graph's JSON {\"error\": {\"code\": …, \"message\": …}}"
             }
+            _ => self.client_summary(),
+        }
+    }
+
+    /// [`Rule::summary`] of the client rules and the harness.
+    const fn client_summary(self) -> &'static str {
+        match self {
             Self::ClientSuccessIsComplete => {
                 "a client reporting success has uploaded the whole file, byte for byte, as exactly \
                  one attachment"
@@ -265,6 +272,7 @@ impl Rule {
             }
             Self::ClientFinishes => "the client returns within the time limit",
             Self::Harness => "the checker could not run; this is not a finding",
+            _ => "",
         }
     }
 }

@@ -3,15 +3,16 @@
 //!
 //! `cargo run -p upsession-core --example simulate`
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::Response;
 
 use upsession_core::planner::{Action, Event, Planner, PlannerConfig, TransportError};
-use upsession_core::{Dialect, respond};
 use upsession_core::session::{Limits, PutDecision, Session};
+use upsession_core::{ContentRange, Dialect, respond};
 
 fn main() {
     const TOTAL: u64 = 40_000_000;
-    const LOCATION: &str = "https://example.invalid/v1.0/me/messages/m1/attachments/a1";
     let mut now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let mut rng = fastrand::Rng::with_seed(42);
     let mut session = None;
@@ -32,17 +33,7 @@ fn main() {
             }
             Action::Put(cr) => {
                 let s = session.as_mut().expect("created first");
-                let res = match s.handle_put(now, Some(&cr.to_string()), Some(cr.range().len())) {
-                    Ok(PutDecision::Write(ticket)) => {
-                        stored += ticket.range().len(); // a real server writes the bytes here
-                        match s.commit(now, ticket) {
-                            Ok(answer) => Dialect::UPSESSION.answer(&answer, LOCATION),
-                            Err(e) => respond::error(&e, "sim", now),
-                        }
-                    }
-                    Ok(PutDecision::Replay { answer, .. }) => Dialect::UPSESSION.answer(&answer, LOCATION),
-                    Err(e) => respond::error(&e, "sim", now),
-                };
+                let res = put(s, now, cr, &mut stored);
                 println!("server: PUT {cr} -> {}", res.status());
                 // One answer in five is lost on the way back.
                 if rng.u8(0..5) == 0 {
@@ -88,17 +79,40 @@ fn main() {
                 planner.handle_transport_error(now, e);
             }
         }
-        while let Some(event) = planner.poll_event() {
-            match event {
-                Event::Progress {
-                    acknowledged,
-                    total,
-                } => println!("client: {acknowledged}/{total} bytes acknowledged"),
-                Event::Retrying {
-                    attempt, reason, ..
-                } => println!("client: retry #{attempt}: {reason}"),
-                _ => {}
+        report(&mut planner);
+    }
+}
+
+const LOCATION: &str = "https://example.invalid/v1.0/me/messages/m1/attachments/a1";
+
+/// What the server does with a fragment: a real one writes the bytes where this
+/// counts them.
+fn put(s: &mut Session, now: SystemTime, cr: ContentRange, stored: &mut u64) -> Response<Vec<u8>> {
+    match s.handle_put(now, Some(&cr.to_string()), Some(cr.range().len())) {
+        Ok(PutDecision::Write(ticket)) => {
+            *stored += ticket.range().len();
+            match s.commit(now, ticket) {
+                Ok(answer) => Dialect::UPSESSION.answer(&answer, LOCATION),
+                Err(e) => respond::error(&e, "sim", now),
             }
+        }
+        Ok(PutDecision::Replay { answer, .. }) => Dialect::UPSESSION.answer(&answer, LOCATION),
+        Err(e) => respond::error(&e, "sim", now),
+    }
+}
+
+/// Prints what the planner reports.
+fn report(planner: &mut Planner) {
+    while let Some(event) = planner.poll_event() {
+        match event {
+            Event::Progress {
+                acknowledged,
+                total,
+            } => println!("client: {acknowledged}/{total} bytes acknowledged"),
+            Event::Retrying {
+                attempt, reason, ..
+            } => println!("client: retry #{attempt}: {reason}"),
+            _ => {}
         }
     }
 }

@@ -297,8 +297,13 @@ impl Route {
             kind,
             id: (*id).to_owned(),
         };
+        Self::parse_item_rest(item, rest).ok_or_else(no_route)
+    }
+
+    /// What follows `…/{messages|events}/{id}`.
+    fn parse_item_rest(item: ItemPath, rest: &[&str]) -> Option<Self> {
         let is = |s: &str, name: &str| s.eq_ignore_ascii_case(name);
-        Ok(match rest {
+        Some(match rest {
             [] => Self::Item(item),
             [a] if is(a, "attachments") => Self::Attachments(item),
             [a, c] if is(a, "attachments") && is(c, "createUploadSession") => {
@@ -314,7 +319,7 @@ impl Route {
             [a, aid, v] if is(a, "attachments") && *v == "$value" => {
                 Self::AttachmentValue(item, (*aid).to_owned())
             }
-            _ => return Err(no_route()),
+            _ => return None,
         })
     }
 

@@ -364,6 +364,60 @@ fn hyper_service(
     })
 }
 
+/// Serves one accepted connection to its end, its TLS handshake first where TLS is
+/// on (in the connection's own task, under the header timeout). `slot` is its place
+/// under `--max-connections`, held until it closes.
+#[allow(clippy::too_many_arguments)] // one connection's parts, as the accept loop holds them
+async fn serve_one(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    builder: auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    service: UploadService,
+    timeout: Duration,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    let service = hyper_service(service);
+    let served = match tls {
+        None => {
+            let io = TokioIo::new(FirstBytesDeadline::new(stream, timeout));
+            watcher
+                .watch(
+                    builder
+                        .serve_connection_with_upgrades(io, service)
+                        .into_owned(),
+                )
+                .await
+        }
+        Some(tls) => {
+            let stream = match tokio::time::timeout(timeout, tls.accept(stream)).await {
+                Ok(Ok(stream)) => FirstBytesDeadline::new(stream, timeout),
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let io = TokioIo::new(stream);
+            watcher
+                .watch(
+                    builder
+                        .serve_connection_with_upgrades(io, service)
+                        .into_owned(),
+                )
+                .await
+        }
+    };
+    if let Err(e) = served {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+    drop(slot);
+}
+
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -410,42 +464,16 @@ async fn accept_loop(
             }
             continue;
         };
-        let timeout = limits.header_timeout;
-        let service = hyper_service(service.clone());
-        let Some(tls) = &tls else {
-            let stream = FirstBytesDeadline::new(stream, timeout);
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            let watched = graceful.watch(conn);
-            tokio::spawn(async move {
-                if let Err(e) = watched.await {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-                drop(slot);
-            });
-            continue;
-        };
-        // The handshake runs in the connection's own task, under the header timeout.
-        let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(timeout, tls.accept(stream)).await {
-                Ok(Ok(stream)) => FirstBytesDeadline::new(stream, timeout),
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-            drop(slot);
-        });
+        tokio::spawn(serve_one(
+            stream,
+            peer,
+            tls.clone(),
+            builder.clone(),
+            graceful.watcher(),
+            service.clone(),
+            limits.header_timeout,
+            slot,
+        ));
     }
     drop(listener);
     let grace = limits.shutdown_grace;

@@ -1,0 +1,423 @@
+#![allow(clippy::pedantic)] // test code favours brevity over pedantry
+use super::*;
+use std::time::Duration;
+use std::time::UNIX_EPOCH;
+
+fn t(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+}
+
+fn response(status: u16, headers: &[(&str, &str)], body: &str) -> Response<Vec<u8>> {
+    let mut b = Response::builder().status(status);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(body.as_bytes().to_vec()).unwrap()
+}
+
+fn session_json(ranges: &[&str]) -> String {
+    serde_json::json!({
+        "uploadUrl": "https://h/up/1?tok=x",
+        "expirationDateTime": "2100-01-01T00:00:00Z",
+        "nextExpectedRanges": ranges,
+    })
+    .to_string()
+}
+
+fn created(total: u64, cfg: PlannerConfig) -> Planner {
+    let mut p = Planner::new(total, cfg);
+    assert_eq!(p.next(t(0)), Action::CreateSession);
+    p.handle_response(t(0), &response(201, &[], &session_json(&["0-"])));
+    p
+}
+
+fn small() -> PlannerConfig {
+    PlannerConfig {
+        fragment_size: 10,
+        ..PlannerConfig::default()
+    }
+}
+
+fn put_range(a: &Action) -> (u64, u64) {
+    match a {
+        Action::Put(cr) => (cr.range().start(), cr.range().last()),
+        other => panic!("expected a PUT, got {other:?}"),
+    }
+}
+
+#[test]
+fn follows_the_servers_ranges_not_its_own() {
+    // Resumed: what the session holds at its first answer (sent by an earlier
+    // process) is taken as it is.
+    let mut p = Planner::resume(30, "https://u/x".into(), None, small());
+    assert_eq!(p.next(t(0)), Action::QueryStatus);
+    p.handle_response(t(0), &response(200, &[], &session_json(&["5-9", "15-"])));
+    assert_eq!(put_range(&p.next(t(0))), (5, 9));
+    p.handle_response(
+        t(1),
+        &response(200, &[], r#"{"nextExpectedRanges":["15"]}"#),
+    );
+    assert_eq!(put_range(&p.next(t(1))), (15, 24));
+    assert_eq!(p.acknowledged(), 15);
+}
+
+#[test]
+fn a_server_claiming_bytes_never_sent_stops_the_upload() {
+    let mut p = created(30, small());
+    assert_eq!(put_range(&p.next(t(0))), (0, 9));
+    // 10..15 were never sent: finishing would make an attachment that is not
+    // the file.
+    p.handle_response(
+        t(1),
+        &response(200, &[], r#"{"nextExpectedRanges":["15"]}"#),
+    );
+    match p.next(t(1)) {
+        Action::Failed(
+            e @ UploadError::ServerClaimsUnsentBytes {
+                start: 10,
+                last: 14,
+            },
+        ) => {
+            assert!(e.to_string().contains("never sent"), "{e}");
+        }
+        other => panic!("expected a failure for unsent bytes, got {other:?}"),
+    }
+}
+
+#[test]
+fn bytes_a_server_forgets_are_sent_again_but_not_forever() {
+    let cfg = PlannerConfig {
+        max_attempts: 3,
+        ..small()
+    };
+    let mut p = created(30, cfg);
+    assert_eq!(put_range(&p.next(t(0))), (0, 9));
+    p.handle_response(t(1), &response(200, &[], &session_json(&["10-29"])));
+    // The server lost 0..10 (a power loss under `--fsync never`): send it again.
+    assert_eq!(put_range(&p.next(t(1))), (10, 19));
+    p.handle_response(t(2), &response(200, &[], &session_json(&["0-9", "20-29"])));
+    assert_eq!(put_range(&p.next(t(2))), (0, 9));
+    // A server that keeps forgetting does not keep the upload going forever.
+    for round in 0..10 {
+        p.handle_response(t(3), &response(200, &[], &session_json(&["20-29"])));
+        match p.next(t(3)) {
+            Action::Put(_) => {}
+            Action::Failed(UploadError::AttemptsExhausted { .. }) => return,
+            other => panic!("round {round}: {other:?}"),
+        }
+        p.handle_response(t(3), &response(200, &[], &session_json(&["0-9", "20-29"])));
+        match p.next(t(3)) {
+            Action::Put(_) => {}
+            Action::Failed(UploadError::AttemptsExhausted { .. }) => return,
+            other => panic!("round {round}: {other:?}"),
+        }
+    }
+    panic!("a server that keeps forgetting kept the upload going");
+}
+
+#[test]
+fn completes_on_201_with_location_or_on_200_with_id() {
+    let mut p = created(5, small());
+    let _ = p.next(t(0));
+    p.handle_response(
+        t(0),
+        &response(
+            201,
+            &[("location", "https://h/v1.0/me/messages/m/attachments/A1")],
+            "",
+        ),
+    );
+    assert_eq!(
+        p.next(t(0)),
+        Action::Done(Completion {
+            location: Some("https://h/v1.0/me/messages/m/attachments/A1".into()),
+            attachment_id: Some("A1".into())
+        })
+    );
+
+    let mut p = created(5, small());
+    let _ = p.next(t(0));
+    p.handle_response(t(0), &response(200, &[], r#"{"id":"item-7","name":"x"}"#));
+    assert!(
+        matches!(p.next(t(0)), Action::Done(Completion { attachment_id: Some(id), .. }) if id == "item-7")
+    );
+}
+
+#[test]
+fn outlook_location_yields_the_attachment_id() {
+    assert_eq!(
+        id_from_location(
+            "https://outlook.office.com/api/v2.0/Users('a')/Messages('b')/Attachments('AAMk=')"
+        ),
+        Some("AAMk=".into())
+    );
+    assert_eq!(
+        id_from_location("https://h/x/att1?y=1"),
+        Some("att1".into())
+    );
+}
+
+#[test]
+fn lost_answer_asks_the_session_before_resending() {
+    let mut p = created(30, small());
+    let _ = p.next(t(0));
+    p.handle_transport_error(t(0), TransportError::Lost);
+    let Action::Wait { until } = p.next(t(0)) else {
+        panic!()
+    };
+    assert!(until <= t(1));
+    assert_eq!(p.next(until), Action::QueryStatus);
+    p.handle_response(until, &response(200, &[], &session_json(&["10-29"])));
+    assert_eq!(put_range(&p.next(until)), (10, 19));
+}
+
+#[test]
+fn throttling_waits_for_retry_after_in_seconds_or_as_a_date() {
+    let mut p = created(30, small());
+    let _ = p.next(t(0));
+    p.handle_response(t(0), &response(429, &[("retry-after", "7")], ""));
+    assert_eq!(p.next(t(0)), Action::Wait { until: t(7) });
+    assert_eq!(
+        put_range(&p.next(t(7))),
+        (0, 9),
+        "a throttled fragment is sent again as it was"
+    );
+    let date = crate::time::format_http_date(t(20));
+    p.handle_response(t(7), &response(503, &[("Retry-After", &date)], ""));
+    assert_eq!(p.next(t(8)), Action::Wait { until: t(20) });
+}
+
+#[test]
+fn single_requests_wait_out_throttling_a_bounded_number_of_times() {
+    use super::{MAX_THROTTLE_WAIT, THROTTLED_ATTEMPTS, throttle_wait};
+    let now = t(0);
+    let busy = StatusCode::SERVICE_UNAVAILABLE;
+    let waits: Vec<_> = (1..=THROTTLED_ATTEMPTS)
+        .map(|a| throttle_wait(busy, None, a, now))
+        .collect();
+    let secs = |n| Some(Duration::from_secs(n));
+    assert_eq!(waits, [secs(1), secs(2), secs(4), secs(8), None]);
+    let date = crate::time::format_http_date(t(30));
+    assert_eq!(
+        throttle_wait(StatusCode::TOO_MANY_REQUESTS, Some(&date), 1, now),
+        secs(30)
+    );
+    // Too long a wait, or an answer that is not throttling: the caller's.
+    assert_eq!(
+        throttle_wait(busy, Some("0"), 1, now),
+        secs(1),
+        "never at once"
+    );
+    let long = (MAX_THROTTLE_WAIT.as_secs() + 1).to_string();
+    assert_eq!(throttle_wait(busy, Some(&long), 1, now), None);
+    for status in [400, 401, 404, 409, 500, 502, 504] {
+        let status = StatusCode::from_u16(status).unwrap();
+        assert_eq!(throttle_wait(status, Some("1"), 1, now), None);
+    }
+}
+
+#[test]
+fn retry_after_past_the_deadline_fails_at_once() {
+    let cfg = PlannerConfig {
+        deadline: Some(Duration::from_secs(60)),
+        ..small()
+    };
+    let mut p = created(30, cfg);
+    let _ = p.next(t(0));
+    p.handle_response(t(0), &response(429, &[("retry-after", "3600")], ""));
+    assert!(matches!(
+        p.next(t(0)),
+        Action::Failed(UploadError::DeadlineExceeded { .. })
+    ));
+}
+
+#[test]
+fn backoff_grows_and_attempts_are_bounded() {
+    let cfg = PlannerConfig {
+        max_attempts: 4,
+        deadline: None,
+        ..small()
+    };
+    let mut p = created(30, cfg);
+    let mut now = t(0);
+    let mut waits = 0;
+    loop {
+        match p.next(now) {
+            Action::Put(_) | Action::QueryStatus => p.handle_response(now, &response(500, &[], "")),
+            Action::Wait { until } => {
+                waits += 1;
+                now = until;
+            }
+            Action::Failed(UploadError::AttemptsExhausted { attempts, .. }) => {
+                assert_eq!(attempts, 4);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(waits, 3);
+}
+
+#[test]
+fn a_401_is_final_and_carries_graphs_error() {
+    let mut p = created(30, small());
+    let _ = p.next(t(0));
+    let body = r#"{"error":{"code":"InvalidAuthenticationToken","message":"expired","innerError":{"request-id":"r1"}}}"#;
+    p.handle_response(t(0), &response(401, &[], body));
+    let Action::Failed(UploadError::Remote(e)) = p.next(t(0)) else {
+        panic!()
+    };
+    assert_eq!(
+        (e.code.as_str(), e.request_id.as_deref()),
+        ("InvalidAuthenticationToken", Some("r1"))
+    );
+    assert!(
+        matches!(p.next(t(5)), Action::Failed(_)),
+        "failure is sticky"
+    );
+}
+
+#[test]
+fn a_413_shrinks_fragments_to_quantum_multiples() {
+    let mut p = created(20 * FRAGMENT_QUANTUM, PlannerConfig::default());
+    assert_eq!(put_range(&p.next(t(0))).1 + 1, DEFAULT_FRAGMENT_SIZE);
+    p.handle_response(t(0), &response(413, &[], ""));
+    assert_eq!(put_range(&p.next(t(0))).1 + 1, 6 * FRAGMENT_QUANTUM);
+    let shrunk = Event::FragmentShrunk {
+        fragment_size: 6 * FRAGMENT_QUANTUM,
+    };
+    assert!(std::iter::from_fn(|| p.poll_event()).any(|e| e == shrunk));
+}
+
+#[test]
+fn lost_final_answer_then_gone_session_is_reported_not_hidden() {
+    let mut p = created(10, small());
+    let _ = p.next(t(0));
+    p.handle_transport_error(t(0), TransportError::Lost);
+    let Action::Wait { until } = p.next(t(0)) else {
+        panic!()
+    };
+    assert_eq!(p.next(until), Action::QueryStatus);
+    p.handle_response(until, &response(404, &[], ""));
+    // One re-send of the final fragment, in case the server still answers it.
+    assert_eq!(put_range(&p.next(until)), (0, 9));
+    p.handle_response(until, &response(404, &[], ""));
+    assert_eq!(
+        p.next(until),
+        Action::Failed(UploadError::FinalOutcomeUnknown)
+    );
+}
+
+#[test]
+fn status_showing_all_bytes_resends_final_fragment_to_learn_location() {
+    let mut p = created(25, small());
+    let _ = p.next(t(0));
+    p.handle_response(t(0), &response(200, &[], &session_json(&["10-24"])));
+    let _ = p.next(t(0));
+    p.handle_response(t(0), &response(200, &[], &session_json(&["20-24"])));
+    let _ = p.next(t(0));
+    p.handle_transport_error(t(0), TransportError::Lost);
+    let Action::Wait { until } = p.next(t(0)) else {
+        panic!()
+    };
+    assert_eq!(p.next(until), Action::QueryStatus);
+    p.handle_response(until, &response(200, &[], &session_json(&[])));
+    // The exact fragment that was lost is sent again.
+    assert_eq!(put_range(&p.next(until)), (20, 24));
+    p.handle_response(until, &response(201, &[("location", "https://h/a/X")], ""));
+    assert!(matches!(
+        p.next(until),
+        Action::Done(Completion {
+            attachment_id: Some(_),
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_404_from_the_session_says_the_session_is_gone() {
+    let mut p = created(30, small());
+    let _ = p.next(t(0));
+    p.handle_response(
+        t(0),
+        &response(
+            404,
+            &[],
+            r#"{"error":{"code":"uploadSessionNotFound","message":"gone"}}"#,
+        ),
+    );
+    let Action::Failed(UploadError::SessionNotFound(e)) = p.next(t(0)) else {
+        panic!()
+    };
+    assert_eq!(e.code, "uploadSessionNotFound");
+}
+
+#[test]
+fn resume_asks_first_and_refuses_an_expired_session() {
+    let mut p = Planner::resume(30, "https://h/up".into(), Some(t(10)), small());
+    assert_eq!(p.next(t(0)), Action::QueryStatus);
+    let mut p = Planner::resume(30, "https://h/up".into(), Some(t(10)), small());
+    assert_eq!(p.next(t(10)), Action::Failed(UploadError::SessionExpired));
+}
+
+#[test]
+fn cancel_sends_delete_and_ends_cancelled() {
+    let mut p = created(30, small());
+    p.cancel();
+    assert_eq!(p.next(t(0)), Action::Delete);
+    p.handle_response(t(0), &response(204, &[], ""));
+    assert_eq!(p.next(t(0)), Action::Cancelled);
+    let mut before_session = Planner::new(30, small());
+    before_session.cancel();
+    assert_eq!(before_session.next(t(0)), Action::Cancelled);
+}
+
+#[test]
+fn pending_until_the_outstanding_request_is_answered() {
+    let mut p = created(30, small());
+    let _ = p.next(t(0));
+    assert_eq!(p.next(t(0)), Action::Pending);
+}
+
+#[test]
+fn a_2xx_without_ranges_is_never_taken_for_completion() {
+    let mut p = created(30, small());
+    let _ = p.next(t(0));
+    p.handle_response(t(0), &response(200, &[], "{}"));
+    assert!(matches!(
+        p.next(t(0)),
+        Action::Failed(UploadError::Protocol(_))
+    ));
+}
+
+#[test]
+fn a_5xx_on_the_final_fragment_then_a_gone_session_is_an_unknown_outcome() {
+    let mut p = created(10, small());
+    let _ = p.next(t(0));
+    p.handle_response(t(0), &response(504, &[], ""));
+    let Action::Wait { until } = p.next(t(0)) else {
+        panic!()
+    };
+    assert_eq!(p.next(until), Action::QueryStatus);
+    p.handle_response(until, &response(404, &[], ""));
+    assert_eq!(put_range(&p.next(until)), (0, 9));
+    p.handle_response(until, &response(404, &[], ""));
+    assert_eq!(
+        p.next(until),
+        Action::Failed(UploadError::FinalOutcomeUnknown)
+    );
+}
+
+#[test]
+fn garbage_ranges_are_a_protocol_error() {
+    let mut p = created(30, small());
+    let _ = p.next(t(0));
+    p.handle_response(
+        t(0),
+        &response(200, &[], r#"{"nextExpectedRanges":["abc"]}"#),
+    );
+    assert!(matches!(
+        p.next(t(0)),
+        Action::Failed(UploadError::Protocol(_))
+    ));
+}
