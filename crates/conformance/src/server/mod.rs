@@ -40,9 +40,17 @@
 //! cut short, a body held open during a concurrent `PUT`) are written by hand on a
 //! TCP socket; they are skipped when the base URL is `https`.
 
+mod attachments;
+mod case;
+mod concurrent;
 mod exec;
 mod http;
+mod judge;
+mod model;
 mod ops;
+mod put;
+mod raw;
+mod sessions;
 mod shape;
 mod verdict;
 

@@ -1,0 +1,202 @@
+//! Uploads: the [`Client`] methods that start, continue and resume uploads, one
+//! file or many.
+//!
+//! Each builds a [`Planner`] and the `Job` that pumps it (`pump`); the public
+//! types live in `options`, resuming from saved state in `resuming`.
+
+mod options;
+mod pump;
+mod resuming;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncSeek};
+use upsession_core::planner::Planner;
+
+pub use options::{UploadOptions, Uploaded};
+
+use self::pump::Job;
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::progress::ProgressKind;
+use crate::redact::UploadUrl;
+use crate::resume::{FileIdentity, ResumeState, STATE_VERSION};
+use crate::target::Target;
+
+impl Client {
+    /// Uploads a file as an attachment of `target`: creates the upload session with
+    /// the full `AttachmentItem`, then streams the file in fragments, one at a time,
+    /// never reading it whole into memory.
+    ///
+    /// Before the session is created the file is read once to take its SHA-256, the
+    /// identity that [`Client::resume`] checks. If the client has a state directory
+    /// (or `options.state_file` is set), a [`ResumeState`] is saved as soon as the
+    /// session exists and updated as fragments are acknowledged; it is removed when
+    /// the upload completes.
+    pub async fn upload_file(
+        &self,
+        target: &Target,
+        path: impl AsRef<Path>,
+        options: UploadOptions,
+    ) -> Result<Uploaded> {
+        let given = path.as_ref();
+        let label: Arc<str> = given.display().to_string().into();
+        match self.prepare_file(target, given, &label, &options).await {
+            Ok((job, planner, file)) => job.run(planner, file).await,
+            Err(e) => {
+                options.progress.emit(
+                    &label,
+                    ProgressKind::Failed {
+                        message: e.to_string(),
+                    },
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Everything before the first request: identity, attachment, state, planner.
+    async fn prepare_file<'a>(
+        &'a self,
+        target: &Target,
+        given: &Path,
+        label: &Arc<str>,
+        options: &'a UploadOptions,
+    ) -> Result<(Job<'a>, Planner, tokio::fs::File)> {
+        let inner = &*self.inner;
+        let path = tokio::fs::canonicalize(given)
+            .await
+            .map_err(|e| Error::io("open", given, e))?;
+        let identity = FileIdentity::of(&path).await?;
+        if identity.size == 0 {
+            return Err(Error::InvalidInput(format!(
+                "{} is empty; an upload session needs at least one byte",
+                given.display()
+            )));
+        }
+        let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let meta = options.meta(file_name.as_deref())?;
+        let item = meta.to_item(identity.size);
+        let cfg = inner.planner_config(None);
+        let state_path = options
+            .state_file
+            .clone()
+            .or_else(|| inner.states.as_ref().map(|s| s.new_state_path(&path)));
+        let state = state_path.map(|p| {
+            let state = ResumeState {
+                version: STATE_VERSION,
+                upload_url: UploadUrl::new(""),
+                expires: None,
+                base_url: inner.base.to_string(),
+                user: inner.user.clone(),
+                target: target.clone(),
+                file: identity.clone(),
+                attachment: meta.clone(),
+                fragment_size: cfg.fragment_size,
+                acknowledged: 0,
+                created: String::new(),
+                updated: String::new(),
+            };
+            (p, state)
+        });
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| Error::io("open", &path, e))?;
+        let planner = Planner::new(identity.size, cfg);
+        let job = Job {
+            inner,
+            label: Arc::clone(label),
+            source: path,
+            progress: &options.progress,
+            create: Some((target.clone(), item)),
+            identity: Some(identity),
+            state,
+            progress_saved: None,
+            name: meta.name,
+        };
+        Ok((job, planner, file))
+    }
+
+    /// Uploads `size` bytes from any seekable reader (a file already open, a buffer,
+    /// a decrypting stream…) as an attachment of `target`. `options.name` is
+    /// required. No resume state is saved: the reader has no identity to check; keep
+    /// the uploadUrl from [`ProgressKind::SessionCreated`] and use
+    /// [`Client::continue_upload`] to continue.
+    pub async fn upload_reader<R>(
+        &self,
+        target: &Target,
+        reader: R,
+        size: u64,
+        options: UploadOptions,
+    ) -> Result<Uploaded>
+    where
+        R: AsyncRead + AsyncSeek + Unpin + Send,
+    {
+        nonempty(size)?;
+        let meta = options.meta(None)?;
+        let item = meta.to_item(size);
+        let job = Job::unsaved(
+            &self.inner,
+            meta.name,
+            &options.progress,
+            Some((target.clone(), item)),
+        );
+        let planner = Planner::new(size, self.inner.planner_config(None));
+        job.run(planner, reader).await
+    }
+
+    /// Continues an existing session at `upload_url` with `size` bytes from
+    /// `reader`, which must hold the same bytes as when the session was started:
+    /// asks the session what it has, then sends the rest. `options.name` (default
+    /// `upload`) only labels progress and the result.
+    pub async fn continue_upload<R>(
+        &self,
+        upload_url: &UploadUrl,
+        reader: R,
+        size: u64,
+        options: UploadOptions,
+    ) -> Result<Uploaded>
+    where
+        R: AsyncRead + AsyncSeek + Unpin + Send,
+    {
+        nonempty(size)?;
+        let name = options.name.clone().unwrap_or_else(|| "upload".into());
+        let job = Job::unsaved(&self.inner, name, &options.progress, None);
+        let planner = Planner::resume(
+            size,
+            upload_url.expose_secret().to_owned(),
+            None,
+            self.inner.planner_config(None),
+        );
+        job.run(planner, reader).await
+    }
+
+    /// Uploads many files to `target`, at most [`ClientBuilder::concurrency`] at
+    /// once (each file's fragments in order), and returns each file's result in
+    /// the order given. One file failing does not stop the others.
+    ///
+    /// [`ClientBuilder::concurrency`]: crate::ClientBuilder::concurrency
+    pub async fn upload_many<I, P>(&self, target: &Target, files: I) -> Vec<Result<Uploaded>>
+    where
+        I: IntoIterator<Item = (P, UploadOptions)>,
+        P: AsRef<Path>,
+    {
+        futures_util::stream::iter(files)
+            .map(|(path, options)| async move { self.upload_file(target, path, options).await })
+            .buffered(self.inner.concurrency)
+            .collect()
+            .await
+    }
+}
+
+/// Refuses an upload of nothing: an upload session needs at least one byte.
+fn nonempty(size: u64) -> Result<()> {
+    if size == 0 {
+        return Err(Error::InvalidInput(
+            "an upload session needs at least one byte".into(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! The figures of a run: one record of `key=value` pairs per measurement, and the
+//! rows that gather a scenario's records under one contender.
+
+use std::collections::BTreeMap;
+
+/// One measurement: `loadgen`'s figures, with the scenario and contender added.
+pub(super) type Record = BTreeMap<String, String>;
+
+/// The `key=value` pairs of one line of `loadgen`'s output.
+pub(super) fn parse_figures(line: &str) -> Record {
+    line.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// The figure `key` as a number.
+pub(super) fn num(r: &Record, key: &str) -> Option<f64> {
+    r.get(key)?.parse().ok()
+}
+
+/// The median, least and greatest of `v`.
+fn median_min_max(mut v: Vec<f64>) -> Option<(f64, f64, f64)> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some((v[v.len() / 2], v[0], v[v.len() - 1]))
+}
+
+/// One row of results: a scenario under one contender, over all repetitions.
+pub(super) struct Row {
+    pub(super) scenario: String,
+    pub(super) contender: &'static str,
+    pub(super) records: Vec<Record>,
+}
+
+impl Row {
+    /// The median of the figure `key` over the repetitions.
+    pub(super) fn median(&self, key: &str) -> Option<f64> {
+        median_min_max(self.records.iter().filter_map(|r| num(r, key)).collect()).map(|m| m.0)
+    }
+
+    /// The median of the figure `key`, with its min–max when repeated.
+    pub(super) fn spread(&self, key: &str) -> String {
+        match median_min_max(self.records.iter().filter_map(|r| num(r, key)).collect()) {
+            Some((m, lo, hi)) if self.records.len() > 1 => format!("{m:.1} ({lo:.1}–{hi:.1})"),
+            Some((m, _, _)) => format!("{m:.1}"),
+            None => "–".into(),
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The report of a run: the markdown table of every row beside the sink (and
+//! rustus, where it ran), then the other figures.
+
+use std::fmt::Write as _;
+
+use super::options::Sizes;
+use super::record::{Record, Row, num};
+
+/// The markdown table of a run.
+pub(super) fn report(rows: &[Row], extras: &[Record], z: &Sizes) -> String {
+    let (big, many, idle_n) = (z.big, z.many, z.idle);
+    let [probe, client, idle, restart] = extras else {
+        return String::new();
+    };
+    let mut table = String::from(
+        "| scenario | server | MiB/s median (min–max) | × sink | × rustus | CPU s/GiB | peak RSS MiB | fragment p50/p99 ms |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for row in rows {
+        table.push_str(&row_line(row, rows));
+    }
+    let _ = writeln!(table, "\n| other figure | value |\n|---|---|");
+    let _ = writeln!(
+        table,
+        "| our client, 1 upload ({big}) | {} MiB/s |",
+        client["mib_per_s"]
+    );
+    let _ = writeln!(
+        table,
+        "| status GET p50 / p99 under {many} uploads | {} / {} ms |",
+        probe.get("status_p50_ms").map_or("–", String::as_str),
+        probe.get("status_p99_ms").map_or("–", String::as_str)
+    );
+    let _ = writeln!(
+        table,
+        "| RSS per idle session ({idle_n}) | {} bytes |",
+        idle["rss_bytes_per_session"]
+    );
+    let _ = writeln!(
+        table,
+        "| restart with {idle_n} sessions: first answer | {} s |",
+        restart["first_answer_s"]
+    );
+    table
+}
+
+/// The table's line for `row`, measured against the other `rows` of its scenario.
+fn row_line(row: &Row, rows: &[Row]) -> String {
+    let sink = rows
+        .iter()
+        .find(|r| {
+            r.scenario == row.scenario
+                && r.contender
+                    == if row.contender.contains("fsync") {
+                        "sink --fsync"
+                    } else {
+                        "sink"
+                    }
+        })
+        .and_then(|r| r.median("mib_per_s"));
+    let ratio = match (row.median("mib_per_s"), sink) {
+        (Some(m), Some(s)) if s > 0.0 => format!("{:.2}", m / s),
+        _ => "–".into(),
+    };
+    // Ours against rustus with the same durability, where rustus ran.
+    let peer = match row.contender {
+        "upsession" => "rustus",
+        "upsession --fsync always" => "rustus --force-fsync",
+        _ => "",
+    };
+    let vs_peer = rows
+        .iter()
+        .find(|r| r.scenario == row.scenario && r.contender == peer)
+        .and_then(|r| r.median("mib_per_s"));
+    let vs_peer = match (row.median("mib_per_s"), vs_peer) {
+        (Some(m), Some(p)) if p > 0.0 => format!("{:.2}", m / p),
+        _ => "–".into(),
+    };
+    let gib = row
+        .records
+        .first()
+        .and_then(|r| Some(num(r, "size")? * num(r, "uploads")? / f64::from(1 << 30)));
+    let cpu = match (row.median("server_cpu_s"), gib) {
+        (Some(c), Some(g)) if g > 0.0 => format!("{:.2}", c / g),
+        _ => "–".into(),
+    };
+    let rss = row
+        .median("server_peak_rss_kib")
+        .map_or("–".into(), |k| format!("{:.1}", k / 1024.0));
+    let lat = format!(
+        "{:.1} / {:.1}",
+        row.median("frag_p50_ms").unwrap_or(0.0),
+        row.median("frag_p99_ms").unwrap_or(0.0)
+    );
+    format!(
+        "| {} | {} | {} | {ratio} | {vs_peer} | {cpu} | {rss} | {lat} |\n",
+        row.scenario,
+        row.contender,
+        row.spread("mib_per_s")
+    )
+}
