@@ -12,7 +12,7 @@ use common::*;
 use http::Method;
 use tracing_subscriber::fmt::MakeWriter;
 use upsession_client_reqwest::{Error, ProgressSink, Target, UploadOptions, UploadUrl};
-use upsession_core::error::RequestError;
+use upsession_conformance::fake::{Fault, RetryAfter};
 
 /// Log lines, captured.
 #[derive(Clone, Default)]
@@ -37,15 +37,22 @@ impl<'a> MakeWriter<'a> for Captured {
     }
 }
 
-fn assert_no_secret(what: &str, text: &str) {
+/// Asserts that `text` shows neither the uploadUrl query's parameter name nor its
+/// secret value (`name=value`).
+fn assert_no_secret_of(query: &str, what: &str, text: &str) {
+    let (name, secret) = query.split_once('=').expect("a name=value query");
     assert!(
-        !text.contains("SECRET"),
+        !text.contains(secret),
         "{what} shows the uploadUrl's secret:\n{text}"
     );
     assert!(
-        !text.contains("tempauth"),
+        !text.contains(name),
         "{what} shows the uploadUrl's query:\n{text}"
     );
+}
+
+fn assert_no_secret(what: &str, text: &str) {
+    assert_no_secret_of("tempauth=SECRET", what, text);
 }
 
 #[tokio::test]
@@ -61,20 +68,15 @@ async fn the_upload_urls_secret_never_shows_in_logs_events_or_errors() {
     // which only widens the check.
     tracing::subscriber::set_global_default(subscriber).unwrap();
 
-    let server = FakeGraph::start().await;
-    server.fault(Method::PUT, 2, Fault::LoseAnswer);
-    server.fault(Method::PUT, 3, Fault::ResetMidBody { after: 100 });
-    server.fault(
-        Method::PUT,
-        4,
-        Fault::Error(
-            RequestError::Throttled {
-                retry_after_secs: 0,
-            },
-            None,
-        ),
-    );
-    server.fault(Method::PUT, 6, Fault::ExpireSession);
+    let server = fake().await;
+    server.inject(Method::PUT, 2, Fault::LoseResponse);
+    server.inject(Method::PUT, 3, Fault::ResetMidBody);
+    let throttled = Fault::Throttle {
+        unavailable: false,
+        retry_after: RetryAfter::Seconds(0),
+    };
+    server.inject(Method::PUT, 4, throttled);
+    server.inject(Method::PUT, 6, Fault::Expire);
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = make_file(dir.path(), "a.bin", 6 * FRAGMENT as usize, 50);
     let events = Arc::new(Mutex::new(Vec::new()));
@@ -94,13 +96,24 @@ async fn the_upload_urls_secret_never_shows_in_logs_events_or_errors() {
         )
         .await
         .unwrap_err();
+    // The uploadUrl as the fake saw it: its path, and its query with the secret.
+    let (upload_path, query) = server
+        .log()
+        .into_iter()
+        .find(|r| r.to_upload_url)
+        .map(|r| (r.path, r.query.unwrap()))
+        .unwrap();
+    let assert_no_secret = |what: &str, text: &str| assert_no_secret_of(&query, what, text);
     assert!(matches!(err, Error::SessionExpired { .. }), "{err:?}");
     assert_no_secret("the error", &format!("{err}\n{err:?}"));
     assert_no_secret("the client's Debug", &format!("{client:?}"));
 
     let events = events.lock().unwrap().join("\n");
     assert_no_secret("progress events", &events);
-    assert!(events.contains("/upload/s1?<redacted>"), "{events}");
+    assert!(
+        events.contains(&format!("{upload_path}?<redacted>")),
+        "{events}"
+    );
 
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert_no_secret("the logs", &logs);
@@ -108,23 +121,17 @@ async fn the_upload_urls_secret_never_shows_in_logs_events_or_errors() {
         logs.contains("?<redacted>"),
         "the uploadUrl is logged, redacted:\n{logs}"
     );
-    assert!(!logs.contains(TOKEN), "the token is never logged");
+    assert!(!logs.contains(server.token()), "the token is never logged");
 
     // The status and cancel errors of the now unknown session.
-    let url: UploadUrl = server
-        .log()
-        .iter()
-        .find(|r| r.to_upload_url)
-        .map(|r| format!("{}{}?{}", server.origin, r.path, r.query.clone().unwrap()))
-        .unwrap()
-        .into();
+    let url: UploadUrl = format!("{}{upload_path}?{query}", server.origin()).into();
     for e in [
         client.status(&url).await.unwrap_err(),
         client.cancel(&url).await.unwrap_err(),
     ] {
         assert_no_secret("a status or cancel error", &format!("{e}\n{e:?}"));
     }
-    server.assert_token_only_to_graph();
+    assert_token_only_to_graph(&server);
 }
 
 #[tokio::test]
@@ -144,8 +151,8 @@ async fn transport_errors_do_not_show_the_upload_url() {
 
 #[tokio::test]
 async fn the_token_goes_to_graph_and_never_to_the_upload_url() {
-    let server = FakeGraph::start().await;
-    server.fault(Method::PUT, 1, Fault::LoseAnswer);
+    let server = fake().await;
+    server.inject(Method::PUT, 1, Fault::LoseResponse);
     let dir = tempfile::tempdir().unwrap();
     let (path, bytes) = make_file(dir.path(), "a.bin", 2 * FRAGMENT as usize, 51);
     let client = client(&server);
@@ -156,14 +163,8 @@ async fn the_token_goes_to_graph_and_never_to_the_upload_url() {
         .unwrap();
     assert_stored(&server, up.attachment_id.as_deref(), &bytes);
     let log = server.log();
-    assert!(
-        log.iter()
-            .any(|r| r.to_upload_url && r.method == Method::PUT)
-    );
-    assert!(
-        log.iter()
-            .any(|r| r.to_upload_url && r.method == Method::GET)
-    );
+    assert!(log.iter().any(|r| r.to_upload_url && r.method == "PUT"));
+    assert!(log.iter().any(|r| r.to_upload_url && r.method == "GET"));
     assert_eq!(log.iter().filter(|r| r.authorization.is_some()).count(), 2);
-    server.assert_token_only_to_graph();
+    assert_token_only_to_graph(&server);
 }

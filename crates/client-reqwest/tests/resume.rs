@@ -6,23 +6,25 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use common::*;
 use http::Method;
 use upsession_client_reqwest::{
     Client, Error, ProgressKind, ProgressSink, ResumeState, StateStore, Target, UploadOptions,
 };
+use upsession_conformance::fake::{Fault, RunningFake};
 
 /// Starts an upload of `path` that the server stalls on PUT number `stall_at`,
 /// waits until that PUT reached the server, and kills the upload (as Ctrl-C would).
-async fn interrupt(server: &FakeGraph, client: &Client, path: &Path, stall_at: usize) {
-    server.fault(Method::PUT, stall_at, Fault::Stall);
+async fn interrupt(server: &RunningFake, client: &Client, path: &Path, stall_at: usize) {
+    server.inject(Method::PUT, stall_at, Fault::Stall(Duration::from_secs(60)));
     let (c, p) = (client.clone(), path.to_path_buf());
     let task = tokio::spawn(async move {
         c.upload_file(&Target::message("m1"), &p, UploadOptions::new())
             .await
     });
-    server.wait_for(&Method::PUT, stall_at).await;
+    wait_for(server, &Method::PUT, stall_at).await;
     task.abort();
     assert!(task.await.unwrap_err().is_cancelled());
 }
@@ -36,7 +38,7 @@ fn only_state(store: &StateStore) -> (PathBuf, ResumeState) {
 
 #[tokio::test]
 async fn an_interrupted_upload_resumes_from_its_state_file_with_exact_bytes() {
-    let server = FakeGraph::start().await;
+    let server = fake().await;
     let dir = tempfile::tempdir().unwrap();
     let store = StateStore::new(dir.path().join("states"));
     let client = builder(&server).state_dir(store.dir()).build().unwrap();
@@ -73,11 +75,7 @@ async fn an_interrupted_upload_resumes_from_its_state_file_with_exact_bytes() {
     );
 
     let after: Vec<_> = server.log().into_iter().skip(before).collect();
-    assert_eq!(
-        after[0].method,
-        Method::GET,
-        "resume asks the session first"
-    );
+    assert_eq!(after[0].method, "GET", "resume asks the session first");
     assert!(
         after.iter().all(|r| r.to_upload_url),
         "resume only talks to the uploadUrl"
@@ -96,12 +94,12 @@ async fn an_interrupted_upload_resumes_from_its_state_file_with_exact_bytes() {
         "it continues where the session is"
     );
     assert_eq!(server.count(&Method::POST), 1, "no second session");
-    server.assert_token_only_to_graph();
+    assert_token_only_to_graph(&server);
 }
 
 #[tokio::test]
 async fn the_state_is_saved_before_the_first_fragment_is_sent() {
-    let server = FakeGraph::start().await;
+    let server = fake().await;
     let dir = tempfile::tempdir().unwrap();
     let state_file = dir.path().join("one.json");
     let (path, bytes) = make_file(dir.path(), "a.bin", 2 * FRAGMENT as usize, 41);
@@ -128,7 +126,7 @@ async fn the_state_is_saved_before_the_first_fragment_is_sent() {
 
 #[tokio::test]
 async fn resume_refuses_a_modified_file_before_sending_anything() {
-    let server = FakeGraph::start().await;
+    let server = fake().await;
     let dir = tempfile::tempdir().unwrap();
     let store = StateStore::new(dir.path().join("states"));
     let client = builder(&server).state_dir(store.dir()).build().unwrap();
@@ -170,7 +168,7 @@ async fn resume_refuses_a_modified_file_before_sending_anything() {
 
 #[tokio::test]
 async fn a_touched_but_unchanged_file_resumes() {
-    let server = FakeGraph::start().await;
+    let server = fake().await;
     let dir = tempfile::tempdir().unwrap();
     let store = StateStore::new(dir.path().join("states"));
     let client = builder(&server).state_dir(store.dir()).build().unwrap();
@@ -178,7 +176,7 @@ async fn a_touched_but_unchanged_file_resumes() {
     interrupt(&server, &client, &path, 2).await;
     let (state_path, _) = only_state(&store);
     let f = std::fs::File::options().write(true).open(&path).unwrap();
-    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
         .unwrap();
     drop(f);
     let up = client
@@ -190,7 +188,7 @@ async fn a_touched_but_unchanged_file_resumes() {
 
 #[tokio::test]
 async fn resume_refuses_a_session_past_its_expiry_without_asking() {
-    let server = FakeGraph::start().await;
+    let server = fake().await;
     let dir = tempfile::tempdir().unwrap();
     let store = StateStore::new(dir.path().join("states"));
     let client = builder(&server).state_dir(store.dir()).build().unwrap();
@@ -215,14 +213,14 @@ async fn resume_refuses_a_session_past_its_expiry_without_asking() {
 
 #[tokio::test]
 async fn resume_reports_a_session_the_server_forgot_as_expired() {
-    let server = FakeGraph::start().await;
+    let server = fake().await;
     let dir = tempfile::tempdir().unwrap();
     let store = StateStore::new(dir.path().join("states"));
     let client = builder(&server).state_dir(store.dir()).build().unwrap();
     let (path, _) = make_file(dir.path(), "a.bin", 3 * FRAGMENT as usize, 45);
     interrupt(&server, &client, &path, 2).await;
     let (state_path, _) = only_state(&store);
-    server.fault(Method::GET, 1, Fault::ExpireSession);
+    server.inject(Method::GET, 1, Fault::Expire);
 
     let err = client
         .resume(&state_path, &ProgressSink::none())
@@ -247,7 +245,7 @@ async fn resume_reports_a_session_the_server_forgot_as_expired() {
 
 #[tokio::test]
 async fn resume_all_continues_every_unfinished_upload() {
-    let server = FakeGraph::start().await;
+    let server = fake().await;
     let dir = tempfile::tempdir().unwrap();
     let store = StateStore::new(dir.path().join("states"));
     let client = builder(&server).state_dir(store.dir()).build().unwrap();

@@ -4,18 +4,25 @@
 //!
 //! Built on hyper 1 and the core: every range and session decision is
 //! `upsession_core::session::Session`'s, every answer is rendered by
-//! `upsession_core::respond` or the core's [`Dialect`]. On top of that it can
+//! `upsession_core::respond` or the core's [`Dialect`](upsession_core::Dialect). On
+//! top of that it can
 //!
-//! - speak like real Graph instead of like our server ([`Quirks`]: a [`Dialect`]
-//!   such as Outlook's PascalCase `ExpirationDateTime`, bare `"N"` or open `"N-"`
-//!   ranges, `@odata.context`; PascalCase `NextExpectedRanges`; completion as 200 with
-//!   the attachment's `id`);
+//! - speak like real Graph instead of like our server ([`Quirks`]: a dialect such
+//!   as Outlook's PascalCase `ExpirationDateTime`, bare `"N"` or open `"N-"` ranges,
+//!   `@odata.context`; PascalCase everywhere; completion as 200 with the
+//!   attachment's `id`, or as 201 with the attachment's JSON);
 //! - fail the way networks and services fail ([`Faults`]: 429/503 with `Retry-After`
-//!   in seconds or as an HTTP date, 500, a connection reset mid-body, a lost answer
-//!   after the fragment was stored, an expired session), scripted request by
-//!   request, drawn per request from a seed ([`Faults::random`]), or from the core's
-//!   seeded [`FaultPlan`] (the `upsession serve --faults` spec);
-//! - break one conformance rule ([`Break`]), for the checker's own tests.
+//!   in seconds or as an HTTP date, 500, 403, 413, a connection reset mid-body, a
+//!   lost answer after the fragment was stored, a stall, an expired session, a
+//!   redirect to another host, ranges that forget stored bytes or claim unsent
+//!   ones), scripted request by request or by method and number
+//!   ([`Faults::on_nth`], also while it runs: [`RunningFake::inject`]), drawn per
+//!   request from a seed ([`Faults::random`]), or from the core's seeded
+//!   [`FaultPlan`](upsession_core::fault::FaultPlan) (the `upsession serve --faults`
+//!   spec);
+//! - break one conformance rule ([`Break`]), for the checker's own tests;
+//! - tell what it saw: every request as it arrived (with its `Authorization` and
+//!   query), requests per method, the most answered at once, the attachments.
 //!
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
@@ -35,365 +42,32 @@
 //! # Ok(()) }
 //! ```
 
+mod breaks;
+mod faults;
 mod handler;
+mod quirks;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use http::Method;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
-use upsession_core::Dialect;
-use upsession_core::fault::{self, FaultPlan, FaultRoute};
 use upsession_core::route::{ItemKind, ItemPath, User, Version};
 use upsession_core::session::{Limits, Session};
 use upsession_core::wire::{AttachmentItem, FileAttachment};
 
-use crate::rule::Rule;
-
-/// How the fake writes its answers, beyond our server's tidy form.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Quirks {
-    /// The core's dialect: statuses, `ExpirationDateTime` casing, range forms,
-    /// `@odata.context`, `Location` style, and (OneDrive) its fragment rules.
-    pub dialect: Dialect,
-    /// Also `UploadUrl` and `NextExpectedRanges` in PascalCase (Outlook REST's
-    /// heritage; the dialect covers `ExpirationDateTime` only).
-    pub pascal_case: bool,
-    /// The completing fragment is answered 200 with the attachment's JSON (an `id`)
-    /// instead of 201 with a `Location`.
-    pub completion_with_id: bool,
-}
-
-impl Quirks {
-    /// Our server's answers.
-    pub fn none() -> Self {
-        Self {
-            dialect: Dialect::UPSESSION,
-            pascal_case: false,
-            completion_with_id: false,
-        }
-    }
-
-    /// Answers in `dialect`.
-    pub fn dialect(dialect: Dialect) -> Self {
-        Self {
-            dialect,
-            ..Self::none()
-        }
-    }
-
-    /// Sets PascalCase property names.
-    #[must_use]
-    pub fn with_pascal_case(mut self, on: bool) -> Self {
-        self.pascal_case = on;
-        if on {
-            self.dialect = self
-                .dialect
-                .with_casing(upsession_core::dialect::Casing::Pascal);
-        }
-        self
-    }
-
-    /// Sets completion as 200 with an `id`.
-    #[must_use]
-    pub fn with_completion_with_id(mut self, on: bool) -> Self {
-        self.completion_with_id = on;
-        self
-    }
-}
-
-impl Default for Quirks {
-    fn default() -> Self {
-        Self::none()
-    }
-}
-
-/// How long a throttled client is told to wait.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum RetryAfter {
-    /// `Retry-After: N` (seconds).
-    Seconds(u8),
-    /// `Retry-After: <HTTP date>` this many whole seconds from now (0 names the
-    /// current second, which is already past: no wait).
-    HttpDate(u8),
-}
-
-/// One injected failure.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Fault {
-    /// 429 (or 503 when `unavailable`) with `Retry-After`, before any body byte is read.
-    Throttle {
-        /// 503 `serviceNotAvailable` instead of 429 `ApplicationThrottled`.
-        unavailable: bool,
-        /// How the wait is written.
-        retry_after: RetryAfter,
-    },
-    /// 500 `generalException`; nothing is applied.
-    ServerError,
-    /// 403 `ErrorAccessDenied`; nothing is applied.
-    AccessDenied,
-    /// The connection is dropped part-way through the request body; nothing is stored.
-    ResetMidBody,
-    /// The request is carried out (the fragment stored), then the connection is
-    /// dropped without an answer.
-    LoseResponse,
-    /// The answer waits this long.
-    Slow(Duration),
-    /// The session expires just before the request.
-    Expire,
-}
-
-impl Fault {
-    /// Whether a correct client can still finish the upload after this fault.
-    pub const fn is_recoverable(self) -> bool {
-        !matches!(self, Self::Expire | Self::AccessDenied)
-    }
-
-    fn from_core(fault: fault::Fault) -> Option<Self> {
-        Some(match fault {
-            fault::Fault::Throttled => Self::Throttle {
-                unavailable: false,
-                retry_after: RetryAfter::Seconds(1),
-            },
-            fault::Fault::Unavailable => Self::Throttle {
-                unavailable: true,
-                retry_after: RetryAfter::Seconds(1),
-            },
-            fault::Fault::Internal => Self::ServerError,
-            fault::Fault::AccessDenied => Self::AccessDenied,
-            fault::Fault::Reset => Self::ResetMidBody,
-            fault::Fault::Lost => Self::LoseResponse,
-            fault::Fault::Slow(d) => Self::Slow(d),
-            fault::Fault::Expire => Self::Expire,
-            _ => return None,
-        })
-    }
-}
-
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Throttle {
-                unavailable,
-                retry_after,
-            } => {
-                let status = if *unavailable { 503 } else { 429 };
-                match retry_after {
-                    RetryAfter::Seconds(s) => write!(f, "{status} with Retry-After: {s}"),
-                    RetryAfter::HttpDate(s) => {
-                        write!(f, "{status} with Retry-After as an HTTP date {s} s ahead")
-                    }
-                }
-            }
-            Self::ServerError => f.write_str("500"),
-            Self::AccessDenied => f.write_str("403"),
-            Self::ResetMidBody => f.write_str("connection reset mid-body"),
-            Self::LoseResponse => f.write_str("carried out, answer lost"),
-            Self::Slow(d) => write!(f, "answer delayed {} ms", d.as_millis()),
-            Self::Expire => f.write_str("session expired first"),
-        }
-    }
-}
-
-/// Which requests fail, and how.
-///
-/// Faults apply to the upload-session requests (createUploadSession and every
-/// request to an uploadUrl). A scripted schedule gives the `n`-th such request
-/// `schedule[n]`; past its end, the seeded random faults or the plan (if any)
-/// decide per request.
-#[derive(Clone, Debug, Default)]
-pub struct Faults {
-    schedule: Vec<Option<Fault>>,
-    plan: Option<FaultPlan>,
-    random: Option<RandomFaults>,
-}
-
-/// Faults drawn per request with one probability from a seeded generator.
-#[derive(Clone, Debug)]
-struct RandomFaults {
-    rng: fastrand::Rng,
-    probability: f64,
-}
-
-impl RandomFaults {
-    /// A fault with the probability, of a kind weighted as real trouble comes: mostly
-    /// throttling (with waits of 0 or 1 s, in seconds or as an HTTP date), resets,
-    /// lost answers and 500s, rarely an expired session.
-    fn draw(&mut self) -> Option<Fault> {
-        if self.rng.f64() >= self.probability {
-            return None;
-        }
-        let retry_after = match self.rng.u8(0..18) {
-            0..12 => RetryAfter::Seconds(0),
-            12 => RetryAfter::Seconds(1),
-            13..17 => RetryAfter::HttpDate(0),
-            _ => RetryAfter::HttpDate(1),
-        };
-        Some(match self.rng.u8(0..14) {
-            0..4 => Fault::Throttle {
-                unavailable: self.rng.bool(),
-                retry_after,
-            },
-            4..7 => Fault::ServerError,
-            7..10 => Fault::ResetMidBody,
-            10..13 => Fault::LoseResponse,
-            _ => Fault::Expire,
-        })
-    }
-}
-
-impl Faults {
-    /// No faults.
-    pub fn none() -> Self {
-        Self::default()
-    }
-
-    /// The `n`-th upload-session request gets `schedule[n]`.
-    pub fn scripted(schedule: Vec<Option<Fault>>) -> Self {
-        Self {
-            schedule,
-            ..Self::default()
-        }
-    }
-
-    /// Faults drawn per request from the core's seeded plan, the same spec as
-    /// `upsession serve --faults` (e.g. `seed=5,put:503:0.2,put:lost:0.1`).
-    pub fn plan(plan: FaultPlan) -> Self {
-        Self {
-            plan: Some(plan),
-            ..Self::default()
-        }
-    }
-
-    /// Each upload-session request fails with `probability`, the fault drawn from a
-    /// generator seeded with `seed`: 429/503 (`Retry-After` of 0 or 1 s, in seconds
-    /// or as an HTTP date), 500, a reset mid-body, a lost answer, rarely an expired
-    /// session.
-    pub fn random(seed: u64, probability: f64) -> Self {
-        Self {
-            random: Some(RandomFaults {
-                rng: fastrand::Rng::with_seed(seed),
-                probability: probability.clamp(0.0, 1.0),
-            }),
-            ..Self::default()
-        }
-    }
-
-    /// The schedule.
-    pub fn schedule(&self) -> &[Option<Fault>] {
-        &self.schedule
-    }
-}
-
-/// A deliberate bug, one per server rule, for the checker's own tests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Break {
-    /// createUploadSession answers 200 instead of 201.
-    CreateAnswers200,
-    /// Fragments that do not complete the file are answered 200 but not counted.
-    DropsFragments,
-    /// Intermediate 200 answers carry an `id`.
-    IdInProgress,
-    /// `nextExpectedRanges` written `"N-"`.
-    OpenRanges,
-    /// The completing fragment is answered 200 with an `id` (no `Location`).
-    CompletionAs200,
-    /// An exact re-send of received bytes is refused 416 (OneDrive's rule).
-    ResendIs416,
-    /// The final fragment re-sent after completion is answered 200 without a `Location`.
-    FinalResendIs200,
-    /// A fragment that skips ahead is answered 200 (and ignored).
-    AcceptsSkip,
-    /// A partly overlapping fragment is trimmed to its new bytes and stored.
-    TrimsOverlap,
-    /// Fragments of any length are taken.
-    NoFragmentLimit,
-    /// Fragments that are not a multiple of the dialect's quantum are taken (only a
-    /// bug in a dialect that has one: run the fake and the check with
-    /// `Dialect::ONEDRIVE`).
-    TakesOddFragments,
-    /// `bytes=a-b/t` and doubled spaces in `Content-Range` are accepted.
-    LenientRange,
-    /// A `Content-Range` total is ignored.
-    IgnoresTotal,
-    /// `Content-Length` is ignored; a longer body is cut to the range.
-    IgnoresContentLength,
-    /// A fragment is counted before its body has arrived.
-    CountsBeforeBody,
-    /// `GET {uploadUrl}` of a completed session answers 404 (as real Graph forgets it).
-    ForgetsCompleted,
-    /// `DELETE {uploadUrl}` answers 200 with a JSON body.
-    DeleteAnswers200,
-    /// A second concurrent fragment (refused, or taken over by a newer one) is
-    /// answered 500 instead of 409.
-    BusyIs500,
-    /// The last byte of each fragment is not stored (an inclusive-range slip).
-    DropsLastByte,
-    /// Errors are plain text instead of Graph's JSON.
-    PlainTextErrors,
-}
-
-impl Break {
-    /// Every break.
-    pub const ALL: &'static [Self] = &[
-        Self::CreateAnswers200,
-        Self::DropsFragments,
-        Self::IdInProgress,
-        Self::OpenRanges,
-        Self::CompletionAs200,
-        Self::ResendIs416,
-        Self::FinalResendIs200,
-        Self::AcceptsSkip,
-        Self::TrimsOverlap,
-        Self::NoFragmentLimit,
-        Self::TakesOddFragments,
-        Self::LenientRange,
-        Self::IgnoresTotal,
-        Self::IgnoresContentLength,
-        Self::CountsBeforeBody,
-        Self::ForgetsCompleted,
-        Self::DeleteAnswers200,
-        Self::BusyIs500,
-        Self::DropsLastByte,
-        Self::PlainTextErrors,
-    ];
-
-    /// The server rule this break violates.
-    pub const fn rule(self) -> Rule {
-        match self {
-            Self::CreateAnswers200 => Rule::CreateSession,
-            Self::DropsFragments => Rule::NextFragment,
-            Self::IdInProgress => Rule::ProgressShape,
-            Self::OpenRanges => Rule::ClosedRanges,
-            Self::CompletionAs200 => Rule::Completion,
-            Self::ResendIs416 => Rule::Replay,
-            Self::FinalResendIs200 => Rule::FinalReplay,
-            Self::AcceptsSkip => Rule::OutOfOrder,
-            Self::TrimsOverlap => Rule::Overlap,
-            Self::NoFragmentLimit => Rule::FragmentTooLarge,
-            Self::TakesOddFragments => Rule::FragmentMultiple,
-            Self::LenientRange => Rule::InvalidRange,
-            Self::IgnoresTotal => Rule::TotalMismatch,
-            Self::IgnoresContentLength => Rule::LengthMismatch,
-            Self::CountsBeforeBody => Rule::IncompleteBody,
-            Self::ForgetsCompleted => Rule::Status,
-            Self::DeleteAnswers200 => Rule::Cancel,
-            Self::BusyIs500 => Rule::ConcurrentPut,
-            Self::DropsLastByte => Rule::AttachmentBytes,
-            Self::PlainTextErrors => Rule::ErrorShape,
-        }
-    }
-}
+pub use breaks::Break;
+pub use faults::{Fault, Faults, RetryAfter};
+pub use quirks::Quirks;
 
 /// How to start a [`FakeGraph`].
 #[derive(Clone, Debug)]
@@ -494,9 +168,12 @@ pub struct StoredAttachment {
     pub location: String,
     /// Its bytes.
     pub bytes: Vec<u8>,
+    /// The `AttachmentItem` createUploadSession described it with (name, size, content
+    /// type, inline, content id).
+    pub attachment_item: AttachmentItem,
 }
 
-/// One request the fake saw.
+/// One request the fake saw, logged as it arrived.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LoggedRequest {
@@ -504,11 +181,24 @@ pub struct LoggedRequest {
     pub method: String,
     /// The path, with an uploadUrl's credential replaced by `<credential>`.
     pub target: String,
+    /// The path as sent (still percent-encoded).
+    pub path: String,
+    /// The query as sent: an uploadUrl's credential, in the clear.
+    pub query: Option<String>,
+    /// Whether it went to an uploadUrl (where no token belongs).
+    pub to_upload_url: bool,
+    /// The `Authorization` header, in the clear.
+    pub authorization: Option<String>,
     /// The `Content-Range`, if any.
     pub content_range: Option<String>,
+    /// The `Content-Length`, if any.
+    pub content_length: Option<String>,
+    /// The `Transfer-Encoding`, if any.
+    pub transfer_encoding: Option<String>,
     /// The fault injected, if any.
     pub fault: Option<Fault>,
-    /// The status answered; `None` when the connection was dropped instead.
+    /// The status answered; `None` when the connection was dropped instead, or the
+    /// answer is still to come.
     pub status: Option<u16>,
 }
 
@@ -552,8 +242,9 @@ struct State {
     attachments: Vec<StoredAttachment>,
     meta: HashMap<String, FileAttachment>,
     faults: Faults,
-    eligible: usize,
     log: Vec<LoggedRequest>,
+    /// Requests per method, counted as they arrive.
+    arrived: HashMap<Method, usize>,
 }
 
 impl State {
@@ -562,31 +253,28 @@ impl State {
         format!("{prefix}{}-{:08x}", self.counter, self.rng.u32(..))
     }
 
-    fn next_fault(&mut self, route: FaultRoute) -> Option<Fault> {
-        if matches!(
-            route,
-            FaultRoute::Create | FaultRoute::Put | FaultRoute::Status | FaultRoute::Cancel
-        ) {
-            let n = self.eligible;
-            self.eligible += 1;
-            if let Some(fault) = self.faults.schedule.get(n) {
-                return *fault;
-            }
-        }
-        if let Some(random) = self.faults.random.as_mut() {
-            return random.draw();
-        }
-        let plan = self.faults.plan.as_mut()?;
-        plan.decide(route).and_then(Fault::from_core)
+    fn add_item(&mut self, path: ItemPath, subject: String, created: SystemTime) {
+        let item = Item {
+            path,
+            subject,
+            created,
+            attachments: Vec::new(),
+        };
+        self.items.insert(item.path.id.clone(), item);
     }
 }
 
 pub(crate) struct Shared {
     options: FakeOptions,
+    local_addr: SocketAddr,
     public_url: String,
     state: Mutex<State>,
     /// Numbers the `request-id`s of error answers.
-    requests: std::sync::atomic::AtomicU64,
+    requests: AtomicU64,
+    /// Woken at each arrival, for [`RunningFake::wait_for_requests`].
+    arrival: Notify,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
 }
 
 impl Shared {
@@ -632,14 +320,18 @@ impl FakeGraph {
             attachments: Vec::new(),
             meta: HashMap::new(),
             faults: options.faults.clone(),
-            eligible: 0,
             log: Vec::new(),
+            arrived: HashMap::new(),
         };
         let shared = Arc::new(Shared {
             options,
+            local_addr,
             public_url: format!("http://{local_addr}"),
             state: Mutex::new(state),
-            requests: std::sync::atomic::AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            arrival: Notify::new(),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
         });
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
         Ok(RunningFake {
@@ -681,6 +373,11 @@ impl RunningFake {
         self.local_addr
     }
 
+    /// The origin: `http://127.0.0.1:PORT`.
+    pub fn origin(&self) -> &str {
+        &self.shared.public_url
+    }
+
     /// The Graph base URL: `http://127.0.0.1:PORT/v1.0`.
     pub fn base_url(&self) -> String {
         format!("{}/v1.0", self.shared.public_url)
@@ -694,24 +391,22 @@ impl RunningFake {
     /// Creates a draft message or an event directly (no request, no fault) and
     /// returns its id.
     pub fn create_item(&self, kind: ItemKind, subject: &str) -> String {
-        let mut state = self.shared.state();
-        let id = state.id("AAMk-item");
+        let id = self.shared.state().id("AAMk-item");
+        self.create_item_with_id(kind, &id, subject);
+        id
+    }
+
+    /// Creates a draft message or an event with the id `id` (any text; a path names
+    /// it percent-encoded), replacing one of that id.
+    pub fn create_item_with_id(&self, kind: ItemKind, id: &str, subject: &str) {
         let path = ItemPath {
             version: Version::V1,
             user: User::Me,
             kind,
-            id: id.clone(),
+            id: id.to_owned(),
         };
-        state.items.insert(
-            id.clone(),
-            Item {
-                path,
-                subject: subject.to_owned(),
-                created: SystemTime::now(),
-                attachments: Vec::new(),
-            },
-        );
-        id
+        let mut state = self.shared.state();
+        state.add_item(path, subject.to_owned(), SystemTime::now());
     }
 
     /// The finished attachments, in the order they completed.
@@ -729,9 +424,44 @@ impl RunningFake {
             .map(|a| a.bytes.clone())
     }
 
-    /// Every request so far, in order.
+    /// Every request so far, in the order they arrived; the ones still being
+    /// answered have no status yet.
     pub fn log(&self) -> Vec<LoggedRequest> {
         self.shared.state().log.clone()
+    }
+
+    /// How many requests with `method` have arrived, answered or not.
+    pub fn count(&self, method: &Method) -> usize {
+        self.shared
+            .state()
+            .arrived
+            .get(method)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Waits until `n` requests with `method` have arrived (wrap it in a timeout).
+    pub async fn wait_for_requests(&self, method: &Method, n: usize) {
+        loop {
+            // Registered before the check, so an arrival in between still wakes it.
+            let arrival = self.shared.arrival.notified();
+            if self.count(method) >= n {
+                return;
+            }
+            arrival.await;
+        }
+    }
+
+    /// The most requests the fake was answering at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Gives the `n`-th request with `method` (counted from 1 since the start, over
+    /// every route) `fault`, as [`Faults::on_nth`] does before the start. A number
+    /// already reached never comes again.
+    pub fn inject(&self, method: Method, n: usize, fault: Fault) {
+        self.shared.state().faults.insert_nth(method, n, fault);
     }
 
     /// The faults injected so far, in order.

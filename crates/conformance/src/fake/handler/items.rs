@@ -1,0 +1,100 @@
+//! The Graph routes around an upload: items, their attachments, their bytes.
+
+use std::time::SystemTime;
+
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use upsession_core::error::RequestError;
+use upsession_core::respond;
+use upsession_core::route::{ItemKind, ItemPath, User, Version};
+use upsession_core::wire::{Collection, FileAttachment, Item as WireItem};
+
+use super::{Ctx, Outcome};
+
+impl Ctx {
+    pub(super) async fn create_item(
+        &self,
+        req: Request<Incoming>,
+        version: Version,
+        user: User,
+        kind: ItemKind,
+        now: SystemTime,
+    ) -> Outcome {
+        let body = match self.json_body(req).await {
+            Ok(body) => body,
+            Err(res) => return Ok(res),
+        };
+        let subject = match WireItem::subject_from_request_json(&body) {
+            Ok(subject) => subject,
+            Err(e) => return Ok(self.error(&e)),
+        };
+        let mut state = self.shared.state();
+        let id = state.id("AAMk-item");
+        let path = ItemPath {
+            version,
+            user,
+            kind,
+            id: id.clone(),
+        };
+        state.add_item(path, subject.clone(), now);
+        Ok(respond::json(
+            StatusCode::CREATED,
+            &WireItem::new(id, subject, now),
+        ))
+    }
+
+    pub(super) fn item(&self, path: &ItemPath) -> Response<Vec<u8>> {
+        let state = self.shared.state();
+        match state
+            .items
+            .get(&path.id)
+            .filter(|i| i.path.kind == path.kind)
+        {
+            Some(item) => {
+                let mut wire = WireItem::new(path.id.clone(), item.subject.clone(), item.created);
+                wire.has_attachments = !item.attachments.is_empty();
+                respond::json(StatusCode::OK, &wire)
+            }
+            None => self.error(&RequestError::ItemNotFound),
+        }
+    }
+
+    pub(super) fn attachments(&self, path: &ItemPath) -> Response<Vec<u8>> {
+        let state = self.shared.state();
+        let Some(item) = state
+            .items
+            .get(&path.id)
+            .filter(|i| i.path.kind == path.kind)
+        else {
+            return self.error(&RequestError::ItemNotFound);
+        };
+        let value: Vec<FileAttachment> = item
+            .attachments
+            .iter()
+            .filter_map(|aid| state.meta.get(aid).cloned())
+            .collect();
+        respond::json(StatusCode::OK, &Collection { value })
+    }
+
+    pub(super) fn attachment(&self, path: &ItemPath, aid: &str, value: bool) -> Response<Vec<u8>> {
+        let state = self.shared.state();
+        let found = state
+            .items
+            .get(&path.id)
+            .filter(|i| i.path.kind == path.kind && i.attachments.iter().any(|a| a == aid))
+            .and_then(|_| state.meta.get(aid))
+            .zip(state.attachments.iter().find(|a| a.id == aid));
+        let Some((meta, stored)) = found else {
+            return self.error(&RequestError::ItemNotFound);
+        };
+        if !value {
+            return respond::json(StatusCode::OK, meta);
+        }
+        let mut res = Response::new(stored.bytes.clone());
+        if let Ok(v) = HeaderValue::from_str(&meta.content_type) {
+            res.headers_mut().insert(CONTENT_TYPE, v);
+        }
+        res
+    }
+}
