@@ -19,12 +19,11 @@ use upsession_conformance::fake::{Break, FakeGraph, FakeOptions, Faults, Quirks}
 use upsession_conformance::server::{self, Config};
 use upsession_conformance::{Rule, parse_seed};
 use upsession_core::Dialect;
-use upsession_core::dialect::{Casing, RangeForms};
 use upsession_core::fault::FaultPlan;
 use upsession_core::route::ItemKind;
 use upsession_core::session::Limits;
 
-use crate::serve::{parse_casing, parse_dialect, parse_faults, parse_range_forms};
+use crate::serve::{DialectArgs, parse_dialect, parse_faults};
 use crate::size::parse_size;
 use crate::{Failure, print_out};
 
@@ -62,15 +61,9 @@ pub(crate) struct ServerArgs {
     /// The server's largest fragment (as its --max-fragment).
     #[arg(long, default_value = "60MiB", value_parser = parse_size)]
     max_fragment: u64,
-    /// The dialect the server speaks (as its --dialect): upsession, outlook or onedrive.
-    #[arg(long, default_value = "upsession", value_parser = parse_dialect)]
-    dialect: Dialect,
-    /// The server's casing (as its --casing): camel or pascal.
-    #[arg(long, value_parser = parse_casing)]
-    casing: Option<Casing>,
-    /// The server's range form (as its --range-form): closed, open or outlook.
-    #[arg(long, value_parser = parse_range_forms)]
-    range_form: Option<RangeForms>,
+    /// The dialect the server speaks (as its --dialect, --casing and --range-form).
+    #[command(flatten)]
+    dialect: DialectArgs,
     /// Most operations per case.
     #[arg(long, default_value_t = 24)]
     max_ops: usize,
@@ -143,13 +136,7 @@ fn check_server(args: ServerArgs) -> Result<(), Failure> {
         )));
     }
     let max_fragment = args.max_fragment;
-    let mut dialect = args.dialect;
-    if let Some(casing) = args.casing {
-        dialect = dialect.with_casing(casing);
-    }
-    if let Some(forms) = args.range_form {
-        dialect = dialect.with_range_forms(forms);
-    }
+    let dialect = args.dialect.dialect();
     if max_fragment == 0 {
         return Err(Failure::usage("--max-fragment must be at least 1 byte"));
     }

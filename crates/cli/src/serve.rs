@@ -61,22 +61,9 @@ pub(crate) struct ServeArgs {
     /// documented "up to 4 MB", which those defaults break.
     #[arg(long, default_value = "60MiB", value_parser = parse_size)]
     max_fragment: u64,
-    /// How answers are written: `upsession` (tidy; every official SDK accepts it),
-    /// `outlook` (as Outlook: a fixed expiry, @odata.context, Outlook REST Locations)
-    /// or `onedrive` (202s, "N-" ranges, 416 on re-sends, 320KiB multiples).
-    #[arg(long, default_value = "upsession", value_parser = parse_dialect)]
-    dialect: Dialect,
-    /// How fragment and status answers case their properties: `camel`
-    /// (expirationDateTime, what every SDK reads) or `pascal` (ExpirationDateTime and
-    /// NextExpectedRanges, as Outlook's docs example and 21Vianet mailboxes answer;
-    /// only the .NET and JavaScript SDKs read it) [default: camel].
-    #[arg(long, value_parser = parse_casing)]
-    casing: Option<Casing>,
-    /// Form of nextExpectedRanges: `closed` ("a-b", what every SDK parses), `open`
-    /// ("a-", OneDrive's) or `outlook` ("0-" then a bare "a", Outlook's docs
-    /// example) [default: open with --dialect onedrive, else closed].
-    #[arg(long, value_parser = parse_range_forms)]
-    range_form: Option<RangeForms>,
+    /// How answers are written.
+    #[command(flatten)]
+    dialect: DialectArgs,
     /// Refuse (401) a request to an uploadUrl that carries an Authorization header,
     /// to prove a client keeps its bearer token off the pre-authenticated URL.
     #[arg(long)]
@@ -126,6 +113,41 @@ pub(crate) struct ServeArgs {
     metrics_token: Option<String>,
 }
 
+/// The dialect flags `serve` and `conformance server` share.
+#[derive(Debug, Args)]
+pub(crate) struct DialectArgs {
+    /// How answers are written: `upsession` (tidy; every official SDK accepts it),
+    /// `outlook` (as Outlook: a fixed expiry, @odata.context, Outlook REST Locations)
+    /// or `onedrive` (202s, "N-" ranges, 416 on re-sends, 320KiB multiples).
+    #[arg(long = "dialect", value_name = "DIALECT", default_value = "upsession", value_parser = parse_dialect)]
+    name: Dialect,
+    /// How fragment and status answers case their properties: `camel`
+    /// (expirationDateTime, what every SDK reads) or `pascal` (ExpirationDateTime and
+    /// NextExpectedRanges, as Outlook's docs example and 21Vianet mailboxes answer;
+    /// only the .NET and JavaScript SDKs read it) [default: camel].
+    #[arg(long, value_parser = parse_casing)]
+    casing: Option<Casing>,
+    /// Form of nextExpectedRanges: `closed` ("a-b", what every SDK parses), `open`
+    /// ("a-", OneDrive's) or `outlook` ("0-" then a bare "a", Outlook's docs
+    /// example) [default: open with --dialect onedrive, else closed].
+    #[arg(long, value_parser = parse_range_forms)]
+    range_form: Option<RangeForms>,
+}
+
+impl DialectArgs {
+    /// The dialect, with the casing and range forms asked for.
+    pub(crate) fn dialect(&self) -> Dialect {
+        let mut dialect = self.name.clone();
+        if let Some(casing) = self.casing {
+            dialect = dialect.with_casing(casing);
+        }
+        if let Some(forms) = self.range_form {
+            dialect = dialect.with_range_forms(forms);
+        }
+        dialect
+    }
+}
+
 pub(crate) fn parse_faults(s: &str) -> Result<FaultPlan, String> {
     s.parse()
         .map_err(|e: upsession_core::fault::FaultSpecError| e.to_string())
@@ -136,11 +158,11 @@ pub(crate) fn parse_dialect(s: &str) -> Result<Dialect, String> {
         .ok_or_else(|| format!("`{s}` is not a dialect; use upsession, outlook or onedrive"))
 }
 
-pub(crate) fn parse_casing(s: &str) -> Result<Casing, String> {
+fn parse_casing(s: &str) -> Result<Casing, String> {
     Casing::by_name(s).ok_or_else(|| format!("`{s}` is not a casing; use camel or pascal"))
 }
 
-pub(crate) fn parse_range_forms(s: &str) -> Result<RangeForms, String> {
+fn parse_range_forms(s: &str) -> Result<RangeForms, String> {
     RangeForms::by_name(s)
         .ok_or_else(|| format!("`{s}` is not a range form; use closed, open or outlook"))
 }
@@ -347,13 +369,7 @@ fn server_config(
         .with_max_fragment(args.max_fragment)
         .with_ttl(args.session_ttl)
         .with_max_age(args.session_ttl.max(Duration::from_secs(7 * 24 * 3600)));
-    let mut dialect = args.dialect;
-    if let Some(casing) = args.casing {
-        dialect = dialect.with_casing(casing);
-    }
-    if let Some(forms) = args.range_form {
-        dialect = dialect.with_range_forms(forms);
-    }
+    let dialect = args.dialect.dialect();
     let mut config = Config::new(data_dir)
         .with_storage(storage)
         .with_dialect(dialect)

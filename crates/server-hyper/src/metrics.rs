@@ -43,45 +43,50 @@ impl Metrics {
             errors: Family::default(),
             registry: Registry::default(),
         };
-        registry.register(
-            "sessions_created",
-            "Upload sessions created",
-            m.sessions_created.clone(),
-        );
-        registry.register(
-            "sessions_completed",
-            "Upload sessions completed",
-            m.sessions_completed.clone(),
-        );
-        registry.register(
-            "sessions_expired",
-            "Upload sessions expired before completing",
-            m.sessions_expired.clone(),
-        );
-        registry.register(
-            "sessions_cancelled",
-            "Upload sessions cancelled by DELETE",
-            m.sessions_cancelled.clone(),
-        );
+        let counters = [
+            (
+                "sessions_created",
+                "Upload sessions created",
+                &m.sessions_created,
+            ),
+            (
+                "sessions_completed",
+                "Upload sessions completed",
+                &m.sessions_completed,
+            ),
+            (
+                "sessions_expired",
+                "Upload sessions expired before completing",
+                &m.sessions_expired,
+            ),
+            (
+                "sessions_cancelled",
+                "Upload sessions cancelled by DELETE",
+                &m.sessions_cancelled,
+            ),
+            (
+                "received_bytes",
+                "Fragment bytes stored and acknowledged",
+                &m.bytes_received,
+            ),
+            (
+                "connections_refused",
+                "Connections answered 503 at once because --max-connections were open",
+                &m.connections_refused,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
         registry.register(
             "sessions_open",
             "Upload sessions open now",
             m.sessions_open.clone(),
         );
         registry.register(
-            "received_bytes",
-            "Fragment bytes stored and acknowledged",
-            m.bytes_received.clone(),
-        );
-        registry.register(
             "fragment_duration_seconds",
             "Time from a fragment's headers to its answer",
             m.fragment_seconds.clone(),
-        );
-        registry.register(
-            "connections_refused",
-            "Connections answered 503 at once because --max-connections were open",
-            m.connections_refused.clone(),
         );
         registry.register(
             "errors",

@@ -378,40 +378,23 @@ async fn serve_one(
     timeout: Duration,
     slot: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let service = hyper_service(service);
-    let served = match tls {
-        None => {
-            let io = TokioIo::new(FirstBytesDeadline::new(stream, timeout));
-            watcher
-                .watch(
-                    builder
-                        .serve_connection_with_upgrades(io, service)
-                        .into_owned(),
-                )
-                .await
-        }
-        Some(tls) => {
-            let stream = match tokio::time::timeout(timeout, tls.accept(stream)).await {
-                Ok(Ok(stream)) => FirstBytesDeadline::new(stream, timeout),
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let io = TokioIo::new(stream);
-            watcher
-                .watch(
-                    builder
-                        .serve_connection_with_upgrades(io, service)
-                        .into_owned(),
-                )
-                .await
-        }
+    let stream = match tls {
+        None => tokio_util::either::Either::Left(stream),
+        Some(tls) => match tokio::time::timeout(timeout, tls.accept(stream)).await {
+            Ok(Ok(stream)) => tokio_util::either::Either::Right(stream),
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
     };
+    let io = TokioIo::new(FirstBytesDeadline::new(stream, timeout));
+    let conn = builder.serve_connection_with_upgrades(io, hyper_service(service));
+    let served = watcher.watch(conn.into_owned()).await;
     if let Err(e) = served {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }

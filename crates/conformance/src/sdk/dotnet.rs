@@ -22,10 +22,15 @@
 //! - kiota's retry handler resends 429/503/504 (3 times) and then throws
 //!   `AggregateException`. Expiry is only checked by `ResumeAsync` and
 //!   `DeleteSessionAsync` (a missing one counts as expired), never by `UploadAsync`.
+//! - A transport error is an `HttpRequestException` (or, when `HttpClient` times out,
+//!   a `TaskCanceledException`), not a `ServiceException`: `UploadSliceAsync` does
+//!   not catch it, so it leaves `UploadAsync` at once. The application then calls
+//!   `ResumeAsync`: `UpdateSessionStatusAsync` (`GET`), the expiry, `UploadAsync`.
 
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
+use upsession_core::time::parse_graph_time;
 
 use super::retry::{Middleware, Retry};
 use super::{Answer, Body, Profile, Request, SdkModel, Step, field, quoted, strings};
@@ -62,8 +67,10 @@ enum InFlight {
         end: i64,
         first_attempt: bool,
     },
-    /// `UpdateSessionStatusAsync`'s `GET`.
+    /// `UpdateSessionStatusAsync`'s `GET`, after a pass.
     Status,
+    /// `UpdateSessionStatusAsync`'s `GET`, in `ResumeAsync`.
+    Resume,
 }
 
 /// What a `Wait` is for.
@@ -152,12 +159,47 @@ impl DotNet {
                     body,
                 ))
             }
-            Some(InFlight::Status) => Step::Send(Request::get(&self.url)),
+            Some(InFlight::Status | InFlight::Resume) => Step::Send(Request::get(&self.url)),
             None => Step::fail(
                 "InvalidOperationException: nothing in flight",
                 "model misused",
             ),
         }
+    }
+
+    /// `ResumeAsync` after its `GET`: the session's ranges, then its expiry
+    /// (`uploadSession.ExpirationDateTime ?? DateTimeOffset.Now`, expired unless
+    /// later than now), then `UploadAsync` with its tries counted afresh.
+    fn on_resume_answer(&mut self, now: SystemTime, answer: &Answer) -> Step {
+        let result = match handle_response(answer) {
+            Ok(result) => result,
+            Err(Handled::Service(e) | Handled::Other(e)) => return e,
+        };
+        let Some(session) = result.session else {
+            return null_reference("UpdateSessionStatusAsync: the status answer has no ranges");
+        };
+        match ranges_remaining(Some(&session), self.size) {
+            Ok(ranges) => self.ranges = ranges,
+            Err(raised) => return raised,
+        }
+        let expiry = match result.expiry.as_deref().map(parse_graph_time) {
+            None => None,
+            Some(Some(t)) => Some(t),
+            Some(None) => {
+                return Step::fail(
+                    "FormatException: The string was not recognized as a valid DateTime.",
+                    "FormatException on expirationDateTime",
+                );
+            }
+        };
+        if expiry.is_none_or(|t| t <= now) {
+            return Step::fail(
+                "ClientException: Upload session expired. Upload cannot resume",
+                "ClientException: session expired",
+            );
+        }
+        self.tries = 0;
+        self.begin_pass()
     }
 
     fn on_slice_answer(&mut self, answer: &Answer, begin: i64, end: i64, first: bool) -> Step {
@@ -256,6 +298,7 @@ impl SdkModel for DotNet {
                 first_attempt,
             }) => self.on_slice_answer(answer, begin, end, first_attempt),
             Some(InFlight::Status) => self.on_status_answer(answer),
+            Some(InFlight::Resume) => self.on_resume_answer(now, answer),
             None => Step::fail(
                 "InvalidOperationException: nothing in flight",
                 "model misused",
@@ -277,6 +320,16 @@ impl SdkModel for DotNet {
             Some(Waiting::NextPass) => self.begin_pass(),
             None => Step::fail("InvalidOperationException: no wait", "model misused"),
         }
+    }
+
+    fn resume(&mut self) -> Step {
+        if self.url.is_empty() {
+            return null_reference("ResumeAsync: no uploadUrl");
+        }
+        self.waiting = None;
+        self.in_flight = Some(InFlight::Resume);
+        self.retry.reset();
+        self.resend()
     }
 }
 
@@ -343,6 +396,8 @@ struct UploadResult {
     location: Option<String>,
     /// The session's ranges when it is ongoing.
     session: Option<Vec<String>>,
+    /// Its `expirationDateTime` as sent, when it is ongoing.
+    expiry: Option<String>,
 }
 
 impl UploadResult {
@@ -383,15 +438,22 @@ fn handle_response(answer: &Answer) -> Result<UploadResult, Handled> {
     let json = parse_json(answer)?;
     // `UploadSession.GetFieldDeserializers()` uses `StringComparer.OrdinalIgnoreCase`;
     // of several spellings the last one read wins.
-    let ranges = json.as_object().and_then(|map| {
-        map.iter()
-            .rev()
-            .find(|(k, _)| k.eq_ignore_ascii_case("nextExpectedRanges"))
-            .map(|(_, v)| v)
-    });
-    match ranges {
+    let property = |name: &str| {
+        json.as_object().and_then(|map| {
+            map.iter()
+                .rev()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v)
+        })
+    };
+    match property("nextExpectedRanges") {
         Some(v) if !v.is_null() => match strings(v) {
-            Some(list) => result.session = Some(list),
+            Some(list) => {
+                result.session = Some(list);
+                result.expiry = property("expirationDateTime")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+            }
             None => {
                 return Err(Handled::Other(Step::fail(
                     "InvalidOperationException: The requested operation requires an element of \
@@ -433,7 +495,9 @@ fn parse_json(answer: &Answer) -> Result<Value, Handled> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sdk::test_support::{Script, bare, created, done, error, pascal, progress};
+    use crate::sdk::test_support::{
+        NOW, Script, URL, bare, created, done, error, pascal, progress,
+    };
 
     const MIB: u64 = 1 << 20;
 
@@ -516,5 +580,37 @@ mod tests {
             .sends("bytes 0-5242879/15728641", Body::file(0, 5 * MIB))
             .answer(Answer::json(200, &serde_json::json!({"id": "x"})))
             .ends();
+    }
+
+    #[test]
+    fn a_transport_error_leaves_upload_async_and_resume_async_goes_on() {
+        let s = 15 * MIB;
+        let failed = || {
+            let mut d = DotNet::new();
+            let _ = d.start(NOW, &created(&["0-"]), s);
+            let _ = d.on_answer(NOW, &progress("5242880-"));
+            // No second try: not a ServiceException.
+            let step = d.on_transport_error("connection reset");
+            assert!(
+                matches!(step, Step::Failed(f) if f.exception.starts_with("HttpRequestException"))
+            );
+            assert_eq!(d.resume(), Step::Send(Request::get(URL)));
+            d
+        };
+        assert_eq!(
+            failed().on_answer(NOW, &progress("5242880-")),
+            Step::Send(Request::put(
+                URL,
+                "bytes 5242880-10485759/15728640".into(),
+                Body::file(5 * MIB, 5 * MIB)
+            ))
+        );
+        // `ExpirationDateTime ?? DateTimeOffset.Now` is never later than now.
+        let no_expiry = Answer::json(
+            200,
+            &serde_json::json!({"nextExpectedRanges": ["5242880-"]}),
+        );
+        let step = failed().on_answer(NOW, &no_expiry);
+        assert!(matches!(step, Step::Failed(f) if f.exception.starts_with("ClientException")));
     }
 }

@@ -10,13 +10,29 @@
 //! A model's [`Step::Wait`] is slept for at most [`MAX_WAIT`]: the SDKs' sleeps
 //! (retry delays, passes) change no outcome against servers that do not throttle,
 //! which is true of every server here.
+//!
+//! [`Options`] disturb a run ([`run_with_options`]), as a network and an
+//! application would: a fragment PUT can go *half-open* (its head and the first
+//! half of its body are sent, then nothing, on a connection held open until the run
+//! ends), which the model sees as a transport error, as a client whose connection
+//! died on its side sees it while the server still waits for the rest of the body;
+//! and when the SDK then fails, the application can resume ([`SdkModel::resume`]).
+//! The [`Run`] tells what happened on the way, and what the server answered the
+//! half-open request in the end (`409 fragmentSuperseded` once a retry took its
+//! fragment over).
 
 use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
+use hyper::body::{Frame, SizeHint};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
-use reqwest::{Client, Url};
+use reqwest::{Client, RequestBuilder, Url};
 use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use super::{Answer, Method, Request, SdkModel, Step};
 
@@ -26,6 +42,140 @@ pub const MAX_WAIT: Duration = Duration::from_millis(5);
 pub const MAX_STEPS: u32 = 10_000;
 /// The longest one upload may take.
 pub const MAX_TIME: Duration = Duration::from_secs(300);
+/// How long after a half-open request stalls the client notices, by default.
+pub const NOTICE: Duration = Duration::from_millis(500);
+/// How long the end of a run waits for the answer to a half-open request that has
+/// none yet: one sent when a retry took over has long arrived.
+const GRACE: Duration = Duration::from_secs(1);
+
+/// How a run is disturbed, and what the application does about it. The default,
+/// which [`run`] and [`run_with`] use, disturbs nothing.
+///
+/// ```
+/// use upsession_conformance::sdk::driver::Options;
+///
+/// // The 2nd fragment PUT goes half-open; after the failure that follows, the
+/// // application resumes once.
+/// let options = Options::new().half_open_put(2).resuming(1);
+/// ```
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct Options {
+    /// Which fragment PUTs go half-open, counted from 1.
+    half_open: Vec<u32>,
+    /// [`NOTICE`] when `None`.
+    notice: Option<Duration>,
+    resumes: u32,
+}
+
+impl Options {
+    /// No disturbance.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The `n`-th fragment PUT of the run (counted from 1, over the whole run,
+    /// resumes included) goes half-open: its head and the first half of its body
+    /// are sent, then nothing, on a connection kept open until the run ends; after
+    /// [`Options::noticed_after`] the model is told of a transport error. Call again
+    /// for more PUTs.
+    #[must_use]
+    pub fn half_open_put(mut self, n: u32) -> Self {
+        self.half_open.push(n);
+        self
+    }
+
+    /// How long after a half-open request stalls the client notices, [`NOTICE`] by
+    /// default. A real client notices a dead connection late (a reset, a timeout);
+    /// the delay also lets the server read the head and begin the fragment before
+    /// any retry, which is the order the disturbance is about.
+    #[must_use]
+    pub fn noticed_after(mut self, delay: Duration) -> Self {
+        self.notice = Some(delay);
+        self
+    }
+
+    /// When the model fails right after a transport error, the application
+    /// resumes the upload with [`SdkModel::resume`], at most `times` times in the
+    /// run (none by default). Failures on an answer are not resumed: an
+    /// application that catches network errors lets the others through.
+    #[must_use]
+    pub fn resuming(mut self, times: u32) -> Self {
+        self.resumes = times;
+        self
+    }
+}
+
+/// What happened during a run, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A request the model asked for, and what came back: the status with Graph's
+    /// most specific error code (as [`refusal`] writes it), or the transport error.
+    Sent {
+        /// PUT, GET or DELETE.
+        method: Method,
+        /// The request's `Content-Range`, if any.
+        content_range: Option<String>,
+        /// `202`, `409 fragmentInProgress`, `transport error: …`.
+        answer: String,
+    },
+    /// A fragment PUT went half-open: `sent` of its `len` body bytes went out, then
+    /// nothing, and the model was told of a transport error.
+    HalfOpen {
+        /// The request's `Content-Range`.
+        content_range: String,
+        /// Body bytes sent.
+        sent: u64,
+        /// Body bytes declared.
+        len: u64,
+    },
+    /// The model slept this long, as the SDK would (the driver caps the real sleep
+    /// at [`MAX_WAIT`]).
+    Slept(Duration),
+    /// The model failed right after a transport error, and the application resumed.
+    Resumed {
+        /// The failure, in a few words.
+        after: String,
+    },
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sent {
+                method,
+                content_range: Some(range),
+                answer,
+            } => write!(f, "{method} {range} → {answer}"),
+            Self::Sent { method, answer, .. } => write!(f, "{method} → {answer}"),
+            Self::HalfOpen {
+                content_range,
+                sent,
+                len,
+            } => write!(
+                f,
+                "PUT {content_range} → half-open ({sent} of {len} B sent, then nothing)"
+            ),
+            Self::Slept(d) => write!(f, "sleeps {d:?}"),
+            Self::Resumed { after } => write!(f, "{after}; the application resumes"),
+        }
+    }
+}
+
+/// A run: its verdict, and what happened on the way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Run {
+    /// The verdict.
+    pub outcome: Outcome,
+    /// Every request, half-open request, sleep and resume, in order.
+    pub events: Vec<Event>,
+    /// For each half-open request, in order, what the server had answered it when
+    /// the run ended (as [`refusal`] writes it, e.g. `409 fragmentSuperseded`), or
+    /// `None` while it still waited for the rest of the body.
+    pub half_open_answers: Vec<Option<String>>,
+}
 
 /// The verdict on one upload.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,16 +241,38 @@ pub async fn run_with(
     token: &str,
     file: &[u8],
 ) -> Outcome {
+    run_with_options(client, model, base_url, token, file, &Options::new())
+        .await
+        .outcome
+}
+
+/// [`run_with`], disturbed as `options` say; reports what happened on the way.
+pub async fn run_with_options(
+    client: &Client,
+    model: &mut dyn SdkModel,
+    base_url: &str,
+    token: &str,
+    file: &[u8],
+    options: &Options,
+) -> Run {
     let upload = Upload {
         client,
         base: base_url.trim_end_matches('/'),
         token,
         file,
         name: format!("{}-{}.bin", model.profile().name, file.len()),
+        options,
     };
-    match tokio::time::timeout(MAX_TIME, upload.run(model)).await {
+    let mut trace = Trace::default();
+    let outcome = match tokio::time::timeout(MAX_TIME, upload.run(model, &mut trace)).await {
         Ok(outcome) => outcome,
         Err(_) => Outcome::fails(format!("no end within {} s", MAX_TIME.as_secs())),
+    };
+    let half_open_answers = release(std::mem::take(&mut trace.held)).await;
+    Run {
+        outcome,
+        events: trace.events,
+        half_open_answers,
     }
 }
 
@@ -111,10 +283,98 @@ struct Upload<'a> {
     token: &'a str,
     file: &'a [u8],
     name: String,
+    options: &'a Options,
+}
+
+/// What a run has done so far. It lives outside the run's future, so that a run
+/// cut short by [`MAX_TIME`] still reports it and lets its connections go.
+#[derive(Debug, Default)]
+struct Trace {
+    events: Vec<Event>,
+    /// Fragment PUTs sent so far.
+    puts: u32,
+    held: Vec<Held>,
+}
+
+impl Trace {
+    /// Records a request and what came back.
+    fn record(&mut self, request: &Request, result: &Result<Answer, String>) {
+        self.events.push(Event::Sent {
+            method: request.method,
+            content_range: request.content_range.clone(),
+            answer: match result {
+                Ok(answer) => refusal(answer),
+                Err(e) => format!("transport error: {e}"),
+            },
+        });
+    }
+}
+
+/// A half-open request, held until the run ends.
+#[derive(Debug)]
+struct Held {
+    /// Its answer, if the server ever sends one.
+    answer: JoinHandle<Result<Answer, String>>,
+    /// Dropped, it makes the body fail, and the client closes the connection.
+    cut: oneshot::Sender<()>,
+}
+
+/// At the end of a run: what each half-open request was answered, then its
+/// connection is closed.
+async fn release(held: Vec<Held>) -> Vec<Option<String>> {
+    let mut answers = Vec::with_capacity(held.len());
+    for Held { mut answer, cut } in held {
+        let got = tokio::time::timeout(GRACE, &mut answer).await;
+        drop(cut);
+        answer.abort();
+        answers.push(match got {
+            Ok(Ok(Ok(a))) => Some(refusal(&a)),
+            Ok(Ok(Err(e))) => Some(format!("no answer: {e}")),
+            Ok(Err(_)) | Err(_) => None,
+        });
+    }
+    answers
+}
+
+/// The body of a half-open request: the bytes given, then nothing until `cut`
+/// fires or is dropped, when it fails.
+#[derive(Debug)]
+struct Stalling {
+    sent: Option<Bytes>,
+    /// Told when the client asks for more than `sent`: it has taken those bytes.
+    stalled: Option<oneshot::Sender<()>>,
+    cut: oneshot::Receiver<()>,
+    declared: u64,
+}
+
+impl hyper::body::Body for Stalling {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Some(bytes) = this.sent.take() {
+            return Poll::Ready(Some(Ok(Frame::data(bytes))));
+        }
+        if let Some(stalled) = this.stalled.take() {
+            let _ = stalled.send(());
+        }
+        match Pin::new(&mut this.cut).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(_) => Poll::Ready(Some(Err(std::io::Error::other("the run is over")))),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.declared)
+    }
 }
 
 impl Upload<'_> {
-    async fn run(&self, model: &mut dyn SdkModel) -> Outcome {
+    async fn run(&self, model: &mut dyn SdkModel, trace: &mut Trace) -> Outcome {
         let draft = self
             .graph_post(
                 "me/messages",
@@ -147,32 +407,52 @@ impl Upload<'_> {
         };
         let size = u64::try_from(self.file.len()).unwrap_or(u64::MAX);
         let step = model.start(SystemTime::now(), &session, size);
-        match self.pump(model, step).await {
+        match self.pump(model, step, trace).await {
             Ok(()) => self.judge(&id).await,
             Err(outcome) => outcome,
         }
     }
 
     /// Drives the model until it returns; `Err` with the verdict when it fails.
-    async fn pump(&self, model: &mut dyn SdkModel, mut step: Step) -> Result<(), Outcome> {
+    async fn pump(
+        &self,
+        model: &mut dyn SdkModel,
+        mut step: Step,
+        trace: &mut Trace,
+    ) -> Result<(), Outcome> {
         let mut first_refusal: Option<String> = None;
+        let mut resumes = self.options.resumes;
+        // Whether the model's last input was a transport error.
+        let mut cut_off = false;
         let started = Instant::now();
         for _ in 0..MAX_STEPS {
             step = match step {
-                Step::Send(request) => match self.send(&request).await? {
+                Step::Send(request) => match self.send(&request, trace).await? {
                     Ok(answer) => {
+                        cut_off = false;
                         if answer.status >= 400 && first_refusal.is_none() {
                             first_refusal = Some(refusal(&answer));
                         }
                         model.on_answer(SystemTime::now(), &answer)
                     }
-                    Err(what) => model.on_transport_error(&what),
+                    Err(what) => {
+                        cut_off = true;
+                        model.on_transport_error(&what)
+                    }
                 },
                 Step::Wait(d) => {
+                    cut_off = false;
+                    trace.events.push(Event::Slept(d));
                     tokio::time::sleep(d.min(MAX_WAIT)).await;
                     model.on_wait_over()
                 }
                 Step::Done { .. } => return Ok(()),
+                Step::Failed(f) if cut_off && resumes > 0 => {
+                    resumes -= 1;
+                    cut_off = false;
+                    trace.events.push(Event::Resumed { after: f.short });
+                    model.resume()
+                }
                 Step::Failed(f) => {
                     let mut reason = match first_refusal {
                         Some(refusal) => format!("{refusal} → {}", f.short),
@@ -191,9 +471,81 @@ impl Upload<'_> {
         )))
     }
 
-    /// Sends `request` as the SDK would. The outer `Err` is a verdict (the model
-    /// asked for something no HTTP stack sends); the inner one a transport error.
-    async fn send(&self, request: &Request) -> Result<Result<Answer, String>, Outcome> {
+    /// Sends `request` as the SDK would (or half-open, if it is a PUT `options`
+    /// name), and records it. The outer `Err` is a verdict (the model asked for
+    /// something no HTTP stack sends); the inner one a transport error.
+    async fn send(
+        &self,
+        request: &Request,
+        trace: &mut Trace,
+    ) -> Result<Result<Answer, String>, Outcome> {
+        let (builder, body) = self.build(request)?;
+        let builder = match body {
+            Some(body) => {
+                trace.puts += 1;
+                if self.options.half_open.contains(&trace.puts) {
+                    return Ok(self.half_open(request, builder, body, trace).await);
+                }
+                builder.body(body)
+            }
+            None => builder,
+        };
+        let result = receive(builder.send().await).await;
+        trace.record(request, &result);
+        Ok(result)
+    }
+
+    /// Sends a PUT half-open: its head and the first half of `body`, then nothing
+    /// (the connection held in `trace` until the run ends); once the client has
+    /// taken those bytes, and [`Options::noticed_after`] later, the transport error
+    /// the model is told of. If the server answers before the body stalls, that
+    /// answer instead.
+    async fn half_open(
+        &self,
+        request: &Request,
+        builder: RequestBuilder,
+        body: Vec<u8>,
+        trace: &mut Trace,
+    ) -> Result<Answer, String> {
+        let len = body.len();
+        let sent = Bytes::from(body).slice(..len / 2);
+        let (stalled, mut has_stalled) = oneshot::channel();
+        let (cut, cut_rx) = oneshot::channel();
+        let stalling = Stalling {
+            sent: Some(sent),
+            stalled: Some(stalled),
+            cut: cut_rx,
+            declared: len as u64,
+        };
+        // Held for the whole run: the client's own timeout must not end it sooner.
+        let pending = builder
+            .timeout(MAX_TIME)
+            .body(reqwest::Body::wrap(stalling))
+            .send();
+        let mut answer = tokio::spawn(async move { receive(pending.await).await });
+        tokio::select! {
+            Ok(()) = &mut has_stalled => {}
+            early = &mut answer => {
+                let result = early.unwrap_or_else(|e| Err(e.to_string()));
+                trace.record(request, &result);
+                return result;
+            }
+        }
+        trace.events.push(Event::HalfOpen {
+            content_range: request.content_range.clone().unwrap_or_default(),
+            sent: len as u64 / 2,
+            len: len as u64,
+        });
+        trace.held.push(Held { answer, cut });
+        tokio::time::sleep(self.options.notice.unwrap_or(NOTICE)).await;
+        Err(format!(
+            "connection lost after {} of {len} body bytes",
+            len / 2
+        ))
+    }
+
+    /// The request for `request`, all but its body, and the body of a PUT.
+    fn build(&self, request: &Request) -> Result<(RequestBuilder, Option<Vec<u8>>), Outcome> {
         let (Ok(url), Ok(base)) = (Url::parse(&request.url), Url::parse(self.base)) else {
             return Err(Outcome::fails("the model asked for an unreadable URL"));
         };
@@ -219,15 +571,15 @@ impl Upload<'_> {
         if let Some(range) = &request.content_range {
             builder = builder.header(CONTENT_RANGE, range);
         }
-        if request.method == Method::Put {
-            // Every SDK writes `Content-Length` itself; hyper would leave it off an
-            // empty body, which is exactly the case that matters (Python's re-send).
-            builder = builder
-                .header(CONTENT_TYPE, "application/octet-stream")
-                .header(CONTENT_LENGTH, body.len())
-                .body(body);
+        if request.method != Method::Put {
+            return Ok((builder, None));
         }
-        Ok(receive(builder.send().await).await)
+        // Every SDK writes `Content-Length` itself; hyper would leave it off an
+        // empty body, which is exactly the case that matters (Python's re-send).
+        builder = builder
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, body.len());
+        Ok((builder, Some(body)))
     }
 
     /// The bytes of `request`'s body.

@@ -17,10 +17,14 @@
 //! - The result's location is the `Location` of the last slice's answer.
 //! - A session without ranges plans no slice and reports success at once.
 //! - Expiry is checked only by `Resume` (a nil one panics there), never by `Upload`.
+//! - `Resume` is `RefreshUploadStatus` (`GET uploadUrl` through the adapter, whose
+//!   nil result panics the type assertion), a check that ranges remain and that
+//!   the session has not expired, then `Upload` planned from the refreshed ranges.
 
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
+use upsession_core::time::parse_graph_time;
 
 use super::retry::{Middleware, Retry};
 use super::{Answer, Body, Profile, Request, SdkModel, Step, field, quoted, strings};
@@ -70,6 +74,8 @@ pub struct Go {
     location: Option<String>,
     waiting: Option<Waiting>,
     retry: Middleware,
+    /// `RefreshUploadStatus`'s `GET` is in flight (`Resume`).
+    refreshing: bool,
 }
 
 impl Go {
@@ -104,6 +110,9 @@ impl Go {
     }
 
     fn send(&self) -> Step {
+        if self.refreshing {
+            return Step::Send(Request::get(&self.url));
+        }
         let Some(((begin, end), _)) = self.current else {
             return Step::fail("panic: nothing in flight", "model misused");
         };
@@ -127,6 +136,57 @@ impl Go {
         self.current = Some((slice, attempt + 1));
         self.waiting = Some(Waiting::Attempt);
         Step::Wait(Duration::from_secs(u64::from(attempt)))
+    }
+
+    /// `Resume` after `RefreshUploadStatus`'s answer: `Upload` from the session's
+    /// refreshed ranges, or the error `Resume` returns, or its panic.
+    fn on_refresh(&mut self, now: SystemTime, answer: &Answer) -> Step {
+        let json = match status_result(answer) {
+            Ok(json) => json,
+            Err(failed) => return failed,
+        };
+        let ranges = field(&json, "nextExpectedRanges")
+            .and_then(strings)
+            .unwrap_or_default();
+        if ranges.is_empty() {
+            return Step::fail(
+                "Resume: UploadSession does not have next expected ranges",
+                "Resume: no next expected ranges",
+            );
+        }
+        let expiry = match field(&json, "expirationDateTime").filter(|v| !v.is_null()) {
+            // `GetExpirationDateTime().Before(...)` on a nil pointer.
+            None => {
+                return Step::fail(
+                    "panic: runtime error: invalid memory address or nil pointer dereference",
+                    "panic: no expirationDateTime on Resume",
+                );
+            }
+            Some(v) => match v.as_str().and_then(parse_graph_time) {
+                Some(t) => t,
+                // kiota's `GetTimeValue` fails, and so does `Send`.
+                None => {
+                    return Step::fail(
+                        "Resume: parsing time: cannot parse expirationDateTime",
+                        "Resume returned an error",
+                    );
+                }
+            },
+        };
+        if expiry < now {
+            return Step::fail(
+                "Resume: UploadSession has expired",
+                "Resume: session expired",
+            );
+        }
+        match plan(&ranges, self.size) {
+            Ok(planned) => self.slices = planned.into_iter().rev().collect(),
+            Err(panic) => return panic,
+        }
+        // `Upload` starts a new result: no errors, no location yet.
+        self.errors.clear();
+        self.location = None;
+        self.next_slice()
     }
 }
 
@@ -172,6 +232,9 @@ impl SdkModel for Go {
             self.waiting = Some(Waiting::Resend);
             return Step::Wait(delay);
         }
+        if std::mem::take(&mut self.refreshing) {
+            return self.on_refresh(now, answer);
+        }
         // The headers-inspection option captures the answer's `Location`, error or not.
         self.location = answer.header("location").map(str::to_owned);
         match send_result(answer) {
@@ -181,6 +244,9 @@ impl SdkModel for Go {
     }
 
     fn on_transport_error(&mut self, what: &str) -> Step {
+        if std::mem::take(&mut self.refreshing) {
+            return Step::fail(format!("Resume: Get: {what}"), "Resume returned an error");
+        }
         self.location = None;
         self.attempt_failed(format!("Put: {what}"))
     }
@@ -198,6 +264,68 @@ impl SdkModel for Go {
             None => Step::fail("panic: no wait", "model misused"),
         }
     }
+
+    fn resume(&mut self) -> Step {
+        if self.url.is_empty() {
+            return Step::fail(
+                "panic: runtime error: invalid memory address or nil pointer dereference",
+                "panic: no uploadUrl",
+            );
+        }
+        self.slices.clear();
+        self.current = None;
+        self.waiting = None;
+        self.refreshing = true;
+        self.retry.reset();
+        self.send()
+    }
+}
+
+/// kiota-http-go `Send` of `RefreshUploadStatus` (`CreateUploadSessionDiscriminator`):
+/// the session's JSON, an error `Resume` returns, or the panic of
+/// `result.(UploadSessionResponse)` on a nil result.
+fn status_result(answer: &Answer) -> Result<Value, Step> {
+    if answer.status >= 400 {
+        return Err(Step::fail(
+            format!(
+                "Resume: The server returned an unexpected status code and no error factory is \
+                 registered for this code: {}",
+                answer.status
+            ),
+            "Resume returned an error",
+        ));
+    }
+    let nil = || {
+        Step::fail(
+            "panic: interface conversion: interface is nil, not fileuploader.UploadSessionResponse",
+            "panic: no session in the status answer",
+        )
+    };
+    let content_length_zero = answer.header("content-length").map(str::trim) == Some("0");
+    if answer.status == 204 || content_length_zero {
+        return Err(nil());
+    }
+    let Some(media) = answer.media_type() else {
+        return Err(nil());
+    };
+    if !media.trim().eq_ignore_ascii_case("application/json") {
+        return Err(Step::fail(
+            format!("Resume: content type {media} does not have a factory registered to be parsed"),
+            "Resume returned an error",
+        ));
+    }
+    if answer.body.is_empty() {
+        return Err(Step::fail(
+            "Resume: content is empty",
+            "Resume returned an error",
+        ));
+    }
+    answer.json_body().ok_or_else(|| {
+        Step::fail(
+            "Resume: invalid character in JSON",
+            "Resume returned an error",
+        )
+    })
 }
 
 /// `createUploadSlices()` over `getRangesRemaining()`.
@@ -262,7 +390,9 @@ fn send_result(answer: &Answer) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sdk::test_support::{Script, bare, created, done, error, pascal};
+    use crate::sdk::test_support::{
+        NOW, Script, URL, bare, created, done, error, pascal, progress,
+    };
 
     #[test]
     fn slices_of_320_kib_ignore_the_answers_ranges() {
@@ -305,6 +435,35 @@ mod tests {
         assert_eq!(
             Script::with_session(Go::new(), 3_000_000, &session).ends(),
             None
+        );
+    }
+
+    #[test]
+    fn a_lost_slice_is_tried_again_and_resume_plans_from_the_refreshed_ranges() {
+        let s = 700_000;
+        Script::new(Go::new(), s)
+            .sends("bytes 0-327679/700000", Body::file(0, 327_680))
+            .transport_error()
+            .waits(Duration::from_secs(1))
+            .sends("bytes 0-327679/700000", Body::file(0, 327_680))
+            .answer(done())
+            .sends("bytes 327680-655359/700000", Body::file(327_680, 327_680));
+        let mut go = Go::new();
+        let _ = go.start(NOW, &created(&["0-"]), s);
+        assert_eq!(go.resume(), Step::Send(Request::get(URL)));
+        assert_eq!(
+            go.on_answer(NOW, &progress("655360-")),
+            Step::Send(Request::put(
+                URL,
+                "bytes 655360-699999/700000".into(),
+                Body::file(655_360, 44_640)
+            ))
+        );
+        let _ = go.resume();
+        let none_left = Answer::json(200, &serde_json::json!({"nextExpectedRanges": []}));
+        let step = go.on_answer(NOW, &none_left);
+        assert!(
+            matches!(step, Step::Failed(f) if f.exception.contains("does not have next expected ranges"))
         );
     }
 }

@@ -21,11 +21,18 @@
 //! - After a pass: `GET` the session, sleep 2 s, then 8 s; retry handler for
 //!   429/503/504 (the last answer is passed on when retries run out).
 //! - Expiry is checked only by `resume()` and `deleteSession()` (a missing one counts
-//!   as expired there), so `upload()`, modelled here, never looks at it.
+//!   as expired there), so `upload()` never looks at it.
+//! - A transport error is an `IOException`, which kiota-java's `OkHttpRequestAdapter`
+//!   rethrows as a `RuntimeException` (not an `ApiException`): it leaves `upload()`
+//!   at once. `resume()` is `updateSessionStatus()` (`GET`), the expiry, `upload()`;
+//!   as the stream is not repositioned, the slices it plans carry the bytes after
+//!   the ones last read (msgraph-sdk-java#2503). [`Java::repositioning_on_resume`]
+//!   resumes as that issue suggests instead.
 
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
+use upsession_core::time::parse_graph_time;
 
 use super::retry::{Middleware, Retry};
 use super::{Answer, Body, Profile, Request, SdkModel, Step, Stream, field, quoted, strings};
@@ -65,8 +72,10 @@ static PROFILE: Profile = Profile {
 enum InFlight {
     /// A slice and the bytes it carries.
     Slice(Body),
-    /// `updateSessionStatus`'s `GET`.
+    /// `updateSessionStatus`'s `GET`, after a pass.
     Status,
+    /// `updateSessionStatus`'s `GET`, as the application resumes.
+    Resume,
 }
 
 /// What a `Wait` is for.
@@ -91,12 +100,67 @@ pub struct Java {
     in_flight: Option<(InFlight, String)>,
     waiting: Option<Waiting>,
     retry: Middleware,
+    /// The application resumes as msgraph-sdk-java#2503 suggests.
+    reposition: bool,
 }
 
 impl Java {
     /// A task not yet started.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The same task, whose application resumes as msgraph-sdk-java#2503 suggests,
+    /// not with `resume()`: it calls `updateSessionStatus()`, moves the stream it gave
+    /// the task to the first byte the session expects (say, `FileChannel.position`),
+    /// and calls `upload()`. `upload()` checks no expiry.
+    #[must_use]
+    pub fn repositioning_on_resume(mut self) -> Self {
+        self.reposition = true;
+        self
+    }
+
+    /// The application's resume after its `GET`: the session's ranges, then either
+    /// `resume()`'s expiry check (a missing expiry counts as expired) or the
+    /// repositioned stream, then `upload()` with its tries counted afresh.
+    fn on_resume_answer(&mut self, now: SystemTime, answer: &Answer) -> Step {
+        let result = match handle_response(answer) {
+            Ok(result) => result,
+            Err(raised) => return raised,
+        };
+        let Some(ranges) = result.session else {
+            return Step::fail(
+                "NullPointerException: the status answer has no nextExpectedRanges",
+                "NullPointerException (no nextExpectedRanges)",
+            );
+        };
+        match ranges_remaining(Some(&ranges), self.size) {
+            Ok(r) => self.ranges = r,
+            Err(raised) => return raised,
+        }
+        if self.reposition {
+            let first = self.ranges.first().map_or(0, |r| r.0);
+            self.stream.seek(u64::try_from(first).unwrap_or(0));
+        } else {
+            let expiry = match result.expiry.as_deref().map(parse_graph_time) {
+                None => None,
+                Some(Some(t)) => Some(t),
+                Some(None) => {
+                    return Step::fail(
+                        "DateTimeParseException: expirationDateTime could not be parsed",
+                        "DateTimeParseException on expirationDateTime",
+                    );
+                }
+            };
+            if expiry.is_none_or(|t| t <= now) {
+                return Step::fail(
+                    "ClientException: Upload session expired. Upload cannot resume",
+                    "ClientException: session expired",
+                );
+            }
+        }
+        self.tries = 0;
+        self.begin_pass()
     }
 
     /// `getUploadSliceRequests()`, reversed so the next slice pops off the end.
@@ -145,7 +209,7 @@ impl Java {
             Some((InFlight::Slice(body), range)) => {
                 Step::Send(Request::put(&self.url, range.clone(), *body))
             }
-            Some((InFlight::Status, _)) => Step::Send(Request::get(&self.url)),
+            Some((InFlight::Status | InFlight::Resume, _)) => Step::Send(Request::get(&self.url)),
             None => Step::fail("IllegalStateException: nothing in flight", "model misused"),
         }
     }
@@ -233,12 +297,16 @@ impl SdkModel for Java {
                 Err(raised) => raised,
             },
             Some((InFlight::Status, _)) => self.on_status_answer(answer),
+            Some((InFlight::Resume, _)) => self.on_resume_answer(now, answer),
             None => Step::fail("IllegalStateException: nothing in flight", "model misused"),
         }
     }
 
     fn on_transport_error(&mut self, what: &str) -> Step {
-        Step::fail(format!("IOException: {what}"), "IOException")
+        Step::fail(
+            format!("RuntimeException: java.io.IOException: {what}"),
+            "RuntimeException (IOException)",
+        )
     }
 
     fn on_wait_over(&mut self) -> Step {
@@ -247,6 +315,19 @@ impl SdkModel for Java {
             Some(Waiting::NextPass) => self.begin_pass(),
             None => Step::fail("IllegalStateException: no wait", "model misused"),
         }
+    }
+
+    fn resume(&mut self) -> Step {
+        if self.url.is_empty() {
+            return Step::fail(
+                "IllegalArgumentException: sessionUrl cannot be null or empty",
+                "IllegalArgumentException: no uploadUrl",
+            );
+        }
+        self.waiting = None;
+        self.in_flight = Some((InFlight::Resume, String::new()));
+        self.retry.reset();
+        self.resend()
     }
 }
 
@@ -302,6 +383,8 @@ struct UploadResult {
     location: Option<String>,
     /// The session's ranges when it is ongoing (non-empty).
     session: Option<Vec<String>>,
+    /// Its `expirationDateTime` as sent, when it is ongoing.
+    expiry: Option<String>,
 }
 
 impl UploadResult {
@@ -359,7 +442,12 @@ fn handle_response(answer: &Answer) -> Result<UploadResult, Step> {
         return Ok(result);
     }
     match field(&json, "nextExpectedRanges").and_then(strings) {
-        Some(ranges) if !ranges.is_empty() => result.session = Some(ranges),
+        Some(ranges) if !ranges.is_empty() => {
+            result.session = Some(ranges);
+            result.expiry = field(&json, "expirationDateTime")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+        }
         _ => result.item = true,
     }
     Ok(result)
@@ -368,7 +456,9 @@ fn handle_response(answer: &Answer) -> Result<UploadResult, Step> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sdk::test_support::{Script, closed, created, done, error, open, pascal, progress};
+    use crate::sdk::test_support::{
+        NOW, Script, URL, closed, created, done, error, open, pascal, progress,
+    };
 
     const MIB: u64 = 1 << 20;
 
@@ -449,5 +539,37 @@ mod tests {
         }
         Script::with_session(Java::new(), 3_000_000, &created(&["x-"]))
             .fails_with("NumberFormatException: For input string: \"x\"");
+    }
+
+    #[test]
+    fn resume_reads_on_from_the_stream_unless_the_application_repositions_it() {
+        let s = 15 * MIB;
+        for (java, read_from) in [
+            (Java::new(), 10 * MIB), // msgraph-sdk-java#2503
+            (Java::new().repositioning_on_resume(), 5 * MIB),
+        ] {
+            let mut j = java;
+            let _ = j.start(NOW, &created(&["0-15728639"]), s);
+            // The second slice is read from the stream, then lost.
+            let _ = j.on_answer(NOW, &closed(5 * MIB, s));
+            let step = j.on_transport_error("connection reset");
+            assert!(matches!(step, Step::Failed(f) if f.exception.starts_with("RuntimeException")));
+            assert_eq!(j.resume(), Step::Send(Request::get(URL)));
+            assert_eq!(
+                j.on_answer(NOW, &closed(5 * MIB, s)),
+                Step::Send(Request::put(
+                    URL,
+                    "bytes 5242880-10485759/15728640".into(),
+                    Body::file(read_from, 5 * MIB)
+                ))
+            );
+        }
+        let mut j = Java::new();
+        let _ = j.start(NOW, &created(&["0-"]), s);
+        let _ = j.on_transport_error("connection reset");
+        let _ = j.resume();
+        let no_expiry = Answer::json(200, &serde_json::json!({"nextExpectedRanges": ["0-"]}));
+        let step = j.on_answer(NOW, &no_expiry);
+        assert!(matches!(step, Step::Failed(f) if f.exception.starts_with("ClientException")));
     }
 }

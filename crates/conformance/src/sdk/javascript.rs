@@ -19,11 +19,15 @@
 //!   An `http://` uploadUrl is appended to `https://graph.microsoft.com/v1.0/`.
 //! - Errors are thrown as the parsed error body (msgraph-sdk-javascript#1557); the
 //!   retry handler skips `application/octet-stream` bodies; expiry is never checked.
+//! - `resume()` is `getStatus()` (`GET uploadUrl` through the client, camelCase
+//!   only, any failure a `GraphError`) then `upload()` from the start of the first
+//!   range it names.
 
 use std::time::SystemTime;
 
 use serde_json::Value;
 
+use super::retry::{Middleware, Retry};
 use super::{Answer, Body, Profile, Request, SdkModel, Step};
 
 /// 5 MiB: `DEFAULT_FILE_SIZE: number = 5 * 1024 * 1024`.
@@ -75,13 +79,26 @@ enum JsBody {
     Opaque,
 }
 
+/// What is in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum InFlight {
+    /// A slice (`uploadSliceGetRawResponse`).
+    Slice,
+    /// `getStatus()`'s `GET`, which, not being `application/octet-stream`, the
+    /// retry handler does resend on 429, 503 and 504.
+    Status,
+}
+
 /// The JavaScript SDK's upload task.
 #[derive(Clone, Debug, Default)]
 pub struct JavaScript {
     url: String,
     size: u64,
     next_range: Option<Range>,
-    sending: bool,
+    in_flight: Option<InFlight>,
+    /// The retry handler is waiting to resend the `GET`.
+    waiting: bool,
+    retry: Middleware,
 }
 
 impl JavaScript {
@@ -125,7 +142,7 @@ impl JavaScript {
                 "TypeError: fetch failed (Content-Length ≠ body)",
             );
         }
-        self.sending = true;
+        self.in_flight = Some(InFlight::Slice);
         Step::Send(Request::put(
             &self.url,
             format!("bytes {}-{}/{}", js(range.min), js(range.max), self.size),
@@ -184,6 +201,36 @@ impl JavaScript {
         } else {
             json.as_ref().and_then(|v| prop(v, "nextExpectedRanges"))
         };
+        match self.parse_range(ranges) {
+            Ok(range) => {
+                self.next_range = Some(range);
+                self.next_slice()
+            }
+            Err(raised) => raised,
+        }
+    }
+
+    /// `getStatus()` on its answer, then `upload()`: a failed request or an
+    /// unreadable body is a `GraphError` (`GraphRequest.send`), then
+    /// `updateTaskStatus(response)` reads `response.nextExpectedRanges`.
+    fn after_status(&mut self, answer: &Answer) -> Step {
+        let graph_error = || {
+            Step::fail(
+                format!("GraphError: getStatus() answered {}", answer.status),
+                "GraphError on the status",
+            )
+        };
+        let body = match convert_response(answer) {
+            Ok(body) if answer.is_success() => body,
+            _ => return graph_error(),
+        };
+        let json = match body {
+            JsBody::Undefined => return type_error("undefined", "expirationDateTime"),
+            JsBody::Json(Value::Null) => return type_error("null", "expirationDateTime"),
+            JsBody::Json(v) => Some(v),
+            JsBody::Opaque => None,
+        };
+        let ranges = json.as_ref().and_then(|v| prop(v, "nextExpectedRanges"));
         match self.parse_range(ranges) {
             Ok(range) => {
                 self.next_range = Some(range);
@@ -267,14 +314,29 @@ impl SdkModel for JavaScript {
         self.next_slice()
     }
 
-    fn on_answer(&mut self, _now: SystemTime, answer: &Answer) -> Step {
-        if !std::mem::take(&mut self.sending) {
-            return Step::fail("Error: no request in flight", "model misused");
+    fn on_answer(&mut self, now: SystemTime, answer: &Answer) -> Step {
+        match self.in_flight.take() {
+            Some(InFlight::Slice) => self.after_answer(answer),
+            Some(InFlight::Status) => {
+                if let Retry::After(delay) = self.retry.judge(now, answer) {
+                    self.in_flight = Some(InFlight::Status);
+                    self.waiting = true;
+                    return Step::Wait(delay);
+                }
+                self.after_status(answer)
+            }
+            None => Step::fail("Error: no request in flight", "model misused"),
         }
-        self.after_answer(answer)
     }
 
     fn on_transport_error(&mut self, what: &str) -> Step {
+        if self.in_flight.take() == Some(InFlight::Status) {
+            // `GraphRequest.send` wraps whatever fetch threw.
+            return Step::fail(
+                format!("GraphError: fetch failed ({what})"),
+                "GraphError: fetch failed",
+            );
+        }
         Step::fail(
             format!("TypeError: fetch failed ({what})"),
             "TypeError: fetch failed",
@@ -282,7 +344,19 @@ impl SdkModel for JavaScript {
     }
 
     fn on_wait_over(&mut self) -> Step {
-        Step::fail("Error: the JavaScript task never sleeps", "model misused")
+        if !std::mem::take(&mut self.waiting) {
+            return Step::fail("Error: no wait", "model misused");
+        }
+        Step::Send(Request::get(&self.url))
+    }
+
+    fn resume(&mut self) -> Step {
+        if self.url.is_empty() {
+            return type_error("undefined", "url");
+        }
+        self.in_flight = Some(InFlight::Status);
+        self.retry.reset();
+        Step::Send(Request::get(&self.url))
     }
 }
 
@@ -465,7 +539,9 @@ fn array_index(key: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sdk::test_support::{Script, URL, bare, closed, created, done, error, open, pascal};
+    use crate::sdk::test_support::{
+        NOW, Script, URL, bare, closed, created, done, error, open, pascal, progress,
+    };
 
     const MIB: u64 = 1 << 20;
 
@@ -554,5 +630,34 @@ mod tests {
         assert_eq!(parse_int(" 12abc"), Some(12));
         assert_eq!(parse_int("-3"), Some(-3));
         assert_eq!(parse_int(""), None);
+    }
+
+    #[test]
+    fn resume_asks_the_status_and_uploads_from_its_first_range() {
+        let s = 15 * MIB;
+        let failed = || {
+            let mut js = JavaScript::new();
+            let _ = js.start(NOW, &created(&["0-"]), s);
+            let _ = js.on_answer(NOW, &closed(5 * MIB, s));
+            let step = js.on_transport_error("connection reset");
+            assert!(
+                matches!(step, Step::Failed(f) if f.exception.starts_with("TypeError: fetch failed"))
+            );
+            assert_eq!(js.resume(), Step::Send(Request::get(URL)));
+            js
+        };
+        assert_eq!(
+            failed().on_answer(NOW, &progress("5242880-")),
+            Step::Send(Request::put(
+                URL,
+                "bytes 5242880-10485759/15728640".into(),
+                Body::file(5 * MIB, 5 * MIB)
+            ))
+        );
+        let step = failed().on_answer(NOW, &error(404, "itemNotFound"));
+        assert!(matches!(step, Step::Failed(f) if f.exception.starts_with("GraphError")));
+        // `getStatus()` reads camelCase only.
+        let step = failed().on_answer(NOW, &pascal("5242880-"));
+        assert!(matches!(step, Step::Failed(f) if f.exception.contains("(reading '0')")));
     }
 }

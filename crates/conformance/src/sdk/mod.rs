@@ -13,7 +13,7 @@
 //!   driver::run ── POST draft, createUploadSession ──► server under test
 //!        │  Answer                                          ▲
 //!        ▼                                                  │ Request (exactly as asked)
-//!   SdkModel::start / on_answer / on_transport_error / on_wait_over
+//!   SdkModel::start / on_answer / on_transport_error / on_wait_over / resume
 //!        │
 //!        └──► Step::Send(Request) | Wait(d) | Done { location } | Failed(SdkFailure)
 //! ```
@@ -23,7 +23,9 @@
 //! ([`SdkModel::on_answer`], or [`SdkModel::on_transport_error`] when none came) and
 //! call [`SdkModel::on_wait_over`] after every [`Step::Wait`], until it returns
 //! [`Step::Done`] or [`Step::Failed`]. A model never panics on a server's answer: what
-//! the SDK cannot read ends in the exception the SDK would raise.
+//! the SDK cannot read ends in the exception the SDK would raise. After a
+//! [`Step::Failed`], [`SdkModel::resume`] starts the application's way back in (the
+//! SDK's own resume), driven the same way.
 //!
 //! Only default settings are modelled: each SDK's default chunk size (Go has none;
 //! its profile says where its value comes from), its default HTTP pipeline, and the
@@ -331,6 +333,19 @@ pub trait SdkModel: Send {
 
     /// The last [`Step::Wait`] is over.
     fn on_wait_over(&mut self) -> Step;
+
+    /// After a [`Step::Failed`] (a dropped connection, say), the application resumes
+    /// the upload by the SDK's own means, and this is its first step; drive it as
+    /// after [`SdkModel::start`].
+    ///
+    /// JavaScript's `resume()`, .NET's `ResumeAsync`, Java's `resume()` and Go's
+    /// `Resume` ask the session (`GET uploadUrl`) and upload what it expects.
+    /// Python's and PHP's `resume()` take an in-memory session instead, so the
+    /// application asks `GET uploadUrl` itself, builds the SDK's session model from
+    /// the answer (keeping the uploadUrl, which a status answer need not carry), and
+    /// resumes a new task on the same stream, as
+    /// `crates/cli/tests/interop/msgraph_upload.py` does.
+    fn resume(&mut self) -> Step;
 }
 
 /// A constructor of every SDK's model, in the matrix's order.

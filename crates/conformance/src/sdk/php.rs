@@ -15,6 +15,9 @@
 //!   iteration is never waited for: the model does not send it.
 //! - Errors propagate (`wait()` throws); `GraphRetryHandler` resends 429/503/504.
 //!   Expiry is checked at the start of `upload()`.
+//! - `resume()` takes the session object it is given, never asking the server;
+//!   [`SdkModel::resume`] is the application's way in: its own `GET uploadUrl`, the
+//!   answer read into a `LargeFileUploadSession`, a new task, `resume()`.
 
 use std::time::SystemTime;
 
@@ -54,6 +57,8 @@ pub struct Php {
     /// The request in flight, resent by the retry handler.
     in_flight: Option<Request>,
     retry: Middleware,
+    /// The application's `GET uploadUrl` is in flight: it is about to resume.
+    resuming: bool,
 }
 
 impl Php {
@@ -104,6 +109,62 @@ impl Php {
         Ok(self.stream.read(offset(length)))
     }
 
+    /// `upload()` up to its first `nextChunk`: `rewind()`, then the range
+    /// `$this->nextRange` names, or the first chunk when it is empty.
+    fn first_chunk(&mut self) -> Step {
+        self.stream.seek(0);
+        let first_end = CHUNK.min(self.size).saturating_sub(1);
+        match self.next_chunk(0, first_end) {
+            Ok(request) => self.send(request),
+            Err(raised) => raised,
+        }
+    }
+
+    /// The application's resume on the answer to its `GET uploadUrl`: the session
+    /// as kiota's JSON parser builds it, with the uploadUrl kept; a new task on the
+    /// same stream (the constructor: a fresh budget, `$nextRange` empty); its
+    /// `resume()`: the expiry, `nextExpectedRanges[0]` as `$this->nextRange`,
+    /// `upload()`, which checks the expiry again.
+    fn resume_from(&mut self, now: SystemTime, answer: &Answer) -> Step {
+        if answer.status != 200 {
+            return Step::fail(
+                format!("the application's GET uploadUrl answered {}", answer.status),
+                "GET uploadUrl refused",
+            );
+        }
+        let Some(json) = answer.json_body() else {
+            return Step::fail(
+                "RuntimeException: The was a problem parsing the response.",
+                "RuntimeException: unreadable status answer",
+            );
+        };
+        *self = Self {
+            upload_url: std::mem::take(&mut self.upload_url),
+            size: self.size,
+            stream: self.stream,
+            chunks: budget(self.size),
+            ..Self::default()
+        };
+        if let Err(raised) = check_expiry(now, &json) {
+            return raised;
+        }
+        // `checkValueExists`: a PascalCase key is in `additionalData`, looked at
+        // first when set (`isset`); else the getter, `[]` by default.
+        let ranges = field(&json, "NextExpectedRanges")
+            .filter(|v| !v.is_null())
+            .or_else(|| field(&json, "nextExpectedRanges"))
+            .and_then(strings)
+            .unwrap_or_default();
+        let Some(first) = ranges.into_iter().next() else {
+            return Step::fail(
+                "RuntimeException: No more bytes expected.",
+                "RuntimeException: No more bytes expected.",
+            );
+        };
+        self.next_range = first;
+        self.first_chunk()
+    }
+
     fn send(&mut self, request: Request) -> Step {
         self.retry.reset();
         self.in_flight = Some(request.clone());
@@ -151,7 +212,7 @@ impl SdkModel for Php {
         };
         self.size = file_size;
         self.stream = Stream::new(file_size);
-        self.chunks = i64::try_from(file_size.div_ceil(CHUNK)).unwrap_or(i64::MAX);
+        self.chunks = budget(file_size);
         if let Err(raised) = check_expiry(now, &json) {
             return raised;
         }
@@ -164,11 +225,7 @@ impl SdkModel for Php {
                 );
             }
         }
-        let first_end = CHUNK.min(file_size).saturating_sub(1);
-        match self.next_chunk(0, first_end) {
-            Ok(request) => self.send(request),
-            Err(raised) => raised,
-        }
+        self.first_chunk()
     }
 
     fn on_answer(&mut self, now: SystemTime, answer: &Answer) -> Step {
@@ -178,6 +235,9 @@ impl SdkModel for Php {
         if self.in_flight.take().is_none() {
             return Step::fail("LogicException: nothing in flight", "model misused");
         }
+        if std::mem::take(&mut self.resuming) {
+            return self.resume_from(now, answer);
+        }
         match parse_session(answer) {
             Ok(ranges) => self.iterate(ranges),
             Err(raised) => raised,
@@ -185,6 +245,7 @@ impl SdkModel for Php {
     }
 
     fn on_transport_error(&mut self, what: &str) -> Step {
+        self.resuming = false;
         Step::fail(
             format!("GuzzleHttp\\Exception\\ConnectException: {what}"),
             "ConnectException",
@@ -197,6 +258,24 @@ impl SdkModel for Php {
             None => Step::fail("LogicException: no wait", "model misused"),
         }
     }
+
+    fn resume(&mut self) -> Step {
+        if self.upload_url.trim().is_empty() {
+            return Step::fail(
+                "RuntimeException: The upload URL cannot be empty.",
+                "RuntimeException: no uploadUrl",
+            );
+        }
+        // The application's GET, through the same Guzzle stack as the task.
+        self.resuming = true;
+        let request = Request::get(&self.upload_url);
+        self.send(request)
+    }
+}
+
+/// `$this->chunks = (int)ceil($this->fileSize / $maxChunkSize)`.
+fn budget(size: u64) -> i64 {
+    i64::try_from(size.div_ceil(CHUNK)).unwrap_or(i64::MAX)
 }
 
 /// `uploadSessionExpired()` on the session from createUploadSession: camelCase
@@ -309,7 +388,9 @@ fn offset(n: i128) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sdk::test_support::{EXPIRY, Script, URL, bare, closed, done, error, open, pascal};
+    use crate::sdk::test_support::{
+        EXPIRY, NOW, Script, URL, bare, closed, created, done, error, open, pascal, progress,
+    };
 
     const MIB: u64 = 1 << 20;
 
@@ -401,5 +482,36 @@ mod tests {
         assert_eq!(intval(" 12abc"), 12);
         assert_eq!(intval(""), 0);
         assert_eq!(intval("x"), 0);
+    }
+
+    #[test]
+    fn the_application_resumes_a_new_task_from_the_status_it_reads() {
+        let s = 15 * MIB;
+        let failed = || {
+            let mut php = Php::new();
+            let _ = php.start(NOW, &created(&["0-15728639"]), s);
+            let _ = php.on_answer(NOW, &closed(4 * MIB, s));
+            let step = php.on_transport_error("connection reset");
+            assert!(matches!(step, Step::Failed(f) if f.exception.contains("ConnectException")));
+            assert_eq!(php.resume(), Step::Send(Request::get(URL)));
+            php
+        };
+        // `$this->nextRange` is the range as sent: a closed one gives C + 1 bytes.
+        assert_eq!(
+            failed().on_answer(NOW, &progress("4194304-15728639")),
+            Step::Send(Request::put(
+                URL,
+                "bytes 4194304-8388608/15728640".into(),
+                Body::file(4 * MIB, 4 * MIB + 1)
+            ))
+        );
+        let none_left = Answer::json(
+            200,
+            &serde_json::json!({"expirationDateTime": EXPIRY, "nextExpectedRanges": []}),
+        );
+        let step = failed().on_answer(NOW, &none_left);
+        assert!(
+            matches!(step, Step::Failed(f) if f.exception == "RuntimeException: No more bytes expected.")
+        );
     }
 }

@@ -19,13 +19,16 @@
 //!   new slices. Errors inside the loop are logged and swallowed (line 132); errors
 //!   of the first and the last PUT propagate.
 //! - No retry: kiota's retry handler skips `application/octet-stream` bodies.
+//! - `resume()` (lines 278-297) takes the session object it is given, never asking
+//!   the server; [`SdkModel::resume`] is the application's way in: its own
+//!   `GET uploadUrl`, kiota's parser for the session, a new task, `resume()`.
 
 use std::time::SystemTime;
 
 use serde_json::Value;
 use upsession_core::time::parse_graph_time;
 
-use super::{Answer, Body, Profile, Request, SdkModel, Step, Stream, field, quoted};
+use super::{Answer, Body, Profile, Request, SdkModel, Step, Stream, field, quoted, strings};
 
 /// 5 MiB: `max_chunk_size: int = 5 * 1024 * 1024` (line 29).
 const CHUNK: u64 = 5 * 1024 * 1024;
@@ -82,6 +85,8 @@ pub struct Python {
     /// `process_next`: the result of the last successful `next_chunk`.
     process_next: Option<Session>,
     in_flight: Option<InFlight>,
+    /// The application's `GET uploadUrl` is in flight: it is about to resume.
+    resuming: bool,
 }
 
 impl Python {
@@ -178,6 +183,80 @@ impl Python {
             self.chunks -= 1; // `finally`
         }
     }
+
+    /// `upload()` up to its first `next_chunk` (lines 95-97), whose errors propagate.
+    fn first_chunk(&mut self) -> Step {
+        // Line 90; the expiry check of line 91 was made on the same session.
+        self.stream.seek(0);
+        let first_end = CHUNK.min(self.size).saturating_sub(1);
+        match self.chunk_request(0, first_end) {
+            Ok(request) => {
+                self.in_flight = Some(InFlight::First);
+                Step::Send(request)
+            }
+            Err(raised) => raised,
+        }
+    }
+
+    /// The application's resume on the answer to its `GET uploadUrl`: the session as
+    /// kiota's JSON parser builds it, with the uploadUrl kept; a new task on the same
+    /// stream (the constructor: a fresh budget, no range); its `resume()` (lines
+    /// 278-297): the expiry, `nextExpectedRanges[0]` as `self.next_range`, `upload()`.
+    fn resume_from(&mut self, now: SystemTime, answer: &Answer) -> Step {
+        if answer.status != 200 {
+            return Step::fail(
+                format!("the application's GET uploadUrl answered {}", answer.status),
+                "GET uploadUrl refused",
+            );
+        }
+        let Some(json) = answer.json_body() else {
+            return Step::fail(
+                "JSONDecodeError: the status answer is not JSON",
+                "JSONDecodeError on the status answer",
+            );
+        };
+        *self = Self {
+            upload_url: std::mem::take(&mut self.upload_url),
+            size: self.size,
+            stream: self.stream,
+            chunks: budget(self.size),
+            ..Self::default()
+        };
+        if let Err(raised) = check_expiry(now, field(&json, "expirationDateTime")) {
+            return raised;
+        }
+        // `check_value_exists`: a PascalCase key is in `additional_data`, looked at
+        // first, whatever its value; else the attribute, None when absent.
+        let ranges = match field(&json, "NextExpectedRanges") {
+            Some(pascal) => strings(pascal),
+            None => field(&json, "nextExpectedRanges").and_then(|v| {
+                v.as_array().map(|items| {
+                    items
+                        .iter()
+                        .map(|v| v.as_str().unwrap_or("None").to_owned())
+                        .collect()
+                })
+            }),
+        };
+        let first = match ranges.as_deref() {
+            None => {
+                return Step::fail(
+                    "TypeError: object of type 'NoneType' has no len()",
+                    "TypeError: no nextExpectedRanges to resume from",
+                );
+            }
+            Some([]) => {
+                return Step::fail(
+                    "RuntimeError: No more bytes expected.",
+                    "RuntimeError: No more bytes expected.",
+                );
+            }
+            Some([first, ..]) => first.clone(),
+        };
+        self.next_range = Some(first.clone());
+        self.server_range = Some(first);
+        self.first_chunk()
+    }
 }
 
 impl SdkModel for Python {
@@ -197,10 +276,7 @@ impl SdkModel for Python {
         };
         self.size = file_size;
         self.stream = Stream::new(file_size);
-        // `int((self.file_size / max_chunk_size) + 0.5)` (line 44), in floats as Python.
-        #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
-        let chunks = (file_size as f64 / CHUNK as f64 + 0.5) as i64;
-        self.chunks = chunks;
+        self.chunks = budget(file_size);
         if let Err(raised) = check_expiry(now, field(&json, "expirationDateTime")) {
             return raised;
         }
@@ -213,17 +289,13 @@ impl SdkModel for Python {
                 );
             }
         }
-        let first_end = CHUNK.min(file_size).saturating_sub(1);
-        match self.chunk_request(0, first_end) {
-            Ok(request) => {
-                self.in_flight = Some(InFlight::First);
-                Step::Send(request)
-            }
-            Err(raised) => raised,
-        }
+        self.first_chunk()
     }
 
-    fn on_answer(&mut self, _now: SystemTime, answer: &Answer) -> Step {
+    fn on_answer(&mut self, now: SystemTime, answer: &Answer) -> Step {
+        if std::mem::take(&mut self.resuming) {
+            return self.resume_from(now, answer);
+        }
         let Some(in_flight) = self.in_flight.take() else {
             return Step::fail("RuntimeError: no request in flight", "model misused");
         };
@@ -253,6 +325,7 @@ impl SdkModel for Python {
     }
 
     fn on_transport_error(&mut self, what: &str) -> Step {
+        self.resuming = false;
         match self.in_flight.take() {
             Some(InFlight::Loop) => {
                 self.chunks -= 1;
@@ -271,6 +344,24 @@ impl SdkModel for Python {
             "model misused",
         )
     }
+
+    fn resume(&mut self) -> Step {
+        if self.upload_url.is_empty() {
+            return Step::fail(
+                "RuntimeError: The upload URL cannot be empty.",
+                "RuntimeError: no uploadUrl",
+            );
+        }
+        self.in_flight = None;
+        self.resuming = true;
+        Step::Send(Request::get(&self.upload_url))
+    }
+}
+
+/// `int((self.file_size / max_chunk_size) + 0.5)` (line 44), in floats as Python.
+#[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+fn budget(size: u64) -> i64 {
+    (size as f64 / CHUNK as f64 + 0.5) as i64
 }
 
 /// `upload_session_expired` (lines 67-86) on the session from createUploadSession,
@@ -405,7 +496,9 @@ fn clamp(n: i128) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sdk::test_support::{Script, bare, closed, done, open, pascal};
+    use crate::sdk::test_support::{
+        NOW, Script, URL, bare, closed, created, done, open, pascal, progress,
+    };
 
     const MIB: u64 = 1 << 20;
 
@@ -520,5 +613,56 @@ mod tests {
         assert_eq!(py_int(" 12 "), Ok(12));
         assert_eq!(py_int("1_000"), Ok(1000));
         assert!(py_int("").is_err() && py_int("1__0").is_err() && py_int("0x1").is_err());
+    }
+
+    #[test]
+    fn the_application_resumes_a_new_task_from_the_status_it_reads() {
+        let s = 15 * MIB;
+        let lost_first = || {
+            let mut p = Python::new();
+            let _ = p.start(NOW, &created(&["0-15728639"]), s);
+            // The first PUT is outside the loop's `try`: its error propagates.
+            let step = p.on_transport_error("connection reset");
+            assert!(
+                matches!(step, Step::Failed(f) if f.exception.starts_with("httpx.TransportError"))
+            );
+            assert_eq!(p.resume(), Step::Send(Request::get(URL)));
+            p
+        };
+        // `self.next_range` is the range as sent: a closed one gives C + 1 bytes.
+        assert_eq!(
+            lost_first().on_answer(NOW, &progress("5242880-15728639")),
+            Step::Send(Request::put(
+                URL,
+                "bytes 5242880-10485760/15728640".into(),
+                Body::file(5 * MIB, 5 * MIB + 1)
+            ))
+        );
+        for (status, raised) in [
+            (
+                open(5 * MIB),
+                "ValueError: invalid literal for int() with base 10: ''",
+            ),
+            (
+                Answer::json(
+                    200,
+                    &serde_json::json!({"expirationDateTime": "2099-01-01T00:00:00Z"}),
+                ),
+                "TypeError: object of type 'NoneType' has no len()",
+            ),
+            (
+                Answer::json(
+                    200,
+                    &serde_json::json!({"expirationDateTime": "2099-01-01T00:00:00Z", "nextExpectedRanges": []}),
+                ),
+                "RuntimeError: No more bytes expected.",
+            ),
+        ] {
+            let step = lost_first().on_answer(NOW, &status);
+            assert!(
+                matches!(&step, Step::Failed(f) if f.exception == raised),
+                "{step:?}"
+            );
+        }
     }
 }
