@@ -140,7 +140,7 @@ pub use progress::{ProgressEvent, ProgressKind, ProgressSink, ProgressStream};
 pub use redact::{RedactedUrl, UploadUrl, redact};
 pub use resume::{AttachmentMeta, FileIdentity, ResumeState, STATE_VERSION, StateStore};
 pub use target::{Target, User};
-pub use upload::{UploadOptions, Uploaded};
+pub use upload::{Source, UploadOptions, Uploaded};
 
 pub use upsession_core::RemoteError;
 /// The core's upload errors and planner settings, as used in this crate's API.

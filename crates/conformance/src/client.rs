@@ -96,19 +96,7 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Sets the number of cases.
-    #[must_use]
-    pub fn with_cases(mut self, cases: u32) -> Self {
-        self.cases = cases;
-        self
-    }
-
-    /// Fixes the seed.
-    #[must_use]
-    pub fn with_seed(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
-        self
-    }
+    crate::runner::run_setters!();
 
     /// Sets the file sizes.
     #[must_use]
@@ -118,25 +106,13 @@ impl Config {
         self
     }
 
-    /// Sets the suggested fragment sizes.
-    #[must_use]
-    pub fn with_fragment_sizes(mut self, sizes: Vec<u64>) -> Self {
-        self.fragment_sizes = sizes;
-        self
-    }
-
-    /// Turns fault injection on or off.
-    #[must_use]
-    pub fn with_faults(mut self, on: bool) -> Self {
-        self.faults = on;
-        self
-    }
-
-    /// Turns Graph's quirks on or off.
-    #[must_use]
-    pub fn with_quirks(mut self, on: bool) -> Self {
-        self.quirks = on;
-        self
+    upsession_core::setters! {
+        /// Sets the suggested fragment sizes.
+        with_fragment_sizes(fragment_sizes: Vec<u64>);
+        /// Turns fault injection on or off.
+        with_faults(faults: bool);
+        /// Turns Graph's quirks on or off.
+        with_quirks(quirks: bool);
     }
 }
 
@@ -294,32 +270,21 @@ fn quirk_set(on: bool) -> impl Strategy<Value = QuirkSet, Tree: Send> {
         any::<bool>(),
         any::<bool>(),
     )
-        .prop_map(
-            move |(
-                pascal,
-                created_ranges,
-                ranges,
-                odata,
-                create_200,
-                progress_202,
-                completion_with_id,
-                outlook_location,
-            )| {
-                if !on {
-                    return QuirkSet::NONE;
-                }
-                QuirkSet {
-                    pascal,
-                    created_ranges,
-                    ranges,
-                    odata,
-                    create_200,
-                    progress_202,
-                    completion_with_id,
-                    outlook_location,
-                }
-            },
-        )
+        .prop_map(move |q| {
+            if !on {
+                return QuirkSet::NONE;
+            }
+            QuirkSet {
+                pascal: q.0,
+                created_ranges: q.1,
+                ranges: q.2,
+                odata: q.3,
+                create_200: q.4,
+                progress_202: q.5,
+                completion_with_id: q.6,
+                outlook_location: q.7,
+            }
+        })
 }
 
 fn fault() -> impl Strategy<Value = Fault, Tree: Send> {

@@ -184,3 +184,22 @@ mod tests {
             .block_on(f)
     }
 }
+
+/// `with_cases` and `with_seed`, for the configurations of both checks (each has
+/// `cases: u32` and `seed: Option<u64>`).
+macro_rules! run_setters {
+    () => {
+        upsession_core::setters! {
+            /// Sets the number of cases.
+            with_cases(cases: u32);
+        }
+
+        /// Fixes the seed.
+        #[must_use]
+        pub fn with_seed(mut self, seed: u64) -> Self {
+            self.seed = Some(seed);
+            self
+        }
+    };
+}
+pub(crate) use run_setters;

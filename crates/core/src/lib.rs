@@ -42,6 +42,7 @@ pub mod range;
 pub mod respond;
 pub mod route;
 pub mod session;
+pub mod setters;
 pub mod throttle;
 pub mod time;
 pub mod timer;

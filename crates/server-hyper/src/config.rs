@@ -184,25 +184,13 @@ impl Config {
         self
     }
 
-    /// Sets the session limits.
-    #[must_use]
-    pub fn with_limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
-        self
-    }
-
-    /// Sets the dialect.
-    #[must_use]
-    pub fn with_dialect(mut self, dialect: Dialect) -> Self {
-        self.dialect = dialect;
-        self
-    }
-
-    /// Sets the durability policy.
-    #[must_use]
-    pub fn with_fsync(mut self, fsync: Fsync) -> Self {
-        self.fsync = fsync;
-        self
+    upsession_core::setters! {
+        /// Sets the session limits.
+        with_limits(limits: Limits);
+        /// Sets the dialect.
+        with_dialect(dialect: Dialect);
+        /// Sets the durability policy.
+        with_fsync(fsync: Fsync);
     }
 
     /// Sets the header and body-idle timeouts.

@@ -124,16 +124,13 @@ impl Client {
     /// required. No resume state is saved: the reader has no identity to check; keep
     /// the uploadUrl from [`ProgressKind::SessionCreated`] and use
     /// [`Client::continue_upload`] to continue.
-    pub async fn upload_reader<R>(
+    pub async fn upload_reader(
         &self,
         target: &Target,
-        reader: R,
+        reader: impl Source,
         size: u64,
         options: UploadOptions,
-    ) -> Result<Uploaded>
-    where
-        R: AsyncRead + AsyncSeek + Unpin + Send,
-    {
+    ) -> Result<Uploaded> {
         nonempty(size)?;
         let meta = options.meta(None)?;
         let item = meta.to_item(size);
@@ -151,16 +148,13 @@ impl Client {
     /// `reader`, which must hold the same bytes as when the session was started:
     /// asks the session what it has, then sends the rest. `options.name` (default
     /// `upload`) only labels progress and the result.
-    pub async fn continue_upload<R>(
+    pub async fn continue_upload(
         &self,
         upload_url: &UploadUrl,
-        reader: R,
+        reader: impl Source,
         size: u64,
         options: UploadOptions,
-    ) -> Result<Uploaded>
-    where
-        R: AsyncRead + AsyncSeek + Unpin + Send,
-    {
+    ) -> Result<Uploaded> {
         nonempty(size)?;
         let name = options.name.clone().unwrap_or_else(|| "upload".into());
         let job = Job::unsaved(&self.inner, name, &options.progress, None);
@@ -200,3 +194,9 @@ fn nonempty(size: u64) -> Result<()> {
     }
     Ok(())
 }
+
+/// Where an upload's bytes come from: anything readable and seekable (a file, a
+/// buffer, a decrypting stream…), since a fragment may be sent again from its start.
+pub trait Source: AsyncRead + AsyncSeek + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncSeek + Unpin + Send> Source for T {}

@@ -118,25 +118,13 @@ impl FakeOptions {
         self
     }
 
-    /// Sets the session limits.
-    #[must_use]
-    pub fn with_limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
-        self
-    }
-
-    /// Sets how answers are written.
-    #[must_use]
-    pub fn with_quirks(mut self, quirks: Quirks) -> Self {
-        self.quirks = quirks;
-        self
-    }
-
-    /// Sets which requests fail.
-    #[must_use]
-    pub fn with_faults(mut self, faults: Faults) -> Self {
-        self.faults = faults;
-        self
+    upsession_core::setters! {
+        /// Sets the session limits.
+        with_limits(limits: Limits);
+        /// Sets how answers are written.
+        with_quirks(quirks: Quirks);
+        /// Sets which requests fail.
+        with_faults(faults: Faults);
     }
 
     /// Adds a deliberate bug.

@@ -53,18 +53,11 @@ impl Quirks {
         self
     }
 
-    /// Sets completion as 200 with an `id`.
-    #[must_use]
-    pub fn with_completion_with_id(mut self, on: bool) -> Self {
-        self.completion_with_id = on;
-        self
-    }
-
-    /// Sets a JSON body (the attachment) on the completing 201.
-    #[must_use]
-    pub fn with_completion_body(mut self, on: bool) -> Self {
-        self.completion_body = on;
-        self
+    upsession_core::setters! {
+        /// Sets completion as 200 with an `id`.
+        with_completion_with_id(completion_with_id: bool);
+        /// Sets a JSON body (the attachment) on the completing 201.
+        with_completion_body(completion_body: bool);
     }
 }
 

@@ -127,19 +127,7 @@ impl Config {
         }
     }
 
-    /// Sets the number of cases.
-    #[must_use]
-    pub fn with_cases(mut self, cases: u32) -> Self {
-        self.cases = cases;
-        self
-    }
-
-    /// Fixes the seed.
-    #[must_use]
-    pub fn with_seed(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
-        self
-    }
+    crate::runner::run_setters!();
 
     /// Sets the server's size limits.
     #[must_use]
@@ -150,21 +138,14 @@ impl Config {
         self
     }
 
-    /// Sets the most operations per case.
-    #[must_use]
-    pub fn with_max_ops(mut self, max_ops: usize) -> Self {
-        self.max_ops = max_ops;
-        self
-    }
-
-    /// Checks the server in `dialect` (as `upsession serve --dialect` or
-    /// `upsession_server_hyper::Config::with_dialect` set it). The sizes stay as
-    /// they are: give the server's own maximum fragment (for OneDrive's dialect a
-    /// multiple of 320 KiB; its default is `dialect.max_fragment`).
-    #[must_use]
-    pub fn with_dialect(mut self, dialect: Dialect) -> Self {
-        self.dialect = dialect;
-        self
+    upsession_core::setters! {
+        /// Sets the most operations per case.
+        with_max_ops(max_ops: usize);
+        /// Checks the server in `dialect` (as `upsession serve --dialect` or
+        /// `upsession_server_hyper::Config::with_dialect` set it). The sizes stay as
+        /// they are: give the server's own maximum fragment (for OneDrive's dialect a
+        /// multiple of 320 KiB).
+        with_dialect(dialect: Dialect);
     }
 
     /// The limits of the reference model, with the dialect's fragment rules.

@@ -29,25 +29,13 @@ pub struct PlannerConfig {
 }
 
 impl PlannerConfig {
-    /// Sets the bytes per `PUT`.
-    #[must_use]
-    pub const fn with_fragment_size(mut self, fragment_size: u64) -> Self {
-        self.fragment_size = fragment_size;
-        self
-    }
-
-    /// Sets how many consecutive failures without progress are tolerated.
-    #[must_use]
-    pub const fn with_max_attempts(mut self, max_attempts: u32) -> Self {
-        self.max_attempts = max_attempts;
-        self
-    }
-
-    /// Sets the total time allowed (`None`: no limit).
-    #[must_use]
-    pub const fn with_deadline(mut self, deadline: Option<Duration>) -> Self {
-        self.deadline = deadline;
-        self
+    crate::const_setters! {
+        /// Sets the bytes per `PUT`.
+        with_fragment_size(fragment_size: u64);
+        /// Sets how many consecutive failures without progress are tolerated.
+        with_max_attempts(max_attempts: u32);
+        /// Sets the total time allowed (`None`: no limit).
+        with_deadline(deadline: Option<Duration>);
     }
 
     /// Sets the first and the largest backoff ceilings.

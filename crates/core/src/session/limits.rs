@@ -46,46 +46,19 @@ pub const DEFAULT_MAX_FRAGMENT: u64 = 60 * 1024 * 1024;
 pub const STRICT_MAX_FRAGMENT: u64 = 4 * 1024 * 1024;
 
 impl Limits {
-    /// Sets the smallest file size.
-    #[must_use]
-    pub const fn with_min_size(mut self, min_size: u64) -> Self {
-        self.min_size = min_size;
-        self
-    }
-
-    /// Sets the largest file size.
-    #[must_use]
-    pub const fn with_max_size(mut self, max_size: u64) -> Self {
-        self.max_size = max_size;
-        self
-    }
-
-    /// Sets the largest fragment.
-    #[must_use]
-    pub const fn with_max_fragment(mut self, max_fragment: u64) -> Self {
-        self.max_fragment = max_fragment;
-        self
-    }
-
-    /// Sets the session lifetime after each fragment.
-    #[must_use]
-    pub const fn with_ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
-        self
-    }
-
-    /// Sets whether each stored fragment moves the expiry.
-    #[must_use]
-    pub const fn with_sliding_expiry(mut self, sliding: bool) -> Self {
-        self.sliding_expiry = sliding;
-        self
-    }
-
-    /// Sets the longest total lifetime of a session.
-    #[must_use]
-    pub const fn with_max_age(mut self, max_age: Duration) -> Self {
-        self.max_age = max_age;
-        self
+    crate::const_setters! {
+        /// Sets the smallest file size.
+        with_min_size(min_size: u64);
+        /// Sets the largest file size.
+        with_max_size(max_size: u64);
+        /// Sets the largest fragment.
+        with_max_fragment(max_fragment: u64);
+        /// Sets the session lifetime after each fragment.
+        with_ttl(ttl: Duration);
+        /// Sets whether each stored fragment moves the expiry.
+        with_sliding_expiry(sliding_expiry: bool);
+        /// Sets the longest total lifetime of a session.
+        with_max_age(max_age: Duration);
     }
 }
 
