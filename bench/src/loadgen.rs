@@ -27,8 +27,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use upsession_testbed::kit::Graph;
 
 struct Args {
     base: String,
@@ -115,35 +115,22 @@ fn proc_figures(pid: u32) -> Option<(u64, u64, f64)> {
     Some((hwm, rss, ticks as f64 / 100.0))
 }
 
+/// The Graph endpoint under load, through `http`.
+fn graph(http: &reqwest::Client, a: &Args) -> Graph {
+    Graph::with_client(http.clone(), a.base.clone(), a.token.clone())
+}
+
 /// Creates a draft and an upload session of `size` bytes; returns the uploadUrl.
 async fn open_session(http: &reqwest::Client, a: &Args, size: usize) -> String {
-    let draft: Value = http
-        .post(format!("{}/me/messages", a.base))
-        .bearer_auth(&a.token)
-        .json(&json!({"subject": "load"}))
-        .send()
-        .await
-        .expect("server reachable")
-        .json()
-        .await
-        .expect("draft JSON");
-    let id = draft["id"].as_str().expect("draft id");
-    let item =
-        json!({"AttachmentItem": {"attachmentType": "file", "name": "load.bin", "size": size}});
-    let session: Value = http
-        .post(format!(
-            "{}/me/messages/{id}/attachments/createUploadSession",
-            a.base
-        ))
-        .bearer_auth(&a.token)
-        .json(&item)
-        .send()
-        .await
-        .expect("server reachable")
-        .json()
-        .await
-        .expect("session JSON");
-    session["uploadUrl"].as_str().expect("uploadUrl").to_owned()
+    graph(http, a).open_session(size).await
+}
+
+/// Checks that what the server stored is `data`, byte for byte.
+fn assert_stored(stored: &[u8], data: &[u8]) {
+    assert!(
+        Sha256::digest(stored) == Sha256::digest(data),
+        "stored bytes differ"
+    );
 }
 
 /// Uploads `data` with fixed fragments, then checks what was stored; returns the
@@ -192,20 +179,7 @@ async fn upload(
         }
     };
     let uploaded = Instant::now();
-    let stored = http
-        .get(format!("{location}/$value"))
-        .bearer_auth(&a.token)
-        .send()
-        .await
-        .expect("attachment readable")
-        .bytes()
-        .await
-        .expect("attachment bytes");
-    assert_eq!(
-        Sha256::digest(&stored),
-        Sha256::digest(&data),
-        "stored bytes differ"
-    );
+    assert_stored(&graph(&http, a).download(&location).await, &data);
     (latencies, uploaded)
 }
 
@@ -260,11 +234,7 @@ async fn upload_tus(http: reqwest::Client, a: &Args, data: Bytes) -> (Vec<Durati
         .bytes()
         .await
         .expect("upload bytes");
-    assert_eq!(
-        Sha256::digest(&stored),
-        Sha256::digest(&data),
-        "stored bytes differ"
-    );
+    assert_stored(&stored, &data);
     (latencies, uploaded)
 }
 

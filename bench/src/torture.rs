@@ -13,58 +13,25 @@
 
 #![allow(clippy::cast_possible_truncation)] // sizes here are small
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use upsession_testbed::kit::{Graph, Serve};
 
 const TOKEN: &str = "torture";
 const FRAGMENT: usize = 64 * 1024;
 
-struct Server {
-    child: Child,
-    base: String,
-    _stdout: BufReader<std::process::ChildStdout>,
-}
-
-fn start(bin: &Path, dir: &Path, listen: &str, fsync: &str) -> Server {
-    let mut child = Command::new(bin)
-        .args([
-            "serve",
-            "--listen",
-            listen,
-            "--token",
-            TOKEN,
-            "--min-size",
-            "1",
-            "--max-fragment",
-            "64KiB",
-        ])
-        .args(["--fsync", fsync, "--data-dir"])
-        .arg(dir)
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("upsession starts");
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
-    let mut first = String::new();
-    stdout.read_line(&mut first).expect("banner");
-    let base = first
-        .strip_prefix("upsession serving ")
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected banner {first:?}"))
-        .to_owned();
-    Server {
-        child,
-        base,
-        _stdout: stdout,
-    }
+fn start(bin: &Path, dir: &Path, listen: &str, fsync: &str) -> Serve {
+    Serve::spawn(
+        Command::new(bin)
+            .args(["serve", "--listen", listen, "--token", TOKEN])
+            .args(["--min-size", "1", "--max-fragment", "64KiB"])
+            .args(["--fsync", fsync, "--data-dir"])
+            .arg(dir)
+            .env("RUST_LOG", "error"),
+    )
 }
 
 /// One upload's state as the client knows it.
@@ -76,35 +43,10 @@ struct Upload {
     in_doubt: Option<usize>,
 }
 
-async fn open(http: &reqwest::Client, base: &str, data: Bytes) -> Upload {
-    let draft: Value = http
-        .post(format!("{base}/me/messages"))
-        .bearer_auth(TOKEN)
-        .json(&json!({"subject": "torture"}))
-        .send()
-        .await
-        .expect("server up")
-        .json()
-        .await
-        .expect("draft");
-    let item =
-        json!({"AttachmentItem": {"attachmentType": "file", "name": "t.bin", "size": data.len()}});
-    let session: Value = http
-        .post(format!(
-            "{base}/me/messages/{}/attachments/createUploadSession",
-            draft["id"].as_str().expect("id")
-        ))
-        .bearer_auth(TOKEN)
-        .json(&item)
-        .send()
-        .await
-        .expect("server up")
-        .json()
-        .await
-        .expect("session");
+async fn open(graph: &Graph, data: Bytes) -> Upload {
     Upload {
+        url: graph.open_session(data.len()).await,
         data,
-        url: session["uploadUrl"].as_str().expect("uploadUrl").to_owned(),
         acked: 0,
         in_doubt: None,
     }
@@ -195,15 +137,11 @@ async fn main() {
         .build()
         .expect("client");
     let mut server = start(&bin, &dir, "127.0.0.1:0", "never");
-    let listen = server
-        .base
-        .trim_start_matches("http://")
-        .trim_end_matches("/v1.0")
-        .to_owned();
-    let base = server.base.clone();
+    let listen = server.addr.clone();
+    let graph = Graph::with_client(http.clone(), server.base.clone(), TOKEN);
     let mut live = Vec::new();
     for _ in 0..uploads {
-        live.push(open(&http, &base, random_bytes(&mut rng, size)).await);
+        live.push(open(&graph, random_bytes(&mut rng, size)).await);
     }
     let mut c = Counts::default();
     let started = Instant::now();
@@ -221,8 +159,7 @@ async fn main() {
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(rng.u64(1..40))).await;
-        let _ = server.child.kill();
-        let _ = server.child.wait();
+        server.kill9();
         c.kills += 1;
         let mut finished = Vec::new();
         for r in runners {
@@ -236,14 +173,7 @@ async fn main() {
         server = start(&bin, &dir, &listen, fsync);
         // What survived: exactly the acknowledged bytes (plus a whole unanswered one).
         for u in &mut live {
-            let status: Value = http
-                .get(&u.url)
-                .send()
-                .await
-                .expect("up")
-                .json()
-                .await
-                .expect("status");
+            let status = graph.session_status(&u.url).await;
             let start = status["nextExpectedRanges"][0]
                 .as_str()
                 .map_or(u.data.len(), |r| {
@@ -264,10 +194,10 @@ async fn main() {
             u.acked = start;
         }
         for (u, location) in finished {
-            verify(&http, &location, &u.data).await;
+            verify(&graph, &location, &u.data).await;
             c.completed += 1;
             c.bytes_verified += u.data.len();
-            live.push(open(&http, &base, random_bytes(&mut rng, size)).await);
+            live.push(open(&graph, random_bytes(&mut rng, size)).await);
         }
     }
     // Finish everything, then no partial file may be left.
@@ -275,12 +205,11 @@ async fn main() {
         let location = drive(&http, u)
             .await
             .expect("the server is up: the upload completes");
-        verify(&http, &location, &u.data).await;
+        verify(&graph, &location, &u.data).await;
         c.completed += 1;
         c.bytes_verified += u.data.len();
     }
-    let _ = server.child.kill();
-    let _ = server.child.wait();
+    server.kill9();
     let parts = std::fs::read_dir(dir.join("sessions")).map_or(0, |d| {
         d.flatten()
             .filter(|e| e.path().extension().is_some_and(|x| x == "part"))
@@ -300,19 +229,7 @@ async fn main() {
     );
 }
 
-async fn verify(http: &reqwest::Client, location: &str, data: &[u8]) {
-    let stored = http
-        .get(format!("{location}/$value"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("up")
-        .bytes()
-        .await
-        .expect("bytes");
-    assert_eq!(
-        Sha256::digest(&stored),
-        Sha256::digest(data),
-        "an attachment's bytes differ"
-    );
+async fn verify(graph: &Graph, location: &str, data: &[u8]) {
+    let stored = graph.download(location).await;
+    assert!(stored == data, "an attachment's bytes differ");
 }

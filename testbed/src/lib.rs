@@ -7,7 +7,9 @@
 //! Garage is installed by `cargo xtask engines` (from crates.io, into a cache
 //! directory); [`Garage::binary`] says where it looks.
 //!
-//! [`kit`] holds what tests repeat: reading and asserting Graph error answers.
+//! [`kit`] holds what every crate's tests repeat: our server in process or as a
+//! child, Graph calls and fragments, raw in-flight PUTs, Graph error answers, and
+//! seeded test data.
 
 mod garage;
 pub mod kit;

@@ -11,22 +11,18 @@ use std::time::Duration;
 
 use common::{Serve, bin};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+use upsession_testbed::kit::{Graph, download, seeded_file, sha256_hex};
 
 const TOKEN: &str = "cli-token";
 
 fn serve(dir: &Path, extra: &[&str]) -> Serve {
     let mut args = vec!["--token", TOKEN, "--fsync", "never"];
     args.extend_from_slice(extra);
-    Serve::start(dir, "127.0.0.1:0", &args)
+    common::serve(dir, "127.0.0.1:0", &args)
 }
 
 fn file(dir: &Path, name: &str, len: usize, seed: u64) -> PathBuf {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    let data: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
-    let path = dir.join(name);
-    std::fs::write(&path, data).unwrap();
-    path
+    seeded_file(dir, name, len, seed).0
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -90,19 +86,38 @@ fn kill_once_resumable(child: &mut std::process::Child, state: &Path) -> bool {
     false
 }
 
-async fn downloaded(location: &str) -> Vec<u8> {
-    let res = reqwest::Client::new()
-        .get(format!("{location}/$value"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200, "{location}");
-    res.bytes().await.unwrap().to_vec()
+/// Asserts that the attachment at `location` holds exactly the file at `path`.
+async fn assert_uploaded(location: &str, path: &Path, what: &str) {
+    let stored = download(&reqwest::Client::new(), location, TOKEN).await;
+    let file = std::fs::read(path).unwrap();
+    assert_eq!(sha256_hex(&stored), sha256_hex(&file), "{what}");
 }
 
-fn sha(bytes: &[u8]) -> Vec<u8> {
-    Sha256::digest(bytes).to_vec()
+/// A server taking 200 MB, and an upload of a seeded file `name` of `len` bytes
+/// from `seed` in 64 KiB fragments to it, killed once it saved a resumable state
+/// (bounded wait): (its directory, the server, the file, the state directory).
+fn interrupted_upload(
+    name: &str,
+    len: usize,
+    seed: u64,
+) -> (tempfile::TempDir, Serve, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&dir.path().join("data"), &["--max-size", "200MB"]);
+    let file = file(dir.path(), name, len, seed);
+    let state = dir.path().join("state");
+    let mut child = upload(&server, &state)
+        .args(["--draft", name, "--chunk-size", "64KiB"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Only a state that is saved (not a file being written) can be resumed.
+    assert!(
+        kill_once_resumable(&mut child, &state),
+        "the upload finished or never saved its state first"
+    );
+    (dir, server, file, state)
 }
 
 #[tokio::test]
@@ -120,7 +135,7 @@ async fn the_banner_upload_line_works_as_printed() {
     assert!(!dir.path().join("data/token").exists());
     drop(taken);
     // No --token: the server generates one, prints it once and stores it.
-    let server = Serve::start(
+    let server = common::serve(
         &dir.path().join("data"),
         "127.0.0.1:0",
         &["--fsync", "never"],
@@ -189,8 +204,7 @@ async fn several_files_upload_and_json_output_parses() {
     assert_eq!(lines.len(), 3);
     for (line, f) in lines.iter().zip(&files) {
         assert_eq!(line["file"], f.display().to_string());
-        let stored = downloaded(line["location"].as_str().unwrap()).await;
-        assert_eq!(sha(&stored), sha(&std::fs::read(f).unwrap()));
+        assert_uploaded(line["location"].as_str().unwrap(), f, "").await;
     }
     // Not a terminal: plain lines, no escape codes anywhere.
     assert!(
@@ -202,34 +216,19 @@ async fn several_files_upload_and_json_output_parses() {
 
 #[tokio::test]
 async fn an_upload_killed_mid_way_resumes_with_the_exact_bytes() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = serve(&dir.path().join("data"), &["--max-size", "200MB"]);
-    let big = file(dir.path(), "big.bin", 120_000_000, 9);
-    let state = dir.path().join("state");
-    let mut child = upload(&server, &state)
-        .args(["--draft", "resume me", "--chunk-size", "64KiB"])
-        .arg(&big)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Kill it once its state is saved (bounded wait).
-    assert!(
-        kill_once_resumable(&mut child, &state),
-        "the upload finished or never saved its state first"
-    );
+    let (_dir, _server, big, state) = interrupted_upload("big.bin", 120_000_000, 9);
 
     let mut resume = bin();
     resume.args(["resume", "--json", "--state-dir"]).arg(&state);
     let out = run(&mut resume);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     let line: Value = serde_json::from_str(text(&out.stdout).lines().next().unwrap()).unwrap();
-    let stored = downloaded(line["location"].as_str().unwrap()).await;
-    assert_eq!(
-        sha(&stored),
-        sha(&std::fs::read(&big).unwrap()),
-        "resumed upload is byte-exact"
-    );
+    assert_uploaded(
+        line["location"].as_str().unwrap(),
+        &big,
+        "resumed upload is byte-exact",
+    )
+    .await;
     let out = run(&mut resume);
     assert!(out.status.success());
     assert!(
@@ -241,20 +240,7 @@ async fn an_upload_killed_mid_way_resumes_with_the_exact_bytes() {
 
 #[tokio::test]
 async fn resume_refuses_a_file_changed_since_the_upload_began() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = serve(&dir.path().join("data"), &["--max-size", "200MB"]);
-    let f = file(dir.path(), "changing.bin", 60_000_000, 3);
-    let state = dir.path().join("state");
-    let mut child = upload(&server, &state)
-        .args(["--draft", "x", "--chunk-size", "64KiB"])
-        .arg(&f)
-        .spawn()
-        .unwrap();
-    // Only a state that is saved (not a file being written) can be resumed.
-    assert!(
-        kill_once_resumable(&mut child, &state),
-        "the upload finished or never saved its state first"
-    );
+    let (_dir, _server, f, state) = interrupted_upload("changing.bin", 60_000_000, 3);
     // Change a byte (same size) after the upload began.
     let mut data = std::fs::read(&f).unwrap();
     data[0] ^= 0xff;
@@ -286,7 +272,9 @@ async fn a_file_name_that_is_not_utf8_uploads() {
 async fn status_and_cancel_of_an_upload_url() {
     let dir = tempfile::tempdir().unwrap();
     let server = serve(&dir.path().join("data"), &[]);
-    let url = &common::open_session(&server.base, TOKEN, 5_000_000).await;
+    let url = &Graph::new(&server.base, TOKEN)
+        .open_session(5_000_000)
+        .await;
     let out = run(bin().args(["status", url]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(

@@ -10,11 +10,11 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpStream;
 use upsession_conformance::server::{self, Config};
 use upsession_core::Limits;
+use upsession_testbed::kit::{Graph, location, partial_put, read_answer, seeded, sha256_hex};
 
 mod common;
 use common::cluster::Cluster;
@@ -23,23 +23,22 @@ const TOKEN: &str = "cluster-token";
 const FRAGMENT: usize = 256 * 1024;
 
 fn flags() -> Vec<&'static str> {
-    vec![
-        "--token",
-        TOKEN,
-        "--min-size",
-        "1",
-        "--max-fragment",
-        "256KiB",
-    ]
+    common::small_fragments(TOKEN, "256KiB")
 }
 
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    (0..len).map(|_| rng.u8(..)).collect()
+/// Two nodes, Graph through their proxy, a seeded file of `len` bytes from
+/// `seed`, and a session open for it; `None` without the engines.
+async fn opened(len: usize, seed: u64) -> Option<(Cluster, Graph, Vec<u8>, String)> {
+    let cluster = Cluster::start(2, &flags()).await?;
+    let graph = graph(&cluster);
+    let file = seeded(len, seed);
+    let url = graph.open_session(file.len()).await;
+    Some((cluster, graph, file, url))
 }
 
-async fn put(http: &reqwest::Client, url: &str, data: &[u8], start: usize) -> reqwest::Response {
-    common::put(http, url, data, start, FRAGMENT).await.unwrap()
+/// Graph through the proxy.
+fn graph(cluster: &Cluster) -> Graph {
+    Graph::new(cluster.base(), TOKEN)
 }
 
 /// The uploadUrl's path and query, sent to one node directly (bypassing the proxy).
@@ -48,37 +47,55 @@ fn on_node(upload_url: &str, addr: &str) -> String {
     format!("http://{addr}{}?{}", url.path(), url.query().unwrap())
 }
 
-/// Downloads the attachment at `location` through the proxy.
-async fn download(http: &reqwest::Client, location: &str) -> Vec<u8> {
-    common::download(http, location, TOKEN).await
+/// Sends the headers and `sent` body bytes of the fragment at `start` to node
+/// `node` directly, and gives it `settle` to take them: a fragment in flight there.
+async fn in_flight_on(
+    cluster: &Cluster,
+    node: usize,
+    url: &str,
+    file: &[u8],
+    start: usize,
+    sent: usize,
+    settle: Duration,
+) -> TcpStream {
+    let direct = on_node(url, &cluster.addrs[node]);
+    let held = partial_put(&direct, file, start, FRAGMENT, sent).await;
+    tokio::time::sleep(settle).await;
+    held
 }
 
-/// Uploads `data` fragment by fragment through the proxy, calling `between(i)`
-/// before fragment `i`; returns the attachment's Location.
+/// Uploads `data` fragment by fragment through the proxy from `start`, calling
+/// `between(cluster, i)` before fragment `i`; returns the attachment's Location.
 async fn upload_with(
     cluster: &mut Cluster,
+    url: &str,
     data: &[u8],
+    start: usize,
     mut between: impl FnMut(&mut Cluster, usize),
 ) -> String {
-    let http = reqwest::Client::new();
-    let url = common::open_session(&cluster.base(), TOKEN, data.len()).await;
-    let mut start = 0;
-    let mut i = 0;
-    loop {
-        between(cluster, i);
-        i += 1;
-        let res = put(&http, &url, data, start).await;
-        match res.status().as_u16() {
-            200 => start += FRAGMENT,
-            201 => {
-                return res.headers()["location"].to_str().unwrap().to_owned();
-            }
-            other => panic!(
-                "fragment {i} at {start}: {other} {}",
-                res.text().await.unwrap()
-            ),
-        }
+    let graph = graph(cluster);
+    let done = graph
+        .upload_from(url, data, start, FRAGMENT, |i| between(cluster, i))
+        .await;
+    assert_eq!(done.status(), 201, "{}", done.text().await.unwrap());
+    location(&done)
+}
+
+/// A new session for `data` through the proxy, and its first two fragments sent.
+async fn two_fragments_of(cluster: &Cluster, data: &[u8]) -> String {
+    let graph = graph(cluster);
+    let url = graph.open_session(data.len()).await;
+    for i in 0..2 {
+        let res = graph.put_at(&url, data, i * FRAGMENT, FRAGMENT).await;
+        assert_eq!(res.status(), 200);
     }
+    url
+}
+
+/// Asserts that the attachment at `location` is exactly `file`.
+async fn assert_downloads(cluster: &Cluster, location: &str, file: &[u8]) {
+    let got = graph(cluster).download(location).await;
+    assert_eq!(sha256_hex(&got), sha256_hex(file));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,56 +125,39 @@ async fn server_conformance_passes_against_two_nodes_behind_round_robin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fragments_alternate_nodes_and_the_bytes_are_exact() {
-    let Some(mut cluster) = Cluster::start(2, &flags()).await else {
+    let Some((mut cluster, _, file, url)) = opened(5_000_000 + 17, 1).await else {
         return;
     };
-    let file = data(5_000_000 + 17, 1);
-    let location = upload_with(&mut cluster, &file, |_, _| {}).await;
+    let location = upload_with(&mut cluster, &url, &file, 0, |_, _| {}).await;
     let counts = cluster.proxy.counts();
     assert!(counts[0] >= 9 && counts[1] >= 9, "alternated: {counts:?}");
-    let http = reqwest::Client::new();
     // Read through either node.
     for _ in 0..2 {
-        let got = download(&http, &location).await;
-        assert_eq!(Sha256::digest(&got), Sha256::digest(&file));
+        assert_downloads(&cluster, &location, &file).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_never_both_accept_one_range() {
-    let Some(cluster) = Cluster::start(2, &flags()).await else {
+    let Some((cluster, graph, file, url)) = opened(2 * FRAGMENT, 2).await else {
         return;
     };
-    let http = reqwest::Client::new();
-    let file = data(2 * FRAGMENT, 2);
-    let url = common::open_session(&cluster.base(), TOKEN, file.len()).await;
     // Node 0 holds the first fragment (headers and half its body sent) ...
-    let node0 = on_node(&url, &cluster.addrs[0]);
-    let mut held = common::partial_put(&node0, &file, 0, FRAGMENT, FRAGMENT / 2).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let settle = Duration::from_millis(300);
+    let mut held = in_flight_on(&cluster, 0, &url, &file, 0, FRAGMENT / 2, settle).await;
     // ... so node 1 refuses the same range, and the next one, with 409.
+    let node1 = on_node(&url, &cluster.addrs[1]);
     for start in [0, FRAGMENT] {
-        let res = put(&http, &on_node(&url, &cluster.addrs[1]), &file, start).await;
+        let res = graph.put_at(&node1, &file, start, FRAGMENT).await;
         assert_eq!(res.status(), 409, "start {start}");
-        let body: Value = res.json().await.unwrap();
+        let body: serde_json::Value = res.json().await.unwrap();
         assert_eq!(body["error"]["innerError"]["code"], "fragmentInProgress");
     }
     // Node 0 finishes its fragment: 200, and node 1 sees it counted.
     held.write_all(&file[FRAGMENT / 2..FRAGMENT]).await.unwrap();
-    let mut answer = vec![0u8; 512];
-    let n = tokio::io::AsyncReadExt::read(&mut held, &mut answer)
-        .await
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer[..n]);
+    let answer = read_answer(&mut held, Duration::from_secs(30)).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    let status: Value = http
-        .get(on_node(&url, &cluster.addrs[1]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = graph.session_status(&node1).await;
     assert_eq!(
         status["nextExpectedRanges"][0],
         format!("{FRAGMENT}-{}", file.len() - 1)
@@ -166,31 +166,21 @@ async fn two_nodes_never_both_accept_one_range() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_hanging_up_mid_fragment_never_leaves_the_session_locked() {
-    let Some(cluster) = Cluster::start(2, &flags()).await else {
+    let Some((cluster, graph, file, url)) = opened(5 * FRAGMENT, 8).await else {
         return;
     };
-    let http = reqwest::Client::new();
-    let file = data(5 * FRAGMENT, 8);
-    let url = common::open_session(&cluster.base(), TOKEN, file.len()).await;
+    let node1 = on_node(&url, &cluster.addrs[1]);
     for i in 0..5 {
         // Half of fragment i to node 0, then the client is gone.
-        let node0 = on_node(&url, &cluster.addrs[0]);
-        let held = common::partial_put(&node0, &file, i * FRAGMENT, FRAGMENT, FRAGMENT / 2).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let settle = Duration::from_millis(100);
+        let held = in_flight_on(&cluster, 0, &url, &file, i * FRAGMENT, FRAGMENT / 2, settle).await;
         drop(held);
         // Node 1 takes the same range as soon as node 0 has let go (a moment), on
         // pooled connections that must all be outside any transaction again.
         let mut status = 0;
         for _ in 0..50 {
-            status = put(
-                &http,
-                &on_node(&url, &cluster.addrs[1]),
-                &file,
-                i * FRAGMENT,
-            )
-            .await
-            .status()
-            .as_u16();
+            let res = graph.put_at(&node1, &file, i * FRAGMENT, FRAGMENT).await;
+            status = res.status().as_u16();
             if status != 409 {
                 break;
             }
@@ -203,59 +193,44 @@ async fn a_client_hanging_up_mid_fragment_never_leaves_the_session_locked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_of_a_node_mid_fragment_and_the_other_finishes() {
-    let Some(mut cluster) = Cluster::start(2, &flags()).await else {
+    let Some((mut cluster, graph, file, url)) = opened(3_000_000, 3).await else {
         return;
     };
-    let http = reqwest::Client::new();
-    let file = data(3_000_000, 3);
-    let url = common::open_session(&cluster.base(), TOKEN, file.len()).await;
     // Four fragments through the proxy (two on each node).
     for i in 0..4 {
-        assert_eq!(put(&http, &url, &file, i * FRAGMENT).await.status(), 200);
+        let res = graph.put_at(&url, &file, i * FRAGMENT, FRAGMENT).await;
+        assert_eq!(res.status(), 200);
     }
     // Node 0 is killed with a fragment half received: it was never acknowledged.
-    let node0 = on_node(&url, &cluster.addrs[0]);
-    let held = common::partial_put(&node0, &file, 4 * FRAGMENT, FRAGMENT, 1000).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let settle = Duration::from_millis(200);
+    let held = in_flight_on(&cluster, 0, &url, &file, 4 * FRAGMENT, 1000, settle).await;
     cluster.kill9(0);
     drop(held);
     // The survivor sees exactly the acknowledged bytes, takes the session (the
     // dead node's lock went with its connection) and finishes it.
-    let status: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+    let status = graph.session_status(&url).await;
     assert_eq!(
         status["nextExpectedRanges"][0],
         format!("{}-{}", 4 * FRAGMENT, file.len() - 1)
     );
-    let mut start = 4 * FRAGMENT;
-    let location = loop {
-        let res = put(&http, &url, &file, start).await;
-        match res.status().as_u16() {
-            200 => start += FRAGMENT,
-            201 => break res.headers()["location"].to_str().unwrap().to_owned(),
-            other => panic!("{other}: {}", res.text().await.unwrap()),
-        }
-    };
-    let got = download(&http, &location).await;
-    assert_eq!(Sha256::digest(&got), Sha256::digest(&file));
+    let location = upload_with(&mut cluster, &url, &file, 4 * FRAGMENT, |_, _| {}).await;
+    assert_downloads(&cluster, &location, &file).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_go_on_with_one_garage_node_down() {
-    let Some(mut cluster) = Cluster::start(2, &flags()).await else {
+    let Some((mut cluster, _, file, url)) = opened(4_000_000, 4).await else {
         return;
     };
-    let file = data(4_000_000, 4);
     // Node 2 of Garage is no upsession node's endpoint; replication factor 3 keeps
     // a write quorum of two.
-    let location = upload_with(&mut cluster, &file, |c, i| {
+    let location = upload_with(&mut cluster, &url, &file, 0, |c, i| {
         if i == 5 {
             c.garage.kill(2);
         }
     })
     .await;
-    let http = reqwest::Client::new();
-    let got = download(&http, &location).await;
-    assert_eq!(Sha256::digest(&got), Sha256::digest(&file));
+    assert_downloads(&cluster, &location, &file).await;
 }
 
 /// Polls Garage's object count until it is `want` (its counters lag a little).
@@ -280,28 +255,15 @@ async fn cancel_and_expiry_free_the_bytes_and_keep_attachments() {
     };
     let http = reqwest::Client::new();
     // Completed: two fragments, which must outlive the session.
-    let done = data(2 * FRAGMENT, 5);
-    let location = upload_with(&mut cluster, &done, |_, _| {}).await;
+    let done = seeded(2 * FRAGMENT, 5);
+    let url = graph(&cluster).open_session(done.len()).await;
+    let location = upload_with(&mut cluster, &url, &done, 0, |_, _| {}).await;
     // Cancelled through the proxy after two fragments.
-    let cancelled = data(4 * FRAGMENT, 6);
-    let url = common::open_session(&cluster.base(), TOKEN, cancelled.len()).await;
-    for i in 0..2 {
-        assert_eq!(
-            put(&http, &url, &cancelled, i * FRAGMENT).await.status(),
-            200
-        );
-    }
+    let url = two_fragments_of(&cluster, &seeded(4 * FRAGMENT, 6)).await;
     assert_eq!(http.delete(&url).send().await.unwrap().status(), 204);
     assert_eq!(http.get(&url).send().await.unwrap().status(), 404);
     // Abandoned after two fragments, left to expire.
-    let abandoned = data(4 * FRAGMENT, 7);
-    let url = common::open_session(&cluster.base(), TOKEN, abandoned.len()).await;
-    for i in 0..2 {
-        assert_eq!(
-            put(&http, &url, &abandoned, i * FRAGMENT).await.status(),
-            200
-        );
-    }
+    let url = two_fragments_of(&cluster, &seeded(4 * FRAGMENT, 7)).await;
     // Two objects each for the completed and the abandoned upload; the cancelled
     // one's are gone.
     objects_become(&cluster, 4).await;
@@ -309,6 +271,5 @@ async fn cancel_and_expiry_free_the_bytes_and_keep_attachments() {
     cluster.kill9(0);
     objects_become(&cluster, 2).await;
     assert_eq!(http.get(&url).send().await.unwrap().status(), 404);
-    let got = download(&http, &location).await;
-    assert_eq!(Sha256::digest(&got), Sha256::digest(&done));
+    assert_downloads(&cluster, &location, &done).await;
 }

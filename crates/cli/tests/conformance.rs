@@ -16,6 +16,16 @@ fn binary() -> Command {
     command
 }
 
+/// `upsession conformance server --base-url BASE --token TOKEN`.
+fn server_check(base: &str, token: &str) -> Command {
+    let mut command = binary();
+    command.args(["server", "--base-url", base, "--token", token]);
+    command
+}
+
+/// Port 9 (discard) on 127.0.0.1: nothing listens there in a test environment.
+const UNREACHABLE: &str = "http://127.0.0.1:9/v1.0";
+
 /// Runs `server` against a fake (with `bug`, if any) and returns the output.
 async fn check_fake(bug: Option<Break>) -> Output {
     let mut options = FakeOptions::default()
@@ -24,14 +34,7 @@ async fn check_fake(bug: Option<Break>) -> Output {
         options = options.with_break(bug);
     }
     let fake = FakeGraph::start(options).await.unwrap();
-    let mut command = binary();
-    command.args([
-        "server",
-        "--base-url",
-        &fake.base_url(),
-        "--token",
-        fake.token(),
-    ]);
+    let mut command = server_check(&fake.base_url(), fake.token());
     command.args([
         "--min-size",
         "1",
@@ -84,37 +87,19 @@ async fn a_broken_server_exits_1_with_the_failing_script() {
 fn bad_usage_exits_2() {
     let missing = binary().args(["server", "--token", "t"]).output().unwrap();
     assert_eq!(missing.status.code(), Some(2));
-    let sizes = binary()
-        .args([
-            "server",
-            "--base-url",
-            "http://127.0.0.1:9/v1.0",
-            "--token",
-            "t",
-        ])
+    let sizes = server_check(UNREACHABLE, "t")
         .args(["--min-size", "10", "--max-size", "5"])
         .output()
         .unwrap();
     assert_eq!(sizes.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&sizes.stderr).contains("--min-size"));
-    let url = binary()
-        .args(["server", "--base-url", "ftp://x", "--token", "t"])
-        .output()
-        .unwrap();
+    let url = server_check("ftp://x", "t").output().unwrap();
     assert_eq!(url.status.code(), Some(2));
 }
 
 #[test]
 fn an_unreachable_server_exits_1() {
-    // Port 9 (discard) on 127.0.0.1: nothing listens there in a test environment.
-    let output = binary()
-        .args([
-            "server",
-            "--base-url",
-            "http://127.0.0.1:9/v1.0",
-            "--token",
-            "t",
-        ])
+    let output = server_check(UNREACHABLE, "t")
         .args([
             "--min-size",
             "1",

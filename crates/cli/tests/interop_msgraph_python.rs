@@ -22,67 +22,62 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::interop::{
-    self, Ran, SdkServer, TOKEN, check_results, files, interop_dir, run, target_dir,
+    self, SCRIPT_TIMEOUT, SIZES, Sdk, SdkServer, TOKEN, TestFile, check_results, files,
+    interop_dir, run, sdk_tests, target_dir,
 };
-use sha2::{Digest, Sha256};
 
 const VENV_TIMEOUT: Duration = Duration::from_secs(120);
 const PIP_TIMEOUT: Duration = Duration::from_secs(300);
-const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
-const TEST: &str = "the msgraph Python interop test";
+
+/// The Python SDK: `msgraph_upload.py` under the venv's python, against http.
+const PYTHON: Sdk = Sdk {
+    script: "msgraph_upload.py",
+    https: false,
+    install: venv_python,
+    command: |python, server, flags, files| script(python, &server.base(), flags, files),
+};
 
 /// The venv's python with the pinned SDK installed, or why there is none.
 fn venv_python() -> Result<PathBuf, String> {
     let requirements = interop_dir().join("requirements.txt");
-    let pins = fs::read(&requirements).expect("tests/interop/requirements.txt is readable");
-    let want = format!("{:x}\n", Sha256::digest(&pins));
     let dir = target_dir().join("interop-venv");
     let python = dir.join("bin").join("python");
-    let stamp = dir.join("requirements.sha256");
-    // Test runners start each test in its own process, at the same time: one builds
-    // the venv while the others wait on this lock, then reuse it.
-    fs::create_dir_all(target_dir())
-        .map_err(|e| format!("cannot create the target directory: {e}"))?;
-    let lock = fs::File::create(target_dir().join("interop-venv.lock"))
-        .map_err(|e| format!("cannot create the venv lock: {e}"))?;
-    lock.lock()
-        .map_err(|e| format!("cannot take the venv lock: {e}"))?;
-    if python.exists() && fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
-        eprintln!("reusing {} (requirements unchanged)", dir.display());
-        return Ok(python);
-    }
-    eprintln!("creating {} and installing the pinned SDK", dir.display());
-    let _ = fs::remove_dir_all(&dir);
-    let ran = run(
-        Command::new("python3").args(["-m", "venv"]).arg(&dir),
-        VENV_TIMEOUT,
+    let made = python.clone();
+    interop::install_pinned(
+        "interop-venv",
+        &requirements,
+        "requirements.sha256",
+        python,
+        |dir| {
+            let _ = fs::remove_dir_all(dir);
+            let venv = "`python3 -m venv`";
+            interop::install_step(
+                Command::new("python3").args(["-m", "venv"]).arg(dir),
+                VENV_TIMEOUT,
+                venv,
+            )?;
+            if !made.exists() {
+                return Err(format!("{venv} made no {}", made.display()));
+            }
+            interop::install_step(
+                Command::new(&made)
+                    .args(["-m", "pip", "install", "--disable-pip-version-check"])
+                    .args(["--no-input", "--quiet", "-r"])
+                    .arg(&requirements),
+                PIP_TIMEOUT,
+                "`pip install -r requirements.txt`",
+            )
+        },
     )
-    .map_err(|e| format!("cannot run python3: {e}"))?;
-    if !ran.ok() || !python.exists() {
-        return Err(ran.describe("`python3 -m venv`"));
-    }
-    let ran = run(
-        Command::new(&python)
-            .args(["-m", "pip", "install", "--disable-pip-version-check"])
-            .args(["--no-input", "--quiet", "-r"])
-            .arg(&requirements),
-        PIP_TIMEOUT,
-    )
-    .map_err(|e| format!("cannot run the venv's python: {e}"))?;
-    if !ran.ok() {
-        return Err(ran.describe("`pip install -r requirements.txt`"));
-    }
-    fs::write(&stamp, want).expect("the venv stamp can be written");
-    Ok(python)
 }
 
 /// `msgraph_upload.py BASE [flags] FILE=AUTH...`; the files alternate between no
 /// Authorization on the fragments (as with real Graph, whose uploadUrl is on another
 /// host) and the bearer token (which the server must not mind).
-fn script(python: &Path, base: &str, flags: &[&str], files: &[interop::TestFile]) -> Command {
+fn script(python: &Path, base: &str, flags: &[&str], files: &[TestFile]) -> Command {
     let mut cmd = Command::new(python);
     cmd.arg(interop_dir().join("msgraph_upload.py"))
         .arg(base)
@@ -97,69 +92,15 @@ fn script(python: &Path, base: &str, flags: &[&str], files: &[interop::TestFile]
     cmd
 }
 
-fn expect_success(ran: &Ran, what: &str) {
-    eprintln!("{}", ran.describe(what));
-    assert!(ran.ok(), "the SDK upload failed: {}", ran.describe(what));
-}
-
-/// The SDK at its defaults uploads the three sizes to a server started with
-/// `extra` flags.
-fn uploads_at_defaults(extra: &[&str], seed: u64) {
-    let started = Instant::now();
-    let python = match venv_python() {
-        Ok(p) => p,
-        Err(why) => return interop::unavailable(TEST, &why),
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let server = SdkServer::start(&dir.path().join("data"), extra);
-    let files = files(dir.path(), &interop::SIZES, seed);
-    let ran = run(
-        &mut script(&python, &server.base(), &[], &files),
-        SCRIPT_TIMEOUT,
-    )
-    .expect("the venv's python runs");
-    expect_success(&ran, "msgraph_upload.py");
-    check_results(&ran.results(), &files, None);
-    eprintln!("whole test {:.1?}", started.elapsed());
-}
-
-#[test]
-fn msgraph_core_uploads_at_its_defaults_to_the_default_server() {
-    uploads_at_defaults(&[], 0x6d73_6772);
-}
-
-#[test]
-fn msgraph_core_uploads_at_its_defaults_in_the_outlook_dialect() {
-    uploads_at_defaults(&["--dialect", "outlook"], 0x6f75_746c);
-}
-
-/// The server is killed (SIGKILL) mid-upload of a 33 MiB + 7 B file; the SDK's task
-/// fails, the script waits for the server, asks the session what it still expects,
-/// and finishes with the SDK's `resume()`. Nothing acknowledged is lost.
-fn resumes_after_kill9(extra: &[&str], seed: u64) {
-    let python = match venv_python() {
-        Ok(p) => p,
-        Err(why) => return interop::unavailable(TEST, &why),
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = SdkServer::start(&dir.path().join("data"), extra);
-    let files = files(dir.path(), &interop::SIZES[1..2], seed);
-    let mut cmd = script(&python, &server.base(), &["--resume"], &files);
-    let ran = interop::kill_under(&mut server, &mut cmd, 2, SCRIPT_TIMEOUT);
-    expect_success(&ran, "msgraph_upload.py --resume");
-    let results = ran.results();
-    assert_eq!(results[0]["interruptions"], 1, "{results:?}");
-    check_results(&results, &files, None);
-}
-
-#[test]
-fn msgraph_core_resumes_after_a_kill9_of_the_default_server() {
-    resumes_after_kill9(&[], 0x6b69_6c6c);
-}
-
-#[test]
-fn msgraph_core_resumes_after_a_kill9_in_the_outlook_dialect() {
-    resumes_after_kill9(&["--dialect", "outlook"], 0x6b69_6c6d);
+sdk_tests! { PYTHON;
+    msgraph_core_uploads_at_its_defaults_to_the_default_server:
+        uploads_at_defaults(), 0x6d73_6772;
+    msgraph_core_uploads_at_its_defaults_in_the_outlook_dialect:
+        uploads_at_defaults("--dialect", "outlook"), 0x6f75_746c;
+    msgraph_core_resumes_after_a_kill9_of_the_default_server:
+        resumes_after_kill9(), 0x6b69_6c6c;
+    msgraph_core_resumes_after_a_kill9_in_the_outlook_dialect:
+        resumes_after_kill9("--dialect", "outlook"), 0x6b69_6c6d;
 }
 
 /// PascalCase answers (`--casing pascal`, as Outlook's docs example and 21Vianet
@@ -169,16 +110,13 @@ fn msgraph_core_resumes_after_a_kill9_in_the_outlook_dialect() {
 /// `--casing pascal` is an option for the SDKs that read it (.NET, JavaScript).
 #[test]
 fn msgraph_core_cannot_follow_pascal_case_answers() {
-    let python = match venv_python() {
-        Ok(p) => p,
-        Err(why) => return interop::unavailable(TEST, &why),
+    let Some(python) = PYTHON.program() else {
+        return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let server = SdkServer::start(
-        &dir.path().join("data"),
-        &["--dialect", "outlook", "--casing", "pascal"],
-    );
-    let files = files(dir.path(), &interop::SIZES[1..2], 7);
+    let pascal = ["--dialect", "outlook", "--casing", "pascal"];
+    let server = SdkServer::start(&dir.path().join("data"), false, &pascal);
+    let files = files(dir.path(), &SIZES[1..2], 7);
     let ran = run(
         &mut script(&python, &server.base(), &[], &files),
         SCRIPT_TIMEOUT,
@@ -200,9 +138,8 @@ fn msgraph_core_cannot_follow_pascal_case_answers() {
 /// a round-robin proxy: the SDK's fragments alternate between the nodes.
 #[test]
 fn msgraph_core_uploads_unchanged_to_a_two_node_cluster() {
-    let python = match venv_python() {
-        Ok(p) => p,
-        Err(why) => return interop::unavailable(TEST, &why),
+    let Some(python) = PYTHON.program() else {
+        return;
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -213,13 +150,13 @@ fn msgraph_core_uploads_unchanged_to_a_two_node_cluster() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let files = files(dir.path(), &interop::SIZES[..2], 0x636c_7573);
+    let files = files(dir.path(), &SIZES[..2], 0x636c_7573);
     let ran = run(
         &mut script(&python, &cluster.base(), &[], &files),
         SCRIPT_TIMEOUT,
     )
     .expect("the venv's python runs");
-    expect_success(&ran, "msgraph_upload.py (cluster)");
+    PYTHON.expect_success(&ran, "msgraph_upload.py (cluster)");
     check_results(&ran.results(), &files, None);
     let counts = cluster.proxy.counts();
     assert!(

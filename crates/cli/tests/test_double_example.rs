@@ -13,7 +13,7 @@ use upsession_client_reqwest::{Client, PlannerConfig, UploadOptions};
 async fn an_application_tests_its_upload_code_against_an_outlook_double_with_faults() {
     // 1. Start the double: Outlook's answers, seeded faults, inspection routes.
     let dir = tempfile::tempdir().unwrap();
-    let double = common::Serve::start(
+    let double = common::serve(
         &dir.path().join("data"),
         "127.0.0.1:0",
         &[

@@ -1,6 +1,7 @@
 //! Where access tokens come from.
 
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -39,6 +40,17 @@ impl StaticToken {
 impl fmt::Debug for StaticToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("StaticToken(<redacted>)")
+    }
+}
+
+/// The client's token provider, shared by its requests; its `Debug` output shows
+/// no more than that there is one.
+#[derive(Clone)]
+pub(crate) struct SharedToken(pub(crate) Arc<dyn TokenProvider>);
+
+impl fmt::Debug for SharedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
     }
 }
 

@@ -16,7 +16,7 @@ use upsession_core::planner::{PlannerConfig, throttle_wait};
 use upsession_core::wire::{AttachmentItem, Item, UploadSession};
 use upsession_core::{RangeSet, RemoteError};
 
-use crate::auth::{StaticToken, TokenProvider};
+use crate::auth::{SharedToken, StaticToken, TokenProvider};
 use crate::error::{Error, Result};
 use crate::pacing::{Pacer, Pacing};
 use crate::redact::{RedactedUrl, UploadUrl};
@@ -38,7 +38,7 @@ pub const DEFAULT_CONCURRENCY: usize = 4;
 #[must_use]
 pub struct ClientBuilder {
     base_url: String,
-    token: Option<Arc<dyn TokenProvider>>,
+    token: Option<SharedToken>,
     user: User,
     planner: PlannerConfig,
     random_jitter: bool,
@@ -70,7 +70,7 @@ impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientBuilder")
             .field("base_url", &RedactedUrl(&self.base_url))
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token", &self.token)
             .field("user", &self.user)
             .field("planner", &self.planner)
             .field("concurrency", &self.concurrency)
@@ -87,11 +87,10 @@ impl ClientBuilder {
         Self::default()
     }
 
-    /// The Graph base URL, version included (default [`GRAPH_V1`]; [`GRAPH_BETA`],
-    /// or a Graph-compatible server such as `http://127.0.0.1:8080/v1.0`).
-    pub fn base_url(mut self, url: impl Into<String>) -> Self {
-        self.base_url = url.into();
-        self
+    upsession_core::setters! {
+        /// The Graph base URL, version included (default [`GRAPH_V1`]; [`GRAPH_BETA`],
+        /// or a Graph-compatible server such as `http://127.0.0.1:8080/v1.0`).
+        base_url(url: impl Into<String>) => base_url = url.into();
     }
 
     /// A fixed access token (a leading `Bearer ` is dropped).
@@ -99,73 +98,43 @@ impl ClientBuilder {
         self.token_provider(StaticToken::new(token))
     }
 
-    /// Where access tokens come from. Needed to create drafts and upload sessions;
-    /// not for `resume`, `status` or `cancel`, which only talk to the uploadUrl.
-    pub fn token_provider(mut self, provider: impl TokenProvider + 'static) -> Self {
-        self.token = Some(Arc::new(provider));
-        self
+    upsession_core::setters! {
+        /// Where access tokens come from. Needed to create drafts and upload sessions;
+        /// not for `resume`, `status` or `cancel`, which only talk to the uploadUrl.
+        token_provider(provider: impl TokenProvider + 'static) => token = Some(SharedToken(Arc::new(provider)));
     }
 
-    /// Whose mailbox (default [`User::Me`]).
-    pub fn user(mut self, user: User) -> Self {
-        self.user = user;
-        self
+    upsession_core::setters! {
+        /// Whose mailbox (default [`User::Me`]).
+        user(user: User);
+        /// Retry and deadline settings (default [`PlannerConfig::default`]: 10 attempts
+        /// without progress, 6 hours in all, backoff from 500 ms to 60 s). Its fragment
+        /// size replaces any set before; set [`ClientBuilder::fragment_size`] after it.
+        planner(planner: PlannerConfig);
+        /// Whether each upload mixes a random value into the planner's jitter seed
+        /// (default true), so that uploads that fail together do not retry together.
+        /// Turn it off to replay a run exactly.
+        random_jitter(random_jitter: bool);
+        /// Files uploaded at once by [`Client::upload_many`] and [`Client::resume_all`]
+        /// (default [`DEFAULT_CONCURRENCY`]). Each file's fragments are always sequential.
+        concurrency(concurrency: usize);
+        /// How long connecting may take (default 30 s). A connection that cannot be made
+        /// sent nothing, and is retried by the planner.
+        connect_timeout(connect_timeout: Duration);
+        /// How long one request may take, body included (default 10 minutes). A request
+        /// that times out counts as a lost answer: the session is asked before re-sending.
+        request_timeout(request_timeout: Duration);
+        /// Paces uploads to a mailbox budget, e.g. [`Pacing::outlook`]. Off by default.
+        pacing(pacing: Pacing) => pacing = Some(pacing);
+        /// Saves a [`crate::ResumeState`] for every file upload in this directory (off by
+        /// default). See [`StateStore`].
+        state_dir(dir: impl Into<std::path::PathBuf>) => state_dir = Some(StateStore::new(dir));
     }
 
     /// Bytes per `PUT` (default [`crate::DEFAULT_FRAGMENT_SIZE`], 3,932,160). Graph wants
     /// multiples of 320 KiB below 4 MB; a `413` makes the planner halve it.
     pub fn fragment_size(mut self, bytes: u64) -> Self {
         self.planner = self.planner.with_fragment_size(bytes);
-        self
-    }
-
-    /// Retry and deadline settings (default [`PlannerConfig::default`]: 10 attempts
-    /// without progress, 6 hours in all, backoff from 500 ms to 60 s). Its fragment
-    /// size replaces any set before; set [`ClientBuilder::fragment_size`] after it.
-    pub fn planner(mut self, cfg: PlannerConfig) -> Self {
-        self.planner = cfg;
-        self
-    }
-
-    /// Whether each upload mixes a random value into the planner's jitter seed
-    /// (default true), so that uploads that fail together do not retry together.
-    /// Turn it off to replay a run exactly.
-    pub fn random_jitter(mut self, random: bool) -> Self {
-        self.random_jitter = random;
-        self
-    }
-
-    /// Files uploaded at once by [`Client::upload_many`] and [`Client::resume_all`]
-    /// (default [`DEFAULT_CONCURRENCY`]). Each file's fragments are always sequential.
-    pub fn concurrency(mut self, files: usize) -> Self {
-        self.concurrency = files;
-        self
-    }
-
-    /// Paces uploads to a mailbox budget, e.g. [`Pacing::outlook`]. Off by default.
-    pub fn pacing(mut self, pacing: Pacing) -> Self {
-        self.pacing = Some(pacing);
-        self
-    }
-
-    /// How long connecting may take (default 30 s). A connection that cannot be made
-    /// sent nothing, and is retried by the planner.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// How long one request may take, body included (default 10 minutes). A request
-    /// that times out counts as a lost answer: the session is asked before re-sending.
-    pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
-        self
-    }
-
-    /// Saves a [`crate::ResumeState`] for every file upload in this directory (off by
-    /// default). See [`StateStore`].
-    pub fn state_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
-        self.state_dir = Some(StateStore::new(dir));
         self
     }
 
@@ -186,9 +155,13 @@ impl ClientBuilder {
                 RedactedUrl(&self.base_url)
             )));
         }
-        if base.query().is_some() || base.fragment().is_some() {
+        if base.query().is_some()
+            || base.fragment().is_some()
+            || !base.username().is_empty()
+            || base.password().is_some()
+        {
             return Err(Error::InvalidInput(format!(
-                "the base URL {} must have no query or fragment",
+                "the base URL {} must have no query, fragment, user name or password",
                 RedactedUrl(&self.base_url)
             )));
         }
@@ -256,24 +229,9 @@ fn same_host_redirects() -> redirect::Policy {
 /// Graph upload sessions. Cheap to clone; clones share connections and pacing.
 ///
 /// See the [crate documentation](crate) for examples.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Client {
     pub(crate) inner: Arc<Inner>,
-}
-
-impl fmt::Debug for Client {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let i = &self.inner;
-        f.debug_struct("Client")
-            .field("base_url", &RedactedUrl(i.base.as_str()))
-            .field("token", &i.token.as_ref().map(|_| "<redacted>"))
-            .field("user", &i.user)
-            .field("planner", &i.planner)
-            .field("concurrency", &i.concurrency)
-            .field("pacer", &i.pacer)
-            .field("states", &i.states)
-            .finish_non_exhaustive()
-    }
 }
 
 /// An upload session's state, as `GET {uploadUrl}` reports it.
@@ -462,6 +420,7 @@ impl Inner {
     async fn authorize(&self, request: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder> {
         let provider = self.token.as_ref().ok_or(Error::NoToken)?;
         let token = provider
+            .0
             .token()
             .await
             .map_err(|e| Error::Token(e.to_string()))?;
@@ -491,5 +450,36 @@ fn session_error(answer: &http::Response<Bytes>) -> Error {
         }
     } else {
         Error::Remote(remote)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::pedantic)] // test code favours brevity over pedantry
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_token() {
+        let builder = Client::builder()
+            .base_url("http://127.0.0.1:1/v1.0")
+            .token("secret-token");
+        assert!(!format!("{builder:?}").contains("secret-token"));
+        let client = builder.build().unwrap();
+        let shown = format!("{client:?}");
+        assert!(!shown.contains("secret-token"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+
+    #[test]
+    fn a_base_url_with_credentials_is_refused() {
+        for url in [
+            "http://user:pass@127.0.0.1/v1.0",
+            "http://user@127.0.0.1/v1.0",
+            "http://127.0.0.1/v1.0?sig=1",
+            "http://127.0.0.1/v1.0#x",
+        ] {
+            let err = Client::builder().base_url(url).build().unwrap_err();
+            assert!(matches!(err, Error::InvalidInput(_)), "{url}: {err}");
+        }
     }
 }

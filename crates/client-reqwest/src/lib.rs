@@ -144,7 +144,7 @@ pub use upload::{Source, UploadOptions, Uploaded};
 
 pub use upsession_core::RemoteError;
 /// The core's upload errors and planner settings, as used in this crate's API.
-pub use upsession_core::planner::{DEFAULT_FRAGMENT_SIZE, PlannerConfig, UploadError};
+pub use upsession_core::planner::{DEFAULT_FRAGMENT_SIZE, PlannerConfig, Retry, UploadError};
 
 /// Compile-time checks that the public futures can be spawned on a multi-threaded
 /// runtime.

@@ -39,19 +39,11 @@ impl Pacing {
         }
     }
 
-    /// Sets the bytes allowed per window.
-    #[must_use]
-    pub const fn with_budget(mut self, budget_bytes: u64, window: Duration) -> Self {
-        self.budget_bytes = budget_bytes;
-        self.window = window;
-        self
-    }
-
-    /// Sets the number of requests in flight at once.
-    #[must_use]
-    pub const fn with_max_concurrent(mut self, max_concurrent: usize) -> Self {
-        self.max_concurrent = max_concurrent;
-        self
+    upsession_core::const_setters! {
+        /// Sets the bytes allowed per window.
+        with_budget(budget_bytes: u64, window: Duration);
+        /// Sets the number of requests in flight at once.
+        with_max_concurrent(max_concurrent: usize);
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::Stream;
 use tokio::sync::mpsc;
+use upsession_core::planner::Retry;
 
 use crate::redact::UploadUrl;
 
@@ -50,15 +51,8 @@ pub enum ProgressKind {
         /// File size.
         total: u64,
     },
-    /// A request failed and will be retried after `wait`.
-    Retrying {
-        /// Consecutive failures so far.
-        attempt: u32,
-        /// How long the upload waits.
-        wait: Duration,
-        /// Why.
-        reason: String,
-    },
+    /// A request failed and will be sent again after [`Retry::wait`].
+    Retrying(Retry),
     /// A `413` made the upload send smaller fragments.
     FragmentShrunk {
         /// The new fragment size.
@@ -95,14 +89,12 @@ impl fmt::Display for ProgressEvent {
                 acknowledged,
                 total,
             } => write!(f, "{label}: {acknowledged} of {total} bytes acknowledged"),
-            ProgressKind::Retrying {
-                attempt,
-                wait,
-                reason,
-            } => write!(
+            ProgressKind::Retrying(retry) => write!(
                 f,
-                "{label}: retrying in {:.1} s (attempt {attempt}): {reason}",
-                wait.as_secs_f64()
+                "{label}: retrying in {:.1} s (attempt {}): {}",
+                retry.wait.as_secs_f64(),
+                retry.attempt,
+                retry.reason
             ),
             ProgressKind::FragmentShrunk { fragment_size } => {
                 write!(f, "{label}: fragments shrunk to {fragment_size} bytes")

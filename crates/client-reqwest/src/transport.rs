@@ -4,7 +4,6 @@
 
 use std::io::{self, SeekFrom};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,7 +16,7 @@ use tokio_util::io::ReaderStream;
 use upsession_core::ContentRange;
 use upsession_core::planner::{PlannerConfig, TransportError};
 
-use crate::auth::TokenProvider;
+use crate::auth::SharedToken;
 use crate::error::{Error, Result, describe_reqwest, is_tls_failure};
 use crate::pacing::Pacer;
 use crate::redact::UploadUrl;
@@ -41,10 +40,11 @@ pub(crate) enum Reply {
 
 /// What every request of a [`crate::Client`] shares: the HTTP client, where Graph
 /// is, the token, and the upload policy.
+#[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) http: reqwest::Client,
     pub(crate) base: Url,
-    pub(crate) token: Option<Arc<dyn TokenProvider>>,
+    pub(crate) token: Option<SharedToken>,
     pub(crate) user: User,
     pub(crate) planner: PlannerConfig,
     pub(crate) random_jitter: bool,

@@ -3,11 +3,11 @@
 
 #![allow(clippy::pedantic)] // test code favours brevity over pedantry
 
-use sha2::{Digest, Sha256};
-use upsession_client_reqwest::{Client, UploadOptions};
-use upsession_server_hyper::{Config, Fsync, UploadService};
+mod common;
 
-const TOKEN: &str = "embedded-token";
+use upsession_client_reqwest::Client;
+use upsession_server_hyper::UploadService;
+use upsession_testbed::kit::{Graph, TOKEN, server_config, sha256_hex};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_axum_app_serves_uploads_under_a_prefix_beside_its_own_routes() {
@@ -16,10 +16,7 @@ async fn an_axum_app_serves_uploads_under_a_prefix_beside_its_own_routes() {
     let addr = listener.local_addr().unwrap();
     // The application's own server: its runtime, its listener, its routes.
     let uploads = UploadService::new(
-        Config::new(dir.path())
-            .with_token(TOKEN)
-            .with_fsync(Fsync::Never)
-            .with_public_url(format!("http://{addr}/graph")),
+        server_config(dir.path()).with_public_url(format!("http://{addr}/graph")),
     )
     .await
     .unwrap();
@@ -31,8 +28,9 @@ async fn an_axum_app_serves_uploads_under_a_prefix_beside_its_own_routes() {
         .nest_service("/graph", uploads);
     let served = tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let http = reqwest::Client::new();
-    let hello = http
+    let graph = Graph::new(format!("http://{addr}/graph/v1.0"), TOKEN);
+    let hello = graph
+        .http
         .get(format!("http://{addr}/hello"))
         .send()
         .await
@@ -43,14 +41,12 @@ async fn an_axum_app_serves_uploads_under_a_prefix_beside_its_own_routes() {
     let path = dir.path().join("report.bin");
     std::fs::write(&path, &data).unwrap();
     let client = Client::builder()
-        .base_url(format!("http://{addr}/graph/v1.0"))
+        .base_url(graph.base())
         .token(TOKEN)
         .state_dir(dir.path().join("state"))
         .build()
         .unwrap();
-    let draft = client.create_draft("embedded").await.unwrap();
-    let done = client
-        .upload_file(&draft, &path, UploadOptions::new())
+    let done = common::upload_to_new_draft(&client, "embedded", &path)
         .await
         .unwrap();
     let location = done.location.expect("a Location");
@@ -58,20 +54,13 @@ async fn an_axum_app_serves_uploads_under_a_prefix_beside_its_own_routes() {
         location.starts_with(&format!("http://{addr}/graph/v1.0/me/messages/")),
         "{location}"
     );
-    let stored = http
-        .get(format!("{location}/$value"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(Sha256::digest(&stored), Sha256::digest(&data));
+    assert_eq!(
+        sha256_hex(&graph.download(&location).await),
+        sha256_hex(&data)
+    );
     // Graph's errors come out of the mounted service too.
-    let unknown = http
-        .get(format!("http://{addr}/graph/v1.0/me/messages/nope"))
-        .bearer_auth(TOKEN)
+    let unknown = graph
+        .request(reqwest::Method::GET, "/me/messages/nope")
         .send()
         .await
         .unwrap();

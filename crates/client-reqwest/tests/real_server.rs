@@ -3,41 +3,32 @@
 
 #![allow(clippy::pedantic)] // test code favours brevity over pedantry
 
-use sha2::{Digest, Sha256};
-use upsession_client_reqwest::{Client, UploadOptions};
-use upsession_core::{Dialect, Limits};
-use upsession_server_hyper::{Config, Fsync, Server};
+mod common;
 
-const TOKEN: &str = "real-token";
+use std::path::{Path, PathBuf};
 
-async fn server(dialect: Dialect, dir: &std::path::Path) -> upsession_server_hyper::Running {
-    let limits = Limits::default();
-    let config = Config::new(dir)
-        .with_listen("127.0.0.1:0".parse().unwrap())
-        .with_token(TOKEN)
-        .with_limits(limits)
-        .with_dialect(dialect)
-        .with_fsync(Fsync::Never);
-    Server::start(config).await.unwrap()
+use upsession_client_reqwest::{Client, ClientBuilder, UploadOptions, Uploaded};
+use upsession_core::Dialect;
+use upsession_testbed::kit::{TOKEN, TestServer, seeded_file, sha256_hex};
+
+/// A seeded file of `len` bytes (its length is its seed).
+fn file(dir: &Path, len: usize) -> (PathBuf, Vec<u8>) {
+    seeded_file(dir, &format!("f{len}.bin"), len, len as u64)
 }
 
-fn file(dir: &std::path::Path, len: usize) -> (std::path::PathBuf, Vec<u8>) {
-    let mut rng = fastrand::Rng::with_seed(len as u64);
-    let data: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
-    let path = dir.join(format!("f{len}.bin"));
-    std::fs::write(&path, &data).unwrap();
-    (path, data)
+/// A client of `server` with the kit's token.
+fn client_of(server: &TestServer) -> ClientBuilder {
+    Client::builder().base_url(server.base()).token(TOKEN)
 }
 
-async fn stored(location: &str) -> Vec<u8> {
-    let res = reqwest::Client::new()
-        .get(format!("{location}/$value"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200, "{location}");
-    res.bytes().await.unwrap().to_vec()
+/// Asserts that the attachment `done` made on `server` holds exactly `data`.
+async fn assert_stored(server: &TestServer, done: Uploaded, data: &[u8], what: &str) {
+    let location = done.location.expect("a Location");
+    assert_eq!(
+        sha256_hex(&server.download(&location).await),
+        sha256_hex(data),
+        "{what}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,10 +38,8 @@ async fn uploads_are_byte_exact_in_every_dialect_at_the_size_limits() {
     let files: Vec<_> = sizes.iter().map(|&n| file(dir.path(), n)).collect();
     for dialect in Dialect::ALL {
         let data_dir = dir.path().join(dialect.name);
-        let running = server(dialect.clone(), &data_dir).await;
-        let client = Client::builder()
-            .base_url(running.base_url())
-            .token(TOKEN)
+        let server = TestServer::start_in(&data_dir, |c| c.with_dialect(dialect.clone())).await;
+        let client = client_of(&server)
             .state_dir(dir.path().join(format!("state-{}", dialect.name)))
             .build()
             .unwrap();
@@ -64,38 +53,25 @@ async fn uploads_are_byte_exact_in_every_dialect_at_the_size_limits() {
         for (result, (path, data)) in results.into_iter().zip(&files) {
             let done =
                 result.unwrap_or_else(|e| panic!("{} in {}: {e}", path.display(), dialect.name));
-            let location = done.location.expect("a Location");
-            assert_eq!(
-                Sha256::digest(stored(&location).await),
-                Sha256::digest(data),
-                "{}",
-                dialect.name
-            );
+            assert_stored(&server, done, data, dialect.name).await;
         }
-        running.shutdown().await;
+        server.shutdown().await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_150_mb_upload_at_the_maximum_size() {
     let dir = tempfile::tempdir().unwrap();
-    let running = server(Dialect::UPSESSION, &dir.path().join("data")).await;
+    let server = TestServer::start_in(&dir.path().join("data"), |c| c).await;
     let (path, data) = file(dir.path(), 150_000_000);
-    let client = Client::builder()
-        .base_url(running.base_url())
-        .token(TOKEN)
-        .build()
-        .unwrap();
+    let client = client_of(&server).build().unwrap();
     let draft = client.create_draft("big").await.unwrap();
     let done = client
         .upload_file(&draft, &path, UploadOptions::new())
         .await
         .unwrap();
     assert_eq!(done.size, 150_000_000);
-    assert_eq!(
-        Sha256::digest(stored(&done.location.unwrap()).await),
-        Sha256::digest(&data)
-    );
+    assert_stored(&server, done, &data, "150 MB").await;
     // One byte more is refused before any fragment is sent.
     let (over, _) = file(dir.path(), 150_000_001);
     let err = client
@@ -120,18 +96,12 @@ async fn uploads_finish_byte_exact_under_every_fault_schedule_in_every_dialect()
     for dialect in Dialect::ALL {
         for spec in schedules {
             let data_dir = dir.path().join(format!("{}-{}", dialect.name, &spec[5..7]));
-            let limits = Limits::default();
-            let config = Config::new(&data_dir)
-                .with_listen("127.0.0.1:0".parse().unwrap())
-                .with_token(TOKEN)
-                .with_limits(limits)
-                .with_dialect(dialect.clone())
-                .with_fsync(Fsync::Never)
-                .with_faults(spec.parse::<FaultPlan>().unwrap());
-            let running = Server::start(config).await.unwrap();
-            let client = Client::builder()
-                .base_url(running.base_url())
-                .token(TOKEN)
+            let faults = spec.parse::<FaultPlan>().unwrap();
+            let server = TestServer::start_in(&data_dir, |c| {
+                c.with_dialect(dialect.clone()).with_faults(faults)
+            })
+            .await;
+            let client = client_of(&server)
                 .fragment_size(320 * 1024)
                 .planner(
                     PlannerConfig::default()
@@ -140,19 +110,11 @@ async fn uploads_finish_byte_exact_under_every_fault_schedule_in_every_dialect()
                 .build()
                 .unwrap();
             // A draft may itself fail under `create:500`; item creation has no faults here.
-            let draft = client.create_draft("faults").await.unwrap();
-            let done = client
-                .upload_file(&draft, &path, UploadOptions::new())
+            let done = common::upload_to_new_draft(&client, "faults", &path)
                 .await
                 .unwrap_or_else(|e| panic!("{} under {spec}: {e}", dialect.name));
-            let location = done.location.expect("a Location");
-            assert_eq!(
-                Sha256::digest(stored(&location).await),
-                Sha256::digest(&data),
-                "{} {spec}",
-                dialect.name
-            );
-            running.shutdown().await;
+            assert_stored(&server, done, &data, &format!("{} {spec}", dialect.name)).await;
+            server.shutdown().await;
         }
     }
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use common::*;
 use http::Method;
 use tracing_subscriber::fmt::MakeWriter;
-use upsession_client_reqwest::{Error, ProgressSink, Target, UploadOptions, UploadUrl};
+use upsession_client_reqwest::{Error, ProgressSink, UploadOptions, UploadUrl};
 use upsession_conformance::fake::{Fault, RetryAfter};
 
 /// Log lines, captured.
@@ -68,7 +68,7 @@ async fn the_upload_urls_secret_never_shows_in_logs_events_or_errors() {
     // which only widens the check.
     tracing::subscriber::set_global_default(subscriber).unwrap();
 
-    let server = fake().await;
+    let server = with_file(6 * FRAGMENT as usize, 50).await;
     server.inject(Method::PUT, 2, Fault::LoseResponse);
     server.inject(Method::PUT, 3, Fault::ResetMidBody);
     let throttled = Fault::Throttle {
@@ -77,23 +77,17 @@ async fn the_upload_urls_secret_never_shows_in_logs_events_or_errors() {
     };
     server.inject(Method::PUT, 4, throttled);
     server.inject(Method::PUT, 6, Fault::Expire);
-    let dir = tempfile::tempdir().unwrap();
-    let (path, _) = make_file(dir.path(), "a.bin", 6 * FRAGMENT as usize, 50);
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&events);
     let sink = ProgressSink::callback(move |e| {
         seen.lock().unwrap().push(format!("{e}\n{e:?}"));
     });
     let client = builder(&server)
-        .state_dir(dir.path().join("states"))
+        .state_dir(server.dir().join("states"))
         .build()
         .unwrap();
-    let err = client
-        .upload_file(
-            &Target::message("m1"),
-            &path,
-            UploadOptions::new().progress(sink),
-        )
+    let err = server
+        .upload(&client, UploadOptions::new().progress(sink))
         .await
         .unwrap_err();
     // The uploadUrl as the fake saw it: its path, and its query with the secret.
@@ -151,17 +145,15 @@ async fn transport_errors_do_not_show_the_upload_url() {
 
 #[tokio::test]
 async fn the_token_goes_to_graph_and_never_to_the_upload_url() {
-    let server = fake().await;
+    let server = with_file(2 * FRAGMENT as usize, 51).await;
     server.inject(Method::PUT, 1, Fault::LoseResponse);
-    let dir = tempfile::tempdir().unwrap();
-    let (path, bytes) = make_file(dir.path(), "a.bin", 2 * FRAGMENT as usize, 51);
     let client = client(&server);
     let draft = client.create_draft("s").await.unwrap();
     let up = client
-        .upload_file(&draft, &path, UploadOptions::new())
+        .upload_file(&draft, &server.path, UploadOptions::new())
         .await
         .unwrap();
-    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    server.assert_stored(&up);
     let log = server.log();
     assert!(log.iter().any(|r| r.to_upload_url && r.method == "PUT"));
     assert!(log.iter().any(|r| r.to_upload_url && r.method == "GET"));

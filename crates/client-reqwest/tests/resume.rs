@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use http::Method;
 use upsession_client_reqwest::{
-    Client, Error, ProgressKind, ProgressSink, ResumeState, StateStore, Target, UploadOptions,
+    Client, Error, ProgressKind, ProgressSink, ResumeState, StateStore, UploadOptions,
 };
 use upsession_conformance::fake::{Fault, RunningFake};
 
@@ -20,44 +20,69 @@ use upsession_conformance::fake::{Fault, RunningFake};
 async fn interrupt(server: &RunningFake, client: &Client, path: &Path, stall_at: usize) {
     server.inject(Method::PUT, stall_at, Fault::Stall(Duration::from_secs(60)));
     let (c, p) = (client.clone(), path.to_path_buf());
-    let task = tokio::spawn(async move {
-        c.upload_file(&Target::message("m1"), &p, UploadOptions::new())
-            .await
-    });
+    let task = tokio::spawn(async move { c.upload_file(&m1(), &p, UploadOptions::new()).await });
     wait_for(server, &Method::PUT, stall_at).await;
     task.abort();
     assert!(task.await.unwrap_err().is_cancelled());
 }
 
-fn only_state(store: &StateStore) -> (PathBuf, ResumeState) {
+/// An upload of a seeded file, interrupted at PUT number `stall_at`, by a client
+/// that keeps its state in `store`; the one state it left.
+struct Interrupted {
+    server: FakeWithFile,
+    client: Client,
+    store: StateStore,
+    state_path: PathBuf,
+    state: ResumeState,
+}
+
+async fn interrupted(name: &str, len: usize, seed: u64, stall_at: usize) -> Interrupted {
+    let server = FakeWithFile::new(fake().await, name, len, seed);
+    let store = StateStore::new(server.dir().join("states"));
+    let client = builder(&server).state_dir(store.dir()).build().unwrap();
+    interrupt(&server, &client, &server.path, stall_at).await;
     let mut states = store.list().unwrap();
     assert_eq!(states.len(), 1, "{states:?}");
-    let (path, state) = states.pop().unwrap();
-    (path, state.unwrap())
+    let (state_path, state) = states.pop().unwrap();
+    Interrupted {
+        server,
+        client,
+        store,
+        state_path,
+        state: state.unwrap(),
+    }
+}
+
+impl Interrupted {
+    /// Resumes from the state file.
+    async fn resume(&self) -> Result<upsession_client_reqwest::Uploaded, Error> {
+        self.client
+            .resume(&self.state_path, &ProgressSink::none())
+            .await
+    }
 }
 
 #[tokio::test]
 async fn an_interrupted_upload_resumes_from_its_state_file_with_exact_bytes() {
-    let server = fake().await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = StateStore::new(dir.path().join("states"));
-    let client = builder(&server).state_dir(store.dir()).build().unwrap();
-    let (path, bytes) = make_file(dir.path(), "big.zip", 5 * FRAGMENT as usize + 99, 40);
-    interrupt(&server, &client, &path, 3).await;
-
-    let (state_path, state) = only_state(&store);
+    let Interrupted {
+        server,
+        state_path,
+        state,
+        ..
+    } = interrupted("big.zip", 5 * FRAGMENT as usize + 99, 40, 3).await;
+    let bytes = &server.bytes;
     // Progress is informational (resume asks the session) and written at most
     // once a second, so it may trail what the server acknowledged.
     assert!(state.acknowledged <= 2 * FRAGMENT, "{}", state.acknowledged);
-    assert_eq!(state.file.path, path.canonicalize().unwrap());
+    assert_eq!(state.file.path, server.path.canonicalize().unwrap());
     assert_eq!(state.file.size, bytes.len() as u64);
-    assert_eq!(state.file.sha256, sha256(&bytes));
+    assert_eq!(state.file.sha256, sha256_hex(bytes));
     assert_eq!(state.attachment.name, "big.zip");
     assert_eq!(
         state.attachment.content_type.as_deref(),
         Some("application/zip")
     );
-    assert_eq!(state.target, Target::message("m1"));
+    assert_eq!(state.target, m1());
     assert!(state.expires_at().is_some());
     let before = server.log().len();
 
@@ -67,8 +92,8 @@ async fn an_interrupted_upload_resumes_from_its_state_file_with_exact_bytes() {
         .resume(&state_path, &ProgressSink::none())
         .await
         .unwrap();
-    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
-    assert_eq!(up.sha256.as_deref(), Some(sha256(&bytes).as_str()));
+    server.assert_stored(&up);
+    assert_eq!(up.sha256.as_deref(), Some(sha256_hex(bytes).as_str()));
     assert!(
         !state_path.exists(),
         "the state is removed once the upload is done"
@@ -99,10 +124,8 @@ async fn an_interrupted_upload_resumes_from_its_state_file_with_exact_bytes() {
 
 #[tokio::test]
 async fn the_state_is_saved_before_the_first_fragment_is_sent() {
-    let server = fake().await;
-    let dir = tempfile::tempdir().unwrap();
-    let state_file = dir.path().join("one.json");
-    let (path, bytes) = make_file(dir.path(), "a.bin", 2 * FRAGMENT as usize, 41);
+    let server = with_file(2 * FRAGMENT as usize, 41).await;
+    let state_file = server.dir().join("one.json");
     let checked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (sf, seen) = (state_file.clone(), checked.clone());
     let options = UploadOptions::new()
@@ -115,33 +138,23 @@ async fn the_state_is_saved_before_the_first_fragment_is_sent() {
                 seen.store(true, std::sync::atomic::Ordering::SeqCst);
             }
         });
-    let up = client(&server)
-        .upload_file(&Target::message("m1"), &path, options)
-        .await
-        .unwrap();
+    let up = server.upload(&client(&server), options).await.unwrap();
     assert!(checked.load(std::sync::atomic::Ordering::SeqCst));
-    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    server.assert_stored(&up);
     assert!(!state_file.exists());
 }
 
 #[tokio::test]
 async fn resume_refuses_a_modified_file_before_sending_anything() {
-    let server = fake().await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = StateStore::new(dir.path().join("states"));
-    let client = builder(&server).state_dir(store.dir()).build().unwrap();
-    let (path, mut bytes) = make_file(dir.path(), "a.bin", 4 * FRAGMENT as usize, 42);
-    interrupt(&server, &client, &path, 2).await;
-    let (state_path, _) = only_state(&store);
+    let it = interrupted("a.bin", 4 * FRAGMENT as usize, 42, 2).await;
+    let path = &it.server.path;
 
     // Same size, one byte different, in the part not yet sent.
+    let mut bytes = it.server.bytes.clone();
     bytes[3 * FRAGMENT as usize] ^= 0xff;
-    std::fs::write(&path, &bytes).unwrap();
-    let before = server.log().len();
-    let err = client
-        .resume(&state_path, &ProgressSink::none())
-        .await
-        .unwrap_err();
+    std::fs::write(path, &bytes).unwrap();
+    let before = it.server.log().len();
+    let err = it.resume().await.unwrap_err();
     let Error::FileChanged { path: p, what } = &err else {
         panic!("{err:?}")
     };
@@ -152,86 +165,54 @@ async fn resume_refuses_a_modified_file_before_sending_anything() {
             .contains("has changed since the upload started"),
         "{err}"
     );
-    assert_eq!(server.log().len(), before, "nothing was sent");
+    assert_eq!(it.server.log().len(), before, "nothing was sent");
     assert!(
-        state_path.exists(),
+        it.state_path.exists(),
         "the state is kept: the file may be restored"
     );
 
     // A different size is caught too.
-    std::fs::write(&path, b"short").unwrap();
-    assert!(matches!(
-        client.resume(&state_path, &ProgressSink::none()).await,
-        Err(Error::FileChanged { .. })
-    ));
+    std::fs::write(path, b"short").unwrap();
+    assert!(matches!(it.resume().await, Err(Error::FileChanged { .. })));
 }
 
 #[tokio::test]
 async fn a_touched_but_unchanged_file_resumes() {
-    let server = fake().await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = StateStore::new(dir.path().join("states"));
-    let client = builder(&server).state_dir(store.dir()).build().unwrap();
-    let (path, bytes) = make_file(dir.path(), "a.bin", 3 * FRAGMENT as usize, 43);
-    interrupt(&server, &client, &path, 2).await;
-    let (state_path, _) = only_state(&store);
-    let f = std::fs::File::options().write(true).open(&path).unwrap();
+    let it = interrupted("a.bin", 3 * FRAGMENT as usize, 43, 2).await;
+    let f = std::fs::File::options()
+        .write(true)
+        .open(&it.server.path)
+        .unwrap();
     f.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
         .unwrap();
     drop(f);
-    let up = client
-        .resume(&state_path, &ProgressSink::none())
-        .await
-        .unwrap();
-    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    let up = it.resume().await.unwrap();
+    it.server.assert_stored(&up);
 }
 
 #[tokio::test]
 async fn resume_refuses_a_session_past_its_expiry_without_asking() {
-    let server = fake().await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = StateStore::new(dir.path().join("states"));
-    let client = builder(&server).state_dir(store.dir()).build().unwrap();
-    let (path, _) = make_file(dir.path(), "a.bin", 3 * FRAGMENT as usize, 44);
-    interrupt(&server, &client, &path, 2).await;
-    let (state_path, mut state) = only_state(&store);
-    state.expires = Some("2001-01-01T00:00:00Z".into());
-    state.save(&state_path).unwrap();
+    let mut it = interrupted("a.bin", 3 * FRAGMENT as usize, 44, 2).await;
+    it.state.expires = Some("2001-01-01T00:00:00Z".into());
+    it.state.save(&it.state_path).unwrap();
 
-    let before = server.log().len();
-    let err = client
-        .resume(&state_path, &ProgressSink::none())
-        .await
-        .unwrap_err();
+    let before = it.server.log().len();
+    let err = it.resume().await.unwrap_err();
     assert!(
         matches!(err, Error::SessionExpired { remote: None }),
         "{err:?}"
     );
-    assert_eq!(server.log().len(), before, "nothing was sent");
-    assert!(!state_path.exists(), "a dead session's state is removed");
+    assert_eq!(it.server.log().len(), before, "nothing was sent");
+    assert!(!it.state_path.exists(), "a dead session's state is removed");
 }
 
 #[tokio::test]
 async fn resume_reports_a_session_the_server_forgot_as_expired() {
-    let server = fake().await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = StateStore::new(dir.path().join("states"));
-    let client = builder(&server).state_dir(store.dir()).build().unwrap();
-    let (path, _) = make_file(dir.path(), "a.bin", 3 * FRAGMENT as usize, 45);
-    interrupt(&server, &client, &path, 2).await;
-    let (state_path, _) = only_state(&store);
-    server.inject(Method::GET, 1, Fault::Expire);
+    let it = interrupted("a.bin", 3 * FRAGMENT as usize, 45, 2).await;
+    it.server.inject(Method::GET, 1, Fault::Expire);
 
-    let err = client
-        .resume(&state_path, &ProgressSink::none())
-        .await
-        .unwrap_err();
-    let Error::SessionExpired {
-        remote: Some(remote),
-    } = &err
-    else {
-        panic!("{err:?}")
-    };
+    let err = it.resume().await.unwrap_err();
+    let remote = expired_remote(&err);
     assert_eq!(
         (
             remote.status.as_u16(),
@@ -240,18 +221,18 @@ async fn resume_reports_a_session_the_server_forgot_as_expired() {
         ),
         (404, "itemNotFound", Some("uploadSessionNotFound"))
     );
-    assert!(!state_path.exists());
+    assert!(!it.state_path.exists());
 }
 
 #[tokio::test]
 async fn resume_all_continues_every_unfinished_upload() {
-    let server = fake().await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = StateStore::new(dir.path().join("states"));
-    let client = builder(&server).state_dir(store.dir()).build().unwrap();
-    let (a, a_bytes) = make_file(dir.path(), "a.bin", 3 * FRAGMENT as usize, 46);
-    let (b, b_bytes) = make_file(dir.path(), "b.bin", 2 * FRAGMENT as usize + 1, 47);
-    interrupt(&server, &client, &a, 2).await;
+    let Interrupted {
+        server,
+        client,
+        store,
+        ..
+    } = interrupted("a.bin", 3 * FRAGMENT as usize, 46, 2).await;
+    let (b, b_bytes) = seeded_file(server.dir(), "b.bin", 2 * FRAGMENT as usize + 1, 47);
     interrupt(&server, &client, &b, 4).await;
     assert_eq!(store.list().unwrap().len(), 2);
     // A state file that cannot be read is reported, not fatal.
@@ -273,7 +254,7 @@ async fn resume_all_continues_every_unfinished_upload() {
         }
         let up = result.unwrap();
         let expected = if up.name == "a.bin" {
-            &a_bytes
+            &server.bytes
         } else {
             &b_bytes
         };

@@ -53,39 +53,49 @@ fn throttled(retry_after: RetryAfter) -> Fault {
     }
 }
 
+/// The `(wait, reason)` of each `Retrying` event.
+fn retries(events: &[ProgressEvent]) -> Vec<(Duration, String)> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            ProgressKind::Retrying(retry) => Some((retry.wait, retry.reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Uploads a 6-fragment file in `style` and checks the bytes.
 async fn upload_in_style(style: Quirks) {
-    let server = fake_with(style.clone()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (path, bytes) = make_file(dir.path(), "data.bin", 5 * FRAGMENT as usize + 1234, 7);
-    let up = client(&server)
-        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
+    let server = FakeWithFile::new(
+        fake_with(style.clone()).await,
+        "data.bin",
+        5 * FRAGMENT as usize + 1234,
+        7,
+    );
+    let up = server
+        .upload(&client(&server), UploadOptions::new())
         .await
         .unwrap_or_else(|e| panic!("{style:?}: {e}"));
-    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    server.assert_stored(&up);
     assert_eq!(puts(&server).len(), 6, "{style:?}: one PUT per fragment");
     assert_token_only_to_graph(&server);
 }
 
 #[tokio::test]
 async fn uploads_a_file_to_a_message_in_fragments_with_exact_bytes() {
-    let server = fake().await;
-    let dir = tempfile::tempdir().unwrap();
     let total = 5 * FRAGMENT as usize + 1234;
-    let (path, bytes) = make_file(dir.path(), "report.pdf", total, 1);
-    let up = client(&server)
-        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
-        .await
-        .unwrap();
-
-    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    let server = FakeWithFile::new(fake().await, "report.pdf", total, 1);
+    let up = server.upload_ok().await;
     let id = up.attachment_id.as_deref().unwrap();
     assert_eq!(
         up.location.as_deref(),
         Some(format!("{}/v1.0/me/messages/m1/attachments/{id}", server.origin()).as_str())
     );
     assert_eq!((up.name.as_str(), up.size), ("report.pdf", total as u64));
-    assert_eq!(up.sha256.as_deref(), Some(sha256(&bytes).as_str()));
+    assert_eq!(
+        up.sha256.as_deref(),
+        Some(sha256_hex(&server.bytes).as_str())
+    );
 
     let item = attachment_item(&server, id);
     assert_eq!(item.name, "report.pdf");
@@ -133,31 +143,19 @@ async fn a_201_with_a_json_body_completes_the_upload() {
 
 #[tokio::test]
 async fn throttled_fragment_waits_for_retry_after_in_seconds() {
-    let server = fake().await;
+    let server = with_file(3 * FRAGMENT as usize, 2).await;
     server.inject(Method::PUT, 2, throttled(RetryAfter::Seconds(1)));
-    let dir = tempfile::tempdir().unwrap();
-    let (path, bytes) = make_file(dir.path(), "a.bin", 3 * FRAGMENT as usize, 2);
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&events);
     let options = UploadOptions::new().on_progress(move |e| seen.lock().unwrap().push(e.clone()));
-    let up = client(&server)
-        .upload_file(&Target::message("m1"), &path, options)
-        .await
-        .unwrap();
-    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    let up = server.upload(&client(&server), options).await.unwrap();
+    server.assert_stored(&up);
 
-    let waits: Vec<Duration> = events
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|e| match &e.kind {
-            ProgressKind::Retrying { wait, reason, .. } => {
-                assert!(reason.contains("429"), "{reason}");
-                Some(*wait)
-            }
-            _ => None,
-        })
-        .collect();
+    let retries = retries(&events.lock().unwrap());
+    for (_, reason) in &retries {
+        assert!(reason.contains("429"), "{reason}");
+    }
+    let waits: Vec<Duration> = retries.into_iter().map(|(wait, _)| wait).collect();
     assert_eq!(
         waits,
         [Duration::from_secs(1)],
@@ -173,7 +171,7 @@ async fn throttled_fragment_waits_for_retry_after_in_seconds() {
 
 #[tokio::test]
 async fn unavailable_with_retry_after_as_an_http_date_is_retried() {
-    let server = fake().await;
+    let server = with_file(2 * FRAGMENT as usize + 5, 3).await;
     server.inject(
         Method::PUT,
         1,
@@ -182,25 +180,14 @@ async fn unavailable_with_retry_after_as_an_http_date_is_retried() {
             retry_after: RetryAfter::HttpDate(1),
         },
     );
-    let dir = tempfile::tempdir().unwrap();
-    let (path, bytes) = make_file(dir.path(), "a.bin", 2 * FRAGMENT as usize + 5, 3);
     let (sink, stream) = ProgressSink::channel();
-    let up = client(&server)
-        .upload_file(
-            &Target::message("m1"),
-            &path,
-            UploadOptions::new().progress(sink),
-        )
-        .await
-        .unwrap();
-    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    let options = UploadOptions::new().progress(sink);
+    let up = server.upload(&client(&server), options).await.unwrap();
+    server.assert_stored(&up);
     let events: Vec<ProgressEvent> = stream.collect().await;
-    let retry = events
-        .iter()
-        .find_map(|e| match &e.kind {
-            ProgressKind::Retrying { wait, reason, .. } => Some((*wait, reason.clone())),
-            _ => None,
-        })
+    let retry = retries(&events)
+        .into_iter()
+        .next()
         .expect("the 503 was retried");
     assert!(retry.0 <= Duration::from_secs(2), "{retry:?}");
     assert!(retry.1.contains("503"), "{retry:?}");
@@ -208,15 +195,9 @@ async fn unavailable_with_retry_after_as_an_http_date_is_retried() {
 
 #[tokio::test]
 async fn connection_reset_mid_body_resends_the_fragment_after_asking() {
-    let server = fake().await;
+    let server = with_file(4 * FRAGMENT as usize, 4).await;
     server.inject(Method::PUT, 2, Fault::ResetMidBody);
-    let dir = tempfile::tempdir().unwrap();
-    let (path, bytes) = make_file(dir.path(), "a.bin", 4 * FRAGMENT as usize, 4);
-    let up = client(&server)
-        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
-        .await
-        .unwrap();
-    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    server.upload_ok().await;
     let ranges = puts(&server);
     assert_eq!(ranges.len(), 5);
     assert_eq!(ranges[1], ranges[2], "the cut fragment is sent again");
@@ -228,17 +209,14 @@ async fn connection_reset_mid_body_resends_the_fragment_after_asking() {
 
 #[tokio::test]
 async fn a_tls_failure_says_so() {
-    let server = fake().await;
+    let server = with_file(FRAGMENT as usize, 3).await;
     let client = builder(&server)
         .base_url(server.base_url().replacen("http://", "https://", 1))
         .build()
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (path, _) = make_file(dir.path(), "a.bin", FRAGMENT as usize, 3);
-    let err = client
-        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
+    let err = server
+        .upload_fails(&client, "https to a plain-http server fails")
         .await
-        .expect_err("https to a plain-http server fails")
         .to_string();
     assert!(err.contains("TLS handshake failed"), "{err}");
     assert!(err.contains("plain-http"), "{err}");
@@ -247,18 +225,13 @@ async fn a_tls_failure_says_so() {
 #[tokio::test]
 async fn a_server_claiming_bytes_never_sent_stops_the_upload() {
     // After the first fragment (0..64K) the server claims 0..128K.
-    let server = fake().await;
+    let server = with_file(4 * FRAGMENT as usize, 9).await;
     server.inject(Method::PUT, 1, Fault::Misreport { from: 2 * FRAGMENT });
-    let dir = tempfile::tempdir().unwrap();
-    let states = upsession_client_reqwest::StateStore::new(dir.path().join("states"));
-    let (path, _) = make_file(dir.path(), "a.bin", 4 * FRAGMENT as usize, 9);
-    let err = builder(&server)
-        .state_dir(states.dir())
-        .build()
-        .unwrap()
-        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
+    let states = upsession_client_reqwest::StateStore::new(server.dir().join("states"));
+    let client = builder(&server).state_dir(states.dir()).build().unwrap();
+    let err = server
+        .upload_fails(&client, "a lying server must not end in success")
         .await
-        .expect_err("a lying server must not end in success")
         .to_string();
     assert!(err.contains("never sent"), "{err}");
     assert!(
@@ -277,15 +250,9 @@ async fn a_server_claiming_bytes_never_sent_stops_the_upload() {
 async fn bytes_a_server_forgets_are_sent_again_and_the_attachment_is_exact() {
     // After two fragments were acknowledged, the server expects the first again
     // once (as after a power loss under `--fsync never`): it gets it again.
-    let server = fake().await;
+    let server = with_file(4 * FRAGMENT as usize, 9).await;
     server.inject(Method::PUT, 3, Fault::Misreport { from: 0 });
-    let dir = tempfile::tempdir().unwrap();
-    let (path, bytes) = make_file(dir.path(), "a.bin", 4 * FRAGMENT as usize, 9);
-    let up = client(&server)
-        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
-        .await
-        .unwrap();
-    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    server.upload_ok().await;
     let ranges = puts(&server);
     assert!(
         ranges[3].starts_with("bytes 0-"),
@@ -295,17 +262,11 @@ async fn bytes_a_server_forgets_are_sent_again_and_the_attachment_is_exact() {
 
 #[tokio::test]
 async fn lost_answers_ask_the_session_before_resending_even_the_last() {
-    let server = fake().await;
+    let server = with_file(3 * FRAGMENT as usize + 10, 5).await;
     // Fragment 2 is stored but its answer lost; so is the final fragment's.
     server.inject(Method::PUT, 2, Fault::LoseResponse);
     server.inject(Method::PUT, 4, Fault::LoseResponse);
-    let dir = tempfile::tempdir().unwrap();
-    let (path, bytes) = make_file(dir.path(), "a.bin", 3 * FRAGMENT as usize + 10, 5);
-    let up = client(&server)
-        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
-        .await
-        .unwrap();
-    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    let up = server.upload_ok().await;
     assert!(up.location.is_some(), "the final answer was recovered");
     assert_eq!(server.attachments().len(), 1);
 
@@ -318,7 +279,8 @@ async fn lost_answers_ask_the_session_before_resending_even_the_last() {
     // 2 was stored: after asking, the client goes on with 3, not 2 again.
     assert_eq!(ranges.len(), 5, "{methods:#?}");
     assert_ne!(ranges[1], ranges[2], "{methods:#?}");
-    let end = format!("-{}/{}", bytes.len() - 1, bytes.len());
+    let len = server.bytes.len();
+    let end = format!("-{}/{len}", len - 1);
     assert!(
         ranges[3].ends_with(&end) && ranges[4].ends_with(&end),
         "the final bytes are sent again to learn the Location: {ranges:?}"
@@ -334,35 +296,21 @@ async fn lost_answers_ask_the_session_before_resending_even_the_last() {
 
 #[tokio::test]
 async fn server_errors_are_retried_after_asking_the_session() {
-    let server = fake().await;
+    let server = with_file(2 * FRAGMENT as usize, 6).await;
     server.inject(Method::PUT, 1, Fault::ServerError);
     server.inject(Method::GET, 1, Fault::ServerError);
-    let dir = tempfile::tempdir().unwrap();
-    let (path, bytes) = make_file(dir.path(), "a.bin", 2 * FRAGMENT as usize, 6);
-    let up = client(&server)
-        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
-        .await
-        .unwrap();
-    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    server.upload_ok().await;
     assert_eq!(server.count(&Method::GET), 2);
 }
 
 #[tokio::test]
 async fn an_expired_session_is_a_typed_error_not_a_silent_stop() {
-    let server = fake().await;
+    let server = with_file(5 * FRAGMENT as usize, 8).await;
     server.inject(Method::PUT, 3, Fault::Expire);
-    let dir = tempfile::tempdir().unwrap();
-    let (path, _) = make_file(dir.path(), "a.bin", 5 * FRAGMENT as usize, 8);
-    let err = client(&server)
-        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
-        .await
-        .unwrap_err();
-    let Error::SessionExpired {
-        remote: Some(remote),
-    } = &err
-    else {
-        panic!("expected SessionExpired, got {err:?}");
-    };
+    let err = server
+        .upload_fails(&client(&server), "the session expired")
+        .await;
+    let remote = expired_remote(&err);
     assert_eq!(remote.status, 404);
     assert_eq!(remote.inner_code.as_deref(), Some("uploadSessionNotFound"));
     assert!(
@@ -375,20 +323,16 @@ async fn an_expired_session_is_a_typed_error_not_a_silent_stop() {
 
 #[tokio::test]
 async fn attempts_are_bounded_when_the_server_keeps_failing() {
-    let server = fake().await;
+    let server = with_file(2 * FRAGMENT as usize, 9).await;
     for n in 1..=20 {
         server.inject(Method::PUT, n, Fault::ServerError);
         server.inject(Method::GET, n, Fault::ServerError);
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (path, _) = make_file(dir.path(), "a.bin", 2 * FRAGMENT as usize, 9);
-    let err = builder(&server)
+    let client = builder(&server)
         .planner(fast_planner().with_max_attempts(4))
         .build()
-        .unwrap()
-        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
-        .await
-        .unwrap_err();
+        .unwrap();
+    let err = server.upload_fails(&client, "every answer fails").await;
     assert!(
         matches!(
             err,
@@ -401,11 +345,13 @@ async fn attempts_are_bounded_when_the_server_keeps_failing() {
 
 #[tokio::test]
 async fn graphs_error_json_surfaces_code_message_and_request_id() {
-    let server = fake().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (path, _) = make_file(dir.path(), "a.bin", 1000, 10);
+    let server = with_file(1000, 10).await;
     let err = client(&server)
-        .upload_file(&Target::message("missing-1"), &path, UploadOptions::new())
+        .upload_file(
+            &Target::message("missing-1"),
+            &server.path,
+            UploadOptions::new(),
+        )
         .await
         .unwrap_err();
     let remote = err.remote().expect("a Graph error");
@@ -423,23 +369,16 @@ async fn graphs_error_json_surfaces_code_message_and_request_id() {
         "the message is missing, not the session"
     );
 
-    let err = builder(&server)
-        .token("wrong")
-        .build()
-        .unwrap()
-        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
-        .await
-        .unwrap_err();
+    let wrong = builder(&server).token("wrong").build().unwrap();
+    let err = server.upload_fails(&wrong, "the token is wrong").await;
     assert_eq!(err.remote().unwrap().code, "InvalidAuthenticationToken");
 }
 
 #[tokio::test]
 async fn events_calendar_view_users_and_beta_use_their_routes() {
-    let server = fake().await;
-    let dir = tempfile::tempdir().unwrap();
+    let server = with_file(1000, 11).await;
     server.create_item_with_id(ItemKind::Event, "e/1", "an event");
     server.create_item_with_id(ItemKind::Event, "e2", "another event");
-    let (path, bytes) = make_file(dir.path(), "a.bin", 1000, 11);
     let beta = builder(&server)
         .base_url(format!("{}/beta/", server.origin()))
         .user(User::id("adele@contoso.com"))
@@ -447,17 +386,12 @@ async fn events_calendar_view_users_and_beta_use_their_routes() {
         .unwrap();
     for target in [Target::event("e/1"), Target::calendar_view("e2")] {
         let up = beta
-            .upload_file(&target, &path, UploadOptions::new())
+            .upload_file(&target, &server.path, UploadOptions::new())
             .await
             .unwrap();
-        assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+        server.assert_stored(&up);
     }
-    let me = client(&server);
-    let up = me
-        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
-        .await
-        .unwrap();
-    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    server.upload_ok().await;
     let posts: Vec<String> = server
         .log()
         .into_iter()
@@ -477,19 +411,17 @@ async fn events_calendar_view_users_and_beta_use_their_routes() {
 
 #[tokio::test]
 async fn create_draft_then_attach_to_it() {
-    let server = fake().await;
+    let server = with_file(FRAGMENT as usize + 1, 12).await;
     let client = client(&server);
     let draft = client.create_draft("Quarterly report").await.unwrap();
     let Target::Message(id) = &draft else {
         panic!("{draft:?}")
     };
-    let dir = tempfile::tempdir().unwrap();
-    let (path, bytes) = make_file(dir.path(), "a.bin", FRAGMENT as usize + 1, 12);
     let up = client
-        .upload_file(&draft, &path, UploadOptions::new())
+        .upload_file(&draft, &server.path, UploadOptions::new())
         .await
         .unwrap();
-    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    server.assert_stored(&up);
     assert!(
         up.location
             .unwrap()
@@ -501,7 +433,7 @@ async fn create_draft_then_attach_to_it() {
 
 #[tokio::test]
 async fn a_throttled_draft_status_or_cancel_is_sent_again_after_retry_after() {
-    let server = fake().await;
+    let server = with_file(4 * FRAGMENT as usize, 33).await;
     server.inject(Method::POST, 1, throttled(RetryAfter::Seconds(1)));
     let client = client(&server);
     let started = std::time::Instant::now();
@@ -515,11 +447,7 @@ async fn a_throttled_draft_status_or_cancel_is_sent_again_after_retry_after() {
         panic!("{draft:?}")
     };
 
-    let dir = tempfile::tempdir().unwrap();
-    let (path, _) = make_file(dir.path(), "a.bin", 4 * FRAGMENT as usize, 33);
-    let (url, task) = start_and_stall(&server, &client, &path, 3).await;
-    task.abort();
-    let _ = task.await;
+    let url = stalled_session(&server, &client, 3).await;
     let gets = server.count(&Method::GET);
     server.inject(
         Method::GET,
@@ -549,21 +477,13 @@ async fn a_throttled_draft_status_or_cancel_is_sent_again_after_retry_after() {
 
 #[tokio::test]
 async fn inline_attachments_carry_name_type_and_content_id() {
-    let server = fake().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (path, bytes) = make_file(dir.path(), "raw.dat", 1000, 13);
-    let up = client(&server)
-        .upload_file(
-            &Target::message("m1"),
-            &path,
-            UploadOptions::new()
-                .name("logo.png")
-                .content_type("image/x-custom")
-                .inline("logo@1"),
-        )
-        .await
-        .unwrap();
-    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    let server = FakeWithFile::new(fake().await, "raw.dat", 1000, 13);
+    let options = UploadOptions::new()
+        .name("logo.png")
+        .content_type("image/x-custom")
+        .inline("logo@1");
+    let up = server.upload(&client(&server), options).await.unwrap();
+    server.assert_stored(&up);
     let item = attachment_item(&server, up.attachment_id.as_deref().unwrap());
     assert_eq!(item.name, "logo.png");
     assert_eq!(item.content_type.as_deref(), Some("image/x-custom"));
@@ -571,24 +491,28 @@ async fn inline_attachments_carry_name_type_and_content_id() {
     assert_eq!(item.content_id.as_deref(), Some("logo@1"));
 }
 
+/// `n` seeded files `{prefix}{i}.bin` of `len(i)` bytes from seed `seed + i`.
+fn files(
+    dir: &std::path::Path,
+    prefix: &str,
+    n: usize,
+    len: impl Fn(usize) -> usize,
+    seed: u64,
+) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    (0..n)
+        .map(|i| seeded_file(dir, &format!("{prefix}{i}.bin"), len(i), seed + i as u64))
+        .collect()
+}
+
 #[tokio::test]
 async fn many_files_upload_concurrently_within_the_limit() {
     let server = fake().await;
     let dir = tempfile::tempdir().unwrap();
-    let files: Vec<_> = (0..5)
-        .map(|i| {
-            make_file(
-                dir.path(),
-                &format!("f{i}.bin"),
-                2 * FRAGMENT as usize + i * 100,
-                20 + i as u64,
-            )
-        })
-        .collect();
+    let files = files(dir.path(), "f", 5, |i| 2 * FRAGMENT as usize + i * 100, 20);
     let client = builder(&server).concurrency(2).build().unwrap();
     let results = client
         .upload_many(
-            &Target::message("m1"),
+            &m1(),
             files.iter().map(|(p, _)| (p.clone(), UploadOptions::new())),
         )
         .await;
@@ -608,61 +532,40 @@ async fn any_seekable_reader_can_be_uploaded() {
         .map(|i| (i * 31 % 251) as u8)
         .collect();
     let client = client(&server);
-    let up = client
-        .upload_reader(
-            &Target::message("m1"),
-            Cursor::new(bytes.clone()),
-            bytes.len() as u64,
-            UploadOptions::new().name("memory.txt"),
-        )
-        .await
-        .unwrap();
+    let target = m1();
+    let upload = |reader: Vec<u8>, len: u64, options: UploadOptions| {
+        client.upload_reader(&target, Cursor::new(reader), len, options)
+    };
+    let up = upload(
+        bytes.clone(),
+        bytes.len() as u64,
+        UploadOptions::new().name("memory.txt"),
+    )
+    .await
+    .unwrap();
     assert_stored(&server, up.attachment_id.as_deref(), &bytes);
     let item = attachment_item(&server, up.attachment_id.as_deref().unwrap());
     assert_eq!(item.content_type.as_deref(), Some("text/plain"));
 
-    let err = client
-        .upload_reader(
-            &Target::message("m1"),
-            Cursor::new(vec![1]),
-            1,
-            UploadOptions::new(),
-        )
-        .await
-        .unwrap_err();
+    let err = upload(vec![1], 1, UploadOptions::new()).await.unwrap_err();
     assert!(matches!(err, Error::InvalidInput(_)), "{err}");
 
     // A reader shorter than announced never yields a short fragment.
-    let err = client
-        .upload_reader(
-            &Target::message("m1"),
-            Cursor::new(vec![1; 100]),
-            200,
-            UploadOptions::new().name("short.bin"),
-        )
-        .await
-        .unwrap_err();
+    let short = UploadOptions::new().name("short.bin");
+    let err = upload(vec![1; 100], 200, short).await.unwrap_err();
     assert!(matches!(err, Error::FileChanged { .. }), "{err}");
 }
 
 #[tokio::test]
 async fn progress_goes_to_a_callback_and_a_stream() {
-    let server = fake().await;
-    let dir = tempfile::tempdir().unwrap();
     let total = 3 * FRAGMENT + 3;
-    let (path, _) = make_file(dir.path(), "a.bin", total as usize, 30);
+    let server = with_file(total as usize, 30).await;
     let called = Arc::new(Mutex::new(0_usize));
     let count = Arc::clone(&called);
     let (sink, stream) = ProgressSink::channel();
     let sink = sink.with_callback(move |_| *count.lock().unwrap() += 1);
-    let up = client(&server)
-        .upload_file(
-            &Target::message("m1"),
-            &path,
-            UploadOptions::new().progress(sink),
-        )
-        .await
-        .unwrap();
+    let options = UploadOptions::new().progress(sink);
+    let up = server.upload(&client(&server), options).await.unwrap();
     let events: Vec<ProgressEvent> = stream.collect().await;
     assert_eq!(*called.lock().unwrap(), events.len());
     assert!(matches!(events[0].kind, ProgressKind::Started { total: t } if t == total));
@@ -682,19 +585,14 @@ async fn progress_goes_to_a_callback_and_a_stream() {
         panic!("{:?}", events.last())
     };
     assert_eq!(attachment_id, &up.attachment_id);
-    assert!(
-        events
-            .iter()
-            .all(|e| *e.label == *path.display().to_string())
-    );
+    let label = server.path.display().to_string();
+    assert!(events.iter().all(|e| *e.label == *label));
 }
 
 #[tokio::test]
 async fn a_file_changed_during_the_upload_is_refused() {
-    let server = fake().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (path, _) = make_file(dir.path(), "a.bin", 4 * FRAGMENT as usize, 31);
-    let p = path.clone();
+    let server = with_file(4 * FRAGMENT as usize, 31).await;
+    let p = server.path.clone();
     let options = UploadOptions::new().on_progress(move |e| {
         if let ProgressKind::Acknowledged { acknowledged, .. } = e.kind
             && acknowledged == FRAGMENT
@@ -704,10 +602,7 @@ async fn a_file_changed_during_the_upload_is_refused() {
             f.write_all(b"more").unwrap();
         }
     });
-    let err = client(&server)
-        .upload_file(&Target::message("m1"), &path, options)
-        .await
-        .unwrap_err();
+    let err = server.upload(&client(&server), options).await.unwrap_err();
     assert!(matches!(err, Error::FileChanged { .. }), "{err:?}");
     assert_eq!(
         server.count(&Method::PUT),
@@ -718,13 +613,9 @@ async fn a_file_changed_during_the_upload_is_refused() {
 
 #[tokio::test]
 async fn status_reports_ranges_and_expiry_and_cancel_deletes_the_session() {
-    let server = fake().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (path, _) = make_file(dir.path(), "a.bin", 4 * FRAGMENT as usize, 32);
+    let server = with_file(4 * FRAGMENT as usize, 32).await;
     let client = client(&server);
-    let (url, task) = start_and_stall(&server, &client, &path, 3).await;
-    task.abort();
-    let _ = task.await;
+    let url = stalled_session(&server, &client, 3).await;
 
     let status = client.status(&url).await.unwrap();
     assert_eq!(
@@ -749,27 +640,19 @@ async fn status_reports_ranges_and_expiry_and_cancel_deletes_the_session() {
     assert_token_only_to_graph(&server);
 }
 
-/// Starts an upload in a task and returns its uploadUrl once the server has the
-/// stalled PUT number `stall_at`, with the task still running.
-async fn start_and_stall(
-    server: &RunningFake,
+/// Uploads the file in a task until the server has the stalled PUT number
+/// `stall_at`, then stops the task; returns the session's uploadUrl.
+async fn stalled_session(
+    server: &FakeWithFile,
     client: &upsession_client_reqwest::Client,
-    path: &std::path::Path,
     stall_at: usize,
-) -> (
-    upsession_client_reqwest::UploadUrl,
-    tokio::task::JoinHandle<Result<upsession_client_reqwest::Uploaded, Error>>,
-) {
+) -> upsession_client_reqwest::UploadUrl {
     server.inject(Method::PUT, stall_at, Fault::Stall(Duration::from_secs(60)));
     let (sink, mut events) = ProgressSink::channel();
-    let (c, p) = (client.clone(), path.to_path_buf());
+    let (c, p) = (client.clone(), server.path.clone());
     let task = tokio::spawn(async move {
-        c.upload_file(
-            &Target::message("m1"),
-            &p,
-            UploadOptions::new().progress(sink),
-        )
-        .await
+        c.upload_file(&m1(), &p, UploadOptions::new().progress(sink))
+            .await
     });
     let mut url = None;
     while let Some(e) = events.next().await {
@@ -783,7 +666,9 @@ async fn start_and_stall(
         }
     }
     wait_for(server, &Method::PUT, stall_at).await;
-    (url.expect("a session was created"), task)
+    task.abort();
+    let _ = task.await;
+    url.expect("a session was created")
 }
 
 #[tokio::test]
@@ -835,18 +720,17 @@ async fn a_client_without_a_token_can_resume_status_and_cancel_but_not_create() 
 
 #[tokio::test]
 async fn a_stalled_request_times_out_and_the_session_is_asked() {
-    let server = fake().await;
+    let server = with_file(3 * FRAGMENT as usize, 60).await;
     server.inject(Method::PUT, 2, Fault::Stall(Duration::from_secs(60)));
-    let dir = tempfile::tempdir().unwrap();
-    let (path, bytes) = make_file(dir.path(), "a.bin", 3 * FRAGMENT as usize, 60);
-    let up = builder(&server)
+    let impatient = builder(&server)
         .request_timeout(Duration::from_millis(300))
         .build()
-        .unwrap()
-        .upload_file(&Target::message("m1"), &path, UploadOptions::new())
+        .unwrap();
+    let up = server
+        .upload(&impatient, UploadOptions::new())
         .await
         .unwrap();
-    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    server.assert_stored(&up);
     assert_eq!(
         server.count(&Method::GET),
         1,
@@ -856,27 +740,20 @@ async fn a_stalled_request_times_out_and_the_session_is_asked() {
 
 #[tokio::test]
 async fn a_413_makes_the_planner_send_smaller_fragments() {
-    let server = fake().await;
+    let server = with_file(1_500_000, 61).await;
     server.inject(Method::PUT, 1, Fault::PayloadTooLarge { max: 400_000 });
-    let dir = tempfile::tempdir().unwrap();
-    let (path, bytes) = make_file(dir.path(), "a.bin", 1_500_000, 61);
     let (sink, stream) = ProgressSink::channel();
-    let up = builder(&server)
-        .fragment_size(2 * upsession_core::planner::FRAGMENT_QUANTUM)
-        .build()
-        .unwrap()
-        .upload_file(
-            &Target::message("m1"),
-            &path,
-            UploadOptions::new().progress(sink),
-        )
+    let quantum = upsession_core::planner::FRAGMENT_QUANTUM;
+    let client = builder(&server).fragment_size(2 * quantum).build().unwrap();
+    let up = server
+        .upload(&client, UploadOptions::new().progress(sink))
         .await
         .unwrap();
-    assert_stored(&server, up.attachment_id.as_deref(), &bytes);
+    server.assert_stored(&up);
     let events: Vec<ProgressEvent> = stream.collect().await;
     assert!(events.iter().any(|e| matches!(
         e.kind,
-        ProgressKind::FragmentShrunk { fragment_size } if fragment_size == upsession_core::planner::FRAGMENT_QUANTUM
+        ProgressKind::FragmentShrunk { fragment_size } if fragment_size == quantum
     )));
     let ranges = puts(&server);
     assert_eq!(ranges[1], "bytes 0-327679/1500000");
@@ -886,16 +763,7 @@ async fn a_413_makes_the_planner_send_smaller_fragments() {
 async fn pacing_keeps_to_the_byte_budget_and_the_request_limit() {
     let server = fake().await;
     let dir = tempfile::tempdir().unwrap();
-    let files: Vec<_> = (0..3)
-        .map(|i| {
-            make_file(
-                dir.path(),
-                &format!("p{i}.bin"),
-                2 * FRAGMENT as usize,
-                70 + i,
-            )
-        })
-        .collect();
+    let files = files(dir.path(), "p", 3, |_| 2 * FRAGMENT as usize, 70);
     let paced = Arc::new(Mutex::new(0));
     let count = Arc::clone(&paced);
     let sink = ProgressSink::callback(move |e| {
@@ -915,7 +783,7 @@ async fn pacing_keeps_to_the_byte_budget_and_the_request_limit() {
         .unwrap();
     let results = client
         .upload_many(
-            &Target::message("m1"),
+            &m1(),
             files
                 .iter()
                 .map(|(p, _)| (p.clone(), UploadOptions::new().progress(sink.clone()))),

@@ -37,8 +37,7 @@
 use std::fmt::Write as _;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proptest::prelude::*;
 use sha2::{Digest as _, Sha256};
@@ -98,12 +97,9 @@ impl Default for Config {
 impl Config {
     crate::runner::run_setters!();
 
-    /// Sets the file sizes.
-    #[must_use]
-    pub fn with_sizes(mut self, min_size: u64, max_size: u64) -> Self {
-        self.min_size = min_size;
-        self.max_size = max_size;
-        self
+    upsession_core::setters! {
+        /// Sets the file sizes.
+        with_sizes(min_size: u64, max_size: u64);
     }
 
     upsession_core::setters! {
@@ -344,33 +340,15 @@ where
 {
     let seed = config.seed.unwrap_or_else(|| fastrand::u64(..));
     let strategy = cases(config);
-    let totals = Mutex::new(Report::default());
-    let started = Instant::now();
     let upload = &upload;
-    let result = runner::run(
+    runner::run(
         &strategy,
         config.cases,
         seed,
         config.max_shrink_iters,
-        |case, case_seed| {
-            let totals = &totals;
-            async move {
-                let (stats, outcome) = run_case(config, upload, &case, case_seed).await;
-                totals
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .absorb(&stats);
-                outcome
-            }
-        },
+        |case, case_seed| async move { run_case(config, upload, &case, case_seed).await },
     )
-    .await;
-    result?;
-    let mut report = totals.into_inner().unwrap_or_else(PoisonError::into_inner);
-    report.cases = config.cases;
-    report.seed = seed;
-    report.elapsed = started.elapsed();
-    Ok(report)
+    .await
 }
 
 fn harness(message: String) -> CaseFailure {

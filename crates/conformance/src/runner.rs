@@ -10,11 +10,12 @@
 //! whose seed is `s + i`.
 
 use std::future::Future;
+use std::time::Instant;
 
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, TestRng, TestRunner};
 
-use crate::outcome::Failure;
+use crate::outcome::{Failure, Report};
 use crate::rule::Rule;
 
 /// Environment variable that overrides the default number of cases.
@@ -79,23 +80,26 @@ fn runner_for(case_seed: u64) -> TestRunner {
     TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
 }
 
-/// Runs `cases` cases of `strategy`; on the first failure shrinks it (at most
-/// `max_shrink` more runs) and returns the minimal failure.
+/// Runs `cases` cases of `strategy` and sums what they counted into the run's
+/// [`Report`]; on the first failure shrinks it (at most `max_shrink` more runs) and
+/// returns the minimal failure.
 ///
 /// `test` gets the case value and the per-case seed (for data that is not part of
-/// the value, such as file contents).
+/// the value, such as file contents) and returns its counts beside its verdict.
 pub(crate) async fn run<S, F, Fut>(
     strategy: &S,
     cases: u32,
     seed: u64,
     max_shrink: u32,
     mut test: F,
-) -> Result<(), Failure>
+) -> Result<Report, Failure>
 where
     S: Strategy,
     F: FnMut(S::Value, u64) -> Fut,
-    Fut: Future<Output = Result<(), CaseFailure>>,
+    Fut: Future<Output = (Report, Result<(), CaseFailure>)>,
 {
+    let started = Instant::now();
+    let mut totals = Report::default();
     for case in 0..cases {
         let per_case = case_seed(seed, case);
         let mut tree = {
@@ -104,7 +108,9 @@ where
                 .new_tree(&mut runner)
                 .map_err(|e| Failure::harness(format!("cannot generate a case: {e}")))?
         };
-        let Err(first) = test(tree.current(), per_case).await else {
+        let (counts, verdict) = test(tree.current(), per_case).await;
+        totals.absorb(&counts);
+        let Err(first) = verdict else {
             continue;
         };
         let mut best = first;
@@ -112,7 +118,7 @@ where
         if tree.simplify() {
             while steps < max_shrink {
                 steps += 1;
-                match test(tree.current(), per_case).await {
+                match test(tree.current(), per_case).await.1 {
                     Err(failure) => {
                         best = failure;
                         if !tree.simplify() {
@@ -137,8 +143,30 @@ where
             script: best.script,
         });
     }
-    Ok(())
+    totals.cases = cases;
+    totals.seed = seed;
+    totals.elapsed = started.elapsed();
+    Ok(totals)
 }
+
+/// `with_cases` and `with_seed`, for the configurations of both checks (each has
+/// `cases: u32` and `seed: Option<u64>`).
+macro_rules! run_setters {
+    () => {
+        upsession_core::setters! {
+            /// Sets the number of cases.
+            with_cases(cases: u32);
+        }
+
+        /// Fixes the seed.
+        #[must_use]
+        pub fn with_seed(mut self, seed: u64) -> Self {
+            self.seed = Some(seed);
+            self
+        }
+    };
+}
+pub(crate) use run_setters;
 
 #[cfg(test)]
 mod tests {
@@ -163,7 +191,7 @@ mod tests {
     fn shrinking_finds_the_smallest_failing_value() {
         let strategy = 0u32..1000;
         let result = futures_lite_block_on(run(&strategy, 200, 7, 500, |v, _| async move {
-            if v >= 10 {
+            let verdict = if v >= 10 {
                 Err(CaseFailure {
                     rule: Rule::Status,
                     message: format!("{v}"),
@@ -171,7 +199,8 @@ mod tests {
                 })
             } else {
                 Ok(())
-            }
+            };
+            (Report::default(), verdict)
         }));
         let failure = result.unwrap_err();
         assert_eq!(failure.message, "10");
@@ -184,22 +213,3 @@ mod tests {
             .block_on(f)
     }
 }
-
-/// `with_cases` and `with_seed`, for the configurations of both checks (each has
-/// `cases: u32` and `seed: Option<u64>`).
-macro_rules! run_setters {
-    () => {
-        upsession_core::setters! {
-            /// Sets the number of cases.
-            with_cases(cases: u32);
-        }
-
-        /// Fixes the seed.
-        #[must_use]
-        pub fn with_seed(mut self, seed: u64) -> Self {
-            self.seed = Some(seed);
-            self
-        }
-    };
-}
-pub(crate) use run_setters;

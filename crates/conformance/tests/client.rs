@@ -147,14 +147,23 @@ async fn naive_upload(target: Target) -> Result<ClientReport, String> {
     Ok(ClientReport::default())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_reference_client_passes() {
+/// Asserts that `upload` passes the client check at its defaults.
+async fn passes<F, Fut>(upload: F)
+where
+    F: Fn(Target) -> Fut,
+    Fut: Future<Output = Result<ClientReport, String>>,
+{
     let config = Config::default();
-    let report = client::check(&config, reference_upload)
+    let report = client::check(&config, upload)
         .await
         .unwrap_or_else(|f| panic!("{f}"));
     println!("{report}");
     assert!(report.cases >= config.cases);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_client_passes() {
+    passes(reference_upload).await;
 }
 
 /// `upsession-client-reqwest`, as an application uses it.
@@ -187,12 +196,7 @@ async fn real_client_upload(target: Target) -> Result<ClientReport, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_client_passes() {
-    let config = Config::default();
-    let report = client::check(&config, real_client_upload)
-        .await
-        .unwrap_or_else(|f| panic!("{f}"));
-    println!("{report}");
-    assert!(report.cases >= config.cases);
+    passes(real_client_upload).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use upsession_conformance::fake::{Break, FakeGraph, FakeOptions, Quirks};
 use upsession_conformance::server::{self, Config};
 use upsession_core::Dialect;
 use upsession_core::Limits;
-use upsession_core::dialect::{LocationStyle, RangeForm, RangeForms};
+use upsession_core::dialect::{Casing, LocationStyle, RangeForm, RangeForms};
 
 /// Fragments of 1 KiB; OneDrive's are two of its 320 KiB quanta.
 fn limits(dialect: &Dialect) -> Limits {
@@ -131,91 +131,24 @@ async fn every_break_fails_its_rule() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dialect_property_is_judged() {
     type Change = fn(&mut Dialect);
+    let docs = Dialect::OUTLOOK.with_range_forms(RangeForms::Outlook);
+    // One row a case: (dialect, what is changed, the change, the rule that catches it).
+    #[rustfmt::skip]
     let cases: [(Dialect, &str, Change, Rule); 14] = [
-        (
-            Dialect::OUTLOOK,
-            "bare ranges after a fragment",
-            |d| d.ranges = RangeForm::Bare,
-            Rule::ClosedRanges,
-        ),
-        (
-            Dialect::OUTLOOK,
-            "open ranges on creation",
-            |d| d.created_ranges = RangeForm::Open,
-            Rule::ClosedRanges,
-        ),
-        (
-            Dialect::OUTLOOK,
-            "PascalCase properties",
-            |d| d.casing = upsession_core::dialect::Casing::Pascal,
-            Rule::ProgressShape,
-        ),
-        (
-            Dialect::OUTLOOK,
-            "no @odata.context",
-            |d| d.odata_context = false,
-            Rule::CreateSession,
-        ),
-        (
-            Dialect::OUTLOOK,
-            "a Graph Location",
-            |d| d.location = LocationStyle::Graph,
-            Rule::Completion,
-        ),
-        (
-            Dialect::ONEDRIVE,
-            "201 on creation",
-            |d| d.create_status = StatusCode::CREATED,
-            Rule::CreateSession,
-        ),
-        (
-            Dialect::ONEDRIVE,
-            "200 to a fragment",
-            |d| d.progress_status = StatusCode::OK,
-            Rule::NextFragment,
-        ),
-        (
-            Dialect::ONEDRIVE,
-            "bare ranges",
-            |d| d.ranges = RangeForm::Bare,
-            Rule::ProgressShape,
-        ),
-        (
-            Dialect::ONEDRIVE,
-            "re-sends answered",
-            |d| d.reject_resend = false,
-            Rule::Replay,
-        ),
-        (
-            Dialect::ONEDRIVE,
-            "fragments of any length",
-            |d| d.fragment_quantum = None,
-            Rule::FragmentMultiple,
-        ),
-        (
-            Dialect::UPSESSION,
-            "open ranges",
-            |d| d.ranges = RangeForm::Open,
-            Rule::ClosedRanges,
-        ),
-        (
-            Dialect::UPSESSION,
-            "200 on creation",
-            |d| d.create_status = StatusCode::OK,
-            Rule::CreateSession,
-        ),
-        (
-            Dialect::OUTLOOK.with_range_forms(RangeForms::Outlook),
-            "closed ranges after a fragment where the docs' forms are asked for",
-            |d| d.ranges = RangeForm::Closed,
-            Rule::ProgressShape,
-        ),
-        (
-            Dialect::OUTLOOK.with_range_forms(RangeForms::Outlook),
-            "closed ranges on creation where the docs' forms are asked for",
-            |d| d.created_ranges = RangeForm::Closed,
-            Rule::CreateSession,
-        ),
+        (Dialect::OUTLOOK, "bare ranges after a fragment", |d| d.ranges = RangeForm::Bare, Rule::ClosedRanges),
+        (Dialect::OUTLOOK, "open ranges on creation", |d| d.created_ranges = RangeForm::Open, Rule::ClosedRanges),
+        (Dialect::OUTLOOK, "PascalCase properties", |d| d.casing = Casing::Pascal, Rule::ProgressShape),
+        (Dialect::OUTLOOK, "no @odata.context", |d| d.odata_context = false, Rule::CreateSession),
+        (Dialect::OUTLOOK, "a Graph Location", |d| d.location = LocationStyle::Graph, Rule::Completion),
+        (Dialect::ONEDRIVE, "201 on creation", |d| d.create_status = StatusCode::CREATED, Rule::CreateSession),
+        (Dialect::ONEDRIVE, "200 to a fragment", |d| d.progress_status = StatusCode::OK, Rule::NextFragment),
+        (Dialect::ONEDRIVE, "bare ranges", |d| d.ranges = RangeForm::Bare, Rule::ProgressShape),
+        (Dialect::ONEDRIVE, "re-sends answered", |d| d.reject_resend = false, Rule::Replay),
+        (Dialect::ONEDRIVE, "fragments of any length", |d| d.fragment_quantum = None, Rule::FragmentMultiple),
+        (Dialect::UPSESSION, "open ranges", |d| d.ranges = RangeForm::Open, Rule::ClosedRanges),
+        (Dialect::UPSESSION, "200 on creation", |d| d.create_status = StatusCode::OK, Rule::CreateSession),
+        (docs.clone(), "closed ranges after a fragment where the docs' forms are asked for", |d| d.ranges = RangeForm::Closed, Rule::ProgressShape),
+        (docs.clone(), "closed ranges on creation where the docs' forms are asked for", |d| d.created_ranges = RangeForm::Closed, Rule::CreateSession),
     ];
     let mut wrong = Vec::new();
     for (n, (dialect, change, apply, rule)) in cases.into_iter().enumerate() {

@@ -7,38 +7,21 @@
 
 #![allow(clippy::pedantic)] // test code favours brevity over pedantry
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use upsession_conformance::sdk::matrix::{self, Row, Variant};
-use upsession_conformance::sdk::{self};
-use upsession_server_hyper::{Config, Fsync, Server};
+use upsession_conformance::sdk::{self, driver};
+use upsession_testbed::kit::{self, TestServer};
 
-const TOKEN: &str = "sdk-matrix-token";
 /// Set to `1` to rewrite the block instead of comparing it.
 const UPDATE_ENV: &str = "UPSESSION_UPDATE_MATRIX";
-
-/// A self-signed certificate for 127.0.0.1, as PEM files in `dir`; returns (cert
-/// path, key path, cert PEM).
-fn self_signed(dir: &Path) -> (PathBuf, PathBuf, String) {
-    let rcgen::CertifiedKey { cert, signing_key } =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, signing_key.serialize_pem()).unwrap();
-    (cert_path, key_path, cert.pem())
-}
 
 /// Every model against our server in every variant: one row per SDK.
 async fn run_matrix() -> Vec<Row> {
     let certs = tempfile::tempdir().unwrap();
-    let (cert, key, pem) = self_signed(certs.path());
-    let client = reqwest::Client::builder()
-        .http1_only()
-        .redirect(reqwest::redirect::Policy::none())
-        .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
-        .build()
-        .unwrap();
+    let (cert, key, pem) = kit::self_signed(certs.path());
+    let client = driver::client(Some(&pem)).unwrap();
     let files: Vec<(&'static str, Vec<u8>)> = matrix::FILES
         .iter()
         .map(|&(len, name)| (name, matrix::file(len)))
@@ -47,24 +30,19 @@ async fn run_matrix() -> Vec<Row> {
     let mut cells = vec![Vec::new(); factories.len()];
     for variant in Variant::ALL {
         let started = Instant::now();
-        let data = tempfile::tempdir().unwrap();
-        let running = Server::start(
-            Config::new(data.path())
-                .with_listen("127.0.0.1:0".parse().unwrap())
-                .with_token(TOKEN)
-                .with_fsync(Fsync::Never)
+        let server = TestServer::start_with(|config| {
+            config
                 .with_tls(&cert, &key)
                 .with_dialect(variant.dialect())
-                .with_limits(variant.limits()),
-        )
-        .await
-        .unwrap();
-        let base = running.base_url();
+                .with_limits(variant.limits())
+        })
+        .await;
+        let base = server.running().base_url();
         assert!(base.starts_with("https://"), "{base}");
         for (new_model, row) in factories.iter().zip(&mut cells) {
-            row.push(matrix::run_cell(new_model, &client, &base, TOKEN, &files).await);
+            row.push(matrix::run_cell(new_model, &client, &base, kit::TOKEN, &files).await);
         }
-        running.shutdown().await;
+        server.shutdown().await;
         eprintln!(
             "{}: {:.1} s",
             variant.flags(),

@@ -13,14 +13,12 @@
 
 #![allow(clippy::pedantic)] // test code favours brevity over pedantry
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use upsession_conformance::sdk::driver::{self, Event, Options, Outcome, Run};
 use upsession_conformance::sdk::{DotNet, Go, Java, JavaScript, Php, Python, SdkModel, matrix};
-use upsession_server_hyper::{Config, Fsync, Running, Server};
+use upsession_testbed::kit::{self, TOKEN, TestServer};
 
-const TOKEN: &str = "sdk-takeover-token";
 const MIB: usize = 1 << 20;
 /// How long the server waits for a stalled body: waiting for it would be obvious.
 const BODY_IDLE: Duration = Duration::from_secs(120);
@@ -126,51 +124,28 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-/// A self-signed certificate for 127.0.0.1, as PEM files in `dir`; returns (cert
-/// path, key path, cert PEM).
-fn self_signed(dir: &Path) -> (PathBuf, PathBuf, String) {
-    let rcgen::CertifiedKey { cert, signing_key } =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, signing_key.serialize_pem()).unwrap();
-    (cert_path, key_path, cert.pem())
-}
-
-/// Our server, its base URL, and a client trusting its certificate.
+/// Our server, its base URL, and the driver's client trusting its certificate.
 struct Harness {
-    server: Running,
+    server: TestServer,
     base: String,
     client: reqwest::Client,
-    _dirs: [tempfile::TempDir; 2],
+    _certs: tempfile::TempDir,
 }
 
 async fn harness() -> Harness {
     let certs = tempfile::tempdir().unwrap();
-    let (cert, key, pem) = self_signed(certs.path());
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        Config::new(data.path())
-            .with_listen("127.0.0.1:0".parse().unwrap())
-            .with_token(TOKEN)
-            .with_fsync(Fsync::Never)
+    let (cert, key, pem) = kit::self_signed(certs.path());
+    let server = TestServer::start_with(|config| {
+        config
             .with_tls(&cert, &key)
-            .with_timeouts(Duration::from_secs(30), BODY_IDLE),
-    )
-    .await
-    .unwrap();
-    let base = server.base_url();
-    let client = reqwest::Client::builder()
-        .http1_only()
-        .redirect(reqwest::redirect::Policy::none())
-        .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
-        .build()
-        .unwrap();
+            .with_timeouts(Duration::from_secs(30), BODY_IDLE)
+    })
+    .await;
     Harness {
+        base: server.running().base_url(),
         server,
-        base,
-        client,
-        _dirs: [certs, data],
+        client: driver::client(Some(&pem)).unwrap(),
+        _certs: certs,
     }
 }
 

@@ -109,9 +109,9 @@ fn report(planner: &mut Planner) {
                 acknowledged,
                 total,
             } => println!("client: {acknowledged}/{total} bytes acknowledged"),
-            Event::Retrying {
-                attempt, reason, ..
-            } => println!("client: retry #{attempt}: {reason}"),
+            Event::Retrying(retry) => {
+                println!("client: retry #{}: {}", retry.attempt, retry.reason);
+            }
             _ => {}
         }
     }

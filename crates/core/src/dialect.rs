@@ -210,11 +210,9 @@ impl Dialect {
             .find(|d| d.name.eq_ignore_ascii_case(name))
     }
 
-    /// This dialect with its answers' properties cased as `casing`.
-    #[must_use]
-    pub const fn with_casing(mut self, casing: Casing) -> Self {
-        self.casing = casing;
-        self
+    crate::const_setters! {
+        /// This dialect with its answers' properties cased as `casing`.
+        with_casing(casing: Casing);
     }
 
     /// This dialect with its `nextExpectedRanges` written in `forms`.
@@ -334,14 +332,10 @@ impl Dialect {
 }
 
 impl crate::session::Limits {
-    /// Takes the session rules of `dialect` (re-sends, fragment multiples, whether
-    /// the expiry slides).
-    #[must_use]
-    pub fn with_rules_of(mut self, dialect: &Dialect) -> Self {
-        self.reject_resend = dialect.reject_resend;
-        self.fragment_quantum = dialect.fragment_quantum;
-        self.sliding_expiry = dialect.sliding_expiry;
-        self
+    crate::setters! {
+        /// Takes the session rules of `dialect` (re-sends, fragment multiples, whether
+        /// the expiry slides).
+        with_rules_of(dialect: &Dialect) => reject_resend = dialect.reject_resend, fragment_quantum = dialect.fragment_quantum, sliding_expiry = dialect.sliding_expiry;
     }
 }
 

@@ -7,6 +7,7 @@ use std::fmt;
 
 use http::Method;
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+use serde::{Deserialize, Serialize};
 
 use crate::error::RequestError;
 
@@ -38,8 +39,9 @@ pub enum User {
     Id(String),
 }
 
-/// The kind of item an attachment hangs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// The kind of item an attachment hangs on (`"message"` or `"event"` in JSON).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum ItemKind {
     /// A message (`/messages`).
     Message,
@@ -395,6 +397,18 @@ impl Route {
 mod tests {
     use super::*;
 
+    #[test]
+    fn item_kinds_keep_their_stored_spelling() {
+        // Session records on disk and in PostgreSQL hold these strings.
+        for (kind, text) in [
+            (ItemKind::Message, "\"message\""),
+            (ItemKind::Event, "\"event\""),
+        ] {
+            assert_eq!(serde_json::to_string(&kind).unwrap(), text);
+            assert_eq!(serde_json::from_str::<ItemKind>(text).unwrap(), kind);
+        }
+    }
+
     fn item(version: Version, user: User, kind: ItemKind, id: &str) -> ItemPath {
         ItemPath {
             version,
@@ -532,12 +546,8 @@ mod tests {
 
     #[test]
     fn paths_we_write_parse_back() {
-        let it = item(
-            Version::Beta,
-            User::Id("first.last@contoso.com".into()),
-            ItemKind::Event,
-            "AAMk/=x",
-        );
+        let user = User::Id("first.last@contoso.com".into());
+        let it = item(Version::Beta, user, ItemKind::Event, "AAMk/=x");
         assert_eq!(
             Route::parse(&it.create_upload_session_path()),
             Ok(Route::CreateUploadSession(it.clone()))
@@ -554,12 +564,8 @@ mod tests {
 
     #[test]
     fn outlook_rest_locations_parse_back() {
-        let it = item(
-            Version::V1,
-            User::Id("a@b.com".into()),
-            ItemKind::Message,
-            "AAMk-1",
-        );
+        let user = User::Id("a@b.com".into());
+        let it = item(Version::V1, user, ItemKind::Message, "AAMk-1");
         assert_eq!(
             Route::parse(&it.outlook_attachment_path("AAMk-2")),
             Ok(Route::Attachment(it.clone(), "AAMk-2".into()))

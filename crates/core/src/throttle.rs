@@ -37,27 +37,13 @@ impl ThrottleLimits {
         upload_window: Duration::from_secs(300),
     };
 
-    /// Sets the requests allowed per window.
-    #[must_use]
-    pub const fn with_requests(mut self, requests: u32, window: Duration) -> Self {
-        self.requests = requests;
-        self.request_window = window;
-        self
-    }
-
-    /// Sets the requests in progress at once.
-    #[must_use]
-    pub const fn with_concurrent(mut self, concurrent: u32) -> Self {
-        self.concurrent = concurrent;
-        self
-    }
-
-    /// Sets the upload bytes allowed per window.
-    #[must_use]
-    pub const fn with_upload_bytes(mut self, bytes: u64, window: Duration) -> Self {
-        self.upload_bytes = bytes;
-        self.upload_window = window;
-        self
+    crate::const_setters! {
+        /// Sets the requests allowed per window.
+        with_requests(requests: u32, request_window: Duration);
+        /// Sets the requests in progress at once.
+        with_concurrent(concurrent: u32);
+        /// Sets the upload bytes allowed per window.
+        with_upload_bytes(upload_bytes: u64, upload_window: Duration);
     }
 }
 

@@ -121,19 +121,11 @@ impl AttachmentItem {
         }
     }
 
-    /// Sets the MIME type.
-    #[must_use]
-    pub fn with_content_type(mut self, content_type: impl Into<String>) -> Self {
-        self.content_type = Some(content_type.into());
-        self
-    }
-
-    /// Marks the attachment inline with the given content id.
-    #[must_use]
-    pub fn inline(mut self, content_id: impl Into<String>) -> Self {
-        self.is_inline = Some(true);
-        self.content_id = Some(content_id.into());
-        self
+    crate::setters! {
+        /// Sets the MIME type.
+        with_content_type(content_type: impl Into<String>) => content_type = Some(content_type.into());
+        /// Marks the attachment inline with the given content id.
+        inline(content_id: impl Into<String>) => is_inline = Some(true), content_id = Some(content_id.into());
     }
 
     /// The request body for createUploadSession, as Graph's documents write it.

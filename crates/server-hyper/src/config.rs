@@ -146,11 +146,9 @@ impl Config {
         }
     }
 
-    /// Sets the listen address.
-    #[must_use]
-    pub fn with_listen(mut self, listen: SocketAddr) -> Self {
-        self.listen = listen;
-        self
+    upsession_core::setters! {
+        /// Sets the listen address.
+        with_listen(listen: SocketAddr);
     }
 
     /// Serves https with the PEM certificate chain `cert` and its key `key`.
@@ -163,11 +161,9 @@ impl Config {
         self
     }
 
-    /// Sets where state lives.
-    #[must_use]
-    pub fn with_storage(mut self, storage: Storage) -> Self {
-        self.storage = storage;
-        self
+    upsession_core::setters! {
+        /// Sets where state lives.
+        with_storage(storage: Storage);
     }
 
     /// Adds an accepted bearer token.
@@ -177,11 +173,9 @@ impl Config {
         self
     }
 
-    /// Sets the public base URL.
-    #[must_use]
-    pub fn with_public_url(mut self, url: impl Into<String>) -> Self {
-        self.public_url = Some(url.into());
-        self
+    upsession_core::setters! {
+        /// Sets the public base URL.
+        with_public_url(url: impl Into<String>) => public_url = Some(url.into());
     }
 
     upsession_core::setters! {
@@ -193,60 +187,22 @@ impl Config {
         with_fsync(fsync: Fsync);
     }
 
-    /// Sets the header and body-idle timeouts.
-    #[must_use]
-    pub fn with_timeouts(mut self, header: Duration, body_idle: Duration) -> Self {
-        self.header_timeout = header;
-        self.body_idle_timeout = body_idle;
-        self
-    }
-
-    /// Refuses the fragment that would make a message's attachments exceed `bytes`.
-    #[must_use]
-    pub fn with_message_size_limit(mut self, bytes: u64) -> Self {
-        self.message_size_limit = Some(bytes);
-        self
-    }
-
-    /// Refuses (401) requests to an uploadUrl that carry an `Authorization` header.
-    #[must_use]
-    pub fn with_upload_authorization_refused(mut self) -> Self {
-        self.reject_upload_authorization = true;
-        self
-    }
-
-    /// Throttles as `limits` says (e.g. [`ThrottleLimits::OUTLOOK`]).
-    #[must_use]
-    pub fn with_throttle(mut self, limits: ThrottleLimits) -> Self {
-        self.throttle = Some(limits);
-        self
-    }
-
-    /// Injects faults as `plan` says.
-    #[must_use]
-    pub fn with_faults(mut self, plan: FaultPlan) -> Self {
-        self.faults = plan;
-        self
-    }
-
-    /// Enables `/_upsession/*` behind `token`.
-    #[must_use]
-    pub fn with_admin_token(mut self, token: impl Into<String>) -> Self {
-        self.admin_token = Some(token.into());
-        self
-    }
-
-    /// Sets the most connections open at once.
-    #[must_use]
-    pub fn with_max_connections(mut self, max: usize) -> Self {
-        self.max_connections = max.max(1);
-        self
-    }
-
-    /// Requires a bearer token on `/metrics`.
-    #[must_use]
-    pub fn with_metrics_token(mut self, token: impl Into<String>) -> Self {
-        self.metrics_token = Some(token.into());
-        self
+    upsession_core::setters! {
+        /// Sets the header and body-idle timeouts.
+        with_timeouts(header: Duration, body_idle: Duration) => header_timeout = header, body_idle_timeout = body_idle;
+        /// Refuses the fragment that would make a message's attachments exceed `bytes`.
+        with_message_size_limit(bytes: u64) => message_size_limit = Some(bytes);
+        /// Refuses (401) requests to an uploadUrl that carry an `Authorization` header.
+        with_upload_authorization_refused() => reject_upload_authorization = true;
+        /// Throttles as `limits` says (e.g. [`ThrottleLimits::OUTLOOK`]).
+        with_throttle(limits: ThrottleLimits) => throttle = Some(limits);
+        /// Injects faults as `plan` says.
+        with_faults(plan: FaultPlan) => faults = plan;
+        /// Enables `/_upsession/*` behind `token`.
+        with_admin_token(token: impl Into<String>) => admin_token = Some(token.into());
+        /// Sets the most connections open at once.
+        with_max_connections(max: usize) => max_connections = max.max(1);
+        /// Requires a bearer token on `/metrics`.
+        with_metrics_token(token: impl Into<String>) => metrics_token = Some(token.into());
     }
 }

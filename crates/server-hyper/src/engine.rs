@@ -25,7 +25,7 @@ use upsession_core::{ByteRange, ContentRange};
 
 use crate::metrics::Metrics;
 use crate::store::{
-    AttachmentRecord, ByteStream, ItemRecord, ItemView, Kind, Locked, SessionGuard, SessionRecord,
+    AttachmentRecord, ByteStream, ItemRecord, ItemView, Locked, SessionGuard, SessionRecord,
     SessionStore, StoreError, Wait,
 };
 
@@ -147,7 +147,7 @@ impl Engine {
     ) -> Result<ItemRecord, Failure> {
         let record = ItemRecord {
             id: random_id("AAMk"),
-            kind: kind.into(),
+            kind,
             subject,
             created: now,
         };
@@ -161,7 +161,7 @@ impl Engine {
     /// The item at `path` (of the kind the path names) and its attachments.
     pub(crate) async fn item(&self, path: &ItemPath) -> Result<ItemView, Failure> {
         match self.store.item(&path.id).await.map_err(storage_failure)? {
-            Some(view) if Kind::from(path.kind) == view.record.kind => Ok(view),
+            Some(view) if path.kind == view.record.kind => Ok(view),
             _ => Err(fail(RequestError::ItemNotFound)),
         }
     }
@@ -204,7 +204,7 @@ impl Engine {
         let record = SessionRecord {
             id: random_id(""),
             item_id: path.id.clone(),
-            kind: path.kind.into(),
+            kind: path.kind,
             beta: path.version == Version::Beta,
             user: match &path.user {
                 User::Me => None,

@@ -9,144 +9,73 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use upsession_core::Limits;
-use upsession_server_hyper::{Config, Fsync, Running, Server};
+use upsession_server_hyper::Config;
+use upsession_testbed::kit::{
+    Graph, TOKEN, TestServer, attachment, graph_error, location, seeded, sha256_hex, status_json,
+};
 
-const TOKEN: &str = "test-token";
 const MIB: usize = 1024 * 1024;
 
-struct Srv {
-    _server: Running,
-    addr: std::net::SocketAddr,
-    http: Client,
+/// This file's limits and timeouts on the kit's configuration.
+fn config(c: Config) -> Config {
+    c.with_limits(
+        Limits::default()
+            .with_min_size(10)
+            .with_max_size(100_000_000)
+            .with_max_fragment(4 * MIB as u64),
+    )
+    .with_timeouts(Duration::from_secs(5), Duration::from_secs(2))
 }
 
-async fn start(data_dir: &Path, f: impl FnOnce(Config) -> Config) -> Srv {
-    let config = Config::new(data_dir)
-        .with_listen("127.0.0.1:0".parse().unwrap())
-        .with_token(TOKEN)
-        .with_limits(
-            Limits::default()
-                .with_min_size(10)
-                .with_max_size(100_000_000)
-                .with_max_fragment(4 * MIB as u64),
-        )
-        .with_fsync(Fsync::Never)
-        .with_timeouts(Duration::from_secs(5), Duration::from_secs(2));
-    let server = Server::start(f(config)).await.unwrap();
-    Srv {
-        addr: server.local_addr(),
-        _server: server,
-        http: Client::new(),
-    }
+/// The kit's server with [`config`], then `change`.
+async fn start_with(change: impl FnOnce(Config) -> Config) -> TestServer {
+    TestServer::start_with(|c| change(config(c))).await
 }
 
-impl Srv {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}/v1.0{path}", self.addr)
-    }
-
-    async fn healthy(&self) {
-        // A new connection each time: a kept-alive one may be closed by the
-        // server's idle timeout just as it is reused, which says nothing of health.
-        let res = Client::builder()
-            .pool_max_idle_per_host(0)
-            .build()
-            .unwrap()
-            .get(format!("http://{}/healthz", self.addr))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200, "the server still answers /healthz");
-    }
-
-    /// A bearer request with a raw body; the status and the body as JSON (or null).
-    async fn graph(&self, method: Method, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
-        let res = self
-            .http
-            .request(method, self.url(path))
-            .bearer_auth(TOKEN)
-            .header("Content-Type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = res.status();
-        let bytes = res.bytes().await.unwrap();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
-
-    async fn draft(&self) -> String {
-        let (status, body) = self
-            .graph(Method::POST, "/me/messages", br#"{"subject":"s"}"#.to_vec())
-            .await;
-        assert_eq!(status, 201);
-        body["id"].as_str().unwrap().to_owned()
-    }
-
-    /// createUploadSession with `item` as the AttachmentItem.
-    async fn create(&self, draft: &str, item: Value) -> (StatusCode, Value) {
-        let body = serde_json::to_vec(&json!({ "AttachmentItem": item })).unwrap();
-        self.graph(
-            Method::POST,
-            &format!("/me/messages/{draft}/attachments/createUploadSession"),
-            body,
-        )
+/// Asserts that the server still answers `/healthz`.
+async fn healthy(srv: &TestServer) {
+    // A new connection each time: a kept-alive one may be closed by the
+    // server's idle timeout just as it is reused, which says nothing of health.
+    let res = Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+        .get(format!("{}/healthz", srv.origin()))
+        .send()
         .await
-    }
-
-    async fn session(&self, draft: &str, name: &str, size: usize) -> String {
-        let (status, json) = self
-            .create(
-                draft,
-                json!({"attachmentType": "file", "name": name, "size": size}),
-            )
-            .await;
-        assert_eq!(status, 201, "{json}");
-        json["uploadUrl"].as_str().unwrap().to_owned()
-    }
-
-    async fn put(&self, url: &str, data: &[u8], first: usize, last: usize) -> reqwest::Response {
-        self.http
-            .put(url)
-            .header(
-                "Content-Range",
-                format!("bytes {first}-{last}/{}", data.len()),
-            )
-            .body(data[first..=last].to_vec())
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// The first byte of the session's first expected range.
-    async fn next_expected(&self, url: &str) -> usize {
-        let res = self.http.get(url).send().await.unwrap();
-        assert_eq!(res.status(), 200);
-        let json: Value = res.json().await.unwrap();
-        let first = json["nextExpectedRanges"][0].as_str().unwrap();
-        first.split('-').next().unwrap().parse().unwrap()
-    }
+        .unwrap();
+    assert_eq!(res.status(), 200, "the server still answers /healthz");
 }
 
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    (0..len).map(|_| rng.u8(..)).collect()
+/// A bearer POST of a raw JSON body; the status and the body as JSON (or null).
+async fn post_raw(srv: &TestServer, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
+    let res = srv
+        .request(Method::POST, path)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    status_json(res).await
+}
+
+/// Asserts that an answer is `status` with a Graph error code: `code`, when given.
+fn assert_refused((got, body): &(StatusCode, Value), status: u16, code: Option<&str>, what: &str) {
+    assert_eq!(*got, status, "{what}: {body}");
+    match code {
+        Some(code) => assert_eq!(body["error"]["code"], code, "{what}"),
+        None => assert!(body["error"]["code"].is_string(), "{what}: {body}"),
+    }
 }
 
 /// The most specific Graph code of an answer (`innerError.code`, else `error.code`).
 async fn error_code(res: reqwest::Response) -> String {
     let status = res.status().as_u16();
     let body = res.bytes().await.unwrap();
-    upsession_testbed::kit::graph_error(status, &body)
-        .detail()
-        .to_owned()
+    graph_error(status, &body).detail().to_owned()
 }
 
 // ----- 1. a full disk -----
@@ -218,16 +147,17 @@ async fn a_full_disk_answers_507_counts_nothing_and_the_upload_resumes_once_spac
         }
     };
     let data_dir = mount.path().join("data");
-    let srv = start(&data_dir, |c| c).await;
+    let srv = TestServer::start_in(&data_dir, config).await;
     // Fill most of the disk: 8 MiB remain for two sessions' bytes and the records.
     let filler = mount.path().join("filler");
     std::fs::write(&filler, vec![7u8; 16 * MIB]).unwrap();
 
     let draft = srv.draft().await;
-    let a = data(12 * MIB, 1);
-    let b = data(2 * MIB, 2);
-    let url_a = srv.session(&draft, "a.bin", a.len()).await;
-    let url_b = srv.session(&draft, "b.bin", b.len()).await;
+    let a = seeded(12 * MIB, 1);
+    let b = seeded(2 * MIB, 2);
+    let item = format!("/me/messages/{draft}");
+    let url_a = srv.upload_session(&item, "a.bin", a.len()).await;
+    let url_b = srv.upload_session(&item, "b.bin", b.len()).await;
     assert_eq!(srv.put(&url_b, &b, 0, MIB - 1).await.status(), 200);
 
     // Fragments of A until one does not fit (bounded: A is larger than the free space).
@@ -254,75 +184,52 @@ async fn a_full_disk_answers_507_counts_nothing_and_the_upload_resumes_once_spac
     println!("disk full after {start_at} bytes of A: {status} {code}");
     assert_eq!(
         srv.next_expected(&url_a).await,
-        start_at,
+        Some(start_at),
         "the refused fragment is not counted"
     );
 
     // The other session still answers; a fragment either fits or is refused cleanly.
-    assert_eq!(srv.next_expected(&url_b).await, MIB);
+    assert_eq!(srv.next_expected(&url_b).await, Some(MIB));
     let res = srv.put(&url_b, &b, MIB, 2 * MIB - 1).await;
     let b_done = match res.status() {
         StatusCode::CREATED => true,
         StatusCode::INSUFFICIENT_STORAGE => {
-            assert_eq!(srv.next_expected(&url_b).await, MIB);
+            assert_eq!(srv.next_expected(&url_b).await, Some(MIB));
             false
         }
         other => panic!("session B answered {other}: {}", error_code(res).await),
     };
     println!("session B on the full disk: done={b_done}");
-    srv.healthy().await;
+    healthy(&srv).await;
 
     // Free space: the same uploads resume where the server says and complete.
     std::fs::remove_file(&filler).unwrap();
     if !b_done {
         assert_eq!(srv.put(&url_b, &b, MIB, 2 * MIB - 1).await.status(), 201);
     }
-    let mut from = srv.next_expected(&url_a).await;
-    assert_eq!(from, start_at);
-    let mut done = None;
-    for _ in 0..12 {
-        let last = (from + MIB).min(a.len()) - 1;
-        let res = srv.put(&url_a, &a, from, last).await;
-        if last + 1 == a.len() {
-            done = Some(res);
-            break;
-        }
-        assert_eq!(res.status(), 200);
-        from = last + 1;
-    }
-    let done = done.expect("bounded loop reaches the end");
+    assert_eq!(srv.next_expected(&url_a).await, Some(start_at));
+    let done = srv.upload_from(&url_a, &a, start_at, MIB, |_| {}).await;
     println!(
         "left in tmp/: {:?}",
         std::fs::read_dir(data_dir.join("tmp")).unwrap().count()
     );
     assert_eq!(done.status(), 201);
-    let location = done.headers()["location"].to_str().unwrap().to_owned();
+    let location = location(&done);
     let path = location.split_once("/v1.0").unwrap().1;
-    for (path, want) in [(path.to_owned(), &a)] {
-        let value = srv
-            .http
-            .get(srv.url(&format!("{path}/$value")))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(value.status(), 200);
-        assert_eq!(
-            Sha256::digest(value.bytes().await.unwrap()),
-            Sha256::digest(want),
-            "exact bytes after the disk was full"
-        );
-    }
+    assert_eq!(
+        sha256_hex(&srv.download(&srv.url(path)).await),
+        sha256_hex(&a),
+        "exact bytes after the disk was full"
+    );
 }
 
 // ----- 2. hostile input -----
 
 #[tokio::test]
 async fn oversized_headers_are_refused_and_the_server_stays_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let srv = start(dir.path(), |c| c).await;
+    let srv = start_with(|c| c).await;
     for size in [60 * 1024, 65 * 1024, 100 * 1024, 1024 * 1024] {
-        let mut stream = TcpStream::connect(srv.addr).await.unwrap();
+        let mut stream = TcpStream::connect(srv.addr()).await.unwrap();
         // The accepted one asks to close, so the answer ends without a keep-alive wait;
         // refused ones are closed by the server.
         let close = if size < 64 * 1024 {
@@ -360,14 +267,13 @@ async fn oversized_headers_are_refused_and_the_server_stays_up() {
                 "{answer}"
             );
         }
-        srv.healthy().await;
+        healthy(&srv).await;
     }
 }
 
 #[tokio::test]
 async fn huge_deep_and_non_utf8_json_bodies_are_refused_with_graph_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let srv = start(dir.path(), |c| c).await;
+    let srv = start_with(|c| c).await;
     let draft = srv.draft().await;
     let create = format!("/me/messages/{draft}/attachments/createUploadSession");
 
@@ -375,46 +281,38 @@ async fn huge_deep_and_non_utf8_json_bodies_are_refused_with_graph_errors() {
     let mut huge = br#"{"AttachmentItem":{"attachmentType":"file","size":100,"name":""#.to_vec();
     huge.extend(std::iter::repeat_n(b'a', 100 * 1024));
     huge.extend(br#""}}"#);
-    let (status, body) = srv.graph(Method::POST, &create, huge).await;
-    assert_eq!(status, 413, "{body}");
-    assert_eq!(body["error"]["code"], "RequestEntityTooLarge");
+    let answer = post_raw(&srv, &create, huge).await;
+    assert_refused(&answer, 413, Some("RequestEntityTooLarge"), "over 64 KiB");
 
     // Deep nesting within the size limit: a parse error, not a stack overflow.
     for path in [create.as_str(), "/me/messages"] {
         let mut deep = br#"{"AttachmentItem":"#.to_vec();
         deep.extend(std::iter::repeat_n(b'[', 60_000));
-        let (status, body) = srv.graph(Method::POST, path, deep).await;
-        assert_eq!(status, 400, "{path}: {body}");
-        assert!(body["error"]["code"].is_string());
+        assert_refused(&post_raw(&srv, path, deep).await, 400, None, path);
         // 100,000 brackets pass the size limit first.
-        let (status, _) = srv.graph(Method::POST, path, vec![b'['; 100_000]).await;
+        let (status, _) = post_raw(&srv, path, vec![b'['; 100_000]).await;
         assert!(status == 413 || status == 400, "{path}: {status}");
     }
 
     // Not UTF-8.
     let bad = b"{\"AttachmentItem\":{\"attachmentType\":\"file\",\"size\":100,\"name\":\"\xff\xfe.bin\"}}";
-    let (status, body) = srv.graph(Method::POST, &create, bad.to_vec()).await;
-    assert_eq!(status, 400, "{body}");
-    assert!(body["error"]["code"].is_string());
+    let answer = post_raw(&srv, &create, bad.to_vec()).await;
+    assert_refused(&answer, 400, None, "not UTF-8");
 
     // 10 GB declared.
-    let (status, body) = srv
-        .create(
-            &draft,
-            json!({"attachmentType": "file", "name": "big", "size": 10_000_000_000u64}),
-        )
+    let item = format!("/me/messages/{draft}");
+    let answer = srv
+        .create_session(&item, attachment("big", 10_000_000_000))
         .await;
-    assert_eq!(status, 413, "{body}");
-    assert_eq!(body["error"]["code"], "ErrorAttachmentSizeExceeded");
-    srv.healthy().await;
+    assert_refused(&answer, 413, Some("ErrorAttachmentSizeExceeded"), "10 GB");
+    healthy(&srv).await;
 }
 
 #[tokio::test]
 async fn negative_and_overflowing_content_ranges_are_400() {
-    let dir = tempfile::tempdir().unwrap();
-    let srv = start(dir.path(), |c| c).await;
+    let srv = start_with(|c| c).await;
     let draft = srv.draft().await;
-    let url = srv.session(&draft, "f.bin", 3000).await;
+    let url = srv.session(&draft, 3000).await;
     for range in [
         "bytes -5-10/3000",
         "bytes 0--10/3000",
@@ -438,8 +336,12 @@ async fn negative_and_overflowing_content_ranges_are_400() {
         assert_eq!(status, 400, "{range}: {code}");
         assert_eq!(code, "invalidRange", "{range}");
     }
-    assert_eq!(srv.next_expected(&url).await, 0, "nothing was counted");
-    srv.healthy().await;
+    assert_eq!(
+        srv.next_expected(&url).await,
+        Some(0),
+        "nothing was counted"
+    );
+    healthy(&srv).await;
 }
 
 /// Every file under `root`, relative.
@@ -462,8 +364,8 @@ fn files_under(root: &Path) -> Vec<PathBuf> {
 async fn attachment_names_are_display_names_never_paths() {
     let outer = tempfile::tempdir().unwrap();
     let data_dir = outer.path().join("data");
-    let srv = start(&data_dir, |c| c).await;
-    let draft = srv.draft().await;
+    let srv = TestServer::start_in(&data_dir, config).await;
+    let item = format!("/me/messages/{}", srv.draft().await);
 
     for bad in [
         "a\u{1}b".to_owned(),
@@ -473,17 +375,16 @@ async fn attachment_names_are_display_names_never_paths() {
         "x".repeat(2000),
         "x".repeat(1025),
     ] {
-        let (status, body) = srv
-            .create(
-                &draft,
-                json!({"attachmentType": "file", "name": bad, "size": 100}),
-            )
-            .await;
-        assert_eq!(status, 400, "{:?}: {body}", &bad[..bad.len().min(20)]);
-        assert!(body["error"]["code"].is_string());
+        let answer = srv.create_session(&item, attachment(&bad, 100)).await;
+        assert_refused(
+            &answer,
+            400,
+            None,
+            &format!("{:?}", &bad[..bad.len().min(20)]),
+        );
     }
 
-    let payload = data(100, 3);
+    let payload = seeded(100, 3);
     for name in [
         "../x".to_owned(),
         "../../etc/passwd".to_owned(),
@@ -492,22 +393,15 @@ async fn attachment_names_are_display_names_never_paths() {
         "a/../../b\\..\\c".to_owned(),
         "y".repeat(1024),
     ] {
-        let url = srv.session(&draft, &name, payload.len()).await;
+        let url = srv.upload_session(&item, &name, payload.len()).await;
         let res = srv.put(&url, &payload, 0, payload.len() - 1).await;
         assert_eq!(res.status(), 201);
-        let location = res.headers()["location"].to_str().unwrap().to_owned();
-        let path = location.split_once("/v1.0").unwrap().1.to_owned();
-        let (status, meta) = srv.graph(Method::GET, &path, Vec::new()).await;
+        let location = location(&res);
+        let path = location.split_once("/v1.0").unwrap().1;
+        let (status, meta) = srv.call(Method::GET, path, None).await;
         assert_eq!(status, 200);
         assert_eq!(meta["name"], name.as_str(), "the name comes back unchanged");
-        let value = srv
-            .http
-            .get(srv.url(&format!("{path}/$value")))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(value.bytes().await.unwrap().as_ref(), payload.as_slice());
+        assert_eq!(srv.download(&srv.url(path)).await, payload);
     }
 
     // Nothing outside the data directory, and every stored name is one of ours.
@@ -527,23 +421,20 @@ async fn attachment_names_are_display_names_never_paths() {
             file.display()
         );
     }
-    srv.healthy().await;
+    healthy(&srv).await;
 }
 
 // ----- 3. slowloris -----
 
 #[tokio::test]
 async fn headers_sent_a_byte_at_a_time_are_cut_off_and_others_are_served_meanwhile() {
-    let dir = tempfile::tempdir().unwrap();
-    let srv = start(dir.path(), |c| {
-        c.with_timeouts(Duration::from_millis(500), Duration::from_secs(2))
-    })
-    .await;
+    let srv =
+        start_with(|c| c.with_timeouts(Duration::from_millis(500), Duration::from_secs(2))).await;
     let head = format!(
         "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
         "p".repeat(200)
     );
-    let stream = TcpStream::connect(srv.addr).await.unwrap();
+    let stream = TcpStream::connect(srv.addr()).await.unwrap();
     let (mut rd, mut wr) = stream.into_split();
     // The reader ends when the server closes the connection (or answers).
     let reader = tokio::spawn(async move {
@@ -564,7 +455,7 @@ async fn headers_sent_a_byte_at_a_time_are_cut_off_and_others_are_served_meanwhi
     });
     // Meanwhile, others are served.
     for _ in 0..5 {
-        srv.healthy().await;
+        healthy(&srv).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let got = reader.await.unwrap();
@@ -583,7 +474,7 @@ async fn headers_sent_a_byte_at_a_time_are_cut_off_and_others_are_served_meanwhi
         sent < total,
         "closed before the headers were complete ({sent} of {total} bytes)"
     );
-    srv.healthy().await;
+    healthy(&srv).await;
 }
 
 // ----- 4. many idle connections -----
@@ -604,12 +495,9 @@ fn fd_limit() -> usize {
 
 #[tokio::test]
 async fn a_thousand_idle_connections_do_not_stop_service_and_are_released() {
-    let dir = tempfile::tempdir().unwrap();
-    let srv = start(dir.path(), |c| {
-        c.with_timeouts(Duration::from_millis(500), Duration::from_secs(2))
-    })
-    .await;
-    srv.healthy().await;
+    let srv =
+        start_with(|c| c.with_timeouts(Duration::from_millis(500), Duration::from_secs(2))).await;
+    healthy(&srv).await;
     let before = open_fds();
     // Each connection costs two descriptors here: the client's and the server's.
     let room = fd_limit().saturating_sub(before + 200) / 2;
@@ -617,9 +505,9 @@ async fn a_thousand_idle_connections_do_not_stop_service_and_are_released() {
     assert!(n >= 100, "fd limit too low for this test: {}", fd_limit());
     let mut conns = Vec::with_capacity(n);
     for _ in 0..n {
-        conns.push(TcpStream::connect(srv.addr).await.unwrap());
+        conns.push(TcpStream::connect(srv.addr()).await.unwrap());
     }
-    srv.healthy().await;
+    healthy(&srv).await;
 
     // The server closes idle connections on its own (header timeout), bounded wait.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -632,7 +520,7 @@ async fn a_thousand_idle_connections_do_not_stop_service_and_are_released() {
         }
     }
     println!("{closed_by_server} of {n} idle connections closed by the server");
-    srv.healthy().await;
+    healthy(&srv).await;
     drop(conns);
 
     // Bounded wait for the descriptors to be released.
@@ -650,21 +538,20 @@ async fn a_thousand_idle_connections_do_not_stop_service_and_are_released() {
         closed_by_server, n,
         "idle connections that send nothing are closed by the header timeout"
     );
-    srv.healthy().await;
+    healthy(&srv).await;
 }
 
 #[tokio::test]
 async fn connections_past_the_limit_get_a_503_before_their_request_is_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let srv = start(dir.path(), |c| c.with_max_connections(8)).await;
+    let srv = start_with(|c| c.with_max_connections(8)).await;
     // Eight connections hold every slot (idle: the header timeout is 5 s here).
     let mut held = Vec::new();
     for _ in 0..8 {
-        held.push(TcpStream::connect(srv.addr).await.unwrap());
+        held.push(TcpStream::connect(srv.addr()).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     // The ninth sends a fragment's headers and body; the answer comes unread.
-    let mut extra = TcpStream::connect(srv.addr).await.unwrap();
+    let mut extra = TcpStream::connect(srv.addr()).await.unwrap();
     let _ = extra
         .write_all(b"PUT /uploads/x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd")
         .await;
@@ -685,7 +572,7 @@ async fn connections_past_the_limit_get_a_503_before_their_request_is_read() {
     for _ in 0..50 {
         if srv
             .http
-            .get(format!("http://{}/healthz", srv.addr))
+            .get(format!("{}/healthz", srv.origin()))
             .send()
             .await
             .is_ok_and(|r| r.status() == 200)
@@ -702,16 +589,13 @@ async fn connections_past_the_limit_get_a_503_before_their_request_is_read() {
 
 #[tokio::test]
 async fn a_token_differing_only_in_its_last_byte_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let srv = start(dir.path(), |c| c).await;
+    let srv = start_with(|c| c).await;
     let mut near = TOKEN.as_bytes().to_vec();
     *near.last_mut().unwrap() ^= 1;
     let near = String::from_utf8(near).unwrap();
     for token in [near.as_str(), "test-toke", "test-token-", "TEST-TOKEN"] {
-        let res = srv
-            .http
-            .post(srv.url("/me/messages"))
-            .bearer_auth(token)
+        let res = Graph::new(srv.base(), token)
+            .request(Method::POST, "/me/messages")
             .json(&json!({"subject": "x"}))
             .send()
             .await
@@ -724,12 +608,9 @@ async fn a_token_differing_only_in_its_last_byte_is_refused() {
 
 #[tokio::test]
 async fn a_keep_alive_connection_left_idle_after_a_request_is_closed() {
-    let dir = tempfile::tempdir().unwrap();
-    let srv = start(dir.path(), |c| {
-        c.with_timeouts(Duration::from_millis(500), Duration::from_secs(2))
-    })
-    .await;
-    let mut stream = TcpStream::connect(srv.addr).await.unwrap();
+    let srv =
+        start_with(|c| c.with_timeouts(Duration::from_millis(500), Duration::from_secs(2))).await;
+    let mut stream = TcpStream::connect(srv.addr()).await.unwrap();
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .await

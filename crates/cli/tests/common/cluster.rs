@@ -104,5 +104,5 @@ fn node(
         public_url,
     ];
     args.extend_from_slice(extra);
-    Serve::start_with_env(dir, listen, &args, &garage.env())
+    super::serve_with_env(dir, listen, &args, &garage.env())
 }

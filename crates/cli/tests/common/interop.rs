@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+use upsession_testbed::kit::{client_trusting, download, self_signed, sha256_hex};
 
 use super::Serve;
 
@@ -37,6 +37,49 @@ pub(crate) fn target_dir() -> PathBuf {
 /// The folder of the interop scripts.
 pub(crate) fn interop_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
+}
+
+/// An SDK installed into `target/{name}` from the pinned file `pins`: reused while
+/// the stamp `{name}/{stamp}` holds the pins' SHA-256 and `provides` (a path inside)
+/// exists, else made by `install(dir)`. Returns `provides`.
+pub(crate) fn install_pinned(
+    name: &str,
+    pins: &Path,
+    stamp: &str,
+    provides: PathBuf,
+    install: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<PathBuf, String> {
+    let pinned = fs::read(pins).unwrap_or_else(|e| panic!("{}: {e}", pins.display()));
+    let want = format!("{}\n", sha256_hex(&pinned));
+    let dir = target_dir().join(name);
+    let stamp = dir.join(stamp);
+    // Test runners start each test in its own process, at the same time: one
+    // installs while the others wait on this lock, then reuse what it made.
+    fs::create_dir_all(target_dir())
+        .map_err(|e| format!("cannot create the target directory: {e}"))?;
+    let lock = fs::File::create(target_dir().join(format!("{name}.lock")))
+        .map_err(|e| format!("cannot create the install lock: {e}"))?;
+    lock.lock()
+        .map_err(|e| format!("cannot take the install lock: {e}"))?;
+    if provides.exists() && fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
+        eprintln!("reusing {} (its pins are unchanged)", dir.display());
+        return Ok(provides);
+    }
+    eprintln!("installing the pinned SDK into {}", dir.display());
+    install(&dir)?;
+    fs::write(&stamp, want).expect("the install stamp can be written");
+    Ok(provides)
+}
+
+/// Runs an installation step, `what`, to its end or `timeout`; `Err` says why it
+/// failed.
+pub(crate) fn install_step(cmd: &mut Command, timeout: Duration, what: &str) -> Result<(), String> {
+    let ran = run(cmd, timeout).map_err(|e| format!("cannot run {what}: {e}"))?;
+    if ran.ok() {
+        Ok(())
+    } else {
+        Err(ran.describe(what))
+    }
 }
 
 /// A tool is not usable here: a failure under CI, a skip otherwise.
@@ -184,6 +227,22 @@ impl Live {
         None
     }
 
+    /// [`Live::wait_for`] that must see the line; else the script is stopped and
+    /// its output (`what`: when) is the panic's message.
+    pub(crate) fn expect_line(
+        mut self,
+        prefix: &str,
+        n: usize,
+        limit: Duration,
+        what: &str,
+    ) -> Self {
+        if self.wait_for(prefix, n, limit).is_none() {
+            let ran = self.finish(Duration::ZERO);
+            panic!("{}", ran.describe(&format!("the script ({what})")));
+        }
+        self
+    }
+
     /// Waits for the script to end (at most `limit`; then it is killed).
     pub(crate) fn finish(mut self, limit: Duration) -> Ran {
         let deadline = Instant::now() + limit;
@@ -217,10 +276,6 @@ pub(crate) struct TestFile {
     pub(crate) size: usize,
 }
 
-pub(crate) fn sha256_hex(data: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(data))
-}
-
 /// Random files of `sizes` in `dir`, the same for a seed.
 pub(crate) fn files(dir: &Path, sizes: &[(&str, usize)], seed: u64) -> Vec<TestFile> {
     let mut rng = fastrand::Rng::with_seed(seed);
@@ -240,16 +295,6 @@ pub(crate) fn files(dir: &Path, sizes: &[(&str, usize)], seed: u64) -> Vec<TestF
         .collect()
 }
 
-/// An HTTP client that trusts `root_pem` (a test's self-signed certificate).
-pub(crate) fn http_client(root_pem: Option<&str>) -> reqwest::Client {
-    let mut builder = reqwest::Client::builder();
-    if let Some(pem) = root_pem {
-        builder =
-            builder.add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap());
-    }
-    builder.build().unwrap()
-}
-
 /// Checks a script's results against the files, and downloads each attachment from
 /// its `Location` to compare again from this side.
 pub(crate) fn check_results(results: &[Value], files: &[TestFile], root_pem: Option<&str>) {
@@ -258,13 +303,13 @@ pub(crate) fn check_results(results: &[Value], files: &[TestFile], root_pem: Opt
         .enable_all()
         .build()
         .unwrap();
-    let http = http_client(root_pem);
+    let http = root_pem.map_or_else(reqwest::Client::new, client_trusting);
     for (file, result) in files.iter().zip(results) {
         let name = file.path.display();
         assert_eq!(result["size"], file.size, "{name}");
         assert_eq!(result["sha256"], *file.sha256, "{name}");
         let location = result["location"].as_str().expect("a Location");
-        let bytes = rt.block_on(super::download(&http, location, TOKEN));
+        let bytes = rt.block_on(download(&http, location, TOKEN));
         assert_eq!(bytes.len(), file.size, "{name}");
         assert_eq!(sha256_hex(&bytes), file.sha256, "{name}");
         eprintln!(
@@ -274,47 +319,74 @@ pub(crate) fn check_results(results: &[Value], files: &[TestFile], root_pem: Opt
     }
 }
 
-/// A self-signed certificate for 127.0.0.1 and localhost in `dir`: (cert path, key
-/// path, cert PEM).
-pub(crate) fn self_signed(dir: &Path) -> (PathBuf, PathBuf, String) {
-    let rcgen::CertifiedKey { cert, signing_key } =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    fs::write(&cert_path, cert.pem()).unwrap();
-    fs::write(&key_path, signing_key.serialize_pem()).unwrap();
-    (cert_path, key_path, cert.pem())
+/// The certificate of an https [`SdkServer`]; its directory lives as long.
+struct Certificate {
+    cert: PathBuf,
+    pem: String,
+    _dir: tempfile::TempDir,
 }
 
 /// `upsession serve` for an SDK: a fixed port (so a restart keeps the uploadUrls),
-/// `data` for state, and `extra` flags.
+/// `data` for state, `extra` flags, and https with a certificate made here when
+/// asked.
 pub(crate) struct SdkServer {
-    pub(crate) serve: Option<Serve>,
+    serve: Option<Serve>,
     data: PathBuf,
     listen: String,
     args: Vec<String>,
+    tls: Option<Certificate>,
 }
 
 impl SdkServer {
-    pub(crate) fn start(data: &Path, extra: &[&str]) -> Self {
+    pub(crate) fn start(data: &Path, https: bool, extra: &[&str]) -> Self {
         let port = upsession_testbed::free_port().unwrap();
         let mut args: Vec<String> = ["--token", TOKEN, "--fsync", "never"]
             .iter()
             .map(|s| (*s).to_owned())
             .collect();
+        let tls = https.then(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let (cert, key, pem) = self_signed(dir.path());
+            for (flag, path) in [("--tls-cert", &cert), ("--tls-key", &key)] {
+                args.extend([flag.to_owned(), path.display().to_string()]);
+            }
+            Certificate {
+                cert,
+                pem,
+                _dir: dir,
+            }
+        });
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let mut server = Self {
             serve: None,
             data: data.to_owned(),
             listen: format!("127.0.0.1:{port}"),
             args,
+            tls,
         };
         server.restart();
+        let scheme = if https { "https" } else { "http" };
+        let base = server.base();
+        assert!(
+            base.starts_with(&format!("{scheme}://127.0.0.1:")),
+            "{base}"
+        );
         server
     }
 
     /// The Graph base URL (`http(s)://127.0.0.1:PORT/v1.0`).
     pub(crate) fn base(&self) -> String {
         self.serve.as_ref().expect("running").base.clone()
+    }
+
+    /// The certificate file of an https server.
+    pub(crate) fn cert(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|t| t.cert.as_path())
+    }
+
+    /// The certificate of an https server, as PEM.
+    pub(crate) fn root_pem(&self) -> Option<&str> {
+        self.tls.as_ref().map(|t| t.pem.as_str())
     }
 
     /// kill -9: no shutdown, no flush; what was answered must be on disk already.
@@ -327,7 +399,7 @@ impl SdkServer {
     /// Starts it (again) on the same port and data directory.
     pub(crate) fn restart(&mut self) {
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        self.serve = Some(Serve::start(&self.data, &self.listen, &args));
+        self.serve = Some(super::serve(&self.data, &self.listen, &args));
     }
 }
 
@@ -341,27 +413,98 @@ pub(crate) fn kill_under(
     limit: Duration,
 ) -> Ran {
     let started = Instant::now();
-    let mut live = Live::spawn(script);
-    let answered = live.wait_for("ANSWERED", after, limit);
-    assert!(
-        answered.is_some(),
-        "{}",
-        live.finish(Duration::ZERO)
-            .describe("the script (before the kill)")
-    );
+    let live = Live::spawn(script).expect_line("ANSWERED", after, limit, "before the kill");
     server.kill9();
     eprintln!(
         "killed the server (kill -9) after {after} answered fragments, at {:.1?}",
         started.elapsed()
     );
-    let interrupted = live.wait_for("INTERRUPTED", 1, limit);
-    assert!(
-        interrupted.is_some(),
-        "{}",
-        live.finish(Duration::ZERO)
-            .describe("the script (after the kill)")
-    );
+    let live = live.expect_line("INTERRUPTED", 1, limit, "after the kill");
     server.restart();
     eprintln!("restarted the server at {:.1?}", started.elapsed());
     live.finish(limit.saturating_sub(started.elapsed()))
 }
+
+/// How long an SDK's upload script may take.
+pub(crate) const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// An official SDK's upload script, as the interop tests drive it.
+pub(crate) struct Sdk {
+    /// The script's file name in `tests/interop`; it names the test in messages.
+    pub(crate) script: &'static str,
+    /// Whether the server must serve https.
+    pub(crate) https: bool,
+    /// Installs the SDK where missing: the program the script runs under, or why
+    /// there is none.
+    pub(crate) install: fn() -> Result<PathBuf, String>,
+    /// The script's command: under `program`, against `server`, with `flags`, for
+    /// `files`.
+    pub(crate) command:
+        fn(program: &Path, server: &SdkServer, flags: &[&str], files: &[TestFile]) -> Command,
+}
+
+impl Sdk {
+    /// The program the script runs under, or `None` once the SDK is reported
+    /// [`unavailable`].
+    pub(crate) fn program(&self) -> Option<PathBuf> {
+        (self.install)()
+            .map_err(|why| unavailable(&format!("the {} interop test", self.script), &why))
+            .ok()
+    }
+
+    /// Asserts that the script succeeded, printing how it ran either way.
+    pub(crate) fn expect_success(&self, ran: &Ran, what: &str) {
+        eprintln!("{}", ran.describe(what));
+        assert!(ran.ok(), "the SDK upload failed: {}", ran.describe(what));
+    }
+
+    /// The SDK at its defaults uploads the three sizes to a server started with
+    /// `extra` flags.
+    pub(crate) fn uploads_at_defaults(&self, extra: &[&str], seed: u64) {
+        let started = Instant::now();
+        let Some(program) = self.program() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let server = SdkServer::start(&dir.path().join("data"), self.https, extra);
+        let files = files(dir.path(), &SIZES, seed);
+        let mut script = (self.command)(&program, &server, &[], &files);
+        let ran = run(&mut script, SCRIPT_TIMEOUT).expect("the script runs");
+        self.expect_success(&ran, self.script);
+        check_results(&ran.results(), &files, server.root_pem());
+        eprintln!("whole test {:.1?}", started.elapsed());
+    }
+
+    /// The server is killed (SIGKILL) mid-upload of a 33 MiB + 7 B file; the
+    /// script resumes with the SDK's own means once it is back. Nothing
+    /// acknowledged is lost.
+    pub(crate) fn resumes_after_kill9(&self, extra: &[&str], seed: u64) {
+        let Some(program) = self.program() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = SdkServer::start(&dir.path().join("data"), self.https, extra);
+        let files = files(dir.path(), &SIZES[1..2], seed);
+        let mut script = (self.command)(&program, &server, &["--resume"], &files);
+        let ran = kill_under(&mut server, &mut script, 2, SCRIPT_TIMEOUT);
+        self.expect_success(&ran, &format!("{} --resume", self.script));
+        let results = ran.results();
+        assert_eq!(results[0]["interruptions"], 1, "{results:?}");
+        check_results(&results, &files, server.root_pem());
+    }
+}
+
+/// The four tests every SDK gets, each named for what it shows: `SDK` uploads at
+/// its defaults to the default server and in the outlook dialect, and resumes
+/// after a kill -9 of either; each with its seed.
+#[allow(unused_macros)] // each test file that shares `common` uses a part
+macro_rules! sdk_tests {
+    ($sdk:expr; $($test:ident: $run:ident($($flag:literal),*), $seed:literal;)*) => {$(
+        #[test]
+        fn $test() {
+            $sdk.$run(&[$($flag),*], $seed);
+        }
+    )*};
+}
+#[allow(unused_imports)]
+pub(crate) use sdk_tests;

@@ -34,32 +34,15 @@ impl UploadOptions {
         Self::default()
     }
 
-    /// Sets the attachment's name.
-    #[must_use]
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-
-    /// Sets the MIME type.
-    #[must_use]
-    pub fn content_type(mut self, content_type: impl Into<String>) -> Self {
-        self.content_type = Some(content_type.into());
-        self
-    }
-
-    /// Makes the attachment inline, referred to as `cid:{content_id}`.
-    #[must_use]
-    pub fn inline(mut self, content_id: impl Into<String>) -> Self {
-        self.content_id = Some(content_id.into());
-        self
-    }
-
-    /// Reports progress to `sink`.
-    #[must_use]
-    pub fn progress(mut self, sink: ProgressSink) -> Self {
-        self.progress = sink;
-        self
+    upsession_core::setters! {
+        /// Sets the attachment's name.
+        name(name: impl Into<String>) => name = Some(name.into());
+        /// Sets the MIME type.
+        content_type(content_type: impl Into<String>) => content_type = Some(content_type.into());
+        /// Makes the attachment inline, referred to as `cid:{content_id}`.
+        inline(content_id: impl Into<String>) => content_id = Some(content_id.into());
+        /// Reports progress to `sink`.
+        progress(sink: ProgressSink) => progress = sink;
     }
 
     /// Reports progress to a callback.
@@ -72,11 +55,9 @@ impl UploadOptions {
         self
     }
 
-    /// Saves the resume state to `path`.
-    #[must_use]
-    pub fn state_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.state_file = Some(path.into());
-        self
+    upsession_core::setters! {
+        /// Saves the resume state to `path`.
+        state_file(path: impl Into<PathBuf>) => state_file = Some(path.into());
     }
 
     /// The attachment's metadata, named `default_name` unless a name was given.

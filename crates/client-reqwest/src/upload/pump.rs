@@ -236,17 +236,9 @@ impl Job<'_> {
                         total,
                     });
                 }
-                Event::Retrying {
-                    attempt,
-                    wait,
-                    reason,
-                } => {
-                    tracing::info!(file = %self.label, attempt, ?wait, %reason, "retrying");
-                    self.emit(ProgressKind::Retrying {
-                        attempt,
-                        wait,
-                        reason,
-                    });
+                Event::Retrying(retry) => {
+                    tracing::info!(file = %self.label, attempt = retry.attempt, wait = ?retry.wait, reason = %retry.reason, "retrying");
+                    self.emit(ProgressKind::Retrying(retry));
                 }
                 Event::FragmentShrunk { fragment_size } => {
                     tracing::info!(file = %self.label, fragment_size, "fragments shrunk after a 413");

@@ -104,18 +104,11 @@ impl Default for FakeOptions {
 }
 
 impl FakeOptions {
-    /// Sets the listen address.
-    #[must_use]
-    pub fn with_listen(mut self, listen: SocketAddr) -> Self {
-        self.listen = listen;
-        self
-    }
-
-    /// Sets the accepted bearer token.
-    #[must_use]
-    pub fn with_token(mut self, token: impl Into<String>) -> Self {
-        self.token = token.into();
-        self
+    upsession_core::setters! {
+        /// Sets the listen address.
+        with_listen(listen: SocketAddr);
+        /// Sets the accepted bearer token.
+        with_token(token: impl Into<String>) => token = token.into();
     }
 
     upsession_core::setters! {
@@ -134,11 +127,9 @@ impl FakeOptions {
         self
     }
 
-    /// Sets the seed of ids and credentials.
-    #[must_use]
-    pub fn with_seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
-        self
+    upsession_core::setters! {
+        /// Sets the seed of ids and credentials.
+        with_seed(seed: u64);
     }
 }
 

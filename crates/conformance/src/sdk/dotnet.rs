@@ -27,18 +27,16 @@
 //!   not catch it, so it leaves `UploadAsync` at once. The application then calls
 //!   `ResumeAsync`: `UpdateSessionStatusAsync` (`GET`), the expiry, `UploadAsync`.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde_json::Value;
-use upsession_core::time::parse_graph_time;
 
+use super::passes::{self, Pass, Tries, UploadResult};
 use super::retry::{Middleware, Retry};
-use super::{Answer, Body, Profile, Request, SdkModel, Step, field, quoted, strings};
+use super::{Answer, Body, Profile, Request, SdkFailure, SdkModel, Step, field, quoted, strings};
 
 /// 5 MiB: `DefaultMaxSliceSize = 5 * 1024 * 1024`.
 const CHUNK: i64 = 5 * 1024 * 1024;
-/// `UploadAsync(progress, maxTries = 3)`.
-const MAX_TRIES: u32 = 3;
 
 static PROFILE: Profile = Profile {
     name: ".NET",
@@ -48,6 +46,7 @@ static PROFILE: Profile = Profile {
     commit: "7b55c34de404f7d7029cc83d25fd582a2497b2c5",
     chunk: 5 * 1024 * 1024,
     chunk_source: "default `maxSliceSize`",
+    client_error: "ODataError",
     summary: "Plans slices from all of the session's ranges (`long.Parse` on both halves: a bare \
               \"a\" throws IndexOutOfRangeException); answers only say done or not; case-insensitive; \
               one immediate re-try per slice, 3 passes with a GET between; retries 429/503/504",
@@ -73,15 +72,6 @@ enum InFlight {
     Resume,
 }
 
-/// What a `Wait` is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Waiting {
-    /// The retry handler's delay before resending.
-    Resend,
-    /// `Task.Delay(2000 * uploadTries * uploadTries)` before the next pass.
-    NextPass,
-}
-
 /// The .NET SDK's upload task.
 #[derive(Clone, Debug, Default)]
 pub struct DotNet {
@@ -89,12 +79,10 @@ pub struct DotNet {
     size: i64,
     /// `_rangesRemaining`, inclusive.
     ranges: Vec<(i64, i64)>,
-    /// Where `GetUploadSliceRequests` (lazy, `yield return`) has got to: range
-    /// index and next begin.
-    cursor: (usize, i64),
-    tries: u32,
+    /// Where `GetUploadSliceRequests` (lazy, `yield return`) has got to.
+    pass: Pass,
+    tries: Tries,
     in_flight: Option<InFlight>,
-    waiting: Option<Waiting>,
     retry: Middleware,
 }
 
@@ -105,100 +93,71 @@ impl DotNet {
     }
 
     fn begin_pass(&mut self) -> Step {
-        self.cursor = (0, self.ranges.first().map_or(0, |r| r.0));
+        self.pass = Pass::default();
         self.next_slice()
     }
 
     /// The next slice of the pass (`while (currentRangeBegins <= item2)`), or the
     /// status query when the pass is over.
     fn next_slice(&mut self) -> Step {
-        while let Some(&(_, end)) = self.ranges.get(self.cursor.0) {
-            let begin = self.cursor.1;
-            if begin <= end {
-                let size = (end - begin + 1).min(CHUNK); // NextSliceSize
-                self.cursor.1 = begin + size;
-                return self.send_slice(begin, begin + size - 1, true);
-            }
-            self.cursor.0 += 1;
-            self.cursor.1 = self.ranges.get(self.cursor.0).map_or(0, |r| r.0);
+        let within = |begin, end| begin <= end;
+        if let Some((begin, end)) = self.pass.next(&self.ranges, CHUNK, within) {
+            return self.send_slice(begin, end, true);
         }
         self.in_flight = Some(InFlight::Status);
-        self.retry.reset();
-        Step::Send(Request::get(&self.url))
+        self.retry.send(Request::get(&self.url))
     }
 
+    /// `UploadSliceAsync`'s request: `Seek(RangeBegin)` and a `ReadOnlySubStream`,
+    /// exactly the range, which cannot be copied past the end of the stream.
     fn send_slice(&mut self, begin: i64, end: i64, first_attempt: bool) -> Step {
+        let offset = u64::try_from(begin).unwrap_or(0);
+        let wanted = u64::try_from(end - begin + 1).unwrap_or(0);
+        let size = u64::try_from(self.size).unwrap_or(0);
+        let body = Body::file(offset.min(size), wanted.min(size.saturating_sub(offset)));
+        if body.len != wanted {
+            return Step::fail(
+                "HttpRequestException: Error while copying content to a stream.",
+                "HttpRequestException: a slice past the end of the file",
+            );
+        }
         self.in_flight = Some(InFlight::Slice {
             begin,
             end,
             first_attempt,
         });
-        self.retry.reset();
-        self.resend()
+        let range = format!("bytes {begin}-{end}/{}", self.size);
+        self.retry.send(Request::put(&self.url, range, body))
     }
 
-    /// The request in flight, (re)sent.
-    fn resend(&self) -> Step {
-        match self.in_flight {
-            Some(InFlight::Slice { begin, end, .. }) => {
-                // `Seek(RangeBegin)` and a `ReadOnlySubStream`: exactly the range,
-                // shorter only past the end of the stream.
-                let offset = u64::try_from(begin).unwrap_or(0);
-                let wanted = u64::try_from(end - begin + 1).unwrap_or(0);
-                let size = u64::try_from(self.size).unwrap_or(0);
-                let body = Body::file(offset.min(size), wanted.min(size.saturating_sub(offset)));
-                if body.len != wanted {
-                    return Step::fail(
-                        "HttpRequestException: Error while copying content to a stream.",
-                        "HttpRequestException: a slice past the end of the file",
-                    );
-                }
-                Step::Send(Request::put(
-                    &self.url,
-                    format!("bytes {begin}-{end}/{}", self.size),
-                    body,
-                ))
-            }
-            Some(InFlight::Status | InFlight::Resume) => Step::Send(Request::get(&self.url)),
-            None => Step::fail(
-                "InvalidOperationException: nothing in flight",
-                "model misused",
-            ),
-        }
+    /// `UpdateSessionStatusAsync`'s answer: the session's ranges become
+    /// `_rangesRemaining`; its expiry as sent, for `ResumeAsync`.
+    fn update_session(&mut self, answer: &Answer) -> Result<Option<String>, Step> {
+        let result = handle_response(answer).map_err(Handled::into_step)?;
+        let Some(session) = result.session else {
+            return Err(null_reference(
+                "UpdateSessionStatusAsync: the status answer has no ranges",
+            ));
+        };
+        self.ranges = ranges_remaining(Some(&session), self.size)?;
+        Ok(result.expiry)
     }
 
     /// `ResumeAsync` after its `GET`: the session's ranges, then its expiry
     /// (`uploadSession.ExpirationDateTime ?? DateTimeOffset.Now`, expired unless
     /// later than now), then `UploadAsync` with its tries counted afresh.
     fn on_resume_answer(&mut self, now: SystemTime, answer: &Answer) -> Step {
-        let result = match handle_response(answer) {
-            Ok(result) => result,
-            Err(Handled::Service(e) | Handled::Other(e)) => return e,
-        };
-        let Some(session) = result.session else {
-            return null_reference("UpdateSessionStatusAsync: the status answer has no ranges");
-        };
-        match ranges_remaining(Some(&session), self.size) {
-            Ok(ranges) => self.ranges = ranges,
-            Err(raised) => return raised,
+        let unparsable = SdkFailure::new(
+            "FormatException: The string was not recognized as a valid DateTime.",
+            "FormatException on expirationDateTime",
+        );
+        let resumed = self
+            .update_session(answer)
+            .and_then(|expiry| passes::resume_expiry(now, expiry.as_deref(), unparsable));
+        if let Err(raised) = resumed {
+            return raised;
         }
-        let expiry = match result.expiry.as_deref().map(parse_graph_time) {
-            None => None,
-            Some(Some(t)) => Some(t),
-            Some(None) => {
-                return Step::fail(
-                    "FormatException: The string was not recognized as a valid DateTime.",
-                    "FormatException on expirationDateTime",
-                );
-            }
-        };
-        if expiry.is_none_or(|t| t <= now) {
-            return Step::fail(
-                "ClientException: Upload session expired. Upload cannot resume",
-                "ClientException: session expired",
-            );
-        }
-        self.tries = 0;
+        self.tries.restart();
         self.begin_pass()
     }
 
@@ -218,29 +177,16 @@ impl DotNet {
     }
 
     fn on_status_answer(&mut self, answer: &Answer) -> Step {
-        let session = match handle_response(answer) {
-            Ok(result) => result.session,
-            Err(Handled::Service(e) | Handled::Other(e)) => return e,
-        };
-        let Some(session) = session else {
-            return null_reference("UpdateSessionStatusAsync: the status answer has no ranges");
-        };
-        match ranges_remaining(Some(&session), self.size) {
-            Ok(ranges) => self.ranges = ranges,
-            Err(raised) => return raised,
+        if let Err(raised) = self.update_session(answer) {
+            return raised;
         }
-        self.tries += 1;
-        if self.tries < MAX_TRIES {
-            self.waiting = Some(Waiting::NextPass);
-            return Step::Wait(Duration::from_millis(
-                2000 * u64::from(self.tries * self.tries),
-            ));
-        }
-        Step::fail(
-            "TaskCanceledException: Upload failed too many times. See InnerException for list of \
-             exceptions that occured.",
-            "TaskCanceledException (upload failed too many times)",
-        )
+        self.tries.next_pass().unwrap_or_else(|| {
+            Step::fail(
+                "TaskCanceledException: Upload failed too many times. See InnerException for \
+                 list of exceptions that occured.",
+                "TaskCanceledException (upload failed too many times)",
+            )
+        })
     }
 }
 
@@ -249,24 +195,15 @@ impl SdkModel for DotNet {
         &PROFILE
     }
 
-    fn start(&mut self, _now: SystemTime, session: &Answer, file_size: u64) -> Step {
-        let Some(json) = session.json_body().filter(|_| session.is_success()) else {
-            return Step::fail(
-                format!(
-                    "ODataError: createUploadSession answered {}",
-                    session.status
-                ),
-                "createUploadSession refused (ODataError)",
-            );
-        };
+    fn begin(&mut self, _now: SystemTime, session: &Value, file_size: u64) -> Step {
         self.size = i64::try_from(file_size).unwrap_or(i64::MAX);
         // The generated `UploadSession` (Microsoft.Graph) reads camelCase only.
-        let ranges = field(&json, "nextExpectedRanges").and_then(strings);
+        let ranges = field(session, "nextExpectedRanges").and_then(strings);
         match ranges_remaining(ranges.as_ref(), self.size) {
             Ok(r) => self.ranges = r,
             Err(raised) => return raised,
         }
-        let Some(url) = field(&json, "uploadUrl").and_then(Value::as_str) else {
+        let Some(url) = field(session, "uploadUrl").and_then(Value::as_str) else {
             return Step::fail(
                 "ArgumentNullException: Value cannot be null. (Parameter 'requestAdapter')",
                 "ArgumentNullException: no uploadUrl",
@@ -278,10 +215,7 @@ impl SdkModel for DotNet {
 
     fn on_answer(&mut self, now: SystemTime, answer: &Answer) -> Step {
         match self.retry.judge(now, answer) {
-            Retry::After(delay) => {
-                self.waiting = Some(Waiting::Resend);
-                return Step::Wait(delay);
-            }
+            Retry::After(delay) => return Step::Wait(delay),
             Retry::Exhausted => {
                 return Step::fail(
                     "AggregateException: Too many retries performed. More than 3 retries \
@@ -315,21 +249,21 @@ impl SdkModel for DotNet {
     }
 
     fn on_wait_over(&mut self) -> Step {
-        match self.waiting.take() {
-            Some(Waiting::Resend) => self.resend(),
-            Some(Waiting::NextPass) => self.begin_pass(),
-            None => Step::fail("InvalidOperationException: no wait", "model misused"),
+        if let Some(resend) = self.retry.resend() {
+            return resend;
         }
+        if self.tries.wake() {
+            return self.begin_pass();
+        }
+        Step::fail("InvalidOperationException: no wait", "model misused")
     }
 
     fn resume(&mut self) -> Step {
         if self.url.is_empty() {
             return null_reference("ResumeAsync: no uploadUrl");
         }
-        self.waiting = None;
         self.in_flight = Some(InFlight::Resume);
-        self.retry.reset();
-        self.resend()
+        self.retry.send(Request::get(&self.url))
     }
 }
 
@@ -388,31 +322,21 @@ fn null_reference(context: &str) -> Step {
     )
 }
 
-/// `UploadResult<T>` as `UploadResponseHandler` fills it.
-#[derive(Debug, Default)]
-struct UploadResult {
-    /// `ItemResponse != null`.
-    item: bool,
-    location: Option<String>,
-    /// The session's ranges when it is ongoing.
-    session: Option<Vec<String>>,
-    /// Its `expirationDateTime` as sent, when it is ongoing.
-    expiry: Option<String>,
-}
-
-impl UploadResult {
-    /// `UploadSucceeded => (ItemResponse != null) || (Location != null)`.
-    fn succeeded(&self) -> bool {
-        self.item || self.location.is_some()
-    }
-}
-
 /// How `HandleResponseAsync` fails.
 enum Handled {
     /// `ServiceException` (caught by `UploadSliceAsync`).
     Service(Step),
     /// Anything else: propagates.
     Other(Step),
+}
+
+impl Handled {
+    /// What propagates where nothing catches the `ServiceException`.
+    fn into_step(self) -> Step {
+        match self {
+            Self::Service(e) | Self::Other(e) => e,
+        }
+    }
 }
 
 /// `UploadResponseHandler.HandleResponseAsync<T>`.
@@ -494,12 +418,10 @@ fn parse_json(answer: &Answer) -> Result<Value, Handled> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::sdk::test_support::{
-        NOW, Script, URL, bare, created, done, error, pascal, progress,
-    };
+    use std::time::Duration;
 
-    const MIB: u64 = 1 << 20;
+    use super::*;
+    use crate::sdk::test_support::{MIB, Script, bare, created, done, error, pascal, progress};
 
     #[test]
     fn slices_follow_the_session_not_the_answers() {
@@ -522,7 +444,8 @@ mod tests {
 
     #[test]
     fn a_bare_range_in_the_session_throws_index_out_of_range() {
-        let f = Script::with_session(DotNet::new(), 3_000_000, &created(&["0"]))
+        let bare = created(&["0"]);
+        let f = Script::with_session(DotNet::new(), 3_000_000, &bare)
             .fails_with("IndexOutOfRangeException");
         assert_eq!(f.short, "IndexOutOfRangeException on bare range \"0\"");
     }
@@ -586,31 +509,21 @@ mod tests {
     fn a_transport_error_leaves_upload_async_and_resume_async_goes_on() {
         let s = 15 * MIB;
         let failed = || {
-            let mut d = DotNet::new();
-            let _ = d.start(NOW, &created(&["0-"]), s);
-            let _ = d.on_answer(NOW, &progress("5242880-"));
-            // No second try: not a ServiceException.
-            let step = d.on_transport_error("connection reset");
-            assert!(
-                matches!(step, Step::Failed(f) if f.exception.starts_with("HttpRequestException"))
-            );
-            assert_eq!(d.resume(), Step::Send(Request::get(URL)));
-            d
+            Script::with_session(DotNet::new(), s, &created(&["0-"]))
+                .answer(progress("5242880-"))
+                // No second try: not a ServiceException.
+                .transport_error()
+                .resumes("HttpRequestException")
         };
-        assert_eq!(
-            failed().on_answer(NOW, &progress("5242880-")),
-            Step::Send(Request::put(
-                URL,
-                "bytes 5242880-10485759/15728640".into(),
-                Body::file(5 * MIB, 5 * MIB)
-            ))
+        failed().answer(progress("5242880-")).sends(
+            "bytes 5242880-10485759/15728640",
+            Body::file(5 * MIB, 5 * MIB),
         );
         // `ExpirationDateTime ?? DateTimeOffset.Now` is never later than now.
         let no_expiry = Answer::json(
             200,
             &serde_json::json!({"nextExpectedRanges": ["5242880-"]}),
         );
-        let step = failed().on_answer(NOW, &no_expiry);
-        assert!(matches!(step, Step::Failed(f) if f.exception.starts_with("ClientException")));
+        failed().answer(no_expiry).fails_with("ClientException");
     }
 }

@@ -21,19 +21,18 @@
 //! half-open request in the end (`409 fragmentSuperseded` once a retry took its
 //! fragment over).
 
+mod half_open;
+
 use std::fmt;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use hyper::body::{Frame, SizeHint};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
 use reqwest::{Client, RequestBuilder, Url};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
+use self::half_open::{Held, Stalling, release};
 use super::{Answer, Method, Request, SdkModel, Step};
 
 /// The longest a [`Step::Wait`] is really slept.
@@ -44,9 +43,6 @@ pub const MAX_STEPS: u32 = 10_000;
 pub const MAX_TIME: Duration = Duration::from_secs(300);
 /// How long after a half-open request stalls the client notices, by default.
 pub const NOTICE: Duration = Duration::from_millis(500);
-/// How long the end of a run waits for the answer to a half-open request that has
-/// none yet: one sent when a retry took over has long arrived.
-const GRACE: Duration = Duration::from_secs(1);
 
 /// How a run is disturbed, and what the application does about it. The default,
 /// which [`run`] and [`run_with`] use, disturbs nothing.
@@ -85,24 +81,17 @@ impl Options {
         self
     }
 
-    /// How long after a half-open request stalls the client notices, [`NOTICE`] by
-    /// default. A real client notices a dead connection late (a reset, a timeout);
-    /// the delay also lets the server read the head and begin the fragment before
-    /// any retry, which is the order the disturbance is about.
-    #[must_use]
-    pub fn noticed_after(mut self, delay: Duration) -> Self {
-        self.notice = Some(delay);
-        self
-    }
-
-    /// When the model fails right after a transport error, the application
-    /// resumes the upload with [`SdkModel::resume`], at most `times` times in the
-    /// run (none by default). Failures on an answer are not resumed: an
-    /// application that catches network errors lets the others through.
-    #[must_use]
-    pub fn resuming(mut self, times: u32) -> Self {
-        self.resumes = times;
-        self
+    upsession_core::setters! {
+        /// How long after a half-open request stalls the client notices, [`NOTICE`] by
+        /// default. A real client notices a dead connection late (a reset, a timeout);
+        /// the delay also lets the server read the head and begin the fragment before
+        /// any retry, which is the order the disturbance is about.
+        noticed_after(delay: Duration) => notice = Some(delay);
+        /// When the model fails right after a transport error, the application
+        /// resumes the upload with [`SdkModel::resume`], at most `times` times in the
+        /// run (none by default). Failures on an answer are not resumed: an
+        /// application that catches network errors lets the others through.
+        resuming(times: u32) => resumes = times;
     }
 }
 
@@ -217,23 +206,35 @@ pub async fn run(
     file: &[u8],
     root_cert_pem: Option<&str>,
 ) -> Outcome {
+    match client(root_cert_pem) {
+        Ok(client) => run_with(&client, model, base_url, token, file).await,
+        Err(e) => Outcome::fails(format!("harness: {e}")),
+    }
+}
+
+/// The HTTP client [`run`] sends with, for [`run_with`] and
+/// [`run_with_options`]: HTTP/1.1, no redirect followed (what to do with one is
+/// the model's business), a minute per request, and `root_cert_pem` trusted
+/// besides the usual roots.
+///
+/// # Errors
+/// When the certificate cannot be read or the client cannot be built.
+pub fn client(root_cert_pem: Option<&str>) -> Result<Client, String> {
     let mut builder = Client::builder()
         .http1_only()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(60));
     if let Some(pem) = root_cert_pem {
-        match reqwest::Certificate::from_pem(pem.as_bytes()) {
-            Ok(cert) => builder = builder.add_root_certificate(cert),
-            Err(e) => return Outcome::fails(format!("harness: bad certificate: {e}")),
-        }
+        let cert = reqwest::Certificate::from_pem(pem.as_bytes())
+            .map_err(|e| format!("bad certificate: {e}"))?;
+        builder = builder.add_root_certificate(cert);
     }
-    match builder.build() {
-        Ok(client) => run_with(&client, model, base_url, token, file).await,
-        Err(e) => Outcome::fails(format!("harness: cannot build the HTTP client: {e}")),
-    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
-/// [`run`] with a client of the caller's.
+/// [`run`] with a client of the caller's ([`client`], say).
 pub async fn run_with(
     client: &Client,
     model: &mut dyn SdkModel,
@@ -307,69 +308,6 @@ impl Trace {
                 Err(e) => format!("transport error: {e}"),
             },
         });
-    }
-}
-
-/// A half-open request, held until the run ends.
-#[derive(Debug)]
-struct Held {
-    /// Its answer, if the server ever sends one.
-    answer: JoinHandle<Result<Answer, String>>,
-    /// Dropped, it makes the body fail, and the client closes the connection.
-    cut: oneshot::Sender<()>,
-}
-
-/// At the end of a run: what each half-open request was answered, then its
-/// connection is closed.
-async fn release(held: Vec<Held>) -> Vec<Option<String>> {
-    let mut answers = Vec::with_capacity(held.len());
-    for Held { mut answer, cut } in held {
-        let got = tokio::time::timeout(GRACE, &mut answer).await;
-        drop(cut);
-        answer.abort();
-        answers.push(match got {
-            Ok(Ok(Ok(a))) => Some(refusal(&a)),
-            Ok(Ok(Err(e))) => Some(format!("no answer: {e}")),
-            Ok(Err(_)) | Err(_) => None,
-        });
-    }
-    answers
-}
-
-/// The body of a half-open request: the bytes given, then nothing until `cut`
-/// fires or is dropped, when it fails.
-#[derive(Debug)]
-struct Stalling {
-    sent: Option<Bytes>,
-    /// Told when the client asks for more than `sent`: it has taken those bytes.
-    stalled: Option<oneshot::Sender<()>>,
-    cut: oneshot::Receiver<()>,
-    declared: u64,
-}
-
-impl hyper::body::Body for Stalling {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.get_mut();
-        if let Some(bytes) = this.sent.take() {
-            return Poll::Ready(Some(Ok(Frame::data(bytes))));
-        }
-        if let Some(stalled) = this.stalled.take() {
-            let _ = stalled.send(());
-        }
-        match Pin::new(&mut this.cut).poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(_) => Poll::Ready(Some(Err(std::io::Error::other("the run is over")))),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.declared)
     }
 }
 

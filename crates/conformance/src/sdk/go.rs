@@ -42,6 +42,7 @@ static PROFILE: Profile = Profile {
     path: "fileuploader/large_file_upload_task.go",
     commit: "7ab7079ad6e6fff6b2ddf5688e29caaa9004db7f",
     chunk: 320 * 1024,
+    client_error: "ODataError",
     chunk_source: "no default; 320 KiB as in the Go sample of Graph's \"Upload large files \
                    using the Microsoft Graph SDKs\"",
     summary: "Plans all slices once from the session's ranges (`rangeValues[1]`: a bare \"a\" \
@@ -49,15 +50,6 @@ static PROFILE: Profile = Profile {
               failed slice; retries 429/503/504",
     live_issues: &[],
 };
-
-/// What a `Wait` is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Waiting {
-    /// The retry handler's delay.
-    Resend,
-    /// `time.Sleep(time.Duration(retry) * time.Second)` between two tries.
-    Attempt,
-}
 
 /// The Go SDK's upload task.
 #[derive(Clone, Debug, Default)]
@@ -72,7 +64,8 @@ pub struct Go {
     errors: Vec<String>,
     /// `location = uploadLocation` of the last slice.
     location: Option<String>,
-    waiting: Option<Waiting>,
+    /// `time.Sleep(time.Duration(retry) * time.Second)` between two tries.
+    sleeping: bool,
     retry: Middleware,
     /// `RefreshUploadStatus`'s `GET` is in flight (`Resume`).
     refreshing: bool,
@@ -105,23 +98,15 @@ impl Go {
             };
         };
         self.current = Some((slice, 1));
-        self.retry.reset();
-        self.send()
+        self.send_slice(slice)
     }
 
-    fn send(&self) -> Step {
-        if self.refreshing {
-            return Step::Send(Request::get(&self.url));
-        }
-        let Some(((begin, end), _)) = self.current else {
-            return Step::fail("panic: nothing in flight", "model misused");
-        };
+    /// A try at `slice`, read with `ReadAt`: exactly its bytes.
+    fn send_slice(&mut self, (begin, end): (i64, i64)) -> Step {
         let length = u64::try_from(end - begin + 1).unwrap_or(0);
-        Step::Send(Request::put(
-            &self.url,
-            format!("bytes {begin}-{end}/{}", self.size),
-            Body::file(u64::try_from(begin).unwrap_or(0), length),
-        ))
+        let body = Body::file(u64::try_from(begin).unwrap_or(0), length);
+        let range = format!("bytes {begin}-{end}/{}", self.size);
+        self.retry.send(Request::put(&self.url, range, body))
     }
 
     /// A try failed with `error`: the second try after 1 s, or the next slice
@@ -134,7 +119,7 @@ impl Go {
             self.errors.push(error);
         }
         self.current = Some((slice, attempt + 1));
-        self.waiting = Some(Waiting::Attempt);
+        self.sleeping = true;
         Step::Wait(Duration::from_secs(u64::from(attempt)))
     }
 
@@ -195,18 +180,9 @@ impl SdkModel for Go {
         &PROFILE
     }
 
-    fn start(&mut self, _now: SystemTime, session: &Answer, file_size: u64) -> Step {
-        let Some(json) = session.json_body().filter(|_| session.is_success()) else {
-            return Step::fail(
-                format!(
-                    "ODataError: createUploadSession answered {}",
-                    session.status
-                ),
-                "createUploadSession refused (ODataError)",
-            );
-        };
+    fn begin(&mut self, _now: SystemTime, session: &Value, file_size: u64) -> Step {
         self.size = i64::try_from(file_size).unwrap_or(i64::MAX);
-        let ranges = field(&json, "nextExpectedRanges")
+        let ranges = field(session, "nextExpectedRanges")
             .and_then(strings)
             .unwrap_or_default();
         let planned = match plan(&ranges, self.size) {
@@ -215,7 +191,7 @@ impl SdkModel for Go {
         };
         if !planned.is_empty() {
             // `*l.uploadSession.GetUploadUrl()` on a nil pointer panics.
-            let Some(url) = field(&json, "uploadUrl").and_then(Value::as_str) else {
+            let Some(url) = field(session, "uploadUrl").and_then(Value::as_str) else {
                 return Step::fail(
                     "panic: runtime error: invalid memory address or nil pointer dereference",
                     "panic: no uploadUrl",
@@ -229,7 +205,6 @@ impl SdkModel for Go {
 
     fn on_answer(&mut self, now: SystemTime, answer: &Answer) -> Step {
         if let Retry::After(delay) = self.retry.judge(now, answer) {
-            self.waiting = Some(Waiting::Resend);
             return Step::Wait(delay);
         }
         if std::mem::take(&mut self.refreshing) {
@@ -252,16 +227,15 @@ impl SdkModel for Go {
     }
 
     fn on_wait_over(&mut self) -> Step {
-        match self.waiting.take() {
-            Some(Waiting::Resend) => self.send(),
-            Some(Waiting::Attempt) => match self.current {
-                Some((_, attempt)) if attempt <= ATTEMPTS => {
-                    self.retry.reset();
-                    self.send()
-                }
-                _ => self.next_slice(),
-            },
-            None => Step::fail("panic: no wait", "model misused"),
+        if let Some(resend) = self.retry.resend() {
+            return resend;
+        }
+        if !std::mem::take(&mut self.sleeping) {
+            return Step::fail("panic: no wait", "model misused");
+        }
+        match self.current {
+            Some((slice, attempt)) if attempt <= ATTEMPTS => self.send_slice(slice),
+            _ => self.next_slice(),
         }
     }
 
@@ -274,10 +248,9 @@ impl SdkModel for Go {
         }
         self.slices.clear();
         self.current = None;
-        self.waiting = None;
+        self.sleeping = false;
         self.refreshing = true;
-        self.retry.reset();
-        self.send()
+        self.retry.send(Request::get(&self.url))
     }
 }
 
@@ -390,9 +363,7 @@ fn send_result(answer: &Answer) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sdk::test_support::{
-        NOW, Script, URL, bare, created, done, error, pascal, progress,
-    };
+    use crate::sdk::test_support::{Script, bare, created, done, error, pascal, progress};
 
     #[test]
     fn slices_of_320_kib_ignore_the_answers_ranges() {
@@ -448,22 +419,15 @@ mod tests {
             .sends("bytes 0-327679/700000", Body::file(0, 327_680))
             .answer(done())
             .sends("bytes 327680-655359/700000", Body::file(327_680, 327_680));
-        let mut go = Go::new();
-        let _ = go.start(NOW, &created(&["0-"]), s);
-        assert_eq!(go.resume(), Step::Send(Request::get(URL)));
-        assert_eq!(
-            go.on_answer(NOW, &progress("655360-")),
-            Step::Send(Request::put(
-                URL,
-                "bytes 655360-699999/700000".into(),
-                Body::file(655_360, 44_640)
-            ))
-        );
-        let _ = go.resume();
         let none_left = Answer::json(200, &serde_json::json!({"nextExpectedRanges": []}));
-        let step = go.on_answer(NOW, &none_left);
-        assert!(
-            matches!(step, Step::Failed(f) if f.exception.contains("does not have next expected ranges"))
-        );
+        Script::with_session(Go::new(), s, &created(&["0-"]))
+            .resume()
+            .gets()
+            .answer(progress("655360-"))
+            .sends("bytes 655360-699999/700000", Body::file(655_360, 44_640))
+            .resume()
+            .gets()
+            .answer(none_left)
+            .fails_with("Resume: UploadSession does not have next expected ranges");
     }
 }

@@ -29,18 +29,16 @@
 //!   the ones last read (msgraph-sdk-java#2503). [`Java::repositioning_on_resume`]
 //!   resumes as that issue suggests instead.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde_json::Value;
-use upsession_core::time::parse_graph_time;
 
+use super::passes::{self, Pass, Tries, UploadResult};
 use super::retry::{Middleware, Retry};
-use super::{Answer, Body, Profile, Request, SdkModel, Step, Stream, field, quoted, strings};
+use super::{Answer, Profile, Request, SdkFailure, SdkModel, Step, Stream, field, quoted, strings};
 
 /// 5 MiB: `DEFAULT_MAX_SLICE_SIZE = (long) 5*1024*1024`.
 const CHUNK: i64 = 5 * 1024 * 1024;
-/// `upload()` is `upload(3, null)`.
-const MAX_TRIES: u32 = 3;
 /// The issue of the off-by-one.
 const ONE_BYTE_ISSUE: &str = "microsoftgraph/msgraph-sdk-java#2581";
 
@@ -52,6 +50,7 @@ static PROFILE: Profile = Profile {
     commit: "4a27304e182aba0cf3fcb55d269cde610d34bb5a",
     chunk: 5 * 1024 * 1024,
     chunk_source: "default `maxSliceSize`",
+    client_error: "ODataError",
     summary: "Plans slices from all of the session's ranges; `begin < end` never sends a \
               one-byte last slice; reads its stream in order without seeking; camelCase only \
               (PascalCase reads as complete); errors thrown at once; retries 429/503/504",
@@ -70,19 +69,12 @@ static PROFILE: Profile = Profile {
 /// What is in flight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum InFlight {
-    /// A slice and the bytes it carries.
-    Slice(Body),
+    /// A slice.
+    Slice,
     /// `updateSessionStatus`'s `GET`, after a pass.
     Status,
     /// `updateSessionStatus`'s `GET`, as the application resumes.
     Resume,
-}
-
-/// What a `Wait` is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Waiting {
-    Resend,
-    NextPass,
 }
 
 /// The Java SDK's upload task.
@@ -92,13 +84,12 @@ pub struct Java {
     size: i64,
     stream: Stream,
     ranges: Vec<(i64, i64)>,
-    /// The pass's slices (`getUploadSliceRequests` builds them all), still to send.
-    slices: Vec<(i64, i64)>,
+    /// The pass's slices (`getUploadSliceRequests`), as far as they were sent.
+    pass: Pass,
     /// A one-byte range was skipped by `begin < end`.
     dropped_a_byte: bool,
-    tries: u32,
-    in_flight: Option<(InFlight, String)>,
-    waiting: Option<Waiting>,
+    tries: Tries,
+    in_flight: Option<InFlight>,
     retry: Middleware,
     /// The application resumes as msgraph-sdk-java#2503 suggests.
     reposition: bool,
@@ -110,85 +101,72 @@ impl Java {
         Self::default()
     }
 
-    /// The same task, whose application resumes as msgraph-sdk-java#2503 suggests,
-    /// not with `resume()`: it calls `updateSessionStatus()`, moves the stream it gave
-    /// the task to the first byte the session expects (say, `FileChannel.position`),
-    /// and calls `upload()`. `upload()` checks no expiry.
-    #[must_use]
-    pub fn repositioning_on_resume(mut self) -> Self {
-        self.reposition = true;
-        self
+    upsession_core::setters! {
+        /// The same task, whose application resumes as msgraph-sdk-java#2503 suggests,
+        /// not with `resume()`: it calls `updateSessionStatus()`, moves the stream it gave
+        /// the task to the first byte the session expects (say, `FileChannel.position`),
+        /// and calls `upload()`. `upload()` checks no expiry.
+        repositioning_on_resume() => reposition = true;
     }
 
     /// The application's resume after its `GET`: the session's ranges, then either
     /// `resume()`'s expiry check (a missing expiry counts as expired) or the
     /// repositioned stream, then `upload()` with its tries counted afresh.
     fn on_resume_answer(&mut self, now: SystemTime, answer: &Answer) -> Step {
-        let result = match handle_response(answer) {
-            Ok(result) => result,
+        let expiry = match self.update_session(answer) {
+            Ok(expiry) => expiry,
             Err(raised) => return raised,
         };
-        let Some(ranges) = result.session else {
-            return Step::fail(
-                "NullPointerException: the status answer has no nextExpectedRanges",
-                "NullPointerException (no nextExpectedRanges)",
-            );
-        };
-        match ranges_remaining(Some(&ranges), self.size) {
-            Ok(r) => self.ranges = r,
-            Err(raised) => return raised,
-        }
         if self.reposition {
             let first = self.ranges.first().map_or(0, |r| r.0);
             self.stream.seek(u64::try_from(first).unwrap_or(0));
         } else {
-            let expiry = match result.expiry.as_deref().map(parse_graph_time) {
-                None => None,
-                Some(Some(t)) => Some(t),
-                Some(None) => {
-                    return Step::fail(
-                        "DateTimeParseException: expirationDateTime could not be parsed",
-                        "DateTimeParseException on expirationDateTime",
-                    );
-                }
-            };
-            if expiry.is_none_or(|t| t <= now) {
-                return Step::fail(
-                    "ClientException: Upload session expired. Upload cannot resume",
-                    "ClientException: session expired",
-                );
+            let unparsable = SdkFailure::new(
+                "DateTimeParseException: expirationDateTime could not be parsed",
+                "DateTimeParseException on expirationDateTime",
+            );
+            if let Err(raised) = passes::resume_expiry(now, expiry.as_deref(), unparsable) {
+                return raised;
             }
         }
-        self.tries = 0;
+        self.tries.restart();
         self.begin_pass()
     }
 
-    /// `getUploadSliceRequests()`, reversed so the next slice pops off the end.
+    /// `updateSessionStatus()`'s answer: the session's ranges become the ranges
+    /// remaining (`getRangesRemaining` on a null `result.uploadSession` throws); its
+    /// expiry as sent, for `resume()`.
+    fn update_session(&mut self, answer: &Answer) -> Result<Option<String>, Step> {
+        let result = handle_response(answer)?;
+        let Some(ranges) = result.session else {
+            return Err(Step::fail(
+                "NullPointerException: the status answer has no nextExpectedRanges",
+                "NullPointerException (no nextExpectedRanges)",
+            ));
+        };
+        self.ranges = ranges_remaining(Some(&ranges), self.size)?;
+        Ok(result.expiry)
+    }
+
+    /// `getUploadSliceRequests()`: `begin < end` stops one byte short of every
+    /// range one byte longer than a multiple of the slice.
     fn begin_pass(&mut self) -> Step {
-        self.slices.clear();
-        for &(mut begin, end) in &self.ranges {
-            if begin == end {
-                self.dropped_a_byte = true;
-            }
-            while begin < end {
-                let size = (end - begin + 1).min(CHUNK);
-                self.slices.push((begin, begin + size - 1));
-                begin += size;
-                if begin == end {
-                    self.dropped_a_byte = true;
-                }
-            }
-        }
-        self.slices.reverse();
+        let one_byte_short = |&(begin, end): &(i64, i64)| {
+            end.checked_sub(begin)
+                .is_some_and(|d| d >= 0 && d % CHUNK == 0)
+        };
+        self.dropped_a_byte |= self.ranges.iter().any(one_byte_short);
+        self.pass = Pass::default();
         self.next_slice()
     }
 
     fn next_slice(&mut self) -> Step {
-        let Some((begin, end)) = self.slices.pop() else {
-            self.retry.reset();
-            let request = Request::get(&self.url);
-            self.in_flight = Some((InFlight::Status, String::new()));
-            return Step::Send(request);
+        let Some((begin, end)) = self
+            .pass
+            .next(&self.ranges, CHUNK, |begin, end| begin < end)
+        else {
+            self.in_flight = Some(InFlight::Status);
+            return self.retry.send(Request::get(&self.url));
         };
         // `chunkInputStream(uploadStream, rangeLength)`: the next bytes of the
         // stream, whatever the range; a `new byte[length]` keeps zeros where the
@@ -196,44 +174,17 @@ impl Java {
         let length = u64::try_from(end - begin + 1).unwrap_or(0);
         let mut body = self.stream.read(length);
         body.zero_fill = length - body.len;
-        self.retry.reset();
-        self.in_flight = Some((
-            InFlight::Slice(body),
-            format!("bytes {begin}-{end}/{}", self.size),
-        ));
-        self.resend()
-    }
-
-    fn resend(&self) -> Step {
-        match &self.in_flight {
-            Some((InFlight::Slice(body), range)) => {
-                Step::Send(Request::put(&self.url, range.clone(), *body))
-            }
-            Some((InFlight::Status | InFlight::Resume, _)) => Step::Send(Request::get(&self.url)),
-            None => Step::fail("IllegalStateException: nothing in flight", "model misused"),
-        }
+        self.in_flight = Some(InFlight::Slice);
+        let range = format!("bytes {begin}-{end}/{}", self.size);
+        self.retry.send(Request::put(&self.url, range, body))
     }
 
     fn on_status_answer(&mut self, answer: &Answer) -> Step {
-        let session = match handle_response(answer) {
-            Ok(result) => result.session,
-            Err(raised) => return raised,
-        };
-        // `getRangesRemaining(session)` on a null `result.uploadSession`.
-        let Some(ranges) = session else {
-            return Step::fail(
-                "NullPointerException: the status answer has no nextExpectedRanges",
-                "NullPointerException (no nextExpectedRanges)",
-            );
-        };
-        match ranges_remaining(Some(&ranges), self.size) {
-            Ok(r) => self.ranges = r,
-            Err(raised) => return raised,
+        if let Err(raised) = self.update_session(answer) {
+            return raised;
         }
-        self.tries += 1;
-        if self.tries < MAX_TRIES {
-            self.waiting = Some(Waiting::NextPass);
-            return Step::Wait(Duration::from_secs(2 * u64::from(self.tries * self.tries)));
+        if let Some(sleep) = self.tries.next_pass() {
+            return sleep;
         }
         let failure = Step::fail(
             "CancellationException: The upload task was retried the maximum number of times \
@@ -256,26 +207,17 @@ impl SdkModel for Java {
         &PROFILE
     }
 
-    fn start(&mut self, _now: SystemTime, session: &Answer, file_size: u64) -> Step {
-        let Some(json) = session.json_body().filter(|_| session.is_success()) else {
-            return Step::fail(
-                format!(
-                    "ODataError: createUploadSession answered {}",
-                    session.status
-                ),
-                "createUploadSession refused (ODataError)",
-            );
-        };
+    fn begin(&mut self, _now: SystemTime, session: &Value, file_size: u64) -> Step {
         self.size = i64::try_from(file_size).unwrap_or(i64::MAX);
         self.stream = Stream::new(file_size);
-        let Some(url) = field(&json, "uploadUrl").and_then(Value::as_str) else {
+        let Some(url) = field(session, "uploadUrl").and_then(Value::as_str) else {
             return Step::fail(
                 "NullPointerException: uploadUrl is null",
                 "NullPointerException: no uploadUrl",
             );
         };
         url.clone_into(&mut self.url);
-        let ranges = field(&json, "nextExpectedRanges").and_then(strings);
+        let ranges = field(session, "nextExpectedRanges").and_then(strings);
         match ranges_remaining(ranges.as_ref(), self.size) {
             Ok(r) => self.ranges = r,
             Err(raised) => return raised,
@@ -285,19 +227,18 @@ impl SdkModel for Java {
 
     fn on_answer(&mut self, now: SystemTime, answer: &Answer) -> Step {
         if let Retry::After(delay) = self.retry.judge(now, answer) {
-            self.waiting = Some(Waiting::Resend);
             return Step::Wait(delay);
         }
         match self.in_flight.take() {
-            Some((InFlight::Slice(_), _)) => match handle_response(answer) {
+            Some(InFlight::Slice) => match handle_response(answer) {
                 Ok(result) if result.succeeded() => Step::Done {
                     location: result.location,
                 },
                 Ok(_) => self.next_slice(),
                 Err(raised) => raised,
             },
-            Some((InFlight::Status, _)) => self.on_status_answer(answer),
-            Some((InFlight::Resume, _)) => self.on_resume_answer(now, answer),
+            Some(InFlight::Status) => self.on_status_answer(answer),
+            Some(InFlight::Resume) => self.on_resume_answer(now, answer),
             None => Step::fail("IllegalStateException: nothing in flight", "model misused"),
         }
     }
@@ -310,9 +251,9 @@ impl SdkModel for Java {
     }
 
     fn on_wait_over(&mut self) -> Step {
-        match self.waiting.take() {
-            Some(Waiting::Resend) => self.resend(),
-            Some(Waiting::NextPass) => self.begin_pass(),
+        match self.retry.resend() {
+            Some(resend) => resend,
+            None if self.tries.wake() => self.begin_pass(),
             None => Step::fail("IllegalStateException: no wait", "model misused"),
         }
     }
@@ -324,10 +265,8 @@ impl SdkModel for Java {
                 "IllegalArgumentException: no uploadUrl",
             );
         }
-        self.waiting = None;
-        self.in_flight = Some((InFlight::Resume, String::new()));
-        self.retry.reset();
-        self.resend()
+        self.in_flight = Some(InFlight::Resume);
+        self.retry.send(Request::get(&self.url))
     }
 }
 
@@ -376,25 +315,8 @@ fn parse_long(text: &str, range: &str) -> Result<i64, Step> {
     })
 }
 
-/// `UploadResult<T>` as `UploadResponseHandler.handleResponse` fills it.
-#[derive(Debug, Default)]
-struct UploadResult {
-    item: bool,
-    location: Option<String>,
-    /// The session's ranges when it is ongoing (non-empty).
-    session: Option<Vec<String>>,
-    /// Its `expirationDateTime` as sent, when it is ongoing.
-    expiry: Option<String>,
-}
-
-impl UploadResult {
-    /// `isUploadSuccessful()`: `itemResponse != null || location != null`.
-    fn succeeded(&self) -> bool {
-        self.item || self.location.is_some()
-    }
-}
-
 /// `UploadResponseHandler.handleResponse`; every failure propagates from the task.
+/// An ongoing session's ranges are never empty here: empty ones read as complete.
 fn handle_response(answer: &Answer) -> Result<UploadResult, Step> {
     let mut result = UploadResult::default();
     let empty_length = answer.header("content-length").map(str::trim) == Some("0");
@@ -455,12 +377,13 @@ fn handle_response(answer: &Answer) -> Result<UploadResult, Step> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::sdk::test_support::{
-        NOW, Script, URL, closed, created, done, error, open, pascal, progress,
-    };
+    use std::time::Duration;
 
-    const MIB: u64 = 1 << 20;
+    use super::*;
+    use crate::sdk::Body;
+    use crate::sdk::test_support::{
+        MIB, Script, closed, created, done, error, open, pascal, progress,
+    };
 
     #[test]
     fn a_file_one_byte_over_three_slices_never_sends_its_last_byte() {
@@ -548,28 +471,22 @@ mod tests {
             (Java::new(), 10 * MIB), // msgraph-sdk-java#2503
             (Java::new().repositioning_on_resume(), 5 * MIB),
         ] {
-            let mut j = java;
-            let _ = j.start(NOW, &created(&["0-15728639"]), s);
-            // The second slice is read from the stream, then lost.
-            let _ = j.on_answer(NOW, &closed(5 * MIB, s));
-            let step = j.on_transport_error("connection reset");
-            assert!(matches!(step, Step::Failed(f) if f.exception.starts_with("RuntimeException")));
-            assert_eq!(j.resume(), Step::Send(Request::get(URL)));
-            assert_eq!(
-                j.on_answer(NOW, &closed(5 * MIB, s)),
-                Step::Send(Request::put(
-                    URL,
-                    "bytes 5242880-10485759/15728640".into(),
-                    Body::file(read_from, 5 * MIB)
-                ))
-            );
+            Script::with_session(java, s, &created(&["0-15728639"]))
+                // The second slice is read from the stream, then lost.
+                .answer(closed(5 * MIB, s))
+                .transport_error()
+                .resumes("RuntimeException")
+                .answer(closed(5 * MIB, s))
+                .sends(
+                    "bytes 5242880-10485759/15728640",
+                    Body::file(read_from, 5 * MIB),
+                );
         }
-        let mut j = Java::new();
-        let _ = j.start(NOW, &created(&["0-"]), s);
-        let _ = j.on_transport_error("connection reset");
-        let _ = j.resume();
         let no_expiry = Answer::json(200, &serde_json::json!({"nextExpectedRanges": ["0-"]}));
-        let step = j.on_answer(NOW, &no_expiry);
-        assert!(matches!(step, Step::Failed(f) if f.exception.starts_with("ClientException")));
+        Script::with_session(Java::new(), s, &created(&["0-"]))
+            .transport_error()
+            .resumes("RuntimeException")
+            .answer(no_expiry)
+            .fails_with("ClientException");
     }
 }

@@ -53,6 +53,7 @@ static PROFILE: Profile = Profile {
     commit: "bfb564afcd4cad6d79a2294c91427d076213d092",
     chunk: CHUNK,
     chunk_source: "default `rangeSize`",
+    client_error: "GraphError",
     summary: "Uses only the start of `nextExpectedRanges[0]` (parseInt: every form works); \
               reads PascalCase; 201 or 200 with an `id` completes; needs an `https://` \
               uploadUrl and rebuilds its query string; no slice retry",
@@ -96,8 +97,7 @@ pub struct JavaScript {
     size: u64,
     next_range: Option<Range>,
     in_flight: Option<InFlight>,
-    /// The retry handler is waiting to resend the `GET`.
-    waiting: bool,
+    /// What the retry handler sees: the status `GET`, never a slice.
     retry: Middleware,
 }
 
@@ -189,11 +189,9 @@ impl JavaScript {
                 location: answer.header("location").map(str::to_owned),
             };
         }
-        let json = match body {
-            JsBody::Undefined => return type_error("undefined", "expirationDateTime"),
-            JsBody::Json(Value::Null) => return type_error("null", "expirationDateTime"),
-            JsBody::Json(v) => Some(v),
-            JsBody::Opaque => None,
+        let json = match status_of(body) {
+            Ok(json) => json,
+            Err(raised) => return raised,
         };
         let pascal = json.as_ref().and_then(|v| prop(v, "NextExpectedRanges"));
         let ranges = if truthy(pascal) {
@@ -201,13 +199,7 @@ impl JavaScript {
         } else {
             json.as_ref().and_then(|v| prop(v, "nextExpectedRanges"))
         };
-        match self.parse_range(ranges) {
-            Ok(range) => {
-                self.next_range = Some(range);
-                self.next_slice()
-            }
-            Err(raised) => raised,
-        }
+        self.update_task_status(ranges)
     }
 
     /// `getStatus()` on its answer, then `upload()`: a failed request or an
@@ -220,17 +212,21 @@ impl JavaScript {
                 "GraphError on the status",
             )
         };
-        let body = match convert_response(answer) {
-            Ok(body) if answer.is_success() => body,
+        let status = match convert_response(answer) {
+            Ok(body) if answer.is_success() => status_of(body),
             _ => return graph_error(),
         };
-        let json = match body {
-            JsBody::Undefined => return type_error("undefined", "expirationDateTime"),
-            JsBody::Json(Value::Null) => return type_error("null", "expirationDateTime"),
-            JsBody::Json(v) => Some(v),
-            JsBody::Opaque => None,
-        };
-        let ranges = json.as_ref().and_then(|v| prop(v, "nextExpectedRanges"));
+        match status {
+            Ok(json) => {
+                self.update_task_status(json.as_ref().and_then(|v| prop(v, "nextExpectedRanges")))
+            }
+            Err(raised) => raised,
+        }
+    }
+
+    /// `updateTaskStatus(response)` with `ranges`, the ranges it is given, then
+    /// the next turn of the loop.
+    fn update_task_status(&mut self, ranges: Option<&Value>) -> Step {
         match self.parse_range(ranges) {
             Ok(range) => {
                 self.next_range = Some(range);
@@ -280,19 +276,10 @@ impl SdkModel for JavaScript {
         &PROFILE
     }
 
-    fn start(&mut self, _now: SystemTime, session: &Answer, file_size: u64) -> Step {
-        let Some(json) = session.json_body().filter(|_| session.is_success()) else {
-            return Step::fail(
-                format!(
-                    "GraphError: createUploadSession answered {}",
-                    session.status
-                ),
-                "createUploadSession refused (GraphError)",
-            );
-        };
+    fn begin(&mut self, _now: SystemTime, session: &Value, file_size: u64) -> Step {
         self.size = file_size;
         // createUploadSession: `url: session.uploadUrl` (camelCase only).
-        let Some(upload_url) = prop(&json, "uploadUrl").and_then(Value::as_str) else {
+        let Some(upload_url) = prop(session, "uploadUrl").and_then(Value::as_str) else {
             return type_error("undefined", "indexOf");
         };
         self.url = match full_url(upload_url) {
@@ -320,7 +307,6 @@ impl SdkModel for JavaScript {
             Some(InFlight::Status) => {
                 if let Retry::After(delay) = self.retry.judge(now, answer) {
                     self.in_flight = Some(InFlight::Status);
-                    self.waiting = true;
                     return Step::Wait(delay);
                 }
                 self.after_status(answer)
@@ -344,10 +330,11 @@ impl SdkModel for JavaScript {
     }
 
     fn on_wait_over(&mut self) -> Step {
-        if !std::mem::take(&mut self.waiting) {
-            return Step::fail("Error: no wait", "model misused");
+        // The retry handler resends `getStatus()`'s GET; it never sees a slice.
+        match (self.in_flight, self.retry.resend()) {
+            (Some(InFlight::Status), Some(resend)) => resend,
+            _ => Step::fail("Error: no wait", "model misused"),
         }
-        Step::Send(Request::get(&self.url))
     }
 
     fn resume(&mut self) -> Step {
@@ -355,8 +342,7 @@ impl SdkModel for JavaScript {
             return type_error("undefined", "url");
         }
         self.in_flight = Some(InFlight::Status);
-        self.retry.reset();
-        Step::Send(Request::get(&self.url))
+        self.retry.send(Request::get(&self.url))
     }
 }
 
@@ -379,6 +365,17 @@ fn convert_response(answer: &Answer) -> Result<JsBody, Step> {
             "SyntaxError: Unexpected token in JSON",
             "SyntaxError on the body",
         )),
+    }
+}
+
+/// The body `updateTaskStatus` reads properties of, JSON or not (`None`): reading
+/// its `expirationDateTime` throws when it is `undefined` or `null`.
+fn status_of(body: JsBody) -> Result<Option<Value>, Step> {
+    match body {
+        JsBody::Undefined => Err(type_error("undefined", "expirationDateTime")),
+        JsBody::Json(Value::Null) => Err(type_error("null", "expirationDateTime")),
+        JsBody::Json(v) => Ok(Some(v)),
+        JsBody::Opaque => Ok(None),
     }
 }
 
@@ -540,28 +537,24 @@ fn array_index(key: &str) -> Option<u32> {
 mod tests {
     use super::*;
     use crate::sdk::test_support::{
-        NOW, Script, URL, bare, closed, created, done, error, open, pascal, progress,
+        MIB, Script, URL, bare, closed, created, done, error, open, pascal,
     };
-
-    const MIB: u64 = 1 << 20;
 
     #[test]
     fn every_range_form_and_casing_is_followed_from_its_start() {
         let s = 12 * MIB;
-        for second in [
-            closed(5 * MIB, s),
-            open(5 * MIB),
-            bare(5 * MIB),
-            pascal("5242880-"),
-        ] {
+        let forms: [&dyn Fn(u64) -> Answer; 4] = [&|next| closed(next, s), &open, &bare, &|next| {
+            pascal(&format!("{next}-"))
+        }];
+        for form in forms {
             let location = Script::new(JavaScript::new(), s)
                 .sends("bytes 0-5242879/12582912", Body::file(0, 5 * MIB))
-                .answer(second)
+                .answer(form(5 * MIB))
                 .sends(
                     "bytes 5242880-10485759/12582912",
                     Body::file(5 * MIB, 5 * MIB),
                 )
-                .answer(closed(10 * MIB, s))
+                .answer(form(10 * MIB))
                 .sends(
                     "bytes 10485760-12582911/12582912",
                     Body::file(10 * MIB, 2 * MIB),
@@ -596,19 +589,20 @@ mod tests {
 
     #[test]
     fn errors_are_thrown_as_their_body_and_an_empty_range_list_ends_the_task() {
-        Script::new(JavaScript::new(), 15 * MIB + 1)
-            .sends("bytes 0-5242879/15728641", Body::file(0, 5 * MIB))
+        let first_sent = || {
+            Script::new(JavaScript::new(), 15 * MIB + 1)
+                .sends("bytes 0-5242879/15728641", Body::file(0, 5 * MIB))
+        };
+        first_sent()
             .answer(error(413, "invalidRequest"))
             .fails_with("the error body of the 413 answer");
-        Script::new(JavaScript::new(), 15 * MIB + 1)
-            .sends("bytes 0-5242879/15728641", Body::file(0, 5 * MIB))
+        first_sent()
             .answer(Answer::json(
                 202,
                 &serde_json::json!({"nextExpectedRanges": []}),
             ))
             .fails_with("Invalid Session");
-        Script::new(JavaScript::new(), 15 * MIB + 1)
-            .sends("bytes 0-5242879/15728641", Body::file(0, 5 * MIB))
+        first_sent()
             .answer(Answer::json(
                 200,
                 &serde_json::json!({"expirationDateTime": "x"}),
@@ -636,28 +630,20 @@ mod tests {
     fn resume_asks_the_status_and_uploads_from_its_first_range() {
         let s = 15 * MIB;
         let failed = || {
-            let mut js = JavaScript::new();
-            let _ = js.start(NOW, &created(&["0-"]), s);
-            let _ = js.on_answer(NOW, &closed(5 * MIB, s));
-            let step = js.on_transport_error("connection reset");
-            assert!(
-                matches!(step, Step::Failed(f) if f.exception.starts_with("TypeError: fetch failed"))
-            );
-            assert_eq!(js.resume(), Step::Send(Request::get(URL)));
-            js
+            Script::new(JavaScript::new(), s)
+                .answer(closed(5 * MIB, s))
+                .transport_error()
+                .resumes("TypeError: fetch failed")
         };
-        assert_eq!(
-            failed().on_answer(NOW, &progress("5242880-")),
-            Step::Send(Request::put(
-                URL,
-                "bytes 5242880-10485759/15728640".into(),
-                Body::file(5 * MIB, 5 * MIB)
-            ))
+        failed().answer(open(5 * MIB)).sends(
+            "bytes 5242880-10485759/15728640",
+            Body::file(5 * MIB, 5 * MIB),
         );
-        let step = failed().on_answer(NOW, &error(404, "itemNotFound"));
-        assert!(matches!(step, Step::Failed(f) if f.exception.starts_with("GraphError")));
+        failed()
+            .answer(error(404, "itemNotFound"))
+            .fails_with("GraphError");
         // `getStatus()` reads camelCase only.
-        let step = failed().on_answer(NOW, &pascal("5242880-"));
-        assert!(matches!(step, Step::Failed(f) if f.exception.contains("(reading '0')")));
+        let f = failed().answer(pascal("5242880-")).fails_with("TypeError");
+        assert!(f.exception.contains("(reading '0')"), "{f:?}");
     }
 }

@@ -40,7 +40,9 @@ mod go;
 mod java;
 mod javascript;
 pub mod matrix;
+mod passes;
 mod php;
+mod ported;
 mod python;
 mod retry;
 #[cfg(test)]
@@ -76,6 +78,10 @@ pub struct Profile {
     pub chunk: u64,
     /// Where `chunk` comes from: the SDK's default, or for Go (no default) Graph's docs.
     pub chunk_source: &'static str,
+    /// What the SDK's Graph client throws on an error answer, as the application
+    /// meets it when createUploadSession is refused: kiota's `ODataError`, or
+    /// JavaScript's `GraphError`.
+    pub client_error: &'static str,
     /// Its quirks in one line, for the matrix legend.
     pub summary: &'static str,
     /// The SDK's own issues about failures that also happen against the live
@@ -270,11 +276,9 @@ impl SdkFailure {
         }
     }
 
-    /// The same failure, known as the SDK's `issue`.
-    #[must_use]
-    pub fn with_issue(mut self, issue: &'static str) -> Self {
-        self.issue = Some(issue);
-        self
+    upsession_core::setters! {
+        /// The same failure, known as the SDK's `issue`.
+        with_issue(issue: &'static str) => issue = Some(issue);
     }
 }
 
@@ -322,8 +326,25 @@ pub trait SdkModel: Send {
     fn profile(&self) -> &'static Profile;
 
     /// Starts the upload of a `file_size`-byte file, given the createUploadSession
-    /// answer (read as the SDK's generated session model reads it) and the time.
-    fn start(&mut self, now: SystemTime, session: &Answer, file_size: u64) -> Step;
+    /// answer and the time. The application's Graph client reads the answer first:
+    /// a refusal, or a body that is not JSON, throws [`Profile::client_error`] before
+    /// any upload task exists; otherwise the task begins ([`SdkModel::begin`]).
+    fn start(&mut self, now: SystemTime, session: &Answer, file_size: u64) -> Step {
+        let Some(json) = session.json_body().filter(|_| session.is_success()) else {
+            let error = self.profile().client_error;
+            return Step::fail(
+                format!("{error}: createUploadSession answered {}", session.status),
+                format!("createUploadSession refused ({error})"),
+            );
+        };
+        self.begin(now, &json, file_size)
+    }
+
+    /// The SDK's upload task, made from `session` (the createUploadSession
+    /// answer's JSON, read as the SDK's generated session model reads it) for a
+    /// `file_size`-byte file, begins at `now`: its first step. [`SdkModel::start`]
+    /// calls it; call that instead.
+    fn begin(&mut self, now: SystemTime, session: &Value, file_size: u64) -> Step;
 
     /// The answer to the request last asked for, received at `now`.
     fn on_answer(&mut self, now: SystemTime, answer: &Answer) -> Step;

@@ -24,11 +24,9 @@ use std::time::SystemTime;
 use serde_json::Value;
 use upsession_core::time::parse_graph_time;
 
+use super::ported::{self, Port, Task};
 use super::retry::{Middleware, Retry};
 use super::{Answer, Body, Profile, Request, SdkModel, Step, Stream, field, strings};
-
-/// 4 MiB: `int $maxChunkSize = 4 * 1024 * 1024`.
-const CHUNK: u64 = 4 * 1024 * 1024;
 
 static PROFILE: Profile = Profile {
     name: "PHP",
@@ -38,24 +36,36 @@ static PROFILE: Profile = Profile {
     commit: "fd8cc94968d9bfe7f7012a6deda01bfc3f96ac20",
     chunk: CHUNK,
     chunk_source: "default `$maxChunkSize`",
+    client_error: "ODataError",
     summary: "4 MiB chunks (not a 320 KiB multiple); reads `nextExpectedRanges[0]` of each answer \
               with `intval` (every form works); closed ranges give chunk + 1 B slices; camelCase \
               only (PascalCase reads as complete); retries 429/503/504",
     live_issues: &[],
 };
 
+/// 4 MiB: `int $maxChunkSize = 4 * 1024 * 1024`.
+const CHUNK: u64 = 4 * 1024 * 1024;
+
+/// Where the port differs from Python's task.
+static PORT: Port = Port {
+    chunk: CHUNK,
+    budget,
+    read,
+    runtime_error: "RuntimeException",
+    unreadable: [
+        "RuntimeException: The was a problem parsing the response.",
+        "RuntimeException: unreadable status answer",
+    ],
+};
+
 /// The PHP SDK's upload task.
 #[derive(Clone, Debug, Default)]
 pub struct Php {
-    upload_url: String,
-    size: u64,
-    stream: Stream,
+    task: Task,
     /// `$this->nextRange` (starts as `false`, coerced to `""`).
     next_range: String,
-    /// `$this->chunks`.
-    chunks: i64,
-    /// The request in flight, resent by the retry handler.
-    in_flight: Option<Request>,
+    /// A request is in flight.
+    in_flight: bool,
     retry: Middleware,
     /// The application's `GET uploadUrl` is in flight: it is about to resume.
     resuming: bool,
@@ -67,53 +77,23 @@ impl Php {
         Self::default()
     }
 
-    /// `nextChunk($file, $rangeStart, $rangeEnd)`.
+    /// `nextChunk($file, $rangeStart, $rangeEnd)`: the uploadUrl checked first,
+    /// then Python's range logic, each half read with `intval`, which never fails.
     fn next_chunk(&mut self, range_start: u64, range_end: u64) -> Result<Request, Step> {
+        self.task.check_url(&PORT)?;
         if php_empty(&self.next_range) {
             self.next_range = format!("{range_start}-{range_end}");
         }
         let parts: Vec<&str> = self.next_range.split('-').collect();
         let start = intval(parts[0]);
-        let mut end = parts.get(1).map_or(0, |p| intval(p));
-        let (c, s) = (i128::from(CHUNK), i128::from(self.size));
-        let body = if start == 0 && end == 0 {
-            end = (c - 1).min(s - 1);
-            self.stream.read(CHUNK)
-        } else if start == 0 {
-            self.read(end + 1)? // no seek: from wherever the stream is
-        } else if end == 0 {
-            self.stream.seek(offset(start));
-            let body = self.stream.read(CHUNK);
-            end = start + i128::from(body.len) - 1;
-            body
-        } else {
-            self.stream.seek(offset(start));
-            end = end.min(c + start); // the off-by-one: C + 1 bytes
-            self.read(end - start + 1)?
-        };
-        Ok(Request::put(
-            &self.upload_url,
-            format!("bytes {start}-{end}/{}", self.size),
-            body,
-        ))
-    }
-
-    /// Guzzle's `Stream::read($length)`.
-    fn read(&mut self, length: i128) -> Result<Body, Step> {
-        if length < 0 {
-            return Err(Step::fail(
-                "RuntimeException: Length parameter cannot be negative",
-                "RuntimeException: negative read length",
-            ));
-        }
-        Ok(self.stream.read(offset(length)))
+        let end = parts.get(1).map_or(0, |p| intval(p));
+        self.task.chunk(&PORT, start, end)
     }
 
     /// `upload()` up to its first `nextChunk`: `rewind()`, then the range
     /// `$this->nextRange` names, or the first chunk when it is empty.
     fn first_chunk(&mut self) -> Step {
-        self.stream.seek(0);
-        let first_end = CHUNK.min(self.size).saturating_sub(1);
+        let first_end = self.task.rewind(&PORT);
         match self.next_chunk(0, first_end) {
             Ok(request) => self.send(request),
             Err(raised) => raised,
@@ -126,24 +106,9 @@ impl Php {
     /// `resume()`: the expiry, `nextExpectedRanges[0]` as `$this->nextRange`,
     /// `upload()`, which checks the expiry again.
     fn resume_from(&mut self, now: SystemTime, answer: &Answer) -> Step {
-        if answer.status != 200 {
-            return Step::fail(
-                format!("the application's GET uploadUrl answered {}", answer.status),
-                "GET uploadUrl refused",
-            );
-        }
-        let Some(json) = answer.json_body() else {
-            return Step::fail(
-                "RuntimeException: The was a problem parsing the response.",
-                "RuntimeException: unreadable status answer",
-            );
-        };
-        *self = Self {
-            upload_url: std::mem::take(&mut self.upload_url),
-            size: self.size,
-            stream: self.stream,
-            chunks: budget(self.size),
-            ..Self::default()
+        let json = match self.task.renew(answer, &PORT) {
+            Ok(json) => json,
+            Err(raised) => return raised,
         };
         if let Err(raised) = check_expiry(now, &json) {
             return raised;
@@ -166,9 +131,8 @@ impl Php {
     }
 
     fn send(&mut self, request: Request) -> Step {
-        self.retry.reset();
-        self.in_flight = Some(request.clone());
-        Step::Send(request)
+        self.in_flight = true;
+        self.retry.send(request)
     }
 
     /// One iteration of `while ($this->chunks > 0)` on the session an answer was
@@ -184,8 +148,8 @@ impl Php {
             Ok(request) => request,
             Err(raised) => return raised,
         };
-        self.chunks -= 1;
-        if self.chunks > 0 {
+        self.task.chunks -= 1;
+        if self.task.chunks > 0 {
             self.send(request)
         } else {
             // Made in the last iteration, never waited for: `upload()` returns the
@@ -200,30 +164,10 @@ impl SdkModel for Php {
         &PROFILE
     }
 
-    fn start(&mut self, now: SystemTime, session: &Answer, file_size: u64) -> Step {
-        let Some(json) = session.json_body().filter(|_| session.is_success()) else {
-            return Step::fail(
-                format!(
-                    "ODataError: createUploadSession answered {}",
-                    session.status
-                ),
-                "createUploadSession refused (ODataError)",
-            );
-        };
-        self.size = file_size;
-        self.stream = Stream::new(file_size);
-        self.chunks = budget(file_size);
-        if let Err(raised) = check_expiry(now, &json) {
+    fn begin(&mut self, now: SystemTime, session: &Value, file_size: u64) -> Step {
+        self.task = Task::new(session, file_size, &PORT);
+        if let Err(raised) = check_expiry(now, session) {
             return raised;
-        }
-        match field(&json, "uploadUrl").and_then(Value::as_str) {
-            Some(url) if !url.trim().is_empty() => url.clone_into(&mut self.upload_url),
-            _ => {
-                return Step::fail(
-                    "RuntimeException: The upload URL cannot be empty.",
-                    "RuntimeException: no uploadUrl",
-                );
-            }
         }
         self.first_chunk()
     }
@@ -232,7 +176,7 @@ impl SdkModel for Php {
         if let Retry::After(delay) = self.retry.judge(now, answer) {
             return Step::Wait(delay);
         }
-        if self.in_flight.take().is_none() {
+        if !std::mem::take(&mut self.in_flight) {
             return Step::fail("LogicException: nothing in flight", "model misused");
         }
         if std::mem::take(&mut self.resuming) {
@@ -253,22 +197,18 @@ impl SdkModel for Php {
     }
 
     fn on_wait_over(&mut self) -> Step {
-        match self.in_flight.clone() {
-            Some(request) => Step::Send(request),
-            None => Step::fail("LogicException: no wait", "model misused"),
-        }
+        self.retry
+            .resend()
+            .unwrap_or_else(|| Step::fail("LogicException: no wait", "model misused"))
     }
 
     fn resume(&mut self) -> Step {
-        if self.upload_url.trim().is_empty() {
-            return Step::fail(
-                "RuntimeException: The upload URL cannot be empty.",
-                "RuntimeException: no uploadUrl",
-            );
+        if let Err(raised) = self.task.check_url(&PORT) {
+            return raised;
         }
         // The application's GET, through the same Guzzle stack as the task.
         self.resuming = true;
-        let request = Request::get(&self.upload_url);
+        let request = Request::get(&self.task.upload_url);
         self.send(request)
     }
 }
@@ -381,18 +321,23 @@ fn intval(text: &str) -> i128 {
     if negative { -value } else { value }
 }
 
-fn offset(n: i128) -> u64 {
-    u64::try_from(n.max(0)).unwrap_or(u64::MAX)
+/// Guzzle's `Stream::read($length)`.
+fn read(stream: &mut Stream, length: i128) -> Result<Body, Step> {
+    if length < 0 {
+        return Err(Step::fail(
+            "RuntimeException: Length parameter cannot be negative",
+            "RuntimeException: negative read length",
+        ));
+    }
+    Ok(stream.read(ported::offset(length)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sdk::test_support::{
-        EXPIRY, NOW, Script, URL, bare, closed, created, done, error, open, pascal, progress,
+        EXPIRY, MIB, Script, URL, bare, closed, created, done, error, open, pascal, progress,
     };
-
-    const MIB: u64 = 1 << 20;
 
     #[test]
     fn closed_ranges_give_chunk_plus_one_slices() {
@@ -488,30 +433,24 @@ mod tests {
     fn the_application_resumes_a_new_task_from_the_status_it_reads() {
         let s = 15 * MIB;
         let failed = || {
-            let mut php = Php::new();
-            let _ = php.start(NOW, &created(&["0-15728639"]), s);
-            let _ = php.on_answer(NOW, &closed(4 * MIB, s));
-            let step = php.on_transport_error("connection reset");
-            assert!(matches!(step, Step::Failed(f) if f.exception.contains("ConnectException")));
-            assert_eq!(php.resume(), Step::Send(Request::get(URL)));
-            php
+            Script::with_session(Php::new(), s, &created(&["0-15728639"]))
+                .answer(closed(4 * MIB, s))
+                .transport_error()
+                .resumes("GuzzleHttp\\Exception\\ConnectException")
         };
         // `$this->nextRange` is the range as sent: a closed one gives C + 1 bytes.
-        assert_eq!(
-            failed().on_answer(NOW, &progress("4194304-15728639")),
-            Step::Send(Request::put(
-                URL,
-                "bytes 4194304-8388608/15728640".into(),
-                Body::file(4 * MIB, 4 * MIB + 1)
-            ))
+        failed().answer(progress("4194304-15728639")).sends(
+            "bytes 4194304-8388608/15728640",
+            Body::file(4 * MIB, 4 * MIB + 1),
         );
         let none_left = Answer::json(
             200,
             &serde_json::json!({"expirationDateTime": EXPIRY, "nextExpectedRanges": []}),
         );
-        let step = failed().on_answer(NOW, &none_left);
-        assert!(
-            matches!(step, Step::Failed(f) if f.exception == "RuntimeException: No more bytes expected.")
+        let raised = failed().answer(none_left).fails_with("RuntimeException");
+        assert_eq!(
+            raised.exception,
+            "RuntimeException: No more bytes expected."
         );
     }
 }

@@ -28,10 +28,8 @@ use std::time::SystemTime;
 use serde_json::Value;
 use upsession_core::time::parse_graph_time;
 
+use super::ported::{self, Port, Task};
 use super::{Answer, Body, Profile, Request, SdkModel, Step, Stream, field, quoted, strings};
-
-/// 5 MiB: `max_chunk_size: int = 5 * 1024 * 1024` (line 29).
-const CHUNK: u64 = 5 * 1024 * 1024;
 
 static PROFILE: Profile = Profile {
     name: "Python",
@@ -41,6 +39,7 @@ static PROFILE: Profile = Profile {
     commit: "d6e481af8981ed0d886c842c427a3eb921c7e17b",
     chunk: CHUNK,
     chunk_source: "default `max_chunk_size`",
+    client_error: "ODataError",
     summary: "Reads `nextExpectedRanges[0]` of each answer with `int()` on both halves \
               (\"a-\" and bare \"a\" raise ValueError); closed ranges give chunk + 1 B slices; \
               camelCase only; re-sends its last range after completion; no slice retry",
@@ -49,6 +48,21 @@ static PROFILE: Profile = Profile {
         "a file under one chunk fails, as its re-send after completion has an empty body, \
          which the live service answers 400",
     )],
+};
+
+/// 5 MiB: `max_chunk_size: int = 5 * 1024 * 1024` (line 29).
+const CHUNK: u64 = 5 * 1024 * 1024;
+
+/// Where PHP's port does otherwise.
+static PORT: Port = Port {
+    chunk: CHUNK,
+    budget,
+    read: read_signed,
+    runtime_error: "RuntimeError",
+    unreadable: [
+        "JSONDecodeError: the status answer is not JSON",
+        "JSONDecodeError on the status answer",
+    ],
 };
 
 /// The parsed `LargeFileUploadSession` of a PUT answer: only its ranges matter.
@@ -73,15 +87,11 @@ enum InFlight {
 /// The Python SDK's upload task.
 #[derive(Clone, Debug, Default)]
 pub struct Python {
-    upload_url: String,
-    size: u64,
-    stream: Stream,
+    task: Task,
     /// `self.next_range`.
     next_range: Option<String>,
     /// The server's range `next_range` was made from, for messages.
     server_range: Option<String>,
-    /// `self.chunks`, the iteration budget.
-    chunks: i64,
     /// `process_next`: the result of the last successful `next_chunk`.
     process_next: Option<Session>,
     in_flight: Option<InFlight>,
@@ -95,49 +105,16 @@ impl Python {
         Self::default()
     }
 
-    /// `next_chunk` / `last_chunk` (lines 150-184 and 186-227, the same range logic):
-    /// the request for `self.next_range`, or the `ValueError` it raises.
-    fn chunk_request(&mut self, range_start: u64, range_end: u64) -> Result<Request, Step> {
-        let next = self
-            .next_range
-            .get_or_insert_with(|| format!("{range_start}-{range_end}"))
-            .clone();
-        let shown = self.server_range.clone().unwrap_or_else(|| next.clone());
-        let parts: Vec<&str> = next.split('-').collect();
-        let start = py_int(parts[0]).map_err(|e| value_error(&e, &shown))?;
-        let mut end = match parts.get(1) {
-            Some(p) => py_int(p).map_err(|e| value_error(&e, &shown))?,
-            None => 0,
-        };
-        let (c, s) = (i128::from(CHUNK), i128::from(self.size));
-        let body = if start == 0 && end == 0 {
-            end = (c - 1).min(s - 1);
-            self.stream.read(CHUNK) // no seek: from wherever the stream is
-        } else if start == 0 {
-            self.read_signed(end + 1) // no seek either
-        } else if end == 0 {
-            self.stream.seek(clamp(start));
-            let body = self.stream.read(CHUNK);
-            end = start + i128::from(body.len) - 1;
-            body
-        } else {
-            self.stream.seek(clamp(start));
-            end = end.min(c + start); // the off-by-one: C + 1 bytes
-            self.read_signed(end - start + 1)
-        };
-        Ok(Request::put(
-            &self.upload_url,
-            format!("bytes {start}-{end}/{}", self.size),
-            body,
-        ))
-    }
-
-    /// `BytesIO.read(n)`: a negative `n` reads to the end.
-    fn read_signed(&mut self, n: i128) -> Body {
-        if n < 0 {
-            self.stream.read_rest()
-        } else {
-            self.stream.read(clamp(n))
+    /// `upload()` up to its first `next_chunk` (lines 95-97), whose errors propagate.
+    fn first_chunk(&mut self) -> Step {
+        // Line 90; the expiry check of line 91 was made on the same session.
+        let first_end = self.task.rewind(&PORT);
+        match self.chunk_request(0, first_end) {
+            Ok(request) => {
+                self.in_flight = Some(InFlight::First);
+                Step::Send(request)
+            }
+            Err(raised) => raised,
         }
     }
 
@@ -145,13 +122,13 @@ impl Python {
     /// iteration; `last_sent` when this iteration's `last_chunk` was answered.
     fn iterate(&mut self, mut last_sent: bool) -> Step {
         loop {
-            if self.chunks < 0 {
+            if self.task.chunks < 0 {
                 // `upload_result.location = self.upload_session.upload_url` (line 139).
                 return Step::Done {
-                    location: Some(self.upload_url.clone()),
+                    location: Some(self.task.upload_url.clone()),
                 };
             }
-            if self.chunks == 0 && !last_sent {
+            if self.task.chunks == 0 && !last_sent {
                 return match self.chunk_request(0, 0) {
                     Ok(request) => {
                         self.in_flight = Some(InFlight::Last);
@@ -180,22 +157,28 @@ impl Python {
                 }
                 // A ValueError here is logged and swallowed (line 132).
             }
-            self.chunks -= 1; // `finally`
+            self.task.chunks -= 1; // `finally`
         }
     }
 
-    /// `upload()` up to its first `next_chunk` (lines 95-97), whose errors propagate.
-    fn first_chunk(&mut self) -> Step {
-        // Line 90; the expiry check of line 91 was made on the same session.
-        self.stream.seek(0);
-        let first_end = CHUNK.min(self.size).saturating_sub(1);
-        match self.chunk_request(0, first_end) {
-            Ok(request) => {
-                self.in_flight = Some(InFlight::First);
-                Step::Send(request)
-            }
-            Err(raised) => raised,
-        }
+    /// `next_chunk` / `last_chunk` (lines 150-184 and 186-227, the same range logic):
+    /// the uploadUrl checked first (`get_validated_upload_url`), then the request
+    /// for `self.next_range`, each half read with `int()`, or the `ValueError` it
+    /// raises.
+    fn chunk_request(&mut self, range_start: u64, range_end: u64) -> Result<Request, Step> {
+        self.task.check_url(&PORT)?;
+        let next = self
+            .next_range
+            .get_or_insert_with(|| format!("{range_start}-{range_end}"))
+            .clone();
+        let shown = self.server_range.clone().unwrap_or_else(|| next.clone());
+        let parts: Vec<&str> = next.split('-').collect();
+        let start = py_int(parts[0]).map_err(|e| value_error(&e, &shown))?;
+        let end = match parts.get(1) {
+            Some(p) => py_int(p).map_err(|e| value_error(&e, &shown))?,
+            None => 0,
+        };
+        self.task.chunk(&PORT, start, end)
     }
 
     /// The application's resume on the answer to its `GET uploadUrl`: the session as
@@ -203,24 +186,9 @@ impl Python {
     /// stream (the constructor: a fresh budget, no range); its `resume()` (lines
     /// 278-297): the expiry, `nextExpectedRanges[0]` as `self.next_range`, `upload()`.
     fn resume_from(&mut self, now: SystemTime, answer: &Answer) -> Step {
-        if answer.status != 200 {
-            return Step::fail(
-                format!("the application's GET uploadUrl answered {}", answer.status),
-                "GET uploadUrl refused",
-            );
-        }
-        let Some(json) = answer.json_body() else {
-            return Step::fail(
-                "JSONDecodeError: the status answer is not JSON",
-                "JSONDecodeError on the status answer",
-            );
-        };
-        *self = Self {
-            upload_url: std::mem::take(&mut self.upload_url),
-            size: self.size,
-            stream: self.stream,
-            chunks: budget(self.size),
-            ..Self::default()
+        let json = match self.task.renew(answer, &PORT) {
+            Ok(json) => json,
+            Err(raised) => return raised,
         };
         if let Err(raised) = check_expiry(now, field(&json, "expirationDateTime")) {
             return raised;
@@ -229,14 +197,7 @@ impl Python {
         // first, whatever its value; else the attribute, None when absent.
         let ranges = match field(&json, "NextExpectedRanges") {
             Some(pascal) => strings(pascal),
-            None => field(&json, "nextExpectedRanges").and_then(|v| {
-                v.as_array().map(|items| {
-                    items
-                        .iter()
-                        .map(|v| v.as_str().unwrap_or("None").to_owned())
-                        .collect()
-                })
-            }),
+            None => next_expected_ranges(&json),
         };
         let first = match ranges.as_deref() {
             None => {
@@ -264,30 +225,10 @@ impl SdkModel for Python {
         &PROFILE
     }
 
-    fn start(&mut self, now: SystemTime, session: &Answer, file_size: u64) -> Step {
-        let Some(json) = session.json_body().filter(|_| session.is_success()) else {
-            return Step::fail(
-                format!(
-                    "ODataError: createUploadSession answered {}",
-                    session.status
-                ),
-                "createUploadSession refused (ODataError)",
-            );
-        };
-        self.size = file_size;
-        self.stream = Stream::new(file_size);
-        self.chunks = budget(file_size);
-        if let Err(raised) = check_expiry(now, field(&json, "expirationDateTime")) {
+    fn begin(&mut self, now: SystemTime, session: &Value, file_size: u64) -> Step {
+        self.task = Task::new(session, file_size, &PORT);
+        if let Err(raised) = check_expiry(now, field(session, "expirationDateTime")) {
             return raised;
-        }
-        match field(&json, "uploadUrl").and_then(Value::as_str) {
-            Some(url) if !url.trim().is_empty() => url.clone_into(&mut self.upload_url),
-            _ => {
-                return Step::fail(
-                    "RuntimeError: The upload URL cannot be empty.",
-                    "RuntimeError: no uploadUrl",
-                );
-            }
         }
         self.first_chunk()
     }
@@ -317,7 +258,7 @@ impl SdkModel for Python {
                 if let Ok(session) = result {
                     self.process_next = session;
                 }
-                self.chunks -= 1;
+                self.task.chunks -= 1;
                 self.iterate(false)
             }
             (InFlight::Last, Ok(_)) => self.iterate(true),
@@ -328,7 +269,7 @@ impl SdkModel for Python {
         self.resuming = false;
         match self.in_flight.take() {
             Some(InFlight::Loop) => {
-                self.chunks -= 1;
+                self.task.chunks -= 1;
                 self.iterate(false)
             }
             _ => Step::fail(
@@ -346,15 +287,12 @@ impl SdkModel for Python {
     }
 
     fn resume(&mut self) -> Step {
-        if self.upload_url.is_empty() {
-            return Step::fail(
-                "RuntimeError: The upload URL cannot be empty.",
-                "RuntimeError: no uploadUrl",
-            );
+        if let Err(raised) = self.task.check_url(&PORT) {
+            return raised;
         }
         self.in_flight = None;
         self.resuming = true;
-        Step::Send(Request::get(&self.upload_url))
+        Step::Send(Request::get(&self.task.upload_url))
     }
 }
 
@@ -433,17 +371,18 @@ fn parse_session(answer: &Answer) -> Result<Option<Session>, Step> {
             "JSONDecodeError",
         ));
     };
-    let ranges = field(&json, "nextExpectedRanges")
-        .and_then(Value::as_array)
-        .map(|items| {
-            // kiota's `_get_str_value` gives None for a non-string, and `str(None)`
-            // is what the loop then splits.
-            items
-                .iter()
-                .map(|v| v.as_str().unwrap_or("None").to_owned())
-                .collect()
-        });
-    Ok(Some(Session { ranges }))
+    Ok(Some(Session {
+        ranges: next_expected_ranges(&json),
+    }))
+}
+
+/// The session model's `next_expected_ranges` as kiota's JSON parser fills it:
+/// camelCase only, `None` unless an array, and `None` for an item that is not a
+/// string (`_get_str_value`), which the loop then splits as `str(None)`.
+fn next_expected_ranges(json: &Value) -> Option<Vec<String>> {
+    let items = field(json, "nextExpectedRanges")?.as_array()?;
+    let text = |v: &Value| v.as_str().unwrap_or("None").to_owned();
+    Some(items.iter().map(text).collect())
 }
 
 /// Python's `int(text)` in base 10: optional surrounding whitespace and sign,
@@ -487,31 +426,43 @@ fn value_error(message: &str, range: &str) -> Step {
     )
 }
 
-/// A Python position or length as a stream offset (negative positions do not occur
-/// after `split('-')`).
-fn clamp(n: i128) -> u64 {
-    u64::try_from(n.max(0)).unwrap_or(u64::MAX)
+/// `BytesIO.read(n)`: a negative `n` reads to the end.
+#[allow(clippy::unnecessary_wraps)] // a `ported::Read`: Guzzle's read can throw
+fn read_signed(stream: &mut Stream, n: i128) -> Result<Body, Step> {
+    Ok(if n < 0 {
+        stream.read_rest()
+    } else {
+        stream.read(ported::offset(n))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sdk::test_support::{
-        NOW, Script, URL, bare, closed, created, done, open, pascal, progress,
+        MIB, Script, bare, closed, created, done, open, pascal, progress,
     };
 
-    const MIB: u64 = 1 << 20;
+    /// Three chunks and a byte.
+    const S: u64 = 15 * MIB + 1;
+    /// The second slice of an `S`-byte file after the first was answered with the
+    /// closed range after it: one byte more than the chunk.
+    const SECOND_RANGE: &str = "bytes 5242880-10485760/15728641";
+    const SECOND_BODY: Body = Body::file(5 * MIB, 5 * MIB + 1);
+
+    /// An `S`-byte upload whose first slice was answered with the closed range
+    /// after it.
+    fn first_answered() -> Script<Python> {
+        Script::new(Python::new(), S)
+            .sends("bytes 0-5242879/15728641", Body::file(0, 5 * MIB))
+            .answer(closed(5 * MIB, S))
+    }
 
     #[test]
     fn closed_ranges_give_chunk_plus_one_slices_and_a_resend_after_completion() {
-        let s = 15 * MIB + 1;
-        Script::new(Python::new(), s)
-            .sends("bytes 0-5242879/15728641", Body::file(0, 5 * MIB))
-            .answer(closed(5 * MIB, s))
-            .sends(
-                "bytes 5242880-10485760/15728641",
-                Body::file(5 * MIB, 5 * MIB + 1),
-            )
+        let s = S;
+        first_answered()
+            .sends(SECOND_RANGE, SECOND_BODY)
             .answer(closed(10 * MIB + 1, s))
             .sends(
                 "bytes 10485761-15728640/15728641",
@@ -561,35 +512,20 @@ mod tests {
 
     #[test]
     fn errors_of_the_first_put_propagate_and_loop_errors_resend_the_same_range() {
-        let s = 15 * MIB + 1;
-        Script::new(Python::new(), s)
+        Script::new(Python::new(), S)
             .sends("bytes 0-5242879/15728641", Body::file(0, 5 * MIB))
             .answer(Answer::new(413, Vec::new(), Vec::new()))
             .fails_with("APIError: The server returned an unexpected status code and no error class is registered for this code 413");
-        Script::new(Python::new(), s)
-            .sends("bytes 0-5242879/15728641", Body::file(0, 5 * MIB))
-            .answer(closed(5 * MIB, s))
-            .sends(
-                "bytes 5242880-10485760/15728641",
-                Body::file(5 * MIB, 5 * MIB + 1),
-            )
+        first_answered()
+            .sends(SECOND_RANGE, SECOND_BODY)
             .answer(Answer::new(500, Vec::new(), Vec::new()))
-            .sends(
-                "bytes 5242880-10485760/15728641",
-                Body::file(5 * MIB, 5 * MIB + 1),
-            )
+            .sends(SECOND_RANGE, SECOND_BODY)
             .transport_error()
-            .sends(
-                "bytes 5242880-10485760/15728641",
-                Body::file(5 * MIB, 5 * MIB + 1),
-            )
+            .sends(SECOND_RANGE, SECOND_BODY)
             .transport_error()
             // The budget is spent: `last_chunk` sends the range again, and its
             // error propagates.
-            .sends(
-                "bytes 5242880-10485760/15728641",
-                Body::file(5 * MIB, 5 * MIB + 1),
-            )
+            .sends(SECOND_RANGE, SECOND_BODY)
             .transport_error()
             .fails_with("httpx.TransportError");
     }
@@ -618,25 +554,16 @@ mod tests {
     #[test]
     fn the_application_resumes_a_new_task_from_the_status_it_reads() {
         let s = 15 * MIB;
+        // The first PUT is outside the loop's `try`: its error propagates.
         let lost_first = || {
-            let mut p = Python::new();
-            let _ = p.start(NOW, &created(&["0-15728639"]), s);
-            // The first PUT is outside the loop's `try`: its error propagates.
-            let step = p.on_transport_error("connection reset");
-            assert!(
-                matches!(step, Step::Failed(f) if f.exception.starts_with("httpx.TransportError"))
-            );
-            assert_eq!(p.resume(), Step::Send(Request::get(URL)));
-            p
+            Script::with_session(Python::new(), s, &created(&["0-15728639"]))
+                .transport_error()
+                .resumes("httpx.TransportError")
         };
         // `self.next_range` is the range as sent: a closed one gives C + 1 bytes.
-        assert_eq!(
-            lost_first().on_answer(NOW, &progress("5242880-15728639")),
-            Step::Send(Request::put(
-                URL,
-                "bytes 5242880-10485760/15728640".into(),
-                Body::file(5 * MIB, 5 * MIB + 1)
-            ))
+        lost_first().answer(progress("5242880-15728639")).sends(
+            "bytes 5242880-10485760/15728640",
+            Body::file(5 * MIB, 5 * MIB + 1),
         );
         for (status, raised) in [
             (
@@ -658,11 +585,8 @@ mod tests {
                 "RuntimeError: No more bytes expected.",
             ),
         ] {
-            let step = lost_first().on_answer(NOW, &status);
-            assert!(
-                matches!(&step, Step::Failed(f) if f.exception == raised),
-                "{step:?}"
-            );
+            let f = lost_first().answer(status).fails_with(raised);
+            assert_eq!(f.exception, raised);
         }
     }
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use upsession_core::time::parse_retry_after;
 
-use super::Answer;
+use super::{Answer, Request, Step};
 
 /// Retries of one request (the SDKs count per request).
 const MAX_RETRIES: u32 = 3;
@@ -40,16 +40,36 @@ pub(crate) enum Retry {
     Exhausted,
 }
 
-/// Retry state of the request in flight.
-#[derive(Clone, Copy, Debug, Default)]
+/// The request in flight as the middleware holds it: what a retry sends again.
+///
+/// A model sends every request that goes through the pipeline with
+/// [`Middleware::send`], lets [`Middleware::judge`] see every answer first, and
+/// after each wait asks [`Middleware::resend`] whether the wait was the
+/// middleware's own.
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Middleware {
     retries: u32,
+    /// The request last sent, as sent.
+    sent: Option<Request>,
+    /// A retry's delay is running.
+    waiting: bool,
 }
 
 impl Middleware {
-    /// A new request: its retry count starts again.
-    pub(crate) fn reset(&mut self) {
+    /// A new request goes out: its retries count afresh.
+    pub(crate) fn send(&mut self, request: Request) -> Step {
         self.retries = 0;
+        self.waiting = false;
+        self.sent = Some(request.clone());
+        Step::Send(request)
+    }
+
+    /// When the wait just over was a retry's delay: the same request again.
+    pub(crate) fn resend(&mut self) -> Option<Step> {
+        if !std::mem::take(&mut self.waiting) {
+            return None;
+        }
+        self.sent.clone().map(Step::Send)
     }
 
     /// Judges `answer`, received at `now`.
@@ -70,6 +90,7 @@ impl Middleware {
             .and_then(|v| parse_seconds(v).or_else(|| parse_retry_after(v, now)))
             .unwrap_or_else(|| Duration::from_secs(BASE_DELAY_SECS << self.retries));
         self.retries += 1;
+        self.waiting = true;
         Retry::After(delay.min(Duration::from_secs(MAX_DELAY_SECS)))
     }
 }
@@ -111,10 +132,22 @@ mod tests {
             Retry::After(Duration::from_secs(180))
         );
         assert_eq!(m.judge(now, &answer(429, None)), Retry::Exhausted);
-        m.reset();
+        let _ = m.send(Request::get("https://h/u"));
         assert_eq!(
             m.judge(now, &answer(429, Some("0.5"))),
             Retry::After(Duration::from_millis(500))
         );
+    }
+
+    #[test]
+    fn only_the_middlewares_own_delay_ends_in_a_resend() {
+        let now = SystemTime::UNIX_EPOCH;
+        let mut m = Middleware::default();
+        let get = Request::get("https://h/u");
+        assert_eq!(m.send(get.clone()), Step::Send(get.clone()));
+        assert_eq!(m.resend(), None);
+        assert!(matches!(m.judge(now, &answer(503, None)), Retry::After(_)));
+        assert_eq!(m.resend(), Some(Step::Send(get)));
+        assert_eq!(m.resend(), None);
     }
 }

@@ -13,6 +13,8 @@ pub(crate) const URL: &str = "https://127.0.0.1:8443/uploads/s1?authtoken=1.abc"
 pub(crate) const EXPIRY: &str = "2099-01-01T00:00:00.0000000Z";
 /// The time of every script.
 pub(crate) const NOW: SystemTime = SystemTime::UNIX_EPOCH;
+/// A mebibyte, the unit of every chunk size.
+pub(crate) const MIB: u64 = 1 << 20;
 
 /// A model being driven, and the step it last returned.
 pub(crate) struct Script<M: SdkModel> {
@@ -33,12 +35,13 @@ impl<M: SdkModel> Script<M> {
         Self { model, step }
     }
 
-    /// The model sent `PUT` with this `Content-Range` and these bytes.
+    /// The model sent `PUT` to the uploadUrl with this `Content-Range` and these
+    /// bytes.
     #[track_caller]
     pub(crate) fn sends(self, range: &str, body: Body) -> Self {
         match &self.step {
             Step::Send(r) => {
-                assert_eq!(r.method, Method::Put, "{r:?}");
+                assert_eq!((r.method, r.url.as_str()), (Method::Put, URL), "{r:?}");
                 assert_eq!(r.content_range.as_deref(), Some(range), "{r:?}");
                 assert_eq!(r.body, body, "{r:?}");
                 assert_eq!(r.content_length, Some(body.total()), "{r:?}");
@@ -76,6 +79,24 @@ impl<M: SdkModel> Script<M> {
     /// The last request got no answer.
     pub(crate) fn transport_error(mut self) -> Self {
         self.step = self.model.on_transport_error("connection reset");
+        self
+    }
+
+    /// The model failed with an exception starting with `exception`, and the
+    /// application resumes the upload the SDK's way: its first step is
+    /// `GET uploadUrl`.
+    #[track_caller]
+    pub(crate) fn resumes(self, exception: &str) -> Self {
+        match &self.step {
+            Step::Failed(f) if f.exception.starts_with(exception) => {}
+            other => panic!("expected failure {exception:?}, got {other:?}"),
+        }
+        self.resume().gets()
+    }
+
+    /// The application resumes the upload the SDK's way.
+    pub(crate) fn resume(mut self) -> Self {
+        self.step = self.model.resume();
         self
     }
 

@@ -54,8 +54,7 @@ mod sessions;
 mod shape;
 mod verdict;
 
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::Url;
 use upsession_core::{Dialect, Limits};
@@ -129,13 +128,9 @@ impl Config {
 
     crate::runner::run_setters!();
 
-    /// Sets the server's size limits.
-    #[must_use]
-    pub fn with_sizes(mut self, min_size: u64, max_size: u64, max_fragment: u64) -> Self {
-        self.min_size = min_size;
-        self.max_size = max_size;
-        self.max_fragment = max_fragment;
-        self
+    upsession_core::setters! {
+        /// Sets the server's size limits.
+        with_sizes(min_size: u64, max_size: u64, max_fragment: u64);
     }
 
     upsession_core::setters! {
@@ -220,31 +215,17 @@ pub async fn check_async(config: &Config) -> Result<Report, Failure> {
         .map_err(|e| Failure::harness(format!("cannot build the HTTP client: {e}")))?;
     let odd_lengths = crate::Rule::FragmentMultiple.applies_to(&config.dialect);
     let strategy = ops::cases(config.span(), config.max_ops, odd_lengths);
-    let totals = Mutex::new(Report::default());
-    let started = Instant::now();
-    let result = runner::run(
+    let (client, base) = (&client, &base);
+    runner::run(
         &strategy,
         config.cases,
         seed,
         config.max_shrink_iters,
-        |case, case_seed| {
-            let (client, base, totals) = (&client, &base, &totals);
-            async move {
-                let mut exec = exec::Exec::new(config, client, base.clone(), case_seed);
-                let outcome = exec.run(&case).await;
-                totals
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .absorb(&exec.stats);
-                outcome
-            }
+        |case, case_seed| async move {
+            let mut exec = exec::Exec::new(config, client, base.clone(), case_seed);
+            let outcome = exec.run(&case).await;
+            (exec.stats, outcome)
         },
     )
-    .await;
-    result?;
-    let mut report = totals.into_inner().unwrap_or_else(PoisonError::into_inner);
-    report.cases = config.cases;
-    report.seed = seed;
-    report.elapsed = started.elapsed();
-    Ok(report)
+    .await
 }

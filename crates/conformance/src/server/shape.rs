@@ -166,38 +166,23 @@ pub(super) fn created_json(
     let written = created(dialect, &RangeSet::full(size));
     let value: Value = serde_json::from_slice(&reply.body)
         .map_err(|e| create(format!("the answer is not JSON ({e})")))?;
-    let url_key = written.key("uploadUrl");
-    let text = value.get(&url_key).and_then(Value::as_str).ok_or_else(|| {
-        create(format!(
-            "the answer has no {} `{url_key}` string",
-            casing(&url_key)
-        ))
-    })?;
-    let url = Url::parse(text)
+    // The member `name` of the answer, in the dialect's casing, of the JSON kind `fits`.
+    let member = |name: &str, kind: &str, fits: fn(&Value) -> bool| {
+        let key = written.key(name);
+        value
+            .get(&key)
+            .filter(|v| fits(v))
+            .ok_or_else(|| create(format!("the answer has no {} `{key}` {kind}", casing(&key))))
+    };
+    let text = member("uploadUrl", "string", Value::is_string)?;
+    let url = Url::parse(text.as_str().unwrap_or_default())
         .ok()
         .filter(|u| u.scheme() == "http" || u.scheme() == "https")
         .ok_or_else(|| create("the uploadUrl is not an absolute http(s) URL".into()))?;
-    let expiry_key = written.key("expirationDateTime");
-    let expiry = value
-        .get(&expiry_key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            create(format!(
-                "the answer has no {} `{expiry_key}`",
-                casing(&expiry_key)
-            ))
-        })?;
-    check_expiry(expiry, Rule::CreateSession)?;
-    let ranges_key = written.key("nextExpectedRanges");
-    let entries = value
-        .get(&ranges_key)
-        .and_then(Value::as_array)
-        .ok_or_else(|| {
-            create(format!(
-                "the answer has no {} `{ranges_key}` array",
-                casing(&ranges_key)
-            ))
-        })?;
+    let expiry = member("expirationDateTime", "string", Value::is_string)?;
+    check_expiry(expiry.as_str().unwrap_or_default(), Rule::CreateSession)?;
+    let entries = member("nextExpectedRanges", "array", Value::is_array)?;
+    let entries = entries.as_array().map_or(&[][..], Vec::as_slice);
     if let Some(obj) = value.as_object() {
         let keys = || obj.keys().cloned().collect::<Vec<_>>().join(", ");
         others_present(obj, &written, dialect, Rule::CreateSession, &keys)?;
@@ -404,10 +389,9 @@ mod tests {
 
     #[test]
     fn closed_form_is_digits_dash_digits() {
-        assert!(is_closed("0-9"));
-        assert!(!is_closed("10-"));
-        assert!(!is_closed("10"));
-        assert!(!is_closed("a-b"));
+        for (entry, closed) in [("0-9", true), ("10-", false), ("10", false), ("a-b", false)] {
+            assert_eq!(is_closed(entry), closed, "{entry}");
+        }
     }
 
     #[test]

@@ -5,7 +5,9 @@ use std::time::{Duration, SystemTime};
 
 use http::StatusCode;
 
-use super::{Action, Completion, Event, FRAGMENT_QUANTUM, Phase, Planner, Request, UploadError};
+use super::{
+    Action, Completion, Event, FRAGMENT_QUANTUM, Phase, Planner, Request, Retry, UploadError,
+};
 use crate::error::RemoteError;
 use crate::header::ContentRange;
 use crate::range::{ByteRange, RangeSet};
@@ -24,7 +26,9 @@ impl Planner {
     ) -> Phase {
         match status {
             s if s.is_success() || s == StatusCode::NOT_FOUND => Phase::Finished(Action::Cancelled),
-            s if retryable(s) => self.retry(now, Request::Delete, &remote.to_string(), retry_after),
+            s if retryable(s) => {
+                self.failure(now, Request::Delete, &remote.to_string(), retry_after)
+            }
             _ => Phase::Finished(Action::Failed(UploadError::Remote(remote))),
         }
     }
@@ -253,16 +257,6 @@ impl Planner {
                 last: reason.into(),
             });
         }
-        self.retry(now, request, reason, retry_after)
-    }
-
-    pub(super) fn retry(
-        &mut self,
-        now: SystemTime,
-        request: Request,
-        reason: &str,
-        retry_after: Option<&str>,
-    ) -> Phase {
         let wait = retry_after
             .and_then(|v| parse_retry_after(v, now))
             .unwrap_or_else(|| self.backoff());
@@ -275,11 +269,11 @@ impl Planner {
         if self.expires.is_some_and(|e| at >= e) && request != Request::Delete {
             return self.fail_phase(UploadError::SessionExpired);
         }
-        self.events.push_back(Event::Retrying {
+        self.events.push_back(Event::Retrying(Retry {
             attempt: self.failures,
             wait,
             reason: reason.into(),
-        });
+        }));
         let request = if self.cancel_requested && self.upload_url.is_some() {
             Request::Delete
         } else {

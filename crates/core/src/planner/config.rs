@@ -36,21 +36,10 @@ impl PlannerConfig {
         with_max_attempts(max_attempts: u32);
         /// Sets the total time allowed (`None`: no limit).
         with_deadline(deadline: Option<Duration>);
-    }
-
-    /// Sets the first and the largest backoff ceilings.
-    #[must_use]
-    pub const fn with_backoff(mut self, base: Duration, max: Duration) -> Self {
-        self.backoff_base = base;
-        self.backoff_max = max;
-        self
-    }
-
-    /// Sets the seed of the jitter generator.
-    #[must_use]
-    pub const fn with_jitter_seed(mut self, seed: u64) -> Self {
-        self.jitter_seed = seed;
-        self
+        /// Sets the first and the largest backoff ceilings.
+        with_backoff(backoff_base: Duration, backoff_max: Duration);
+        /// Sets the seed of the jitter generator.
+        with_jitter_seed(jitter_seed: u64);
     }
 }
 

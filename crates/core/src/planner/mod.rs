@@ -57,7 +57,7 @@ mod types;
 use answers::{far_future, id_from_location};
 pub use config::{DEFAULT_FRAGMENT_SIZE, FRAGMENT_QUANTUM, PlannerConfig};
 pub use retry_after::{MAX_THROTTLE_WAIT, MIN_THROTTLE_WAIT, THROTTLED_ATTEMPTS, throttle_wait};
-pub use types::{Action, Completion, Event, TransportError, UploadError};
+pub use types::{Action, Completion, Event, Retry, TransportError, UploadError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Request {

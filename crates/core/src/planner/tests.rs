@@ -24,11 +24,56 @@ fn session_json(ranges: &[&str]) -> String {
     .to_string()
 }
 
+/// A 200 with a session expecting `ranges`.
+fn expecting(ranges: &[&str]) -> Response<Vec<u8>> {
+    response(200, &[], &session_json(ranges))
+}
+
 fn created(total: u64, cfg: PlannerConfig) -> Planner {
     let mut p = Planner::new(total, cfg);
     assert_eq!(p.next(t(0)), Action::CreateSession);
     p.handle_response(t(0), &response(201, &[], &session_json(&["0-"])));
     p
+}
+
+/// [`created`] with [`small`] fragments, its first fragment sent (unanswered).
+fn sent_first(total: u64) -> Planner {
+    let mut p = created(total, small());
+    let _ = p.next(t(0));
+    p
+}
+
+/// After a lost or failed request: the planner waits, then asks the session.
+/// When it asks.
+fn waits_then_asks(p: &mut Planner) -> SystemTime {
+    let Action::Wait { until } = p.next(t(0)) else {
+        panic!("a wait first")
+    };
+    assert_eq!(p.next(until), Action::QueryStatus);
+    until
+}
+
+/// The session is gone when asked after the final fragment: that fragment is sent
+/// once more, in case the server still answers it, then the outcome is unknown.
+fn gone_after_the_final_fragment_is_an_unknown_outcome(mut p: Planner) {
+    let until = waits_then_asks(&mut p);
+    p.handle_response(until, &response(404, &[], ""));
+    assert_eq!(put_range(&p.next(until)), (0, 9));
+    p.handle_response(until, &response(404, &[], ""));
+    assert_eq!(
+        p.next(until),
+        Action::Failed(UploadError::FinalOutcomeUnknown)
+    );
+}
+
+/// After the first fragment's `answer`, the upload fails for a protocol error.
+fn protocol_error_after(answer: &str) {
+    let mut p = sent_first(30);
+    p.handle_response(t(0), &response(200, &[], answer));
+    assert!(matches!(
+        p.next(t(0)),
+        Action::Failed(UploadError::Protocol(_))
+    ));
 }
 
 fn small() -> PlannerConfig {
@@ -51,7 +96,7 @@ fn follows_the_servers_ranges_not_its_own() {
     // process) is taken as it is.
     let mut p = Planner::resume(30, "https://u/x".into(), None, small());
     assert_eq!(p.next(t(0)), Action::QueryStatus);
-    p.handle_response(t(0), &response(200, &[], &session_json(&["5-9", "15-"])));
+    p.handle_response(t(0), &expecting(&["5-9", "15-"]));
     assert_eq!(put_range(&p.next(t(0))), (5, 9));
     p.handle_response(
         t(1),
@@ -92,24 +137,20 @@ fn bytes_a_server_forgets_are_sent_again_but_not_forever() {
     };
     let mut p = created(30, cfg);
     assert_eq!(put_range(&p.next(t(0))), (0, 9));
-    p.handle_response(t(1), &response(200, &[], &session_json(&["10-29"])));
+    p.handle_response(t(1), &expecting(&["10-29"]));
     // The server lost 0..10 (a power loss under `--fsync never`): send it again.
     assert_eq!(put_range(&p.next(t(1))), (10, 19));
-    p.handle_response(t(2), &response(200, &[], &session_json(&["0-9", "20-29"])));
+    p.handle_response(t(2), &expecting(&["0-9", "20-29"]));
     assert_eq!(put_range(&p.next(t(2))), (0, 9));
     // A server that keeps forgetting does not keep the upload going forever.
     for round in 0..10 {
-        p.handle_response(t(3), &response(200, &[], &session_json(&["20-29"])));
-        match p.next(t(3)) {
-            Action::Put(_) => {}
-            Action::Failed(UploadError::AttemptsExhausted { .. }) => return,
-            other => panic!("round {round}: {other:?}"),
-        }
-        p.handle_response(t(3), &response(200, &[], &session_json(&["0-9", "20-29"])));
-        match p.next(t(3)) {
-            Action::Put(_) => {}
-            Action::Failed(UploadError::AttemptsExhausted { .. }) => return,
-            other => panic!("round {round}: {other:?}"),
+        for ranges in [&["20-29"][..], &["0-9", "20-29"]] {
+            p.handle_response(t(3), &expecting(ranges));
+            match p.next(t(3)) {
+                Action::Put(_) => {}
+                Action::Failed(UploadError::AttemptsExhausted { .. }) => return,
+                other => panic!("round {round}: {other:?}"),
+            }
         }
     }
     panic!("a server that keeps forgetting kept the upload going");
@@ -117,8 +158,7 @@ fn bytes_a_server_forgets_are_sent_again_but_not_forever() {
 
 #[test]
 fn completes_on_201_with_location_or_on_200_with_id() {
-    let mut p = created(5, small());
-    let _ = p.next(t(0));
+    let mut p = sent_first(5);
     p.handle_response(
         t(0),
         &response(
@@ -135,8 +175,7 @@ fn completes_on_201_with_location_or_on_200_with_id() {
         })
     );
 
-    let mut p = created(5, small());
-    let _ = p.next(t(0));
+    let mut p = sent_first(5);
     p.handle_response(t(0), &response(200, &[], r#"{"id":"item-7","name":"x"}"#));
     assert!(
         matches!(p.next(t(0)), Action::Done(Completion { attachment_id: Some(id), .. }) if id == "item-7")
@@ -159,22 +198,17 @@ fn outlook_location_yields_the_attachment_id() {
 
 #[test]
 fn lost_answer_asks_the_session_before_resending() {
-    let mut p = created(30, small());
-    let _ = p.next(t(0));
+    let mut p = sent_first(30);
     p.handle_transport_error(t(0), TransportError::Lost);
-    let Action::Wait { until } = p.next(t(0)) else {
-        panic!()
-    };
+    let until = waits_then_asks(&mut p);
     assert!(until <= t(1));
-    assert_eq!(p.next(until), Action::QueryStatus);
-    p.handle_response(until, &response(200, &[], &session_json(&["10-29"])));
+    p.handle_response(until, &expecting(&["10-29"]));
     assert_eq!(put_range(&p.next(until)), (10, 19));
 }
 
 #[test]
 fn throttling_waits_for_retry_after_in_seconds_or_as_a_date() {
-    let mut p = created(30, small());
-    let _ = p.next(t(0));
+    let mut p = sent_first(30);
     p.handle_response(t(0), &response(429, &[("retry-after", "7")], ""));
     assert_eq!(p.next(t(0)), Action::Wait { until: t(7) });
     assert_eq!(
@@ -233,11 +267,7 @@ fn retry_after_past_the_deadline_fails_at_once() {
 
 #[test]
 fn backoff_grows_and_attempts_are_bounded() {
-    let cfg = PlannerConfig {
-        max_attempts: 4,
-        deadline: None,
-        ..small()
-    };
+    let cfg = small().with_max_attempts(4).with_deadline(None);
     let mut p = created(30, cfg);
     let mut now = t(0);
     let mut waits = 0;
@@ -260,8 +290,7 @@ fn backoff_grows_and_attempts_are_bounded() {
 
 #[test]
 fn a_401_is_final_and_carries_graphs_error() {
-    let mut p = created(30, small());
-    let _ = p.next(t(0));
+    let mut p = sent_first(30);
     let body = r#"{"error":{"code":"InvalidAuthenticationToken","message":"expired","innerError":{"request-id":"r1"}}}"#;
     p.handle_response(t(0), &response(401, &[], body));
     let Action::Failed(UploadError::Remote(e)) = p.next(t(0)) else {
@@ -291,37 +320,21 @@ fn a_413_shrinks_fragments_to_quantum_multiples() {
 
 #[test]
 fn lost_final_answer_then_gone_session_is_reported_not_hidden() {
-    let mut p = created(10, small());
-    let _ = p.next(t(0));
+    let mut p = sent_first(10);
     p.handle_transport_error(t(0), TransportError::Lost);
-    let Action::Wait { until } = p.next(t(0)) else {
-        panic!()
-    };
-    assert_eq!(p.next(until), Action::QueryStatus);
-    p.handle_response(until, &response(404, &[], ""));
-    // One re-send of the final fragment, in case the server still answers it.
-    assert_eq!(put_range(&p.next(until)), (0, 9));
-    p.handle_response(until, &response(404, &[], ""));
-    assert_eq!(
-        p.next(until),
-        Action::Failed(UploadError::FinalOutcomeUnknown)
-    );
+    gone_after_the_final_fragment_is_an_unknown_outcome(p);
 }
 
 #[test]
 fn status_showing_all_bytes_resends_final_fragment_to_learn_location() {
-    let mut p = created(25, small());
-    let _ = p.next(t(0));
-    p.handle_response(t(0), &response(200, &[], &session_json(&["10-24"])));
-    let _ = p.next(t(0));
-    p.handle_response(t(0), &response(200, &[], &session_json(&["20-24"])));
-    let _ = p.next(t(0));
+    let mut p = sent_first(25);
+    for ranges in ["10-24", "20-24"] {
+        p.handle_response(t(0), &expecting(&[ranges]));
+        let _ = p.next(t(0));
+    }
     p.handle_transport_error(t(0), TransportError::Lost);
-    let Action::Wait { until } = p.next(t(0)) else {
-        panic!()
-    };
-    assert_eq!(p.next(until), Action::QueryStatus);
-    p.handle_response(until, &response(200, &[], &session_json(&[])));
+    let until = waits_then_asks(&mut p);
+    p.handle_response(until, &expecting(&[]));
     // The exact fragment that was lost is sent again.
     assert_eq!(put_range(&p.next(until)), (20, 24));
     p.handle_response(until, &response(201, &[("location", "https://h/a/X")], ""));
@@ -336,8 +349,7 @@ fn status_showing_all_bytes_resends_final_fragment_to_learn_location() {
 
 #[test]
 fn a_404_from_the_session_says_the_session_is_gone() {
-    let mut p = created(30, small());
-    let _ = p.next(t(0));
+    let mut p = sent_first(30);
     p.handle_response(
         t(0),
         &response(
@@ -373,51 +385,50 @@ fn cancel_sends_delete_and_ends_cancelled() {
 }
 
 #[test]
+fn a_delete_refused_again_and_again_stops_after_the_attempts() {
+    let cfg = small().with_max_attempts(3).with_deadline(None);
+    let mut p = created(30, cfg);
+    p.cancel();
+    let mut now = t(0);
+    let (mut deletes, mut cancelled) = (0, false);
+    for _ in 0..20 {
+        match p.next(now) {
+            Action::Delete => {
+                deletes += 1;
+                p.handle_response(now, &response(503, &[], ""));
+            }
+            Action::Wait { until } => now = until,
+            // The upload stops as asked; the server drops the session when it expires.
+            Action::Cancelled => {
+                cancelled = true;
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(cancelled);
+    assert_eq!(deletes, 3);
+}
+
+#[test]
 fn pending_until_the_outstanding_request_is_answered() {
-    let mut p = created(30, small());
-    let _ = p.next(t(0));
+    let mut p = sent_first(30);
     assert_eq!(p.next(t(0)), Action::Pending);
 }
 
 #[test]
 fn a_2xx_without_ranges_is_never_taken_for_completion() {
-    let mut p = created(30, small());
-    let _ = p.next(t(0));
-    p.handle_response(t(0), &response(200, &[], "{}"));
-    assert!(matches!(
-        p.next(t(0)),
-        Action::Failed(UploadError::Protocol(_))
-    ));
+    protocol_error_after("{}");
 }
 
 #[test]
 fn a_5xx_on_the_final_fragment_then_a_gone_session_is_an_unknown_outcome() {
-    let mut p = created(10, small());
-    let _ = p.next(t(0));
+    let mut p = sent_first(10);
     p.handle_response(t(0), &response(504, &[], ""));
-    let Action::Wait { until } = p.next(t(0)) else {
-        panic!()
-    };
-    assert_eq!(p.next(until), Action::QueryStatus);
-    p.handle_response(until, &response(404, &[], ""));
-    assert_eq!(put_range(&p.next(until)), (0, 9));
-    p.handle_response(until, &response(404, &[], ""));
-    assert_eq!(
-        p.next(until),
-        Action::Failed(UploadError::FinalOutcomeUnknown)
-    );
+    gone_after_the_final_fragment_is_an_unknown_outcome(p);
 }
 
 #[test]
 fn garbage_ranges_are_a_protocol_error() {
-    let mut p = created(30, small());
-    let _ = p.next(t(0));
-    p.handle_response(
-        t(0),
-        &response(200, &[], r#"{"nextExpectedRanges":["abc"]}"#),
-    );
-    assert!(matches!(
-        p.next(t(0)),
-        Action::Failed(UploadError::Protocol(_))
-    ));
+    protocol_error_after(r#"{"nextExpectedRanges":["abc"]}"#);
 }

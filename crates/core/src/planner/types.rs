@@ -106,6 +106,18 @@ pub enum TransportError {
     Lost,
 }
 
+/// A failed request the planner will send again, and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Retry {
+    /// Consecutive failures so far.
+    pub attempt: u32,
+    /// How long the planner waits before sending it again.
+    pub wait: Duration,
+    /// Why the request failed.
+    pub reason: String,
+}
+
 /// Things worth telling the user, drained with [`Planner::poll_event`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -124,15 +136,8 @@ pub enum Event {
         /// File size.
         total: u64,
     },
-    /// A request failed and will be retried after `wait`.
-    Retrying {
-        /// Consecutive failures so far.
-        attempt: u32,
-        /// How long the planner waits.
-        wait: Duration,
-        /// Why.
-        reason: String,
-    },
+    /// A request failed and will be retried.
+    Retrying(Retry),
     /// A 413 made the planner send smaller fragments.
     FragmentShrunk {
         /// The new fragment size.

@@ -34,6 +34,21 @@ fn write(s: &mut Session, now: SystemTime, first: u64, last: u64) -> Answer {
     }
 }
 
+/// A session of `size` bytes opened at t(0) under `limits(10)`.
+fn opened(size: u64) -> Session {
+    Session::open(t(0), size, &limits(10)).unwrap()
+}
+
+/// Asserts that a PUT was refused because the session is gone.
+fn assert_session_gone(r: Result<PutDecision, SessionError>) {
+    assert_eq!(code(r), (404, "uploadSessionNotFound"));
+}
+
+/// What a closing leaves to clean up: the partial bytes too, or not.
+fn closed(discard_partial: bool) -> Closed {
+    Closed { discard_partial }
+}
+
 /// The status and the most specific Graph code of a refusal.
 fn code(r: Result<PutDecision, SessionError>) -> (u16, &'static str) {
     let e = r.unwrap_err();
@@ -57,7 +72,7 @@ fn open_checks_size_limits() {
 
 #[test]
 fn bad_headers_get_their_graph_errors_and_change_nothing() {
-    let mut s = Session::open(t(0), 100, &limits(10)).unwrap();
+    let mut s = opened(100);
     let before = s.clone();
     assert_eq!(code(s.handle_put(t(0), None, None)), (400, "invalidRange"));
     assert_eq!(
@@ -78,7 +93,7 @@ fn bad_headers_get_their_graph_errors_and_change_nothing() {
 
 #[test]
 fn content_length_may_be_absent() {
-    let mut s = Session::open(t(0), 100, &limits(10)).unwrap();
+    let mut s = opened(100);
     assert!(matches!(
         s.handle_put(t(0), Some("bytes 0-9/100"), None),
         Ok(PutDecision::Write(_))
@@ -87,7 +102,7 @@ fn content_length_may_be_absent() {
 
 #[test]
 fn partial_overlap_is_refused_but_exact_resend_is_replayed() {
-    let mut s = Session::open(t(0), 100, &limits(10)).unwrap();
+    let mut s = opened(100);
     write(&mut s, t(0), 0, 9);
     assert_eq!(code(put(&mut s, t(0), 5, 14)), (416, "fragmentOverlap"));
     let replay = put(&mut s, t(1), 0, 9).unwrap();
@@ -126,7 +141,7 @@ fn onedrive_rules_refuse_resends_and_odd_fragments() {
 
 #[test]
 fn another_offset_is_busy_until_the_write_in_flight_is_answered() {
-    let mut s = Session::open(t(0), 100, &limits(10)).unwrap();
+    let mut s = opened(100);
     let PutDecision::Write(ticket) = put(&mut s, t(0), 0, 9).unwrap() else {
         panic!()
     };
@@ -146,7 +161,7 @@ fn another_offset_is_busy_until_the_write_in_flight_is_answered() {
 
 #[test]
 fn the_new_request_for_the_same_offset_wins_and_the_stale_one_never_counts() {
-    let mut s = Session::open(t(0), 100, &limits(10)).unwrap();
+    let mut s = opened(100);
     let PutDecision::Write(stale) = put(&mut s, t(0), 0, 9).unwrap() else {
         panic!()
     };
@@ -168,25 +183,18 @@ fn the_new_request_for_the_same_offset_wins_and_the_stale_one_never_counts() {
 
 #[test]
 fn while_another_request_writes_only_resends_and_header_refusals_are_answered() {
-    let mut committed = Session::open(t(0), 100, &limits(10)).unwrap();
+    let mut committed = opened(100);
     write(&mut committed, t(0), 0, 9);
-    let busy = |s: &mut Session, first, last| code(while_busy(put(s, t(1), first, last)));
-    assert_eq!(
-        busy(&mut committed.clone(), 10, 19),
-        (409, "fragmentInProgress")
-    );
-    assert_eq!(
-        busy(&mut committed.clone(), 30, 39),
-        (409, "fragmentInProgress")
-    );
-    assert_eq!(
-        busy(&mut committed.clone(), 5, 14),
-        (409, "fragmentInProgress")
-    );
-    assert_eq!(
-        busy(&mut committed.clone(), 10, 40),
-        (413, "maxFragmentLengthExceeded")
-    );
+    // (first, last, the refusal) of a PUT while another request writes.
+    for (first, last, refusal) in [
+        (10, 19, (409, "fragmentInProgress")),
+        (30, 39, (409, "fragmentInProgress")),
+        (5, 14, (409, "fragmentInProgress")),
+        (10, 40, (413, "maxFragmentLengthExceeded")),
+    ] {
+        let busy = while_busy(put(&mut committed.clone(), t(1), first, last));
+        assert_eq!(code(busy), refusal, "{first}-{last}");
+    }
     assert!(matches!(
         while_busy(put(&mut committed, t(1), 0, 9)),
         Ok(PutDecision::Replay { .. })
@@ -195,7 +203,7 @@ fn while_another_request_writes_only_resends_and_header_refusals_are_answered() 
 
 #[test]
 fn a_ticket_never_counts_in_a_session_restored_under_it() {
-    let mut s = Session::open(t(0), 100, &limits(10)).unwrap();
+    let mut s = opened(100);
     let PutDecision::Write(ticket) = put(&mut s, t(0), 0, 9).unwrap() else {
         panic!()
     };
@@ -213,7 +221,7 @@ fn a_ticket_never_counts_in_a_session_restored_under_it() {
 
 #[test]
 fn a_pending_commit_counts_only_once_confirmed() {
-    let mut s = Session::open(t(0), 20, &limits(10)).unwrap();
+    let mut s = opened(20);
     let PutDecision::Write(ticket) = put(&mut s, t(5), 0, 9).unwrap() else {
         panic!()
     };
@@ -242,31 +250,21 @@ fn a_pending_commit_counts_only_once_confirmed() {
 
 #[test]
 fn every_closing_leaves_one_cleanup_to_poll() {
-    let mut s = Session::open(t(0), 20, &limits(10)).unwrap();
+    let mut s = opened(20);
     write(&mut s, t(0), 0, 9);
     // A request finds it expired: the clean-up waits for the adapter.
     assert_eq!(s.status(t(500)), Err(SessionError::Expired));
-    assert_eq!(
-        s.poll_cleanup(),
-        Some(Closed {
-            discard_partial: true
-        })
-    );
+    assert_eq!(s.poll_cleanup(), Some(closed(true)));
     assert_eq!(s.poll_cleanup(), None, "once");
-    let mut done = Session::open(t(0), 10, &limits(10)).unwrap();
+    let mut done = opened(10);
     write(&mut done, t(0), 0, 9);
     let _ = done.cancel(t(1)).unwrap();
-    assert_eq!(
-        done.poll_cleanup(),
-        Some(Closed {
-            discard_partial: false
-        })
-    );
+    assert_eq!(done.poll_cleanup(), Some(closed(false)));
 }
 
 #[test]
 fn recovery_finishes_a_completion_cut_short_and_resumes_the_rest() {
-    let mut s = Session::open(t(0), 20, &limits(10)).unwrap();
+    let mut s = opened(20);
     write(&mut s, t(0), 0, 9);
     let snapshot = s.snapshot();
     match Recovery::decide(&snapshot, true).unwrap() {
@@ -284,7 +282,7 @@ fn recovery_finishes_a_completion_cut_short_and_resumes_the_rest() {
 
 #[test]
 fn an_empty_body_is_a_length_mismatch_while_the_session_is_open() {
-    let mut s = Session::open(t(0), 20, &limits(10)).unwrap();
+    let mut s = opened(20);
     let e = s
         .handle_put(t(0), Some("bytes 0-9/20"), Some(0))
         .unwrap_err();
@@ -301,14 +299,14 @@ fn without_sliding_the_expiry_stays_as_created() {
     let back = Session::restore(&s.snapshot()).unwrap();
     assert_eq!(back.snapshot(), s.snapshot());
     assert!(!s.snapshot().sliding_expiry);
-    let mut sliding = Session::open(t(0), 30, &limits(10)).unwrap();
+    let mut sliding = opened(30);
     write(&mut sliding, t(50), 0, 9);
     assert_eq!(sliding.expires_at(), t(150));
 }
 
 #[test]
 fn the_fragment_that_crosses_the_message_limit_is_refused() {
-    let mut s = Session::open(t(0), 30, &limits(10)).unwrap();
+    let mut s = opened(30);
     s.set_message_limit(Some(MessageLimit {
         limit: 35,
         attached: 15,
@@ -338,7 +336,7 @@ fn the_fragment_that_crosses_the_message_limit_is_refused() {
 
 #[test]
 fn resend_of_final_fragment_answers_completed_again_until_retention_ends() {
-    let mut s = Session::open(t(0), 20, &limits(10)).unwrap();
+    let mut s = opened(20);
     write(&mut s, t(0), 0, 9);
     assert_eq!(write(&mut s, t(50), 10, 19), Answer::Completed);
     assert_eq!(s.phase(), Phase::Completed);
@@ -373,21 +371,13 @@ fn resend_of_final_fragment_answers_completed_again_until_retention_ends() {
         panic!()
     };
     assert_eq!(next_expected.ranges(), &[ByteRange::new(10, 20).unwrap()]);
-    assert_eq!(
-        s.handle_timeout(t(150)),
-        Some(Closed {
-            discard_partial: false
-        })
-    );
-    assert_eq!(
-        code(put(&mut s, t(151), 10, 19)),
-        (404, "uploadSessionNotFound")
-    );
+    assert_eq!(s.handle_timeout(t(150)), Some(closed(false)));
+    assert_session_gone(put(&mut s, t(151), 10, 19));
 }
 
 #[test]
 fn each_fragment_extends_the_expiry() {
-    let mut s = Session::open(t(0), 100, &limits(10)).unwrap();
+    let mut s = opened(100);
     assert_eq!(s.expires_at(), t(100));
     write(&mut s, t(90), 0, 9);
     assert_eq!(s.expires_at(), t(190));
@@ -397,12 +387,7 @@ fn each_fragment_extends_the_expiry() {
         None,
         "early timeouts are harmless"
     );
-    assert_eq!(
-        s.handle_timeout(t(190)),
-        Some(Closed {
-            discard_partial: true
-        })
-    );
+    assert_eq!(s.handle_timeout(t(190)), Some(closed(true)));
     assert_eq!(
         s.handle_timeout(t(191)),
         None,
@@ -414,7 +399,7 @@ fn each_fragment_extends_the_expiry() {
 
 #[test]
 fn expiry_never_passes_the_maximum_age() {
-    let mut s = Session::open(t(0), 1000, &limits(10)).unwrap();
+    let mut s = opened(1000);
     for i in 0..11 {
         write(&mut s, t(i * 95), i * 10, i * 10 + 9);
     }
@@ -424,7 +409,7 @@ fn expiry_never_passes_the_maximum_age() {
 
 #[test]
 fn a_write_in_flight_holds_expiry_off() {
-    let mut s = Session::open(t(0), 100, &limits(10)).unwrap();
+    let mut s = opened(100);
     let PutDecision::Write(ticket) = put(&mut s, t(99), 0, 9).unwrap() else {
         panic!()
     };
@@ -435,40 +420,24 @@ fn a_write_in_flight_holds_expiry_off() {
 
 #[test]
 fn expired_session_refuses_puts_without_a_timeout_call() {
-    let mut s = Session::open(t(0), 100, &limits(10)).unwrap();
-    assert_eq!(
-        code(put(&mut s, t(100), 0, 9)),
-        (404, "uploadSessionNotFound")
-    );
+    let mut s = opened(100);
+    assert_session_gone(put(&mut s, t(100), 0, 9));
 }
 
 #[test]
 fn cancel_discards_partial_bytes_but_keeps_a_completed_attachment() {
-    let mut open = Session::open(t(0), 100, &limits(10)).unwrap();
-    assert_eq!(
-        open.cancel(t(1)),
-        Ok(Closed {
-            discard_partial: true
-        })
-    );
+    let mut open = opened(100);
+    assert_eq!(open.cancel(t(1)), Ok(closed(true)));
     assert_eq!(open.cancel(t(1)), Err(SessionError::Cancelled));
-    let mut done = Session::open(t(0), 5, &limits(10)).unwrap();
+    let mut done = opened(5);
     write(&mut done, t(0), 0, 4);
-    assert_eq!(
-        done.cancel(t(1)),
-        Ok(Closed {
-            discard_partial: false
-        })
-    );
-    assert_eq!(
-        code(put(&mut done, t(1), 0, 4)),
-        (404, "uploadSessionNotFound")
-    );
+    assert_eq!(done.cancel(t(1)), Ok(closed(false)));
+    assert_session_gone(put(&mut done, t(1), 0, 4));
 }
 
 #[test]
 fn cancel_during_a_write_makes_the_commit_fail() {
-    let mut s = Session::open(t(0), 100, &limits(10)).unwrap();
+    let mut s = opened(100);
     let PutDecision::Write(ticket) = put(&mut s, t(0), 0, 9).unwrap() else {
         panic!()
     };
@@ -478,7 +447,7 @@ fn cancel_during_a_write_makes_the_commit_fail() {
 
 #[test]
 fn snapshot_round_trips_without_the_write_in_flight() {
-    let mut s = Session::open(t(0), 100, &limits(10)).unwrap();
+    let mut s = opened(100);
     write(&mut s, t(0), 0, 9);
     let _ticket = put(&mut s, t(0), 10, 19).unwrap();
     let restored = Session::restore(&s.snapshot()).unwrap();
@@ -492,7 +461,7 @@ fn snapshot_round_trips_without_the_write_in_flight() {
 
 #[test]
 fn restore_refuses_inconsistent_snapshots() {
-    let mut snap = Session::open(t(0), 100, &limits(10)).unwrap().snapshot();
+    let mut snap = opened(100).snapshot();
     snap.received = vec![[0, 101]];
     assert!(Session::restore(&snap).is_err());
     snap.received = vec![[5, 5]];

@@ -38,35 +38,9 @@ pub(crate) mod shared;
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ItemRecord {
     pub(crate) id: String,
-    pub(crate) kind: Kind,
+    pub(crate) kind: ItemKind,
     pub(crate) subject: String,
     pub(crate) created: SystemTime,
-}
-
-/// [`ItemKind`] as records spell it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) enum Kind {
-    Message,
-    Event,
-}
-
-impl From<ItemKind> for Kind {
-    fn from(k: ItemKind) -> Self {
-        match k {
-            ItemKind::Message => Self::Message,
-            ItemKind::Event => Self::Event,
-        }
-    }
-}
-
-impl From<Kind> for ItemKind {
-    fn from(k: Kind) -> Self {
-        match k {
-            Kind::Message => Self::Message,
-            Kind::Event => Self::Event,
-        }
-    }
 }
 
 /// A finished attachment.
@@ -89,7 +63,7 @@ pub(crate) struct AttachmentRecord {
 pub(crate) struct SessionRecord {
     pub(crate) id: String,
     pub(crate) item_id: String,
-    pub(crate) kind: Kind,
+    pub(crate) kind: ItemKind,
     /// The API version and user of the create request, for the `Location`.
     pub(crate) beta: bool,
     pub(crate) user: Option<String>,
@@ -116,7 +90,7 @@ impl SessionRecord {
                 Version::V1
             },
             user: self.user.clone().map_or(User::Me, User::Id),
-            kind: self.kind.into(),
+            kind: self.kind,
             id: self.item_id.clone(),
         }
     }

@@ -9,10 +9,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures_util::TryStreamExt as _;
 use upsession_core::ByteRange;
+use upsession_core::route::ItemKind;
 use upsession_core::session::{Limits, PutDecision, Session};
 use upsession_core::wire::AttachmentItem;
 
-use super::{ItemRecord, Kind, Locked, SessionRecord, SessionStore, Wait};
+use super::{ItemRecord, Locked, SessionRecord, SessionStore, Wait};
 
 fn t(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_900_000_000 + secs)
@@ -24,7 +25,7 @@ fn new_session(id: &str, item: &str, size: u64) -> (SessionRecord, Session) {
     let record = SessionRecord {
         id: id.into(),
         item_id: item.into(),
-        kind: Kind::Message,
+        kind: ItemKind::Message,
         beta: false,
         user: None,
         attachment_id: format!("att-{id}"),
@@ -78,7 +79,7 @@ pub(crate) async fn suite(store: Arc<dyn SessionStore>) {
 
     let item = ItemRecord {
         id: "item-1".into(),
-        kind: Kind::Message,
+        kind: ItemKind::Message,
         subject: "s".into(),
         created: t(0),
     };
