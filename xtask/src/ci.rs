@@ -121,15 +121,9 @@ fn tidy_step() -> Result<Notes, String> {
 }
 
 fn clippy() -> Result<Notes, String> {
-    run_command(cargo().args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--locked",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
+    run_command(
+        cargo().args("clippy --workspace --all-targets --locked -- -D warnings".split(' ')),
+    )?;
     Ok(Vec::new())
 }
 
@@ -147,13 +141,7 @@ fn test() -> Result<Notes, String> {
         c
     };
     if cargo_subcommand_available("nextest") {
-        run_command(cargo().args([
-            "nextest",
-            "run",
-            "--workspace",
-            "--locked",
-            "--no-fail-fast",
-        ]))?;
+        run_command(cargo().args("nextest run --workspace --locked --no-fail-fast".split(' ')))?;
         // nextest does not run doctests.
         run_command(cargo().args(["test", "--workspace", "--doc", "--locked"]))?;
         Ok(Vec::new())
@@ -283,12 +271,11 @@ fn is_unfetchable_database(output: &str) -> bool {
 }
 
 fn doc() -> Result<Notes, String> {
-    run_command(cargo().env("RUSTDOCFLAGS", "-D warnings").args([
-        "doc",
-        "--workspace",
-        "--no-deps",
-        "--locked",
-    ]))?;
+    run_command(
+        cargo()
+            .env("RUSTDOCFLAGS", "-D warnings")
+            .args("doc --workspace --no-deps --locked".split(' ')),
+    )?;
     Ok(Vec::new())
 }
 

@@ -141,20 +141,9 @@ fn check_core_manifest(root: &Path, violations: &mut Vec<Violation>) {
 /// transitive dependencies that pull an I/O crate in.
 fn check_core_dependency_graph(root: &Path, violations: &mut Vec<Violation>) {
     let mut command = cargo();
-    command.args([
-        "tree",
-        "--package",
-        CORE_PACKAGE,
-        "--edges",
-        "normal",
-        "--target",
-        "all",
-        "--all-features",
-        "--prefix",
-        "none",
-        "--format",
-        "{p}",
-    ]);
+    command
+        .args(["tree", "--package", CORE_PACKAGE])
+        .args("--edges normal --target all --all-features --prefix none --format {p}".split(' '));
     let Some(stdout) = capture(&mut command, "Cargo.toml", violations) else {
         return;
     };
@@ -303,13 +292,9 @@ fn check_machine_paths(root: &Path, violations: &mut Vec<Violation>) {
     // Tracked files plus new files git would pick up (not ignored), so the check
     // also works before the first commit and on files not yet `git add`ed.
     let mut command = Command::new("git");
-    command.current_dir(root).args([
-        "ls-files",
-        "-z",
-        "--cached",
-        "--others",
-        "--exclude-standard",
-    ]);
+    command
+        .current_dir(root)
+        .args("ls-files -z --cached --others --exclude-standard".split(' '));
     let Some(listing) = capture(&mut command, ".", violations) else {
         return;
     };

@@ -316,37 +316,38 @@ impl Client {
     /// `Authorization`). A session the server no longer knows is
     /// [`Error::SessionExpired`].
     pub async fn status(&self, upload_url: &UploadUrl) -> Result<SessionStatus> {
-        let inner = &self.inner;
         tracing::debug!(url = %upload_url, "GET session status");
-        let request = inner.http.get(upload_url.expose_secret());
-        match inner.send_throttled(request).await? {
-            Reply::NoAnswer(_, why) => Err(Error::Http(why)),
-            Reply::Answer(answer) if answer.status().is_success() => {
-                let mut session: UploadSession =
-                    serde_json::from_slice(answer.body()).map_err(|e| {
-                        Error::Protocol(format!("the session status is not an uploadSession: {e}"))
-                    })?;
-                // Only createUploadSession should carry it; never keep a credential here.
-                session.upload_url = None;
-                Ok(SessionStatus { session })
-            }
-            Reply::Answer(answer) => Err(session_error(&answer)),
-        }
+        let answer = self.session_call(upload_url, reqwest::Method::GET).await?;
+        let mut session: UploadSession = serde_json::from_slice(answer.body()).map_err(|e| {
+            Error::Protocol(format!("the session status is not an uploadSession: {e}"))
+        })?;
+        // Only createUploadSession should carry it; never keep a credential here.
+        session.upload_url = None;
+        Ok(SessionStatus { session })
     }
 
     /// Cancels an upload session (`DELETE {uploadUrl}`, no `Authorization`; Graph
     /// answers `204`). A session the server no longer knows is
     /// [`Error::SessionExpired`].
     pub async fn cancel(&self, upload_url: &UploadUrl) -> Result<()> {
-        let inner = &self.inner;
         tracing::debug!(url = %upload_url, "DELETE session");
-        let request = inner.http.delete(upload_url.expose_secret());
-        match inner.send_throttled(request).await? {
+        self.session_call(upload_url, reqwest::Method::DELETE)
+            .await?;
+        tracing::info!(url = %upload_url, "upload session cancelled");
+        Ok(())
+    }
+
+    /// `method` on an uploadUrl (no `Authorization`): its successful answer, or the
+    /// error a failed one means.
+    async fn session_call(
+        &self,
+        upload_url: &UploadUrl,
+        method: reqwest::Method,
+    ) -> Result<http::Response<Bytes>> {
+        let request = self.inner.http.request(method, upload_url.expose_secret());
+        match self.inner.send_throttled(request).await? {
             Reply::NoAnswer(_, why) => Err(Error::Http(why)),
-            Reply::Answer(answer) if answer.status().is_success() => {
-                tracing::info!(url = %upload_url, "upload session cancelled");
-                Ok(())
-            }
+            Reply::Answer(answer) if answer.status().is_success() => Ok(answer),
             Reply::Answer(answer) => Err(session_error(&answer)),
         }
     }

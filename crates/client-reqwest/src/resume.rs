@@ -315,11 +315,7 @@ impl ResumeState {
     /// Writes the state to `path` atomically (temporary file, `fsync`, rename),
     /// readable by its owner only. Creates the directory if needed.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::InvalidState {
-            path: Some(path.to_path_buf()),
-            reason: e.to_string(),
-        })?;
-        write_atomic(path, &bytes, true).map_err(|e| Error::io("write the resume state", path, e))
+        self.write(path, true)
     }
 
     /// [`ResumeState::save`] without syncing the directory: the file is always
@@ -327,11 +323,17 @@ impl ResumeState {
     /// previous version is read. For progress updates, which resume does not rely
     /// on.
     pub fn save_progress(&self, path: &Path) -> Result<()> {
+        self.write(path, false)
+    }
+
+    /// Writes the state to `path` atomically; `sync_dir` makes the rename durable.
+    fn write(&self, path: &Path, sync_dir: bool) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::InvalidState {
             path: Some(path.to_path_buf()),
             reason: e.to_string(),
         })?;
-        write_atomic(path, &bytes, false).map_err(|e| Error::io("write the resume state", path, e))
+        write_atomic(path, &bytes, sync_dir)
+            .map_err(|e| Error::io("write the resume state", path, e))
     }
 
     /// The session's expiry, if known and readable.

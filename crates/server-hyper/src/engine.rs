@@ -568,9 +568,8 @@ impl Writing {
         let task = tokio::spawn(async move {
             let now = now();
             let pending = session.prepare_commit(now, ticket).map_err(fail)?;
-            let completed = (*pending.answer() == Answer::Completed)
-                .then(|| guard.record().attachment_record(now));
-            match guard.commit(range, pending.snapshot(), completed).await {
+            let commit = guard.record().commit(range, &pending, now);
+            match guard.commit(commit).await {
                 Ok(()) => {
                     let answer = session.confirm(pending);
                     engine.metrics.bytes_received.inc_by(range.len());

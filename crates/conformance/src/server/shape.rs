@@ -154,6 +154,50 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
+/// The member `name` of an answer, in the casing `written` uses, read as a JSON
+/// `kind` by `read` (`Value::as_str`, `Value::as_array`); or why it is missing.
+fn member<'v, T: ?Sized>(
+    obj: &'v Map<String, Value>,
+    written: &Written,
+    name: &str,
+    (kind, read): (&str, fn(&'v Value) -> Option<&'v T>),
+) -> Result<&'v T, String> {
+    let key = written.key(name);
+    obj.get(&key).and_then(read).ok_or_else(|| {
+        let keys = obj.keys().cloned().collect::<Vec<_>>().join(", ");
+        format!("no {} `{key}` {kind} (properties: {keys})", casing(&key))
+    })
+}
+
+/// What every uploadSession answer has, checked under `rule`: an
+/// `expirationDateTime` that reads as a time to come, the `nextExpectedRanges`
+/// (returned), and no member the dialect does not write.
+fn session_members<'v>(
+    obj: &'v Map<String, Value>,
+    written: &Written,
+    dialect: &Dialect,
+    rule: Rule,
+) -> Result<&'v Vec<Value>, Violation> {
+    let fail = |m: String| violation(rule, m);
+    let expiry = member(
+        obj,
+        written,
+        "expirationDateTime",
+        ("string", Value::as_str),
+    );
+    check_expiry(expiry.map_err(fail)?, rule)?;
+    let entries = member(
+        obj,
+        written,
+        "nextExpectedRanges",
+        ("array", Value::as_array),
+    );
+    let entries = entries.map_err(fail)?;
+    let keys = || obj.keys().cloned().collect::<Vec<_>>().join(", ");
+    others_present(obj, written, dialect, rule, &keys)?;
+    Ok(entries)
+}
+
 /// Checks a createUploadSession answer's body (its status is checked already) and
 /// returns its uploadUrl. `closed`: the `closed-ranges` rule applies.
 pub(super) fn created_json(
@@ -166,27 +210,15 @@ pub(super) fn created_json(
     let written = created(dialect, &RangeSet::full(size));
     let value: Value = serde_json::from_slice(&reply.body)
         .map_err(|e| create(format!("the answer is not JSON ({e})")))?;
-    // The member `name` of the answer, in the dialect's casing, of the JSON kind `fits`.
-    let member = |name: &str, kind: &str, fits: fn(&Value) -> bool| {
-        let key = written.key(name);
-        value
-            .get(&key)
-            .filter(|v| fits(v))
-            .ok_or_else(|| create(format!("the answer has no {} `{key}` {kind}", casing(&key))))
-    };
-    let text = member("uploadUrl", "string", Value::is_string)?;
-    let url = Url::parse(text.as_str().unwrap_or_default())
+    let obj = value
+        .as_object()
+        .ok_or_else(|| create("the answer is not a JSON object".into()))?;
+    let text = member(obj, &written, "uploadUrl", ("string", Value::as_str)).map_err(create)?;
+    let url = Url::parse(text)
         .ok()
         .filter(|u| u.scheme() == "http" || u.scheme() == "https")
         .ok_or_else(|| create("the uploadUrl is not an absolute http(s) URL".into()))?;
-    let expiry = member("expirationDateTime", "string", Value::is_string)?;
-    check_expiry(expiry.as_str().unwrap_or_default(), Rule::CreateSession)?;
-    let entries = member("nextExpectedRanges", "array", Value::is_array)?;
-    let entries = entries.as_array().map_or(&[][..], Vec::as_slice);
-    if let Some(obj) = value.as_object() {
-        let keys = || obj.keys().cloned().collect::<Vec<_>>().join(", ");
-        others_present(obj, &written, dialect, Rule::CreateSession, &keys)?;
-    }
+    let entries = session_members(obj, &written, dialect, Rule::CreateSession)?;
     let form = |set: RangeSet| created(dialect, &set).entries();
     let set = ranges_of(entries, size, closed, dialect, &form, Rule::CreateSession)?;
     if set != RangeSet::full(size) {
@@ -229,25 +261,7 @@ pub(super) fn progress_json(
         )));
     }
     let written = progress(dialect, RangeSet::new(), via);
-    let keys = || obj.keys().cloned().collect::<Vec<_>>().join(", ");
-    let expiry_key = written.key("expirationDateTime");
-    let Some(expiry) = obj.get(&expiry_key).and_then(Value::as_str) else {
-        return Err(shape(format!(
-            "no {} `{expiry_key}` string (properties: {})",
-            casing(&expiry_key),
-            keys()
-        )));
-    };
-    check_expiry(expiry, Rule::ProgressShape)?;
-    let ranges_key = written.key("nextExpectedRanges");
-    let Some(entries) = obj.get(&ranges_key).and_then(Value::as_array) else {
-        return Err(shape(format!(
-            "no {} `{ranges_key}` array (properties: {})",
-            casing(&ranges_key),
-            keys()
-        )));
-    };
-    others_present(obj, &written, dialect, Rule::ProgressShape, &keys)?;
+    let entries = session_members(obj, &written, dialect, Rule::ProgressShape)?;
     let form = |set: RangeSet| progress(dialect, set, via).entries();
     ranges_of(entries, size, closed, dialect, &form, Rule::ProgressShape)
 }

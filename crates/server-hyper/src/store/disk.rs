@@ -202,7 +202,12 @@ impl Disk {
 
     /// Removes a session's record (absent is fine).
     pub(crate) async fn delete_session(&self, id: &str) -> io::Result<()> {
-        let path = self.path("sessions", id, "json")?;
+        self.remove("sessions", id, "json").await
+    }
+
+    /// Removes the file `id.ext` of `dir`; absent is fine.
+    async fn remove(&self, dir: &'static str, id: &str, ext: &'static str) -> io::Result<()> {
+        let path = self.path(dir, id, ext)?;
         blocking(move || match fs::remove_file(path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -285,12 +290,7 @@ impl Disk {
 
     /// Drops a session's partial bytes (absent is fine).
     pub(crate) async fn discard(&self, session_id: &str) -> io::Result<()> {
-        let path = self.path("sessions", session_id, "part")?;
-        blocking(move || match fs::remove_file(path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        })
-        .await
+        self.remove("sessions", session_id, "part").await
     }
 
     /// Turns a complete session's bytes into its attachment's (idempotent).

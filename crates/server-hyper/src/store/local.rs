@@ -10,13 +10,13 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use tracing::{info, warn};
 use upsession_core::ByteRange;
-use upsession_core::session::{Recovery, SessionSnapshot};
+use upsession_core::session::Recovery;
 use upsession_core::timer::Timers;
 
 use super::disk::Disk;
 use super::{
-    AttachmentRecord, ByteStream, FragmentWriter, ItemRecord, ItemView, Locked, SessionGuard,
-    SessionRecord, SessionStore, StoreError, Wait, deadline,
+    AttachmentRecord, ByteStream, Commit, FragmentWriter, ItemRecord, ItemView, Locked,
+    SessionGuard, SessionRecord, SessionStore, StoreError, Wait, deadline,
 };
 use crate::config::Fsync;
 
@@ -303,14 +303,10 @@ impl SessionGuard for LocalGuard {
         Ok(self.store.disk.writer(&self.record.id, range).await?)
     }
 
-    async fn commit(
-        &mut self,
-        _range: ByteRange,
-        snapshot: &SessionSnapshot,
-        completed: Option<AttachmentRecord>,
-    ) -> io::Result<()> {
-        let mut record = self.record.clone();
-        record.snapshot = snapshot.clone();
+    async fn commit(&mut self, commit: Commit) -> io::Result<()> {
+        let Commit {
+            record, completed, ..
+        } = commit;
         let disk = &self.store.disk;
         if let Some(att) = completed {
             // The attachment record goes first: start-up takes it as the proof that
@@ -325,7 +321,7 @@ impl SessionGuard for LocalGuard {
         } else {
             disk.put("sessions", &record.id, &record).await?;
         }
-        self.store.set_timer(&record.id, deadline(snapshot));
+        self.store.set_timer(&record.id, deadline(&record.snapshot));
         *self.slot.record.lock().expect("record lock") = record.clone();
         self.record = record;
         Ok(())

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use upsession_core::ByteRange;
 use upsession_core::error::RequestError;
 use upsession_core::route::{ItemKind, ItemPath, User, Version};
-use upsession_core::session::SessionSnapshot;
+use upsession_core::session::{Answer, PendingCommit, SessionSnapshot};
 use upsession_core::wire::{AttachmentItem, FileAttachment};
 
 pub(crate) mod disk;
@@ -102,6 +102,37 @@ impl SessionRecord {
             meta: FileAttachment::new(self.attachment_id.clone(), &self.attachment, now),
             session: None,
             parts: Vec::new(),
+        }
+    }
+}
+
+/// A fragment's commit, as a store makes it durable (see [`SessionGuard::commit`]).
+#[derive(Debug)]
+pub(crate) struct Commit {
+    /// The fragment whose bytes (written and finished) now count.
+    pub(crate) range: ByteRange,
+    /// The session's record after it, with the core session's new snapshot.
+    pub(crate) record: SessionRecord,
+    /// The attachment it made, when it completed the upload.
+    pub(crate) completed: Option<AttachmentRecord>,
+}
+
+impl SessionRecord {
+    /// The commit of `range` that `pending` prepared, at `now`.
+    pub(crate) fn commit(
+        &self,
+        range: ByteRange,
+        pending: &PendingCommit,
+        now: SystemTime,
+    ) -> Commit {
+        let mut record = self.clone();
+        record.snapshot = pending.snapshot().clone();
+        let completed =
+            (*pending.answer() == Answer::Completed).then(|| self.attachment_record(now));
+        Commit {
+            range,
+            record,
+            completed,
         }
     }
 }
@@ -189,15 +220,10 @@ pub(crate) trait SessionGuard: Send {
     /// A writer for the bytes of `range`; a store that cannot take the fragment
     /// refuses it here.
     async fn writer(&mut self, range: ByteRange) -> Result<Box<dyn FragmentWriter>, StoreError>;
-    /// Makes a fragment's commit durable: `range`'s bytes (written and finished)
-    /// count, the session is now `snapshot`, and, if that completed the upload, the
-    /// attachment `completed` exists. All of it or none of it is kept.
-    async fn commit(
-        &mut self,
-        range: ByteRange,
-        snapshot: &SessionSnapshot,
-        completed: Option<AttachmentRecord>,
-    ) -> io::Result<()>;
+    /// Makes a fragment's [`Commit`] durable: its bytes count, the session's record
+    /// is its record, and, if it completed the upload, its attachment exists. All of
+    /// it or none of it is kept.
+    async fn commit(&mut self, commit: Commit) -> io::Result<()>;
     /// Lets go now, changing nothing (dropping the guard lets go too, but a shared
     /// store's row may stay locked a moment longer).
     async fn release(self: Box<Self>);

@@ -14,13 +14,12 @@ use async_trait::async_trait;
 use tracing::warn;
 use upsession_core::ByteRange;
 use upsession_core::error::RequestError;
-use upsession_core::session::SessionSnapshot;
 
 use super::pg::{PgLock, PgLocked, Postgres};
 use super::s3::{S3, S3Credentials};
 use super::{
-    AttachmentRecord, ByteStream, FragmentWriter, ItemRecord, ItemView, Locked, SessionGuard,
-    SessionRecord, SessionStore, StoreError, Wait,
+    AttachmentRecord, ByteStream, Commit, FragmentWriter, ItemRecord, ItemView, Locked,
+    SessionGuard, SessionRecord, SessionStore, StoreError, Wait,
 };
 
 /// Most fragments one session may have: S3's own limit on the parts of one object,
@@ -160,14 +159,12 @@ impl SessionGuard for SharedGuard {
         Ok(self.s3.writer(&self.record.id, range)?)
     }
 
-    async fn commit(
-        &mut self,
-        range: ByteRange,
-        snapshot: &SessionSnapshot,
-        completed: Option<AttachmentRecord>,
-    ) -> io::Result<()> {
-        let mut record = self.record.clone();
-        record.snapshot = snapshot.clone();
+    async fn commit(&mut self, commit: Commit) -> io::Result<()> {
+        let Commit {
+            range,
+            mut record,
+            completed,
+        } = commit;
         record.parts.push([range.start(), range.end()]);
         // The attachment reads the counted fragment objects in place.
         let completed = completed.map(|mut att| {

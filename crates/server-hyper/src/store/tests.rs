@@ -62,12 +62,8 @@ async fn store_fragment(store: &dyn SessionStore, id: &str, data: &[u8], first: 
     writer.write(bytes).await.unwrap();
     writer.finish().await.unwrap();
     let pending = session.prepare_commit(t(1), ticket).unwrap();
-    let completed = (*pending.answer() == upsession_core::session::Answer::Completed)
-        .then(|| guard.record().attachment_record(t(1)));
-    guard
-        .commit(range, pending.snapshot(), completed)
-        .await
-        .unwrap();
+    let commit = guard.record().commit(range, &pending, t(1));
+    guard.commit(commit).await.unwrap();
     let _ = session.confirm(pending);
 }
 

@@ -21,13 +21,12 @@ impl Ctx {
         kind: ItemKind,
         now: SystemTime,
     ) -> Outcome {
-        let body = match self.json_body(req).await {
-            Ok(body) => body,
-            Err(res) => return Ok(res),
-        };
-        let subject = match WireItem::subject_from_request_json(&body) {
+        let subject = match self
+            .json_body(req, WireItem::subject_from_request_json)
+            .await
+        {
             Ok(subject) => subject,
-            Err(e) => return Ok(self.error(&e)),
+            Err(res) => return Ok(res),
         };
         let mut state = self.shared.state();
         let id = state.id("AAMk-item");

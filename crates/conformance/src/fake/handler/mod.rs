@@ -22,7 +22,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::Value;
 use upsession_core::dialect::{LocationStyle, RangeForm};
-use upsession_core::error::{GraphError, RequestError};
+use upsession_core::error::{CreateError, GraphError, RequestError};
 use upsession_core::route::{ItemPath, Route};
 use upsession_core::time::format_http_date;
 use upsession_core::{Dialect, respond};
@@ -314,12 +314,20 @@ impl Ctx {
         }
     }
 
-    async fn json_body(&self, req: Request<Incoming>) -> Result<Vec<u8>, Response<Vec<u8>>> {
-        match read_body(req.into_body(), MAX_JSON, None).await {
-            BodyRead::Complete(body) => Ok(body),
-            BodyRead::TooLong(_) => Err(self.error(&RequestError::BodyTooLarge { max: MAX_JSON })),
-            _ => Err(self.error(&RequestError::Timeout)),
-        }
+    /// The request's JSON body read by `parse`, or the error answer to send.
+    async fn json_body<T>(
+        &self,
+        req: Request<Incoming>,
+        parse: fn(&[u8]) -> Result<T, CreateError>,
+    ) -> Result<T, Response<Vec<u8>>> {
+        let body = match read_body(req.into_body(), MAX_JSON, None).await {
+            BodyRead::Complete(body) => body,
+            BodyRead::TooLong(_) => {
+                return Err(self.error(&RequestError::BodyTooLarge { max: MAX_JSON }));
+            }
+            _ => return Err(self.error(&RequestError::Timeout)),
+        };
+        parse(&body).map_err(|e| self.error(&e))
     }
 }
 

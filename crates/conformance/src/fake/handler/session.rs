@@ -58,13 +58,9 @@ impl Ctx {
             linger(req.into_body());
             return Ok(self.error(&RequestError::ItemNotFound));
         }
-        let body = match self.json_body(req).await {
-            Ok(body) => body,
-            Err(res) => return Ok(res),
-        };
-        let item = match AttachmentItem::from_request_json(&body) {
+        let item = match self.json_body(req, AttachmentItem::from_request_json).await {
             Ok(item) => item,
-            Err(e) => return Ok(self.error(&e)),
+            Err(res) => return Ok(res),
         };
         let res = self.open_session(path, item, now);
         if fault == Some(Fault::LoseResponse) {
