@@ -101,7 +101,8 @@ impl ClientBuilder {
     upsession_core::setters! {
         /// Where access tokens come from. Needed to create drafts and upload sessions;
         /// not for `resume`, `status` or `cancel`, which only talk to the uploadUrl.
-        token_provider(provider: impl TokenProvider + 'static) => token = Some(SharedToken(Arc::new(provider)));
+        token_provider(provider: impl TokenProvider + 'static)
+            => token = Some(SharedToken(Arc::new(provider)));
     }
 
     upsession_core::setters! {

@@ -332,10 +332,13 @@ impl Dialect {
 }
 
 impl crate::session::Limits {
-    crate::setters! {
-        /// Takes the session rules of `dialect` (re-sends, fragment multiples, whether
-        /// the expiry slides).
-        with_rules_of(dialect: &Dialect) => reject_resend = dialect.reject_resend, fragment_quantum = dialect.fragment_quantum, sliding_expiry = dialect.sliding_expiry;
+    /// Takes the session rules of `dialect` (re-sends, fragment multiples, whether
+    /// the expiry slides).
+    #[must_use]
+    pub const fn with_rules_of(self, dialect: &Dialect) -> Self {
+        self.with_reject_resend(dialect.reject_resend)
+            .with_fragment_quantum(dialect.fragment_quantum)
+            .with_sliding_expiry(dialect.sliding_expiry)
     }
 }
 
@@ -349,6 +352,14 @@ impl Default for Dialect {
 #[allow(clippy::pedantic)] // test code favours brevity over pedantry
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_take_a_dialects_session_rules() {
+        let limits = crate::session::Limits::default().with_rules_of(&Dialect::ONEDRIVE);
+        assert!(limits.reject_resend);
+        assert_eq!(limits.fragment_quantum, Some(320 * 1024));
+        assert_eq!(limits.sliding_expiry, Dialect::ONEDRIVE.sliding_expiry);
+    }
     use crate::wire::UploadSession;
     use std::time::UNIX_EPOCH;
 

@@ -123,9 +123,11 @@ impl AttachmentItem {
 
     crate::setters! {
         /// Sets the MIME type.
-        with_content_type(content_type: impl Into<String>) => content_type = Some(content_type.into());
+        with_content_type(content_type: impl Into<String>)
+            => content_type = Some(content_type.into());
         /// Marks the attachment inline with the given content id.
-        inline(content_id: impl Into<String>) => is_inline = Some(true), content_id = Some(content_id.into());
+        inline(content_id: impl Into<String>)
+            => is_inline = Some(true), content_id = Some(content_id.into());
     }
 
     /// The request body for createUploadSession, as Graph's documents write it.

@@ -189,7 +189,8 @@ impl Config {
 
     upsession_core::setters! {
         /// Sets the header and body-idle timeouts.
-        with_timeouts(header: Duration, body_idle: Duration) => header_timeout = header, body_idle_timeout = body_idle;
+        with_timeouts(header: Duration, body_idle: Duration)
+            => header_timeout = header, body_idle_timeout = body_idle;
         /// Refuses the fragment that would make a message's attachments exceed `bytes`.
         with_message_size_limit(bytes: u64) => message_size_limit = Some(bytes);
         /// Refuses (401) requests to an uploadUrl that carry an `Authorization` header.

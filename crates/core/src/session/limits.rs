@@ -59,6 +59,11 @@ impl Limits {
         with_sliding_expiry(sliding_expiry: bool);
         /// Sets the longest total lifetime of a session.
         with_max_age(max_age: Duration);
+        /// Sets whether a fragment of bytes already stored is refused (OneDrive)
+        /// rather than answered as a re-send.
+        with_reject_resend(reject_resend: bool);
+        /// Sets the multiple every fragment but the last must be (OneDrive: 320 KiB).
+        with_fragment_quantum(fragment_quantum: Option<u64>);
     }
 }
 

@@ -124,7 +124,8 @@ fn partial_overlap_is_refused_but_exact_resend_is_replayed() {
 #[test]
 fn onedrive_rules_refuse_resends_and_odd_fragments() {
     let l = limits(10)
-        .with_rules_of(&crate::dialect::Dialect::ONEDRIVE)
+        .with_reject_resend(true)
+        .with_fragment_quantum(Some(320 * 1024))
         .with_max_fragment(1 << 20);
     let q = 320 * 1024;
     let mut s = Session::open(t(0), 2 * q + 5, &l).unwrap();
