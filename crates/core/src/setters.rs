@@ -53,7 +53,7 @@
 //! Setters with logic (validation, clamping) are written by hand beside them.
 
 /// Builder methods `pub fn with_x(mut self, x: T, ...) -> Self`; see the
-/// [module documentation](crate::setters). A line `with_x(x: T);` assigns the fields
+/// [module documentation](mod@crate::setters). A line `with_x(x: T);` assigns the fields
 /// its parameters name; a line `with_x(a: A) => field = expr, ...;` assigns what it says.
 #[macro_export]
 macro_rules! setters {

@@ -44,10 +44,10 @@
 //! # drop(serve); Ok(()) }
 //! ```
 //!
-//! Inside: [`graph`] (the Graph routes) turns requests into calls of the session
-//! engine ([`engine`]), which decides with the core and keeps state in a
-//! [`store`] (local disk, or shared); [`layers`] add request ids, credentials and
-//! the test double's faults around it. `docs/ARCHITECTURE.md` has the map.
+//! Inside: `graph` (the Graph routes) turns requests into calls of the session
+//! engine (`engine`), which decides with the core and keeps state in a `store`
+//! (local disk, or shared); `layers` add request ids, credentials and the test
+//! double's faults around it. `docs/ARCHITECTURE.md` has the map.
 
 use std::net::SocketAddr;
 

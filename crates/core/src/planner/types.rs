@@ -118,7 +118,7 @@ pub struct Retry {
     pub reason: String,
 }
 
-/// Things worth telling the user, drained with [`Planner::poll_event`].
+/// Things worth telling the user, drained with [`Planner::poll_event`](super::Planner::poll_event).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {

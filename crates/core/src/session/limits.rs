@@ -82,7 +82,7 @@ impl Default for Limits {
     }
 }
 
-/// A message's size limit, as [`Session::set_message_limit`] takes it.
+/// A message's size limit, as [`Session::set_message_limit`](super::Session::set_message_limit) takes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MessageLimit {
     /// The largest the message's attachments may be in all.
