@@ -242,48 +242,57 @@ pub(crate) async fn double(
             .await
             .unwrap_or_else(|e| error_response(&e, &id));
     }
-    let upload = match &route {
-        Route::Upload(sid) => Some(sid.clone()),
-        _ => None,
-    };
-    let method = req.method().clone();
-    let content_range = req
-        .headers()
-        .get(http::header::CONTENT_RANGE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.chars().take(100).collect::<String>());
+    let seen = Seen::of(&route, &req);
     let app = req.extensions().get::<App>().cloned().unwrap_or_default();
-    let bytes = if method == Method::PUT {
+    let bytes = if seen.method == Method::PUT {
         content_length(req.headers()).ok().flatten().unwrap_or(0)
     } else {
         0
     };
     let _permit = match state.admit(&route, app, bytes).await {
         Ok(permit) => permit,
-        Err(e) => {
-            return state.remember(
-                upload,
-                &method,
-                content_range.as_deref(),
-                error_response(&e, &id),
-                false,
-            );
-        }
+        Err(e) => return state.remember(&seen, error_response(&e, &id), false),
     };
     let mut after = After::default();
-    let res = match state.fault(&route, &method, req, &mut after).await {
+    let res = match state.fault(&route, &seen.method, req, &mut after).await {
         Ok(req) => next.run(req).await,
         Err(e) => error_response(&e, &id),
     };
     if let Some(delay) = after.delay {
         tokio::time::sleep(delay).await;
     }
-    let mut res = state.remember(upload, &method, content_range.as_deref(), res, after.drop);
+    let mut res = state.remember(&seen, res, after.drop);
     if after.drop {
         debug!("connection dropped by the fault plan");
         res.extensions_mut().insert(DropConnection);
     }
     res
+}
+
+/// What a session's history keeps of a request to its uploadUrl.
+struct Seen {
+    /// The session, for an uploadUrl request.
+    upload: Option<String>,
+    method: Method,
+    /// The `Content-Range` as sent (its first 100 characters).
+    content_range: Option<String>,
+}
+
+impl Seen {
+    fn of(route: &Route, req: &Request<ReqBody>) -> Self {
+        Self {
+            upload: match route {
+                Route::Upload(sid) => Some(sid.clone()),
+                _ => None,
+            },
+            method: req.method().clone(),
+            content_range: req
+                .headers()
+                .get(http::header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.chars().take(100).collect()),
+        }
+    }
 }
 
 /// Admission by the throttle, released when the request is answered.
@@ -384,24 +393,17 @@ impl Double {
     }
 
     /// Records an uploadUrl request in its session's history (with an admin token).
-    fn remember(
-        &self,
-        upload: Option<String>,
-        method: &Method,
-        content_range: Option<&str>,
-        res: Response<ResBody>,
-        dropped: bool,
-    ) -> Response<ResBody> {
-        if let (Some(sid), Some(_)) = (upload, &self.admin) {
+    fn remember(&self, seen: &Seen, res: Response<ResBody>, dropped: bool) -> Response<ResBody> {
+        if let (Some(sid), Some(_)) = (&seen.upload, &self.admin) {
             let mut history = self.history.lock().expect("history lock");
-            let entries = history.entry(sid).or_default();
+            let entries = history.entry(sid.clone()).or_default();
             if entries.len() == HISTORY {
                 entries.pop_front();
             }
             entries.push_back(serde_json::json!({
                 "at": upsession_core::time::format_graph_time(SystemTime::now()),
-                "method": method.as_str(),
-                "contentRange": content_range,
+                "method": seen.method.as_str(),
+                "contentRange": seen.content_range,
                 "status": res.status().as_u16(),
                 "dropped": dropped,
             }));
@@ -422,21 +424,32 @@ impl Double {
         tokens
             .check(authorization)
             .map_err(|m| fail(RequestError::Unauthenticated(m)))?;
-        if *route == Route::AdminFaults {
-            if req.method() == Method::PUT {
-                let body = crate::exchange::read_json_body(req, self.body_idle_timeout).await?;
-                let plan: FaultPlan = String::from_utf8_lossy(&body).parse().map_err(
-                    |e: upsession_core::fault::FaultSpecError| {
-                        fail(RequestError::InvalidBody(e.to_string()))
-                    },
-                )?;
-                info!(faults = %plan, seed = plan.seed(), "fault plan replaced");
-                *self.faults.lock().expect("faults lock") = plan;
-            }
-            let plan = self.faults.lock().expect("faults lock");
-            let json = serde_json::json!({"spec": plan.to_string(), "seed": plan.seed()});
-            return Ok(full(respond::json(StatusCode::OK, &json)));
+        let json = if *route == Route::AdminFaults {
+            self.admin_faults(req).await?
+        } else {
+            self.admin_sessions().await?
+        };
+        Ok(full(respond::json(StatusCode::OK, &json)))
+    }
+
+    /// `/_upsession/faults`: the fault plan, replaced first by a `PUT`'s.
+    async fn admin_faults(&self, req: Request<ReqBody>) -> Result<serde_json::Value, Failure> {
+        if req.method() == Method::PUT {
+            let body = crate::exchange::read_json_body(req, self.body_idle_timeout).await?;
+            let plan: FaultPlan = String::from_utf8_lossy(&body).parse().map_err(
+                |e: upsession_core::fault::FaultSpecError| {
+                    fail(RequestError::InvalidBody(e.to_string()))
+                },
+            )?;
+            info!(faults = %plan, seed = plan.seed(), "fault plan replaced");
+            *self.faults.lock().expect("faults lock") = plan;
         }
+        let plan = self.faults.lock().expect("faults lock");
+        Ok(serde_json::json!({"spec": plan.to_string(), "seed": plan.seed()}))
+    }
+
+    /// `/_upsession/sessions`: every session, its state and its recent requests.
+    async fn admin_sessions(&self) -> Result<serde_json::Value, Failure> {
         let history = self.history.lock().expect("history lock").clone();
         let value: Vec<serde_json::Value> = self
             .engine
@@ -462,10 +475,7 @@ impl Double {
                 })
             })
             .collect();
-        Ok(full(respond::json(
-            StatusCode::OK,
-            &serde_json::json!({ "value": value }),
-        )))
+        Ok(serde_json::json!({ "value": value }))
     }
 }
 
