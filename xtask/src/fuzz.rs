@@ -11,6 +11,10 @@
 //! A crash leaves its reproducer in `fuzz/artifacts/<target>/` and fails the
 //! task once every target has run.
 //!
+//! `--keep-corpus` leaves `fuzz/corpus/` as it is: it is read, and what libFuzzer
+//! finds goes to `target/fuzz-corpus/<target>/` instead, which is what
+//! `cargo xtask ci` runs with, so a CI run leaves the checkout clean.
+//!
 //! `--runs N` stops each target after N executions instead (or at `--time`,
 //! whichever comes first, when both are given): that is how the long campaigns in
 //! docs/RELIABILITY.md were run. `--sanitizer none` builds without AddressSanitizer
@@ -38,6 +42,8 @@ struct Options {
     runs: Option<u64>,
     sanitizer: Option<String>,
     target: Option<String>,
+    /// Read the committed corpus, write new inputs elsewhere, never minimise.
+    keep_corpus: bool,
 }
 
 impl Options {
@@ -112,7 +118,10 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     for target in &selected {
         println!("\n==> fuzz {target} for {}", options.bound());
         let mut outcome = run_target(&root, target, &options)?;
-        if outcome.artifacts.is_empty() && outcome.error.is_none() && outcome.corpus > CORPUS_LIMIT
+        if outcome.artifacts.is_empty()
+            && outcome.error.is_none()
+            && outcome.corpus > CORPUS_LIMIT
+            && !options.keep_corpus
         {
             println!(
                 "corpus of {target} has {} files (more than {CORPUS_LIMIT}); minimising it",
@@ -143,6 +152,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         runs: None,
         sanitizer: None,
         target: None,
+        keep_corpus: false,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -162,10 +172,11 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             "--target" => {
                 options.target = Some(it.next().ok_or("--target takes a target name")?.clone());
             }
+            "--keep-corpus" => options.keep_corpus = true,
             other => {
                 return Err(format!(
                     "unknown fuzz option `{other}` \
-                     (--time SECONDS, --runs N, --sanitizer NAME, --target NAME)"
+                     (--time SECONDS, --runs N, --sanitizer NAME, --target NAME, --keep-corpus)"
                 ));
             }
         }
@@ -258,11 +269,20 @@ fn run_target(root: &Path, target: &str, options: &Options) -> Result<Outcome, S
     fs::create_dir_all(&corpus)
         .map_err(|err| format!("cannot create {}: {err}", corpus.display()))?;
     let mut command = fuzz_command();
-    command.arg("run").args(options.cargo_fuzz_flags()).args([
-        target,
-        "--",
-        "-print_final_stats=1",
-    ]);
+    command
+        .arg("run")
+        .args(options.cargo_fuzz_flags())
+        .arg(target);
+    // libFuzzer writes what it finds to the first corpus directory and only reads
+    // the others.
+    let scratch = root.join("target/fuzz-corpus").join(target);
+    if options.keep_corpus {
+        let _ = fs::remove_dir_all(&scratch);
+        fs::create_dir_all(&scratch)
+            .map_err(|err| format!("cannot create {}: {err}", scratch.display()))?;
+        command.arg(&scratch).arg(&corpus);
+    }
+    command.args(["--", "-print_final_stats=1"]);
     if let Some(seconds) = options.seconds {
         command.arg(format!("-max_total_time={seconds}"));
     }
@@ -303,6 +323,9 @@ fn run_target(root: &Path, target: &str, options: &Options) -> Result<Outcome, S
         outcome.error = Some(format!("`{shown}` failed ({status})"));
     }
     outcome.corpus = count_files(&corpus);
+    if options.keep_corpus {
+        outcome.corpus += count_files(&scratch);
+    }
     Ok(outcome)
 }
 
@@ -393,6 +416,10 @@ mod tests {
 
         let o = parse_args(&args(&["--runs", "5", "--time", "9"])).unwrap();
         assert_eq!(o.bound(), "5 executions or 9s");
+        assert!(!o.keep_corpus);
+
+        let o = parse_args(&args(&["--time", "5", "--keep-corpus"])).unwrap();
+        assert!(o.keep_corpus);
 
         for bad in [
             &["--runs", "0"][..],
