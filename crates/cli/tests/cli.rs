@@ -313,6 +313,49 @@ async fn status_and_cancel_of_an_upload_url() {
     );
 }
 
+#[test]
+fn a_second_serve_on_a_data_directory_in_use_names_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let first = serve(&data, &[]);
+    let mut second = bin()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            TOKEN,
+            "--data-dir",
+        ])
+        .arg(&data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded: a second server that started would never exit by itself.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second `serve` on the same data directory kept running");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
+    assert!(err.contains("in use"), "{err}");
+    assert!(err.contains(&format!("pid {}", first.pid())), "{err}");
+    // The first still serves, and after a kill -9 the directory is free again.
+    first.kill9();
+    serve(&data, &[]).kill9();
+}
+
 #[tokio::test]
 async fn each_failure_is_one_sentence_with_its_exit_code() {
     let dir = tempfile::tempdir().unwrap();

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _};
 use tokio::sync::Notify;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 use upsession_core::error::{FragmentError, GraphError, RequestError, SessionError};
 use upsession_core::route::{ItemKind, ItemPath, User, Version};
@@ -96,6 +97,8 @@ pub(crate) struct Engine {
     tokens: std::sync::atomic::AtomicU64,
     /// Woken when a deadline may have moved earlier, for the expiry driver.
     pub(crate) deadlines_changed: Notify,
+    /// The commits in flight, which outlive the requests that started them.
+    tasks: TaskTracker,
 }
 
 /// What a fragment's headers lead to; see [`Engine::begin_fragment`].
@@ -130,7 +133,15 @@ impl Engine {
             holders: Mutex::new(HashMap::new()),
             tokens: std::sync::atomic::AtomicU64::new(1),
             deadlines_changed: Notify::new(),
+            tasks: TaskTracker::new(),
         }
+    }
+
+    /// Waits for every commit in flight: after this, the engine writes nothing
+    /// more on behalf of a request that has already started.
+    pub(crate) async fn finish_commits(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 
     pub(crate) fn metrics(&self) -> &Metrics {
@@ -565,7 +576,7 @@ impl Writing {
         let engine = Arc::clone(&self.engine);
         // Counting and recording run to their end in their own task: a completion is
         // never cut short by a client hanging up.
-        let task = tokio::spawn(async move {
+        let task = self.engine.tasks.spawn(async move {
             let now = now();
             let pending = session.prepare_commit(now, ticket).map_err(fail)?;
             let commit = guard.record().commit(range, &pending, now);

@@ -24,6 +24,7 @@ pub(crate) struct Metrics {
     pub(crate) bytes_received: Counter,
     pub(crate) fragment_seconds: Histogram,
     pub(crate) connections_refused: Counter,
+    pub(crate) records_quarantined: Counter,
     errors: Family<CodeLabel, Counter>,
 }
 
@@ -40,6 +41,7 @@ impl Metrics {
             // 1 ms .. ~33 s
             fragment_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             connections_refused: Counter::default(),
+            records_quarantined: Counter::default(),
             errors: Family::default(),
             registry: Registry::default(),
         };
@@ -73,6 +75,11 @@ impl Metrics {
                 "connections_refused",
                 "Connections answered 503 at once because --max-connections were open",
                 &m.connections_refused,
+            ),
+            (
+                "records_quarantined",
+                "Records set aside at start-up as unreadable or unusable (quarantine/ in the data directory)",
+                &m.records_quarantined,
             ),
         ];
         for (name, help, counter) in counters {

@@ -136,7 +136,8 @@ impl Running {
     }
 
     /// Stops accepting, lets requests in flight finish (up to the configured grace
-    /// period), and returns.
+    /// period), cuts those still running, waits for the commits they started, and
+    /// returns; the data directory is free for another server then.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
@@ -423,8 +424,11 @@ async fn accept_loop(
     )));
     // Refusals in progress: past this many, a surplus connection is just closed.
     let refusals = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
+            // Reaps finished connections, so the set holds only live ones.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -447,7 +451,7 @@ async fn accept_loop(
             }
             continue;
         };
-        tokio::spawn(serve_one(
+        connections.spawn(serve_one(
             stream,
             peer,
             tls.clone(),
@@ -466,4 +470,9 @@ async fn accept_loop(
     {
         warn!("requests still in flight after {grace:?}; stopping anyway");
     }
+    // Nothing of this server may run on once `shutdown` returns: another may open
+    // the same data directory next.
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
+    service.engine.finish_commits().await;
 }

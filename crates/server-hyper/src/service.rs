@@ -91,6 +91,9 @@ impl UploadService {
             .await
             .map_err(|e| store_error(&config, e))?;
         let metrics = Arc::new(Metrics::new());
+        metrics
+            .records_quarantined
+            .inc_by(u64::try_from(store.quarantined()).unwrap_or(u64::MAX));
         let rules = Rules {
             limits: config.limits.clone().with_rules_of(&config.dialect),
             message_size_limit: config.message_size_limit,

@@ -386,6 +386,75 @@ async fn acknowledged_fragments_survive_a_restart_and_the_upload_completes() {
 }
 
 #[tokio::test]
+async fn a_data_directory_serves_one_server_at_a_time() {
+    let h = start().await;
+    let second = Server::start(config(server_config(h.dir()))).await;
+    let err = second.expect_err("a second server on the same directory is refused");
+    let text = err.to_string();
+    assert!(text.contains("in use"), "{text}");
+    assert!(text.contains(&std::process::id().to_string()), "{text}");
+    // Once the first has shut down, the directory is free at once.
+    let dir = h.dir().to_path_buf();
+    h.shutdown().await;
+    let again = Server::start(config(server_config(&dir))).await.unwrap();
+    again.shutdown().await;
+}
+
+#[tokio::test]
+async fn start_up_sets_unusable_records_aside_and_lists_no_attachment_without_bytes() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let h = TestServer::start_in(dir, config).await;
+    let id = h.draft().await;
+    let data = seeded(100, 1);
+    let done = h.upload(&h.session(&id, 100).await, &data, 1000).await;
+    assert_eq!(done.status(), 201);
+    let location = location(&done);
+    let old_origin = h.origin().to_owned();
+    h.shutdown().await;
+    // A torn record, a record of no known shape, and an attachment's bytes gone.
+    std::fs::write(dir.join("sessions/torn.json"), b"{\"id\": \"torn\", ").unwrap();
+    std::fs::write(dir.join("items/odd.json"), b"[1, 2, 3]").unwrap();
+    for entry in std::fs::read_dir(dir.join("attachments")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "bin") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let h = TestServer::start_in(dir, config).await;
+    // Served, with the bad records moved aside and counted.
+    let aside: Vec<String> = std::fs::read_dir(dir.join("quarantine"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(aside.len(), 3, "{aside:?}");
+    assert!(
+        aside.contains(&"sessions-torn.json".to_owned()),
+        "{aside:?}"
+    );
+    assert!(aside.contains(&"items-odd.json".to_owned()), "{aside:?}");
+    let metrics = h
+        .http
+        .get(format!("{}/metrics", h.origin()))
+        .send()
+        .await
+        .unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.contains("upsession_records_quarantined_total 3"),
+        "{metrics}"
+    );
+    // The attachment without bytes is not listed, and its URL is a 404, not a 500.
+    let (status, list) = h
+        .call(Method::GET, &format!("/me/messages/{id}/attachments"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(list["value"], json!([]));
+    let res = h.value(&location.replace(&old_origin, h.origin())).await;
+    assert_eq!(res.status(), 404);
+}
+
+#[tokio::test]
 async fn a_cut_off_fragment_leaves_no_trace() {
     let Opened { h, data, url, .. } = opened(3000, |c| c).await;
     let stream = partial_put(&url, &data, 0, 1000, 400).await;

@@ -8,6 +8,10 @@
 //! attachments/{id}.json      a finished attachment's metadata
 //! attachments/{id}.bin       its bytes (the `.part`, renamed on completion)
 //! tmp/                       records being written; emptied at start-up
+//! quarantine/                records start-up could not use, set aside for an
+//!                            operator (`{dir}-{file}`)
+//! lock                       locked (flock) by the process serving the directory;
+//!                            holds its pid
 //! ```
 //!
 //! Every record is written whole to `tmp/`, synced (with `--fsync always`), and
@@ -50,7 +54,7 @@ async fn blocking<T: Send + 'static>(
 impl Disk {
     /// Opens (creating) the layout under `root` and clears leftovers in `tmp/`.
     pub(crate) fn open(root: &Path, fsync: Fsync) -> io::Result<Self> {
-        for dir in ["items", "sessions", "attachments", "tmp"] {
+        for dir in ["items", "sessions", "attachments", "tmp", "quarantine"] {
             fs::create_dir_all(root.join(dir))?;
         }
         for entry in fs::read_dir(root.join("tmp"))? {
@@ -113,22 +117,70 @@ impl Disk {
         for entry in fs::read_dir(self.root.join(dir))? {
             let path = entry?.path();
             if path.extension().is_some_and(|e| e == "json") {
-                // A record we cannot read is left in place for an operator to look
-                // at, and skipped: one bad file must not stop the server.
-                match fs::read(&path).map(|b| serde_json::from_slice(&b)) {
-                    Ok(Ok(v)) => out.push(v),
-                    Ok(Err(e)) => {
-                        tracing::error!(path = %path.display(), error = %e, "unreadable record skipped");
-                        unreadable.push(path);
-                    }
+                // One bad file must not stop the server: it is set aside.
+                let read = fs::read(&path)
+                    .and_then(|b| serde_json::from_slice(&b).map_err(io::Error::other));
+                match read {
+                    Ok(v) => out.push(v),
                     Err(e) => {
-                        tracing::error!(path = %path.display(), error = %e, "unreadable record skipped");
+                        self.quarantine_file(&path, &e.to_string());
                         unreadable.push(path);
                     }
                 }
             }
         }
         Ok(out)
+    }
+
+    /// Moves `path` (a record under the data directory) to `quarantine/`, saying
+    /// why in the log. A record that cannot be moved stays where it is.
+    fn quarantine_file(&self, path: &Path, why: &str) {
+        let name = match (path.parent().and_then(Path::file_name), path.file_name()) {
+            (Some(dir), Some(file)) => {
+                format!("{}-{}", dir.to_string_lossy(), file.to_string_lossy())
+            }
+            _ => format!("record-{:016x}", fastrand::u64(..)),
+        };
+        let to = self.root.join("quarantine").join(name);
+        match fs::rename(path, &to) {
+            Ok(()) => tracing::error!(
+                record = %path.display(), moved_to = %to.display(), reason = why,
+                "unusable record set aside"
+            ),
+            Err(e) => tracing::error!(
+                record = %path.display(), reason = why, error = %e,
+                "unusable record skipped (it could not be set aside)"
+            ),
+        }
+    }
+
+    /// Sets the record `id` of `dir` aside (see [`Disk::quarantine_file`]).
+    pub(crate) async fn quarantine(&self, dir: &'static str, id: &str, why: String) {
+        let Ok(path) = self.path(dir, id, "json") else {
+            return;
+        };
+        let this = self.clone();
+        let _ = blocking(move || {
+            this.quarantine_file(&path, &why);
+            Ok(())
+        })
+        .await;
+    }
+
+    /// Whether the bytes of the attachment `id` are in place: `size` bytes in its
+    /// file.
+    pub(crate) async fn attachment_in_place(&self, id: &str, size: u64) -> bool {
+        self.len("attachments", id, "bin").await == Some(size)
+    }
+
+    /// How many bytes the session `id` has in its partial file, if it has one.
+    pub(crate) async fn part_len(&self, id: &str) -> Option<u64> {
+        self.len("sessions", id, "part").await
+    }
+
+    async fn len(&self, dir: &str, id: &str, ext: &str) -> Option<u64> {
+        let path = self.path(dir, id, ext).ok()?;
+        tokio::fs::metadata(path).await.ok().map(|m| m.len())
     }
 
     /// Reads the server key, creating it (0600) on first start.
@@ -161,6 +213,59 @@ impl Disk {
         }
     }
 }
+
+/// Takes `{root}/lock` for this process (creating `root`), or says which process
+/// holds it. The lock goes with the file handle: when the process dies, however
+/// it dies, the directory is free.
+pub(crate) fn lock_dir(root: &Path) -> io::Result<File> {
+    use std::io::{Read as _, Seek as _};
+    fs::create_dir_all(root)?;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(root.join("lock"))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            let pid = text.trim().parse().ok();
+            return Err(io::Error::new(io::ErrorKind::ResourceBusy, InUse { pid }));
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(e),
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    write!(file, "{}", std::process::id())?;
+    Ok(file)
+}
+
+/// The data directory is served by another process.
+#[derive(Debug)]
+pub(crate) struct InUse {
+    /// That process, as its lock file names it.
+    pid: Option<u32>,
+}
+
+impl std::fmt::Display for InUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.pid {
+            Some(pid) if pid == std::process::id() => {
+                write!(
+                    f,
+                    "it is in use by this process (pid {pid}), by another server"
+                )
+            }
+            Some(pid) => write!(f, "it is in use by another upsession process (pid {pid})"),
+            None => f.write_str("it is in use by another upsession process"),
+        }
+    }
+}
+
+impl std::error::Error for InUse {}
 
 fn parse_key(hex: &str) -> Option<[u8; 32]> {
     let mut key = [0u8; 32];

@@ -28,10 +28,14 @@ const RELEASE_WAIT: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug)]
 pub(crate) struct LocalStore {
     inner: Arc<Inner>,
+    /// Records start-up set aside.
+    quarantined: usize,
 }
 
 #[derive(Debug)]
 struct Inner {
+    /// `{data-dir}/lock`, locked while this store is open.
+    _lock: std::fs::File,
     disk: Disk,
     items: RwLock<HashMap<String, LocalItem>>,
     attachments: RwLock<HashMap<String, AttachmentRecord>>,
@@ -56,10 +60,32 @@ impl LocalStore {
     /// Opens `root` (creating its layout), loads every record, finishes what a
     /// crash cut short, and removes bytes no session owns.
     pub(crate) async fn open(root: &Path, fsync: Fsync) -> io::Result<Self> {
+        // Before anything is read or cleared: the directory may be another's.
+        let lock = super::disk::lock_dir(root)?;
         let disk = Disk::open(root, fsync)?;
         let loaded = disk
             .load::<ItemRecord, AttachmentRecord, SessionRecord>()
             .await?;
+        let mut quarantined = loaded.unreadable.len();
+        let mut attachments: HashMap<String, AttachmentRecord> = loaded
+            .attachments
+            .into_iter()
+            .map(|a| (a.meta.id.clone(), a))
+            .collect();
+        let mut sessions = HashMap::new();
+        let mut timers = Timers::new();
+        for record in loaded.sessions {
+            let recorded = attachments.contains_key(&record.attachment_id);
+            let Some(record) = recover(&disk, record, recorded).await else {
+                quarantined += 1;
+                continue;
+            };
+            if let Some(at) = deadline(&record.snapshot) {
+                timers.set(record.id.clone(), at);
+            }
+            sessions.insert(record.id.clone(), Arc::new(Slot::new(record)));
+        }
+        quarantined += keep_attachments_in_place(&disk, &mut attachments, &sessions).await;
         let mut items: HashMap<String, LocalItem> = loaded
             .items
             .into_iter()
@@ -71,24 +97,10 @@ impl LocalStore {
                 (item.record.id.clone(), item)
             })
             .collect();
-        let mut attachments = HashMap::new();
-        for a in loaded.attachments {
+        for a in attachments.values() {
             if let Some(item) = items.get_mut(&a.item_id) {
                 item.attachments.push(a.meta.id.clone());
             }
-            attachments.insert(a.meta.id.clone(), a);
-        }
-        let mut sessions = HashMap::new();
-        let mut timers = Timers::new();
-        for record in loaded.sessions {
-            let recorded = attachments.contains_key(&record.attachment_id);
-            let Some(record) = recover(&disk, record, recorded).await else {
-                continue;
-            };
-            if let Some(at) = deadline(&record.snapshot) {
-                timers.set(record.id.clone(), at);
-            }
-            sessions.insert(record.id.clone(), Arc::new(Slot::new(record)));
         }
         let live: Vec<String> = sessions.keys().cloned().collect();
         let orphans = disk.sweep_orphans(&live).await?;
@@ -97,11 +109,13 @@ impl LocalStore {
             attachments = attachments.len(),
             sessions = sessions.len(),
             orphans_removed = orphans,
-            unreadable = loaded.unreadable.len(),
+            quarantined,
             "state loaded"
         );
         Ok(Self {
+            quarantined,
             inner: Arc::new(Inner {
+                _lock: lock,
                 disk,
                 items: RwLock::new(items),
                 attachments: RwLock::new(attachments),
@@ -133,10 +147,44 @@ async fn recover(disk: &Disk, mut record: SessionRecord, recorded: bool) -> Opti
         }
         Ok(_) => Some(record),
         Err(e) => {
-            warn!(session = %record.id, error = %e, "unusable session record skipped");
+            disk.quarantine("sessions", &record.id, e.to_string()).await;
             None
         }
     }
+}
+
+/// Keeps the attachments whose bytes are in place, finishing a completion whose
+/// last rename was lost where the session's bytes are whole; sets the others
+/// aside (an attachment is never listed without its bytes). Returns how many
+/// were set aside.
+async fn keep_attachments_in_place(
+    disk: &Disk,
+    attachments: &mut HashMap<String, AttachmentRecord>,
+    sessions: &HashMap<String, Arc<Slot>>,
+) -> usize {
+    let mut missing = Vec::new();
+    for (id, a) in attachments.iter() {
+        if disk.attachment_in_place(id, a.meta.size).await {
+            continue;
+        }
+        let owner = sessions.values().find_map(|slot| {
+            let record = slot.record.lock().expect("record lock");
+            (record.attachment_id == *id).then(|| record.id.clone())
+        });
+        if let Some(session) = owner
+            && disk.part_len(&session).await == Some(a.meta.size)
+            && disk.promote(&session, id).await.is_ok()
+        {
+            continue;
+        }
+        missing.push(id.clone());
+    }
+    for id in &missing {
+        attachments.remove(id);
+        let why = "its bytes are missing or short".to_owned();
+        disk.quarantine("attachments", id, why).await;
+    }
+    missing.len()
 }
 
 impl Slot {
@@ -270,6 +318,10 @@ impl SessionStore for LocalStore {
             self.inner.set_timer(&id, Some(now));
         }
         Ok(due)
+    }
+
+    fn quarantined(&self) -> usize {
+        self.quarantined
     }
 
     fn next_due(&self, _now: SystemTime) -> Option<SystemTime> {

@@ -200,6 +200,10 @@ pub(crate) trait SessionStore: Send + Sync + std::fmt::Debug {
     /// When [`SessionStore::due`] may next find something; `None`: nothing is
     /// pending. Stores that can't tell (shared ones) answer a steady tick.
     fn next_due(&self, now: SystemTime) -> Option<SystemTime>;
+    /// How many records opening the store set aside as unusable.
+    fn quarantined(&self) -> usize {
+        0
+    }
     /// Every session this node knows of, for the test double's inspection route.
     async fn list_sessions(&self) -> io::Result<Vec<SessionRecord>>;
 }
