@@ -226,6 +226,7 @@ impl Engine {
             attachment: item,
             snapshot: session.snapshot(),
             parts: Vec::new(),
+            sums: Vec::new(),
         };
         self.store
             .create_session(&record)
@@ -570,7 +571,7 @@ impl Writing {
             }
             () = &mut self.released => Err(fail(SessionError::Superseded)),
         };
-        stored?;
+        let crc32c = stored?;
         let ticket = self.ticket.take().expect("a writing holds its ticket");
         let mut session = self.session.clone();
         let engine = Arc::clone(&self.engine);
@@ -579,7 +580,7 @@ impl Writing {
         let task = self.engine.tasks.spawn(async move {
             let now = now();
             let pending = session.prepare_commit(now, ticket).map_err(fail)?;
-            let commit = guard.record().commit(range, &pending, now);
+            let commit = guard.record().commit(range, crc32c, &pending, now);
             match guard.commit(commit).await {
                 Ok(()) => {
                     let answer = session.confirm(pending);
@@ -616,12 +617,14 @@ impl Drop for Writing {
 }
 
 /// Streams exactly `range.len()` body bytes into the store at `range.start()`.
+/// Streams the body to the store's writer; the CRC-32C of the bytes written.
 async fn write_body(
     guard: &mut dyn SessionGuard,
     range: ByteRange,
     mut body: BodyStream,
-) -> Result<(), Failure> {
+) -> Result<u32, Failure> {
     let mut writer = guard.writer(range).await.map_err(store_failure)?;
+    let mut crc = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
     let mut got: u64 = 0;
     while let Some(chunk) = body.next().await {
         let chunk = match chunk {
@@ -641,6 +644,7 @@ async fn write_body(
                 got,
             }));
         }
+        crc.update(&chunk);
         writer.write(chunk).await.map_err(storage_failure)?;
     }
     if got != range.len() {
@@ -649,5 +653,7 @@ async fn write_body(
             got,
         }));
     }
-    writer.finish().await.map_err(storage_failure)
+    writer.finish().await.map_err(storage_failure)?;
+    // CRC-32C fits 32 bits.
+    Ok(u32::try_from(crc.finalize()).unwrap_or_default())
 }

@@ -455,6 +455,41 @@ async fn start_up_sets_unusable_records_aside_and_lists_no_attachment_without_by
 }
 
 #[tokio::test]
+async fn without_fsync_bytes_a_power_loss_took_are_asked_for_again_never_served() {
+    // The kit's server runs with `--fsync never`: after a power loss, a record may
+    // count bytes whose writes never reached the disk.
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let h = TestServer::start_in(dir, config).await;
+    let data = seeded(3000, 7);
+    let url = h.session(&h.draft().await, 3000).await;
+    assert_eq!(h.put(&url, &data, 0, 999).await.status(), 200);
+    assert_eq!(h.put(&url, &data, 1000, 1999).await.status(), 200);
+    let old_origin = h.origin().to_owned();
+    h.shutdown().await;
+    // The second fragment's bytes, as a power loss leaves unsynced pages: zeros.
+    let part = std::fs::read_dir(dir.join("sessions"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "part"))
+        .unwrap();
+    let mut bytes = std::fs::read(&part).unwrap();
+    bytes[1000..2000].fill(0);
+    std::fs::write(&part, bytes).unwrap();
+    let h = TestServer::start_in(dir, config).await;
+    let url = url.replace(&old_origin, h.origin());
+    let status = h.session_status(&url).await;
+    assert_eq!(status["nextExpectedRanges"], json!(["1000-2999"]));
+    // The client sends them again, and the attachment is exact.
+    let done = h.upload_from(&url, &data, 1000, 1000, |_| {}).await;
+    assert_eq!(done.status(), 201);
+    assert_eq!(
+        sha256_hex(&h.download(&location(&done)).await),
+        sha256_hex(&data)
+    );
+}
+
+#[tokio::test]
 async fn a_cut_off_fragment_leaves_no_trace() {
     let Opened { h, data, url, .. } = opened(3000, |c| c).await;
     let stream = partial_put(&url, &data, 0, 1000, 400).await;

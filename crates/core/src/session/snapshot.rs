@@ -92,6 +92,15 @@ pub enum Recovery {
     /// record that proves the upload whole): make the attachment's bytes from the
     /// session's, then persist this session, now completed.
     FinishCompletion(Session),
+    /// Stored bytes failed their check (a power loss took writes that were never
+    /// synced): the session goes on without them, and must be persisted so; the
+    /// client is asked for them again.
+    Forget {
+        /// The session without the forgotten bytes.
+        session: Session,
+        /// How many bytes it forgot.
+        forgotten: u64,
+    },
 }
 
 impl Recovery {
@@ -109,6 +118,36 @@ impl Recovery {
             return Session::restore(&done).map(Self::FinishCompletion);
         }
         Session::restore(snapshot).map(Self::Resume)
+    }
+
+    /// [`Recovery::decide`], knowing that of the session's stored bytes only those
+    /// before `intact` check out (the adapter keeps a checksum per fragment): the
+    /// bytes past it are forgotten, never counted or served.
+    pub fn decide_checked(
+        snapshot: &SessionSnapshot,
+        attachment_recorded: bool,
+        intact: u64,
+    ) -> Result<Self, SnapshotError> {
+        let decided = Self::decide(snapshot, attachment_recorded)?;
+        if !matches!(decided, Self::Resume(_)) || snapshot.phase != Phase::Open {
+            return Ok(decided);
+        }
+        let mut kept = snapshot.clone();
+        kept.received = snapshot
+            .received
+            .iter()
+            .filter(|r| r[0] < intact)
+            .map(|r| [r[0], r[1].min(intact)])
+            .collect();
+        let total = |s: &SessionSnapshot| s.received.iter().map(|r| r[1] - r[0]).sum::<u64>();
+        let forgotten = total(snapshot) - total(&kept);
+        if forgotten == 0 {
+            return Ok(decided);
+        }
+        Ok(Self::Forget {
+            session: Session::restore(&kept)?,
+            forgotten,
+        })
     }
 }
 

@@ -282,6 +282,41 @@ fn recovery_finishes_a_completion_cut_short_and_resumes_the_rest() {
 }
 
 #[test]
+fn recovery_forgets_the_bytes_that_fail_their_check_and_asks_for_them_again() {
+    let mut s = opened(30);
+    write(&mut s, t(0), 0, 9);
+    write(&mut s, t(0), 10, 19);
+    let snapshot = s.snapshot();
+    match Recovery::decide_checked(&snapshot, false, 10).unwrap() {
+        Recovery::Forget { session, forgotten } => {
+            assert_eq!(forgotten, 10);
+            assert_eq!(
+                session.received().ranges(),
+                &[ByteRange::new(0, 10).unwrap()]
+            );
+            assert_eq!(session.phase(), Phase::Open);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Nothing intact: every byte is asked for again.
+    let Recovery::Forget { session, forgotten } =
+        Recovery::decide_checked(&snapshot, false, 0).unwrap()
+    else {
+        panic!("forgets")
+    };
+    assert_eq!((forgotten, session.received().is_empty()), (20, true));
+    // All intact, or a completion to finish: as `decide`.
+    assert!(matches!(
+        Recovery::decide_checked(&snapshot, false, 20).unwrap(),
+        Recovery::Resume(_)
+    ));
+    assert!(matches!(
+        Recovery::decide_checked(&snapshot, true, 0).unwrap(),
+        Recovery::FinishCompletion(_)
+    ));
+}
+
+#[test]
 fn an_empty_body_is_a_length_mismatch_while_the_session_is_open() {
     let mut s = opened(20);
     let e = s

@@ -22,9 +22,7 @@
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
-use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -33,12 +31,14 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use upsession_core::ByteRange;
 
-use super::{ByteStream, FragmentWriter, safe};
+use super::files::{FileHandle, Files};
+use super::{ByteStream, FragmentSum, FragmentWriter, safe};
 use crate::config::Fsync;
 
 /// Records and bytes under one data directory.
 #[derive(Debug, Clone)]
 pub(crate) struct Disk {
+    files: Arc<dyn Files>,
     root: Arc<PathBuf>,
     fsync: Fsync,
 }
@@ -53,14 +53,15 @@ async fn blocking<T: Send + 'static>(
 
 impl Disk {
     /// Opens (creating) the layout under `root` and clears leftovers in `tmp/`.
-    pub(crate) fn open(root: &Path, fsync: Fsync) -> io::Result<Self> {
+    pub(crate) fn open(files: Arc<dyn Files>, root: &Path, fsync: Fsync) -> io::Result<Self> {
         for dir in ["items", "sessions", "attachments", "tmp", "quarantine"] {
-            fs::create_dir_all(root.join(dir))?;
+            files.create_dir_all(&root.join(dir))?;
         }
-        for entry in fs::read_dir(root.join("tmp"))? {
-            let _ = fs::remove_file(entry?.path());
+        for path in files.list(&root.join("tmp"))? {
+            let _ = files.remove(&path);
         }
         Ok(Self {
+            files,
             root: Arc::new(root.to_path_buf()),
             fsync,
         })
@@ -87,16 +88,12 @@ impl Disk {
         ));
         let dir_path = self.root.join(dir);
         let sync = self.fsync == Fsync::Always;
+        let files = Arc::clone(&self.files);
         let write = move || {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&bytes)?;
+            files.write_file(&tmp, &bytes, sync, false)?;
+            files.rename(&tmp, &target)?;
             if sync {
-                f.sync_data()?;
-            }
-            drop(f);
-            fs::rename(&tmp, &target)?;
-            if sync {
-                File::open(&dir_path)?.sync_all()?;
+                files.sync_dir(&dir_path)?;
             }
             Ok(())
         };
@@ -114,11 +111,12 @@ impl Disk {
         unreadable: &mut Vec<PathBuf>,
     ) -> io::Result<Vec<T>> {
         let mut out = Vec::new();
-        for entry in fs::read_dir(self.root.join(dir))? {
-            let path = entry?.path();
+        for path in self.files.list(&self.root.join(dir))? {
             if path.extension().is_some_and(|e| e == "json") {
                 // One bad file must not stop the server: it is set aside.
-                let read = fs::read(&path)
+                let read = self
+                    .files
+                    .read(&path)
                     .and_then(|b| serde_json::from_slice(&b).map_err(io::Error::other));
                 match read {
                     Ok(v) => out.push(v),
@@ -141,8 +139,17 @@ impl Disk {
             }
             _ => format!("record-{:016x}", fastrand::u64(..)),
         };
-        let to = self.root.join("quarantine").join(name);
-        match fs::rename(path, &to) {
+        let to = self.root.join("quarantine").join(&name);
+        // A session's bytes go with its record, for the operator to look at.
+        let part = path.with_extension("part");
+        if path.extension().is_some_and(|e| e == "json") && self.files.len(&part).is_ok() {
+            let part_to = self
+                .root
+                .join("quarantine")
+                .join(Path::new(&name).with_extension("part"));
+            let _ = self.files.rename(&part, &part_to);
+        }
+        match self.files.rename(path, &to) {
             Ok(()) => tracing::error!(
                 record = %path.display(), moved_to = %to.display(), reason = why,
                 "unusable record set aside"
@@ -180,14 +187,15 @@ impl Disk {
 
     async fn len(&self, dir: &str, id: &str, ext: &str) -> Option<u64> {
         let path = self.path(dir, id, ext).ok()?;
-        tokio::fs::metadata(path).await.ok().map(|m| m.len())
+        let files = Arc::clone(&self.files);
+        blocking(move || files.len(&path)).await.ok()
     }
 
     /// Reads the server key, creating it (0600) on first start.
     fn key_file(&self) -> io::Result<[u8; 32]> {
         let path = self.root.join("server.key");
-        match fs::read_to_string(&path) {
-            Ok(text) => parse_key(text.trim()).ok_or_else(|| {
+        match self.files.read(&path) {
+            Ok(text) => parse_key(String::from_utf8_lossy(&text).trim()).ok_or_else(|| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("{} is not a 64-digit hex key", path.display()),
@@ -200,13 +208,8 @@ impl Disk {
                     let _ = write!(s, "{b:02x}");
                     s
                 });
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)?;
-                f.write_all(hex.as_bytes())?;
-                f.sync_all()?;
+                self.files.write_file(&path, hex.as_bytes(), true, true)?;
+                self.files.sync_dir(&self.root)?;
                 Ok(key)
             }
             Err(e) => Err(e),
@@ -214,58 +217,26 @@ impl Disk {
     }
 }
 
-/// Takes `{root}/lock` for this process (creating `root`), or says which process
-/// holds it. The lock goes with the file handle: when the process dies, however
-/// it dies, the directory is free.
-pub(crate) fn lock_dir(root: &Path) -> io::Result<File> {
-    use std::io::{Read as _, Seek as _};
-    fs::create_dir_all(root)?;
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(root.join("lock"))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(fs::TryLockError::WouldBlock) => {
-            let mut text = String::new();
-            let _ = file.read_to_string(&mut text);
-            let pid = text.trim().parse().ok();
-            return Err(io::Error::new(io::ErrorKind::ResourceBusy, InUse { pid }));
+/// The CRC-32C of the bytes `start..end` of `path`, read a MiB at a time; an
+/// error when the file ends before `end`.
+fn crc_of(files: &dyn Files, path: &Path, start: u64, end: u64) -> io::Result<u32> {
+    const CHUNK: u64 = 1 << 20;
+    let mut digest = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
+    let mut at = start;
+    while at < end {
+        let want = (end - at).min(CHUNK);
+        let bytes = files.read_at(path, at, usize::try_from(want).unwrap_or(usize::MAX))?;
+        if bytes.len() as u64 != want {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file is short",
+            ));
         }
-        Err(fs::TryLockError::Error(e)) => return Err(e),
+        digest.update(&bytes);
+        at += want;
     }
-    file.set_len(0)?;
-    file.rewind()?;
-    write!(file, "{}", std::process::id())?;
-    Ok(file)
+    Ok(u32::try_from(digest.finalize()).unwrap_or_default())
 }
-
-/// The data directory is served by another process.
-#[derive(Debug)]
-pub(crate) struct InUse {
-    /// That process, as its lock file names it.
-    pid: Option<u32>,
-}
-
-impl std::fmt::Display for InUse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.pid {
-            Some(pid) if pid == std::process::id() => {
-                write!(
-                    f,
-                    "it is in use by this process (pid {pid}), by another server"
-                )
-            }
-            Some(pid) => write!(f, "it is in use by another upsession process (pid {pid})"),
-            None => f.write_str("it is in use by another upsession process"),
-        }
-    }
-}
-
-impl std::error::Error for InUse {}
 
 fn parse_key(hex: &str) -> Option<[u8; 32]> {
     let mut key = [0u8; 32];
@@ -313,7 +284,8 @@ impl Disk {
     /// Removes the file `id.ext` of `dir`; absent is fine.
     async fn remove(&self, dir: &'static str, id: &str, ext: &'static str) -> io::Result<()> {
         let path = self.path(dir, id, ext)?;
-        blocking(move || match fs::remove_file(path) {
+        let files = Arc::clone(&self.files);
+        blocking(move || match files.remove(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         })
@@ -348,7 +320,7 @@ impl Disk {
 /// frame cost more than the copy itself (two context switches per 64 KiB). Only
 /// `fdatasync`, which waits for the disk, runs on the blocking pool.
 struct DiskWriter {
-    file: Arc<File>,
+    file: Arc<dyn FileHandle>,
     offset: u64,
     sync: bool,
 }
@@ -356,7 +328,7 @@ struct DiskWriter {
 #[async_trait]
 impl FragmentWriter for DiskWriter {
     async fn write(&mut self, chunk: Bytes) -> io::Result<()> {
-        self.file.write_all_at(&chunk, self.offset)?;
+        self.file.write_at(&chunk, self.offset)?;
         self.offset += chunk.len() as u64;
         Ok(())
     }
@@ -374,7 +346,8 @@ impl Disk {
     /// Makes the (empty) file of a new session's bytes.
     pub(crate) async fn create_part(&self, session_id: &str) -> io::Result<()> {
         let path = self.path("sessions", session_id, "part")?;
-        blocking(move || File::create(path).map(drop)).await
+        let files = Arc::clone(&self.files);
+        blocking(move || files.write_file(&path, &[], false, false)).await
     }
 
     /// A writer for one fragment of `session_id`, at `range`.
@@ -385,12 +358,55 @@ impl Disk {
     ) -> io::Result<Box<dyn FragmentWriter>> {
         let offset = range.start();
         let path = self.path("sessions", session_id, "part")?;
-        let file = blocking(move || OpenOptions::new().write(true).open(path)).await?;
+        let files = Arc::clone(&self.files);
+        let file = blocking(move || files.open_writer(&path)).await?;
         Ok(Box::new(DiskWriter {
-            file: Arc::new(file),
+            file: Arc::from(file),
             offset,
             sync: self.fsync == Fsync::Always,
         }))
+    }
+
+    /// Makes a session's bytes durable, whatever `--fsync` says: a completion under
+    /// `--fsync never` syncs them once, before the attachment record that says they
+    /// are whole, so that an attachment is never listed over bytes a power loss
+    /// took.
+    pub(crate) async fn sync_part(&self, session_id: &str) -> io::Result<()> {
+        let path = self.path("sessions", session_id, "part")?;
+        let files = Arc::clone(&self.files);
+        blocking(move || files.open_writer(&path)?.sync_data()).await
+    }
+
+    /// Whether each fragment's bytes are synced before the record that counts
+    /// them (`--fsync always`). When not, start-up checks them against their sums.
+    pub(crate) fn fragments_synced(&self) -> bool {
+        self.fsync == Fsync::Always
+    }
+
+    /// How far a session's bytes check out: the end of the last fragment, in
+    /// order, whose bytes in the `.part` have the CRC-32C of its [`FragmentSum`].
+    /// Bytes before the first sum (counted by a record written before sums were
+    /// kept) are taken as they are.
+    pub(crate) async fn intact_prefix(&self, session_id: &str, sums: &[FragmentSum]) -> u64 {
+        let Some(first) = sums.first() else {
+            return u64::MAX;
+        };
+        let Ok(path) = self.path("sessions", session_id, "part") else {
+            return 0;
+        };
+        let (files, sums, mut intact) = (Arc::clone(&self.files), sums.to_vec(), first.start);
+        let checked = blocking(move || {
+            for sum in &sums {
+                let whole = sum.start == intact
+                    && crc_of(&*files, &path, sum.start, sum.end).is_ok_and(|c| c == sum.crc32c);
+                if !whole {
+                    break;
+                }
+                intact = sum.end;
+            }
+            Ok(intact)
+        });
+        checked.await.unwrap_or(0)
     }
 
     /// Drops a session's partial bytes (absent is fine).
@@ -404,14 +420,17 @@ impl Disk {
         let to = self.path("attachments", attachment_id, "bin")?;
         let dir = self.root.join("attachments");
         let sync = self.fsync == Fsync::Always;
+        let files = Arc::clone(&self.files);
         blocking(move || {
-            match fs::rename(&from, &to) {
+            match files.rename(&from, &to) {
                 // Already promoted by an earlier attempt: the attachment is there.
-                Err(e) if e.kind() == io::ErrorKind::NotFound && to.exists() => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound && files.len(&to).is_ok() => {
+                    return Ok(());
+                }
                 other => other?,
             }
             if sync {
-                File::open(&dir)?.sync_all()?;
+                files.sync_dir(&dir)?;
             }
             Ok(())
         })
@@ -421,31 +440,27 @@ impl Disk {
     /// An attachment's bytes.
     pub(crate) async fn read(&self, attachment_id: &str) -> io::Result<ByteStream> {
         let path = self.path("attachments", attachment_id, "bin")?;
-        let file = tokio::fs::File::open(path).await?;
-        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
-            file,
-            256 * 1024,
-        )))
+        let files = Arc::clone(&self.files);
+        blocking(move || files.stream(&path)).await
     }
 
     /// Removes partial bytes of sessions not in `live` that no record owns.
     pub(crate) async fn sweep_orphans(&self, live: &[String]) -> io::Result<usize> {
         let dir = self.root.join("sessions");
         let live: HashSet<String> = live.iter().map(|s| format!("{s}.part")).collect();
+        let files = Arc::clone(&self.files);
         blocking(move || {
+            let entries = files.list(&dir)?;
             let mut removed = 0;
-            for entry in fs::read_dir(dir)? {
-                let entry = entry?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let is_part = Path::new(&name).extension().is_some_and(|e| e == "part");
+            for path in &entries {
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+                let Some(name) = name else { continue };
+                let is_part = path.extension().is_some_and(|e| e == "part");
                 // A record we could not read still owns its bytes: only a `.part`
                 // with no record beside it is an orphan.
-                let has_record = Path::new(&name).with_extension("json");
-                if is_part
-                    && !live.contains(&name)
-                    && !entry.path().with_file_name(has_record).exists()
-                {
-                    fs::remove_file(entry.path())?;
+                let record = path.with_extension("json");
+                if is_part && !live.contains(&name) && !entries.contains(&record) {
+                    files.remove(path)?;
                     removed += 1;
                 }
             }
@@ -459,6 +474,8 @@ impl Disk {
 #[allow(clippy::pedantic)] // test code favours brevity over pedantry
 mod tests {
     use super::*;
+    use crate::store::files::RealFiles;
+    use std::fs;
 
     #[test]
     fn ids_from_outside_never_become_paths() {
@@ -472,7 +489,7 @@ mod tests {
     #[test]
     fn server_key_is_created_once_and_private() {
         let dir = tempfile::tempdir().unwrap();
-        let disk = Disk::open(dir.path(), Fsync::Never).unwrap();
+        let disk = Disk::open(Arc::new(RealFiles), dir.path(), Fsync::Never).unwrap();
         let k1 = disk.key_file().unwrap();
         let k2 = disk.key_file().unwrap();
         assert_eq!(k1, k2);

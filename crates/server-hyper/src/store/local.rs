@@ -14,6 +14,7 @@ use upsession_core::session::Recovery;
 use upsession_core::timer::Timers;
 
 use super::disk::Disk;
+use super::files::{Files, RealFiles};
 use super::{
     AttachmentRecord, ByteStream, Commit, FragmentWriter, ItemRecord, ItemView, Locked,
     SessionGuard, SessionRecord, SessionStore, StoreError, Wait, deadline,
@@ -35,7 +36,7 @@ pub(crate) struct LocalStore {
 #[derive(Debug)]
 struct Inner {
     /// `{data-dir}/lock`, locked while this store is open.
-    _lock: std::fs::File,
+    _lock: Box<dyn std::fmt::Debug + Send + Sync>,
     disk: Disk,
     items: RwLock<HashMap<String, LocalItem>>,
     attachments: RwLock<HashMap<String, AttachmentRecord>>,
@@ -60,9 +61,18 @@ impl LocalStore {
     /// Opens `root` (creating its layout), loads every record, finishes what a
     /// crash cut short, and removes bytes no session owns.
     pub(crate) async fn open(root: &Path, fsync: Fsync) -> io::Result<Self> {
+        Self::open_on(Arc::new(RealFiles), root, fsync).await
+    }
+
+    /// [`LocalStore::open`] on `files` (a test's power-loss simulation).
+    pub(crate) async fn open_on(
+        files: Arc<dyn Files>,
+        root: &Path,
+        fsync: Fsync,
+    ) -> io::Result<Self> {
         // Before anything is read or cleared: the directory may be another's.
-        let lock = super::disk::lock_dir(root)?;
-        let disk = Disk::open(root, fsync)?;
+        let lock = files.lock(root)?;
+        let disk = Disk::open(files, root, fsync)?;
         let loaded = disk
             .load::<ItemRecord, AttachmentRecord, SessionRecord>()
             .await?;
@@ -126,9 +136,15 @@ impl LocalStore {
     }
 }
 
-/// What start-up does with one session record (the core decides).
+/// What start-up does with one session record (the core decides, from what the
+/// disk holds).
 async fn recover(disk: &Disk, mut record: SessionRecord, recorded: bool) -> Option<SessionRecord> {
-    match Recovery::decide(&record.snapshot, recorded) {
+    let intact = if disk.fragments_synced() {
+        u64::MAX
+    } else {
+        disk.intact_prefix(&record.id, &record.sums).await
+    };
+    match Recovery::decide_checked(&record.snapshot, recorded, intact) {
         Ok(Recovery::FinishCompletion(done)) => {
             // One session that cannot be finished now must not stop the server; it
             // is finished at a later start.
@@ -142,6 +158,16 @@ async fn recover(disk: &Disk, mut record: SessionRecord, recorded: bool) -> Opti
                 Err(e) => {
                     warn!(session = %record.id, error = %e, "could not finish an interrupted completion");
                 }
+            }
+            Some(record)
+        }
+        Ok(Recovery::Forget { session, forgotten }) => {
+            // Never served: the client is asked for these bytes again.
+            warn!(session = %record.id, forgotten, "bytes that were never synced are gone after a power loss");
+            record.snapshot = session.snapshot();
+            record.sums.retain(|s| s.end <= intact);
+            if let Err(e) = disk.put("sessions", &record.id, &record).await {
+                warn!(session = %record.id, error = %e, "could not record the forgotten bytes");
             }
             Some(record)
         }
@@ -363,6 +389,10 @@ impl SessionGuard for LocalGuard {
         if let Some(att) = completed {
             // The attachment record goes first: start-up takes it as the proof that
             // every byte is stored, and finishes a completion it finds half done.
+            // So the bytes are durable before it, in every fsync mode.
+            if !disk.fragments_synced() {
+                disk.sync_part(&record.id).await?;
+            }
             disk.put("attachments", &att.meta.id, &att).await?;
             disk.promote(&record.id, &record.attachment_id).await?;
             self.store.add_attachment(att);

@@ -28,6 +28,7 @@ use upsession_core::session::{Answer, PendingCommit, SessionSnapshot};
 use upsession_core::wire::{AttachmentItem, FileAttachment};
 
 pub(crate) mod disk;
+pub(crate) mod files;
 pub(crate) mod local;
 pub(crate) mod pg;
 pub(crate) mod s3;
@@ -78,6 +79,10 @@ pub(crate) struct SessionRecord {
     /// fragments are objects of their own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) parts: Vec<[u64; 2]>,
+    /// The CRC-32C of every acknowledged fragment, in order (records written
+    /// before these were kept have none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) sums: Vec<FragmentSum>,
 }
 
 impl SessionRecord {
@@ -117,16 +122,33 @@ pub(crate) struct Commit {
     pub(crate) completed: Option<AttachmentRecord>,
 }
 
+/// A stored fragment and the CRC-32C of its bytes, so that start-up can tell
+/// bytes a power loss took (never synced, under `--fsync never`) from bytes that
+/// are there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct FragmentSum {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) crc32c: u32,
+}
+
 impl SessionRecord {
-    /// The commit of `range` that `pending` prepared, at `now`.
+    /// The commit of `range` (whose bytes have the CRC-32C `crc32c`) that `pending`
+    /// prepared, at `now`.
     pub(crate) fn commit(
         &self,
         range: ByteRange,
+        crc32c: u32,
         pending: &PendingCommit,
         now: SystemTime,
     ) -> Commit {
         let mut record = self.clone();
         record.snapshot = pending.snapshot().clone();
+        record.sums.push(FragmentSum {
+            start: range.start(),
+            end: range.end(),
+            crc32c,
+        });
         let completed =
             (*pending.answer() == Answer::Completed).then(|| self.attachment_record(now));
         Commit {

@@ -33,6 +33,7 @@ fn new_session(id: &str, item: &str, size: u64) -> (SessionRecord, Session) {
         attachment: AttachmentItem::file("f.bin", size),
         snapshot: session.snapshot(),
         parts: Vec::new(),
+        sums: Vec::new(),
     };
     (record, session)
 }
@@ -59,10 +60,11 @@ async fn store_fragment(store: &dyn SessionStore, id: &str, data: &[u8], first: 
     let range = ticket.range();
     let mut writer = guard.writer(range).await.unwrap();
     let bytes = Bytes::copy_from_slice(&data[first as usize..=last as usize]);
+    let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, &bytes) as u32;
     writer.write(bytes).await.unwrap();
     writer.finish().await.unwrap();
     let pending = session.prepare_commit(t(1), ticket).unwrap();
-    let commit = guard.record().commit(range, &pending, t(1));
+    let commit = guard.record().commit(range, crc, &pending, t(1));
     guard.commit(commit).await.unwrap();
     let _ = session.confirm(pending);
 }

@@ -1,0 +1,190 @@
+//! The file operations of the local store, behind a trait: [`RealFiles`] is the
+//! operating system's; a test puts a power-loss simulation in its place
+//! (`store/power_loss.rs`), which forgets, at a crash, what was never synced.
+//!
+//! Every method blocks; [`super::disk::Disk`] calls them off the async threads
+//! where they may wait for the disk.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read as _, Seek as _, Write as _};
+use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+
+use super::ByteStream;
+
+/// What the local store does with files.
+pub(crate) trait Files: Send + Sync + fmt::Debug + 'static {
+    /// Takes `{root}/lock` for this process, or says which process holds it; the
+    /// lock lasts as long as the returned value.
+    fn lock(&self, root: &Path) -> io::Result<Box<dyn fmt::Debug + Send + Sync>>;
+    /// Creates `dir` and its parents.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// The paths of the entries of `dir`.
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
+    /// The whole file.
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Up to `len` bytes at `offset` (fewer at the end of the file).
+    fn read_at(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>>;
+    /// The file's length.
+    fn len(&self, path: &Path) -> io::Result<u64>;
+    /// Creates (or truncates) `path` holding `bytes`; with `sync`, its data is on
+    /// the disk when this returns. `private`: readable by the owner only, and
+    /// never over an existing file.
+    fn write_file(&self, path: &Path, bytes: &[u8], sync: bool, private: bool) -> io::Result<()>;
+    /// An existing file, for writes at offsets.
+    fn open_writer(&self, path: &Path) -> io::Result<Box<dyn FileHandle>>;
+    /// Renames `from` over `to`.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes `path` (absent is an error of kind `NotFound`).
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Makes the entries of `dir` (creations, renames, removals) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// The file's bytes as a stream, for answers.
+    fn stream(&self, path: &Path) -> io::Result<ByteStream>;
+}
+
+/// A file open for writes at offsets.
+pub(crate) trait FileHandle: Send + Sync {
+    /// Writes all of `bytes` at `offset`.
+    fn write_at(&self, bytes: &[u8], offset: u64) -> io::Result<()>;
+    /// Makes the file's data durable (`fdatasync`).
+    fn sync_data(&self) -> io::Result<()>;
+}
+
+/// The operating system's files.
+#[derive(Debug, Default)]
+pub(crate) struct RealFiles;
+
+impl Files for RealFiles {
+    fn lock(&self, root: &Path) -> io::Result<Box<dyn fmt::Debug + Send + Sync>> {
+        fs::create_dir_all(root)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(root.join("lock"))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                let pid = text.trim().parse().ok();
+                return Err(io::Error::new(io::ErrorKind::ResourceBusy, InUse { pid }));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        write!(file, "{}", std::process::id())?;
+        Ok(Box::new(file))
+    }
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        fs::create_dir_all(dir)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        fs::read_dir(dir)?
+            .map(|entry| entry.map(|e| e.path()))
+            .collect()
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        fs::read(path)
+    }
+
+    fn read_at(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let file = File::open(path)?;
+        let mut buf = vec![0; len];
+        let mut filled = 0;
+        while filled < len {
+            match file.read_at(&mut buf[filled..], offset + filled as u64)? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        buf.truncate(filled);
+        Ok(buf)
+    }
+
+    fn len(&self, path: &Path) -> io::Result<u64> {
+        Ok(fs::metadata(path)?.len())
+    }
+
+    fn write_file(&self, path: &Path, bytes: &[u8], sync: bool, private: bool) -> io::Result<()> {
+        let mut options = OpenOptions::new();
+        options.write(true);
+        if private {
+            options.create_new(true).mode(0o600);
+        } else {
+            options.create(true).truncate(true);
+        }
+        let mut file = options.open(path)?;
+        file.write_all(bytes)?;
+        if sync {
+            file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    fn open_writer(&self, path: &Path) -> io::Result<Box<dyn FileHandle>> {
+        Ok(Box::new(OpenOptions::new().write(true).open(path)?))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn stream(&self, path: &Path) -> io::Result<ByteStream> {
+        let file = tokio::fs::File::from_std(File::open(path)?);
+        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+            file,
+            256 * 1024,
+        )))
+    }
+}
+
+impl FileHandle for File {
+    fn write_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        self.write_all_at(bytes, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        Self::sync_data(self)
+    }
+}
+
+/// The data directory is served by another process.
+#[derive(Debug)]
+pub(crate) struct InUse {
+    /// That process, as its lock file names it.
+    pub(crate) pid: Option<u32>,
+}
+
+impl fmt::Display for InUse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.pid {
+            Some(pid) if pid == std::process::id() => {
+                write!(
+                    f,
+                    "it is in use by this process (pid {pid}), by another server"
+                )
+            }
+            Some(pid) => write!(f, "it is in use by another upsession process (pid {pid})"),
+            None => f.write_str("it is in use by another upsession process"),
+        }
+    }
+}
+
+impl std::error::Error for InUse {}
