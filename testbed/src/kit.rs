@@ -70,6 +70,25 @@ pub fn client_trusting(root_pem: &str) -> reqwest::Client {
         .expect("an HTTP client")
 }
 
+/// Whether this runs under CI (`CI` set, and not empty, `0` or `false`), where a
+/// test that cannot set itself up fails instead of skipping.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| {
+        let v = v.trim();
+        !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false")
+    })
+}
+
+/// `test` cannot run here, for `why`: a failure under CI ([`in_ci`]), a skip said
+/// on stderr otherwise.
+///
+/// # Panics
+/// Under CI.
+pub fn unavailable(test: &str, why: &str) {
+    assert!(!in_ci(), "{test} cannot run, and CI is set: {why}");
+    eprintln!("SKIPPED {test}: {why}\n(with CI set this is a failure)");
+}
+
 // ----- our server in this process -----
 
 /// The configuration every [`TestServer`] starts from: data in `dir`, a free port

@@ -23,6 +23,7 @@ use upsession_core::fault::FaultPlan;
 use upsession_core::route::ItemKind;
 use upsession_core::session::Limits;
 
+use crate::secret::Secret;
 use crate::serve::{DialectArgs, parse_dialect, parse_faults};
 use crate::size::parse_size;
 use crate::{Failure, print_out};
@@ -45,7 +46,7 @@ pub(crate) struct ServerArgs {
     base_url: String,
     /// A bearer token the server accepts.
     #[arg(long, env = "UPSESSION_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Secret,
     /// Cases to run [default: 500, or UPSESSION_CONFORMANCE_CASES].
     #[arg(long)]
     cases: Option<u32>,
@@ -82,7 +83,7 @@ pub(crate) struct FakeArgs {
         env = "UPSESSION_TOKEN",
         hide_env_values = true
     )]
-    token: String,
+    token: Secret,
     /// How answers are written: upsession, outlook or onedrive.
     #[arg(long, default_value = "upsession", value_parser = parse_dialect)]
     dialect: Dialect,
@@ -149,7 +150,7 @@ fn check_server(args: ServerArgs) -> Result<(), Failure> {
             dialect.name
         )));
     }
-    let mut config = Config::new(args.base_url, args.token)
+    let mut config = Config::new(args.base_url, args.token.expose())
         .with_sizes(args.min_size, args.max_size, max_fragment)
         .with_dialect(dialect)
         .with_max_ops(args.max_ops);
@@ -181,7 +182,7 @@ fn serve_fake(args: FakeArgs) -> Result<(), Failure> {
         .with_completion_with_id(args.completion_with_id);
     let mut options = FakeOptions::default()
         .with_listen(args.listen)
-        .with_token(args.token)
+        .with_token(args.token.expose())
         .with_quirks(quirks)
         .with_limits(
             Limits::default()

@@ -6,6 +6,7 @@
 
 mod conformance;
 mod progress;
+mod secret;
 mod serve;
 mod size;
 mod transfer;
@@ -230,7 +231,50 @@ pub(crate) fn block_on<T>(fut: impl Future<Output = Result<T, Failure>>) -> Resu
 #[cfg(test)]
 mod tests {
     #![allow(clippy::pedantic)] // test code favours brevity over pedantry
-    use super::parse_http_url;
+    use clap::Parser as _;
+
+    use super::{Cli, parse_http_url};
+
+    #[test]
+    fn parsed_flags_print_no_secret() {
+        let lines: [&[&str]; 4] = [
+            &[
+                "serve",
+                "--token",
+                "bearer-secret",
+                "--admin-token",
+                "admin-secret",
+                "--metrics-token",
+                "metrics-secret",
+                "--store",
+                "s3://b",
+                "--meta",
+                "postgres://u:db-password@h/db",
+            ],
+            &["upload", "f", "--draft", "s", "--token", "client-secret"],
+            &[
+                "conformance",
+                "server",
+                "--base-url",
+                "http://127.0.0.1:1/v1.0",
+                "--token",
+                "checker-secret",
+            ],
+            &["conformance", "fake", "--token", "fake-secret"],
+        ];
+        for line in lines {
+            let cli = Cli::try_parse_from(std::iter::once("upsession").chain(line.iter().copied()))
+                .unwrap_or_else(|e| panic!("{line:?}: {e}"));
+            let shown = format!("{cli:?}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+            for word in line
+                .iter()
+                .filter(|w| w.contains("secret") || w.contains("password"))
+            {
+                assert!(!shown.contains(word), "{word} in {shown}");
+            }
+        }
+    }
 
     #[test]
     fn http_urls_need_a_scheme_and_a_host() {

@@ -15,6 +15,7 @@ use upsession_core::{Dialect, Limits};
 use upsession_server_hyper::{Config, Fsync, Server, Storage};
 
 use crate::Failure;
+use crate::secret::Secret;
 use crate::size::{parse_duration, parse_size};
 
 /// Flags of `upsession serve`.
@@ -34,7 +35,7 @@ pub(crate) struct ServeArgs {
     /// Where records live with a shared --store: `postgres://USER:PASSWORD@HOST:PORT/DB`.
     /// Every node given the same --store and --meta serves every session.
     #[arg(long, env = "UPSESSION_META", hide_env_values = true)]
-    meta: Option<String>,
+    meta: Option<Secret>,
     /// Accepted bearer token (repeat for several). Without one, a token is generated
     /// on first start, printed once, and kept in the data directory.
     #[arg(
@@ -43,7 +44,7 @@ pub(crate) struct ServeArgs {
         value_delimiter = ',',
         hide_env_values = true
     )]
-    tokens: Vec<String>,
+    tokens: Vec<Secret>,
     /// Serve https with this PEM certificate chain (needs --tls-key). Some clients
     /// need https: the JavaScript Graph SDK only follows an https uploadUrl.
     #[arg(long, requires = "tls_key", value_name = "PEM")]
@@ -103,14 +104,14 @@ pub(crate) struct ServeArgs {
     /// Bearer token for the test-double routes: `GET /_upsession/sessions` (sessions
     /// with their received ranges and request history) and `GET|PUT /_upsession/faults`.
     #[arg(long, env = "UPSESSION_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
+    admin_token: Option<Secret>,
     /// Most connections open at once; one more is answered 503 (Graph's error JSON,
     /// Retry-After) before its request is read. Keep it under `ulimit -n`.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
     /// Bearer token required on /metrics [default: none, /metrics is open].
     #[arg(long, env = "UPSESSION_METRICS_TOKEN", hide_env_values = true)]
-    metrics_token: Option<String>,
+    metrics_token: Option<Secret>,
 }
 
 /// The dialect flags `serve` and `conformance server` share.
@@ -184,9 +185,9 @@ fn describe(storage: &Storage, data_dir: &Path) -> String {
     }
 }
 
-/// `--store` and `--meta`, checked together.
+/// `--store` and `--meta`, checked together (`tokens`: the non-empty `--token`s).
 fn storage(store: &str, meta: Option<String>, tokens: &[String]) -> Result<Storage, Failure> {
-    if store != "disk" && tokens.iter().all(String::is_empty) {
+    if store != "disk" && tokens.is_empty() {
         // A generated token lives in one node's data directory: the other nodes
         // would refuse it.
         return Err(Failure::usage(
@@ -289,15 +290,16 @@ pub(crate) fn run(mut args: ServeArgs) -> Result<(), Failure> {
             args.min_size, args.max_size
         )));
     }
-    let storage = storage(&args.store, args.meta.take(), &args.tokens)?;
+    let mut tokens: Vec<String> = std::mem::take(&mut args.tokens)
+        .into_iter()
+        .map(Secret::expose)
+        .filter(|t| !t.is_empty())
+        .collect();
+    let storage = storage(&args.store, args.meta.take().map(Secret::expose), &tokens)?;
     let data_dir = match args.data_dir.take() {
         Some(d) => d,
         None => default_data_dir()?,
     };
-    let mut tokens: Vec<String> = std::mem::take(&mut args.tokens)
-        .into_iter()
-        .filter(|t| !t.is_empty())
-        .collect();
     // (the token file's path, and the new token to keep there once started)
     let token_file = if tokens.is_empty() {
         let path = data_dir.join("token");
@@ -405,10 +407,10 @@ fn server_config(
         config = config.with_faults(plan);
     }
     if let Some(t) = args.admin_token {
-        config = config.with_admin_token(t);
+        config = config.with_admin_token(t.expose());
     }
     if let Some(t) = args.metrics_token {
-        config = config.with_metrics_token(t);
+        config = config.with_metrics_token(t.expose());
     }
     (config, fault_note)
 }

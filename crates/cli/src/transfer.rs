@@ -10,6 +10,7 @@ use upsession_client_reqwest::{
 };
 
 use crate::progress::Display;
+use crate::secret::Secret;
 use crate::size::parse_size;
 use crate::{Failure, print_err, print_out};
 
@@ -21,7 +22,7 @@ pub(crate) struct Connection {
     base_url: String,
     /// Access token (for real Graph, an OAuth access token with Mail.ReadWrite or Calendars.ReadWrite).
     #[arg(long, env = "UPSESSION_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    token: Option<Secret>,
     /// Another user's mailbox (id or userPrincipalName) instead of /me.
     #[arg(long, env = "UPSESSION_USER")]
     user: Option<String>,
@@ -123,7 +124,7 @@ fn client(
         .state_dir(state_dir.clone())
         .concurrency(concurrency.max(1));
     if let Some(token) = &conn.token {
-        builder = builder.token(token.clone());
+        builder = builder.token(token.clone().expose());
     }
     if let Some(user) = &conn.user {
         builder = builder.user(User::id(user.clone()));

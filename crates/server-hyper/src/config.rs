@@ -62,8 +62,9 @@ pub struct Tls {
     pub key: PathBuf,
 }
 
-/// Everything the server needs to start.
-#[derive(Clone, Debug)]
+/// Everything the server needs to start. Its `Debug` shows how many tokens are set,
+/// never their values.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct Config {
     /// Address to listen on.
@@ -117,6 +118,61 @@ pub struct Config {
     /// Bearer token for `/_upsession/*` (sessions inspection, fault plan); those
     /// routes do not exist when unset.
     pub admin_token: Option<String>,
+}
+
+/// A secret's presence, never its value.
+fn redacted(secret: Option<&String>) -> Option<&'static str> {
+    secret.map(|_| "<redacted>")
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Every field named, so that a new one cannot be printed unread.
+        let Self {
+            listen,
+            tls,
+            storage,
+            data_dir,
+            tokens,
+            public_url,
+            limits,
+            dialect,
+            fsync,
+            header_timeout,
+            body_idle_timeout,
+            fragment_timeout,
+            max_connections,
+            shutdown_grace,
+            metrics_token,
+            message_size_limit,
+            reject_upload_authorization,
+            throttle,
+            faults,
+            admin_token,
+        } = self;
+        f.debug_struct("Config")
+            .field("listen", listen)
+            .field("tls", tls)
+            .field("storage", storage)
+            .field("data_dir", data_dir)
+            .field("tokens", &format_args!("<{} redacted>", tokens.len()))
+            .field("public_url", public_url)
+            .field("limits", limits)
+            .field("dialect", dialect)
+            .field("fsync", fsync)
+            .field("header_timeout", header_timeout)
+            .field("body_idle_timeout", body_idle_timeout)
+            .field("fragment_timeout", fragment_timeout)
+            .field("max_connections", max_connections)
+            .field("shutdown_grace", shutdown_grace)
+            .field("metrics_token", &redacted(metrics_token.as_ref()))
+            .field("message_size_limit", message_size_limit)
+            .field("reject_upload_authorization", reject_upload_authorization)
+            .field("throttle", throttle)
+            .field("faults", faults)
+            .field("admin_token", &redacted(admin_token.as_ref()))
+            .finish()
+    }
 }
 
 impl Config {
@@ -205,5 +261,36 @@ impl Config {
         with_max_connections(max: usize) => max_connections = max.max(1);
         /// Requires a bearer token on `/metrics`.
         with_metrics_token(token: impl Into<String>) => metrics_token = Some(token.into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Config, Storage};
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let config = Config::new("/data")
+            .with_token("bearer-secret-1")
+            .with_token("bearer-secret-2")
+            .with_admin_token("admin-secret")
+            .with_metrics_token("metrics-secret")
+            .with_storage(Storage::Shared {
+                store: "s3://bucket".into(),
+                meta: "postgres://u:db-password@h/db".into(),
+            });
+        let shown = format!("{config:?} {config:#?}");
+        for secret in [
+            "bearer-secret",
+            "admin-secret",
+            "metrics-secret",
+            "db-password",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        // What is not secret is still there to read.
+        for public in ["s3://bucket", "/data", "<2 redacted>", "max_connections"] {
+            assert!(shown.contains(public), "{public} missing from {shown}");
+        }
     }
 }
