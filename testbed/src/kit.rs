@@ -590,6 +590,120 @@ pub async fn read_answer(stream: &mut TcpStream, limit: Duration) -> String {
     String::from_utf8_lossy(&answer[..n]).into_owned()
 }
 
+// ----- HTTP/2 on raw sockets -----
+
+/// The client connection preface of HTTP/2 (RFC 9113 §3.4): all a client must send
+/// before the server answers with its SETTINGS.
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// HTTP/2 frame types a test looks for.
+pub mod h2_kind {
+    /// HEADERS: a request, or an answer's status.
+    pub const HEADERS: u8 = 0x1;
+    /// SETTINGS: the first frame each side sends.
+    pub const SETTINGS: u8 = 0x4;
+    /// PING: the server's keep-alive probe.
+    pub const PING: u8 = 0x6;
+    /// GOAWAY: the connection is closing.
+    pub const GOAWAY: u8 = 0x7;
+}
+
+/// One HTTP/2 frame: its `kind`, `flags`, `stream` and `payload`.
+pub fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).expect("a small payload");
+    let mut frame = len.to_be_bytes()[1..].to_vec();
+    frame.extend([kind, flags]);
+    frame.extend(stream.to_be_bytes());
+    frame.extend(payload);
+    frame
+}
+
+/// A whole request on stream 1: `GET path` over http, in one HEADERS frame
+/// (END_STREAM, END_HEADERS) with literal, unindexed fields.
+pub fn h2_get(path: &str) -> Vec<u8> {
+    let path_len = u8::try_from(path.len()).expect("a path under 128 bytes");
+    assert!(path_len < 128, "a path under 128 bytes");
+    // :method GET and :scheme http from the static table, then :path and
+    // :authority as literals naming static-table entries 4 and 1.
+    let mut block = vec![0x82, 0x86, 0x04, path_len];
+    block.extend(path.as_bytes());
+    block.extend([0x01, 1, b'x']);
+    h2_frame(h2_kind::HEADERS, 0x5, 1, &block)
+}
+
+/// The types of the whole frames in what a server sent over HTTP/2, in order.
+pub fn h2_frame_kinds(mut bytes: &[u8]) -> Vec<u8> {
+    let mut kinds = Vec::new();
+    while bytes.len() >= 9 {
+        let len = usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
+        if bytes.len() < 9 + len {
+            break;
+        }
+        kinds.push(bytes[3]);
+        bytes = &bytes[9 + len..];
+    }
+    kinds
+}
+
+/// Connects to `server` from the loopback address `from` (any of 127.0.0.0/8, so
+/// one test can be several clients) and sends only the HTTP/2 preface.
+pub async fn preface_only(server: SocketAddr, from: std::net::IpAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind(SocketAddr::new(from, 0))
+        .unwrap_or_else(|e| panic!("cannot bind {from}: {e}"));
+    let mut stream = socket.connect(server).await.expect("a connection");
+    stream
+        .write_all(H2_PREFACE)
+        .await
+        .expect("the preface is sent");
+    stream
+}
+
+/// How a server took a new connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// It answered the preface with SETTINGS: the connection holds a slot.
+    Served,
+    /// It answered with this (an HTTP/1.1 refusal, read to its end) and closed.
+    Refused(String),
+    /// It closed, or said nothing within the limit.
+    Nothing,
+}
+
+/// Reads a new HTTP/2 connection's first answer (within `limit`): served or refused.
+pub async fn admission(stream: &mut TcpStream, limit: Duration) -> Admission {
+    let mut first = [0u8; 9];
+    match tokio::time::timeout(limit, stream.read_exact(&mut first)).await {
+        Ok(Ok(_)) if first[3] == h2_kind::SETTINGS => Admission::Served,
+        Ok(Ok(_)) => {
+            let mut rest = Vec::new();
+            let _ = tokio::time::timeout(limit, stream.read_to_end(&mut rest)).await;
+            let mut all = first.to_vec();
+            all.extend(rest);
+            Admission::Refused(String::from_utf8_lossy(&all).into_owned())
+        }
+        _ => Admission::Nothing,
+    }
+}
+
+/// Everything the server sends on `stream` until it closes it, within `limit`;
+/// whether it closed.
+pub async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read_all = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let closed = tokio::time::timeout(limit, read_all).await.is_ok();
+    (got, closed)
+}
+
 // ----- Graph's error answers -----
 
 /// A Graph error answer, as a test saw it.

@@ -95,7 +95,13 @@ pub struct Config {
     pub body_idle_timeout: Duration,
     /// Longest time one fragment may take from its headers to its last byte, however
     /// steadily it trickles; past it the fragment is dropped and its session freed.
+    /// A re-sent fragment, read only to check its length, has the same allowance.
     pub fragment_timeout: Duration,
+    /// Longest time the body of a refused request is still read (and dropped) after
+    /// its answer, so that a client still sending reads the answer instead of a
+    /// reset; past it, however steadily the body trickles, the request's stream
+    /// (HTTP/2) or connection (HTTP/1) is closed.
+    pub drain_timeout: Duration,
     /// Most connections open at once; one more is answered `503` with Graph's
     /// error JSON and `Retry-After` before any of its request is read, then closed.
     /// Keep it under the process's open-file limit (`ulimit -n`).
@@ -141,6 +147,7 @@ impl std::fmt::Debug for Config {
             header_timeout,
             body_idle_timeout,
             fragment_timeout,
+            drain_timeout,
             max_connections,
             shutdown_grace,
             metrics_token,
@@ -163,6 +170,7 @@ impl std::fmt::Debug for Config {
             .field("header_timeout", header_timeout)
             .field("body_idle_timeout", body_idle_timeout)
             .field("fragment_timeout", fragment_timeout)
+            .field("drain_timeout", drain_timeout)
             .field("max_connections", max_connections)
             .field("shutdown_grace", shutdown_grace)
             .field("metrics_token", &redacted(metrics_token.as_ref()))
@@ -191,6 +199,7 @@ impl Config {
             header_timeout: Duration::from_secs(30),
             body_idle_timeout: Duration::from_secs(30),
             fragment_timeout: Duration::from_secs(15 * 60),
+            drain_timeout: Duration::from_secs(30),
             max_connections: 4096,
             shutdown_grace: Duration::from_secs(30),
             metrics_token: None,
@@ -247,6 +256,10 @@ impl Config {
         /// Sets the header and body-idle timeouts.
         with_timeouts(header: Duration, body_idle: Duration)
             => header_timeout = header, body_idle_timeout = body_idle;
+        /// Sets the longest time one fragment (stored or re-sent) may take in all.
+        with_fragment_timeout(fragment_timeout: Duration);
+        /// Sets the longest time a refused request's body is read after its answer.
+        with_drain_timeout(drain_timeout: Duration);
         /// Refuses the fragment that would make a message's attachments exceed `bytes`.
         with_message_size_limit(bytes: u64) => message_size_limit = Some(bytes);
         /// Refuses (401) requests to an uploadUrl that carry an `Authorization` header.

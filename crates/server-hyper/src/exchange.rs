@@ -106,10 +106,34 @@ pub(crate) async fn read_json_body(
     }
 }
 
+/// How long the server waits on request bodies, from [`Config`](crate::Config).
+/// Every wait has a bound in all, not only between two pieces: a body trickled a
+/// byte at a time must not hold its connection for days.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BodyTimeouts {
+    /// Longest pause between two pieces of a body.
+    pub(crate) idle: Duration,
+    /// Longest a refused request's body is read, in all, after its answer.
+    pub(crate) linger: Duration,
+    /// Longest a fragment's body may take in all, stored or re-sent.
+    pub(crate) fragment: Duration,
+}
+
+impl From<&crate::Config> for BodyTimeouts {
+    fn from(config: &crate::Config) -> Self {
+        Self {
+            idle: config.body_idle_timeout,
+            linger: config.drain_timeout,
+            fragment: config.fragment_timeout,
+        }
+    }
+}
+
 /// After refusing a fragment from its headers, reads and discards its body (up to
-/// a bound) in the background, so that the client, still sending, reads our answer
-/// instead of a connection reset (RFC 9112 §9.6). Nothing is stored.
-pub(crate) fn linger(body: ReqBody, headers: &http::HeaderMap, idle: Duration) {
+/// a size and [`BodyTimeouts::linger`]) in the background, so that the client,
+/// still sending, reads our answer instead of a connection reset (RFC 9112 §9.6).
+/// Nothing is stored.
+pub(crate) fn linger(body: ReqBody, headers: &http::HeaderMap, timeouts: BodyTimeouts) {
     let announced = content_length(headers).ok().flatten();
     if announced.is_none_or(|n| n > LINGER_MAX) {
         return; // too much to be worth reading: close instead
@@ -117,37 +141,50 @@ pub(crate) fn linger(body: ReqBody, headers: &http::HeaderMap, idle: Duration) {
     tokio::spawn(async move {
         let mut body = body;
         let mut seen = 0u64;
-        while let Ok(Some(Ok(frame))) = tokio::time::timeout(idle, body.frame()).await {
-            seen += frame.data_ref().map_or(0, |d| d.len() as u64);
-            if seen > LINGER_MAX {
-                break;
+        let _ = tokio::time::timeout(timeouts.linger, async {
+            while let Ok(Some(Ok(frame))) = tokio::time::timeout(timeouts.idle, body.frame()).await
+            {
+                seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if seen > LINGER_MAX {
+                    break;
+                }
             }
-        }
+        })
+        .await;
     });
 }
 
-/// Reads and discards a re-sent fragment's body, checking its length.
+/// Reads and discards a body that must be `expected` bytes long (a re-sent
+/// fragment's), waiting at most `idle` for each piece and `total` in all.
 pub(crate) async fn drain_exact(
     mut body: ReqBody,
     expected: u64,
     idle: Duration,
+    total: Duration,
 ) -> Result<(), Failure> {
     let mut got = 0u64;
-    loop {
-        match tokio::time::timeout(idle, body.frame()).await {
-            Err(_) => return Err(fail(RequestError::Timeout)),
-            Ok(None) => break,
-            Ok(Some(Err(_))) => return Err(fail(FragmentError::BodyLength { expected, got })),
-            Ok(Some(Ok(frame))) => {
-                if let Ok(chunk) = frame.into_data() {
-                    got += chunk.len() as u64;
-                    if got > expected {
-                        return Err(fail(FragmentError::BodyLength { expected, got }));
+    let read = async {
+        loop {
+            match tokio::time::timeout(idle, body.frame()).await {
+                Err(_) => return Err(fail(RequestError::Timeout)),
+                Ok(None) => return Ok(()),
+                Ok(Some(Err(_))) => {
+                    return Err(fail(FragmentError::BodyLength { expected, got }));
+                }
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(chunk) = frame.into_data() {
+                        got += chunk.len() as u64;
+                        if got > expected {
+                            return Err(fail(FragmentError::BodyLength { expected, got }));
+                        }
                     }
                 }
             }
         }
-    }
+    };
+    tokio::time::timeout(total, read)
+        .await
+        .map_err(|_| fail(RequestError::Timeout))??;
     if got == expected {
         Ok(())
     } else {

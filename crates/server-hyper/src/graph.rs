@@ -25,8 +25,8 @@ use upsession_core::{Dialect, respond};
 
 use crate::engine::{BodyError, BodyStream, Engine, Failure, Fragment, fail};
 use crate::exchange::{
-    App, ReqBody, RequestId, ResBody, content_length, drain_exact, error_response, full, linger,
-    read_json_body, text,
+    App, BodyTimeouts, ReqBody, RequestId, ResBody, content_length, drain_exact, error_response,
+    full, linger, read_json_body, text,
 };
 use crate::store::{ItemView, SessionRecord};
 
@@ -77,7 +77,7 @@ pub(crate) struct Graph {
     pub(crate) dialect: Dialect,
     pub(crate) public_url: PublicUrl,
     pub(crate) signer: Signer,
-    pub(crate) body_idle_timeout: Duration,
+    pub(crate) body: BodyTimeouts,
 }
 
 type Answer = Result<Response<ResBody>, Failure>;
@@ -142,7 +142,7 @@ impl Graph {
     }
 
     async fn create_item(&self, req: Request<ReqBody>, kind: ItemKind, now: SystemTime) -> Answer {
-        let body = read_json_body(req, self.body_idle_timeout).await?;
+        let body = read_json_body(req, self.body.idle).await?;
         let subject = Item::subject_from_request_json(&body).map_err(fail)?;
         let record = self.engine.create_item(kind, subject, now).await?;
         let json = item_json(&ItemView {
@@ -197,7 +197,7 @@ impl Graph {
     ) -> Answer {
         let base = self.base(&req);
         let app = req.extensions().get::<App>().cloned().unwrap_or_default();
-        let body = read_json_body(req, self.body_idle_timeout).await?;
+        let body = read_json_body(req, self.body.idle).await?;
         let item = AttachmentItem::from_request_json(&body).map_err(fail)?;
         let (record, session) = self.engine.create_session(path, item, &app.0, now).await?;
         let credential = self.signer.sign(&record.id, session.hard_expiry());
@@ -231,7 +231,7 @@ impl Graph {
         };
         let (answer, record) = match begun {
             Err(e) => {
-                linger(body, &parts.headers, self.body_idle_timeout);
+                linger(body, &parts.headers, self.body);
                 return Err(e);
             }
             Ok(Fragment::Replay {
@@ -239,11 +239,12 @@ impl Graph {
                 body_len,
                 record,
             }) => {
-                drain_exact(body, body_len, self.body_idle_timeout).await?;
+                // The same bytes again: the same allowance as storing them.
+                drain_exact(body, body_len, self.body.idle, self.body.fragment).await?;
                 (answer, record)
             }
             Ok(Fragment::Write(writing)) => {
-                let body = fragment_body(body, self.body_idle_timeout);
+                let body = fragment_body(body, self.body.idle);
                 writing.store(body, SystemTime::now).await?
             }
         };

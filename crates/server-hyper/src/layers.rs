@@ -31,8 +31,8 @@ use upsession_core::throttle::Throttle;
 
 use crate::engine::{Engine, Failure, fail};
 use crate::exchange::{
-    App, DropConnection, ErrorCode, ReqBody, RequestId, ResBody, content_length, drain_exact,
-    error_response, full, linger,
+    App, BodyTimeouts, DropConnection, ErrorCode, ReqBody, RequestId, ResBody, content_length,
+    drain_exact, error_response, full, linger,
 };
 use crate::metrics::Metrics;
 
@@ -146,7 +146,7 @@ pub(crate) struct Auth {
     pub(crate) metrics_token: Option<Tokens>,
     /// `--reject-upload-auth`: an `Authorization` header on an uploadUrl is 401.
     pub(crate) reject_upload_authorization: bool,
-    pub(crate) body_idle_timeout: Duration,
+    pub(crate) body: BodyTimeouts,
 }
 
 /// Checks credentials; sets the caller's [`App`].
@@ -182,7 +182,7 @@ pub(crate) async fn auth(
             // A caller with a valid credential: its body is read, so it reads this.
             let res = error_response(&fail(RequestError::AuthorizationOnUploadUrl), &id);
             let (parts, body) = req.into_parts();
-            linger(body, &parts.headers, state.body_idle_timeout);
+            linger(body, &parts.headers, state.body);
             return res;
         }
         _ => None,
@@ -216,7 +216,7 @@ pub(crate) struct Double {
     pub(crate) faults: Mutex<FaultPlan>,
     pub(crate) admin: Option<Tokens>,
     pub(crate) history: Mutex<HashMap<String, VecDeque<serde_json::Value>>>,
-    pub(crate) body_idle_timeout: Duration,
+    pub(crate) body: BodyTimeouts,
 }
 
 /// What the fault plan asked for around one request.
@@ -374,7 +374,8 @@ impl Double {
                 let (parts, body) = req.into_parts();
                 if matches!(route, Route::Upload(_)) {
                     let half = content_length(&parts.headers).ok().flatten().unwrap_or(0) / 2;
-                    let _ = drain_exact(body, half, Duration::from_millis(200)).await;
+                    let (idle, total) = (Duration::from_millis(200), self.body.linger);
+                    let _ = drain_exact(body, half, idle, total).await;
                 }
                 after.drop = true;
                 Err(fail(RequestError::Internal))
@@ -435,7 +436,7 @@ impl Double {
     /// `/_upsession/faults`: the fault plan, replaced first by a `PUT`'s.
     async fn admin_faults(&self, req: Request<ReqBody>) -> Result<serde_json::Value, Failure> {
         if req.method() == Method::PUT {
-            let body = crate::exchange::read_json_body(req, self.body_idle_timeout).await?;
+            let body = crate::exchange::read_json_body(req, self.body.idle).await?;
             let plan: FaultPlan = String::from_utf8_lossy(&body).parse().map_err(
                 |e: upsession_core::fault::FaultSpecError| {
                     fail(RequestError::InvalidBody(e.to_string()))

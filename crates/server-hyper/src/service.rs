@@ -171,7 +171,7 @@ fn stack(
         dialect: config.dialect.clone(),
         public_url: public,
         signer: Signer::new(key),
-        body_idle_timeout: config.body_idle_timeout,
+        body: config.into(),
     });
     let mut stack: Stack = tower::util::BoxCloneSyncService::new(tower::service_fn(move |req| {
         let graph = Arc::clone(&graph);
@@ -188,7 +188,7 @@ fn stack(
             .as_ref()
             .map(|t| Tokens::new(std::slice::from_ref(t))),
         reject_upload_authorization: config.reject_upload_authorization,
-        body_idle_timeout: config.body_idle_timeout,
+        body: config.into(),
     };
     stack = layers::middleware(Arc::new(auth), layers::auth).layer(stack);
     stack = layers::middleware((), layers::route).layer(stack);
@@ -215,7 +215,7 @@ fn double(config: &Config, engine: &Arc<Engine>) -> Option<Double> {
             .as_ref()
             .map(|t| Tokens::new(std::slice::from_ref(t))),
         history: Mutex::new(HashMap::new()),
-        body_idle_timeout: config.body_idle_timeout,
+        body: config.into(),
     })
 }
 

@@ -445,22 +445,10 @@ async fn headers_sent_a_byte_at_a_time_are_cut_off_and_others_are_served_meanwhi
     let fast = 40;
     let stream = TcpStream::connect(srv.addr()).await.unwrap();
     let (mut rd, mut wr) = stream.into_split();
-    let sent = Arc::new(AtomicUsize::new(0));
-    let slow = tokio::spawn({
-        let (sent, head) = (Arc::clone(&sent), head.clone());
-        async move {
-            wr.write_all(&head[..fast]).await.unwrap();
-            sent.store(fast, Ordering::SeqCst);
-            for byte in &head[fast..] {
-                if wr.write_all(std::slice::from_ref(byte)).await.is_err() {
-                    break;
-                }
-                sent.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            wr // the write half stays open until the test ends
-        }
-    });
+    wr.write_all(&head[..fast]).await.unwrap();
+    let sent = Arc::new(AtomicUsize::new(fast));
+    let every = Duration::from_millis(100);
+    let slow = trickle(wr, head[fast..].to_vec(), every, Arc::clone(&sent));
     // The reader ends when the server closes the connection (or answers and idles).
     let reader = tokio::spawn(async move {
         let mut got = Vec::new();
@@ -492,6 +480,68 @@ async fn headers_sent_a_byte_at_a_time_are_cut_off_and_others_are_served_meanwhi
         head.len()
     );
     slow.abort();
+    healthy(&srv).await;
+}
+
+/// Sends `bytes` one at a time, `every` apart, counting them in `sent`, until the
+/// server stops reading; keeps the write half open until the test ends.
+fn trickle(
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    bytes: Vec<u8>,
+    every: Duration,
+    sent: Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<tokio::net::tcp::OwnedWriteHalf> {
+    tokio::spawn(async move {
+        for byte in bytes {
+            if wr.write_all(&[byte]).await.is_err() {
+                break;
+            }
+            sent.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(every).await;
+        }
+        wr
+    })
+}
+
+#[tokio::test]
+async fn a_refused_fragment_trickling_its_body_is_cut_by_the_drain_deadline() {
+    // The body may pause 2 s between bytes; in all, it is read for 1 s after the answer.
+    let srv = start_with(|c| c.with_drain_timeout(Duration::from_secs(1))).await;
+    let data = seeded(3000, 4);
+    let url = srv.open_session(data.len()).await;
+    // Not the expected range: refused from its headers, its body then drained.
+    let stream = upsession_testbed::kit::partial_put(&url, &data, 1000, 1000, 0).await;
+    let (mut rd, wr) = stream.into_split();
+    let mut first = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(10), rd.read_exact(&mut first))
+        .await
+        .expect("answered from the headers")
+        .unwrap();
+    assert!(
+        first.starts_with(b"HTTP/1.1 416"),
+        "{:?}",
+        String::from_utf8_lossy(&first)
+    );
+    // 1000 bytes, one every 50 ms: 50 s if nothing cut it.
+    let sent = Arc::new(AtomicUsize::new(0));
+    let writer = trickle(
+        wr,
+        vec![b'x'; 1000],
+        Duration::from_millis(50),
+        Arc::clone(&sent),
+    );
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(30), rd.read_to_end(&mut rest)).await;
+    let sent_when_closed = sent.load(Ordering::SeqCst);
+    writer.abort();
+    println!("refused body cut after {sent_when_closed} of 1000 bytes");
+    assert!(closed.is_ok(), "the server closed the connection");
+    assert!(sent_when_closed < 1000, "cut before the body ended");
+    assert_eq!(
+        srv.next_expected(&url).await,
+        Some(0),
+        "nothing was counted"
+    );
     healthy(&srv).await;
 }
 
