@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use tracing::{info, warn};
 use upsession_core::ByteRange;
-use upsession_core::session::Recovery;
+use upsession_core::session::{Phase, Recovery};
 use upsession_core::timer::Timers;
 
 use super::disk::Disk;
@@ -84,12 +84,32 @@ impl LocalStore {
             .collect();
         let mut sessions = HashMap::new();
         let mut timers = Timers::new();
+        let item_ids: std::collections::HashSet<&str> =
+            loaded.items.iter().map(|i| i.id.as_str()).collect();
         for record in loaded.sessions {
             let recorded = attachments.contains_key(&record.attachment_id);
+            let has_item = item_ids.contains(record.item_id.as_str());
+            if let Some(why) = lost_to_power(&disk, &record, has_item, recorded) {
+                // Forgotten, never half-kept: resuming the upload is 404, and the
+                // client starts it again.
+                warn!(session = %record.id, "{why}: session removed");
+                let _ = disk.delete_session(&record.id).await;
+                let _ = disk.discard(&record.id).await;
+                continue;
+            }
             let Some(record) = recover(&disk, record, recorded).await else {
                 quarantined += 1;
                 continue;
             };
+            if !attachments.contains_key(&record.attachment_id)
+                && disk.part_len(&record.id).await.is_none()
+            {
+                // The file of its bytes was never made durable (`--fsync never`);
+                // recovery counted none of them, and the upload goes on in a new one.
+                if let Err(e) = disk.create_part(&record.id).await {
+                    warn!(session = %record.id, error = %e, "could not recreate the bytes' file");
+                }
+            }
             if let Some(at) = deadline(&record.snapshot) {
                 timers.set(record.id.clone(), at);
             }
@@ -133,6 +153,27 @@ impl LocalStore {
                 timers: Mutex::new(timers),
             }),
         })
+    }
+}
+
+/// Why a session a power loss left without its item or its completion must go
+/// (only where records are not synced, `--fsync never`): kept, it would answer 201
+/// for an attachment nobody can read.
+fn lost_to_power(
+    disk: &Disk,
+    record: &SessionRecord,
+    has_item: bool,
+    recorded: bool,
+) -> Option<&'static str> {
+    if disk.fragments_synced() {
+        return None;
+    }
+    if !has_item {
+        Some("its item is gone after a power loss")
+    } else if record.snapshot.phase == Phase::Completed && !recorded {
+        Some("its completion is gone after a power loss")
+    } else {
+        None
     }
 }
 

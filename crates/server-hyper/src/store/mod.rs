@@ -31,6 +31,8 @@ pub(crate) mod disk;
 pub(crate) mod files;
 pub(crate) mod local;
 pub(crate) mod pg;
+#[cfg(test)]
+pub(crate) mod power_loss;
 pub(crate) mod s3;
 pub(crate) mod shared;
 
