@@ -124,6 +124,11 @@ fn clippy() -> Result<Notes, String> {
     run_command(
         cargo().args("clippy --workspace --all-targets --locked -- -D warnings".split(' ')),
     )?;
+    // The client-only CLI compiles other code paths (features off): linted too.
+    run_command(cargo().args(
+        "clippy -p upsession-cli --no-default-features --features client --locked -- -D warnings"
+            .split(' '),
+    ))?;
     Ok(Vec::new())
 }
 

@@ -8,7 +8,9 @@
 //!    or the network through `std`;
 //! 3. every crate opts into the workspace lints (`[lints] workspace = true`);
 //! 4. no file in git carries an absolute path of the machine it was written on;
-//! 5. no `todo!`/`unimplemented!` is left in `crates/*/src`.
+//! 5. no `todo!`/`unimplemented!` is left in `crates/*/src`;
+//! 6. the client library, and the CLI built with `--features client` alone, have
+//!    no server, S3, PostgreSQL or proptest crate in their dependency graphs.
 //!
 //! The same checks run as the `tidy_passes` test, so `cargo test` enforces them too.
 //! Source checks are deliberately naive: comments and the contents of string
@@ -111,6 +113,7 @@ pub(crate) fn check(root: &Path) -> Vec<Violation> {
     let mut violations = Vec::new();
     check_core_manifest(root, &mut violations);
     check_core_dependency_graph(root, &mut violations);
+    check_client_dependency_graphs(root, &mut violations);
     check_core_sources(root, &mut violations);
     check_workspace_lints(root, &mut violations);
     check_machine_paths(root, &mut violations);
@@ -140,28 +143,93 @@ fn check_core_manifest(root: &Path, violations: &mut Vec<Violation>) {
 /// Catches what the manifest check cannot: renamed packages, features and
 /// transitive dependencies that pull an I/O crate in.
 fn check_core_dependency_graph(root: &Path, violations: &mut Vec<Violation>) {
-    let mut command = cargo();
-    command
-        .args(["tree", "--package", CORE_PACKAGE])
-        .args("--edges normal --target all --all-features --prefix none --format {p}".split(' '));
-    let Some(stdout) = capture(&mut command, "Cargo.toml", violations) else {
-        return;
+    let graph = Graph {
+        package: CORE_PACKAGE,
+        features: &["--all-features"],
+        manifest: "crates/core/Cargo.toml",
+        why: "the core is sans-IO",
     };
-    let mut seen = Vec::new();
-    for line in stdout.lines() {
-        let Some(name) = line.split_whitespace().next() else {
-            continue;
+    graph.check(root, is_forbidden_core_dep, violations);
+}
+
+/// Crates only a server needs: a client-only build must not link them.
+const SERVER_ONLY: &[&str] = &[
+    "upsession-server-hyper",
+    "upsession-conformance",
+    "object-store",
+    "tokio-postgres",
+    "deadpool-postgres",
+    "prometheus-client",
+    "proptest",
+    "axum",
+];
+
+/// The client library, and the CLI built with `--features client` alone, link no
+/// server, S3 or PostgreSQL crate.
+fn check_client_dependency_graphs(root: &Path, violations: &mut Vec<Violation>) {
+    let server_only = |name: &str| SERVER_ONLY.contains(&name.replace('_', "-").as_str());
+    for graph in [
+        Graph {
+            package: "upsession-client-reqwest",
+            features: &[],
+            manifest: "crates/client-reqwest/Cargo.toml",
+            why: "a client needs no server crate",
+        },
+        Graph {
+            package: "upsession-cli",
+            features: &["--no-default-features", "--features", "client"],
+            manifest: "crates/cli/Cargo.toml",
+            why: "the client-only CLI links no server crate",
+        },
+    ] {
+        graph.check(root, server_only, violations);
+    }
+}
+
+/// One package's normal dependency graph, as `cargo tree` shows it.
+struct Graph {
+    package: &'static str,
+    features: &'static [&'static str],
+    manifest: &'static str,
+    why: &'static str,
+}
+
+impl Graph {
+    /// A violation for each crate of the graph that `forbidden` names.
+    fn check(
+        &self,
+        root: &Path,
+        forbidden: impl Fn(&str) -> bool,
+        violations: &mut Vec<Violation>,
+    ) {
+        let mut command = cargo();
+        command
+            .args(["tree", "--package", self.package])
+            .args(self.features)
+            .args("--edges normal --target all --prefix none --format {p}".split(' '));
+        let Some(stdout) = capture(&mut command, "Cargo.toml", violations) else {
+            return;
         };
-        if is_forbidden_core_dep(name) && !seen.iter().any(|s: &String| s == name) {
-            seen.push(name.to_owned());
-            violations.push(Violation::new(
-                relative(root, &root.join("crates/core/Cargo.toml")),
-                None,
-                format!(
-                    "`{name}` is in {CORE_PACKAGE}'s normal dependency graph \
-                     (`cargo tree -p {CORE_PACKAGE} -e normal -i {name}` shows why)"
-                ),
-            ));
+        let mut seen = Vec::new();
+        for line in stdout.lines() {
+            let Some(name) = line.split_whitespace().next() else {
+                continue;
+            };
+            if forbidden(name) && !seen.iter().any(|s: &String| s == name) {
+                seen.push(name.to_owned());
+                violations.push(Violation::new(
+                    relative(root, &root.join(self.manifest)),
+                    None,
+                    format!(
+                        "`{name}` is in {}'s normal dependency graph ({}; \
+                         `cargo tree -p {} {} -e normal -i {name}` shows why)",
+                        self.package,
+                        self.why,
+                        self.package,
+                        self.features.join(" ")
+                    ),
+                ));
+            }
         }
     }
 }

@@ -1,14 +1,25 @@
 //! The `upsession` binary: serve a Graph-compatible upload endpoint, and (with the
 //! client) upload, resume, inspect and cancel upload sessions.
 //!
-//! Exit codes: 0 success, 1 the operation failed, 2 bad usage. Errors are one
-//! sentence on stderr.
+//! Exit codes: 0 success, 1 the operation failed, 2 bad usage, 130 interrupted
+//! (Ctrl-C). Errors are one sentence on stderr.
+//!
+//! Features: `server` (`serve`), `conformance` (`conformance`), `client` (`upload`,
+//! `resume`, `status`, `cancel`); all by default. A client-only build
+//! (`--no-default-features --features client`) links no server, S3 or PostgreSQL
+//! crate.
 
+#[cfg(feature = "conformance")]
 mod conformance;
+#[cfg(feature = "client")]
 mod progress;
 mod secret;
+#[cfg(feature = "server")]
 mod serve;
 mod size;
+#[cfg(feature = "client")]
+mod states;
+#[cfg(feature = "client")]
 mod transfer;
 
 use std::ffi::OsString;
@@ -22,6 +33,10 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "upsession", version, about, long_about = None)]
 struct Cli {
+    /// More log lines on stderr: -v for debug, -vv for trace (RUST_LOG, when set,
+    /// decides instead).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -29,17 +44,25 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a Graph-compatible upload server (drafts, events, upload sessions).
+    #[cfg(feature = "server")]
     Serve(serve::ServeArgs),
-    /// Attach files to a message or an event through upload sessions.
+    /// Attach files to a message or an event (upload sessions for large files, one
+    /// request for small ones).
+    #[cfg(feature = "client")]
     Upload(transfer::UploadArgs),
-    /// Continue interrupted uploads (after Ctrl-C, a crash or a reboot).
+    /// Continue interrupted uploads (after Ctrl-C, a crash or a reboot); list or
+    /// discard them.
+    #[cfg(feature = "client")]
     Resume(transfer::ResumeArgs),
     /// Show an upload session's expected ranges and expiry.
-    Status(transfer::SessionArgs),
+    #[cfg(feature = "client")]
+    Status(states::SessionArgs),
     /// Cancel (delete) an upload session.
-    Cancel(transfer::SessionArgs),
+    #[cfg(feature = "client")]
+    Cancel(states::SessionArgs),
     /// Check any Graph-style upload server against the conformance rules, or serve
     /// the fault-injecting fake Graph to try a client against.
+    #[cfg(feature = "conformance")]
     #[command(subcommand)]
     Conformance(conformance::ConformanceCommand),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
@@ -73,6 +96,33 @@ impl Failure {
             code: ExitCode::from(2),
         }
     }
+
+    /// Stopped by Ctrl-C: exit code 130, as a shell reports a SIGINT.
+    #[cfg(feature = "client")]
+    pub(crate) fn interrupted(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code: ExitCode::from(130),
+        }
+    }
+}
+
+/// Log lines go to stderr: `RUST_LOG` when set, else `default` raised by `-v`.
+fn init_logging(verbose: u8, default: &str) {
+    let level = match verbose {
+        0 => default,
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.is_empty() => tracing_subscriber::EnvFilter::new(env),
+        _ => tracing_subscriber::EnvFilter::new(level),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }
 
 impl<E: std::fmt::Display> From<E> for Failure {
@@ -177,12 +227,29 @@ fn main() -> ExitCode {
             };
         }
     };
+    // A server logs what it serves; a client command only what goes wrong, as the
+    // progress display already tells the rest.
+    #[cfg(feature = "server")]
+    let default_level = if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    #[cfg(not(feature = "server"))]
+    let default_level = "warn";
+    init_logging(cli.verbose, default_level);
     let result = match cli.command {
+        #[cfg(feature = "server")]
         Command::Serve(args) => serve::run(args),
-        Command::Upload(args) => transfer::upload(args),
-        Command::Resume(args) => transfer::resume(args),
-        Command::Status(args) => transfer::status(&args),
-        Command::Cancel(args) => transfer::cancel(&args),
+        #[cfg(feature = "client")]
+        Command::Upload(args) => transfer::upload(&args),
+        #[cfg(feature = "client")]
+        Command::Resume(args) => transfer::resume(&args),
+        #[cfg(feature = "client")]
+        Command::Status(args) => states::status(&args),
+        #[cfg(feature = "client")]
+        Command::Cancel(args) => states::cancel(&args),
+        #[cfg(feature = "conformance")]
         Command::Conformance(command) => conformance::run(command),
         Command::Completions { shell } => {
             // Into a buffer first: clap_complete panics on a failed write.

@@ -116,6 +116,8 @@ impl Display {
                             tenth * 10
                         )
                     }
+                    // The result says it, once, when the upload ends.
+                    ProgressKind::Failed { .. } => return,
                     _ => event.to_string(),
                 };
                 crate::print_err(&line);

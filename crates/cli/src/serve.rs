@@ -277,13 +277,6 @@ fn keep_token(path: &Path, token: &str) -> Result<(), Failure> {
 }
 
 pub(crate) fn run(mut args: ServeArgs) -> Result<(), Failure> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     if args.min_size > args.max_size {
         return Err(Failure::usage(format!(
             "--min-size ({}) is larger than --max-size ({})",

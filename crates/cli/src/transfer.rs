@@ -1,17 +1,18 @@
-//! `upload`, `resume`, `status` and `cancel`: thin commands over the client crate.
+//! `upload` and `resume`: thin commands over the client crate.
 
-use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 
 use clap::{ArgGroup, Args};
 use upsession_client_reqwest::{
-    Client, Error, GRAPH_V1, ProgressSink, StateStore, Target, UploadOptions, UploadUrl, Uploaded,
-    User,
+    Client, Error, GRAPH_V1, ProgressSink, ResumeState, StateStore, Target, UploadOptions,
+    Uploaded, User,
 };
 
 use crate::progress::Display;
 use crate::secret::Secret;
 use crate::size::parse_size;
+use crate::states::{origin, state_name, state_path};
 use crate::{Failure, print_err, print_out};
 
 /// Where to reach Graph and as whom.
@@ -72,26 +73,36 @@ pub(crate) struct UploadArgs {
     concurrency: usize,
 }
 
-/// Flags of `upsession resume`.
+/// Flags of `upsession resume`. Each upload continues on the server and in the
+/// mailbox its state names: there is no `--base-url` or `--user` to change them.
 #[derive(Debug, Args)]
 pub(crate) struct ResumeArgs {
-    /// A state file printed by `upload`; without one, every unfinished upload continues.
-    state_file: Option<PathBuf>,
-    #[command(flatten)]
-    conn: Connection,
+    /// An upload state (its file, or its name as `--list` shows it); without one,
+    /// every unfinished upload continues.
+    state: Option<String>,
+    /// List the unfinished uploads, then stop.
+    #[arg(long, conflicts_with_all = ["state", "discard"])]
+    list: bool,
+    /// Forget an unfinished upload: cancel its session (where its server answers)
+    /// and delete its state.
+    #[arg(long, value_name = "STATE", conflicts_with = "state")]
+    discard: Option<String>,
+    /// Access token, for the requests that go to Graph rather than to the session
+    /// (asking the item whether an upload whose end was lost completed).
+    #[arg(long, env = "UPSESSION_TOKEN", hide_env_values = true)]
+    token: Option<Secret>,
+    /// Where resume states are kept [default: the platform's state directory].
+    #[arg(long, env = "UPSESSION_STATE_DIR")]
+    state_dir: Option<PathBuf>,
     /// Print one JSON object per file on stdout instead of text.
     #[arg(long)]
     json: bool,
-}
-
-/// Flags of `upsession status` and `upsession cancel`.
-#[derive(Debug, Args)]
-pub(crate) struct SessionArgs {
-    /// The session's uploadUrl (a credential: keep it private).
-    upload_url: String,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    json: bool,
+    /// Not taken: an upload resumes on the server that created it.
+    #[arg(long, hide = true)]
+    base_url: Option<String>,
+    /// Not taken: an upload resumes in the mailbox it was started for.
+    #[arg(long, hide = true)]
+    user: Option<String>,
 }
 
 fn parse_chunk_size(s: &str) -> Result<u64, String> {
@@ -101,24 +112,12 @@ fn parse_chunk_size(s: &str) -> Result<u64, String> {
     }
 }
 
-fn default_state_dir() -> Result<PathBuf, Failure> {
-    use etcetera::AppStrategy as _;
-    let dirs = crate::app_dirs("resume state directory", "--state-dir")?;
-    Ok(dirs
-        .state_dir()
-        .unwrap_or_else(|| dirs.data_dir())
-        .join("uploads"))
-}
-
 fn client(
     conn: &Connection,
     chunk_size: Option<u64>,
     concurrency: usize,
 ) -> Result<(Client, PathBuf), Failure> {
-    let state_dir = match &conn.state_dir {
-        Some(d) => d.clone(),
-        None => default_state_dir()?,
-    };
+    let state_dir = crate::states::state_dir_or_default(conn.state_dir.as_ref())?;
     let mut builder = Client::builder()
         .base_url(conn.base_url.clone())
         .state_dir(state_dir.clone())
@@ -157,39 +156,77 @@ fn explain(err: &Error, base_url: &str) -> Failure {
     })
 }
 
-fn print_result(file: &str, result: &Uploaded, json: bool) {
-    let line = if json {
-        serde_json::json!({
+/// One file's outcome, on stdout (success) or stderr (failure); with `--json`, one
+/// object on stdout either way, `null` where a value is unknown.
+fn report(file: &str, state: Option<&str>, result: &Result<Uploaded, Failure>, json: bool) {
+    if json {
+        let mut line = serde_json::json!({
             "file": file,
-            "name": result.name,
-            "size": result.size,
-            "attachmentId": result.attachment_id,
-            "location": result.location,
-            "sha256": result.sha256,
-        })
-        .to_string()
-    } else {
-        format!(
+            "name": null,
+            "size": null,
+            "attachmentId": null,
+            "location": null,
+            "sha256": null,
+            "error": null,
+        });
+        if let Some(state) = state {
+            line["state"] = state.into();
+        }
+        match result {
+            Ok(done) => {
+                line["name"] = done.name.clone().into();
+                line["size"] = done.size.into();
+                line["attachmentId"] = done.attachment_id.clone().into();
+                line["location"] = done.location.clone().into();
+                line["sha256"] = done.sha256.clone().into();
+            }
+            Err(failure) => line["error"] = failure.message.clone().into(),
+        }
+        print_out(&line.to_string());
+        return;
+    }
+    match result {
+        Ok(done) => print_out(&format!(
             "{file}: attachment {} at {}",
-            result.attachment_id.as_deref().unwrap_or("(id not given)"),
-            result.location.as_deref().unwrap_or("(location not given)")
-        )
-    };
-    print_out(&line);
+            done.attachment_id.as_deref().unwrap_or("(id not given)"),
+            done.location.as_deref().unwrap_or("(location not given)")
+        )),
+        Err(failure) => print_err(&format!("upsession: {file}: {}", failure.message)),
+    }
 }
 
-/// Runs uploads until they finish or Ctrl-C; the state files make Ctrl-C resumable.
+/// Runs uploads until they finish or Ctrl-C (exit 130). The message says that the
+/// uploads can be resumed only when a state was saved for them: the states in
+/// `store` that were not there `before`.
 async fn until_interrupted<T>(
     work: impl Future<Output = T>,
-    state_dir: &Path,
+    store: &StateStore,
+    before: &HashSet<PathBuf>,
 ) -> Result<T, Failure> {
     tokio::select! {
         result = work => Ok(result),
-        _ = tokio::signal::ctrl_c() => Err(Failure::new(format!(
-            "interrupted; the upload state is saved in {}: run `upsession resume` to continue",
-            state_dir.display()
-        ))),
+        _ = tokio::signal::ctrl_c() => {
+            let saved = store.list().map_or(0, |states| {
+                states.iter().filter(|(p, s)| s.is_ok() && !before.contains(p)).count()
+            });
+            let dir = store.dir().display();
+            Err(Failure::interrupted(if saved == 0 && before.is_empty() {
+                "interrupted before any upload session existed; nothing was saved".to_owned()
+            } else if saved == 0 {
+                format!("interrupted; the upload states are kept in {dir}: run `upsession resume` to continue")
+            } else {
+                format!("interrupted; {saved} upload state(s) saved in {dir}: run `upsession resume` to continue")
+            }))
+        }
     }
+}
+
+/// The state files in `store` now.
+fn present(store: &StateStore) -> HashSet<PathBuf> {
+    store
+        .list()
+        .map(|states| states.into_iter().map(|(p, _)| p).collect())
+        .unwrap_or_default()
 }
 
 fn summarize(failures: usize, total: usize) -> Result<(), Failure> {
@@ -200,7 +237,21 @@ fn summarize(failures: usize, total: usize) -> Result<(), Failure> {
     }
 }
 
-pub(crate) fn upload(args: UploadArgs) -> Result<(), Failure> {
+fn upload_options(args: &UploadArgs, sink: &ProgressSink) -> UploadOptions {
+    let mut o = UploadOptions::new().progress(sink.clone());
+    if let Some(n) = &args.name {
+        o = o.name(n.clone());
+    }
+    if let Some(t) = &args.content_type {
+        o = o.content_type(t.clone());
+    }
+    if let Some(cid) = &args.content_id {
+        o = o.inline(cid.clone());
+    }
+    o
+}
+
+pub(crate) fn upload(args: &UploadArgs) -> Result<(), Failure> {
     if args.name.is_some() && args.files.len() > 1 {
         return Err(Failure::usage(
             "--name names one attachment; it cannot be used with several files",
@@ -214,157 +265,130 @@ pub(crate) fn upload(args: UploadArgs) -> Result<(), Failure> {
             )));
         }
     }
-    let (client, state_dir) = client(&args.conn, Some(args.chunk_size), args.concurrency)?;
+    let conn = &args.conn;
+    let (client, state_dir) = client(conn, Some(args.chunk_size), args.concurrency)?;
     let display = Display::new(args.json);
-    crate::block_on(async move {
+    let store = StateStore::new(&state_dir);
+    let before = present(&store);
+    crate::block_on(async {
         let target = match (&args.message, &args.event, &args.draft) {
             (Some(id), _, _) => Target::message(id.clone()),
             (_, Some(id), _) => Target::event(id.clone()),
             (_, _, Some(subject)) => client
                 .create_draft(subject)
                 .await
-                .map_err(|e| explain(&e, &args.conn.base_url))?,
+                .map_err(|e| explain(&e, &conn.base_url))?,
             _ => unreachable!("clap requires one target"),
         };
+        let sink = display.sink();
         let files: Vec<(PathBuf, UploadOptions)> = args
             .files
             .iter()
-            .map(|f| {
-                let mut o = UploadOptions::new().progress(display.sink());
-                if let Some(n) = &args.name {
-                    o = o.name(n.clone());
-                }
-                if let Some(t) = &args.content_type {
-                    o = o.content_type(t.clone());
-                }
-                if let Some(cid) = &args.content_id {
-                    o = o.inline(cid.clone());
-                }
-                (f.clone(), o)
-            })
+            .map(|f| (f.clone(), upload_options(args, &sink)))
             .collect();
-        let results = until_interrupted(client.upload_many(&target, files), &state_dir).await?;
+        let results = until_interrupted(client.upload_many(&target, files), &store, &before).await;
         display.finish();
+        let results = results?;
         let mut failures = 0;
         for (file, result) in args.files.iter().zip(results) {
-            match result {
-                Ok(done) => print_result(&file.display().to_string(), &done, args.json),
-                Err(e) => {
-                    failures += 1;
-                    print_err(&format!(
-                        "upsession: {}: {}",
-                        file.display(),
-                        explain(&e, &args.conn.base_url).message
-                    ));
-                }
-            }
+            let result = result.map_err(|e| explain(&e, &conn.base_url));
+            failures += usize::from(result.is_err());
+            report(&file.display().to_string(), None, &result, args.json);
         }
         summarize(failures, args.files.len())
     })
 }
 
-pub(crate) fn resume(args: ResumeArgs) -> Result<(), Failure> {
-    let (client, state_dir) = client(&args.conn, None, 4)?;
+/// Whether a state can never be resumed as it is (its file changed, or the state is
+/// unreadable): `--discard` is the way out, not another `resume`.
+fn stuck(err: &Error) -> bool {
+    matches!(err, Error::FileChanged { .. } | Error::InvalidState { .. })
+}
+
+pub(crate) fn resume(args: &ResumeArgs) -> Result<(), Failure> {
+    if args.base_url.is_some() || args.user.is_some() {
+        return Err(Failure::usage(
+            "resume continues each upload on the server and in the mailbox its state names; \
+             --base-url and --user cannot change them",
+        ));
+    }
+    let dir = crate::states::state_dir_or_default(args.state_dir.as_ref())?;
+    if args.list {
+        return crate::states::list(&dir, args.json);
+    }
+    if let Some(reference) = &args.discard {
+        return crate::states::discard(reference, &dir, args.json);
+    }
+    let conn = Connection {
+        base_url: GRAPH_V1.to_owned(),
+        token: args.token.clone(),
+        user: None,
+        state_dir: Some(dir.clone()),
+    };
+    let (client, _) = client(&conn, None, 4)?;
+    let store = StateStore::new(&dir);
+    let paths: Vec<PathBuf> = match &args.state {
+        Some(reference) => vec![state_path(reference, &dir)?],
+        None => store
+            .list()
+            .map_err(|e| Failure::new(e.to_string()))?
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect(),
+    };
+    if paths.is_empty() {
+        print_err(&format!(
+            "upsession: nothing to resume in {}",
+            dir.display()
+        ));
+        return Ok(());
+    }
+    // Each state's file and server, read before the upload may remove the state.
+    let known: HashMap<PathBuf, (String, String)> = paths
+        .iter()
+        .filter_map(|p| {
+            let s = ResumeState::load(p).ok()?;
+            let file = s.file.path.display().to_string();
+            Some((p.clone(), (file, origin(s.upload_url.expose_secret()))))
+        })
+        .collect();
     let display = Display::new(args.json);
-    crate::block_on(async move {
+    let before = present(&store);
+    crate::block_on(async {
         let sink: ProgressSink = display.sink();
-        let results = match &args.state_file {
-            Some(path) => {
-                let one = until_interrupted(client.resume(path, &sink), &state_dir).await?;
-                vec![(path.clone(), one)]
+        let work = async {
+            match &args.state {
+                Some(_) => Ok(vec![(
+                    paths[0].clone(),
+                    client.resume(&paths[0], &sink).await,
+                )]),
+                None => client.resume_all(&store, &sink).await,
             }
-            None => until_interrupted(
-                client.resume_all(&StateStore::new(&state_dir), &sink),
-                &state_dir,
-            )
-            .await?
-            .map_err(|e| explain(&e, &args.conn.base_url))?,
         };
+        let results = until_interrupted(work, &store, &before).await;
         display.finish();
-        if results.is_empty() {
-            print_err(&format!(
-                "upsession: nothing to resume in {}",
-                state_dir.display()
-            ));
-            return Ok(());
-        }
         let mut failures = 0;
-        for (path, result) in &results {
-            match result {
-                Ok(done) => print_result(&path.display().to_string(), done, args.json),
-                Err(e) => {
-                    failures += 1;
-                    print_err(&format!(
-                        "upsession: {}: {}",
-                        path.display(),
-                        explain(e, &args.conn.base_url).message
-                    ));
+        let results = results?.map_err(|e| Failure::new(e.to_string()))?;
+        for (path, result) in results {
+            let (file, server) = known
+                .get(&path)
+                .cloned()
+                .unwrap_or_else(|| (path.display().to_string(), String::new()));
+            let name = state_name(&path);
+            let result = result.map_err(|e| {
+                let mut failure = explain(&e, &server);
+                if stuck(&e) {
+                    // It fails every `resume` until the user decides.
+                    failure.message = format!(
+                        "{}; `upsession resume --discard {name}` forgets it",
+                        failure.message
+                    );
                 }
-            }
+                failure
+            });
+            failures += usize::from(result.is_err());
+            report(&file, Some(&name), &result, args.json);
         }
-        summarize(failures, results.len())
-    })
-}
-
-fn session_client() -> Result<Client, Failure> {
-    Client::builder()
-        .build()
-        .map_err(|e| Failure::new(e.to_string()))
-}
-
-pub(crate) fn status(args: &SessionArgs) -> Result<(), Failure> {
-    let client = session_client()?;
-    let url = UploadUrl::new(args.upload_url.clone());
-    crate::block_on(async move {
-        let status = client
-            .status(&url)
-            .await
-            .map_err(|e| explain(&e, &url.redacted().to_string()))?;
-        let ranges = status.next_expected_ranges().to_vec();
-        let expires = status
-            .expiration_date_time()
-            .unwrap_or("unknown")
-            .to_owned();
-        if args.json {
-            print_out(
-                &serde_json::json!({"nextExpectedRanges": ranges, "expirationDateTime": expires})
-                    .to_string(),
-            );
-        } else {
-            let left = status
-                .expires()
-                .and_then(|e| e.duration_since(SystemTime::now()).ok())
-                .map(|d| {
-                    format!(
-                        " (in {})",
-                        humantime::format_duration(std::time::Duration::from_secs(d.as_secs()))
-                    )
-                })
-                .unwrap_or_default();
-            if ranges.is_empty() {
-                print_out("complete: the session expects no more bytes");
-            } else {
-                print_out(&format!("next expected ranges: {}", ranges.join(", ")));
-            }
-            print_out(&format!("expires: {expires}{left}"));
-        }
-        Ok(())
-    })
-}
-
-pub(crate) fn cancel(args: &SessionArgs) -> Result<(), Failure> {
-    let client = session_client()?;
-    let url = UploadUrl::new(args.upload_url.clone());
-    crate::block_on(async move {
-        client
-            .cancel(&url)
-            .await
-            .map_err(|e| explain(&e, &url.redacted().to_string()))?;
-        if args.json {
-            print_out(&serde_json::json!({"cancelled": true}).to_string());
-        } else {
-            print_out("cancelled: the session is deleted");
-        }
-        Ok(())
+        summarize(failures, paths.len())
     })
 }

@@ -239,19 +239,6 @@ async fn an_upload_killed_mid_way_resumes_with_the_exact_bytes() {
 }
 
 #[tokio::test]
-async fn resume_refuses_a_file_changed_since_the_upload_began() {
-    let (_dir, _server, f, state) = interrupted_upload("changing.bin", 60_000_000, 3);
-    // Change a byte (same size) after the upload began.
-    let mut data = std::fs::read(&f).unwrap();
-    data[0] ^= 0xff;
-    std::fs::write(&f, data).unwrap();
-    let out = run(bin().args(["resume", "--state-dir"]).arg(&state));
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
-    assert!(err.contains("changed"), "{err}");
-}
-
-#[tokio::test]
 async fn a_file_name_that_is_not_utf8_uploads() {
     use std::os::unix::ffi::OsStrExt as _;
     let dir = tempfile::tempdir().unwrap();
@@ -531,4 +518,214 @@ async fn each_failure_is_one_sentence_with_its_exit_code() {
         1,
         "postgresql",
     );
+}
+
+/// The one state file in `state`: (its name as `resume --list` shows it, its
+/// uploadUrl).
+fn only_state(state: &Path) -> (String, String) {
+    let files: Vec<PathBuf> = std::fs::read_dir(state)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let json: Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+    let name = files[0].file_stem().unwrap().to_string_lossy().into_owned();
+    (name, json["uploadUrl"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn resume_lists_and_discards_an_upload_that_cannot_go_on() {
+    let (_dir, server, f, state) = interrupted_upload("stuck.bin", 60_000_000, 11);
+    let (name, url) = only_state(&state);
+    let out = run(bin().args(["resume", "--list", "--state-dir"]).arg(&state));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = text(&out.stdout);
+    assert!(listed.starts_with(&format!("{name}: ")), "{listed}");
+    assert!(
+        listed.contains("stuck.bin") && !listed.contains("authtoken"),
+        "{listed}"
+    );
+    let out = run(bin()
+        .args(["resume", "--list", "--json", "--state-dir"])
+        .arg(&state));
+    let json: Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(json["state"], name.as_str());
+    assert_eq!(json["size"], 60_000_000);
+    // Changed since: every `resume` fails, and says how to get out.
+    let mut data = std::fs::read(&f).unwrap();
+    data[0] ^= 0xff;
+    std::fs::write(&f, data).unwrap();
+    let out = run(bin().args(["resume", "--state-dir"]).arg(&state));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("changed") && err.contains(&format!("--discard {name}")),
+        "{err}"
+    );
+    // Discarded: the state is gone and so is the session on the server.
+    let out = run(bin()
+        .args(["resume", "--discard", &name, "--state-dir"])
+        .arg(&state));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("cancelled"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(std::fs::read_dir(&state).unwrap().flatten().count(), 0);
+    let gone = reqwest::get(&url).await.unwrap().status();
+    assert_eq!(gone, 404, "the session was deleted on {}", server.base);
+    let out = run(bin().args(["resume", "--state-dir"]).arg(&state));
+    assert!(
+        out.status.success(),
+        "nothing left to fail: {}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn status_and_cancel_take_a_state_name_or_a_url_on_stdin() {
+    let (_dir, _server, _f, state) = interrupted_upload("named.bin", 60_000_000, 12);
+    let (name, url) = only_state(&state);
+    let out = run(bin().args(["status", &name, "--state-dir"]).arg(&state));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("next expected ranges"),
+        "{}",
+        text(&out.stdout)
+    );
+    // The credential through stdin: never on the command line.
+    let mut child = bin()
+        .args(["status", "--json", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(url.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(json["nextExpectedRanges"][0].is_string(), "{json}");
+    assert!(json["expirationDateTime"].is_string(), "{json}");
+    let out = run(bin().args(["cancel", &name, "--state-dir"]).arg(&state));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_dir(&state).unwrap().flatten().count(),
+        0,
+        "the state went with the session"
+    );
+    let out = run(bin().args(["status", &name, "--state-dir"]).arg(&state));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("resume --list"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn resume_refuses_connection_flags_it_cannot_honour() {
+    let dir = tempfile::tempdir().unwrap();
+    for flag in ["--base-url", "--user"] {
+        let out = run(bin()
+            .args(["resume", flag, "x", "--state-dir"])
+            .arg(dir.path()));
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        assert!(
+            text(&out.stderr).contains("server and in the mailbox its state names"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn ctrl_c_exits_130_and_says_the_upload_can_be_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&dir.path().join("data"), &["--max-size", "200MB"]);
+    let f = file(dir.path(), "sigint.bin", 120_000_000, 13);
+    let state = dir.path().join("state");
+    let child = upload(&server, &state)
+        .args(["--draft", "sigint", "--chunk-size", "64KiB"])
+        .arg(&f)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once a state is saved (bounded wait), Ctrl-C.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(&state).map_or(true, |d| {
+        d.flatten()
+            .all(|e| e.file_name().to_string_lossy().starts_with('.'))
+    }) && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("saved") && err.contains("upsession resume"),
+        "{err}"
+    );
+    let errors = err.lines().filter(|l| l.starts_with("upsession:")).count();
+    assert_eq!(errors, 1, "one sentence: {err}");
+}
+
+#[tokio::test]
+async fn json_output_reports_failed_files_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&dir.path().join("data"), &["--max-size", "4MB"]);
+    let good = file(dir.path(), "good.bin", 3_200_000, 14);
+    let big = file(dir.path(), "big.bin", 5_000_000, 15);
+    let out = run(upload(&server, &dir.path().join("state"))
+        .args(["--draft", "mixed", "--json"])
+        .arg(&good)
+        .arg(&big));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0]["error"].is_null() && lines[0]["attachmentId"].is_string());
+    assert_eq!(lines[1]["file"], big.display().to_string());
+    assert!(
+        lines[1]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("exceeds")),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[1]["attachmentId"].is_null() && lines[1]["location"].is_null());
+}
+
+#[tokio::test]
+async fn verbose_shows_the_clients_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&dir.path().join("data"), &[]);
+    let url = Graph::new(&server.base, TOKEN)
+        .open_session(5_000_000)
+        .await;
+    let quiet = run(bin().args(["status", &url]));
+    assert!(!text(&quiet.stderr).contains("GET session status"));
+    let out = run(bin().env_remove("RUST_LOG").args(["-v", "status", &url]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("GET session status"), "{err}");
+    assert!(!err.contains("authtoken="), "redacted: {err}");
 }

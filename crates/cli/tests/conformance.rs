@@ -154,3 +154,32 @@ async fn the_fake_subcommand_serves_a_checkable_fake() {
         "{failure}"
     );
 }
+
+/// Our own `upsession serve`, as a separate process (the binary cargo built for
+/// this test, never a stale one), passes the server check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_server_as_a_process_passes() {
+    use upsession_conformance::server::{self, Config};
+    let dir = tempfile::tempdir().unwrap();
+    let serve = upsession_testbed::kit::Serve::spawn(
+        Command::new(env!("CARGO_BIN_EXE_upsession"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--token", "tok"])
+            .args(["--min-size", "1", "--max-fragment", "1KiB"])
+            .args(["--fsync", "never", "--data-dir"])
+            .arg(dir.path())
+            .env("RUST_LOG", "warn"),
+    );
+    let limits = Limits::default()
+        .with_min_size(1)
+        .with_max_size(150_000_000)
+        .with_max_fragment(1024);
+    let default = Config::for_local(&serve.base, "tok", &limits);
+    // A fifth of the in-process run (100 by default): the process adds no new logic.
+    let cases = (default.cases / 5).max(1);
+    let report = server::check_async(&default.with_cases(cases))
+        .await
+        .unwrap_or_else(|f| panic!("{f}"));
+    println!("{report}");
+    assert_eq!(report.cases, cases, "{report}");
+    assert!(report.sessions >= u64::from(cases), "{report}");
+}

@@ -110,6 +110,8 @@ where
         };
         let (counts, verdict) = test(tree.current(), per_case).await;
         totals.absorb(&counts);
+        // Counted as run, not copied from the configuration.
+        totals.cases += 1;
         let Err(first) = verdict else {
             continue;
         };
@@ -143,7 +145,6 @@ where
             script: best.script,
         });
     }
-    totals.cases = cases;
     totals.seed = seed;
     totals.elapsed = started.elapsed();
     Ok(totals)

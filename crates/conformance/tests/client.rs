@@ -158,7 +158,9 @@ where
         .await
         .unwrap_or_else(|f| panic!("{f}"));
     println!("{report}");
-    assert!(report.cases >= config.cases);
+    // Measured: every case ran, and each saw the client open a session.
+    assert_eq!(report.cases, config.cases, "{report}");
+    assert!(report.sessions >= u64::from(report.cases), "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -76,6 +76,7 @@ async fn the_unbroken_fake_passes() {
         .await
         .unwrap_or_else(|f| panic!("{f}"));
     assert_eq!(report.cases, 300);
+    assert!(report.requests > 300, "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,6 +86,7 @@ async fn the_unbroken_fake_passes_in_the_other_dialects() {
             .await
             .unwrap_or_else(|f| panic!("{}: {f}", dialect.name));
         assert_eq!(report.cases, 100);
+        assert!(report.requests > 100, "{}: {report}", dialect.name);
     }
 }
 
