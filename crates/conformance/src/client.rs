@@ -109,6 +109,8 @@ impl Config {
         with_faults(faults: bool);
         /// Turns Graph's quirks on or off.
         with_quirks(quirks: bool);
+        /// Sets the longest a client may take for one case.
+        with_case_timeout(case_timeout: Duration);
     }
 }
 

@@ -211,6 +211,64 @@ async fn a_client_that_ignores_the_server_is_caught() {
     assert_eq!(failure.rule, Rule::ClientSuccessIsComplete, "{failure}");
 }
 
+/// Runs the client check on a broken `upload` and returns the rule it broke.
+async fn caught<F, Fut>(config: Config, upload: F) -> Rule
+where
+    F: Fn(Target) -> Fut,
+    Fut: Future<Output = Result<ClientReport, String>>,
+{
+    let failure = client::check(&config, upload)
+        .await
+        .expect_err("the broken client must be caught");
+    println!("{failure}");
+    failure.rule
+}
+
+/// Broken on purpose: uploads as the reference does, then reports failure without
+/// a word.
+async fn mute_upload(target: Target) -> Result<ClientReport, String> {
+    reference_upload(target).await?;
+    Err(String::new())
+}
+
+/// Broken on purpose: gives up at once, with a reason, whatever happened.
+async fn quitter_upload(target: Target) -> Result<ClientReport, String> {
+    let _ = target;
+    Err("gave up".into())
+}
+
+/// Broken on purpose: uploads as the reference does, then reports another id.
+async fn wrong_id_upload(target: Target) -> Result<ClientReport, String> {
+    let mut report = reference_upload(target).await?;
+    report.attachment_id = Some("AAMk-not-the-one".into());
+    Ok(report)
+}
+
+/// Broken on purpose: never returns.
+async fn hung_upload(target: Target) -> Result<ClientReport, String> {
+    let _ = target;
+    std::future::pending().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_client_rule_catches_a_client_that_breaks_it() {
+    let config = || Config::default().with_cases(20).with_seed(11);
+    assert_eq!(
+        caught(config(), mute_upload).await,
+        Rule::ClientFailureIsClear
+    );
+    assert_eq!(
+        caught(config(), quitter_upload).await,
+        Rule::ClientCompletes
+    );
+    assert_eq!(
+        caught(config(), wrong_id_upload).await,
+        Rule::ClientReportsAttachment
+    );
+    let quick = config().with_case_timeout(Duration::from_millis(300));
+    assert_eq!(caught(quick, hung_upload).await, Rule::ClientFinishes);
+}
+
 /// The fake on its own: the core's seeded fault plan (the `serve --faults` spec) and
 /// Outlook's dialect, with the reference client uploading through them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
