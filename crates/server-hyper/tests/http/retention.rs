@@ -243,3 +243,18 @@ async fn metrics_show_what_tokens_hold_open_refusals_and_deletions() {
         "{page}"
     );
 }
+
+#[tokio::test]
+async fn bytes_of_a_deletion_cut_short_are_removed_at_start_up() {
+    let mut h = start().await;
+    let item = format!("/me/messages/{}", h.draft().await);
+    let (cut, ..) = uploaded(&h, &item, 100).await;
+    let (kept, location, ..) = uploaded(&h, &item, 200).await;
+    let attachments = h.dir().join("attachments");
+    // A deletion that removed the record and died before the bytes.
+    std::fs::remove_file(attachments.join(format!("{cut}.json"))).unwrap();
+    h.restart().await;
+    assert!(!attachments.join(format!("{cut}.bin")).exists());
+    assert_eq!(listed(&h, &item).await, vec![kept]);
+    assert_eq!(h.download(&location).await, data(200));
+}
