@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use upsession_core::dialect::{Casing, RangeForms};
 use upsession_core::fault::FaultPlan;
+use upsession_core::quota::QuotaLimits;
 use upsession_core::throttle::ThrottleLimits;
 use upsession_core::{Dialect, Limits};
 use upsession_server_hyper::{Config, Fsync, Server, Storage};
@@ -88,6 +89,14 @@ pub(crate) struct ServeArgs {
     /// message size limit (35MB by default there) [default: no limit].
     #[arg(long, value_parser = parse_size)]
     message_size_limit: Option<u64>,
+    /// Most upload sessions one token may have open (not completed, cancelled or
+    /// expired); one more is answered 429 activityLimitReached with Retry-After.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_sessions_per_token: u32,
+    /// Most bytes the open sessions of one token may declare together; a session
+    /// past it is answered 507 quotaLimitReached.
+    #[arg(long, default_value = "100GiB", value_parser = parse_size)]
+    max_declared_bytes_per_token: u64,
     /// Throttle as Graph does, per app (token) and mailbox: `outlook` is 10,000
     /// requests per 10 minutes, 4 concurrent requests and 150 MB of uploads per 5
     /// minutes, answered with 429 and Retry-After [default: off].
@@ -371,6 +380,11 @@ fn server_config(
         .with_listen(args.listen)
         .with_limits(limits)
         .with_max_connections(args.max_connections as usize)
+        .with_quota(
+            QuotaLimits::DEFAULT
+                .with_sessions(args.max_sessions_per_token)
+                .with_declared_bytes(args.max_declared_bytes_per_token),
+        )
         .with_fsync(match args.fsync {
             FsyncArg::Always => Fsync::Always,
             FsyncArg::Never => Fsync::Never,

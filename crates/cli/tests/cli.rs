@@ -729,3 +729,34 @@ async fn verbose_shows_the_clients_requests() {
     assert!(err.contains("GET session status"), "{err}");
     assert!(!err.contains("authtoken="), "redacted: {err}");
 }
+
+#[tokio::test]
+async fn serve_limits_the_sessions_and_declared_bytes_of_one_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = [
+        "--max-sessions-per-token",
+        "1",
+        "--max-declared-bytes-per-token",
+        "8MB",
+    ];
+    let server = serve(&dir.path().join("data"), &limits);
+    let graph = Graph::new(&server.base, TOKEN);
+    let item = format!("/me/messages/{}", graph.draft().await);
+    let first = graph.upload_session(&item, "a", 3_000_000).await;
+    let second = upsession_testbed::kit::attachment("b", 3_000_000);
+    let (status, body) = graph.create_session(&item, second.clone()).await;
+    assert_eq!(status, 429, "{body}");
+    let out = run(bin().args(["cancel", &first]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let big = upsession_testbed::kit::attachment("c", 8_000_001);
+    let (status, body) = graph.create_session(&item, big).await;
+    assert_eq!(status, 507, "{body}");
+    assert_eq!(graph.create_session(&item, second).await.0, 201);
+    for bad in [
+        ["--max-sessions-per-token", "0"],
+        ["--max-declared-bytes-per-token", "lots"],
+    ] {
+        let out = run(bin().arg("serve").args(bad));
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out.stderr));
+    }
+}

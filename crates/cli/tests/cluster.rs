@@ -247,7 +247,7 @@ async fn objects_become(cluster: &Cluster, want: u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_and_expiry_free_the_bytes_and_keep_attachments() {
+async fn cancel_expiry_and_deletion_free_the_bytes_and_keep_attachments_until_deleted() {
     let mut extra = flags();
     extra.extend(["--session-ttl", "4s"]);
     let Some(mut cluster) = Cluster::start(2, &extra).await else {
@@ -272,4 +272,9 @@ async fn cancel_and_expiry_free_the_bytes_and_keep_attachments() {
     objects_become(&cluster, 2).await;
     assert_eq!(http.get(&url).send().await.unwrap().status(), 404);
     assert_downloads(&cluster, &location, &done).await;
+    // Deleted, the attachment's objects go with its row.
+    let delete = http.delete(&location).bearer_auth(TOKEN).send().await;
+    assert_eq!(delete.unwrap().status(), 204);
+    objects_become(&cluster, 0).await;
+    assert_eq!(graph(&cluster).value(&location).await.status(), 404);
 }

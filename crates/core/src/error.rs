@@ -73,13 +73,56 @@ pub enum CreateError {
         /// Configured maximum.
         max: u64,
     },
+    /// The caller already has its limit of upload sessions open (not completed,
+    /// cancelled or expired): `--max-sessions-per-token`.
+    #[error(
+        "this application has {limit} upload sessions open, its limit; finish or cancel one, or retry later"
+    )]
+    TooManySessions {
+        /// The limit.
+        limit: u32,
+        /// When to retry.
+        retry_after_secs: u64,
+    },
+    /// The caller's open sessions and this one together declare more bytes than it
+    /// may hold: `--max-declared-bytes-per-token`.
+    #[error(
+        "this upload session of {size} bytes and the {open} bytes declared by the application's open sessions exceed its limit of {limit} bytes"
+    )]
+    QuotaExceeded {
+        /// Declared size of the refused session.
+        size: u64,
+        /// Bytes declared by the caller's open sessions.
+        open: u64,
+        /// The limit.
+        limit: u64,
+    },
 }
 
 impl GraphError for CreateError {
     fn status(&self) -> StatusCode {
         match self {
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooManySessions { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::QuotaExceeded { .. } => StatusCode::INSUFFICIENT_STORAGE,
             _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn inner_code(&self) -> Option<&'static str> {
+        match self {
+            Self::TooManySessions { .. } => Some("tooManyUploadSessions"),
+            Self::QuotaExceeded { .. } => Some("declaredBytesLimitReached"),
+            _ => None,
+        }
+    }
+
+    fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::TooManySessions {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
         }
     }
 
@@ -91,6 +134,8 @@ impl GraphError for CreateError {
             }
             Self::TooSmall { .. } => "ErrorAttachmentSizeShouldNotBeLessThanMinimumSize",
             Self::TooLarge { .. } => "ErrorAttachmentSizeExceeded",
+            Self::TooManySessions { .. } => "activityLimitReached",
+            Self::QuotaExceeded { .. } => "quotaLimitReached",
         }
     }
 }

@@ -28,6 +28,7 @@
 //! - [`respond`]: answers and errors rendered as `http::Response`s; [`dialect`]: how
 //!   upsession, Outlook and OneDrive differ, as data.
 //! - [`route`]: Graph's URL space: request paths parsed into routes, client paths written.
+//! - [`quota`]: what each caller may hold open (sessions, declared bytes).
 //! - [`throttle`]: Graph's per-app, per-mailbox limits; [`fault`]: seeded fault plans
 //!   for the test double.
 //! - [`time`]: RFC 3339 and HTTP dates; [`timer`]: a deadline table for session stores.
@@ -38,6 +39,7 @@ pub mod error;
 pub mod fault;
 pub mod header;
 pub mod planner;
+pub mod quota;
 pub mod range;
 pub mod respond;
 pub mod route;

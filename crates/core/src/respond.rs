@@ -30,7 +30,7 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Vec<u8>> {
     res
 }
 
-/// The answer to `DELETE {uploadUrl}`: exactly `204`.
+/// The answer to a `DELETE` (of an uploadUrl or an attachment): exactly `204`.
 pub fn deleted() -> Response<Vec<u8>> {
     let mut res = Response::new(Vec::new());
     *res.status_mut() = StatusCode::NO_CONTENT;

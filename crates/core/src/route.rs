@@ -196,7 +196,7 @@ pub enum Route {
     Item(ItemPath),
     /// `GET …/{id}/attachments`
     Attachments(ItemPath),
-    /// `GET …/{id}/attachments/{aid}`
+    /// `GET …/{id}/attachments/{aid}`; `DELETE` removes the attachment.
     Attachment(ItemPath, String),
     /// `GET …/{id}/attachments/{aid}/$value`
     AttachmentValue(ItemPath, String),
@@ -362,8 +362,10 @@ impl Route {
             | Self::Metrics
             | Self::Item(_)
             | Self::Attachments(_)
-            | Self::Attachment(..)
             | Self::AttachmentValue(..) => method == Method::GET || method == Method::HEAD,
+            Self::Attachment(..) => {
+                method == Method::GET || method == Method::HEAD || method == Method::DELETE
+            }
             Self::CreateItem { .. } | Self::CreateUploadSession(_) => method == Method::POST,
             Self::Upload(_) => {
                 method == Method::PUT || method == Method::GET || method == Method::DELETE
@@ -588,5 +590,19 @@ mod tests {
         );
         assert!(Route::Health.check_method(&Method::DELETE).is_err());
         assert!(!Route::Upload("x".into()).needs_bearer());
+        // An attachment is deleted by the bearer's route; its bytes and the list
+        // of attachments are not.
+        let Ok(attachment) = Route::parse("/v1.0/users/u1/calendarView/E1/attachments/A1") else {
+            panic!("an attachment route")
+        };
+        assert!(attachment.check_method(&Method::DELETE).is_ok());
+        assert!(attachment.needs_bearer());
+        for path in [
+            "/v1.0/me/messages/M1/attachments/A1/$value",
+            "/v1.0/me/messages/M1/attachments",
+        ] {
+            let route = Route::parse(path).unwrap();
+            assert!(route.check_method(&Method::DELETE).is_err(), "{path}");
+        }
     }
 }

@@ -79,7 +79,12 @@ pub struct Permit {
 pub struct Throttle {
     limits: ThrottleLimits,
     keys: HashMap<String, KeyState>,
+    /// How many keys make [`Throttle::admit`] forget the idle ones.
+    prune_at: usize,
 }
+
+/// The fewest keys worth pruning: below it the table is left as it is.
+const PRUNE_FLOOR: usize = 1024;
 
 impl Throttle {
     /// A throttle with `limits` for every key.
@@ -87,7 +92,29 @@ impl Throttle {
         Self {
             limits,
             keys: HashMap::new(),
+            prune_at: PRUNE_FLOOR,
         }
+    }
+
+    /// Forgets the keys with nothing in flight and nothing left in their windows,
+    /// once the table has doubled since it was last pruned: keys come from the
+    /// request (the mailbox), so the table must not only grow.
+    fn prune(&mut self, now: SystemTime) {
+        if self.keys.len() < self.prune_at {
+            return;
+        }
+        let l = &self.limits;
+        let live = |t: SystemTime, window: Duration| t + window > now;
+        self.keys.retain(|_, s| {
+            s.in_flight > 0
+                || s.requests
+                    .back()
+                    .is_some_and(|t| live(*t, l.request_window))
+                || s.uploads
+                    .back()
+                    .is_some_and(|(t, _)| live(*t, l.upload_window))
+        });
+        self.prune_at = (self.keys.len() * 2).max(PRUNE_FLOOR);
     }
 
     /// Admits a request of `key` carrying `upload_bytes` (0 for anything but a
@@ -98,6 +125,7 @@ impl Throttle {
         key: &str,
         upload_bytes: u64,
     ) -> Result<Permit, RequestError> {
+        self.prune(now);
         let l = &self.limits;
         let state = self.keys.entry(key.to_owned()).or_default();
         let since = |window: Duration| now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
@@ -222,6 +250,20 @@ mod tests {
             "a smaller fragment still fits"
         );
         assert!(th.admit(t(301), "k", 4_000_000).is_ok());
+    }
+
+    #[test]
+    fn idle_keys_are_forgotten_once_their_windows_pass() {
+        let mut th = Throttle::new(ThrottleLimits::OUTLOOK);
+        let busy = th.admit(t(0), "app|busy", 0).unwrap();
+        for i in 1..PRUNE_FLOOR {
+            let p = th.admit(t(0), &format!("app|mailbox-{i}"), 0).unwrap();
+            th.release(p);
+        }
+        assert_eq!(th.keys.len(), PRUNE_FLOOR);
+        let _ = th.admit(t(601), "app|new", 0).unwrap();
+        assert_eq!(th.keys.len(), 2, "only the busy key and the new one stay");
+        th.release(busy);
     }
 
     #[test]

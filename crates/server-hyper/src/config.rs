@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use upsession_core::fault::FaultPlan;
+use upsession_core::quota::QuotaLimits;
 use upsession_core::throttle::ThrottleLimits;
 use upsession_core::{Dialect, Limits};
 
@@ -113,6 +114,9 @@ pub struct Config {
     /// Largest total of a message's attachments (Exchange's message size limit);
     /// the fragment that would pass it is refused with `ErrorMessageSizeExceeded`.
     pub message_size_limit: Option<u64>,
+    /// What one bearer token may hold open: sessions still uploading (one more is
+    /// `429` with `Retry-After`) and the bytes they declare (past it, `507`).
+    pub quota: QuotaLimits,
     /// Refuse a request to an uploadUrl that carries an `Authorization` header
     /// (401), so a client can prove it keeps its bearer token off the
     /// pre-authenticated URL. Off by default: the contract accepts one.
@@ -152,6 +156,7 @@ impl std::fmt::Debug for Config {
             shutdown_grace,
             metrics_token,
             message_size_limit,
+            quota,
             reject_upload_authorization,
             throttle,
             faults,
@@ -175,6 +180,7 @@ impl std::fmt::Debug for Config {
             .field("shutdown_grace", shutdown_grace)
             .field("metrics_token", &redacted(metrics_token.as_ref()))
             .field("message_size_limit", message_size_limit)
+            .field("quota", quota)
             .field("reject_upload_authorization", reject_upload_authorization)
             .field("throttle", throttle)
             .field("faults", faults)
@@ -204,6 +210,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(30),
             metrics_token: None,
             message_size_limit: None,
+            quota: QuotaLimits::DEFAULT,
             reject_upload_authorization: false,
             throttle: None,
             faults: FaultPlan::none(),
@@ -262,6 +269,8 @@ impl Config {
         with_drain_timeout(drain_timeout: Duration);
         /// Refuses the fragment that would make a message's attachments exceed `bytes`.
         with_message_size_limit(bytes: u64) => message_size_limit = Some(bytes);
+        /// Sets what one bearer token may hold open (sessions, declared bytes).
+        with_quota(quota: QuotaLimits);
         /// Refuses (401) requests to an uploadUrl that carry an `Authorization` header.
         with_upload_authorization_refused() => reject_upload_authorization = true;
         /// Throttles as `limits` says (e.g. [`ThrottleLimits::OUTLOOK`]).

@@ -100,6 +100,9 @@ impl Graph {
             Route::CreateItem { kind, .. } => self.create_item(req, kind, now).await,
             Route::Item(path) => self.item(&path).await,
             Route::Attachments(path) => self.attachments(&path).await,
+            Route::Attachment(path, aid) if req.method() == Method::DELETE => {
+                self.delete_attachment(&path, &aid).await
+            }
             Route::Attachment(path, aid) => self.attachment(&path, &aid).await,
             Route::AttachmentValue(path, aid) => self.attachment_value(&path, &aid).await,
             Route::CreateUploadSession(path) => self.create_session(req, &path, now).await,
@@ -172,6 +175,12 @@ impl Graph {
     async fn attachment(&self, path: &ItemPath, aid: &str) -> Answer {
         let record = self.engine.attachment(path, aid).await?;
         Ok(full(respond::json(StatusCode::OK, &record.meta)))
+    }
+
+    /// `DELETE …/attachments/{aid}`: 204, the attachment and its bytes gone.
+    async fn delete_attachment(&self, path: &ItemPath, aid: &str) -> Answer {
+        self.engine.delete_attachment(path, aid).await?;
+        Ok(full(respond::deleted()))
     }
 
     async fn attachment_value(&self, path: &ItemPath, aid: &str) -> Answer {

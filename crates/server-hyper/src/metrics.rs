@@ -12,6 +12,12 @@ pub(crate) struct CodeLabel {
     code: String,
 }
 
+/// Why a new session was refused by the per-token limits.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabel {
+    reason: &'static str,
+}
+
 /// The server's metrics. Labels never carry ids or credentials.
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -25,6 +31,12 @@ pub(crate) struct Metrics {
     pub(crate) fragment_seconds: Histogram,
     pub(crate) connections_refused: Counter,
     pub(crate) records_quarantined: Counter,
+    pub(crate) attachments_deleted: Counter,
+    /// Sessions still uploading, as the per-token limits count them (all tokens).
+    pub(crate) sessions_uploading: Gauge,
+    /// The bytes those sessions declared.
+    pub(crate) declared_bytes: Gauge,
+    refused: Family<ReasonLabel, Counter>,
     errors: Family<CodeLabel, Counter>,
 }
 
@@ -42,6 +54,10 @@ impl Metrics {
             fragment_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             connections_refused: Counter::default(),
             records_quarantined: Counter::default(),
+            attachments_deleted: Counter::default(),
+            sessions_uploading: Gauge::default(),
+            declared_bytes: Gauge::default(),
+            refused: Family::default(),
             errors: Family::default(),
             registry: Registry::default(),
         };
@@ -81,14 +97,35 @@ impl Metrics {
                 "Records set aside at start-up as unreadable or unusable (quarantine/ in the data directory)",
                 &m.records_quarantined,
             ),
+            (
+                "attachments_deleted",
+                "Attachments deleted (DELETE of the attachment), with their bytes",
+                &m.attachments_deleted,
+            ),
         ];
-        for (name, help, counter) in counters {
-            registry.register(name, help, counter.clone());
-        }
+        register(&mut registry, &counters);
+        let gauges = [
+            (
+                "sessions_open",
+                "Upload sessions open now (completed ones too, until they expire)",
+                &m.sessions_open,
+            ),
+            (
+                "sessions_uploading",
+                "Upload sessions still uploading, as the per-token limits count them, for all tokens",
+                &m.sessions_uploading,
+            ),
+            (
+                "declared_bytes",
+                "Bytes declared by the sessions still uploading, for all tokens",
+                &m.declared_bytes,
+            ),
+        ];
+        register(&mut registry, &gauges);
         registry.register(
-            "sessions_open",
-            "Upload sessions open now",
-            m.sessions_open.clone(),
+            "sessions_refused",
+            "New upload sessions refused by the per-token limits, by the limit reached (sessions: 429, bytes: 507)",
+            m.refused.clone(),
         );
         registry.register(
             "fragment_duration_seconds",
@@ -111,6 +148,11 @@ impl Metrics {
             .inc();
     }
 
+    /// A new session refused by the per-token limit `reason` (`sessions`, `bytes`).
+    pub(crate) fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
     /// The page in OpenMetrics text (what Prometheus asks for first).
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
@@ -123,6 +165,16 @@ impl Metrics {
     /// tools that do not ask for OpenMetrics.
     pub(crate) fn render_classic(&self) -> String {
         classic_text(&self.render())
+    }
+}
+
+/// Registers each `(name, help, metric)`.
+fn register<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    metrics: &[(&str, &str, &M)],
+) {
+    for (name, help, metric) in metrics {
+        registry.register(*name, *help, (*metric).clone());
     }
 }
 

@@ -98,6 +98,7 @@ impl UploadService {
             limits: config.limits.clone().with_rules_of(&config.dialect),
             message_size_limit: config.message_size_limit,
             fragment_timeout: config.fragment_timeout,
+            quota: config.quota,
         };
         let engine = Arc::new(Engine::new(store, rules, Arc::clone(&metrics)));
         if let Ok(sessions) = engine.sessions().await {
@@ -105,6 +106,7 @@ impl UploadService {
                 .sessions_open
                 .set(i64::try_from(sessions.len()).unwrap_or(i64::MAX));
         }
+        // Also counts the sessions loaded as open against their tokens' limits.
         engine.sweep(SystemTime::now()).await;
         let stack = stack(&config, public, key, &engine, &metrics);
         let driver = start_driver(&engine);

@@ -14,6 +14,9 @@ use upsession_testbed::kit::{
     partial_put, read_answer, seeded, self_signed, server_config, sha256_hex,
 };
 
+#[path = "http/retention.rs"]
+mod retention;
+
 fn limits() -> Limits {
     Limits::default()
         .with_min_size(10)

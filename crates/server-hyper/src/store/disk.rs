@@ -140,14 +140,17 @@ impl Disk {
             _ => format!("record-{:016x}", fastrand::u64(..)),
         };
         let to = self.root.join("quarantine").join(&name);
-        // A session's bytes go with its record, for the operator to look at.
-        let part = path.with_extension("part");
-        if path.extension().is_some_and(|e| e == "json") && self.files.len(&part).is_ok() {
-            let part_to = self
-                .root
-                .join("quarantine")
-                .join(Path::new(&name).with_extension("part"));
-            let _ = self.files.rename(&part, &part_to);
+        // A session's or an attachment's bytes go with its record, for the
+        // operator to look at (and out of reach of the orphan sweep).
+        for ext in ["part", "bin"] {
+            let bytes = path.with_extension(ext);
+            if path.extension().is_some_and(|e| e == "json") && self.files.len(&bytes).is_ok() {
+                let to = self
+                    .root
+                    .join("quarantine")
+                    .join(Path::new(&name).with_extension(ext));
+                let _ = self.files.rename(&bytes, &to);
+            }
         }
         match self.files.rename(path, &to) {
             Ok(()) => tracing::error!(
@@ -279,6 +282,16 @@ impl Disk {
     /// Removes a session's record (absent is fine).
     pub(crate) async fn delete_session(&self, id: &str) -> io::Result<()> {
         self.remove("sessions", id, "json").await
+    }
+
+    /// Removes an attachment's record, then its bytes (absent is fine). Bytes that
+    /// cannot be removed now are an orphan the next start-up removes.
+    pub(crate) async fn delete_attachment(&self, id: &str) -> io::Result<()> {
+        self.remove("attachments", id, "json").await?;
+        if let Err(e) = self.remove("attachments", id, "bin").await {
+            tracing::warn!(attachment = %id, error = %e, "could not delete a deleted attachment's bytes");
+        }
+        Ok(())
     }
 
     /// Removes the file `id.ext` of `dir`; absent is fine.
@@ -444,10 +457,25 @@ impl Disk {
         blocking(move || files.stream(&path)).await
     }
 
-    /// Removes partial bytes of sessions not in `live` that no record owns.
+    /// Removes partial bytes of sessions not in `live` that no record owns, and
+    /// attachment bytes whose record is gone (a delete cut short).
     pub(crate) async fn sweep_orphans(&self, live: &[String]) -> io::Result<usize> {
-        let dir = self.root.join("sessions");
         let live: HashSet<String> = live.iter().map(|s| format!("{s}.part")).collect();
+        let sessions = self.sweep_dir("sessions", "part", live).await?;
+        // A completion writes the attachment's record before its bytes, so bytes
+        // without a record are only ever a deletion's leftovers.
+        Ok(sessions + self.sweep_dir("attachments", "bin", HashSet::new()).await?)
+    }
+
+    /// Removes the `.ext` files of `dir` not named in `live` and with no record
+    /// (`.json`) beside them: a record we could not read still owns its bytes.
+    async fn sweep_dir(
+        &self,
+        dir: &'static str,
+        ext: &'static str,
+        live: HashSet<String>,
+    ) -> io::Result<usize> {
+        let dir = self.root.join(dir);
         let files = Arc::clone(&self.files);
         blocking(move || {
             let entries = files.list(&dir)?;
@@ -455,11 +483,9 @@ impl Disk {
             for path in &entries {
                 let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
                 let Some(name) = name else { continue };
-                let is_part = path.extension().is_some_and(|e| e == "part");
-                // A record we could not read still owns its bytes: only a `.part`
-                // with no record beside it is an orphan.
+                let is_bytes = path.extension().is_some_and(|e| e == ext);
                 let record = path.with_extension("json");
-                if is_part && !live.contains(&name) && !entries.contains(&record) {
+                if is_bytes && !live.contains(&name) && !entries.contains(&record) {
                     files.remove(path)?;
                     removed += 1;
                 }

@@ -17,7 +17,7 @@ use super::disk::Disk;
 use super::files::{Files, RealFiles};
 use super::{
     AttachmentRecord, ByteStream, Commit, FragmentWriter, ItemRecord, ItemView, Locked,
-    SessionGuard, SessionRecord, SessionStore, StoreError, Wait, deadline,
+    SessionGuard, SessionRecord, SessionStore, StoreError, Uploading, Wait, deadline,
 };
 use crate::config::Fsync;
 
@@ -101,9 +101,10 @@ impl LocalStore {
                 quarantined += 1;
                 continue;
             };
-            if !attachments.contains_key(&record.attachment_id)
-                && disk.part_len(&record.id).await.is_none()
-            {
+            // Attachments recorded before they named their session learn it here.
+            if let Some(a) = attachments.get_mut(&record.attachment_id) {
+                a.session.get_or_insert_with(|| record.id.clone());
+            } else if disk.part_len(&record.id).await.is_none() {
                 // The file of its bytes was never made durable (`--fsync never`);
                 // recovery counted none of them, and the upload goes on in a new one.
                 if let Err(e) = disk.create_part(&record.id).await {
@@ -295,6 +296,33 @@ impl Inner {
             .expect("attachments lock")
             .insert(att.meta.id.clone(), att);
     }
+
+    /// What `pick` picks of every session's record.
+    fn each_session<T>(&self, pick: impl Fn(&SessionRecord) -> Option<T>) -> Vec<T> {
+        let sessions = self.sessions.read().expect("sessions lock");
+        sessions
+            .values()
+            .filter_map(|slot| pick(&slot.record.lock().expect("record lock")))
+            .collect()
+    }
+
+    /// Takes the attachment `id` out of the maps; whether it was there.
+    fn remove_attachment(&self, id: &str) -> Option<AttachmentRecord> {
+        let removed = self
+            .attachments
+            .write()
+            .expect("attachments lock")
+            .remove(id)?;
+        if let Some(item) = self
+            .items
+            .write()
+            .expect("items lock")
+            .get_mut(&removed.item_id)
+        {
+            item.attachments.retain(|a| a != id);
+        }
+        Some(removed)
+    }
 }
 
 #[async_trait]
@@ -330,6 +358,20 @@ impl SessionStore for LocalStore {
 
     async fn read_attachment(&self, attachment: &AttachmentRecord) -> io::Result<ByteStream> {
         self.inner.disk.read(&attachment.meta.id).await
+    }
+
+    async fn delete_attachment(&self, attachment: &AttachmentRecord) -> io::Result<bool> {
+        let id = &attachment.meta.id;
+        // Taken out first: one of two deletes wins, and no request lists it from
+        // here.
+        let Some(removed) = self.inner.remove_attachment(id) else {
+            return Ok(false);
+        };
+        if let Err(e) = self.inner.disk.delete_attachment(id).await {
+            self.inner.add_attachment(removed);
+            return Err(e);
+        }
+        Ok(true)
     }
 
     async fn create_session(&self, record: &SessionRecord) -> io::Result<()> {
@@ -396,11 +438,11 @@ impl SessionStore for LocalStore {
     }
 
     async fn list_sessions(&self) -> io::Result<Vec<SessionRecord>> {
-        let sessions = self.inner.sessions.read().expect("sessions lock");
-        Ok(sessions
-            .values()
-            .map(|slot| slot.record.lock().expect("record lock").clone())
-            .collect())
+        Ok(self.inner.each_session(|r| Some(r.clone())))
+    }
+
+    async fn uploading(&self) -> io::Result<Vec<Uploading>> {
+        Ok(self.inner.each_session(SessionRecord::uploading))
     }
 }
 

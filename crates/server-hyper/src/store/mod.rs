@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use upsession_core::ByteRange;
 use upsession_core::error::RequestError;
 use upsession_core::route::{ItemKind, ItemPath, User, Version};
-use upsession_core::session::{Answer, PendingCommit, SessionSnapshot};
+use upsession_core::session::{Answer, PendingCommit, Phase, SessionSnapshot};
 use upsession_core::wire::{AttachmentItem, FileAttachment};
 
 pub(crate) mod disk;
@@ -52,7 +52,9 @@ pub(crate) struct ItemRecord {
 pub(crate) struct AttachmentRecord {
     pub(crate) item_id: String,
     pub(crate) meta: FileAttachment,
-    /// The session whose fragment objects hold the bytes (shared store).
+    /// The session that made it: it answers re-sends of the last fragment until it
+    /// expires, and its fragment objects hold the bytes (shared store). Records
+    /// written before it was kept by the local store have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) session: Option<String>,
     /// Those fragments, in order (shared store).
@@ -107,7 +109,7 @@ impl SessionRecord {
         AttachmentRecord {
             item_id: self.item_id.clone(),
             meta: FileAttachment::new(self.attachment_id.clone(), &self.attachment, now),
-            session: None,
+            session: Some(self.id.clone()),
             parts: Vec::new(),
         }
     }
@@ -213,6 +215,9 @@ pub(crate) trait SessionStore: Send + Sync + std::fmt::Debug {
     async fn item(&self, id: &str) -> io::Result<Option<ItemView>>;
     /// An attachment's bytes.
     async fn read_attachment(&self, attachment: &AttachmentRecord) -> io::Result<ByteStream>;
+    /// Removes an attachment: its record first (from then on it is neither listed
+    /// nor served), then its bytes. `false` when it was not there (any more).
+    async fn delete_attachment(&self, attachment: &AttachmentRecord) -> io::Result<bool>;
     /// Stores a new session (its record, and room for its bytes).
     async fn create_session(&self, record: &SessionRecord) -> io::Result<()>;
     /// A session's last committed record, without locking it (for a status request).
@@ -230,6 +235,20 @@ pub(crate) trait SessionStore: Send + Sync + std::fmt::Debug {
     }
     /// Every session this node knows of, for the test double's inspection route.
     async fn list_sessions(&self) -> io::Result<Vec<SessionRecord>>;
+    /// Every session still uploading (in the open phase), as the per-token limits
+    /// count them: `(app, session id, declared size)`.
+    async fn uploading(&self) -> io::Result<Vec<Uploading>>;
+}
+
+/// A session still uploading: `(app, session id, declared size)`.
+pub(crate) type Uploading = (String, String, u64);
+
+impl SessionRecord {
+    /// The record as the per-token limits count it, while it is still uploading.
+    pub(crate) fn uploading(&self) -> Option<Uploading> {
+        (self.snapshot.phase == Phase::Open)
+            .then(|| (self.app.clone(), self.id.clone(), self.snapshot.size))
+    }
 }
 
 /// Writes one fragment's bytes, in order, at increasing offsets.

@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use std::io;
 use std::time::{Duration, SystemTime};
 
-use super::{AttachmentRecord, ItemRecord, ItemView, SessionRecord, deadline};
+use super::{AttachmentRecord, ItemRecord, ItemView, SessionRecord, Uploading, deadline};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use serde::Serialize;
 use tokio_postgres::NoTls;
@@ -328,6 +328,42 @@ impl Postgres {
             .map_err(db_err)?
             .into_iter()
             .map(|r| r.get(0))
+            .collect())
+    }
+
+    /// Deletes an attachment's row; whether there was one.
+    pub(crate) async fn delete_attachment(&self, id: &str) -> io::Result<bool> {
+        let deleted = self
+            .client()
+            .await?
+            .execute("DELETE FROM attachments WHERE id = $1", &[&id])
+            .await
+            .map_err(db_err)?;
+        Ok(deleted > 0)
+    }
+
+    /// Every session in the open phase, as the per-token limits count them.
+    pub(crate) async fn uploading(&self) -> io::Result<Vec<Uploading>> {
+        Ok(self
+            .client()
+            .await?
+            .query(
+                "SELECT record->>'app', id, (record->'snapshot'->>'size')::bigint FROM sessions
+                 WHERE record->'snapshot'->>'phase' = 'open'",
+                &[],
+            )
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .map(|r| {
+                let size: i64 = r.get(2);
+                let app: Option<String> = r.get(0);
+                (
+                    app.unwrap_or_default(),
+                    r.get(1),
+                    u64::try_from(size).unwrap_or(0),
+                )
+            })
             .collect())
     }
 

@@ -497,6 +497,7 @@ async fn engine(fs: &SimFs, fsync: Fsync) -> io::Result<Arc<Engine>> {
         limits: Limits::default().with_min_size(1),
         message_size_limit: None,
         fragment_timeout: Duration::from_secs(60),
+        quota: upsession_core::quota::QuotaLimits::UNLIMITED,
     };
     Ok(Arc::new(Engine::new(
         Arc::new(store),

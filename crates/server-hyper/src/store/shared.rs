@@ -19,7 +19,7 @@ use super::pg::{PgLock, PgLocked, Postgres};
 use super::s3::{S3, S3Credentials};
 use super::{
     AttachmentRecord, ByteStream, Commit, FragmentWriter, ItemRecord, ItemView, Locked,
-    SessionGuard, SessionRecord, SessionStore, StoreError, Wait,
+    SessionGuard, SessionRecord, SessionStore, StoreError, Uploading, Wait,
 };
 
 /// Most fragments one session may have: S3's own limit on the parts of one object,
@@ -76,6 +76,20 @@ impl SessionStore for SharedStore {
         self.s3.read(attachment).await
     }
 
+    async fn delete_attachment(&self, attachment: &AttachmentRecord) -> io::Result<bool> {
+        if !self.pg.delete_attachment(&attachment.meta.id).await? {
+            return Ok(false);
+        }
+        // Its bytes are the objects of the session that made it, which is gone
+        // (the engine closed it first) or never comes back to them.
+        if let Some(session) = &attachment.session
+            && let Err(e) = self.s3.discard(session).await
+        {
+            warn!(attachment = %attachment.meta.id, error = %e, "could not delete a deleted attachment's objects");
+        }
+        Ok(true)
+    }
+
     async fn create_session(&self, record: &SessionRecord) -> io::Result<()> {
         self.pg.put_session(record).await
     }
@@ -123,6 +137,10 @@ impl SessionStore for SharedStore {
 
     async fn list_sessions(&self) -> io::Result<Vec<SessionRecord>> {
         self.pg.list_sessions(1000).await
+    }
+
+    async fn uploading(&self) -> io::Result<Vec<Uploading>> {
+        self.pg.uploading().await
     }
 }
 

@@ -163,9 +163,45 @@ pub(crate) async fn suite(store: Arc<dyn SessionStore>) {
             .iter()
             .any(|r| r.id == "s-2")
     );
+    assert_eq!(
+        store.uploading().await.unwrap(),
+        vec![("app".to_owned(), "s-2".to_owned(), 10)],
+        "only the open session counts against its app"
+    );
     held(store, "s-2").await.close(true).await.unwrap();
     assert!(store.peek("s-2").await.unwrap().is_none());
+    assert!(store.uploading().await.unwrap().is_empty());
+    deleting_an_attachment(store, &data).await;
     let _ = ByteRange::new(0, 1);
+}
+
+/// An attachment deleted is neither listed nor readable, and deleted once.
+async fn deleting_an_attachment(store: &dyn SessionStore, data: &[u8]) {
+    let (record, _) = new_session("s-3", "item-1", 10);
+    store.create_session(&record).await.unwrap();
+    store_fragment(store, "s-3", data, 0, 9).await;
+    let view = store.item("item-1").await.unwrap().unwrap();
+    let made = view
+        .attachments
+        .iter()
+        .find(|a| a.meta.id == "att-s-3")
+        .expect("the attachment")
+        .clone();
+    assert_eq!(made.session.as_deref(), Some("s-3"), "it names its session");
+    held(store, "s-3").await.close(false).await.unwrap();
+    assert!(store.delete_attachment(&made).await.unwrap());
+    let view = store.item("item-1").await.unwrap().unwrap();
+    assert_eq!(view.attachments.len(), 1, "the other attachment stays");
+    assert!(view.attachments.iter().all(|a| a.meta.id != "att-s-3"));
+    let read = match store.read_attachment(&made).await {
+        Ok(stream) => stream.map_ok(|b| b.to_vec()).try_concat().await,
+        Err(e) => Err(e),
+    };
+    assert!(read.is_err(), "its bytes are gone");
+    assert!(
+        !store.delete_attachment(&made).await.unwrap(),
+        "deleted once"
+    );
 }
 
 #[tokio::test]

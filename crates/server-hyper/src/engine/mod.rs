@@ -4,7 +4,8 @@
 //! commit persisted, then counted), and asks the core for every decision.
 //!
 //! Front-ends (the Graph routes today) turn requests into these calls and their
-//! results into answers.
+//! results into answers. What is given back (attachments deleted, the per-token
+//! limits on what is held open) is in [`retention`].
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -17,6 +18,7 @@ use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 use upsession_core::error::{FragmentError, GraphError, RequestError, SessionError};
+use upsession_core::quota::{QuotaLimits, Quotas};
 use upsession_core::route::{ItemKind, ItemPath, User, Version};
 use upsession_core::session::{
     Answer, Closed, Limits, MessageLimit, PutDecision, Session, WriteTicket, takes_over, while_busy,
@@ -25,6 +27,8 @@ use upsession_core::wire::AttachmentItem;
 use upsession_core::{ByteRange, ContentRange};
 
 use crate::metrics::Metrics;
+
+mod retention;
 use crate::store::{
     AttachmentRecord, ByteStream, ItemRecord, ItemView, Locked, SessionGuard, SessionRecord,
     SessionStore, StoreError, Wait,
@@ -77,6 +81,8 @@ pub(crate) struct Rules {
     pub(crate) message_size_limit: Option<u64>,
     /// The longest one fragment may take, however steadily it trickles.
     pub(crate) fragment_timeout: Duration,
+    /// What one bearer token may hold open.
+    pub(crate) quota: QuotaLimits,
 }
 
 /// The request storing a session's bytes right now, on this node.
@@ -94,6 +100,8 @@ pub(crate) struct Engine {
     rules: Rules,
     metrics: Arc<Metrics>,
     holders: Mutex<HashMap<String, Holder>>,
+    /// Sessions still uploading and their declared bytes, per app.
+    quotas: Mutex<Quotas>,
     tokens: std::sync::atomic::AtomicU64,
     /// Woken when a deadline may have moved earlier, for the expiry driver.
     pub(crate) deadlines_changed: Notify,
@@ -128,6 +136,7 @@ impl Engine {
     pub(crate) fn new(store: Arc<dyn SessionStore>, rules: Rules, metrics: Arc<Metrics>) -> Self {
         Self {
             store,
+            quotas: Mutex::new(Quotas::new(rules.quota)),
             rules,
             metrics,
             holders: Mutex::new(HashMap::new()),
@@ -228,10 +237,11 @@ impl Engine {
             parts: Vec::new(),
             sums: Vec::new(),
         };
-        self.store
-            .create_session(&record)
-            .await
-            .map_err(storage_failure)?;
+        self.admit(&record)?;
+        if let Err(e) = self.store.create_session(&record).await {
+            self.release(&record.id);
+            return Err(storage_failure(e));
+        }
         self.metrics.sessions_created.inc();
         self.metrics.sessions_open.inc();
         self.deadlines_changed.notify_one();
@@ -419,16 +429,10 @@ impl Engine {
         if let Some(h) = self.holders.lock().expect("holders lock").get(id) {
             h.release.notify_waiters();
         }
-        let guard = match self
-            .store
-            .lock(id, Wait::ForRelease)
-            .await
-            .map_err(store_failure)?
-        {
-            Locked::Held(guard) => guard,
-            Locked::Missing => return Err(fail(RequestError::SessionNotFound)),
-            Locked::Busy => return Err(fail(FragmentError::Busy)),
-        };
+        let guard = self
+            .lock_waiting(id)
+            .await?
+            .ok_or_else(|| fail(RequestError::SessionNotFound))?;
         let mut session = restore(guard.record())?;
         let result = session.cancel(now);
         if let Some(closed) = session.poll_cleanup() {
@@ -439,6 +443,21 @@ impl Engine {
             self.closed(&id, discard, cancelled);
         }
         result.map(drop).map_err(fail)
+    }
+
+    /// The session `id` to close, waiting for a request that holds it (this node's
+    /// writer was asked to let go); `None`: there is no such session.
+    async fn lock_waiting(&self, id: &str) -> Result<Option<Box<dyn SessionGuard>>, Failure> {
+        match self
+            .store
+            .lock(id, Wait::ForRelease)
+            .await
+            .map_err(store_failure)?
+        {
+            Locked::Held(guard) => Ok(Some(guard)),
+            Locked::Missing => Ok(None),
+            Locked::Busy => Err(fail(FragmentError::Busy)),
+        }
     }
 
     /// The `expire` fault of the test double: the session expires now.
@@ -465,6 +484,7 @@ impl Engine {
     }
 
     fn closed(&self, id: &str, discarded: bool, cancelled: bool) {
+        self.release(id);
         self.metrics.sessions_open.dec();
         if discarded {
             if cancelled {
@@ -485,8 +505,14 @@ impl Engine {
 
     /// Expires what is due: partial bytes are deleted, completed attachments stay.
     /// Works through due sessions in batches, a bounded number per call; a session
-    /// a request holds is left for the next sweep.
+    /// a request holds is left for the next sweep. Then counts again what each
+    /// token holds open, from the store (what other nodes changed included).
     pub(crate) async fn sweep(&self, now: SystemTime) {
+        self.expire_due(now).await;
+        self.recount().await;
+    }
+
+    async fn expire_due(&self, now: SystemTime) {
         const BATCH: usize = 100;
         for _ in 0..10 {
             let due = match self.store.due(now, BATCH).await {
@@ -505,7 +531,9 @@ impl Engine {
                 let Ok(mut session) = Session::restore(&guard.record().snapshot) else {
                     // It can never be served; left in place it would stay due forever.
                     tracing::error!(session = %id, "unusable session record deleted (its bytes are kept)");
-                    let _ = guard.close(false).await;
+                    if guard.close(false).await.is_ok() {
+                        self.release(&id);
+                    }
                     continue;
                 };
                 let _ = session.handle_timeout(now);
@@ -587,6 +615,7 @@ impl Writing {
                     engine.metrics.bytes_received.inc_by(range.len());
                     engine.deadlines_changed.notify_one();
                     if answer == Answer::Completed {
+                        engine.release(&guard.record().id);
                         engine.metrics.sessions_completed.inc();
                         info!(session = %guard.record().id, attachment = %guard.record().attachment_id, "upload completed");
                     }
