@@ -48,7 +48,8 @@ fn on_node(upload_url: &str, addr: &str) -> String {
 }
 
 /// Sends the headers and `sent` body bytes of the fragment at `start` to node
-/// `node` directly, and gives it `settle` to take them: a fragment in flight there.
+/// `node` directly, and returns once that node says (`/metrics`) it is storing
+/// it: a fragment in flight there.
 async fn in_flight_on(
     cluster: &Cluster,
     node: usize,
@@ -56,12 +57,19 @@ async fn in_flight_on(
     file: &[u8],
     start: usize,
     sent: usize,
-    settle: Duration,
 ) -> TcpStream {
-    let direct = on_node(url, &cluster.addrs[node]);
+    let addr = &cluster.addrs[node];
+    let direct = on_node(url, addr);
     let held = partial_put(&direct, file, start, FRAGMENT, sent).await;
-    tokio::time::sleep(settle).await;
-    held
+    let metrics = format!("http://{addr}/metrics");
+    for _ in 0..200 {
+        let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+        if text.lines().any(|l| l == "upsession_fragments_writing 1") {
+            return held;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("node {node} never started storing the fragment at {start}");
 }
 
 /// Uploads `data` fragment by fragment through the proxy from `start`, calling
@@ -143,8 +151,7 @@ async fn two_nodes_never_both_accept_one_range() {
         return;
     };
     // Node 0 holds the first fragment (headers and half its body sent) ...
-    let settle = Duration::from_millis(300);
-    let mut held = in_flight_on(&cluster, 0, &url, &file, 0, FRAGMENT / 2, settle).await;
+    let mut held = in_flight_on(&cluster, 0, &url, &file, 0, FRAGMENT / 2).await;
     // ... so node 1 refuses the same range, and the next one, with 409.
     let node1 = on_node(&url, &cluster.addrs[1]);
     for start in [0, FRAGMENT] {
@@ -172,8 +179,7 @@ async fn a_client_hanging_up_mid_fragment_never_leaves_the_session_locked() {
     let node1 = on_node(&url, &cluster.addrs[1]);
     for i in 0..5 {
         // Half of fragment i to node 0, then the client is gone.
-        let settle = Duration::from_millis(100);
-        let held = in_flight_on(&cluster, 0, &url, &file, i * FRAGMENT, FRAGMENT / 2, settle).await;
+        let held = in_flight_on(&cluster, 0, &url, &file, i * FRAGMENT, FRAGMENT / 2).await;
         drop(held);
         // Node 1 takes the same range as soon as node 0 has let go (a moment), on
         // pooled connections that must all be outside any transaction again.
@@ -202,8 +208,7 @@ async fn kill9_of_a_node_mid_fragment_and_the_other_finishes() {
         assert_eq!(res.status(), 200);
     }
     // Node 0 is killed with a fragment half received: it was never acknowledged.
-    let settle = Duration::from_millis(200);
-    let held = in_flight_on(&cluster, 0, &url, &file, 4 * FRAGMENT, 1000, settle).await;
+    let held = in_flight_on(&cluster, 0, &url, &file, 4 * FRAGMENT, 1000).await;
     cluster.kill9(0);
     drop(held);
     // The survivor sees exactly the acknowledged bytes, takes the session (the

@@ -36,6 +36,8 @@ pub(crate) struct Metrics {
     pub(crate) sessions_uploading: Gauge,
     /// The bytes those sessions declared.
     pub(crate) declared_bytes: Gauge,
+    /// Fragments whose bytes are being stored now.
+    pub(crate) fragments_writing: Gauge,
     refused: Family<ReasonLabel, Counter>,
     errors: Family<CodeLabel, Counter>,
 }
@@ -57,6 +59,7 @@ impl Metrics {
             attachments_deleted: Counter::default(),
             sessions_uploading: Gauge::default(),
             declared_bytes: Gauge::default(),
+            fragments_writing: Gauge::default(),
             refused: Family::default(),
             errors: Family::default(),
             registry: Registry::default(),
@@ -119,6 +122,11 @@ impl Metrics {
                 "declared_bytes",
                 "Bytes declared by the sessions still uploading, for all tokens",
                 &m.declared_bytes,
+            ),
+            (
+                "fragments_writing",
+                "Fragments whose bytes are being received and stored now",
+                &m.fragments_writing,
             ),
         ];
         register(&mut registry, &gauges);

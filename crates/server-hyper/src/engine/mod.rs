@@ -397,6 +397,7 @@ impl Engine {
                 token,
             },
         );
+        self.metrics.fragments_writing.inc();
         Writing {
             engine: Arc::clone(self),
             id,
@@ -638,6 +639,7 @@ impl Writing {
 
 impl Drop for Writing {
     fn drop(&mut self) {
+        self.engine.metrics.fragments_writing.dec();
         let mut holders = self.engine.holders.lock().expect("holders lock");
         if holders.get(&self.id).is_some_and(|h| h.token == self.token) {
             holders.remove(&self.id);
