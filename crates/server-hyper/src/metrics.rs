@@ -64,88 +64,96 @@ impl Metrics {
             errors: Family::default(),
             registry: Registry::default(),
         };
+        m.register_counters(&mut registry);
+        m.register_the_rest(&mut registry);
+        Self { registry, ..m }
+    }
+
+    fn register_counters(&self, registry: &mut Registry) {
         let counters = [
             (
                 "sessions_created",
                 "Upload sessions created",
-                &m.sessions_created,
+                &self.sessions_created,
             ),
             (
                 "sessions_completed",
                 "Upload sessions completed",
-                &m.sessions_completed,
+                &self.sessions_completed,
             ),
             (
                 "sessions_expired",
                 "Upload sessions expired before completing",
-                &m.sessions_expired,
+                &self.sessions_expired,
             ),
             (
                 "sessions_cancelled",
                 "Upload sessions cancelled by DELETE",
-                &m.sessions_cancelled,
+                &self.sessions_cancelled,
             ),
             (
                 "received_bytes",
                 "Fragment bytes stored and acknowledged",
-                &m.bytes_received,
+                &self.bytes_received,
             ),
             (
                 "connections_refused",
                 "Connections answered 503 at once because --max-connections were open",
-                &m.connections_refused,
+                &self.connections_refused,
             ),
             (
                 "records_quarantined",
                 "Records set aside at start-up as unreadable or unusable (quarantine/ in the data directory)",
-                &m.records_quarantined,
+                &self.records_quarantined,
             ),
             (
                 "attachments_deleted",
                 "Attachments deleted (DELETE of the attachment), with their bytes",
-                &m.attachments_deleted,
+                &self.attachments_deleted,
             ),
         ];
-        register(&mut registry, &counters);
+        register(registry, &counters);
+    }
+
+    fn register_the_rest(&self, registry: &mut Registry) {
         let gauges = [
             (
                 "sessions_open",
                 "Upload sessions open now (completed ones too, until they expire)",
-                &m.sessions_open,
+                &self.sessions_open,
             ),
             (
                 "sessions_uploading",
                 "Upload sessions still uploading, as the per-token limits count them, for all tokens",
-                &m.sessions_uploading,
+                &self.sessions_uploading,
             ),
             (
                 "declared_bytes",
                 "Bytes declared by the sessions still uploading, for all tokens",
-                &m.declared_bytes,
+                &self.declared_bytes,
             ),
             (
                 "fragments_writing",
                 "Fragments whose bytes are being received and stored now",
-                &m.fragments_writing,
+                &self.fragments_writing,
             ),
         ];
-        register(&mut registry, &gauges);
+        register(registry, &gauges);
         registry.register(
             "sessions_refused",
             "New upload sessions refused by the per-token limits, by the limit reached (sessions: 429, bytes: 507)",
-            m.refused.clone(),
+            self.refused.clone(),
         );
         registry.register(
             "fragment_duration_seconds",
             "Time from a fragment's headers to its answer",
-            m.fragment_seconds.clone(),
+            self.fragment_seconds.clone(),
         );
         registry.register(
             "errors",
             "Error answers by Graph error code",
-            m.errors.clone(),
+            self.errors.clone(),
         );
-        Self { registry, ..m }
     }
 
     pub(crate) fn error(&self, code: &str) {
