@@ -7,11 +7,12 @@
 //! it runs; at the end (also after a failure) a summary gives each step's status
 //! and time. `.ci/run` is nothing but this task.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::tidy;
-use crate::util::{cargo, cargo_subcommand_available, display, in_ci, run_command};
+use crate::util::{cargo, cargo_subcommand_available, display, in_ci, project_root, run_command};
 
 /// What a passing step wants the summary to mention (a fallback, a skipped part).
 type Notes = Vec<String>;
@@ -174,40 +175,138 @@ fn test() -> Result<Notes, String> {
 /// crate in our Cargo.lock: a failed refresh of an existing copy fails the online
 /// run too ("failed to fetch latest changes"), and the `--offline` retry against
 /// that copy reports `error[vulnerability]` and fails this step, as it must.
+/// `cargo xtask deny`: the `deny` step alone.
+pub(crate) fn deny_task(args: &[String]) -> Result<(), String> {
+    if let Some(arg) = args.first() {
+        return Err(format!(
+            "`cargo xtask deny` takes no arguments (got `{arg}`)"
+        ));
+    }
+    for note in deny()? {
+        println!("{note}");
+    }
+    Ok(())
+}
+
+/// The cargo-deny release CI installs when it is missing.
+const CARGO_DENY_VERSION: &str = "0.20.2";
+
 fn deny() -> Result<Notes, String> {
     if !cargo_subcommand_available("deny") {
         println!(
-            "cargo-deny is not installed; installing it with \
-             `cargo install --locked cargo-deny` (this takes a few minutes)"
+            "cargo-deny is not installed; installing {CARGO_DENY_VERSION} with \
+             `cargo install --locked` (this takes a few minutes)"
         );
-        run_command(cargo().args(["install", "--locked", "cargo-deny"]))?;
+        run_command(cargo().args([
+            "install",
+            "--locked",
+            "cargo-deny",
+            "--version",
+            CARGO_DENY_VERSION,
+        ]))?;
     }
 
     run_command(deny_command().args(["check", "licenses", "bans", "sources"]))?;
 
-    let mut notes = Vec::new();
-    match advisories(&[])? {
+    let Some(bundle) = advisory_bundle() else {
+        // No snapshot: the live database, or a failure (never a silent pass).
+        return match advisories(&[])? {
+            Advisories::Passed => Ok(vec![
+                "advisories checked against the live RustSec database".into(),
+            ]),
+            Advisories::Unfetchable => Err(format!(
+                "advisories could not be checked: there is no RustSec snapshot at {} \
+                 (or in UPSESSION_ADVISORY_DB) and the live database cannot be fetched",
+                project_root().join(SNAPSHOT).display()
+            )),
+        };
+    };
+    let (date, days) = install_snapshot(&bundle)?;
+    // `--offline` also stops crate downloads: fetch them first.
+    run_command(cargo().args(["fetch", "--locked"]))?;
+    match advisories(&["--offline"])? {
         Advisories::Passed => {}
         Advisories::Unfetchable => {
-            // Use the copy from an earlier successful fetch, if there is one.
-            match advisories(&["--offline"])? {
-                Advisories::Passed => {
-                    let note = "advisories were checked against the cached advisory \
-                                database: it could not be refreshed (no network to github.com)";
-                    println!("note: {note}");
-                    notes.push(note.to_owned());
-                }
-                Advisories::Unfetchable => {
-                    let note = "advisories were SKIPPED: the RustSec advisory database could \
-                                not be fetched (no network to github.com) and there is no \
-                                usable cached copy; licenses, bans and sources were checked";
-                    println!("note: {note}");
-                    notes.push(note.to_owned());
-                }
-            }
+            return Err(format!(
+                "cargo-deny could not read the RustSec snapshot from {}",
+                bundle.display()
+            ));
         }
     }
-    Ok(notes)
+    let mut note = format!(
+        "advisories checked offline against the RustSec snapshot of {date} ({days} days old)"
+    );
+    if days > 90 {
+        note.push_str(": advisories published since are not known to this check");
+    }
+    println!("note: {note}");
+    Ok(vec![note])
+}
+
+/// Where the offline RustSec snapshot lives, beside the checkout.
+const SNAPSHOT: &str = "../shared/advisory-db/advisory-db.bundle";
+
+/// The RustSec snapshot (a git bundle): `UPSESSION_ADVISORY_DB`, else [`SNAPSHOT`].
+fn advisory_bundle() -> Option<PathBuf> {
+    let path = std::env::var_os("UPSESSION_ADVISORY_DB")
+        .map_or_else(|| project_root().join(SNAPSHOT), PathBuf::from);
+    path.is_file().then_some(path)
+}
+
+/// `git -C dir ARGS`'s output, trimmed, when it succeeds.
+fn git_out(dir: &Path, args: &[&str]) -> Option<String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Puts the snapshot where cargo-deny reads the default database
+/// (`$CARGO_HOME/advisory-dbs/advisory-db-3157b0e258782691`), unless a copy as new
+/// or newer is there; returns its date and age in days.
+fn install_snapshot(bundle: &Path) -> Result<(String, u64), String> {
+    let home = std::env::var_os("CARGO_HOME").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"),
+        PathBuf::from,
+    );
+    let db = home.join("advisory-dbs/advisory-db-3157b0e258782691");
+    let time_of = |rev: &str| -> Option<u64> {
+        git_out(&db, &["show", "-s", "--format=%ct", rev])?
+            .parse()
+            .ok()
+    };
+    let git = || {
+        let mut git = Command::new("git");
+        git.arg("-C").arg(&db);
+        git
+    };
+    if time_of("HEAD").is_none() {
+        let _ = std::fs::remove_dir_all(&db);
+        let mut clone = Command::new("git");
+        run_command(
+            clone
+                .args(["-c", "init.defaultBranch=main", "clone", "-q"])
+                .arg(bundle)
+                .arg(&db),
+        )?;
+    } else {
+        // Refreshed from the bundle only when the bundle is newer.
+        run_command(git().args(["fetch", "-q"]).arg(bundle).arg("main"))?;
+        if time_of("FETCH_HEAD") > time_of("HEAD") {
+            run_command(git().args(["reset", "-q", "--hard", "FETCH_HEAD"]))?;
+        }
+    }
+    let when = time_of("HEAD").ok_or("the advisory database has no commit")?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let date = git_out(&db, &["show", "-s", "--format=%cs", "HEAD"]).unwrap_or_default();
+    Ok((date, now.saturating_sub(when) / 86_400))
 }
 
 /// `cargo deny` with the options every check uses.

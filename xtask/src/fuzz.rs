@@ -30,6 +30,9 @@ use std::time::Instant;
 
 use crate::util::{cargo, cargo_subcommand_available, display, project_root, run_command};
 
+/// The cargo-fuzz release installed when it is missing.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
 /// Seconds each target runs unless `--time` says otherwise.
 const DEFAULT_SECONDS: u64 = 60;
 
@@ -96,10 +99,16 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
 
     if !cargo_subcommand_available("fuzz") {
         println!(
-            "cargo-fuzz is not installed; installing it with \
-             `cargo install --locked cargo-fuzz` (this takes a few minutes)"
+            "cargo-fuzz is not installed; installing {CARGO_FUZZ_VERSION} with \
+             `cargo install --locked` (this takes a few minutes)"
         );
-        run_command(cargo().args(["install", "--locked", "cargo-fuzz"]))?;
+        run_command(cargo().args([
+            "install",
+            "--locked",
+            "cargo-fuzz",
+            "--version",
+            CARGO_FUZZ_VERSION,
+        ]))?;
     }
 
     let build_started = Instant::now();

@@ -21,6 +21,9 @@ tasks:
   ci      every check CI runs, in order, stopping at the first failure:
           fmt, tidy, clippy, engines, tests, cargo-deny, docs, bench
           --quick, torture --quick, fuzz (5 s per target)
+  deny    cargo-deny alone: licences, bans, sources, and advisories offline
+          against the RustSec snapshot in ../shared/advisory-db (or
+          UPSESSION_ADVISORY_DB); a database that cannot be read fails
   tidy    check the repository's invariants (no I/O crate or clock read in
           upsession-core, workspace lints everywhere, no machine paths, ...)
   bench   measure the server against a no-logic sink (release build);
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Some("ci") => ci::run(&rest),
+        Some("deny") => ci::deny_task(&rest),
         Some("tidy") => tidy::run(&rest),
         Some("bench") => bench::run(&rest),
         Some("torture") => torture::run(&rest),
