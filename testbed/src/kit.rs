@@ -206,7 +206,7 @@ pub struct Serve {
 
 impl Serve {
     /// Spawns `serve`, a `upsession serve ...` command, and reads its banner up to
-    /// the `upsession upload` line: `upsession serving http://127.0.0.1:PORT/v1.0
+    /// the upload line: `upsession serving http://127.0.0.1:PORT/v1.0
     /// (listening on 127.0.0.1:PORT)`, ....
     pub fn spawn(serve: &mut Command) -> Self {
         let mut child = serve
@@ -232,7 +232,9 @@ impl Serve {
         let mut banner = Vec::new();
         loop {
             let line = read_line(&mut stdout);
-            let done = line.trim_start().starts_with("upsession upload");
+            // `upsession upload FILE …`, or the binary's own path where `upsession`
+            // is not on PATH.
+            let done = line.contains(" upload FILE ");
             banner.push(line.trim_end().to_owned());
             if done || line.is_empty() {
                 break;

@@ -355,9 +355,33 @@ fn banner(
     Ok(format!(
         "upsession serving {base} (listening on {addr})\n{where_kept}\n{token_note}\
          {host_note}{fault_note}upload a file from another terminal:\n  \
-         upsession upload FILE --draft \"Test\" --base-url {base} --token {token_arg}\n",
+         {me} upload FILE --draft \"Test\" --base-url {base} --token {token_arg}\n",
         addr = running.local_addr(),
+        me = invocation(),
     ))
+}
+
+/// How to run this binary from a shell: `upsession` when that is what `PATH`
+/// finds, else its absolute path (started with `cargo run`, it is on no `PATH`).
+fn invocation() -> String {
+    let me = std::env::current_exe().and_then(fs::canonicalize).ok();
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("upsession"))
+            .find(|p| p.is_file())
+            .and_then(|p| fs::canonicalize(p).ok())
+    });
+    match me {
+        Some(me) if on_path.as_ref() != Some(&me) => {
+            let shown = me.display().to_string();
+            if shown.contains(|c: char| c.is_whitespace() || "'\"$`\\".contains(c)) {
+                format!("'{}'", shown.replace('\'', r"'\''"))
+            } else {
+                shown
+            }
+        }
+        _ => "upsession".to_owned(),
+    }
 }
 
 /// The server's configuration from the flags.
