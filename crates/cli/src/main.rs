@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a Graph-compatible upload server (drafts, events, upload sessions).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Attach files to a message or an event through upload sessions.
     Upload(transfer::UploadArgs),
     /// Continue interrupted uploads (after Ctrl-C, a crash or a reboot).
@@ -178,7 +178,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Upload(args) => transfer::upload(args),
         Command::Resume(args) => transfer::resume(args),
         Command::Status(args) => transfer::status(&args),
