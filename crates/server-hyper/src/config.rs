@@ -115,6 +115,8 @@ pub struct Config {
     /// connection with no request in flight gives way to the newcomer (closed
     /// gracefully, from the address holding the most, the longest idle first):
     /// only connections all busy with requests make a newcomer wait for a 503.
+    /// At most a quarter of them may be waiting for their first request: past
+    /// that, the longest waiting gives way.
     pub max_connections: usize,
     /// Most connections open at once from one client address (an IPv6 address
     /// counts as its /64); past it, that address's own idle connections give way,

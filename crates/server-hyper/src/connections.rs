@@ -38,6 +38,15 @@ pub(crate) struct Caps {
 }
 
 impl Caps {
+    /// Most open connections still waiting for their first request (a quarter):
+    /// past it, the longest idle of them (of the busiest source) gives way. Such
+    /// a connection costs the server ~20 KiB of buffers; this keeps thousands of
+    /// preface-only sockets from costing it 100 MiB, and a burst of new clients
+    /// each sends its request within milliseconds.
+    pub(crate) fn unproven(&self) -> usize {
+        (self.total / 4).max(16)
+    }
+
     /// Most connections closing at once: each still holds a descriptor for up to
     /// [`CLOSE_GRACE`]. Past it, making room cuts the oldest closing one at once
     /// (a burst of newcomers does not pile up descriptors, nor is it refused).
@@ -136,6 +145,8 @@ struct Table {
     per_source: HashMap<Source, usize>,
     open: usize,
     closing: usize,
+    /// Open connections with no request yet.
+    unproven: usize,
 }
 
 impl Table {
@@ -151,6 +162,9 @@ impl Table {
         entry.closing = Some((now, why, told));
         if !told {
             entry.wake.notify_one();
+        }
+        if !entry.served {
+            self.unproven -= 1;
         }
         let source = entry.source;
         self.forget_open(source);
@@ -186,11 +200,12 @@ impl Table {
 
     /// The connection a newcomer replaces: one with no request in flight, from
     /// `only` if given, else from the source holding the most; the longest idle.
-    fn victim(&self, only: Option<Source>) -> Option<u64> {
+    /// With `unproven`, only one that never had a request.
+    fn victim(&self, only: Option<Source>, unproven: bool) -> Option<u64> {
         self.entries
             .iter()
             .filter(|(_, e)| e.in_flight == 0 && e.closing.is_none())
-            .filter(|(_, e)| only.is_none_or(|s| s == e.source))
+            .filter(|(_, e)| only.is_none_or(|s| s == e.source) && !(unproven && e.served))
             .max_by_key(|(_, e)| {
                 let held = self.per_source.get(&e.source).copied().unwrap_or(0);
                 (held, std::cmp::Reverse(e.idle_since))
@@ -238,9 +253,18 @@ impl Connections {
         };
         let mut evicted = false;
         if let Some(refusal) = refusal {
-            let victim = t.victim(only).ok_or(refusal)?;
+            let victim = t.victim(only, false).ok_or(refusal)?;
             if t.closing >= self.caps.closing() && !t.cut_oldest_closing() {
                 return Err(refusal);
+            }
+            t.close(victim, Why::Evicted, now, false);
+            evicted = true;
+        }
+        if t.unproven >= self.caps.unproven()
+            && let Some(victim) = t.victim(None, true)
+        {
+            if t.closing >= self.caps.closing() {
+                t.cut_oldest_closing();
             }
             t.close(victim, Why::Evicted, now, false);
             evicted = true;
@@ -262,6 +286,7 @@ impl Connections {
         );
         *t.per_source.entry(source).or_default() += 1;
         t.open += 1;
+        t.unproven += 1;
         let conn = Conn {
             all: Arc::clone(self),
             id,
@@ -291,10 +316,16 @@ impl Conn {
     /// A request arrived: the connection is busy until the guard is dropped (with
     /// the response's last byte).
     pub(crate) fn begin(&self) -> InFlight {
-        if let Some(e) = self.all.lock().entries.get_mut(&self.id) {
+        let mut t = self.all.lock();
+        if let Some(e) = t.entries.get_mut(&self.id) {
             e.in_flight += 1;
+            let first = !e.served && e.closing.is_none();
             e.served = true;
+            if first {
+                t.unproven -= 1;
+            }
         }
+        drop(t);
         InFlight {
             all: Arc::clone(&self.all),
             id: self.id,
@@ -347,6 +378,9 @@ impl Drop for Conn {
                 t.closing -= 1;
             } else {
                 t.forget_open(entry.source);
+                if !entry.served {
+                    t.unproven -= 1;
+                }
             }
         }
     }
@@ -425,6 +459,30 @@ mod tests {
         assert!(evicted);
         assert_eq!(held[0].next_step(Instant::now()), Step::Cut);
         assert!(matches!(held[1].next_step(Instant::now()), Step::Close(_)));
+    }
+
+    #[test]
+    fn past_a_quarter_waiting_for_a_first_request_the_longest_waiting_gives_way() {
+        let all = Connections::new(caps(64, 100));
+        let (proven, _) = all.admit(ip(3)).unwrap();
+        drop(proven.begin());
+        let mut waiting = Vec::new();
+        for _ in 0..16 {
+            waiting.push(all.admit(ip(2)).unwrap().0);
+        }
+        assert_eq!(all.counts(), (17, 0));
+        // The 17th waiting: the first of them gives way, never the proven one.
+        let (_more, evicted) = all.admit(ip(2)).unwrap();
+        assert!(evicted);
+        assert_eq!(
+            waiting[0].next_step(Instant::now()),
+            Step::Close(Why::Evicted)
+        );
+        assert!(matches!(
+            proven.next_step(Instant::now()),
+            Step::Wait(Some(_))
+        ));
+        assert_eq!(all.counts(), (17, 1));
     }
 
     #[test]
