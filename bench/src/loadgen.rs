@@ -8,12 +8,16 @@
 //! loadgen --base-url URL --token T --idle 10000 [--size 3MB] [--pid PID]
 //! loadgen ... --nodes http://127.0.0.1:A,http://127.0.0.1:B  (fragments alternate nodes)
 //! loadgen --tus http://127.0.0.1:PORT/files --uploads 16 --size 16MiB  (a tus server)
+//! loadgen ... --h2-idle 5000  (uploads while holding 5000 preface-only HTTP/2 connections)
 //! ```
 //!
 //! Prints one line of `key=value` figures: bytes, seconds, MiB/s, fragment latency
 //! p50/p99, with `--probe` the latency of `GET uploadUrl` of another session while
 //! the uploads run, and with `--pid` the server's RSS (peak and now) and CPU seconds
-//! from /proc. `--idle N` only creates N sessions and leaves them idle.
+//! from /proc. `--idle N` only creates N sessions and leaves them idle. `--h2-idle
+//! N` first opens N connections that send the HTTP/2 preface and nothing more (from
+//! 127.0.0.2 on, 400 per address), holds them through the uploads, and reports how
+//! many the server kept open, closed, or refused.
 
 #![allow(
     clippy::cast_precision_loss,
@@ -28,7 +32,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use upsession_testbed::kit::Graph;
+use std::net::IpAddr;
+
+use futures_util::StreamExt as _;
+use tokio::net::TcpStream;
+use upsession_testbed::kit::{Graph, H2_PREFACE, read_until_closed};
 
 struct Args {
     base: String,
@@ -45,6 +53,8 @@ struct Args {
     /// A tus server's creation URL (`http://HOST:PORT/files`): the same bytes are
     /// uploaded over tus 1.0 (creation, then `PATCH`es) instead of Graph's protocol.
     tus: Option<String>,
+    /// Preface-only HTTP/2 connections held through the uploads.
+    h2_idle: usize,
 }
 
 fn parse_size(s: &str) -> usize {
@@ -72,6 +82,7 @@ fn args() -> Args {
         probe: false,
         nodes: Vec::new(),
         tus: None,
+        h2_idle: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -90,6 +101,7 @@ fn args() -> Args {
             "--idle" => a.idle = v.parse().expect("a count"),
             "--nodes" => a.nodes = v.split(',').map(str::to_owned).collect(),
             "--tus" => a.tus = Some(v),
+            "--h2-idle" => a.h2_idle = v.parse::<usize>().expect("a count").min(100_000),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -268,6 +280,64 @@ fn proc_suffix(pid: Option<u32>) -> String {
     }
 }
 
+/// Connects from `from` and sends the HTTP/2 preface (within 10 s), or `None`.
+async fn preface_only(server: std::net::SocketAddr, from: IpAddr) -> Option<TcpStream> {
+    use tokio::io::AsyncWriteExt as _;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let socket = tokio::net::TcpSocket::new_v4().ok()?;
+        socket.bind(std::net::SocketAddr::new(from, 0)).ok()?;
+        let mut stream = socket.connect(server).await.ok()?;
+        stream.write_all(H2_PREFACE).await.ok()?;
+        Some(stream)
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// `n` preface-only connections to the server of `base`, 64 being opened at a
+/// time, from 127.0.0.2 on (400 per address: under the server's default cap per
+/// address); those that could not be opened are `None`.
+async fn hold_preface_only(base: &str, n: usize) -> Vec<Option<TcpStream>> {
+    let url = reqwest::Url::parse(base).expect("a base URL");
+    let host = url.host_str().expect("a host");
+    let port = url.port_or_known_default().expect("a port");
+    let server = tokio::net::lookup_host((host, port))
+        .await
+        .expect("the server's address")
+        .find(std::net::SocketAddr::is_ipv4)
+        .expect("an IPv4 server");
+    futures_util::stream::iter(0..n)
+        .map(|i| {
+            preface_only(
+                server,
+                IpAddr::from([127, 0, (i / 400 / 250) as u8, 2 + (i / 400 % 250) as u8]),
+            )
+        })
+        .buffered(64)
+        .collect()
+        .await
+}
+
+/// What became of the held connections: ` hostile_*` figures. Each is read for
+/// up to 500 ms: refused (an HTTP/1.1 503), closed by the server (evicted or
+/// timed out), or still open.
+async fn hostile_figures(held: Vec<Option<TcpStream>>) -> String {
+    let n = held.len();
+    let seen = futures_util::future::join_all(held.into_iter().flatten().map(|mut s| async move {
+        let (got, closed) = read_until_closed(&mut s, Duration::from_millis(500)).await;
+        (got.starts_with(b"HTTP/1.1 503"), closed)
+    }))
+    .await;
+    let failed = n - seen.len();
+    let refused = seen.iter().filter(|(r, _)| *r).count();
+    let closed = seen.iter().filter(|(r, c)| !*r && *c).count();
+    let open = seen.len() - refused - closed;
+    format!(
+        " hostile_h2={n} hostile_open={open} hostile_closed={closed} hostile_refused={refused} hostile_not_connected={failed}"
+    )
+}
+
 #[tokio::main]
 async fn main() {
     let a = args();
@@ -298,6 +368,7 @@ async fn main() {
     } else {
         None
     };
+    let held = hold_preface_only(&a.base, a.h2_idle).await;
     let started = Instant::now();
     let tasks: Vec<_> = (0..a.uploads)
         .map(|n| {
@@ -344,6 +415,9 @@ async fn main() {
             percentile(&probes, 0.5),
             percentile(&probes, 0.99)
         );
+    }
+    if a.h2_idle > 0 {
+        line += &hostile_figures(held).await;
     }
     line += &proc_suffix(a.pid);
     if let Some((_, _, cpu)) = proc_figures(std::process::id()) {

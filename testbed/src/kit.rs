@@ -648,17 +648,57 @@ pub fn h2_frame_kinds(mut bytes: &[u8]) -> Vec<u8> {
 }
 
 /// Connects to `server` from the loopback address `from` (any of 127.0.0.0/8, so
-/// one test can be several clients) and sends only the HTTP/2 preface.
-pub async fn preface_only(server: SocketAddr, from: std::net::IpAddr) -> TcpStream {
+/// one test can be several clients).
+pub async fn connect_from(server: SocketAddr, from: std::net::IpAddr) -> TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
     socket
         .bind(SocketAddr::new(from, 0))
         .unwrap_or_else(|e| panic!("cannot bind {from}: {e}"));
-    let mut stream = socket.connect(server).await.expect("a connection");
+    socket.connect(server).await.expect("a connection")
+}
+
+/// Connects to `server` from `from` (as [`connect_from`]) and sends only the
+/// HTTP/2 preface.
+pub async fn preface_only(server: SocketAddr, from: std::net::IpAddr) -> TcpStream {
+    let mut stream = connect_from(server, from).await;
     stream
         .write_all(H2_PREFACE)
         .await
         .expect("the preface is sent");
+    stream
+}
+
+/// Reads HTTP/2 frames from `stream` until one of type `kind` has come (or the
+/// connection closed, or `limit` passed); the types of all the frames read.
+pub async fn h2_read_until(stream: &mut TcpStream, kind: u8, limit: Duration) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(limit, async {
+        while !h2_frame_kinds(&got).contains(&kind) {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    h2_frame_kinds(&got)
+}
+
+/// Connects to `server` from `from` and leaves a request in flight for as long as
+/// the connection lives: an HTTP/2 `GET /healthz` from a client whose flow-control
+/// window is 0 (`SETTINGS_INITIAL_WINDOW_SIZE`), so the answer's headers come (read
+/// here: the request is in flight then) and its body never can.
+pub async fn h2_pinned(server: SocketAddr, from: std::net::IpAddr) -> TcpStream {
+    let mut stream = preface_only(server, from).await;
+    let mut hello = h2_frame(h2_kind::SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]);
+    hello.extend(h2_get("/healthz"));
+    stream.write_all(&hello).await.expect("the request is sent");
+    let kinds = h2_read_until(&mut stream, h2_kind::HEADERS, Duration::from_secs(10)).await;
+    assert!(
+        kinds.contains(&h2_kind::HEADERS),
+        "the answer's headers came: frames {kinds:?}"
+    );
     stream
 }
 
@@ -673,11 +713,20 @@ pub enum Admission {
     Nothing,
 }
 
-/// Reads a new HTTP/2 connection's first answer (within `limit`): served or refused.
+/// Reads a new HTTP/2 connection's first answer (within `limit`): served (its
+/// SETTINGS frame read whole, so that frames read next start at a frame) or refused.
 pub async fn admission(stream: &mut TcpStream, limit: Duration) -> Admission {
     let mut first = [0u8; 9];
     match tokio::time::timeout(limit, stream.read_exact(&mut first)).await {
-        Ok(Ok(_)) if first[3] == h2_kind::SETTINGS => Admission::Served,
+        Ok(Ok(_)) if first[3] == h2_kind::SETTINGS => {
+            let len =
+                usize::from(first[0]) << 16 | usize::from(first[1]) << 8 | usize::from(first[2]);
+            let mut payload = vec![0u8; len];
+            match tokio::time::timeout(limit, stream.read_exact(&mut payload)).await {
+                Ok(Ok(_)) => Admission::Served,
+                _ => Admission::Nothing,
+            }
+        }
         Ok(Ok(_)) => {
             let mut rest = Vec::new();
             let _ = tokio::time::timeout(limit, stream.read_to_end(&mut rest)).await;

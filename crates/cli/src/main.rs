@@ -45,7 +45,7 @@ struct Cli {
 enum Command {
     /// Run a Graph-compatible upload server (drafts, events, upload sessions).
     #[cfg(feature = "server")]
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Attach files to a message or an event (upload sessions for large files, one
     /// request for small ones).
     #[cfg(feature = "client")]
@@ -240,7 +240,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose, default_level);
     let result = match cli.command {
         #[cfg(feature = "server")]
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         #[cfg(feature = "client")]
         Command::Upload(args) => transfer::upload(&args),
         #[cfg(feature = "client")]

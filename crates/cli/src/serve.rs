@@ -114,10 +114,25 @@ pub(crate) struct ServeArgs {
     /// with their received ranges and request history) and `GET|PUT /_upsession/faults`.
     #[arg(long, env = "UPSESSION_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<Secret>,
-    /// Most connections open at once; one more is answered 503 (Graph's error JSON,
-    /// Retry-After) before its request is read. Keep it under `ulimit -n`.
+    /// Most connections open at once. At the limit an idle connection (no request
+    /// in flight; the longest idle of the address holding the most) is closed to
+    /// make room; only when all are busy is a new one answered 503 (Graph's error
+    /// JSON, Retry-After) before its request is read. Keep it under `ulimit -n`.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
+    /// Most connections open at once from one client address (an IPv6 address
+    /// counts as its /64); past it, that address's idle connections make room, or
+    /// the new one is answered 503.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_ip: u32,
+    /// Longest wait for a request's headers; a new connection's first request must
+    /// come within it (an HTTP/2 preface or a TLS handshake alone is not one).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    header_timeout: Duration,
+    /// How long a connection stays open with no request in flight (HTTP/2: closed
+    /// with GOAWAY).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    idle_timeout: Duration,
     /// Bearer token required on /metrics [default: none, /metrics is open].
     #[arg(long, env = "UPSESSION_METRICS_TOKEN", hide_env_values = true)]
     metrics_token: Option<Secret>,
@@ -409,6 +424,9 @@ fn server_config(
                 .with_sessions(args.max_sessions_per_token)
                 .with_declared_bytes(args.max_declared_bytes_per_token),
         )
+        .with_max_connections_per_ip(args.max_connections_per_ip as usize)
+        .with_header_timeout(args.header_timeout)
+        .with_idle_timeout(args.idle_timeout)
         .with_fsync(match args.fsync {
             FsyncArg::Always => Fsync::Always,
             FsyncArg::Never => Fsync::Never,
@@ -444,4 +462,48 @@ fn server_config(
         config = config.with_metrics_token(t.expose());
     }
     (config, fault_note)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::pedantic)] // test code favours brevity over pedantry
+    use std::path::Path;
+    use std::time::Duration;
+
+    use clap::Parser as _;
+    use upsession_server_hyper::Storage;
+
+    use crate::{Cli, Command};
+
+    fn config_of(flags: &[&str]) -> upsession_server_hyper::Config {
+        let cli = Cli::try_parse_from(["upsession", "serve"].iter().chain(flags)).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        super::server_config(*args, Storage::Disk, Path::new("/d"), Vec::new()).0
+    }
+
+    #[test]
+    fn connection_flags_reach_the_server_and_default_to_its_defaults() {
+        let defaults = config_of(&[]);
+        let library = upsession_server_hyper::Config::new("/d");
+        assert_eq!(defaults.max_connections, library.max_connections);
+        assert_eq!(
+            defaults.max_connections_per_ip,
+            library.max_connections_per_ip
+        );
+        assert_eq!(defaults.header_timeout, library.header_timeout);
+        assert_eq!(defaults.idle_timeout, library.idle_timeout);
+        let set = config_of(&[
+            "--max-connections-per-ip",
+            "7",
+            "--header-timeout",
+            "3s",
+            "--idle-timeout",
+            "2m",
+        ]);
+        assert_eq!(set.max_connections_per_ip, 7);
+        assert_eq!(set.header_timeout, Duration::from_secs(3));
+        assert_eq!(set.idle_timeout, Duration::from_secs(120));
+    }
 }

@@ -89,8 +89,15 @@ pub struct Config {
     pub dialect: Dialect,
     /// Durability policy.
     pub fsync: Fsync,
-    /// Longest wait for a request's headers.
+    /// Longest wait for a request's headers. A new connection's first request
+    /// must arrive within it, over HTTP/1 and HTTP/2 alike (an HTTP/2 preface or a
+    /// TLS handshake alone does not count).
     pub header_timeout: Duration,
+    /// Longest time a connection stays open with no request in flight: HTTP/2
+    /// closes it with GOAWAY, HTTP/1 at once. (An idle HTTP/1 keep-alive connection
+    /// is also closed at the header timeout: hyper waits for the next request's
+    /// head under it.)
+    pub idle_timeout: Duration,
     /// Longest pause between two pieces of a request body before the request fails
     /// and its session is freed for a retry.
     pub body_idle_timeout: Duration,
@@ -105,8 +112,17 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Most connections open at once; one more is answered `503` with Graph's
     /// error JSON and `Retry-After` before any of its request is read, then closed.
-    /// Keep it under the process's open-file limit (`ulimit -n`).
+    /// Keep it under the process's open-file limit (`ulimit -n`). At the limit, a
+    /// connection with no request in flight gives way to the newcomer (closed
+    /// gracefully, from the address holding the most, the longest idle first):
+    /// only connections all busy with requests make a newcomer wait for a 503.
+    /// At most a quarter of them may be waiting for their first request: past
+    /// that, the longest waiting gives way.
     pub max_connections: usize,
+    /// Most connections open at once from one client address (an IPv6 address
+    /// counts as its /64); past it, that address's own idle connections give way,
+    /// or the newcomer is answered `503` as above.
+    pub max_connections_per_ip: usize,
     /// How long shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
     /// Bearer token for `/metrics`; open when unset.
@@ -149,10 +165,12 @@ impl std::fmt::Debug for Config {
             dialect,
             fsync,
             header_timeout,
+            idle_timeout,
             body_idle_timeout,
             fragment_timeout,
             drain_timeout,
             max_connections,
+            max_connections_per_ip,
             shutdown_grace,
             metrics_token,
             message_size_limit,
@@ -173,10 +191,12 @@ impl std::fmt::Debug for Config {
             .field("dialect", dialect)
             .field("fsync", fsync)
             .field("header_timeout", header_timeout)
+            .field("idle_timeout", idle_timeout)
             .field("body_idle_timeout", body_idle_timeout)
             .field("fragment_timeout", fragment_timeout)
             .field("drain_timeout", drain_timeout)
             .field("max_connections", max_connections)
+            .field("max_connections_per_ip", max_connections_per_ip)
             .field("shutdown_grace", shutdown_grace)
             .field("metrics_token", &redacted(metrics_token.as_ref()))
             .field("message_size_limit", message_size_limit)
@@ -203,10 +223,17 @@ impl Config {
             dialect: Dialect::UPSESSION,
             fsync: Fsync::Always,
             header_timeout: Duration::from_secs(30),
+            // As long as the header timeout, which already ends an idle HTTP/1
+            // keep-alive connection: HTTP/2 clients see the same.
+            idle_timeout: Duration::from_secs(30),
             body_idle_timeout: Duration::from_secs(30),
             fragment_timeout: Duration::from_secs(15 * 60),
             drain_timeout: Duration::from_secs(30),
             max_connections: 4096,
+            // An eighth of the connections: no one address fills the server with
+            // busy connections, and hundreds of clients behind one NAT still fit
+            // (its idle connections give way to its new ones).
+            max_connections_per_ip: 512,
             shutdown_grace: Duration::from_secs(30),
             metrics_token: None,
             message_size_limit: None,
@@ -263,6 +290,11 @@ impl Config {
         /// Sets the header and body-idle timeouts.
         with_timeouts(header: Duration, body_idle: Duration)
             => header_timeout = header, body_idle_timeout = body_idle;
+        /// Sets the longest wait for a request's headers (a connection's first
+        /// request's included).
+        with_header_timeout(header_timeout: Duration);
+        /// Sets the longest time a connection stays open with no request in flight.
+        with_idle_timeout(idle_timeout: Duration);
         /// Sets the longest time one fragment (stored or re-sent) may take in all.
         with_fragment_timeout(fragment_timeout: Duration);
         /// Sets the longest time a refused request's body is read after its answer.
@@ -281,6 +313,8 @@ impl Config {
         with_admin_token(token: impl Into<String>) => admin_token = Some(token.into());
         /// Sets the most connections open at once.
         with_max_connections(max: usize) => max_connections = max.max(1);
+        /// Sets the most connections open at once from one client address.
+        with_max_connections_per_ip(max: usize) => max_connections_per_ip = max.max(1);
         /// Requires a bearer token on `/metrics`.
         with_metrics_token(token: impl Into<String>) => metrics_token = Some(token.into());
     }

@@ -52,6 +52,7 @@
 use std::net::SocketAddr;
 
 mod config;
+mod connections;
 mod engine;
 mod exchange;
 mod graph;

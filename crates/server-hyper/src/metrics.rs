@@ -30,6 +30,10 @@ pub(crate) struct Metrics {
     pub(crate) bytes_received: Counter,
     pub(crate) fragment_seconds: Histogram,
     pub(crate) connections_refused: Counter,
+    pub(crate) connections_refused_per_ip: Counter,
+    pub(crate) connections_evicted: Counter,
+    pub(crate) connections_closed_idle: Counter,
+    pub(crate) connections_open: Gauge,
     pub(crate) records_quarantined: Counter,
     pub(crate) attachments_deleted: Counter,
     /// Sessions still uploading, as the per-token limits count them (all tokens).
@@ -55,6 +59,10 @@ impl Metrics {
             // 1 ms .. ~33 s
             fragment_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             connections_refused: Counter::default(),
+            connections_refused_per_ip: Counter::default(),
+            connections_evicted: Counter::default(),
+            connections_closed_idle: Counter::default(),
+            connections_open: Gauge::default(),
             records_quarantined: Counter::default(),
             attachments_deleted: Counter::default(),
             sessions_uploading: Gauge::default(),
@@ -98,8 +106,23 @@ impl Metrics {
             ),
             (
                 "connections_refused",
-                "Connections answered 503 at once because --max-connections were open",
+                "Connections answered 503 at once: every connection they could replace (under --max-connections, or --max-connections-per-ip of their address) had a request in flight",
                 &self.connections_refused,
+            ),
+            (
+                "connections_refused_per_ip",
+                "Of connections_refused, those refused by --max-connections-per-ip",
+                &self.connections_refused_per_ip,
+            ),
+            (
+                "connections_evicted",
+                "Connections with no request in flight closed to make room for a new one at a cap",
+                &self.connections_evicted,
+            ),
+            (
+                "connections_closed_idle",
+                "Connections closed with no request in flight for --idle-timeout, or no first request within the header timeout",
+                &self.connections_closed_idle,
             ),
             (
                 "records_quarantined",
@@ -143,6 +166,11 @@ impl Metrics {
             "sessions_refused",
             "New upload sessions refused by the per-token limits, by the limit reached (sessions: 429, bytes: 507)",
             self.refused.clone(),
+        );
+        registry.register(
+            "connections_open",
+            "Connections open now (closing ones included)",
+            self.connections_open.clone(),
         );
         registry.register(
             "fragment_duration_seconds",

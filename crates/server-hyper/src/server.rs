@@ -8,23 +8,25 @@ use std::time::{Duration, SystemTime};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::connections::{Caps, Conn, Connections, InFlight, Refused, Step, Why};
 use crate::exchange::{DropConnection, RequestId, ResBody, error_response};
 use crate::graph::PublicUrl;
 use crate::layers::MAX_HEAD_BYTES;
+use crate::metrics::Metrics;
 use crate::service::UploadService;
 use crate::{StartError, tls};
 
 /// What the accept loop needs of the configuration.
 #[derive(Clone, Copy, Debug)]
 struct Limits {
-    header_timeout: Duration,
-    max_connections: usize,
+    caps: Caps,
     shutdown_grace: Duration,
 }
 
@@ -92,8 +94,12 @@ impl Server {
             PublicUrl::Fixed(url) | PublicUrl::FromHost { fallback: url, .. } => url.clone(),
         };
         let limits = Limits {
-            header_timeout: config.header_timeout,
-            max_connections: config.max_connections,
+            caps: Caps {
+                total: config.max_connections,
+                per_source: config.max_connections_per_ip,
+                header_timeout: config.header_timeout,
+                idle_timeout: config.idle_timeout,
+            },
             shutdown_grace: config.shutdown_grace,
         };
         let service = UploadService::build(config, public).await?;
@@ -163,97 +169,9 @@ impl Running {
     }
 }
 
-/// The bytes hyper-util's version detection reads (the HTTP/2 preface) before
-/// HTTP/1's header timeout starts.
-const PREFACE_LEN: u64 = 24;
-
-/// A connection whose first [`PREFACE_LEN`] bytes must arrive within the header
-/// timeout. hyper-util's HTTP/1-or-2 detection reads them with no timeout of its
-/// own, so without this a client that connects and sends nothing (or drips the
-/// preface) would hold its connection, and a file descriptor, forever.
-///
-/// Over TLS it wraps the decrypted stream: the handshake has a deadline of its own.
-struct FirstBytesDeadline<S> {
-    inner: S,
-    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-    seen: u64,
-}
-
-impl<S> FirstBytesDeadline<S> {
-    fn new(inner: S, timeout: Duration) -> Self {
-        Self {
-            inner,
-            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
-            seen: 0,
-        }
-    }
-}
-
-impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FirstBytesDeadline<S> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let this = &mut *self;
-        if let Some(deadline) = &mut this.deadline
-            && deadline.as_mut().poll(cx).is_ready()
-        {
-            return std::task::Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no request within the header timeout",
-            )));
-        }
-        let before = buf.filled().len();
-        let res = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
-        if this.deadline.is_some() {
-            this.seen += (buf.filled().len() - before) as u64;
-            if this.seen >= PREFACE_LEN {
-                this.deadline = None;
-            }
-        }
-        res
-    }
-}
-
-impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for FirstBytesDeadline<S> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 /// `--max-connections`, kept under the open-file limit (with room for data
-/// files, the database and the listener): past that limit `accept` itself fails,
+/// files, the database, the listener and the connections closing to make room,
+/// [`Caps::closing`]): past that limit `accept` itself fails,
 /// and no client would get the 503.
 fn connection_cap(configured: usize) -> usize {
     const RESERVE: usize = 256;
@@ -270,9 +188,9 @@ fn connection_cap(configured: usize) -> usize {
         });
     let mut cap = configured.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
     if let Some(soft) = soft
-        && cap + RESERVE > soft
+        && cap + cap / 16 + RESERVE > soft
     {
-        cap = soft.saturating_sub(RESERVE).max(16);
+        cap = (soft.saturating_sub(RESERVE) * 16 / 17).max(16);
         warn!(
             configured,
             open_file_limit = soft,
@@ -334,18 +252,48 @@ fn internal_error() -> http::Response<ResBody> {
     error_response(&err, &RequestId("panic".into()))
 }
 
-/// The [`UploadService`] as hyper serves it: incoming bodies boxed, a panic a 500,
-/// and a response marked [`DropConnection`] an error (hyper then drops the
-/// connection without an answer).
+/// A response body that keeps its request counted as in flight on its connection
+/// until hyper is done with it (its last byte sent, or the stream gone).
+struct Tracked {
+    body: ResBody,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The [`UploadService`] as hyper serves it on the connection `conn`: incoming
+/// bodies boxed, each request counted in flight until its response is sent, a
+/// panic a 500, and a response marked [`DropConnection`] an error (hyper then
+/// drops the connection without an answer).
 fn hyper_service(
     upload: UploadService,
+    conn: Arc<Conn>,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
-    Response = http::Response<ResBody>,
+    Response = http::Response<Tracked>,
     Error = Dropped,
-    Future = impl Future<Output = Result<http::Response<ResBody>, Dropped>> + Send,
+    Future = impl Future<Output = Result<http::Response<Tracked>, Dropped>> + Send,
 > + Clone {
     service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let in_flight = conn.begin();
         let answer = upload.serve(req.map(|b| {
             http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
                 b,
@@ -360,25 +308,98 @@ fn hyper_service(
             if res.extensions().get::<DropConnection>().is_some() {
                 return Err(Dropped);
             }
-            Ok(res)
+            Ok(res.map(|body| Tracked {
+                body,
+                _in_flight: in_flight,
+            }))
         }
     })
 }
 
-/// Serves one accepted connection to its end, its TLS handshake first where TLS is
-/// on (in the connection's own task, under the header timeout). `slot` is its place
-/// under `--max-connections`, held until it closes.
-#[allow(clippy::too_many_arguments)] // one connection's parts, as the accept loop holds them
-async fn serve_one(
+/// How one connection's serving ended.
+#[derive(Debug, thiserror::Error)]
+enum Ended {
+    /// hyper ended it with an error.
+    #[error(transparent)]
+    Hyper(Box<dyn std::error::Error + Send + Sync>),
+    /// Closing, it had no request in flight for [`CLOSE_GRACE`](crate::connections::CLOSE_GRACE).
+    #[error("cut after its close grace")]
+    Cut,
+}
+
+/// Serves `conn` until it ends, closing it as [`Conn::next_step`] says: gracefully
+/// (HTTP/2: GOAWAY) once idle, evicted or the server stopping, and cut when that
+/// goodbye outlasts [`CLOSE_GRACE`](crate::connections::CLOSE_GRACE) with no request in flight.
+async fn drive<C>(
+    conn: C,
+    place: &Conn,
+    stopped: &mut watch::Receiver<bool>,
+    metrics: &Metrics,
+) -> Result<(), Ended>
+where
+    C: GracefulConnection,
+    C::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut conn = std::pin::pin!(conn);
+    let mut stopping = false;
+    loop {
+        if !stopping && *stopped.borrow() {
+            stopping = true;
+            place.close(Why::Stopping);
+        }
+        let deadline = match place.next_step(tokio::time::Instant::now()) {
+            Step::Wait(deadline) => deadline,
+            Step::Close(why) => {
+                if why == Why::Idle {
+                    metrics.connections_closed_idle.inc();
+                }
+                conn.as_mut().graceful_shutdown();
+                continue;
+            }
+            Step::Cut => return Err(Ended::Cut),
+        };
+        let expired = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            served = conn.as_mut() => return served.map_err(|e| Ended::Hyper(e.into())),
+            () = expired => {}
+            () = place.changed() => {}
+            // A stop is seen at the top of the loop; the sender gone is one too.
+            changed = stopped.changed(), if !stopping => if changed.is_err() {
+                stopping = true;
+                place.close(Why::Stopping);
+            },
+        }
+    }
+}
+
+/// One accepted connection as the accept loop hands it over.
+struct Accepted {
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
+    /// Its place among the server's connections, freed when it closes.
+    place: Conn,
+}
+
+/// Serves one accepted connection to its end, its TLS handshake first where TLS is
+/// on (in the connection's own task, under the header timeout).
+async fn serve_one(
+    accepted: Accepted,
     tls: Option<tokio_rustls::TlsAcceptor>,
     builder: auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
+    mut stopped: watch::Receiver<bool>,
     service: UploadService,
     timeout: Duration,
-    slot: tokio::sync::OwnedSemaphorePermit,
 ) {
+    let Accepted {
+        stream,
+        peer,
+        place,
+    } = accepted;
     let stream = match tls {
         None => tokio_util::either::Either::Left(stream),
         Some(tls) => match tokio::time::timeout(timeout, tls.accept(stream)).await {
@@ -393,13 +414,61 @@ async fn serve_one(
             }
         },
     };
-    let io = TokioIo::new(FirstBytesDeadline::new(stream, timeout));
-    let conn = builder.serve_connection_with_upgrades(io, hyper_service(service));
-    let served = watcher.watch(conn.into_owned()).await;
-    if let Err(e) = served {
+    let place = Arc::new(place);
+    let engine = Arc::clone(&service.engine);
+    let metrics = engine.metrics();
+    metrics.connections_open.inc();
+    let conn = builder
+        .serve_connection_with_upgrades(
+            TokioIo::new(stream),
+            hyper_service(service, Arc::clone(&place)),
+        )
+        .into_owned();
+    if let Err(e) = drive(conn, &place, &mut stopped, metrics).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
-    drop(slot);
+    metrics.connections_open.dec();
+}
+
+/// hyper-util's builder: HTTP/1 with its header timeout, HTTP/2 with keep-alive
+/// pings and bounded streams (idle and handshake deadlines are [`drive`]'s).
+fn builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(MAX_HEAD_BYTES).expect("64 KiB fits"))
+        // RFC 9113 §6.5.2 advises at least 100; an upload client uses a handful.
+        .max_concurrent_streams(100)
+        // A peer gone without a FIN is dropped within 40 s of its last frame,
+        // even with a stream open (a request's own timeouts bound it too).
+        .keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
+
+/// Answers a connection that cannot be admitted (503, in its own task, at most
+/// 64 at a time; past that it is just closed), and counts it.
+fn turn_away(
+    stream: tokio::net::TcpStream,
+    why: Refused,
+    refusals: &Arc<tokio::sync::Semaphore>,
+    metrics: &Metrics,
+) {
+    metrics.connections_refused.inc();
+    if why == Refused::SourceFull {
+        metrics.connections_refused_per_ip.inc();
+    }
+    if let Ok(permit) = Arc::clone(refusals).try_acquire_owned() {
+        tokio::spawn(async move {
+            refuse(stream).await;
+            drop(permit);
+        });
+    }
 }
 
 async fn accept_loop(
@@ -407,24 +476,18 @@ async fn accept_loop(
     tls: Option<tokio_rustls::TlsAcceptor>,
     service: UploadService,
     limits: Limits,
-    mut stopped: watch::Receiver<bool>,
+    stopped: watch::Receiver<bool>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(MAX_HEAD_BYTES).expect("64 KiB fits"));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(connection_cap(
-        limits.max_connections,
-    )));
+    let builder = builder(limits.caps.header_timeout);
+    let all = Connections::new(Caps {
+        total: connection_cap(limits.caps.total),
+        ..limits.caps
+    });
     // Refusals in progress: past this many, a surplus connection is just closed.
     let refusals = Arc::new(tokio::sync::Semaphore::new(64));
+    let metrics = service.engine.metrics();
     let mut connections = tokio::task::JoinSet::new();
+    let mut stop = stopped.clone();
     loop {
         let (stream, peer) = tokio::select! {
             // Reaps finished connections, so the set holds only live ones.
@@ -438,36 +501,41 @@ async fn accept_loop(
                     continue;
                 }
             },
-            _ = stopped.changed() => break,
+            _ = stop.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            service.engine.metrics().connections_refused.inc();
-            if let Ok(permit) = Arc::clone(&refusals).try_acquire_owned() {
-                tokio::spawn(async move {
-                    refuse(stream).await;
-                    drop(permit);
-                });
+        let place = match all.admit(peer.ip()) {
+            Ok((place, evicted)) => {
+                if evicted {
+                    metrics.connections_evicted.inc();
+                }
+                place
             }
-            continue;
+            Err(why) => {
+                turn_away(stream, why, &refusals, metrics);
+                continue;
+            }
         };
-        connections.spawn(serve_one(
+        let accepted = Accepted {
             stream,
             peer,
+            place,
+        };
+        connections.spawn(serve_one(
+            accepted,
             tls.clone(),
             builder.clone(),
-            graceful.watcher(),
+            stopped.clone(),
             service.clone(),
-            limits.header_timeout,
-            slot,
+            limits.caps.header_timeout,
         ));
     }
     drop(listener);
+    // Every connection saw the stop: idle ones close within their grace, busy
+    // ones once their requests are answered.
     let grace = limits.shutdown_grace;
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, drained).await.is_err() {
         warn!("requests still in flight after {grace:?}; stopping anyway");
     }
     // Nothing of this server may run on once `shutdown` returns: another may open

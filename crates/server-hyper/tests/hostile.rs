@@ -16,8 +16,8 @@ use tokio::net::TcpStream;
 use upsession_core::Limits;
 use upsession_server_hyper::Config;
 use upsession_testbed::kit::{
-    Graph, TOKEN, TestServer, attachment, graph_error, location, seeded, sha256_hex, status_json,
-    unavailable,
+    Graph, TOKEN, TestServer, attachment, graph_error, h2_pinned, location, seeded, sha256_hex,
+    status_json, unavailable,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -563,8 +563,13 @@ fn fd_limit() -> usize {
 
 #[tokio::test]
 async fn a_thousand_idle_connections_do_not_stop_service_and_are_released() {
-    let srv =
-        start_with(|c| c.with_timeouts(Duration::from_millis(500), Duration::from_secs(2))).await;
+    // All from 127.0.0.1, past the default per-address cap (512): raised here, so
+    // that every connection is held until the header timeout closes it.
+    let srv = start_with(|c| {
+        c.with_timeouts(Duration::from_millis(500), Duration::from_secs(2))
+            .with_max_connections_per_ip(2000)
+    })
+    .await;
     healthy(&srv).await;
     let before = open_fds();
     // Each connection costs two descriptors here: the client's and the server's.
@@ -612,12 +617,12 @@ async fn a_thousand_idle_connections_do_not_stop_service_and_are_released() {
 #[tokio::test]
 async fn connections_past_the_limit_get_a_503_before_their_request_is_read() {
     let srv = start_with(|c| c.with_max_connections(8)).await;
-    // Eight connections hold every slot (idle: the header timeout is 5 s here).
+    // Eight connections hold every slot, each with a request in flight (idle ones
+    // would give way to the newcomer instead).
     let mut held = Vec::new();
     for _ in 0..8 {
-        held.push(TcpStream::connect(srv.addr()).await.unwrap());
+        held.push(h2_pinned(srv.addr(), "127.0.0.2".parse().unwrap()).await);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
     // The ninth sends a fragment's headers and body; the answer comes unread.
     let mut extra = TcpStream::connect(srv.addr()).await.unwrap();
     let _ = extra

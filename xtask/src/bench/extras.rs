@@ -1,5 +1,6 @@
 //! The figures beside throughput: status latency under load, our client uploading
-//! one big file, memory per idle session, and a restart with all of them on disk.
+//! one big file, memory per idle session, a restart with all of them on disk, and
+//! one upload while thousands of preface-only HTTP/2 connections are held.
 
 use std::fs;
 use std::io::Write as _;
@@ -12,8 +13,8 @@ use super::record::{Record, num};
 use super::runs::{loadgen, next_dir};
 use super::server::{Contender, TOKEN};
 
-/// Status latency under load, our client, idle sessions and a restart with them:
-/// one record each, in that order.
+/// Status latency under load, our client, idle sessions, a restart with them and
+/// an upload beside preface-only connections: one record each, in that order.
 pub(super) fn extras(
     bin: &Path,
     work: &Path,
@@ -23,7 +24,27 @@ pub(super) fn extras(
     let probe = status_under_load(bin, &next_dir(work, run_no), z)?;
     let client = our_client(bin, &next_dir(work, run_no), z.big_bytes)?;
     let (idle, restart) = idle_sessions(bin, &next_dir(work, run_no), z.idle)?;
-    Ok(vec![probe, client, idle, restart])
+    let flood = preface_only_flood(bin, &next_dir(work, run_no), z)?;
+    Ok(vec![probe, client, idle, restart, flood])
+}
+
+/// One upload of `big` while `h2_idle` connections that sent only the HTTP/2
+/// preface are held against the same server (default limits: 4,096 connections,
+/// 512 per address); loadgen fails unless the upload completes byte-exact.
+fn preface_only_flood(bin: &Path, dir: &Path, z: &Sizes) -> Result<Record, String> {
+    let server = Contender::Ours.start(bin, dir)?;
+    let n = z.h2_idle.to_string();
+    let mut r = loadgen(
+        bin,
+        &server.base,
+        server.pid(),
+        &["--uploads", "1", "--size", z.big, "--h2-idle", &n],
+    )?;
+    r.insert(
+        "scenario".into(),
+        format!("1 upload beside {n} preface-only HTTP/2 connections"),
+    );
+    Ok(r)
 }
 
 /// Status latency while uploads run.

@@ -70,6 +70,8 @@ pub(super) struct Sizes {
     pub(super) small_total: u64,
     pub(super) many: &'static str,
     pub(super) idle: usize,
+    /// Preface-only HTTP/2 connections held during one upload of `big`.
+    pub(super) h2_idle: usize,
 }
 
 impl Sizes {
@@ -83,6 +85,7 @@ impl Sizes {
                 small_total: 4 << 22,
                 many: "4",
                 idle: 200,
+                h2_idle: 300,
             }
         } else {
             Self {
@@ -92,6 +95,7 @@ impl Sizes {
                 small_total: 16 << 24,
                 many: "16",
                 idle: 10_000,
+                h2_idle: 5000,
             }
         }
     }

@@ -9,7 +9,7 @@ use super::record::{Record, Row, num};
 /// The markdown table of a run.
 pub(super) fn report(rows: &[Row], extras: &[Record], z: &Sizes) -> String {
     let (big, many, idle_n) = (z.big, z.many, z.idle);
-    let [probe, client, idle, restart] = extras else {
+    let [probe, client, idle, restart, flood] = extras else {
         return String::new();
     };
     let mut table = String::from(
@@ -39,6 +39,17 @@ pub(super) fn report(rows: &[Row], extras: &[Record], z: &Sizes) -> String {
         table,
         "| restart with {idle_n} sessions: first answer | {} s |",
         restart["first_answer_s"]
+    );
+    let field = |k: &str| flood.get(k).map_or("–", String::as_str);
+    let _ = writeln!(
+        table,
+        "| 1 upload ({big}) beside {} preface-only HTTP/2 connections: upload; connections open / closed / refused; server peak RSS | {} MiB/s; {} / {} / {}; {:.1} MiB |",
+        field("hostile_h2"),
+        field("mib_per_s"),
+        field("hostile_open"),
+        field("hostile_closed"),
+        field("hostile_refused"),
+        num(flood, "server_peak_rss_kib").unwrap_or(0.0) / 1024.0
     );
     table
 }
