@@ -12,7 +12,7 @@ use reqwest::Url;
 use reqwest::redirect;
 use serde::Serialize;
 use upsession_core::header::ExpectedRangeError;
-use upsession_core::planner::{PlannerConfig, throttle_wait};
+use upsession_core::planner::{PlannerConfig, TransportError, throttle_wait};
 use upsession_core::wire::{AttachmentItem, Item, UploadSession};
 use upsession_core::{RangeSet, RemoteError};
 
@@ -30,6 +30,17 @@ pub const GRAPH_V1: &str = "https://graph.microsoft.com/v1.0";
 /// Microsoft Graph beta.
 pub const GRAPH_BETA: &str = "https://graph.microsoft.com/beta";
 
+/// Files smaller than this many bytes are attached with one plain
+/// `POST …/attachments` (their bytes as base64 `contentBytes`) rather than an
+/// upload session: 3,000,000, "under 3 MB" on the stricter (decimal) reading.
+///
+/// Graph attaches files "under 3 MB" that way and opens sessions from "3 MB"
+/// (doc: outlook-large-attachments; the unit is never defined). Below 3,000,000 B
+/// a file is under 3 MB on either reading, and its request (base64 makes 4 bytes of
+/// every 3) stays under the 4 MB Graph takes in one request; from 3,000,000 B up
+/// a session is opened, which the live service takes from 2 MiB (2,097,152 B).
+pub const SMALL_FILE_LIMIT: u64 = 3_000_000;
+
 /// Files uploaded at once by [`Client::upload_many`] unless configured: Outlook
 /// allows 4 concurrent requests per app and mailbox.
 pub const DEFAULT_CONCURRENCY: usize = 4;
@@ -43,7 +54,8 @@ pub struct ClientBuilder {
     planner: PlannerConfig,
     random_jitter: bool,
     concurrency: usize,
-    pacing: Option<Pacing>,
+    pacing: PacingChoice,
+    small_file_limit: u64,
     connect_timeout: Duration,
     request_timeout: Duration,
     state_dir: Option<StateStore>,
@@ -58,7 +70,8 @@ impl Default for ClientBuilder {
             planner: PlannerConfig::default(),
             random_jitter: true,
             concurrency: DEFAULT_CONCURRENCY,
-            pacing: None,
+            pacing: PacingChoice::ByHost,
+            small_file_limit: SMALL_FILE_LIMIT,
             connect_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(10 * 60),
             state_dir: None,
@@ -82,7 +95,8 @@ impl fmt::Debug for ClientBuilder {
 
 impl ClientBuilder {
     /// The defaults: Graph v1.0, `/me`, no token, 3,932,160-byte fragments, 4 files
-    /// at once, no pacing, no resume state.
+    /// at once, files under [`SMALL_FILE_LIMIT`] in one `POST`, pacing to Outlook's
+    /// budget for Microsoft Graph's hosts only, no resume state.
     pub fn new() -> Self {
         Self::default()
     }
@@ -125,8 +139,18 @@ impl ClientBuilder {
         /// How long one request may take, body included (default 10 minutes). A request
         /// that times out counts as a lost answer: the session is asked before re-sending.
         request_timeout(request_timeout: Duration);
-        /// Paces uploads to a mailbox budget, e.g. [`Pacing::outlook`]. Off by default.
-        pacing(pacing: Pacing) => pacing = Some(pacing);
+        /// Paces uploads to a mailbox budget, e.g. [`Pacing::outlook`], whatever the
+        /// host. By default uploads to Microsoft Graph's hosts (`graph.microsoft.com`
+        /// and the national clouds'; see [`upsession_core::route::is_microsoft_graph_host`])
+        /// are paced to [`Pacing::outlook`] and others are not.
+        pacing(pacing: Pacing) => pacing = PacingChoice::On(pacing);
+        /// Never paces uploads, even to Microsoft Graph (the server's `429`s still
+        /// make the planner wait).
+        without_pacing() => pacing = PacingChoice::Off;
+        /// Files smaller than `bytes` are attached with one `POST …/attachments`
+        /// instead of an upload session (default [`SMALL_FILE_LIMIT`]); `0` always
+        /// opens a session.
+        small_file_limit(bytes: u64) => small_file_limit = bytes;
         /// Saves a [`crate::ResumeState`] for every file upload in this directory (off by
         /// default). See [`StateStore`].
         state_dir(dir: impl Into<std::path::PathBuf>) => state_dir = Some(StateStore::new(dir));
@@ -185,18 +209,36 @@ impl ClientBuilder {
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
-                base,
+                base: base.clone(),
                 token: self.token,
                 user: self.user,
                 planner: self.planner,
                 random_jitter: self.random_jitter,
                 concurrency: self.concurrency,
-                pacer: self.pacing.map(Pacer::new),
+                pacer: match self.pacing {
+                    PacingChoice::On(pacing) => Some(pacing),
+                    PacingChoice::Off => None,
+                    PacingChoice::ByHost => base
+                        .host_str()
+                        .filter(|h| upsession_core::route::is_microsoft_graph_host(h))
+                        .map(|_| Pacing::outlook()),
+                }
+                .map(Pacer::new),
+                small_file_limit: self.small_file_limit,
                 request_timeout: self.request_timeout,
                 states: self.state_dir,
             }),
         })
     }
+}
+
+/// Whether uploads are paced.
+#[derive(Clone, Debug)]
+enum PacingChoice {
+    /// To [`Pacing::outlook`] for Microsoft Graph's hosts, not elsewhere.
+    ByHost,
+    On(Pacing),
+    Off,
 }
 
 /// Follows a redirect only within the same scheme, host and port, at most 5 times.
@@ -299,6 +341,11 @@ impl Client {
         let request = inner.authorize(request).await?;
         tracing::debug!(url = %url, "POST create draft");
         match inner.send_throttled(request).await? {
+            // The first request: nothing exists that a retry could find.
+            Reply::NoAnswer(TransportError::NotSent, cause) => Err(Error::Unreachable {
+                url: RedactedUrl(url.as_str()).to_string(),
+                cause,
+            }),
             Reply::NoAnswer(_, why) => Err(Error::Http(why)),
             Reply::Answer(answer) if answer.status().is_success() => {
                 let item: Item = serde_json::from_slice(answer.body()).map_err(|e| {
@@ -357,7 +404,7 @@ impl Client {
 impl Inner {
     /// [`Inner::send`], again while the answer is throttling that
     /// [`upsession_core::planner::throttle_wait`] says to wait out.
-    async fn send_throttled(&self, request: reqwest::RequestBuilder) -> Result<Reply> {
+    pub(crate) async fn send_throttled(&self, request: reqwest::RequestBuilder) -> Result<Reply> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -397,18 +444,21 @@ impl Inner {
         url
     }
 
+    /// `{base}/{user}/{collection}/{id}/attachments/{rest…}`: the attachments of
+    /// `target`.
+    pub(crate) fn attachments_url(&self, target: &Target, rest: &[&str]) -> Url {
+        let mut segments = vec![target.collection(), target.id(), "attachments"];
+        segments.extend(rest);
+        self.url(&segments)
+    }
+
     /// The createUploadSession request for `item` on `target`, with the token.
     pub(crate) async fn create_session_request(
         &self,
         target: &Target,
         item: &AttachmentItem,
     ) -> Result<reqwest::RequestBuilder> {
-        let url = self.url(&[
-            target.collection(),
-            target.id(),
-            "attachments",
-            "createUploadSession",
-        ]);
+        let url = self.attachments_url(target, &["createUploadSession"]);
         tracing::debug!(url = %url, name = %item.name, size = item.size, "POST createUploadSession");
         let request = self
             .http
@@ -419,7 +469,10 @@ impl Inner {
     }
 
     /// Adds the bearer token. Only requests built from the base URL come here.
-    async fn authorize(&self, request: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder> {
+    pub(crate) async fn authorize(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder> {
         let provider = self.token.as_ref().ok_or(Error::NoToken)?;
         let token = provider
             .0

@@ -29,6 +29,16 @@ pub enum Error {
     /// A request got no answer: the connection, TLS, a timeout, or a refused redirect.
     #[error("the request failed before an answer came: {0}")]
     Http(String),
+    /// The server could not be reached at all (connection refused, unknown host, a
+    /// failed TLS handshake), found on the first request, before anything was
+    /// created there: nothing is retried, so a wrong URL costs no minute.
+    #[error("cannot reach {url}: {cause}")]
+    Unreachable {
+        /// The URL of the request, its query redacted.
+        url: String,
+        /// What failed: `connection refused`, `unknown host (…)`, `TLS handshake failed: …`.
+        cause: String,
+    },
     /// A local file could not be read or written.
     #[error("could not {action} {}: {error}", path.display())]
     Io {
@@ -152,6 +162,48 @@ pub(crate) fn is_tls_failure(error: &reqwest::Error) -> bool {
     tls_failure(error).is_some()
 }
 
+/// Why a connection could not be made, in a few words (`connection refused`,
+/// `unknown host (…)`, `TLS handshake failed: …`): the deepest cause, without the
+/// layers reqwest and hyper wrap around it.
+pub(crate) fn connect_cause(error: &reqwest::Error) -> String {
+    if let Some(why) = tls_failure(error) {
+        return handshake_failed(&why);
+    }
+    let mut deepest: &(dyn std::error::Error + 'static) = error;
+    let mut dns = false;
+    while let Some(next) = deepest.source() {
+        dns |= deepest.to_string().contains("dns error");
+        deepest = next;
+    }
+    let io_kind = deepest
+        .downcast_ref::<std::io::Error>()
+        .map(std::io::Error::kind);
+    let text = match io_kind {
+        Some(std::io::ErrorKind::ConnectionRefused) => "connection refused".to_owned(),
+        Some(std::io::ErrorKind::TimedOut) => "connecting timed out".to_owned(),
+        _ if error.is_timeout() => "connecting timed out".to_owned(),
+        _ => deepest.to_string(),
+    };
+    let text = if dns {
+        format!("unknown host ({text})")
+    } else {
+        text
+    };
+    if text.contains('?') {
+        crate::redact(&text)
+    } else {
+        text
+    }
+}
+
+/// A failed TLS handshake, with its usual causes.
+fn handshake_failed(why: &str) -> String {
+    format!(
+        "TLS handshake failed: {why} (usually an https URL for a plain-http server, \
+         or a certificate this machine does not trust)"
+    )
+}
+
 /// Describes a transport error without its URL (which may be an uploadUrl), with
 /// the chain of causes that says what actually happened.
 pub(crate) fn describe_reqwest(error: reqwest::Error) -> String {
@@ -171,10 +223,7 @@ pub(crate) fn describe_reqwest(error: reqwest::Error) -> String {
         // The chain says "corrupt message of type InvalidContentType" or
         // "UnknownIssuer": name the layer (and, for a handshake, its usual causes).
         text = if error.is_connect() {
-            format!(
-                "TLS handshake failed: {why} (usually an https URL for a plain-http server, \
-                 or a certificate this machine does not trust)"
-            )
+            handshake_failed(&why)
         } else {
             format!("TLS failed: {why}")
         };

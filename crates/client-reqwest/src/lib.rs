@@ -13,13 +13,28 @@
 //!   or from any `AsyncRead + AsyncSeek` source, without reading it into memory.
 //!   Fragments of one upload go one at a time; [`Client::upload_many`] runs several
 //!   files at once under a concurrency limit (Outlook allows 4 concurrent requests
-//!   per app and mailbox), and optional [`Pacing`] keeps to Outlook's documented
-//!   budget of 150 MB per 5 minutes per mailbox.
+//!   per app and mailbox), and [`Pacing`] keeps to Outlook's documented budget of
+//!   150 MB per 5 minutes per mailbox: on by default for Microsoft Graph's hosts,
+//!   off for others ([`ClientBuilder::pacing`], [`ClientBuilder::without_pacing`]).
+//! - Attaches files under 3 MB ([`SMALL_FILE_LIMIT`]) with one plain
+//!   `POST …/attachments` (base64 `contentBytes`), as Graph wants them: the same
+//!   call ([`Client::upload_file`]) and the same result for any size.
+//! - Cancels a running upload on request ([`UploadOptions::cancel_on`] with a
+//!   [`CancellationToken`]): the session is deleted, the resume state removed, and
+//!   the call returns [`Error::Cancelled`].
+//! - Fails at once, naming the URL and the cause, when the first request cannot
+//!   reach the server ([`Error::Unreachable`]); later failures are retried.
+//! - Settles a doubtful end (the final fragment's answer lost, or a `5xx`) with
+//!   evidence: it asks the session, then the item's attachments, and reports
+//!   neither success nor "start again" without one or the other.
 //! - Saves a [`ResumeState`] atomically as soon as the session exists and as
 //!   fragments are acknowledged, so that [`Client::resume`] can continue after
 //!   Ctrl-C, a crash or a reboot, refusing a changed file or an expired session
 //!   with a clear error.
-//! - Reports progress to a callback and/or a `Stream` ([`ProgressSink`]).
+//! - Reports progress to a callback and/or a `Stream` ([`ProgressSink`]): bytes
+//!   as the connection takes them ([`ProgressKind::Sent`], several times per
+//!   fragment) and as the server acknowledges them; a resumed upload's progress
+//!   starts where the session was.
 //! - Asks a session's status ([`Client::status`]) and cancels it ([`Client::cancel`]).
 //!
 //! # What it does not do
@@ -29,12 +44,18 @@
 //! [`Planner`](upsession_core::Planner). This crate makes the requests the planner
 //! asks for, hands back each answer (status, headers, whole body) or transport
 //! error, sleeps when told to wait, and reports the planner's events. So retries
-//! (network errors, 5xx, `429`/`503` with `Retry-After` in seconds or as a date),
+//! (network errors, 5xx, `429`/`503` with `Retry-After` in seconds or as a date;
+//! a `429` is waited out without counting as a failed attempt),
 //! asking the session before re-sending after a lost answer, bounded attempts and a
 //! total deadline, Graph's lenient range and time formats, all come from the core.
 //!
-//! It does not get tokens (bring a [`TokenProvider`]), create events, or attach
-//! small files with a plain `POST /attachments`.
+//! It does not get tokens (bring a [`TokenProvider`]), create events, resume a
+//! small file's single `POST` (there is nothing to resume), or attach an empty
+//! file. Dropping an upload's future does not cancel its session: use
+//! [`UploadOptions::cancel_on`].
+//!
+//! It needs a tokio runtime with the time driver and blocking threads (either
+//! flavour); it does not start one, and uses no tokio macros or signals.
 //!
 //! # Security
 //!
@@ -132,7 +153,10 @@ mod transport;
 mod upload;
 
 pub use auth::{BoxError, StaticToken, TokenProvider};
-pub use client::{Client, ClientBuilder, DEFAULT_CONCURRENCY, GRAPH_BETA, GRAPH_V1, SessionStatus};
+pub use client::{
+    Client, ClientBuilder, DEFAULT_CONCURRENCY, GRAPH_BETA, GRAPH_V1, SMALL_FILE_LIMIT,
+    SessionStatus,
+};
 pub use content_type::{OCTET_STREAM, guess_content_type};
 pub use error::{Error, Result};
 pub use pacing::Pacing;
@@ -142,6 +166,9 @@ pub use resume::{AttachmentMeta, FileIdentity, ResumeState, STATE_VERSION, State
 pub use target::{Target, User};
 pub use upload::{Source, UploadOptions, Uploaded};
 
+/// Cancels uploads given it ([`UploadOptions::cancel_on`]): tokio-util's token,
+/// re-exported so that no other dependency is needed.
+pub use tokio_util::sync::CancellationToken;
 pub use upsession_core::RemoteError;
 /// The core's upload errors and planner settings, as used in this crate's API.
 pub use upsession_core::planner::{DEFAULT_FRAGMENT_SIZE, PlannerConfig, Retry, UploadError};

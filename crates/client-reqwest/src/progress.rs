@@ -44,6 +44,17 @@ pub enum ProgressKind {
         /// When the session expires, if the server said.
         expires: Option<SystemTime>,
     },
+    /// `sent` of `total` bytes have been handed to the connection: those the
+    /// server acknowledged and those of the fragment on its way, counted as the
+    /// connection takes them (several times per fragment). Not yet acknowledged:
+    /// a fragment that fails is sent again, and `sent` goes back to where it
+    /// starts. On resume it starts where the session was, never at 0.
+    Sent {
+        /// Bytes sent, from the start of the file.
+        sent: u64,
+        /// File size.
+        total: u64,
+    },
     /// The server now holds `acknowledged` of `total` bytes.
     Acknowledged {
         /// Bytes the server has acknowledged.
@@ -84,6 +95,9 @@ impl fmt::Display for ProgressEvent {
             ProgressKind::Started { total } => write!(f, "{label}: uploading {total} bytes"),
             ProgressKind::SessionCreated { upload_url, .. } => {
                 write!(f, "{label}: upload session {upload_url}")
+            }
+            ProgressKind::Sent { sent, total } => {
+                write!(f, "{label}: {sent} of {total} bytes sent")
             }
             ProgressKind::Acknowledged {
                 acknowledged,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use futures_util::future::{self, Either};
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE};
 use reqwest::Url;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeek, AsyncSeekExt};
@@ -17,9 +18,9 @@ use upsession_core::ContentRange;
 use upsession_core::planner::{PlannerConfig, TransportError};
 
 use crate::auth::SharedToken;
-use crate::error::{Error, Result, describe_reqwest, is_tls_failure};
+use crate::error::{Error, Result, connect_cause, describe_reqwest, is_tls_failure};
 use crate::pacing::Pacer;
-use crate::redact::UploadUrl;
+use crate::redact::{RedactedUrl, UploadUrl};
 use crate::resume::StateStore;
 use crate::target::User;
 
@@ -50,6 +51,8 @@ pub(crate) struct Inner {
     pub(crate) random_jitter: bool,
     pub(crate) concurrency: usize,
     pub(crate) pacer: Option<Pacer>,
+    /// Files smaller than this are attached with one `POST`.
+    pub(crate) small_file_limit: u64,
     pub(crate) request_timeout: Duration,
     pub(crate) states: Option<StateStore>,
 }
@@ -61,9 +64,14 @@ impl Inner {
             Some(p) => Some(p.request_slot().await),
             None => None,
         };
-        match request.timeout(self.request_timeout).send().await {
+        let request = request
+            .timeout(self.request_timeout)
+            .build()
+            .map_err(|e| Error::InvalidInput(describe_reqwest(e)))?;
+        let url = request.url().to_string();
+        match self.http.execute(request).await {
             Ok(response) => Ok(read_answer(response).await),
-            Err(e) => no_answer(e),
+            Err(e) => no_answer(e, &url),
         }
     }
 
@@ -72,12 +80,15 @@ impl Inner {
     ///
     /// The reader is read while the request is sent, and only until the request
     /// ends, so a later fragment never shares the reader with an earlier one.
+    /// `on_sent` is told the bytes of the fragment handed to the connection so far,
+    /// each time the body gives it more.
     pub(crate) async fn put_fragment<R>(
         &self,
         upload_url: &UploadUrl,
         range: ContentRange,
         reader: &mut R,
         source: &Path,
+        on_sent: impl Fn(u64) + Send + Sync + 'static,
     ) -> Result<Reply>
     where
         R: AsyncRead + AsyncSeek + Unpin + Send,
@@ -90,9 +101,20 @@ impl Inner {
             .map_err(|e| Error::io("seek in", source, e))?;
 
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
-        let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async {
-            rx.recv().await.map(|item| (item, rx))
-        }));
+        // Counted as the connection takes each chunk, not as the file is read.
+        let on_sent = std::sync::Arc::new(on_sent);
+        let body = futures_util::stream::unfold((rx, 0_u64), move |(mut rx, mut sent)| {
+            let on_sent = std::sync::Arc::clone(&on_sent);
+            async move {
+                let item = rx.recv().await?;
+                if let Ok(bytes) = &item {
+                    sent += bytes.len() as u64;
+                    on_sent(sent);
+                }
+                Some((item, (rx, sent)))
+            }
+        });
+        let body = reqwest::Body::wrap_stream(body);
         let request = self
             .http
             .put(upload_url.expose_secret())
@@ -106,15 +128,13 @@ impl Inner {
             None => None,
         };
         tracing::debug!(url = %upload_url, range = %range, "PUT fragment");
-        let send = request.send();
-        let pump = pump(reader, len, tx);
-        tokio::pin!(send, pump);
-        let mut pumped: Option<io::Result<()>> = None;
-        let sent = loop {
-            tokio::select! {
-                sent = &mut send => break sent,
-                result = &mut pump, if pumped.is_none() => pumped = Some(result),
-            }
+        let mut send = std::pin::pin!(request.send());
+        let mut pump = std::pin::pin!(pump(reader, len, tx));
+        // The answer may come before the whole body was taken (a refusal): the
+        // pump is then left where it is.
+        let (sent, pumped) = match future::select(&mut send, &mut pump).await {
+            Either::Left((sent, _)) => (sent, None),
+            Either::Right((pumped, _)) => (send.await, Some(pumped)),
         };
         if let Some(Err(e)) = pumped {
             return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -128,7 +148,7 @@ impl Inner {
         }
         match sent {
             Ok(response) => Ok(read_answer(response).await),
-            Err(e) => no_answer(e),
+            Err(e) => no_answer(e, upload_url.expose_secret()),
         }
     }
 }
@@ -194,9 +214,10 @@ async fn read_answer(mut response: reqwest::Response) -> Reply {
     Reply::Answer(answer)
 }
 
-/// Classifies a failed request: nothing sent (connect), maybe acted on (anything
-/// later), or an error no retry can fix (a refused redirect, a bad request).
-fn no_answer(e: reqwest::Error) -> Result<Reply> {
+/// Classifies a failed request to `url`: nothing sent (connect; the reason is the
+/// cause in a few words), maybe acted on (anything later), or an error no retry can
+/// fix (a refused redirect, a bad request, a TLS handshake).
+fn no_answer(e: reqwest::Error, url: &str) -> Result<Reply> {
     if e.is_redirect() {
         return Err(Error::Http(describe_reqwest(e)));
     }
@@ -206,12 +227,13 @@ fn no_answer(e: reqwest::Error) -> Result<Reply> {
     // A TLS handshake that fails (wrong scheme, untrusted certificate) fails the
     // same way on every retry.
     if e.is_connect() && is_tls_failure(&e) {
-        return Err(Error::Http(describe_reqwest(e)));
+        return Err(Error::Unreachable {
+            url: RedactedUrl(url).to_string(),
+            cause: connect_cause(&e),
+        });
     }
-    let kind = if e.is_connect() {
-        TransportError::NotSent
-    } else {
-        TransportError::Lost
-    };
-    Ok(Reply::NoAnswer(kind, describe_reqwest(e)))
+    if e.is_connect() {
+        return Ok(Reply::NoAnswer(TransportError::NotSent, connect_cause(&e)));
+    }
+    Ok(Reply::NoAnswer(TransportError::Lost, describe_reqwest(e)))
 }

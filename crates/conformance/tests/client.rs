@@ -77,6 +77,8 @@ async fn reference_upload(target: Target) -> Result<ClientReport, String> {
             }
             Action::Failed(e) => return Err(e.to_string()),
             Action::Cancelled => return Err("the upload was cancelled".into()),
+            // Never asked: this driver does not call `settle_doubt_by_listing`.
+            Action::ListAttachments => return Err("the planner asked to list attachments".into()),
         };
         match request.send().await {
             Ok(res) => {
@@ -174,6 +176,8 @@ async fn real_client_upload(target: Target) -> Result<ClientReport, String> {
     let client = up::Client::builder()
         .base_url(target.base_url.clone())
         .token(target.token.clone())
+        // The fake has no small-file route: every file through a session.
+        .small_file_limit(0)
         .fragment_size(target.fragment_size)
         .planner(
             PlannerConfig::default()

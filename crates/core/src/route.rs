@@ -170,6 +170,35 @@ pub fn is_host_and_port(text: &str) -> bool {
     }
 }
 
+/// The hosts of Microsoft Graph: the global service and the national clouds (US
+/// Government L4 and L5, China operated by 21Vianet).
+pub const MICROSOFT_GRAPH_HOSTS: [&str; 4] = [
+    "graph.microsoft.com",
+    "graph.microsoft.us",
+    "dod-graph.microsoft.us",
+    "microsoftgraph.chinacloudapi.cn",
+];
+
+/// Whether `host` is one of [`MICROSOFT_GRAPH_HOSTS`] (any case, a trailing dot
+/// allowed): uploads there meet Outlook's real throttling, so a client paces them
+/// by default.
+///
+/// ```
+/// use upsession_core::route::is_microsoft_graph_host;
+///
+/// assert!(is_microsoft_graph_host("graph.microsoft.com"));
+/// assert!(is_microsoft_graph_host("Graph.Microsoft.US."));
+/// assert!(!is_microsoft_graph_host("127.0.0.1"));
+/// assert!(!is_microsoft_graph_host("graph.microsoft.com.evil.example"));
+/// ```
+#[must_use]
+pub fn is_microsoft_graph_host(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    MICROSOFT_GRAPH_HOSTS
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(host))
+}
+
 /// The path of an uploadUrl: `/uploads/{session_id}`.
 pub fn upload_path(session_id: &str) -> String {
     format!("/uploads/{}", seg(session_id))
@@ -194,7 +223,7 @@ pub enum Route {
     },
     /// `GET /{v}/{user}/{kind}/{id}`
     Item(ItemPath),
-    /// `GET …/{id}/attachments`
+    /// `GET …/{id}/attachments` (the list), `POST …/{id}/attachments` (a small file)
     Attachments(ItemPath),
     /// `GET …/{id}/attachments/{aid}`; `DELETE` removes the attachment.
     Attachment(ItemPath, String),
@@ -358,13 +387,15 @@ impl Route {
     /// Whether `method` is served on this route; `Err` is the 405 to answer.
     pub fn check_method(&self, method: &Method) -> Result<(), RequestError> {
         let ok = match self {
-            Self::Health
-            | Self::Metrics
-            | Self::Item(_)
-            | Self::Attachments(_)
-            | Self::AttachmentValue(..) => method == Method::GET || method == Method::HEAD,
+            Self::Health | Self::Metrics | Self::Item(_) | Self::AttachmentValue(..) => {
+                method == Method::GET || method == Method::HEAD
+            }
             Self::Attachment(..) => {
                 method == Method::GET || method == Method::HEAD || method == Method::DELETE
+            }
+            // Listed, or a small file added.
+            Self::Attachments(_) => {
+                method == Method::GET || method == Method::HEAD || method == Method::POST
             }
             Self::CreateItem { .. } | Self::CreateUploadSession(_) => method == Method::POST,
             Self::Upload(_) => {
@@ -589,6 +620,9 @@ mod tests {
                 .is_err()
         );
         assert!(Route::Health.check_method(&Method::DELETE).is_err());
+        let attachments = Route::parse("/v1.0/users/u/calendarView/E/attachments").unwrap();
+        assert!(attachments.check_method(&Method::POST).is_ok());
+        assert!(attachments.check_method(&Method::PUT).is_err());
         assert!(!Route::Upload("x".into()).needs_bearer());
         // An attachment is deleted by the bearer's route; its bytes and the list
         // of attachments are not.

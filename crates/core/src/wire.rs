@@ -175,24 +175,136 @@ impl AttachmentItem {
         let name = l
             .name
             .ok_or_else(|| invalid("AttachmentItem.name is required".into()))?;
-        if name.trim().is_empty() || name.chars().any(char::is_control) || name.len() > 1024 {
-            return Err(CreateError::InvalidName);
-        }
         let size = l
             .size
             .ok_or_else(|| invalid("AttachmentItem.size is required".into()))?;
-        let is_inline = l.isinline;
-        if is_inline == Some(true) && l.contentid.as_deref().is_none_or(str::is_empty) {
+        Self::checked(name, size, l.contenttype, l.isinline, l.contentid)
+    }
+
+    /// A file attachment from a request's properties, refused as Graph would: a
+    /// name that is empty, too long or has control characters; inline without a
+    /// content id.
+    fn checked(
+        name: String,
+        size: u64,
+        content_type: Option<String>,
+        is_inline: Option<bool>,
+        content_id: Option<String>,
+    ) -> Result<Self, CreateError> {
+        if name.trim().is_empty() || name.chars().any(char::is_control) || name.len() > 1024 {
+            return Err(CreateError::InvalidName);
+        }
+        if is_inline == Some(true) && content_id.as_deref().is_none_or(str::is_empty) {
             return Err(CreateError::MissingContentId);
         }
         Ok(Self {
             attachment_type: "file".into(),
             name,
             size,
-            content_type: l.contenttype.filter(|c| !c.is_empty()),
+            content_type: content_type.filter(|c| !c.is_empty()),
             is_inline,
-            content_id: l.contentid,
+            content_id,
         })
+    }
+}
+
+/// A small file attachment as `POST …/{id}/attachments` carries it: Graph's
+/// `#microsoft.graph.fileAttachment` with the bytes as base64 `contentBytes`, for
+/// files below the upload-session minimum.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NewFileAttachment {
+    /// Name, content type, inline and content id; `size` is the bytes' length.
+    pub item: AttachmentItem,
+    /// The file's bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl NewFileAttachment {
+    /// The largest attachment this request takes: 3 MiB (3,145,728 bytes), the
+    /// generous reading of Graph's "under 3 MB" (the unit is never defined).
+    pub const MAX_SIZE: u64 = 3 * 1024 * 1024;
+
+    /// The attachment `item` (its size is taken from `bytes`) with `bytes`.
+    pub fn new(mut item: AttachmentItem, bytes: Vec<u8>) -> Self {
+        item.size = bytes.len() as u64;
+        Self { item, bytes }
+    }
+
+    /// The request body, as Graph's documents write it (camelCase, base64 with
+    /// padding).
+    pub fn to_request_json(&self) -> Value {
+        use base64::Engine as _;
+        let item = &self.item;
+        let mut json = serde_json::json!({
+            "@odata.type": "#microsoft.graph.fileAttachment",
+            "name": item.name,
+            "contentBytes": base64::engine::general_purpose::STANDARD.encode(&self.bytes),
+        });
+        let object = json.as_object_mut().expect("a JSON object");
+        if let Some(t) = &item.content_type {
+            object.insert("contentType".into(), t.clone().into());
+        }
+        if let Some(inline) = item.is_inline {
+            object.insert("isInline".into(), inline.into());
+        }
+        if let Some(cid) = &item.content_id {
+            object.insert("contentId".into(), cid.clone().into());
+        }
+        json
+    }
+
+    /// Reads a `POST …/attachments` body. Property names match case-insensitively;
+    /// unknown ones are ignored. `@odata.type` must name a file attachment, `name`
+    /// and `contentBytes` (standard base64) are required and the bytes must not be
+    /// empty; size limits are the caller's ([`NewFileAttachment::MAX_SIZE`]).
+    ///
+    /// ```
+    /// use upsession_core::wire::NewFileAttachment;
+    ///
+    /// let new = NewFileAttachment::from_request_json(
+    ///     br##"{"@odata.type":"#microsoft.graph.fileAttachment","name":"a.txt","contentBytes":"aGk="}"##,
+    /// ).unwrap();
+    /// assert_eq!((new.item.name.as_str(), new.bytes.as_slice()), ("a.txt", &b"hi"[..]));
+    /// assert!(NewFileAttachment::from_request_json(br#"{"name":"a.txt","contentBytes":"%%"}"#).is_err());
+    /// ```
+    pub fn from_request_json(body: &[u8]) -> Result<Self, CreateError> {
+        use base64::Engine as _;
+        #[derive(Deserialize)]
+        struct Lower {
+            #[serde(rename = "@odata.type")]
+            odata_type: Option<String>,
+            name: Option<String>,
+            contentbytes: Option<String>,
+            contenttype: Option<String>,
+            isinline: Option<bool>,
+            contentid: Option<String>,
+        }
+        let invalid = |m: &str| CreateError::InvalidBody(m.to_owned());
+        let value: Value = serde_json::from_slice(body).map_err(|e| invalid(&e.to_string()))?;
+        let l: Lower =
+            serde_json::from_value(lowercase_keys(value)).map_err(|e| invalid(&e.to_string()))?;
+        let kind = l
+            .odata_type
+            .ok_or_else(|| invalid("@odata.type is required (#microsoft.graph.fileAttachment)"))?;
+        if !kind.eq_ignore_ascii_case("#microsoft.graph.fileAttachment") {
+            return Err(CreateError::UnsupportedAttachmentType(kind));
+        }
+        let name = l.name.ok_or_else(|| invalid("name is required"))?;
+        let encoded = l
+            .contentbytes
+            .ok_or_else(|| invalid("contentBytes is required"))?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|e| invalid(&format!("contentBytes is not base64: {e}")))?;
+        if bytes.is_empty() {
+            return Err(invalid(
+                "contentBytes is empty; an attachment needs at least one byte",
+            ));
+        }
+        let size = bytes.len() as u64;
+        let item = AttachmentItem::checked(name, size, l.contenttype, l.isinline, l.contentid)?;
+        Ok(Self { item, bytes })
     }
 }
 

@@ -13,7 +13,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::Response;
 use sha2::{Digest, Sha256};
 use upsession_core::error::{RequestError, SessionError};
-use upsession_core::planner::{Action, Completion, Planner, PlannerConfig, TransportError};
+use upsession_core::planner::{
+    Action, Completion, Planner, PlannerConfig, TransportError, UploadError,
+};
 use upsession_core::session::{Limits, PutDecision, Session, SessionSnapshot};
 use upsession_core::{ContentRange, Dialect, respond};
 
@@ -136,6 +138,8 @@ struct Stats {
     faults: u64,
     restarts: u32,
     client_restarts: u32,
+    /// Runs that ended at once because their first request never left.
+    unreachable: u32,
 }
 
 fn source_bytes(rng: &mut fastrand::Rng, len: u64) -> Vec<u8> {
@@ -165,6 +169,7 @@ fn run(seed: u64) -> Result<Stats, String> {
     let mut now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let mut stats = Stats::default();
     let budget = 20 * (total / 512 + 1) + 400;
+    let mut answered = false;
 
     loop {
         while planner.poll_event().is_some() {}
@@ -212,6 +217,13 @@ fn run(seed: u64) -> Result<Stats, String> {
                 if Sha256::digest(file) != Sha256::digest(&source) {
                     return Err(format!("session {id} completed with different bytes"));
                 }
+                return Ok(stats);
+            }
+            // A first request that never left, before any answer: nothing exists,
+            // and the planner says so at once rather than retry a server that may
+            // not be there.
+            Action::Failed(UploadError::Unreachable) if !answered && server.sessions.is_empty() => {
+                stats.unreachable += 1;
                 return Ok(stats);
             }
             Action::Failed(e) => return Err(format!("upload failed: {e}")),
@@ -279,7 +291,10 @@ fn run(seed: u64) -> Result<Stats, String> {
             other => return Err(format!("unexpected action {other:?}")),
         };
         match reply {
-            Ok(res) => planner.handle_response(now, &res),
+            Ok(res) => {
+                answered = true;
+                planner.handle_response(now, &res);
+            }
             Err(e) => planner.handle_transport_error(now, e),
         }
         if stats.requests > budget {

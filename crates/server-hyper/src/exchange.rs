@@ -93,14 +93,22 @@ pub(crate) async fn read_json_body(
     req: Request<ReqBody>,
     timeout: Duration,
 ) -> Result<Bytes, Failure> {
-    let limited = http_body_util::Limited::new(req.into_body(), MAX_JSON_BODY);
+    read_json_body_up_to(req, timeout, MAX_JSON_BODY).await
+}
+
+/// Reads a JSON body of at most `max` bytes (a small file's `contentBytes` make
+/// one of a few MB).
+pub(crate) async fn read_json_body_up_to(
+    req: Request<ReqBody>,
+    timeout: Duration,
+    max: usize,
+) -> Result<Bytes, Failure> {
+    let limited = http_body_util::Limited::new(req.into_body(), max);
     match tokio::time::timeout(timeout, limited.collect()).await {
         Err(_) => Err(fail(RequestError::Timeout)),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(fail(RequestError::BodyTooLarge {
-                max: MAX_JSON_BODY as u64,
-            }))
+            Err(fail(RequestError::BodyTooLarge { max: max as u64 }))
         }
         Ok(Err(e)) => Err(fail(CreateError::InvalidBody(e.to_string()))),
     }

@@ -20,13 +20,13 @@ use upsession_core::credential::{CREDENTIAL_PARAM, Signer};
 use upsession_core::dialect::LocationStyle;
 use upsession_core::error::RequestError;
 use upsession_core::route::{ItemKind, ItemPath, Route, upload_path};
-use upsession_core::wire::{AttachmentItem, Collection, FileAttachment, Item};
+use upsession_core::wire::{AttachmentItem, Collection, FileAttachment, Item, NewFileAttachment};
 use upsession_core::{Dialect, respond};
 
 use crate::engine::{BodyError, BodyStream, Engine, Failure, Fragment, fail};
 use crate::exchange::{
     App, BodyTimeouts, ReqBody, RequestId, ResBody, content_length, drain_exact, error_response,
-    full, linger, read_json_body, text,
+    full, linger, read_json_body, read_json_body_up_to, text,
 };
 use crate::store::{ItemView, SessionRecord};
 
@@ -70,6 +70,10 @@ impl PublicUrl {
     }
 }
 
+/// The largest `POST …/attachments` body: the largest small file as base64 (4
+/// bytes for every 3), and room for its other properties.
+const SMALL_ATTACHMENT_BODY: u64 = NewFileAttachment::MAX_SIZE.div_ceil(3) * 4 + 64 * 1024;
+
 /// The Graph front-end's state.
 #[derive(Debug)]
 pub(crate) struct Graph {
@@ -99,6 +103,9 @@ impl Graph {
             Route::Metrics => Ok(self.metrics_page(&req)),
             Route::CreateItem { kind, .. } => self.create_item(req, kind, now).await,
             Route::Item(path) => self.item(&path).await,
+            Route::Attachments(path) if req.method() == Method::POST => {
+                self.add_attachment(&path, req, now).await
+            }
             Route::Attachments(path) => self.attachments(&path).await,
             Route::Attachment(path, aid) if req.method() == Method::DELETE => {
                 self.delete_attachment(&path, &aid).await
@@ -172,6 +179,31 @@ impl Graph {
         Ok(full(respond::json(StatusCode::OK, &Collection { value })))
     }
 
+    /// `POST …/attachments`: a small file, its bytes in the body as base64, stored
+    /// as a session-made attachment is; 201 with the attachment and its `Location`.
+    async fn add_attachment(
+        &self,
+        path: &ItemPath,
+        req: Request<ReqBody>,
+        now: SystemTime,
+    ) -> Answer {
+        let (base, app) = (self.base(&req), app_of(&req));
+        let body = read_json_body_up_to(
+            req,
+            self.body.idle,
+            usize::try_from(SMALL_ATTACHMENT_BODY).unwrap_or(usize::MAX),
+        )
+        .await?;
+        let new = NewFileAttachment::from_request_json(&body).map_err(fail)?;
+        let record = self.engine.attach_small(path, new, &app.0, now).await?;
+        let mut res = respond::json(StatusCode::CREATED, &record.meta);
+        let location = format!("{base}{}", path.attachment_path(&record.meta.id));
+        if let Ok(value) = HeaderValue::from_str(&location) {
+            res.headers_mut().insert(http::header::LOCATION, value);
+        }
+        Ok(full(res))
+    }
+
     async fn attachment(&self, path: &ItemPath, aid: &str) -> Answer {
         let record = self.engine.attachment(path, aid).await?;
         Ok(full(respond::json(StatusCode::OK, &record.meta)))
@@ -204,8 +236,7 @@ impl Graph {
         path: &ItemPath,
         now: SystemTime,
     ) -> Answer {
-        let base = self.base(&req);
-        let app = req.extensions().get::<App>().cloned().unwrap_or_default();
+        let (base, app) = (self.base(&req), app_of(&req));
         let body = read_json_body(req, self.body.idle).await?;
         let item = AttachmentItem::from_request_json(&body).map_err(fail)?;
         let (record, session) = self.engine.create_session(path, item, &app.0, now).await?;
@@ -296,6 +327,11 @@ impl Graph {
         };
         format!("{base}{path}")
     }
+}
+
+/// The app the request authenticated as (the auth layer put it there).
+fn app_of(req: &Request<ReqBody>) -> App {
+    req.extensions().get::<App>().cloned().unwrap_or_default()
 }
 
 fn item_json(view: &ItemView) -> Item {

@@ -7,6 +7,7 @@
 mod options;
 mod pump;
 mod resuming;
+mod small;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use upsession_core::planner::Planner;
 pub use options::{UploadOptions, Uploaded};
 
 use self::pump::Job;
+use self::small::SmallFile;
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::progress::ProgressKind;
@@ -30,11 +32,34 @@ impl Client {
     /// the full `AttachmentItem`, then streams the file in fragments, one at a time,
     /// never reading it whole into memory.
     ///
+    /// A file smaller than [`ClientBuilder::small_file_limit`] (default
+    /// [`SMALL_FILE_LIMIT`](crate::SMALL_FILE_LIMIT), 3,000,000 bytes) is attached
+    /// with one `POST …/attachments` instead, its bytes as base64 `contentBytes`,
+    /// as Graph wants files under 3 MB; the result is the same [`Uploaded`]
+    /// (attachment id and location), and no resume state is kept for it.
+    ///
+    /// ```no_run
+    /// use upsession_client_reqwest::{Client, Target, UploadOptions};
+    ///
+    /// # async fn run() -> Result<(), upsession_client_reqwest::Error> {
+    /// let client = Client::builder().token("…").build()?;
+    /// let draft = client.create_draft("Two files").await?;
+    /// // 1 KiB: one POST. 40 MB: an upload session. Same call, same result.
+    /// for file in ["notes.txt", "video.mp4"] {
+    ///     let done = client.upload_file(&draft, file, UploadOptions::new()).await?;
+    ///     println!("{file}: {:?} at {:?}", done.attachment_id, done.location);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// Before the session is created the file is read once to take its SHA-256, the
     /// identity that [`Client::resume`] checks. If the client has a state directory
     /// (or `options.state_file` is set), a [`ResumeState`] is saved as soon as the
     /// session exists and updated as fragments are acknowledged; it is removed when
     /// the upload completes.
+    ///
+    /// [`ClientBuilder::small_file_limit`]: crate::ClientBuilder::small_file_limit
     pub async fn upload_file(
         &self,
         target: &Target,
@@ -44,7 +69,11 @@ impl Client {
         let given = path.as_ref();
         let label: Arc<str> = given.display().to_string().into();
         match self.prepare_file(target, given, &label, &options).await {
-            Ok((job, planner, file)) => job.run(planner, file).await,
+            Ok(Prepared::Session(session)) => {
+                let (job, planner, file) = *session;
+                job.run(planner, file).await
+            }
+            Ok(Prepared::Small(small)) => small.run().await,
             Err(e) => {
                 options.progress.emit(
                     &label,
@@ -57,14 +86,15 @@ impl Client {
         }
     }
 
-    /// Everything before the first request: identity, attachment, state, planner.
+    /// Everything before the first request: identity, attachment, and either the
+    /// one `POST` of a small file or the session's state and planner.
     async fn prepare_file<'a>(
         &'a self,
         target: &Target,
         given: &Path,
         label: &Arc<str>,
         options: &'a UploadOptions,
-    ) -> Result<(Job<'a>, Planner, tokio::fs::File)> {
+    ) -> Result<Prepared<'a>> {
         let inner = &*self.inner;
         let path = tokio::fs::canonicalize(given)
             .await
@@ -78,6 +108,18 @@ impl Client {
         }
         let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
         let meta = options.meta(file_name.as_deref())?;
+        if identity.size < inner.small_file_limit {
+            return Ok(Prepared::Small(SmallFile {
+                inner,
+                label: Arc::clone(label),
+                target: target.clone(),
+                meta,
+                bytes: small::read_file(&identity).await?,
+                sha256: Some(identity.sha256),
+                progress: &options.progress,
+                cancel: options.cancel.clone(),
+            }));
+        }
         let item = meta.to_item(identity.size);
         let cfg = inner.planner_config(None);
         let state_path = options
@@ -105,18 +147,18 @@ impl Client {
             .await
             .map_err(|e| Error::io("open", &path, e))?;
         let planner = Planner::new(identity.size, cfg);
-        let job = Job {
+        let mut job = Job::unsaved(
             inner,
-            label: Arc::clone(label),
-            source: path,
-            progress: &options.progress,
-            create: Some((target.clone(), item)),
-            identity: Some(identity),
-            state,
-            progress_saved: None,
-            name: meta.name,
-        };
-        Ok((job, planner, file))
+            meta.name,
+            &options.progress,
+            Some((target.clone(), item)),
+        );
+        job.label = Arc::clone(label);
+        job.source = path;
+        job.identity = Some(identity);
+        job.state = state;
+        job.cancel.clone_from(&options.cancel);
+        Ok(Prepared::Session(Box::new((job, planner, file))))
     }
 
     /// Uploads `size` bytes from any seekable reader (a file already open, a buffer,
@@ -133,13 +175,28 @@ impl Client {
     ) -> Result<Uploaded> {
         nonempty(size)?;
         let meta = options.meta(None)?;
+        if size < self.inner.small_file_limit {
+            let mut reader = reader;
+            let small = SmallFile {
+                inner: &self.inner,
+                label: meta.name.as_str().into(),
+                target: target.clone(),
+                bytes: small::read_source(&mut reader, size).await?,
+                meta,
+                sha256: None,
+                progress: &options.progress,
+                cancel: options.cancel.clone(),
+            };
+            return small.run().await;
+        }
         let item = meta.to_item(size);
-        let job = Job::unsaved(
+        let mut job = Job::unsaved(
             &self.inner,
             meta.name,
             &options.progress,
             Some((target.clone(), item)),
         );
+        job.cancel.clone_from(&options.cancel);
         let planner = Planner::new(size, self.inner.planner_config(None));
         job.run(planner, reader).await
     }
@@ -157,7 +214,8 @@ impl Client {
     ) -> Result<Uploaded> {
         nonempty(size)?;
         let name = options.name.clone().unwrap_or_else(|| "upload".into());
-        let job = Job::unsaved(&self.inner, name, &options.progress, None);
+        let mut job = Job::unsaved(&self.inner, name, &options.progress, None);
+        job.cancel.clone_from(&options.cancel);
         let planner = Planner::resume(
             size,
             upload_url.expose_secret().to_owned(),
@@ -183,6 +241,12 @@ impl Client {
             .collect()
             .await
     }
+}
+
+/// What a file upload starts as: a session to pump, or one `POST`.
+enum Prepared<'a> {
+    Session(Box<(Job<'a>, Planner, tokio::fs::File)>),
+    Small(SmallFile<'a>),
 }
 
 /// Refuses an upload of nothing: an upload session needs at least one byte.

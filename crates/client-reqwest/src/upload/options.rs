@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::content_type::guess_content_type;
 use crate::error::{Error, Result};
@@ -26,6 +27,8 @@ pub struct UploadOptions {
     /// Where to save the resume state (default: a new file in the client's state
     /// directory, if it has one).
     pub state_file: Option<PathBuf>,
+    /// Cancels the upload when triggered; see [`UploadOptions::cancel_on`].
+    pub cancel: Option<CancellationToken>,
 }
 
 impl UploadOptions {
@@ -58,6 +61,40 @@ impl UploadOptions {
     upsession_core::setters! {
         /// Saves the resume state to `path`.
         state_file(path: impl Into<PathBuf>) => state_file = Some(path.into());
+        /// Cancels the upload when `token` is cancelled: a fragment being sent is
+        /// abandoned, the session is deleted (`DELETE {uploadUrl}`, which a
+        /// Graph-compatible server answers `204`), the resume state is removed, and
+        /// the call returns [`Error::Cancelled`]. A token cancelled before the
+        /// session exists ends the upload before it is created; a small file's
+        /// single `POST`, once sent, is not abandoned.
+        ///
+        /// One token can cancel many uploads (clone it, or use
+        /// [`CancellationToken::child_token`]); dropping the upload's future
+        /// instead leaves the session open on the server until it expires, and
+        /// its resume state on disk.
+        ///
+        /// ```no_run
+        /// use std::time::Duration;
+        /// use upsession_client_reqwest::{CancellationToken, Client, Error, Target, UploadOptions};
+        ///
+        /// # async fn run() -> Result<(), Error> {
+        /// let client = Client::builder().token("…").build()?;
+        /// let cancel = CancellationToken::new();
+        /// let stop = cancel.clone();
+        /// tokio::spawn(async move {
+        ///     tokio::time::sleep(Duration::from_secs(30)).await;
+        ///     stop.cancel(); // e.g. on Ctrl-C, or a user's "Stop" button
+        /// });
+        /// let options = UploadOptions::new().cancel_on(cancel);
+        /// match client.upload_file(&Target::message("AAMk…"), "big.iso", options).await {
+        ///     Ok(done) => println!("attached as {:?}", done.attachment_id),
+        ///     Err(Error::Cancelled) => println!("cancelled; the session is deleted"),
+        ///     Err(e) => return Err(e),
+        /// }
+        /// # Ok(())
+        /// # }
+        /// ```
+        cancel_on(token: CancellationToken) => cancel = Some(token);
     }
 
     /// The attachment's metadata, named `default_name` unless a name was given.
@@ -97,4 +134,9 @@ pub struct Uploaded {
     /// SHA-256 of the file, lowercase hex (file uploads only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// Set when the file changed while its last bytes were being sent: the
+    /// attachment exists (its id and location are above) and holds the bytes that
+    /// were sent, which may not be the file as it is now. Says what changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_changed: Option<String>,
 }

@@ -10,16 +10,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use futures_util::future::Either;
 use reqwest::Method;
 use tokio::io::{AsyncRead, AsyncSeek};
-use upsession_core::planner::{Action, Completion, Event, Planner, PlannerConfig, UploadError};
+use tokio_util::sync::CancellationToken;
+use upsession_core::ContentRange;
+use upsession_core::planner::{
+    Action, Completion, Event, Planner, PlannerConfig, TransportError, UploadError,
+};
 use upsession_core::time::format_graph_time;
 use upsession_core::wire::AttachmentItem;
 
 use super::options::Uploaded;
 use crate::error::{Error, Result};
 use crate::progress::{ProgressKind, ProgressSink};
-use crate::redact::UploadUrl;
+use crate::redact::{RedactedUrl, UploadUrl};
 use crate::resume::{FileIdentity, ResumeState, StateStore, run_blocking};
 use crate::target::Target;
 use crate::transport::{Inner, Reply};
@@ -40,6 +45,19 @@ pub(super) struct Job<'a> {
     /// When progress was last written to the state.
     pub(super) progress_saved: Option<std::time::Instant>,
     pub(super) name: String,
+    /// The item, when known: a doubt about the final fragment is settled by
+    /// listing its attachments.
+    pub(super) target: Option<Target>,
+    /// Bytes the session held when this upload resumed it, as saved.
+    pub(super) resumed_at: u64,
+    /// Cancels the upload when triggered.
+    pub(super) cancel: Option<CancellationToken>,
+    /// The planner was told of the cancel.
+    pub(super) cancel_told: bool,
+    /// The first request's URL (redacted), to name a server never reached.
+    pub(super) first_url: Option<String>,
+    /// Why the last request got no answer.
+    pub(super) last_cause: Option<String>,
 }
 
 impl<'a> Job<'a> {
@@ -56,11 +74,17 @@ impl<'a> Job<'a> {
             label: name.as_str().into(),
             source: PathBuf::from(&name),
             progress,
+            target: create.as_ref().map(|(t, _)| t.clone()),
             create,
             identity: None,
             state: None,
             progress_saved: None,
             name,
+            resumed_at: 0,
+            cancel: None,
+            cancel_told: false,
+            first_url: None,
+            last_cause: None,
         }
     }
 }
@@ -73,42 +97,23 @@ impl Job<'_> {
     {
         let total = planner.total();
         self.emit(ProgressKind::Started { total });
-        let result = self.drive(&mut planner, &mut reader).await;
-        let result = match result {
-            Ok(completion) => {
-                self.forget_state().await;
-                match &self.identity {
-                    // A change during the last fragment is caught here, not hidden.
-                    Some(identity) => identity.check_unchanged().await.map(|()| completion),
-                    None => Ok(completion),
-                }
-            }
-            Err(e) => {
-                if e.session_is_gone() {
-                    self.forget_state().await;
-                }
-                Err(e)
-            }
-        };
+        if self.resumed_at > 0 {
+            // Progress continues from what the session held, never from 0.
+            self.emit(ProgressKind::Acknowledged {
+                acknowledged: self.resumed_at,
+                total,
+            });
+        }
+        if self.target.is_some() && self.inner.token.is_some() {
+            planner.settle_doubt_by_listing(self.name.clone());
+        }
+        // Boxed: the pump's state is large, and callers nest this future in theirs.
+        let result = Box::pin(self.drive(&mut planner, &mut reader)).await;
+        if result.as_ref().is_ok() || result.as_ref().is_err_and(Error::session_is_gone) {
+            self.forget_state().await;
+        }
         match result {
-            Ok(completion) => {
-                tracing::info!(
-                    file = %self.label,
-                    attachment_id = completion.attachment_id.as_deref().unwrap_or(""),
-                    "upload complete"
-                );
-                self.emit(ProgressKind::Completed {
-                    attachment_id: completion.attachment_id.clone(),
-                    location: completion.location.clone(),
-                });
-                Ok(Uploaded {
-                    name: self.name.clone(),
-                    size: total,
-                    attachment_id: completion.attachment_id,
-                    location: completion.location,
-                    sha256: self.identity.as_ref().map(|i| i.sha256.clone()),
-                })
-            }
+            Ok(completion) => Ok(self.completed(completion, total).await),
             Err(e) => {
                 tracing::warn!(file = %self.label, error = %e, "upload failed");
                 self.emit(ProgressKind::Failed {
@@ -119,61 +124,82 @@ impl Job<'_> {
         }
     }
 
+    /// The finished upload, reported. A file that changed during its last fragment
+    /// is caught here and said, but the attachment exists: its id is kept.
+    async fn completed(&self, completion: Completion, total: u64) -> Uploaded {
+        let file_changed = match &self.identity {
+            Some(identity) => identity
+                .check_unchanged()
+                .await
+                .err()
+                .map(|e| e.to_string()),
+            None => None,
+        };
+        if let Some(why) = &file_changed {
+            tracing::warn!(file = %self.label, "{why}; the attachment holds the bytes sent");
+        }
+        tracing::info!(
+            file = %self.label,
+            attachment_id = completion.attachment_id.as_deref().unwrap_or(""),
+            "upload complete"
+        );
+        self.emit(ProgressKind::Completed {
+            attachment_id: completion.attachment_id.clone(),
+            location: completion.location.clone(),
+        });
+        Uploaded {
+            name: self.name.clone(),
+            size: total,
+            attachment_id: completion.attachment_id,
+            location: completion.location,
+            sha256: self.identity.as_ref().map(|i| i.sha256.clone()),
+            file_changed,
+        }
+    }
+
     /// The pump: the planner decides, this does the I/O.
     async fn drive<R>(&mut self, planner: &mut Planner, reader: &mut R) -> Result<Completion>
     where
         R: AsyncRead + AsyncSeek + Unpin + Send,
     {
         loop {
-            let reply = match planner.next(SystemTime::now()) {
-                Action::CreateSession => {
-                    let Some((target, item)) = &self.create else {
-                        return Err(Error::Protocol(
-                            "the planner asked to create a session for an upload that has one"
-                                .into(),
-                        ));
-                    };
-                    let request = self.inner.create_session_request(target, item).await?;
-                    self.inner.send(request).await?
-                }
-                Action::Put(range) => {
-                    if let Some(identity) = &self.identity {
-                        identity.check_unchanged().await?;
-                    }
-                    if let Some(pacer) = &self.inner.pacer {
-                        pacer
-                            .send_bytes(range.range().len(), |wait| {
-                                tracing::info!(file = %self.label, ?wait, "mailbox budget spent; waiting");
-                                self.emit(ProgressKind::Paced { wait });
-                            })
-                            .await;
-                    }
-                    let url = session_url(planner)?;
-                    self.inner
-                        .put_fragment(&url, range, reader, &self.source)
-                        .await?
-                }
-                Action::QueryStatus => {
-                    self.to_session(planner, Method::GET, "GET session status")
-                        .await?
-                }
-                Action::Delete => {
-                    self.to_session(planner, Method::DELETE, "DELETE session")
-                        .await?
-                }
+            if !self.cancel_told
+                && self
+                    .cancel
+                    .as_ref()
+                    .is_some_and(CancellationToken::is_cancelled)
+            {
+                tracing::info!(file = %self.label, "cancelled; deleting the session");
+                self.cancel_told = true;
+                planner.cancel();
+            }
+            let action = planner.next(SystemTime::now());
+            let reply = match action {
                 Action::Wait { until } => {
                     let wait = until.duration_since(SystemTime::now()).unwrap_or_default();
-                    tokio::time::sleep(wait).await;
+                    // A cancel wakes the wait; the loop's top then tells the planner.
+                    let _ = self.unless_cancelled(tokio::time::sleep(wait)).await;
                     continue;
                 }
+                Action::Done(completion) => return Ok(completion),
+                Action::Failed(error) => return Err(self.failure(error)),
+                Action::Cancelled => return Err(Error::Cancelled),
                 Action::Pending => {
                     return Err(Error::Protocol(
                         "the upload planner is waiting for an answer that was already given".into(),
                     ));
                 }
-                Action::Done(completion) => return Ok(completion),
-                Action::Failed(error) => return Err(failure(error)),
-                Action::Cancelled => return Err(Error::Cancelled),
+                Action::Put(range) => {
+                    match self
+                        .unless_cancelled(self.put(planner, range, reader))
+                        .await
+                    {
+                        Some(reply) => reply?,
+                        // Abandoned: the planner deletes the session next.
+                        None => Reply::NoAnswer(TransportError::Lost, "cancelled".into()),
+                    }
+                }
+                other => self.request(planner, &other).await?,
             };
             let now = SystemTime::now();
             match reply {
@@ -183,10 +209,114 @@ impl Job<'_> {
                 }
                 Reply::NoAnswer(kind, why) => {
                     tracing::warn!(file = %self.label, ?kind, error = %why, "no answer");
+                    self.last_cause = Some(why);
                     planner.handle_transport_error(now, kind);
                 }
             }
             self.drain(planner).await?;
+        }
+    }
+
+    /// `future`'s output, or `None` if the upload is cancelled first.
+    async fn unless_cancelled<T>(&self, future: impl Future<Output = T>) -> Option<T> {
+        let Some(token) = &self.cancel else {
+            return Some(future.await);
+        };
+        let future = std::pin::pin!(future);
+        let cancelled = std::pin::pin!(token.cancelled());
+        match futures_util::future::select(future, cancelled).await {
+            Either::Left((output, _)) => Some(output),
+            Either::Right(((), _)) => None,
+        }
+    }
+
+    /// One fragment: the file checked, the mailbox's budget kept, the bytes sent.
+    async fn put<R>(&self, planner: &Planner, range: ContentRange, reader: &mut R) -> Result<Reply>
+    where
+        R: AsyncRead + AsyncSeek + Unpin + Send,
+    {
+        if let Some(identity) = &self.identity {
+            identity.check_unchanged().await?;
+        }
+        if let Some(pacer) = &self.inner.pacer {
+            pacer
+                .send_bytes(range.range().len(), |wait| {
+                    tracing::info!(file = %self.label, ?wait, "mailbox budget spent; waiting");
+                    self.emit(ProgressKind::Paced { wait });
+                })
+                .await;
+        }
+        let url = session_url(planner)?;
+        let (progress, label) = (self.progress.clone(), Arc::clone(&self.label));
+        let (start, total) = (range.range().start(), range.total());
+        let on_sent = move |sent: u64| {
+            let sent = start + sent;
+            progress.emit(&label, ProgressKind::Sent { sent, total });
+        };
+        self.inner
+            .put_fragment(&url, range, reader, &self.source, on_sent)
+            .await
+    }
+
+    /// A request without a body: creating the session, asking it, deleting it,
+    /// listing the item's attachments.
+    async fn request(&mut self, planner: &Planner, action: &Action) -> Result<Reply> {
+        match action {
+            Action::CreateSession => {
+                let Some((target, item)) = &self.create else {
+                    return Err(Error::Protocol(
+                        "the planner asked to create a session for an upload that has one".into(),
+                    ));
+                };
+                let url = self.inner.attachments_url(target, &["createUploadSession"]);
+                self.first_url = Some(RedactedUrl(url.as_str()).to_string());
+                let request = self.inner.create_session_request(target, item).await?;
+                self.inner.send(request).await
+            }
+            Action::QueryStatus => {
+                self.to_session(planner, Method::GET, "GET session status")
+                    .await
+            }
+            Action::Delete => {
+                self.to_session(planner, Method::DELETE, "DELETE session")
+                    .await
+            }
+            Action::ListAttachments => {
+                let Some(target) = &self.target else {
+                    return Err(Error::Protocol(
+                        "the planner asked to list an unknown item".into(),
+                    ));
+                };
+                let url = self.inner.attachments_url(target, &[]);
+                tracing::info!(file = %self.label, url = %url, "final answer in doubt; listing the attachments");
+                let request = self.inner.authorize(self.inner.http.get(url)).await?;
+                self.inner.send(request).await
+            }
+            other => Err(Error::Protocol(format!(
+                "the upload planner asked for {other:?}, which is not a request"
+            ))),
+        }
+    }
+
+    /// The planner's failure as this crate's error; a server never reached is
+    /// named with its URL and the cause.
+    fn failure(&mut self, error: UploadError) -> Error {
+        match error {
+            UploadError::Unreachable => Error::Unreachable {
+                url: self
+                    .first_url
+                    .take()
+                    .unwrap_or_else(|| self.inner.base.to_string()),
+                cause: self
+                    .last_cause
+                    .take()
+                    .unwrap_or_else(|| "the request could not be sent".into()),
+            },
+            UploadError::SessionExpired => Error::SessionExpired { remote: None },
+            UploadError::SessionNotFound(remote) => Error::SessionExpired {
+                remote: Some(remote),
+            },
+            other => Error::Upload(other),
         }
     }
 
@@ -306,17 +436,6 @@ fn session_url(planner: &Planner) -> Result<UploadUrl> {
     planner.upload_url().map(UploadUrl::from).ok_or_else(|| {
         Error::Protocol("the planner asked for the session before it existed".into())
     })
-}
-
-/// The planner's failure as this crate's error.
-fn failure(error: UploadError) -> Error {
-    match error {
-        UploadError::SessionExpired => Error::SessionExpired { remote: None },
-        UploadError::SessionNotFound(remote) => Error::SessionExpired {
-            remote: Some(remote),
-        },
-        other => Error::Upload(other),
-    }
 }
 
 impl Inner {

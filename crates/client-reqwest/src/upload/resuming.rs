@@ -106,17 +106,16 @@ impl Client {
             state.expires_at(),
             self.inner.planner_config(Some(state.fragment_size)),
         );
-        let job = Job {
-            inner: &self.inner,
-            label,
-            source: path,
-            progress,
-            create: None,
-            identity: Some(identity),
-            name: state.attachment.name.clone(),
-            state: state_path.map(|p| (p, state)),
-            progress_saved: None,
-        };
+        let mut job = Job::unsaved(&self.inner, state.attachment.name.clone(), progress, None);
+        job.label = label;
+        job.source = path;
+        job.identity = Some(identity);
+        // The item can be asked only where this client talks to it.
+        let same_mailbox =
+            state.base_url == self.inner.base.as_str() && state.user == self.inner.user;
+        job.target = same_mailbox.then(|| state.target.clone());
+        job.resumed_at = state.acknowledged;
+        job.state = state_path.map(|p| (p, state));
         job.run(planner, file).await
     }
 }

@@ -39,11 +39,13 @@ pub fn fast_planner() -> PlannerConfig {
         .with_deadline(Some(Duration::from_secs(120)))
 }
 
-/// A client for `fake` with its token and small fragments.
+/// A client for `fake` with its token and small fragments; every file, however
+/// small, through an upload session (the fake has no small-file route).
 pub fn builder(fake: &RunningFake) -> ClientBuilder {
     Client::builder()
         .base_url(fake.base_url())
         .token(fake.token())
+        .small_file_limit(0)
         .planner(fast_planner())
         .fragment_size(FRAGMENT)
         .request_timeout(Duration::from_secs(30))

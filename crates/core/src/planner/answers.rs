@@ -12,7 +12,15 @@ use crate::error::RemoteError;
 use crate::header::ContentRange;
 use crate::range::{ByteRange, RangeSet};
 use crate::time::parse_retry_after;
-use crate::wire::UploadSession;
+use crate::wire::{Collection, UploadSession};
+
+/// What the planner reads of a listed attachment; the rest is ignored.
+#[derive(serde::Deserialize)]
+struct ListedAttachment {
+    id: Option<String>,
+    name: Option<String>,
+    size: Option<u64>,
+}
 
 impl Planner {
     /// What a `DELETE` answered means: cancelled (or already gone), again later, or
@@ -44,7 +52,17 @@ impl Planner {
     ) -> Phase {
         let status = remote.status;
         let reason = remote.to_string();
+        let is_final = matches!(request, Request::Put(cr) if cr.range().end() == self.total);
         match (request, status) {
+            // The server's instruction to slow down: not a failed attempt.
+            (_, StatusCode::TOO_MANY_REQUESTS) if self.cfg.deadline.is_some() => {
+                self.again(now, request, &reason, retry_after, true)
+            }
+            // A gateway's 503 may hide a completion that did happen: ask first.
+            (Request::Put(_), StatusCode::SERVICE_UNAVAILABLE) if is_final => {
+                self.final_in_doubt = true;
+                self.failure(now, Request::Status, &reason, retry_after)
+            }
             // Throttled before the body was read: the same request again, when told.
             (_, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) => {
                 self.failure(now, request, &reason, retry_after)
@@ -70,9 +88,9 @@ impl Planner {
             (Request::Put(_) | Request::Status, StatusCode::NOT_FOUND) => {
                 self.session_gone(request, remote.clone())
             }
-            (Request::Put(cr), s) if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => {
+            (Request::Put(_), s) if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => {
                 // A gateway's 5xx may hide a completion that did happen.
-                if cr.range().end() == self.total {
+                if is_final {
                     self.final_in_doubt = true;
                 }
                 // The server may have stored the fragment: ask before re-sending.
@@ -85,23 +103,77 @@ impl Planner {
 
     /// A 404 from the session: gone, unless the final fragment may have completed it.
     pub(super) fn session_gone(&mut self, request: Request, remote: RemoteError) -> Phase {
-        if self.final_in_doubt {
-            if let (Request::Status, Some(last)) = (request, self.final_range()) {
-                // Real Graph forgets a session once complete; our server answers the
-                // final fragment again. Try once before declaring doubt.
-                self.final_in_doubt = false;
-                self.probing_final = true;
-                return Phase::Ready {
-                    request: Request::Put(last),
-                    at: None,
-                };
+        if self.final_in_doubt
+            && let (Request::Status, Some(last)) = (request, self.final_range())
+        {
+            // Real Graph forgets a session once complete; our server answers the
+            // final fragment again. Try once before asking the item.
+            self.final_in_doubt = false;
+            self.probing_final = true;
+            return Phase::Ready {
+                request: Request::Put(last),
+                at: None,
+            };
+        }
+        if !(self.final_in_doubt || self.probing_final) {
+            return Phase::Finished(Action::Failed(UploadError::SessionNotFound(remote)));
+        }
+        if self.listing_name.is_none() {
+            return Phase::Finished(Action::Failed(UploadError::FinalOutcomeUnknown));
+        }
+        // The item has the last word: its attachments show whether the upload ended.
+        self.gone = Some(remote);
+        Phase::Ready {
+            request: Request::List,
+            at: None,
+        }
+    }
+
+    /// What the item's attachments say about an upload whose final answer is in
+    /// doubt: one of the file's name and size is the upload; none means it did not
+    /// complete; no list means nobody can tell.
+    pub(super) fn listed(
+        &mut self,
+        now: SystemTime,
+        remote: &RemoteError,
+        body: &[u8],
+        retry_after: Option<&str>,
+    ) -> Phase {
+        if retryable(remote.status) && remote.status != StatusCode::CONFLICT {
+            return self.failure(now, Request::List, &remote.to_string(), retry_after);
+        }
+        let name = self.listing_name.as_deref().unwrap_or_default();
+        let listed = remote
+            .status
+            .is_success()
+            .then(|| serde_json::from_slice::<Collection<ListedAttachment>>(body).ok())
+            .flatten();
+        let Some(listed) = listed else {
+            return Phase::Finished(Action::Failed(UploadError::FinalOutcomeUnknown));
+        };
+        // The newest one, should an earlier upload of the same file be there too.
+        let found = listed
+            .value
+            .into_iter()
+            .rev()
+            .find(|a| a.name.as_deref() == Some(name) && a.size == Some(self.total));
+        match (found, self.gone.take()) {
+            (Some(a), _) => {
+                self.expected = RangeSet::new();
+                self.events.push_back(Event::Progress {
+                    acknowledged: self.total,
+                    total: self.total,
+                });
+                Phase::Finished(Action::Done(Completion {
+                    location: None,
+                    attachment_id: a.id,
+                }))
             }
-            return Phase::Finished(Action::Failed(UploadError::FinalOutcomeUnknown));
+            (None, Some(gone)) => {
+                Phase::Finished(Action::Failed(UploadError::SessionNotFound(gone)))
+            }
+            (None, None) => Phase::Finished(Action::Failed(UploadError::FinalOutcomeUnknown)),
         }
-        if self.probing_final {
-            return Phase::Finished(Action::Failed(UploadError::FinalOutcomeUnknown));
-        }
-        Phase::Finished(Action::Failed(UploadError::SessionNotFound(remote)))
     }
 
     pub(super) fn accept_session(
@@ -155,6 +227,7 @@ impl Planner {
                 if after > self.high_water || request == Request::Create {
                     self.high_water = after;
                     self.failures = 0;
+                    self.throttles = 0;
                 } else {
                     // Progress only over bytes it had acknowledged and then lost.
                     self.failures += 1;
@@ -250,29 +323,70 @@ impl Planner {
         reason: &str,
         retry_after: Option<&str>,
     ) -> Phase {
-        self.failures += 1;
-        if self.failures >= self.cfg.max_attempts {
-            return self.fail_phase(UploadError::AttemptsExhausted {
-                attempts: self.failures,
-                last: reason.into(),
-            });
+        self.again(now, request, reason, retry_after, false)
+    }
+
+    /// Schedules `request` again after a failure (counted, as in
+    /// [`Planner::failure`]) or, when `throttled`, a `429`: not counted, its
+    /// `Retry-After` (else a backoff that grows with each one in a row) bounded by
+    /// the deadline alone.
+    pub(super) fn again(
+        &mut self,
+        now: SystemTime,
+        request: Request,
+        reason: &str,
+        retry_after: Option<&str>,
+        throttled: bool,
+    ) -> Phase {
+        if self.cancel_requested && request != Request::Delete {
+            return self.after_cancel();
         }
+        let attempt = if throttled {
+            self.throttles += 1;
+            self.throttles
+        } else {
+            self.failures += 1;
+            if self.failures >= self.cfg.max_attempts {
+                return self.fail_phase(UploadError::AttemptsExhausted {
+                    attempts: self.failures,
+                    last: reason.into(),
+                });
+            }
+            self.failures
+        };
         let wait = retry_after
             .and_then(|v| parse_retry_after(v, now))
-            .unwrap_or_else(|| self.backoff());
+            .unwrap_or_else(|| self.backoff(attempt));
+        self.schedule(now, request, reason, wait, attempt, throttled)
+    }
+
+    /// Schedules `request` after `wait`, unless that passes the deadline or the
+    /// session's expiry; reports the retry.
+    fn schedule(
+        &mut self,
+        now: SystemTime,
+        request: Request,
+        reason: &str,
+        wait: Duration,
+        attempt: u32,
+        throttled: bool,
+    ) -> Phase {
         let at = now.checked_add(wait).unwrap_or_else(|| far_future(now));
         if self.deadline.is_some_and(|d| at > d) {
             return self.fail_phase(UploadError::DeadlineExceeded {
                 last: reason.into(),
             });
         }
-        if self.expires.is_some_and(|e| at >= e) && request != Request::Delete {
+        if self.expires.is_some_and(|e| at >= e)
+            && !matches!(request, Request::Delete | Request::List)
+        {
             return self.fail_phase(UploadError::SessionExpired);
         }
         self.events.push_back(Event::Retrying(Retry {
-            attempt: self.failures,
+            attempt,
             wait,
             reason: reason.into(),
+            throttled,
         }));
         let request = if self.cancel_requested && self.upload_url.is_some() {
             Request::Delete
@@ -285,9 +399,9 @@ impl Planner {
         }
     }
 
-    /// Full jitter: uniform in `0..=min(max, base * 2^(failures-1))`.
-    pub(super) fn backoff(&mut self) -> Duration {
-        let exp = self.failures.saturating_sub(1).min(30);
+    /// Full jitter: uniform in `0..=min(max, base * 2^(attempt-1))`.
+    pub(super) fn backoff(&mut self, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(1).min(30);
         let ceiling = self
             .cfg
             .backoff_base

@@ -16,9 +16,26 @@
 //!
 //! Retries exist only as [`Action::Wait`]: backoff is exponential with full jitter
 //! drawn from a seeded generator, `Retry-After` is obeyed, consecutive failures
-//! without progress and the total time are bounded. The planner always takes the
-//! server's `nextExpectedRanges` over its own idea of what was sent: after any
-//! doubt (a lost answer, a 5xx, a 416) it asks the session before sending more.
+//! without progress and the total time are bounded; a `429` is the server's
+//! instruction rather than a failure, so only the total time bounds it (when there
+//! is one). The planner always takes the server's `nextExpectedRanges` over its own
+//! idea of what was sent: after any doubt (a lost answer, a 5xx, a 416) it asks the
+//! session before sending more.
+//!
+//! Two ends need no retry at all:
+//!
+//! - **Nothing exists yet.** The first request (creating the session) could not
+//!   be sent at all ([`TransportError::NotSent`]: connection refused, unknown host)
+//!   and no earlier request may have reached the server: the upload fails at once as
+//!   [`UploadError::Unreachable`]; a wrong URL costs no minute of backoff.
+//! - **The final outcome is in doubt.** The last fragment's answer was lost or
+//!   ambiguous (`500`, `502`, `503`, `504`): the planner asks the session, re-sends
+//!   the final fragment once if the session still answers, and when the session is
+//!   gone asks the item ([`Action::ListAttachments`], if
+//!   [`Planner::settle_doubt_by_listing`] was called). Only evidence ends the
+//!   upload: an attachment of the file's name and size is completion, its absence
+//!   is [`UploadError::SessionNotFound`], and no answer is
+//!   [`UploadError::FinalOutcomeUnknown`].
 //!
 //! ```
 //! use std::time::{Duration, UNIX_EPOCH};
@@ -65,6 +82,7 @@ enum Request {
     Put(ContentRange),
     Status,
     Delete,
+    List,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,6 +111,17 @@ pub struct Planner {
     expires: Option<SystemTime>,
     deadline: Option<SystemTime>,
     failures: u32,
+    /// Consecutive `429`s: they pace the backoff, and count as failures only when no
+    /// deadline bounds the upload.
+    throttles: u32,
+    /// A request may have reached the server (it answered one, or one was lost
+    /// after it left): something may exist there.
+    reached: bool,
+    /// The attachment's name, when the adapter can list the item's attachments to
+    /// settle a doubt about the final fragment.
+    listing_name: Option<String>,
+    /// The session's 404, kept while the item is asked.
+    gone: Option<RemoteError>,
     /// Set when the final fragment may have reached the server without an answer.
     final_in_doubt: bool,
     /// The last fragment sent that ends the file, re-sent as is to learn the
@@ -156,6 +185,10 @@ impl Planner {
             expires: None,
             deadline: None,
             failures: 0,
+            throttles: 0,
+            reached: false,
+            listing_name: None,
+            gone: None,
             final_in_doubt: false,
             last_final: None,
             probing_final: false,
@@ -196,8 +229,19 @@ impl Planner {
 
     // ----- commands -----
 
+    /// Lets the planner settle a doubt about the final fragment by listing the
+    /// item's attachments ([`Action::ListAttachments`]) and looking for one named
+    /// `name` of the file's size. Without it, a session gone after an ambiguous
+    /// final answer ends as [`UploadError::FinalOutcomeUnknown`].
+    pub fn settle_doubt_by_listing(&mut self, name: impl Into<String>) {
+        self.listing_name = Some(name.into());
+    }
+
     /// Asks for the session to be cancelled: the next request is a `DELETE` (or,
     /// before a session exists, nothing) and the upload ends as [`Action::Cancelled`].
+    ///
+    /// With a request outstanding, the adapter may abandon it and report
+    /// [`TransportError::Lost`]: the `DELETE` follows at once, without a backoff.
     pub fn cancel(&mut self) {
         if matches!(self.phase, Phase::Finished(_)) {
             return;
@@ -237,8 +281,7 @@ impl Planner {
             Phase::Ready { at: Some(at), .. } if now < *at => Action::Wait { until: *at },
             Phase::Ready { request, .. } => {
                 let request = *request;
-                if request != Request::Delete
-                    && request != Request::Create
+                if matches!(request, Request::Put(_) | Request::Status)
                     && self.expires.is_some_and(|e| now >= e)
                 {
                     return self.fail(UploadError::SessionExpired);
@@ -257,6 +300,7 @@ impl Planner {
                     Request::Put(cr) => Action::Put(cr),
                     Request::Status => Action::QueryStatus,
                     Request::Delete => Action::Delete,
+                    Request::List => Action::ListAttachments,
                 }
             }
         }
@@ -280,9 +324,14 @@ impl Planner {
         let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
         let body = response.body().as_ref();
         let remote = || RemoteError::from_response(status, body, header("request-id"));
+        self.reached = true;
 
         if request == Request::Delete {
             self.phase = self.deleted(now, status, remote(), header("retry-after"));
+            return;
+        }
+        if request == Request::List {
+            self.phase = self.listed(now, &remote(), body, header("retry-after"));
             return;
         }
 
@@ -334,6 +383,18 @@ impl Planner {
             );
             return;
         };
+        if self.cancel_requested && request != Request::Delete {
+            // The adapter abandoned the request to cancel: no backoff before the DELETE.
+            self.phase = self.after_cancel();
+            return;
+        }
+        if (request, error, self.reached) == (Request::Create, TransportError::NotSent, false) {
+            // No request ever reached the server: a wrong URL or a server that is
+            // down, not a hiccup worth a minute of retries, and nothing to clean up.
+            self.phase = Phase::Finished(Action::Failed(UploadError::Unreachable));
+            return;
+        }
+        self.reached |= error == TransportError::Lost;
         let next = match (request, error) {
             (Request::Put(cr), TransportError::Lost) => {
                 if cr.range().end() == self.total {

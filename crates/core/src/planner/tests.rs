@@ -432,3 +432,222 @@ fn a_5xx_on_the_final_fragment_then_a_gone_session_is_an_unknown_outcome() {
 fn garbage_ranges_are_a_protocol_error() {
     protocol_error_after(r#"{"nextExpectedRanges":["abc"]}"#);
 }
+
+/// Drives `p` through waits, answering every request with `answer`, until it
+/// ends or `limit` requests were made; the end and the requests made.
+fn answer_all(p: &mut Planner, answer: &Response<Vec<u8>>, limit: usize) -> (Action, usize) {
+    let mut now = t(0);
+    let mut requests = 0;
+    loop {
+        match p.next(now) {
+            Action::Wait { until } => now = until,
+            end @ (Action::Done(_) | Action::Failed(_) | Action::Cancelled) => {
+                return (end, requests);
+            }
+            _ if requests == limit => return (Action::Pending, requests),
+            _ => {
+                requests += 1;
+                p.handle_response(now, answer);
+            }
+        }
+    }
+}
+
+#[test]
+fn throttling_is_not_a_failed_attempt_but_errors_are() {
+    let throttled = response(429, &[("retry-after", "2")], "");
+    let mut p = created(30, small());
+    let (end, requests) = answer_all(&mut p, &throttled, 15);
+    assert_eq!(
+        (end, requests),
+        (Action::Pending, 15),
+        "15 throttled answers in a row are waited out"
+    );
+    let retries: Vec<_> = std::iter::from_fn(|| p.poll_event())
+        .filter_map(|e| match e {
+            Event::Retrying(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        retries
+            .iter()
+            .all(|r| r.throttled && r.wait == Duration::from_secs(2))
+    );
+    // Still bounded by the deadline: 15 × 2 s is past a 20 s one.
+    let mut p = created(30, small().with_deadline(Some(Duration::from_secs(20))));
+    let (end, _) = answer_all(&mut p, &throttled, 100);
+    assert!(
+        matches!(end, Action::Failed(UploadError::DeadlineExceeded { .. })),
+        "{end:?}"
+    );
+    // Ten server errors in a row are ten failed attempts.
+    let mut p = created(30, small());
+    let (end, requests) = answer_all(&mut p, &response(500, &[], ""), 100);
+    assert!(
+        matches!(
+            end,
+            Action::Failed(UploadError::AttemptsExhausted { attempts: 10, .. })
+        ),
+        "{end:?}"
+    );
+    assert_eq!(requests, 10);
+}
+
+#[test]
+fn a_first_request_that_cannot_be_sent_fails_at_once() {
+    let mut p = Planner::new(30, small());
+    assert_eq!(p.next(t(0)), Action::CreateSession);
+    p.handle_transport_error(t(0), TransportError::NotSent);
+    assert_eq!(p.next(t(0)), Action::Failed(UploadError::Unreachable));
+    // Once the server has answered, it exists: the same failure is retried.
+    let mut p = Planner::new(30, small());
+    let _ = p.next(t(0));
+    p.handle_response(t(0), &response(500, &[], ""));
+    let Action::Wait { until } = p.next(t(0)) else {
+        panic!("a wait after a 500")
+    };
+    assert_eq!(p.next(until), Action::CreateSession);
+    p.handle_transport_error(until, TransportError::NotSent);
+    assert!(matches!(p.next(until), Action::Wait { .. }));
+    // So it is after a first attempt that may have reached it (a lost answer).
+    let mut p = Planner::new(30, small());
+    let _ = p.next(t(0));
+    p.handle_transport_error(t(0), TransportError::Lost);
+    let Action::Wait { until } = p.next(t(0)) else {
+        panic!("a wait after a lost answer")
+    };
+    assert_eq!(p.next(until), Action::CreateSession);
+    p.handle_transport_error(until, TransportError::NotSent);
+    assert!(matches!(p.next(until), Action::Wait { .. }));
+    // Mid-upload, a connection that cannot be made is retried too.
+    let mut p = sent_first(30);
+    p.handle_transport_error(t(0), TransportError::NotSent);
+    assert!(matches!(p.next(t(0)), Action::Wait { .. }));
+}
+
+/// The ambiguous answers to the final fragment of a 10-byte file: each one's
+/// planner, its final fragment answered so.
+fn in_doubt_after_each_ambiguous_final_answer(listing: bool) -> Vec<(String, Planner)> {
+    let mut cases = Vec::new();
+    for how in ["500", "502", "503", "504", "lost"] {
+        let mut p = sent_first(10);
+        if listing {
+            p.settle_doubt_by_listing("a.bin");
+        }
+        match how.parse::<u16>() {
+            Ok(status) => p.handle_response(t(0), &response(status, &[], "")),
+            Err(_) => p.handle_transport_error(t(0), TransportError::Lost),
+        }
+        cases.push((how.to_owned(), p));
+    }
+    cases
+}
+
+/// Asks the session (404), re-sends the final fragment (404), then lists the
+/// item's attachments, which answer `listed`; what the planner makes of it.
+fn gone_then_listed(p: &mut Planner, how: &str, listed: &Response<Vec<u8>>) -> Action {
+    let until = waits_then_asks(p);
+    p.handle_response(until, &response(404, &[], ""));
+    assert_eq!(
+        put_range(&p.next(until)),
+        (0, 9),
+        "{how}: the final fragment again"
+    );
+    p.handle_response(until, &response(404, &[], ""));
+    assert_eq!(
+        p.next(until),
+        Action::ListAttachments,
+        "{how}: the item is asked"
+    );
+    p.handle_response(until, listed);
+    p.next(until)
+}
+
+fn attachments(list: &[(&str, &str, u64)]) -> Response<Vec<u8>> {
+    let value: Vec<_> = list
+        .iter()
+        .map(|(id, name, size)| serde_json::json!({"id": id, "name": name, "size": size}))
+        .collect();
+    response(200, &[], &serde_json::json!({ "value": value }).to_string())
+}
+
+#[test]
+fn an_ambiguous_final_answer_with_the_attachment_listed_is_done() {
+    for (how, mut p) in in_doubt_after_each_ambiguous_final_answer(true) {
+        let listed = attachments(&[
+            ("other", "a.bin", 9),
+            ("A7", "a.bin", 10),
+            ("B", "b.bin", 10),
+        ]);
+        let end = gone_then_listed(&mut p, &how, &listed);
+        assert_eq!(
+            end,
+            Action::Done(Completion {
+                location: None,
+                attachment_id: Some("A7".into())
+            }),
+            "{how}"
+        );
+    }
+}
+
+#[test]
+fn an_ambiguous_final_answer_without_the_attachment_listed_is_a_gone_session() {
+    for (how, mut p) in in_doubt_after_each_ambiguous_final_answer(true) {
+        let end = gone_then_listed(&mut p, &how, &attachments(&[("B", "b.bin", 10)]));
+        assert!(
+            matches!(end, Action::Failed(UploadError::SessionNotFound(_))),
+            "{how}: {end:?}"
+        );
+    }
+}
+
+#[test]
+fn an_ambiguous_final_answer_nobody_can_settle_is_an_unknown_outcome() {
+    for (how, mut p) in in_doubt_after_each_ambiguous_final_answer(true) {
+        let end = gone_then_listed(&mut p, &how, &response(403, &[], ""));
+        assert_eq!(
+            end,
+            Action::Failed(UploadError::FinalOutcomeUnknown),
+            "{how}"
+        );
+    }
+    for (_, p) in in_doubt_after_each_ambiguous_final_answer(false) {
+        gone_after_the_final_fragment_is_an_unknown_outcome(p);
+    }
+}
+
+#[test]
+fn a_throttled_or_failed_listing_is_asked_again() {
+    let (how, mut p) = in_doubt_after_each_ambiguous_final_answer(true).remove(2);
+    let until = waits_then_asks(&mut p);
+    p.handle_response(until, &response(404, &[], ""));
+    let _ = p.next(until);
+    p.handle_response(until, &response(404, &[], ""));
+    assert_eq!(p.next(until), Action::ListAttachments);
+    p.handle_response(until, &response(503, &[("retry-after", "1")], ""));
+    assert_eq!(
+        p.next(until),
+        Action::Wait {
+            until: until + Duration::from_secs(1)
+        }
+    );
+    assert_eq!(
+        p.next(until + Duration::from_secs(1)),
+        Action::ListAttachments,
+        "{how}"
+    );
+}
+
+#[test]
+fn cancelling_during_a_request_deletes_at_once() {
+    let mut p = sent_first(30);
+    p.cancel();
+    assert_eq!(p.next(t(0)), Action::Pending);
+    // The adapter abandoned the PUT.
+    p.handle_transport_error(t(0), TransportError::Lost);
+    assert_eq!(p.next(t(0)), Action::Delete);
+    p.handle_response(t(0), &response(204, &[], ""));
+    assert_eq!(p.next(t(0)), Action::Cancelled);
+}

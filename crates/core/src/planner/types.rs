@@ -19,6 +19,11 @@ pub enum Action {
     QueryStatus,
     /// `DELETE {uploadUrl}`: cancel the session.
     Delete,
+    /// `GET …/{item}/attachments` (with the token): the final answer was lost and
+    /// the session is gone, so the item itself says whether the attachment exists.
+    /// Asked only of a planner told the attachment's name
+    /// ([`Planner::settle_doubt_by_listing`](super::Planner::settle_doubt_by_listing)).
+    ListAttachments,
     /// Nothing to do before `until`; call `next` again then.
     Wait {
         /// When to call `next` again.
@@ -57,12 +62,18 @@ pub enum UploadError {
     /// The session answered 404: it expired, was cancelled, or the server forgot it.
     #[error("the upload session no longer exists ({0}); start a new upload")]
     SessionNotFound(RemoteError),
-    /// The final fragment was sent but its answer was lost, and the session is gone:
-    /// the attachment may or may not exist.
+    /// The final fragment was sent but its answer was lost or ambiguous (a `5xx`),
+    /// the session is gone, and the item could not tell (it was not asked, or would
+    /// not answer): the attachment may or may not exist.
     #[error(
         "the final fragment was sent but its answer was lost and the session is gone; check whether the attachment exists"
     )]
     FinalOutcomeUnknown,
+    /// The very first request could not be sent (connection refused, unknown host):
+    /// nothing exists on the server, and retrying a server that is not there only
+    /// makes the user wait.
+    #[error("the server could not be reached, and nothing was created")]
+    Unreachable,
     /// Too many consecutive failures without progress.
     #[error("gave up after {attempts} failed attempts in a row; last: {last}")]
     AttemptsExhausted {
@@ -116,6 +127,10 @@ pub struct Retry {
     pub wait: Duration,
     /// Why the request failed.
     pub reason: String,
+    /// The server throttled the request (`429`): its instruction to wait, not a
+    /// failed attempt, so it does not count towards the attempts (only the total
+    /// deadline bounds it). `attempt` then counts consecutive throttled answers.
+    pub throttled: bool,
 }
 
 /// Things worth telling the user, drained with [`Planner::poll_event`](super::Planner::poll_event).

@@ -17,13 +17,13 @@ use futures_util::{Stream, StreamExt as _};
 use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
-use upsession_core::error::{FragmentError, GraphError, RequestError, SessionError};
+use upsession_core::error::{CreateError, FragmentError, GraphError, RequestError, SessionError};
 use upsession_core::quota::{QuotaLimits, Quotas};
 use upsession_core::route::{ItemKind, ItemPath, User, Version};
 use upsession_core::session::{
     Answer, Closed, Limits, MessageLimit, PutDecision, Session, WriteTicket, takes_over, while_busy,
 };
-use upsession_core::wire::AttachmentItem;
+use upsession_core::wire::{AttachmentItem, NewFileAttachment};
 use upsession_core::{ByteRange, ContentRange};
 
 use crate::metrics::Metrics;
@@ -219,8 +219,78 @@ impl Engine {
         app: &str,
         now: SystemTime,
     ) -> Result<(SessionRecord, Session), Failure> {
+        self.open_session(path, item, app, now, &self.rules.limits)
+            .await
+    }
+
+    /// Attaches a small file (`POST …/attachments`) the way a session would: a
+    /// session of one fragment holding every byte, stored and committed as any
+    /// fragment (message size limit included), then closed, leaving its attachment.
+    pub(crate) async fn attach_small(
+        self: &Arc<Self>,
+        path: &ItemPath,
+        new: NewFileAttachment,
+        app: &str,
+        now: SystemTime,
+    ) -> Result<AttachmentRecord, Failure> {
+        let size = new.item.size;
+        let max = NewFileAttachment::MAX_SIZE;
+        if size > max {
+            return Err(fail(CreateError::TooLarge { size, max }));
+        }
+        let limits = self.rules.limits.clone().with_min_size(1);
+        let limits = limits
+            .clone()
+            .with_max_fragment(limits.max_fragment.max(size));
+        let (record, _) = self.open_session(path, new.item, app, now, &limits).await?;
+        let stored = self
+            .store_whole(&record.id, Bytes::from(new.bytes), now)
+            .await;
+        // Completed, the attachment stays; refused, the session goes with its bytes.
+        let closed = self.cancel(&record.id, SystemTime::now()).await;
+        stored.and(closed)?;
+        self.attachment(path, &record.attachment_id).await
+    }
+
+    /// Stores `bytes` as the one fragment of the session `id`.
+    async fn store_whole(
+        self: &Arc<Self>,
+        id: &str,
+        bytes: Bytes,
+        now: SystemTime,
+    ) -> Result<(), Failure> {
+        let len = bytes.len() as u64;
+        let range = ByteRange::new(0, len)
+            .and_then(|r| ContentRange::new(r, len))
+            .ok_or_else(|| fail(RequestError::Internal))?
+            .to_string();
+        match self
+            .begin_fragment(id, Some(&range), Some(len), now)
+            .await?
+        {
+            Fragment::Write(writing) => {
+                let body = futures_util::stream::once(async move { Ok(bytes) });
+                writing
+                    .store(Box::pin(body), SystemTime::now)
+                    .await
+                    .map(drop)
+            }
+            // A new session holds nothing yet to replay.
+            Fragment::Replay { .. } => Err(fail(RequestError::Internal)),
+        }
+    }
+
+    /// Opens a session under `limits`.
+    async fn open_session(
+        &self,
+        path: &ItemPath,
+        item: AttachmentItem,
+        app: &str,
+        now: SystemTime,
+        limits: &Limits,
+    ) -> Result<(SessionRecord, Session), Failure> {
         self.item(path).await?;
-        let session = Session::open(now, item.size, &self.rules.limits).map_err(fail)?;
+        let session = Session::open(now, item.size, limits).map_err(fail)?;
         let record = SessionRecord {
             id: random_id(""),
             item_id: path.id.clone(),

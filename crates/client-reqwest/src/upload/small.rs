@@ -1,0 +1,163 @@
+//! Small files: one `POST …/{id}/attachments` with the bytes as base64
+//! `contentBytes`, as Graph wants files below its upload-session minimum.
+//!
+//! One request, sent again only after a `429` or `503` (a `POST` retried after a
+//! lost answer could attach the file twice), so there is nothing to resume.
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use http::header::{CONTENT_TYPE, LOCATION};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::sync::CancellationToken;
+use upsession_core::planner::TransportError;
+use upsession_core::wire::NewFileAttachment;
+
+use super::Source;
+use super::options::Uploaded;
+use crate::client::remote_error;
+use crate::error::{Error, Result};
+use crate::progress::{ProgressKind, ProgressSink};
+use crate::redact::RedactedUrl;
+use crate::resume::{AttachmentMeta, FileIdentity, hex};
+use crate::target::Target;
+use crate::transport::{Inner, Reply};
+
+/// One small file on its way: everything its `POST` needs.
+pub(super) struct SmallFile<'a> {
+    pub(super) inner: &'a Inner,
+    pub(super) label: Arc<str>,
+    pub(super) target: Target,
+    pub(super) meta: AttachmentMeta,
+    /// The bytes, read whole (they are under the small-file limit).
+    pub(super) bytes: Vec<u8>,
+    /// SHA-256 of a file's bytes, lowercase hex (file uploads only).
+    pub(super) sha256: Option<String>,
+    pub(super) progress: &'a ProgressSink,
+    pub(super) cancel: Option<CancellationToken>,
+}
+
+/// Reads the file of `identity` whole, refusing it if it is no longer that file.
+pub(super) async fn read_file(identity: &FileIdentity) -> Result<Vec<u8>> {
+    let path = &identity.path;
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|e| Error::io("read", path, e))?;
+    let sha256 = hex(&Sha256::digest(&bytes));
+    if bytes.len() as u64 != identity.size || sha256 != identity.sha256 {
+        return Err(Error::FileChanged {
+            path: path.clone(),
+            what: "its content changed while it was being read".into(),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Reads `size` bytes from the start of `reader`.
+pub(super) async fn read_source(reader: &mut impl Source, size: u64) -> Result<Vec<u8>> {
+    let io = |e| Error::io("read", "the upload's reader", e);
+    reader.seek(std::io::SeekFrom::Start(0)).await.map_err(io)?;
+    let mut bytes =
+        vec![0; usize::try_from(size).map_err(|_| Error::InvalidInput("too large".into()))?];
+    reader.read_exact(&mut bytes).await.map_err(io)?;
+    Ok(bytes)
+}
+
+impl SmallFile<'_> {
+    /// Attaches the file and reports it, as a session upload would be reported.
+    pub(super) async fn run(self) -> Result<Uploaded> {
+        let total = self.bytes.len() as u64;
+        self.emit(ProgressKind::Started { total });
+        match self.post().await {
+            Ok(done) => {
+                self.emit(ProgressKind::Acknowledged {
+                    acknowledged: total,
+                    total,
+                });
+                self.emit(ProgressKind::Completed {
+                    attachment_id: done.attachment_id.clone(),
+                    location: done.location.clone(),
+                });
+                tracing::info!(file = %self.label, attachment_id = done.attachment_id.as_deref().unwrap_or(""), "small file attached");
+                Ok(done)
+            }
+            Err(e) => {
+                tracing::warn!(file = %self.label, error = %e, "attaching failed");
+                self.emit(ProgressKind::Failed {
+                    message: e.to_string(),
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// `POST …/attachments`, and what its answer means.
+    async fn post(&self) -> Result<Uploaded> {
+        if self
+            .cancel
+            .as_ref()
+            .is_some_and(CancellationToken::is_cancelled)
+        {
+            return Err(Error::Cancelled);
+        }
+        let inner = self.inner;
+        let url = inner.attachments_url(&self.target, &[]);
+        let total = self.bytes.len() as u64;
+        let body = NewFileAttachment::new(self.meta.to_item(total), self.bytes.clone());
+        let request = inner
+            .http
+            .post(url.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.to_request_json().to_string());
+        let request = inner.authorize(request).await?;
+        tracing::debug!(url = %url, size = total, "POST small file attachment");
+        let answer = match inner.send_throttled(request).await? {
+            Reply::Answer(answer) => answer,
+            Reply::NoAnswer(TransportError::NotSent, cause) => {
+                return Err(Error::Unreachable {
+                    url: RedactedUrl(url.as_str()).to_string(),
+                    cause,
+                });
+            }
+            Reply::NoAnswer(_, why) => {
+                return Err(Error::Http(format!(
+                    "{why}; the attachment may or may not have been added"
+                )));
+            }
+        };
+        if !answer.status().is_success() {
+            return Err(Error::Remote(remote_error(&answer)));
+        }
+        self.emit(ProgressKind::Sent { sent: total, total });
+        let attachment: Option<serde_json::Value> = serde_json::from_slice(answer.body()).ok();
+        let header = answer.headers().get(LOCATION).and_then(|v| v.to_str().ok());
+        let id = attachment
+            .as_ref()
+            .and_then(|a| a.get("id")?.as_str())
+            .map(str::to_owned);
+        if answer.status() != StatusCode::CREATED && id.is_none() {
+            return Err(Error::Protocol(format!(
+                "adding an attachment was answered {} without the attachment",
+                answer.status().as_u16()
+            )));
+        }
+        // Graph answers the attachment itself; its URL is the item's, if not said.
+        let location = header.map(str::to_owned).or_else(|| {
+            id.as_deref()
+                .map(|id| inner.attachments_url(&self.target, &[id]).to_string())
+        });
+        Ok(Uploaded {
+            name: self.meta.name.clone(),
+            size: total,
+            attachment_id: id,
+            location,
+            sha256: self.sha256.clone(),
+            file_changed: None,
+        })
+    }
+
+    fn emit(&self, kind: ProgressKind) {
+        self.progress.emit(&self.label, kind);
+    }
+}
