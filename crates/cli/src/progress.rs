@@ -81,6 +81,12 @@ impl Display {
                         bar.set_length(*total);
                         bar.set_position(*acknowledged);
                     }
+                    // Bytes on the wire move the bar smoothly; acknowledgements
+                    // (above) set it back where a resend starts.
+                    ProgressKind::Sent { sent, total } => {
+                        bar.set_length(*total);
+                        bar.set_position(*sent);
+                    }
                     ProgressKind::Completed { .. } => bar.finish(),
                     ProgressKind::Failed { .. } => bar.abandon(),
                     _ => {
@@ -116,8 +122,9 @@ impl Display {
                             tenth * 10
                         )
                     }
-                    // The result says it, once, when the upload ends.
-                    ProgressKind::Failed { .. } => return,
+                    // The result says it, once, when the upload ends; plain lines
+                    // follow acknowledged bytes only.
+                    ProgressKind::Failed { .. } | ProgressKind::Sent { .. } => return,
                     _ => event.to_string(),
                 };
                 crate::print_err(&line);

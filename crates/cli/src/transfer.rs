@@ -71,6 +71,11 @@ pub(crate) struct UploadArgs {
     /// How many files upload at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
+    /// Send as fast as the server takes it. By default uploads to Microsoft Graph
+    /// keep to Outlook's documented budget (150 MB per 5 minutes per mailbox), so
+    /// that a batch is not throttled to a stop; other servers are never paced.
+    #[arg(long)]
+    no_pacing: bool,
 }
 
 /// Flags of `upsession resume`. Each upload continues on the server and in the
@@ -116,6 +121,7 @@ fn client(
     conn: &Connection,
     chunk_size: Option<u64>,
     concurrency: usize,
+    no_pacing: bool,
 ) -> Result<(Client, PathBuf), Failure> {
     let state_dir = crate::states::state_dir_or_default(conn.state_dir.as_ref())?;
     let mut builder = Client::builder()
@@ -130,6 +136,9 @@ fn client(
     }
     if let Some(size) = chunk_size {
         builder = builder.fragment_size(size);
+    }
+    if no_pacing {
+        builder = builder.without_pacing();
     }
     let client = builder.build().map_err(|e| explain(&e, &conn.base_url))?;
     Ok((client, state_dir))
@@ -266,7 +275,12 @@ pub(crate) fn upload(args: &UploadArgs) -> Result<(), Failure> {
         }
     }
     let conn = &args.conn;
-    let (client, state_dir) = client(conn, Some(args.chunk_size), args.concurrency)?;
+    let (client, state_dir) = client(
+        conn,
+        Some(args.chunk_size),
+        args.concurrency,
+        args.no_pacing,
+    )?;
     let display = Display::new(args.json);
     let store = StateStore::new(&state_dir);
     let before = present(&store);
@@ -325,7 +339,7 @@ pub(crate) fn resume(args: &ResumeArgs) -> Result<(), Failure> {
         user: None,
         state_dir: Some(dir.clone()),
     };
-    let (client, _) = client(&conn, None, 4)?;
+    let (client, _) = client(&conn, None, 4, false)?;
     let store = StateStore::new(&dir);
     let paths: Vec<PathBuf> = match &args.state {
         Some(reference) => vec![state_path(reference, &dir)?],

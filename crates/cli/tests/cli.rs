@@ -765,3 +765,26 @@ async fn serve_limits_the_sessions_and_declared_bytes_of_one_token() {
         assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out.stderr));
     }
 }
+
+#[tokio::test]
+async fn one_command_attaches_a_small_and_a_large_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&dir.path().join("data"), &["--max-size", "150MB"]);
+    let small = file(dir.path(), "note.txt", 1024, 21);
+    let large = file(dir.path(), "large.bin", 149_000_000, 22);
+    let out = run(upload(&server, &dir.path().join("state"))
+        .args(["--draft", "both", "--json"])
+        .arg(&small)
+        .arg(&large));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for (line, f) in lines.iter().zip([&small, &large]) {
+        assert_uploaded(line["location"].as_str().unwrap(), f, "exact").await;
+    }
+    assert_eq!(lines[0]["size"], 1024);
+    assert_eq!(lines[1]["size"], 149_000_000);
+}
