@@ -3,7 +3,8 @@
 //! Steps: `fmt`, `tidy`, `clippy`, `engines` (Garage and PostgreSQL for the
 //! cluster tests, installed where missing), `test`, `deny`, `doc`, `bench` (the `--quick`
 //! smoke run: it checks the benchmark runs and its bytes verify), `torture` (20 kills),
-//! `fuzz` (5 s per target). Each prints the commands
+//! `fuzz` (5 s per target); a run that changes the checkout (`git status`) fails.
+//! Each prints the commands
 //! it runs; at the end (also after a failure) a summary gives each step's status
 //! and time. `.ci/run` is nothing but this task.
 
@@ -44,6 +45,8 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         println!("xtask ci: CI=true, running steps {}", names.join(", "));
     }
 
+    // What the checkout looks like before: a run must leave it as it found it.
+    let checkout_before = checkout_status();
     let mut results: Vec<StepResult> = Vec::new();
     let started = Instant::now();
     let mut failure = None;
@@ -75,6 +78,15 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     print_summary(&results, started.elapsed(), ci);
     if let Some(message) = failure {
         return Err(message);
+    }
+    let checkout_after = checkout_status();
+    if checkout_after != checkout_before {
+        return Err(format!(
+            "the run changed the checkout (`git status --porcelain` before:\n{}\nafter:\n{}): \
+             every step must write under target/ only",
+            checkout_before.unwrap_or_default(),
+            checkout_after.unwrap_or_default()
+        ));
     }
     println!("xtask ci: all {} steps passed", STEPS.len());
     Ok(())
@@ -175,6 +187,11 @@ fn test() -> Result<Notes, String> {
 /// crate in our Cargo.lock: a failed refresh of an existing copy fails the online
 /// run too ("failed to fetch latest changes"), and the `--offline` retry against
 /// that copy reports `error[vulnerability]` and fails this step, as it must.
+/// `git status --porcelain` of the checkout (`None` outside a git checkout).
+fn checkout_status() -> Option<String> {
+    git_out(&project_root(), &["status", "--porcelain"])
+}
+
 /// `cargo xtask deny`: the `deny` step alone.
 pub(crate) fn deny_task(args: &[String]) -> Result<(), String> {
     if let Some(arg) = args.first() {

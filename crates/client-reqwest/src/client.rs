@@ -537,4 +537,20 @@ mod tests {
             assert!(matches!(err, Error::InvalidInput(_)), "{url}: {err}");
         }
     }
+
+    #[test]
+    fn pacing_is_on_for_microsoft_graph_hosts_only_unless_asked() {
+        let paced = |base: &str, off: bool| {
+            let mut builder = Client::builder().base_url(base);
+            if off {
+                builder = builder.without_pacing();
+            }
+            builder.build().unwrap().inner.pacer.is_some()
+        };
+        assert!(paced("https://graph.microsoft.com/v1.0", false));
+        assert!(paced("https://graph.microsoft.us/beta", false));
+        assert!(!paced("https://graph.microsoft.com/v1.0", true));
+        assert!(!paced("http://127.0.0.1:8080/v1.0", false));
+        assert!(!paced("https://graph.example.com/v1.0", false));
+    }
 }
