@@ -215,7 +215,7 @@ pub(crate) struct Double {
     pub(crate) throttle: Option<Mutex<Throttle>>,
     pub(crate) faults: Mutex<FaultPlan>,
     pub(crate) admin: Option<Tokens>,
-    pub(crate) history: Mutex<HashMap<String, VecDeque<serde_json::Value>>>,
+    pub(crate) history: Mutex<History>,
     pub(crate) body: BodyTimeouts,
 }
 
@@ -267,6 +267,43 @@ pub(crate) async fn double(
         res.extensions_mut().insert(DropConnection);
     }
     res
+}
+
+/// The recent uploadUrl requests of the most recent sessions: at most
+/// [`HISTORY`] requests each, of at most [`HISTORY_SESSIONS`] sessions (the
+/// oldest forgotten first), and none of a session that is gone once listed.
+#[derive(Debug, Default)]
+pub(crate) struct History {
+    by_session: HashMap<String, VecDeque<serde_json::Value>>,
+    /// Sessions in the order they were first seen.
+    order: VecDeque<String>,
+}
+
+/// Most sessions whose requests the test double remembers.
+const HISTORY_SESSIONS: usize = 10_000;
+
+impl History {
+    fn record(&mut self, session: &str, entry: serde_json::Value) {
+        if !self.by_session.contains_key(session) {
+            if self.order.len() == HISTORY_SESSIONS
+                && let Some(oldest) = self.order.pop_front()
+            {
+                self.by_session.remove(&oldest);
+            }
+            self.order.push_back(session.to_owned());
+        }
+        let entries = self.by_session.entry(session.to_owned()).or_default();
+        if entries.len() == HISTORY {
+            entries.pop_front();
+        }
+        entries.push_back(entry);
+    }
+
+    /// Forgets every session not in `live`.
+    fn keep_only(&mut self, live: &std::collections::HashSet<&str>) {
+        self.by_session.retain(|id, _| live.contains(id.as_str()));
+        self.order.retain(|id| live.contains(id.as_str()));
+    }
 }
 
 /// What a session's history keeps of a request to its uploadUrl.
@@ -396,18 +433,17 @@ impl Double {
     /// Records an uploadUrl request in its session's history (with an admin token).
     fn remember(&self, seen: &Seen, res: Response<ResBody>, dropped: bool) -> Response<ResBody> {
         if let (Some(sid), Some(_)) = (&seen.upload, &self.admin) {
-            let mut history = self.history.lock().expect("history lock");
-            let entries = history.entry(sid.clone()).or_default();
-            if entries.len() == HISTORY {
-                entries.pop_front();
-            }
-            entries.push_back(serde_json::json!({
+            let entry = serde_json::json!({
                 "at": upsession_core::time::format_graph_time(SystemTime::now()),
                 "method": seen.method.as_str(),
                 "contentRange": seen.content_range,
                 "status": res.status().as_u16(),
                 "dropped": dropped,
-            }));
+            });
+            self.history
+                .lock()
+                .expect("history lock")
+                .record(sid, entry);
         }
         res
     }
@@ -451,11 +487,14 @@ impl Double {
 
     /// `/_upsession/sessions`: every session, its state and its recent requests.
     async fn admin_sessions(&self) -> Result<serde_json::Value, Failure> {
-        let history = self.history.lock().expect("history lock").clone();
-        let value: Vec<serde_json::Value> = self
-            .engine
-            .sessions()
-            .await?
+        let sessions = self.engine.sessions().await?;
+        let history = {
+            let mut history = self.history.lock().expect("history lock");
+            let live = sessions.iter().map(|(r, _)| r.id.as_str()).collect();
+            history.keep_only(&live);
+            history.by_session.clone()
+        };
+        let value: Vec<serde_json::Value> = sessions
             .into_iter()
             .map(|(record, session)| {
                 let received: Vec<[u64; 2]> = session
@@ -494,4 +533,29 @@ fn fault_route(route: &Route, method: &Method) -> Option<FaultRoute> {
         Route::Upload(_) => FaultRoute::Cancel,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{HISTORY, HISTORY_SESSIONS, History};
+
+    #[test]
+    fn the_history_is_bounded_and_forgets_sessions_that_are_gone() {
+        let mut history = History::default();
+        for i in 0..=HISTORY_SESSIONS {
+            history.record(&format!("s{i}"), serde_json::json!(i));
+        }
+        assert_eq!(history.by_session.len(), HISTORY_SESSIONS);
+        assert!(
+            !history.by_session.contains_key("s0"),
+            "the oldest went first"
+        );
+        for i in 0..=HISTORY {
+            history.record("s1", serde_json::json!(i));
+        }
+        assert_eq!(history.by_session["s1"].len(), HISTORY);
+        history.keep_only(&["s1"].into_iter().collect());
+        assert_eq!(history.by_session.len(), 1);
+        assert_eq!(history.order.len(), 1);
+    }
 }

@@ -1,7 +1,6 @@
 //! [`UploadService`]: the whole server as one `tower::Service`, to mount in any
 //! hyper or axum application (or to serve with [`crate::Server`]).
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
@@ -216,7 +215,7 @@ fn double(config: &Config, engine: &Arc<Engine>) -> Option<Double> {
             .admin_token
             .as_ref()
             .map(|t| Tokens::new(std::slice::from_ref(t))),
-        history: Mutex::new(HashMap::new()),
+        history: Mutex::default(),
         body: config.into(),
     })
 }
