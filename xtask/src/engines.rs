@@ -88,20 +88,26 @@ fn cache_dir() -> PathBuf {
 /// Installs whatever is missing; says what it did.
 pub(crate) fn ensure() -> Result<Vec<String>, String> {
     let mut notes = Vec::new();
+    // A package that cannot be installed does not stop the other tests: the
+    // ones that need it then fail loudly (UPSESSION_REQUIRE_ENGINES in CI).
     if postgres_installed() {
         notes.push("PostgreSQL: installed".to_owned());
     } else {
-        apt_install(&["postgresql"], "the cluster tests need PostgreSQL")?;
-        notes.push("PostgreSQL: installed now from Debian's packages".to_owned());
+        notes.push(
+            match apt_install(&["postgresql"], "the cluster tests need PostgreSQL") {
+                Ok(()) => "PostgreSQL: installed now from Debian's packages".to_owned(),
+                Err(e) => format!("PostgreSQL MISSING: {e}"),
+            },
+        );
     }
     if on_path("node") && on_path("npm") {
         notes.push("Node.js and npm: installed".to_owned());
     } else {
-        apt_install(
-            &["nodejs", "npm"],
-            "the JavaScript SDK interop test needs Node.js and npm",
-        )?;
-        notes.push("Node.js and npm: installed now from Debian's packages".to_owned());
+        let why = "the JavaScript SDK interop test needs Node.js and npm";
+        notes.push(match apt_install(&["nodejs", "npm"], why) {
+            Ok(()) => "Node.js and npm: installed now from Debian's packages".to_owned(),
+            Err(e) => format!("Node.js and npm MISSING: {e}"),
+        });
     }
     let garage = garage_binary();
     if garage.exists() {
@@ -157,10 +163,42 @@ fn on_path(program: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// `apt-get install` of Debian's `packages`; `why` says who needs them.
+/// Whether this process runs as root.
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// `apt-get install` of Debian's `packages`, as root or through `sudo` where it
+/// needs no password; otherwise one sentence saying what to install. `why` says
+/// who needs them.
 fn apt_install(packages: &[&str], why: &str) -> Result<(), String> {
+    let sudo = if is_root() {
+        false
+    } else if Command::new("sudo")
+        .args(["-n", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        true
+    } else {
+        return Err(format!(
+            "{why}: install it as root (Debian: `sudo apt-get install {}`), then run again",
+            packages.join(" ")
+        ));
+    };
     let apt = |args: &[&str]| {
-        let mut c = Command::new("apt-get");
+        let mut c = if sudo {
+            let mut c = Command::new("sudo");
+            c.args(["-n", "apt-get"]);
+            c
+        } else {
+            Command::new("apt-get")
+        };
         c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
         c
     };
