@@ -8,9 +8,13 @@ use hyper::body::Incoming;
 use upsession_core::error::RequestError;
 use upsession_core::respond;
 use upsession_core::route::{ItemKind, ItemPath, User, Version};
-use upsession_core::wire::{Collection, FileAttachment, Item as WireItem};
+use upsession_core::wire::{Collection, FileAttachment, Item as WireItem, NewFileAttachment};
 
 use super::{Ctx, Outcome};
+use crate::fake::StoredAttachment;
+
+/// The largest `POST …/attachments` body: the largest file, base64, and its JSON.
+const SMALL_BODY: u64 = NewFileAttachment::MAX_SIZE.div_ceil(3) * 4 + 64 * 1024;
 
 impl Ctx {
     pub(super) async fn create_item(
@@ -74,6 +78,51 @@ impl Ctx {
             .filter_map(|aid| state.meta.get(aid).cloned())
             .collect();
         respond::json(StatusCode::OK, &Collection { value })
+    }
+
+    /// `POST …/attachments`: a small file attached in one request, as Graph does
+    /// below its upload-session minimum: 201 with the attachment and its `Location`.
+    pub(super) async fn add_small(
+        &self,
+        req: Request<Incoming>,
+        path: &ItemPath,
+        now: SystemTime,
+    ) -> Response<Vec<u8>> {
+        let new = match self
+            .json_body_up_to(req, SMALL_BODY, NewFileAttachment::from_request_json)
+            .await
+        {
+            Ok(new) => new,
+            Err(res) => return res,
+        };
+        let mut state = self.shared.state();
+        if !state
+            .items
+            .get(&path.id)
+            .is_some_and(|i| i.path.kind == path.kind)
+        {
+            return self.error(&RequestError::ItemNotFound);
+        }
+        let aid = state.id("AAMk-att");
+        let meta = FileAttachment::new(aid.clone(), &new.item, now);
+        let location = self.location(path, &aid);
+        state.attachments.push(StoredAttachment {
+            id: aid.clone(),
+            item_id: path.id.clone(),
+            name: new.item.name.clone(),
+            location: location.clone(),
+            bytes: new.bytes,
+            attachment_item: new.item,
+        });
+        state.meta.insert(aid.clone(), meta.clone());
+        if let Some(item) = state.items.get_mut(&path.id) {
+            item.attachments.push(aid);
+        }
+        let mut res = respond::json(StatusCode::CREATED, &meta);
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            res.headers_mut().insert(http::header::LOCATION, v);
+        }
+        res
     }
 
     pub(super) fn attachment(&self, path: &ItemPath, aid: &str, value: bool) -> Response<Vec<u8>> {

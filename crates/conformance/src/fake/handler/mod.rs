@@ -305,6 +305,9 @@ impl Ctx {
                 kind,
             } => self.create_item(req, version, user, kind, now).await,
             Route::Item(path) => Ok(self.item(&path)),
+            Route::Attachments(path) if req.method() == http::Method::POST => {
+                Ok(self.add_small(req, &path, now).await)
+            }
             Route::Attachments(path) => Ok(self.attachments(&path)),
             Route::Attachment(path, aid) => Ok(self.attachment(&path, &aid, false)),
             Route::AttachmentValue(path, aid) => Ok(self.attachment(&path, &aid, true)),
@@ -320,10 +323,20 @@ impl Ctx {
         req: Request<Incoming>,
         parse: fn(&[u8]) -> Result<T, CreateError>,
     ) -> Result<T, Response<Vec<u8>>> {
-        let body = match read_body(req.into_body(), MAX_JSON, None).await {
+        self.json_body_up_to(req, MAX_JSON, parse).await
+    }
+
+    /// [`Ctx::json_body`] of at most `max` bytes.
+    async fn json_body_up_to<T>(
+        &self,
+        req: Request<Incoming>,
+        max: u64,
+        parse: fn(&[u8]) -> Result<T, CreateError>,
+    ) -> Result<T, Response<Vec<u8>>> {
+        let body = match read_body(req.into_body(), max, None).await {
             BodyRead::Complete(body) => body,
             BodyRead::TooLong(_) => {
-                return Err(self.error(&RequestError::BodyTooLarge { max: MAX_JSON }));
+                return Err(self.error(&RequestError::BodyTooLarge { max }));
             }
             _ => return Err(self.error(&RequestError::Timeout)),
         };
