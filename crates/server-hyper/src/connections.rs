@@ -109,6 +109,10 @@ pub(crate) enum Step {
 struct Entry {
     source: Source,
     in_flight: usize,
+    /// Responses whose body is being sent.
+    sending: usize,
+    /// When a response's body last moved (a frame taken by the connection).
+    sent_at: Instant,
     /// Since when no request has been in flight (the accept, at first).
     idle_since: Instant,
     /// Whether a request has arrived: until one does, the header timeout bounds it.
@@ -124,7 +128,9 @@ impl Entry {
     /// When its task must act unless a request comes first.
     fn deadline(&self, caps: &Caps) -> Option<Instant> {
         if self.in_flight > 0 {
-            return None;
+            // A response the client stops taking (an HTTP/2 window never opened,
+            // a TCP window kept full) holds the connection no longer than idling.
+            return (self.sending > 0).then(|| self.sent_at + caps.idle_timeout);
         }
         if self.cut {
             return Some(self.idle_since);
@@ -277,6 +283,8 @@ impl Connections {
             Entry {
                 source,
                 in_flight: 0,
+                sending: 0,
+                sent_at: now,
                 idle_since: now,
                 served: false,
                 closing: None,
@@ -329,6 +337,7 @@ impl Conn {
         InFlight {
             all: Arc::clone(&self.all),
             id: self.id,
+            sending: false,
         }
     }
 
@@ -354,7 +363,8 @@ impl Conn {
         let deadline = entry.deadline(&caps);
         match deadline {
             Some(at) if at <= now => {
-                if entry.closing.is_some() {
+                if entry.closing.is_some() || entry.in_flight > 0 {
+                    // Past its goodbye, or a response stalled: dropped.
                     return Step::Cut;
                 }
                 t.close(self.id, Why::Idle, now, true);
@@ -392,11 +402,30 @@ impl Drop for Conn {
 pub(crate) struct InFlight {
     all: Arc<Connections>,
     id: u64,
+    /// Its response is being sent.
+    sending: bool,
+}
+
+impl InFlight {
+    /// Its response's body moved (or starts to be sent): the stall clock restarts.
+    pub(crate) fn progress(&mut self) {
+        if let Some(e) = self.all.lock().entries.get_mut(&self.id) {
+            if !self.sending {
+                self.sending = true;
+                e.sending += 1;
+            }
+            e.sent_at = Instant::now();
+            e.wake.notify_one();
+        }
+    }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         if let Some(e) = self.all.lock().entries.get_mut(&self.id) {
+            if self.sending {
+                e.sending -= 1;
+            }
             e.in_flight -= 1;
             if e.in_flight == 0 {
                 e.idle_since = Instant::now();

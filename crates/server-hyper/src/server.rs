@@ -256,7 +256,7 @@ fn internal_error() -> http::Response<ResBody> {
 /// until hyper is done with it (its last byte sent, or the stream gone).
 struct Tracked {
     body: ResBody,
-    _in_flight: InFlight,
+    in_flight: InFlight,
 }
 
 impl http_body::Body for Tracked {
@@ -267,7 +267,11 @@ impl http_body::Body for Tracked {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if polled.is_ready() {
+            self.in_flight.progress();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -308,10 +312,10 @@ fn hyper_service(
             if res.extensions().get::<DropConnection>().is_some() {
                 return Err(Dropped);
             }
-            Ok(res.map(|body| Tracked {
-                body,
-                _in_flight: in_flight,
-            }))
+            let mut in_flight = in_flight;
+            // Answered: from here a client that stops taking the body stalls it.
+            in_flight.progress();
+            Ok(res.map(|body| Tracked { body, in_flight }))
         }
     })
 }

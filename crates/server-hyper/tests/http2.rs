@@ -340,3 +340,13 @@ async fn hundreds_of_preface_only_connections_from_many_addresses_leave_room() {
     served(&srv).await;
     assert!(counter(&srv, "connections_evicted").await >= 600 - 256);
 }
+
+#[tokio::test]
+async fn a_response_its_client_never_takes_is_cut_after_the_idle_timeout() {
+    let srv = start_with(|c| c.with_idle_timeout(Duration::from_secs(1))).await;
+    // A request whose answer the client never lets through (its window stays 0).
+    let mut pinned = h2_pinned(srv.addr(), ip(2)).await;
+    let (_, closed) = read_until_closed(&mut pinned, Duration::from_secs(20)).await;
+    assert!(closed, "the stalled connection was cut");
+    served(&srv).await;
+}
