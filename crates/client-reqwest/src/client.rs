@@ -19,10 +19,10 @@ use upsession_core::{RangeSet, RemoteError};
 use crate::auth::{SharedToken, StaticToken, TokenProvider};
 use crate::error::{Error, Result};
 use crate::pacing::{Pacer, Pacing};
-use crate::redact::{RedactedUrl, UploadUrl};
 use crate::resume::StateStore;
-use crate::target::{Target, User};
 use crate::transport::{Inner, Reply};
+use upsession_core::redact::{RedactedUrl, UploadUrl};
+use upsession_core::target::{Target, User};
 
 /// Microsoft Graph v1.0, the default base URL.
 pub const GRAPH_V1: &str = "https://graph.microsoft.com/v1.0";

@@ -24,10 +24,10 @@ use upsession_core::wire::AttachmentItem;
 use super::options::Uploaded;
 use crate::error::{Error, Result};
 use crate::progress::{ProgressKind, ProgressSink};
-use crate::redact::{RedactedUrl, UploadUrl};
-use crate::resume::{FileIdentity, ResumeState, StateStore, run_blocking};
-use crate::target::Target;
+use crate::resume::{FileIdentity, ResumeState, StateStore, check_unchanged, run_blocking};
 use crate::transport::{Inner, Reply};
+use upsession_core::redact::{RedactedUrl, UploadUrl};
+use upsession_core::target::Target;
 
 /// One upload being driven.
 pub(super) struct Job<'a> {
@@ -128,11 +128,7 @@ impl Job<'_> {
     /// is caught here and said, but the attachment exists: its id is kept.
     async fn completed(&self, completion: Completion, total: u64) -> Uploaded {
         let file_changed = match &self.identity {
-            Some(identity) => identity
-                .check_unchanged()
-                .await
-                .err()
-                .map(|e| e.to_string()),
+            Some(identity) => check_unchanged(identity).await.err().map(|e| e.to_string()),
             None => None,
         };
         if let Some(why) = &file_changed {
@@ -147,14 +143,15 @@ impl Job<'_> {
             attachment_id: completion.attachment_id.clone(),
             location: completion.location.clone(),
         });
-        Uploaded {
-            name: self.name.clone(),
-            size: total,
-            attachment_id: completion.attachment_id,
-            location: completion.location,
-            sha256: self.identity.as_ref().map(|i| i.sha256.clone()),
-            file_changed,
-        }
+        let mut uploaded = Uploaded::new(
+            self.name.clone(),
+            total,
+            completion.attachment_id,
+            completion.location,
+        );
+        uploaded.sha256 = self.identity.as_ref().map(|i| i.sha256.clone());
+        uploaded.file_changed = file_changed;
+        uploaded
     }
 
     /// The pump: the planner decides, this does the I/O.
@@ -236,7 +233,7 @@ impl Job<'_> {
         R: AsyncRead + AsyncSeek + Unpin + Send,
     {
         if let Some(identity) = &self.identity {
-            identity.check_unchanged().await?;
+            check_unchanged(identity).await?;
         }
         if let Some(pacer) = &self.inner.pacer {
             pacer

@@ -19,10 +19,10 @@ use super::options::Uploaded;
 use crate::client::remote_error;
 use crate::error::{Error, Result};
 use crate::progress::{ProgressKind, ProgressSink};
-use crate::redact::RedactedUrl;
 use crate::resume::{AttachmentMeta, FileIdentity, hex};
-use crate::target::Target;
 use crate::transport::{Inner, Reply};
+use upsession_core::redact::RedactedUrl;
+use upsession_core::target::Target;
 
 /// One small file on its way: everything its `POST` needs.
 pub(super) struct SmallFile<'a> {
@@ -147,14 +147,9 @@ impl SmallFile<'_> {
             id.as_deref()
                 .map(|id| inner.attachments_url(&self.target, &[id]).to_string())
         });
-        Ok(Uploaded {
-            name: self.meta.name.clone(),
-            size: total,
-            attachment_id: id,
-            location,
-            sha256: self.sha256.clone(),
-            file_changed: None,
-        })
+        let mut uploaded = Uploaded::new(self.meta.name.clone(), total, id, location);
+        uploaded.sha256.clone_from(&self.sha256);
+        Ok(uploaded)
     }
 
     fn emit(&self, kind: ProgressKind) {
