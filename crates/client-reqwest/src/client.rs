@@ -6,15 +6,17 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode};
 use reqwest::Url;
 use reqwest::redirect;
 use serde::Serialize;
+use upsession_core::RangeSet;
 use upsession_core::header::ExpectedRangeError;
-use upsession_core::planner::{PlannerConfig, TransportError, throttle_wait};
-use upsession_core::wire::{AttachmentItem, Item, UploadSession};
-use upsession_core::{RangeSet, RemoteError};
+use upsession_core::planner::{PlannerConfig, TransportError};
+use upsession_core::wire::{AttachmentItem, UploadSession};
+
+use upsession_client_shared::{created_draft, remote_error, throttled};
 
 use crate::auth::{SharedToken, StaticToken, TokenProvider};
 use crate::error::{Error, Result};
@@ -347,16 +349,11 @@ impl Client {
                 cause,
             }),
             Reply::NoAnswer(_, why) => Err(Error::Http(why)),
-            Reply::Answer(answer) if answer.status().is_success() => {
-                let item: Item = serde_json::from_slice(answer.body()).map_err(|e| {
-                    Error::Protocol(format!(
-                        "the created draft is not a message with an id: {e}"
-                    ))
-                })?;
-                tracing::info!(id = %item.id, "draft created");
-                Ok(Target::Message(item.id))
+            Reply::Answer(answer) => {
+                let draft = created_draft(&answer)?;
+                tracing::info!(id = %draft.id(), "draft created");
+                Ok(draft)
             }
-            Reply::Answer(answer) => Err(Error::Remote(remote_error(&answer))),
         }
     }
 
@@ -413,18 +410,12 @@ impl Inner {
                 return self.send(request).await;
             };
             let reply = self.send(this).await?;
-            if let Reply::Answer(answer) = &reply {
-                let retry_after = answer
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok());
-                if let Some(wait) =
-                    throttle_wait(answer.status(), retry_after, attempt, SystemTime::now())
-                {
-                    tracing::info!(status = %answer.status(), ?wait, attempt, "throttled; waiting");
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
+            if let Reply::Answer(answer) = &reply
+                && let Some(wait) = throttled(answer, attempt, SystemTime::now())
+            {
+                tracing::info!(status = %answer.status(), ?wait, attempt, "throttled; waiting");
+                tokio::time::sleep(wait).await;
+                continue;
             }
             return Ok(reply);
         }
@@ -485,15 +476,6 @@ impl Inner {
         value.set_sensitive(true);
         Ok(request.header(AUTHORIZATION, value))
     }
-}
-
-/// Graph's error from an answer.
-pub(crate) fn remote_error(answer: &http::Response<Bytes>) -> RemoteError {
-    let request_id = answer
-        .headers()
-        .get("request-id")
-        .and_then(|v| v.to_str().ok());
-    RemoteError::from_response(answer.status(), answer.body(), request_id)
 }
 
 /// An error answer from an uploadUrl: a 404 means the session is gone.

@@ -137,14 +137,7 @@ impl Inner {
             Either::Right((pumped, _)) => (send.await, Some(pumped)),
         };
         if let Some(Err(e)) = pumped {
-            return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
-                Error::FileChanged {
-                    path: source.to_path_buf(),
-                    what: "it ended before the announced size".into(),
-                }
-            } else {
-                Error::io("read", source, e)
-            });
+            return Err(Error::reading(source, e));
         }
         match sent {
             Ok(response) => Ok(read_answer(response).await),

@@ -2,13 +2,16 @@
 //! print as it is.
 //!
 //! Messages never contain an uploadUrl's credential: URLs are shown through
-//! [`upsession_core::redact`], and transport errors are stripped of their URL before they
+//! [`upsession_core::redact()`], and transport errors are stripped of their URL before they
 //! are turned into text.
 
 use std::path::PathBuf;
 
+use std::ops::ControlFlow;
 use upsession_core::RemoteError;
-use upsession_core::planner::UploadError;
+
+use upsession_core::planner::{Action, Completion, TransportError, UploadError};
+use upsession_core::redact::RedactedUrl;
 
 /// A `Result` with this crate's [`enum@Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -125,6 +128,55 @@ impl Error {
         )
     }
 
+    /// The planner's failure as this error. A server never reached is named by the
+    /// first request's URL (`first_url`, redacted; else `base`) and the last
+    /// request's cause.
+    pub fn of_planner(
+        error: UploadError,
+        first_url: Option<String>,
+        last_cause: Option<String>,
+        base: &str,
+    ) -> Self {
+        match error {
+            UploadError::Unreachable => Self::Unreachable {
+                url: first_url.unwrap_or_else(|| RedactedUrl(base).to_string()),
+                cause: last_cause.unwrap_or_else(|| "the request could not be sent".into()),
+            },
+            UploadError::SessionExpired => Self::SessionExpired { remote: None },
+            UploadError::SessionNotFound(remote) => Self::SessionExpired {
+                remote: Some(remote),
+            },
+            other => Self::Upload(other),
+        }
+    }
+
+    /// A small file's `POST` to `url` got no answer (`why`): unreachable if it was
+    /// never sent, otherwise of unknown outcome.
+    pub fn post_unanswered(kind: TransportError, why: String, url: &str) -> Self {
+        match kind {
+            TransportError::NotSent => Self::Unreachable {
+                url: RedactedUrl(url).to_string(),
+                cause: why,
+            },
+            _ => Self::Http(format!(
+                "{why}; the attachment may or may not have been added"
+            )),
+        }
+    }
+
+    /// Reading the upload's `source` failed while a fragment was sent: a source
+    /// that ended early is a changed file.
+    pub fn reading(source: &std::path::Path, error: std::io::Error) -> Self {
+        if error.kind() == std::io::ErrorKind::UnexpectedEof {
+            Self::FileChanged {
+                path: source.to_path_buf(),
+                what: "it ended before the announced size".into(),
+            }
+        } else {
+            Self::io("read", source, error)
+        }
+    }
+
     /// A failed file operation: `action` (`read`, `open`, …) on `path`.
     pub fn io(action: &'static str, path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         Self::Io {
@@ -133,4 +185,22 @@ impl Error {
             error,
         }
     }
+}
+
+/// What a planner's action means to the loop that drives it: the upload's end
+/// (`Break`: done, failed as `failure` says, cancelled, or a driver that asked
+/// again before answering), or an action to carry out (`Continue`).
+pub fn ending(
+    action: Action,
+    failure: impl FnOnce(UploadError) -> Error,
+) -> ControlFlow<Result<Completion>, Action> {
+    ControlFlow::Break(match action {
+        Action::Done(completion) => Ok(completion),
+        Action::Failed(error) => Err(failure(error)),
+        Action::Cancelled => Err(Error::Cancelled),
+        Action::Pending => Err(Error::Protocol(
+            "the upload planner is waiting for an answer that was already given".into(),
+        )),
+        other => return ControlFlow::Continue(other),
+    })
 }

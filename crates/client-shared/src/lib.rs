@@ -4,7 +4,7 @@
 //!
 //! Decisions (what to send, what an answer means, retries) are `upsession_core`'s
 //! [`Planner`](upsession_core::Planner); redaction and targets are in the core too
-//! ([`upsession_core::redact`], [`upsession_core::target`]). This crate holds what
+//! ([`upsession_core::redact`](mod@upsession_core::redact), [`upsession_core::target`]). This crate holds what
 //! is not a decision but needs the file system or is the clients' common API:
 //!
 //! - [`Error`]: every way an upload or a request can fail, one sentence each;
@@ -23,8 +23,8 @@ mod resume;
 mod uploaded;
 
 pub use content_type::{OCTET_STREAM, guess_content_type};
-pub use error::{Error, Result};
+pub use error::{Error, Result, ending};
 pub use pacing::{Pacing, Window};
 pub use progress::{ProgressEvent, ProgressKind};
 pub use resume::{AttachmentMeta, FileIdentity, ResumeState, STATE_VERSION, StateStore, hex};
-pub use uploaded::Uploaded;
+pub use uploaded::{Uploaded, attached, created_draft, remote_error, throttled};

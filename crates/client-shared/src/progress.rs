@@ -9,7 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use upsession_core::planner::Retry;
+use upsession_core::planner::{Completion, Event, Retry};
 
 use upsession_core::redact::UploadUrl;
 
@@ -28,6 +28,48 @@ impl ProgressEvent {
     /// `kind` happened to the upload labelled `label`.
     pub fn new(label: Arc<str>, kind: ProgressKind) -> Self {
         Self { label, kind }
+    }
+}
+
+impl ProgressKind {
+    /// The reports of an upload starting on `total` bytes, of which the session
+    /// already holds `resumed_at`: progress continues from there, never from 0.
+    pub fn at_start(total: u64, resumed_at: u64) -> Vec<Self> {
+        let mut kinds = vec![Self::Started { total }];
+        if resumed_at > 0 {
+            kinds.push(Self::Acknowledged {
+                acknowledged: resumed_at,
+                total,
+            });
+        }
+        kinds
+    }
+
+    /// The report of a completed upload.
+    pub fn completed(completion: &Completion) -> Self {
+        Self::Completed {
+            attachment_id: completion.attachment_id.clone(),
+            location: completion.location.clone(),
+        }
+    }
+
+    /// The report of a planner event about progress, retries or fragment sizes;
+    /// `None` for the others (a client reports those its own way).
+    pub fn of_event(event: &Event) -> Option<Self> {
+        Some(match event {
+            Event::Progress {
+                acknowledged,
+                total,
+            } => Self::Acknowledged {
+                acknowledged: *acknowledged,
+                total: *total,
+            },
+            Event::Retrying(retry) => Self::Retrying(retry.clone()),
+            Event::FragmentShrunk { fragment_size } => Self::FragmentShrunk {
+                fragment_size: *fragment_size,
+            },
+            _ => return None,
+        })
     }
 }
 

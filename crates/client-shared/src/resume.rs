@@ -372,6 +372,42 @@ impl ResumeState {
             .map_err(|e| Error::io("write the resume state", path, e))
     }
 
+    /// Records the session just created, at `now`; save the state next (before any
+    /// fragment is sent: without it there is no resume).
+    pub fn session_created(
+        &mut self,
+        upload_url: UploadUrl,
+        expires: Option<SystemTime>,
+        now: SystemTime,
+    ) {
+        let now = format_graph_time(now);
+        self.upload_url = upload_url;
+        self.expires = expires.map(format_graph_time);
+        self.created.clone_from(&now);
+        self.updated = now;
+    }
+
+    /// Records `acknowledged` of `total` bytes and the planner's current expiry and
+    /// fragment size, at `now`. Says whether there is anything worth saving (a
+    /// session, and an upload not yet complete).
+    pub fn record_progress(
+        &mut self,
+        acknowledged: u64,
+        total: u64,
+        expires: Option<SystemTime>,
+        fragment_size: u64,
+        now: SystemTime,
+    ) -> bool {
+        if self.upload_url.expose_secret().is_empty() || acknowledged >= total {
+            return false;
+        }
+        self.acknowledged = acknowledged;
+        self.expires = expires.map(format_graph_time);
+        self.fragment_size = fragment_size;
+        self.updated = format_graph_time(now);
+        true
+    }
+
     /// The session's expiry, if known and readable.
     pub fn expires_at(&self) -> Option<SystemTime> {
         self.expires.as_deref().and_then(parse_graph_time)

@@ -31,7 +31,7 @@
 //! - [`quota`]: what each caller may hold open (sessions, declared bytes).
 //! - [`throttle`]: Graph's per-app, per-mailbox limits; [`fault`]: seeded fault plans
 //!   for the test double.
-//! - [`redact`]: uploadUrls kept out of logs and errors ([`UploadUrl`]); [`target`]:
+//! - [`redact`](mod@redact): uploadUrls kept out of logs and errors ([`UploadUrl`]); [`target`]:
 //!   the item and mailbox a client attaches to.
 //! - [`time`]: RFC 3339 and HTTP dates; [`timer`]: a deadline table for session stores.
 
