@@ -1,6 +1,7 @@
 //! [`Client`] and [`ClientBuilder`]: where Graph is, the token, the upload policy,
 //! and the requests that are not an upload (drafts, session status, cancel).
 
+use std::fmt;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -37,7 +38,7 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 #[must_use]
 pub struct ClientBuilder {
     base_url: String,
-    token: Option<String>,
+    token: Option<Token>,
     user: User,
     planner: PlannerConfig,
     random_jitter: bool,
@@ -79,7 +80,7 @@ impl ClientBuilder {
         /// without its `Bearer ` prefix). Resuming, asking or cancelling a session
         /// needs none.
         token(token: impl Into<String>)
-            => token = Some(token.into().trim_start_matches("Bearer ").to_owned());
+            => token = Some(Token(token.into().trim_start_matches("Bearer ").to_owned()));
         /// Uploads to another user's mailbox (`/users/{id}`) instead of `/me`.
         user(user: User);
         /// Uploads whose file is under `bytes` (3,000,000 unless set) go as one
@@ -148,6 +149,16 @@ impl ClientBuilder {
     }
 }
 
+/// An access token, which `Debug` never shows.
+#[derive(Clone)]
+struct Token(String);
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// Whether uploads are paced.
 #[derive(Debug)]
 enum PacingChoice {
@@ -175,12 +186,13 @@ fn checked_host(base: &str) -> Result<String> {
 }
 
 /// A blocking uploader to Microsoft Graph (or a Graph-compatible server). Share it
-/// between threads by reference: its connections and pacing are shared.
+/// between threads by reference: its connections and pacing are shared. Its
+/// `Debug` never shows the token.
 #[derive(Debug)]
 pub struct Client {
     pub(crate) agent: ureq::Agent,
     pub(crate) base: String,
-    token: Option<String>,
+    token: Option<Token>,
     pub(crate) user: User,
     pub(crate) planner: PlannerConfig,
     pub(crate) random_jitter: bool,
@@ -323,7 +335,7 @@ impl Client {
         &self,
         request: http::request::Builder,
     ) -> Result<http::request::Builder> {
-        let token = self.token.as_deref().ok_or(Error::NoToken)?;
+        let token = &self.token.as_ref().ok_or(Error::NoToken)?.0;
         let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
             Error::Token("the token holds characters an HTTP header cannot carry".into())
         })?;

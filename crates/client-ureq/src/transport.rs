@@ -88,7 +88,8 @@ struct Counted<'a, R, F> {
 impl<R: Read, F: FnMut(u64)> Read for Counted<'_, R, F> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.cancel.is_some_and(CancelToken::is_cancelled) {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
+            // Not `Interrupted`, which readers retry: the body must end here.
+            return Err(io::Error::other("the upload was cancelled"));
         }
         let wanted = self.inner.limit();
         let n = match self.inner.read(buf) {

@@ -259,3 +259,44 @@ async fn the_blocking_client_passes_the_conformance_client_rules() {
     println!("{report}");
     assert_eq!(report.cases, config.cases, "{report}");
 }
+
+/// A source that cancels its upload once `at` bytes of it have been read: the
+/// cancel lands in the middle of a fragment's body.
+struct CancelsMidBody {
+    inner: std::io::Cursor<Vec<u8>>,
+    at: u64,
+    token: CancelToken,
+}
+
+impl std::io::Read for CancelsMidBody {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.inner.position() >= self.at {
+            self.token.cancel();
+        }
+        let n = buf.len().min(16 * 1024);
+        self.inner.read(&mut buf[..n])
+    }
+}
+
+impl std::io::Seek for CancelsMidBody {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(to)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_in_the_middle_of_a_fragment_abandons_it_and_deletes_the_session() {
+    let server = TestServer::start().await;
+    let target = draft(&server).await;
+    let client = client_of(&server).build().unwrap();
+    assert!(!format!("{client:?}").contains(TOKEN), "{client:?}");
+    let token = CancelToken::new();
+    let source = CancelsMidBody {
+        inner: std::io::Cursor::new(upsession_testbed::kit::seeded(3_300_000, 3)),
+        at: 400 * 1024,
+        token: token.clone(),
+    };
+    let options = UploadOptions::new().name("mid.bin").cancel_on(token);
+    let result = blocking(move || client.upload_reader(&target, source, 3_300_000, &options)).await;
+    assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+}
