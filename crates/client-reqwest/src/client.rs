@@ -10,12 +10,10 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode};
 use reqwest::Url;
 use reqwest::redirect;
-use serde::Serialize;
-use upsession_core::RangeSet;
-use upsession_core::header::ExpectedRangeError;
 use upsession_core::planner::{PlannerConfig, TransportError};
-use upsession_core::wire::{AttachmentItem, UploadSession};
+use upsession_core::wire::AttachmentItem;
 
+pub use upsession_client_shared::SessionStatus;
 use upsession_client_shared::{created_draft, remote_error, throttled};
 
 use crate::auth::{SharedToken, StaticToken, TokenProvider};
@@ -279,38 +277,6 @@ pub struct Client {
     pub(crate) inner: Arc<Inner>,
 }
 
-/// An upload session's state, as `GET {uploadUrl}` reports it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct SessionStatus {
-    session: UploadSession,
-}
-
-impl SessionStatus {
-    /// When the session expires, if the server said (and it could be read).
-    pub fn expires(&self) -> Option<SystemTime> {
-        self.session.expires()
-    }
-
-    /// The expiry as the server wrote it.
-    pub fn expiration_date_time(&self) -> Option<&str> {
-        self.session.expiration_date_time.as_deref()
-    }
-
-    /// `nextExpectedRanges` as the server wrote them (`"a-b"`, `"a-"` or `"a"`).
-    pub fn next_expected_ranges(&self) -> &[String] {
-        self.session
-            .next_expected_ranges
-            .as_deref()
-            .unwrap_or_default()
-    }
-
-    /// The expected ranges within a file of `total` bytes.
-    pub fn next_expected(&self, total: u64) -> Result<RangeSet, ExpectedRangeError> {
-        self.session.next_expected(total)
-    }
-}
-
 impl Client {
     /// A builder with the defaults.
     pub fn builder() -> ClientBuilder {
@@ -363,12 +329,7 @@ impl Client {
     pub async fn status(&self, upload_url: &UploadUrl) -> Result<SessionStatus> {
         tracing::debug!(url = %upload_url, "GET session status");
         let answer = self.session_call(upload_url, reqwest::Method::GET).await?;
-        let mut session: UploadSession = serde_json::from_slice(answer.body()).map_err(|e| {
-            Error::Protocol(format!("the session status is not an uploadSession: {e}"))
-        })?;
-        // Only createUploadSession should carry it; never keep a credential here.
-        session.upload_url = None;
-        Ok(SessionStatus { session })
+        SessionStatus::from_body(answer.body())
     }
 
     /// Cancels an upload session (`DELETE {uploadUrl}`, no `Authorization`; Graph

@@ -20,6 +20,7 @@ mod error;
 mod pacing;
 mod progress;
 mod resume;
+mod status;
 mod uploaded;
 
 pub use content_type::{OCTET_STREAM, guess_content_type};
@@ -27,4 +28,5 @@ pub use error::{Error, Result, ending};
 pub use pacing::{Pacing, Window};
 pub use progress::{ProgressEvent, ProgressKind};
 pub use resume::{AttachmentMeta, FileIdentity, ResumeState, STATE_VERSION, StateStore, hex};
+pub use status::SessionStatus;
 pub use uploaded::{Uploaded, attached, created_draft, remote_error, throttled};

@@ -9,13 +9,13 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Method, StatusCode};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use upsession_client_shared::{
-    Error, Pacing, Result, StateStore, Window, created_draft, remote_error, throttled,
+    Error, Pacing, Result, SessionStatus, StateStore, Window, created_draft, remote_error,
+    throttled,
 };
 use upsession_core::planner::{PlannerConfig, TransportError};
 use upsession_core::redact::{RedactedUrl, UploadUrl};
 use upsession_core::route;
 use upsession_core::target::{Target, User};
-use upsession_core::wire::UploadSession;
 
 use crate::transport::{Reply, send};
 
@@ -234,13 +234,9 @@ impl Client {
 
     /// Asks an upload session what it still expects (`GET {uploadUrl}`). A session
     /// the server no longer knows is [`Error::SessionExpired`].
-    pub fn status(&self, upload_url: &UploadUrl) -> Result<UploadSession> {
+    pub fn status(&self, upload_url: &UploadUrl) -> Result<SessionStatus> {
         let answer = self.session_call(upload_url, &Method::GET)?;
-        let mut session: UploadSession = serde_json::from_slice(answer.body()).map_err(|e| {
-            Error::Protocol(format!("the session status is not an uploadSession: {e}"))
-        })?;
-        session.upload_url = None;
-        Ok(session)
+        SessionStatus::from_body(answer.body())
     }
 
     /// Cancels an upload session (`DELETE {uploadUrl}`).

@@ -88,4 +88,3 @@ pub use upsession_client_shared::{
 pub use upsession_core::planner::{PlannerConfig, Retry, UploadError};
 pub use upsession_core::redact::{RedactedUrl, UploadUrl, redact};
 pub use upsession_core::target::{Target, User};
-pub use upsession_core::wire::UploadSession;
