@@ -10,7 +10,9 @@
 //! 4. no file in git carries an absolute path of the machine it was written on;
 //! 5. no `todo!`/`unimplemented!` is left in `crates/*/src`;
 //! 6. the client library, and the CLI built with `--features client` alone, have
-//!    no server, S3, PostgreSQL or proptest crate in their dependency graphs.
+//!    no server, S3, PostgreSQL or proptest crate in their dependency graphs;
+//! 7. the blocking clients' crates have no async runtime, future or async HTTP
+//!    crate in theirs.
 //!
 //! The same checks run as the `tidy_passes` test, so `cargo test` enforces them too.
 //! Source checks are deliberately naive: comments and the contents of string
@@ -184,6 +186,30 @@ fn check_client_dependency_graphs(root: &Path, violations: &mut Vec<Violation>) 
     ] {
         graph.check(root, server_only, violations);
     }
+    for (package, manifest) in BLOCKING_PACKAGES {
+        let graph = Graph {
+            package,
+            features: &[],
+            manifest,
+            why: "a blocking client runs no async runtime",
+        };
+        graph.check(root, |name| server_only(name) || is_async(name), violations);
+    }
+}
+
+/// The packages a program without an async runtime links: what they share, and
+/// the blocking client.
+const BLOCKING_PACKAGES: [(&str, &str); 1] =
+    [("upsession-client-shared", "crates/client-shared/Cargo.toml")];
+
+/// An async runtime, a futures crate or an async HTTP stack.
+fn is_async(name: &str) -> bool {
+    let name = name.replace('_', "-");
+    ["tokio", "reqwest", "hyper", "mio"].contains(&name.as_str())
+        || name.starts_with("tokio-")
+        || name.starts_with("futures-")
+        || name.starts_with("async-")
+        || name.starts_with("hyper-")
 }
 
 /// One package's normal dependency graph, as `cargo tree` shows it.

@@ -6,23 +6,23 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode};
 use reqwest::Url;
 use reqwest::redirect;
-use serde::Serialize;
-use upsession_core::header::ExpectedRangeError;
-use upsession_core::planner::{PlannerConfig, TransportError, throttle_wait};
-use upsession_core::wire::{AttachmentItem, Item, UploadSession};
-use upsession_core::{RangeSet, RemoteError};
+use upsession_core::planner::{PlannerConfig, TransportError};
+use upsession_core::wire::AttachmentItem;
+
+pub use upsession_client_shared::SessionStatus;
+use upsession_client_shared::{created_draft, remote_error, throttled};
 
 use crate::auth::{SharedToken, StaticToken, TokenProvider};
 use crate::error::{Error, Result};
 use crate::pacing::{Pacer, Pacing};
-use crate::redact::{RedactedUrl, UploadUrl};
 use crate::resume::StateStore;
-use crate::target::{Target, User};
 use crate::transport::{Inner, Reply};
+use upsession_core::redact::{RedactedUrl, UploadUrl};
+use upsession_core::target::{Target, User};
 
 /// Microsoft Graph v1.0, the default base URL.
 pub const GRAPH_V1: &str = "https://graph.microsoft.com/v1.0";
@@ -277,38 +277,6 @@ pub struct Client {
     pub(crate) inner: Arc<Inner>,
 }
 
-/// An upload session's state, as `GET {uploadUrl}` reports it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct SessionStatus {
-    session: UploadSession,
-}
-
-impl SessionStatus {
-    /// When the session expires, if the server said (and it could be read).
-    pub fn expires(&self) -> Option<SystemTime> {
-        self.session.expires()
-    }
-
-    /// The expiry as the server wrote it.
-    pub fn expiration_date_time(&self) -> Option<&str> {
-        self.session.expiration_date_time.as_deref()
-    }
-
-    /// `nextExpectedRanges` as the server wrote them (`"a-b"`, `"a-"` or `"a"`).
-    pub fn next_expected_ranges(&self) -> &[String] {
-        self.session
-            .next_expected_ranges
-            .as_deref()
-            .unwrap_or_default()
-    }
-
-    /// The expected ranges within a file of `total` bytes.
-    pub fn next_expected(&self, total: u64) -> Result<RangeSet, ExpectedRangeError> {
-        self.session.next_expected(total)
-    }
-}
-
 impl Client {
     /// A builder with the defaults.
     pub fn builder() -> ClientBuilder {
@@ -347,16 +315,11 @@ impl Client {
                 cause,
             }),
             Reply::NoAnswer(_, why) => Err(Error::Http(why)),
-            Reply::Answer(answer) if answer.status().is_success() => {
-                let item: Item = serde_json::from_slice(answer.body()).map_err(|e| {
-                    Error::Protocol(format!(
-                        "the created draft is not a message with an id: {e}"
-                    ))
-                })?;
-                tracing::info!(id = %item.id, "draft created");
-                Ok(Target::Message(item.id))
+            Reply::Answer(answer) => {
+                let draft = created_draft(&answer)?;
+                tracing::info!(id = %draft.id(), "draft created");
+                Ok(draft)
             }
-            Reply::Answer(answer) => Err(Error::Remote(remote_error(&answer))),
         }
     }
 
@@ -366,12 +329,7 @@ impl Client {
     pub async fn status(&self, upload_url: &UploadUrl) -> Result<SessionStatus> {
         tracing::debug!(url = %upload_url, "GET session status");
         let answer = self.session_call(upload_url, reqwest::Method::GET).await?;
-        let mut session: UploadSession = serde_json::from_slice(answer.body()).map_err(|e| {
-            Error::Protocol(format!("the session status is not an uploadSession: {e}"))
-        })?;
-        // Only createUploadSession should carry it; never keep a credential here.
-        session.upload_url = None;
-        Ok(SessionStatus { session })
+        SessionStatus::from_body(answer.body())
     }
 
     /// Cancels an upload session (`DELETE {uploadUrl}`, no `Authorization`; Graph
@@ -413,18 +371,12 @@ impl Inner {
                 return self.send(request).await;
             };
             let reply = self.send(this).await?;
-            if let Reply::Answer(answer) = &reply {
-                let retry_after = answer
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok());
-                if let Some(wait) =
-                    throttle_wait(answer.status(), retry_after, attempt, SystemTime::now())
-                {
-                    tracing::info!(status = %answer.status(), ?wait, attempt, "throttled; waiting");
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
+            if let Reply::Answer(answer) = &reply
+                && let Some(wait) = throttled(answer, attempt, SystemTime::now())
+            {
+                tracing::info!(status = %answer.status(), ?wait, attempt, "throttled; waiting");
+                tokio::time::sleep(wait).await;
+                continue;
             }
             return Ok(reply);
         }
@@ -485,15 +437,6 @@ impl Inner {
         value.set_sensitive(true);
         Ok(request.header(AUTHORIZATION, value))
     }
-}
-
-/// Graph's error from an answer.
-pub(crate) fn remote_error(answer: &http::Response<Bytes>) -> RemoteError {
-    let request_id = answer
-        .headers()
-        .get("request-id")
-        .and_then(|v| v.to_str().ok());
-    RemoteError::from_response(answer.status(), answer.body(), request_id)
 }
 
 /// An error answer from an uploadUrl: a 404 means the session is gone.

@@ -1,142 +1,7 @@
-//! The crate's one error type: every way a call can fail, each a sentence a CLI can
-//! print as it is.
-//!
-//! Messages never contain an uploadUrl's credential: URLs are shown through
-//! [`crate::redact`], and transport errors are stripped of their URL before they
-//! are turned into text.
+//! Turning reqwest's errors into the shared [`Error`](crate::Error)'s text: the
+//! cause of a failed connection, and transport errors stripped of their URL.
 
-use std::path::PathBuf;
-
-use upsession_core::RemoteError;
-use upsession_core::planner::UploadError;
-
-/// A `Result` with this crate's [`enum@Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Why a call failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The upload could not complete; the planner says why (the server refused it,
-    /// retries ran out, the deadline passed, the final answer was lost, …).
-    #[error(transparent)]
-    Upload(UploadError),
-    /// A request other than the upload itself (creating a draft, asking a session's
-    /// status, cancelling it) was refused, with Graph's error code, message and
-    /// request-id.
-    #[error("the server refused the request: {0}")]
-    Remote(RemoteError),
-    /// A request got no answer: the connection, TLS, a timeout, or a refused redirect.
-    #[error("the request failed before an answer came: {0}")]
-    Http(String),
-    /// The server could not be reached at all (connection refused, unknown host, a
-    /// failed TLS handshake), found on the first request, before anything was
-    /// created there: nothing is retried, so a wrong URL costs no minute.
-    #[error("cannot reach {url}: {cause}")]
-    Unreachable {
-        /// The URL of the request, its query redacted.
-        url: String,
-        /// What failed: `connection refused`, `unknown host (…)`, `TLS handshake failed: …`.
-        cause: String,
-    },
-    /// A local file could not be read or written.
-    #[error("could not {action} {}: {error}", path.display())]
-    Io {
-        /// What was being done (`read`, `open`, `write the resume state to`, …).
-        action: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The operating system's error.
-        error: std::io::Error,
-    },
-    /// The file is not the one the upload started with: its size, modification time
-    /// or content changed. Detected before any byte of the changed file is sent, and
-    /// before each fragment.
-    #[error("{} has changed since the upload started ({what}); start a new upload", path.display())]
-    FileChanged {
-        /// The file.
-        path: PathBuf,
-        /// What changed.
-        what: String,
-    },
-    /// The upload session has expired, or the server no longer knows it (it was
-    /// cancelled or forgotten). Nothing more can be sent to it.
-    #[error(
-        "the upload session has expired or no longer exists{}; start a new upload",
-        remote.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
-    )]
-    SessionExpired {
-        /// The server's answer, when it said so (a 404); `None` when the session's
-        /// own expiry time had passed.
-        remote: Option<RemoteError>,
-    },
-    /// A resume state cannot be used: unreadable, of another version, or inconsistent.
-    #[error(
-        "the resume state{} cannot be used: {reason}",
-        path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default()
-    )]
-    InvalidState {
-        /// The state file, when the state came from one.
-        path: Option<PathBuf>,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The token provider could not give an access token.
-    #[error("could not get an access token: {0}")]
-    Token(String),
-    /// The request needs an access token and the client was built without one.
-    #[error("this request needs an access token, and none was configured")]
-    NoToken,
-    /// An argument or a setting is not usable (a base URL that is not a URL, an empty
-    /// file, a zero fragment size, …).
-    #[error("invalid input: {0}")]
-    InvalidInput(String),
-    /// The server answered something that is not what Graph answers.
-    #[error("the server's answer makes no sense: {0}")]
-    Protocol(String),
-    /// The upload was cancelled: its session was deleted.
-    #[error("the upload was cancelled")]
-    Cancelled,
-}
-
-impl Error {
-    /// The server's Graph error, if the failure was a refusal with one.
-    pub fn remote(&self) -> Option<&RemoteError> {
-        match self {
-            Self::Upload(UploadError::Remote(r)) | Self::Remote(r) => Some(r),
-            Self::SessionExpired { remote } => remote.as_ref(),
-            _ => None,
-        }
-    }
-
-    /// Whether the session this error came from is certainly of no further use, so
-    /// that its resume state can be thrown away.
-    pub(crate) fn session_is_gone(&self) -> bool {
-        matches!(
-            self,
-            Self::SessionExpired { .. }
-                | Self::Cancelled
-                | Self::Upload(
-                    UploadError::FinalOutcomeUnknown
-                        | UploadError::SessionExpired
-                        // A session that claims bytes never sent cannot be resumed.
-                        | UploadError::ServerClaimsUnsentBytes { .. }
-                )
-        )
-    }
-
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-        error: std::io::Error,
-    ) -> Self {
-        Self::Io {
-            action,
-            path: path.into(),
-            error,
-        }
-    }
-}
+pub use upsession_client_shared::{Error, Result};
 
 /// The TLS error among `error`'s causes, if the failure was TLS's.
 fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
@@ -190,7 +55,7 @@ pub(crate) fn connect_cause(error: &reqwest::Error) -> String {
         text
     };
     if text.contains('?') {
-        crate::redact(&text)
+        upsession_core::redact(&text)
     } else {
         text
     }
@@ -230,7 +95,7 @@ pub(crate) fn describe_reqwest(error: reqwest::Error) -> String {
     }
     // A cause could quote a URL (a redirect target, a proxy): hide any query.
     if text.contains('?') {
-        crate::redact(&text)
+        upsession_core::redact(&text)
     } else {
         text
     }

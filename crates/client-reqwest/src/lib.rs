@@ -142,13 +142,10 @@
 
 mod auth;
 mod client;
-mod content_type;
 mod error;
 mod pacing;
 mod progress;
-mod redact;
 mod resume;
-mod target;
 mod transport;
 mod upload;
 
@@ -157,14 +154,14 @@ pub use client::{
     Client, ClientBuilder, DEFAULT_CONCURRENCY, GRAPH_BETA, GRAPH_V1, SMALL_FILE_LIMIT,
     SessionStatus,
 };
-pub use content_type::{OCTET_STREAM, guess_content_type};
 pub use error::{Error, Result};
 pub use pacing::Pacing;
 pub use progress::{ProgressEvent, ProgressKind, ProgressSink, ProgressStream};
-pub use redact::{RedactedUrl, UploadUrl, redact};
 pub use resume::{AttachmentMeta, FileIdentity, ResumeState, STATE_VERSION, StateStore};
-pub use target::{Target, User};
 pub use upload::{Source, UploadOptions, Uploaded};
+pub use upsession_client_shared::{OCTET_STREAM, guess_content_type};
+pub use upsession_core::redact::{RedactedUrl, UploadUrl, redact};
+pub use upsession_core::target::{Target, User};
 
 /// Cancels uploads given it ([`UploadOptions::cancel_on`]): tokio-util's token,
 /// re-exported so that no other dependency is needed.

@@ -20,9 +20,9 @@ use upsession_core::planner::{PlannerConfig, TransportError};
 use crate::auth::SharedToken;
 use crate::error::{Error, Result, connect_cause, describe_reqwest, is_tls_failure};
 use crate::pacing::Pacer;
-use crate::redact::{RedactedUrl, UploadUrl};
 use crate::resume::StateStore;
-use crate::target::User;
+use upsession_core::redact::{RedactedUrl, UploadUrl};
+use upsession_core::target::User;
 
 /// Largest answer body read; Graph's answers are a few hundred bytes.
 const MAX_ANSWER: usize = 1 << 20;
@@ -137,14 +137,7 @@ impl Inner {
             Either::Right((pumped, _)) => (send.await, Some(pumped)),
         };
         if let Some(Err(e)) = pumped {
-            return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
-                Error::FileChanged {
-                    path: source.to_path_buf(),
-                    what: "it ended before the announced size".into(),
-                }
-            } else {
-                Error::io("read", source, e)
-            });
+            return Err(Error::reading(source, e));
         }
         match sent {
             Ok(response) => Ok(read_answer(response).await),

@@ -31,6 +31,8 @@
 //! - [`quota`]: what each caller may hold open (sessions, declared bytes).
 //! - [`throttle`]: Graph's per-app, per-mailbox limits; [`fault`]: seeded fault plans
 //!   for the test double.
+//! - [`redact`](mod@redact): uploadUrls kept out of logs and errors ([`UploadUrl`]); [`target`]:
+//!   the item and mailbox a client attaches to.
 //! - [`time`]: RFC 3339 and HTTP dates; [`timer`]: a deadline table for session stores.
 
 pub mod credential;
@@ -41,10 +43,12 @@ pub mod header;
 pub mod planner;
 pub mod quota;
 pub mod range;
+pub mod redact;
 pub mod respond;
 pub mod route;
 pub mod session;
 pub mod setters;
+pub mod target;
 pub mod throttle;
 pub mod time;
 pub mod timer;
@@ -55,4 +59,5 @@ pub use error::{GraphError, RemoteError};
 pub use header::ContentRange;
 pub use planner::{Action, Planner, PlannerConfig};
 pub use range::{ByteRange, RangeSet};
+pub use redact::{RedactedUrl, UploadUrl, redact};
 pub use session::{Answer, Limits, PutDecision, Session};

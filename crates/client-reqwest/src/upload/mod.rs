@@ -23,9 +23,9 @@ use self::small::SmallFile;
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::progress::ProgressKind;
-use crate::redact::UploadUrl;
-use crate::resume::{FileIdentity, ResumeState, STATE_VERSION};
-use crate::target::Target;
+use crate::resume::ResumeState;
+use upsession_core::redact::UploadUrl;
+use upsession_core::target::Target;
 
 impl Client {
     /// Uploads a file as an attachment of `target`: creates the upload session with
@@ -99,7 +99,7 @@ impl Client {
         let path = tokio::fs::canonicalize(given)
             .await
             .map_err(|e| Error::io("open", given, e))?;
-        let identity = FileIdentity::of(&path).await?;
+        let identity = crate::resume::identify(&path).await?;
         if identity.size == 0 {
             return Err(Error::InvalidInput(format!(
                 "{} is empty; an upload session needs at least one byte",
@@ -127,20 +127,14 @@ impl Client {
             .clone()
             .or_else(|| inner.states.as_ref().map(|s| s.new_state_path(&path)));
         let state = state_path.map(|p| {
-            let state = ResumeState {
-                version: STATE_VERSION,
-                upload_url: UploadUrl::new(""),
-                expires: None,
-                base_url: inner.base.to_string(),
-                user: inner.user.clone(),
-                target: target.clone(),
-                file: identity.clone(),
-                attachment: meta.clone(),
-                fragment_size: cfg.fragment_size,
-                acknowledged: 0,
-                created: String::new(),
-                updated: String::new(),
-            };
+            let state = ResumeState::before_session(
+                inner.base.to_string(),
+                inner.user.clone(),
+                target.clone(),
+                identity.clone(),
+                meta.clone(),
+                cfg.fragment_size,
+            );
             (p, state)
         });
         let file = tokio::fs::File::open(&path)

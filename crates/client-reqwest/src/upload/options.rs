@@ -1,15 +1,16 @@
-//! What the caller says about one upload ([`UploadOptions`]) and what it gets back
-//! ([`Uploaded`]).
+//! What the caller says about one upload ([`UploadOptions`]).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::content_type::guess_content_type;
-use crate::error::{Error, Result};
+#[cfg(doc)]
+use crate::error::Error;
+use crate::error::Result;
 use crate::progress::ProgressSink;
 use crate::resume::AttachmentMeta;
+
+pub use upsession_client_shared::Uploaded;
 
 /// How one file is attached, and where its progress goes.
 #[derive(Clone, Debug, Default)]
@@ -99,44 +100,11 @@ impl UploadOptions {
 
     /// The attachment's metadata, named `default_name` unless a name was given.
     pub(super) fn meta(&self, default_name: Option<&str>) -> Result<AttachmentMeta> {
-        let name = self
-            .name
-            .clone()
-            .or_else(|| default_name.map(str::to_owned))
-            .filter(|n| !n.trim().is_empty())
-            .ok_or_else(|| Error::InvalidInput("the attachment needs a name".into()))?;
-        let content_type = self
-            .content_type
-            .clone()
-            .unwrap_or_else(|| guess_content_type(Path::new(&name)).to_owned());
-        Ok(AttachmentMeta {
-            name,
-            content_type: Some(content_type),
-            is_inline: self.content_id.is_some(),
-            content_id: self.content_id.clone(),
-        })
+        AttachmentMeta::for_upload(
+            self.name.as_deref(),
+            default_name,
+            self.content_type.as_deref(),
+            self.content_id.as_deref(),
+        )
     }
-}
-
-/// A finished upload.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-#[non_exhaustive]
-pub struct Uploaded {
-    /// The attachment's name.
-    pub name: String,
-    /// Bytes uploaded.
-    pub size: u64,
-    /// The attachment's id, from the final answer's body or its `Location`.
-    pub attachment_id: Option<String>,
-    /// The attachment's URL, the final answer's `Location`.
-    pub location: Option<String>,
-    /// SHA-256 of the file, lowercase hex (file uploads only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
-    /// Set when the file changed while its last bytes were being sent: the
-    /// attachment exists (its id and location are above) and holds the bytes that
-    /// were sent, which may not be the file as it is now. Says what changed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file_changed: Option<String>,
 }

@@ -6,6 +6,7 @@
 //! error back, drain its events into progress reports and resume state, repeat. It
 //! decides nothing itself.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -18,16 +19,17 @@ use upsession_core::ContentRange;
 use upsession_core::planner::{
     Action, Completion, Event, Planner, PlannerConfig, TransportError, UploadError,
 };
-use upsession_core::time::format_graph_time;
 use upsession_core::wire::AttachmentItem;
+
+use upsession_client_shared::ending;
 
 use super::options::Uploaded;
 use crate::error::{Error, Result};
 use crate::progress::{ProgressKind, ProgressSink};
-use crate::redact::{RedactedUrl, UploadUrl};
-use crate::resume::{FileIdentity, ResumeState, StateStore, run_blocking};
-use crate::target::Target;
+use crate::resume::{FileIdentity, ResumeState, StateStore, check_unchanged, run_blocking};
 use crate::transport::{Inner, Reply};
+use upsession_core::redact::{RedactedUrl, UploadUrl};
+use upsession_core::target::Target;
 
 /// One upload being driven.
 pub(super) struct Job<'a> {
@@ -96,13 +98,8 @@ impl Job<'_> {
         R: AsyncRead + AsyncSeek + Unpin + Send,
     {
         let total = planner.total();
-        self.emit(ProgressKind::Started { total });
-        if self.resumed_at > 0 {
-            // Progress continues from what the session held, never from 0.
-            self.emit(ProgressKind::Acknowledged {
-                acknowledged: self.resumed_at,
-                total,
-            });
+        for kind in ProgressKind::at_start(total, self.resumed_at) {
+            self.emit(kind);
         }
         if self.target.is_some() && self.inner.token.is_some() {
             planner.settle_doubt_by_listing(self.name.clone());
@@ -128,11 +125,7 @@ impl Job<'_> {
     /// is caught here and said, but the attachment exists: its id is kept.
     async fn completed(&self, completion: Completion, total: u64) -> Uploaded {
         let file_changed = match &self.identity {
-            Some(identity) => identity
-                .check_unchanged()
-                .await
-                .err()
-                .map(|e| e.to_string()),
+            Some(identity) => check_unchanged(identity).await.err().map(|e| e.to_string()),
             None => None,
         };
         if let Some(why) = &file_changed {
@@ -143,18 +136,9 @@ impl Job<'_> {
             attachment_id = completion.attachment_id.as_deref().unwrap_or(""),
             "upload complete"
         );
-        self.emit(ProgressKind::Completed {
-            attachment_id: completion.attachment_id.clone(),
-            location: completion.location.clone(),
-        });
-        Uploaded {
-            name: self.name.clone(),
-            size: total,
-            attachment_id: completion.attachment_id,
-            location: completion.location,
-            sha256: self.identity.as_ref().map(|i| i.sha256.clone()),
-            file_changed,
-        }
+        self.emit(ProgressKind::completed(&completion));
+        let identity = self.identity.as_ref();
+        Uploaded::completed(self.name.clone(), total, completion, identity, file_changed)
     }
 
     /// The pump: the planner decides, this does the I/O.
@@ -173,21 +157,16 @@ impl Job<'_> {
                 self.cancel_told = true;
                 planner.cancel();
             }
-            let action = planner.next(SystemTime::now());
+            let action = match ending(planner.next(SystemTime::now()), |e| self.failure(e)) {
+                ControlFlow::Break(end) => return end,
+                ControlFlow::Continue(action) => action,
+            };
             let reply = match action {
                 Action::Wait { until } => {
                     let wait = until.duration_since(SystemTime::now()).unwrap_or_default();
                     // A cancel wakes the wait; the loop's top then tells the planner.
                     let _ = self.unless_cancelled(tokio::time::sleep(wait)).await;
                     continue;
-                }
-                Action::Done(completion) => return Ok(completion),
-                Action::Failed(error) => return Err(self.failure(error)),
-                Action::Cancelled => return Err(Error::Cancelled),
-                Action::Pending => {
-                    return Err(Error::Protocol(
-                        "the upload planner is waiting for an answer that was already given".into(),
-                    ));
                 }
                 Action::Put(range) => {
                     match self
@@ -236,7 +215,7 @@ impl Job<'_> {
         R: AsyncRead + AsyncSeek + Unpin + Send,
     {
         if let Some(identity) = &self.identity {
-            identity.check_unchanged().await?;
+            check_unchanged(identity).await?;
         }
         if let Some(pacer) = &self.inner.pacer {
             pacer
@@ -301,23 +280,8 @@ impl Job<'_> {
     /// The planner's failure as this crate's error; a server never reached is
     /// named with its URL and the cause.
     fn failure(&mut self, error: UploadError) -> Error {
-        match error {
-            UploadError::Unreachable => Error::Unreachable {
-                url: self
-                    .first_url
-                    .take()
-                    .unwrap_or_else(|| self.inner.base.to_string()),
-                cause: self
-                    .last_cause
-                    .take()
-                    .unwrap_or_else(|| "the request could not be sent".into()),
-            },
-            UploadError::SessionExpired => Error::SessionExpired { remote: None },
-            UploadError::SessionNotFound(remote) => Error::SessionExpired {
-                remote: Some(remote),
-            },
-            other => Error::Upload(other),
-        }
+        let (first_url, last_cause) = (self.first_url.take(), self.last_cause.take());
+        Error::of_planner(error, first_url, last_cause, self.inner.base.as_str())
     }
 
     /// A request without a body to the session's uploadUrl: `GET` (its status) or
@@ -333,48 +297,34 @@ impl Job<'_> {
     /// Turns the planner's events into progress reports and resume state.
     async fn drain(&mut self, planner: &mut Planner) -> Result<()> {
         while let Some(event) = planner.poll_event() {
-            match event {
-                Event::SessionCreated {
+            if let Event::SessionCreated {
+                upload_url,
+                expires,
+            } = event
+            {
+                let upload_url = UploadUrl::new(upload_url);
+                tracing::info!(file = %self.label, url = %upload_url, "upload session created");
+                if let Some((path, state)) = &mut self.state {
+                    state.session_created(upload_url.clone(), expires, SystemTime::now());
+                    save(path.clone(), state.clone()).await?;
+                    self.progress_saved = Some(std::time::Instant::now());
+                }
+                self.emit(ProgressKind::SessionCreated {
                     upload_url,
                     expires,
-                } => {
-                    let upload_url = UploadUrl::new(upload_url);
-                    tracing::info!(file = %self.label, url = %upload_url, "upload session created");
-                    if let Some((path, state)) = &mut self.state {
-                        let now = format_graph_time(SystemTime::now());
-                        state.upload_url = upload_url.clone();
-                        state.expires = expires.map(format_graph_time);
-                        state.created.clone_from(&now);
-                        state.updated = now;
-                        // Saved before any fragment is sent; without it there is no resume.
-                        save(path.clone(), state.clone()).await?;
-                        self.progress_saved = Some(std::time::Instant::now());
-                    }
-                    self.emit(ProgressKind::SessionCreated {
-                        upload_url,
-                        expires,
-                    });
-                }
-                Event::Progress {
+                });
+            } else if let Some(kind) = ProgressKind::of_event(&event) {
+                // Every event but the session's creation, whose Debug shows the
+                // uploadUrl whole.
+                tracing::debug!(file = %self.label, event = ?event, "planner event");
+                if let Event::Progress {
                     acknowledged,
                     total,
-                } => {
-                    tracing::debug!(file = %self.label, acknowledged, total, "progress");
+                } = event
+                {
                     self.save_progress(planner, acknowledged, total).await;
-                    self.emit(ProgressKind::Acknowledged {
-                        acknowledged,
-                        total,
-                    });
                 }
-                Event::Retrying(retry) => {
-                    tracing::info!(file = %self.label, attempt = retry.attempt, wait = ?retry.wait, reason = %retry.reason, "retrying");
-                    self.emit(ProgressKind::Retrying(retry));
-                }
-                Event::FragmentShrunk { fragment_size } => {
-                    tracing::info!(file = %self.label, fragment_size, "fragments shrunk after a 413");
-                    self.emit(ProgressKind::FragmentShrunk { fragment_size });
-                }
-                other => tracing::debug!(file = %self.label, event = ?other, "planner event"),
+                self.emit(kind);
             }
         }
         Ok(())
@@ -388,15 +338,17 @@ impl Job<'_> {
         let due = self
             .progress_saved
             .is_none_or(|at| at.elapsed() >= PROGRESS_SAVE_INTERVAL);
+        let (expires, fragment_size) = (planner.expires(), planner.fragment_size());
         if let Some((path, state)) = &mut self.state
-            && !state.upload_url.expose_secret().is_empty()
-            && acknowledged < total
             && due
+            && state.record_progress(
+                acknowledged,
+                total,
+                expires,
+                fragment_size,
+                SystemTime::now(),
+            )
         {
-            state.acknowledged = acknowledged;
-            state.expires = planner.expires().map(format_graph_time);
-            state.fragment_size = planner.fragment_size();
-            state.updated = format_graph_time(SystemTime::now());
             self.progress_saved = Some(std::time::Instant::now());
             let (p, st) = (path.clone(), state.clone());
             let saved = run_blocking(path, "write the resume state to", move || {

@@ -94,7 +94,7 @@ impl Client {
             return Err(fail(Error::SessionExpired { remote: None }));
         }
         // Every byte of the file is checked before any byte is sent.
-        let identity = state.file.verify().await.map_err(fail)?;
+        let identity = crate::resume::verify(&state.file).await.map_err(fail)?;
         let path = identity.path.clone();
         let file = tokio::fs::File::open(&path)
             .await

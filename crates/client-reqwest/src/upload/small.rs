@@ -6,23 +6,20 @@
 
 use std::sync::Arc;
 
-use http::StatusCode;
-use http::header::{CONTENT_TYPE, LOCATION};
+use http::header::CONTENT_TYPE;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::sync::CancellationToken;
-use upsession_core::planner::TransportError;
 use upsession_core::wire::NewFileAttachment;
 
 use super::Source;
 use super::options::Uploaded;
-use crate::client::remote_error;
 use crate::error::{Error, Result};
 use crate::progress::{ProgressKind, ProgressSink};
-use crate::redact::RedactedUrl;
 use crate::resume::{AttachmentMeta, FileIdentity, hex};
-use crate::target::Target;
 use crate::transport::{Inner, Reply};
+use upsession_client_shared::attached;
+use upsession_core::target::Target;
 
 /// One small file on its way: everything its `POST` needs.
 pub(super) struct SmallFile<'a> {
@@ -114,47 +111,16 @@ impl SmallFile<'_> {
         tracing::debug!(url = %url, size = total, "POST small file attachment");
         let answer = match inner.send_throttled(request).await? {
             Reply::Answer(answer) => answer,
-            Reply::NoAnswer(TransportError::NotSent, cause) => {
-                return Err(Error::Unreachable {
-                    url: RedactedUrl(url.as_str()).to_string(),
-                    cause,
-                });
-            }
-            Reply::NoAnswer(_, why) => {
-                return Err(Error::Http(format!(
-                    "{why}; the attachment may or may not have been added"
-                )));
+            Reply::NoAnswer(kind, why) => {
+                return Err(Error::post_unanswered(kind, why, url.as_str()));
             }
         };
-        if !answer.status().is_success() {
-            return Err(Error::Remote(remote_error(&answer)));
-        }
+        let mut uploaded = attached(&answer, &self.meta.name, total, |id| {
+            inner.attachments_url(&self.target, &[id]).to_string()
+        })?;
         self.emit(ProgressKind::Sent { sent: total, total });
-        let attachment: Option<serde_json::Value> = serde_json::from_slice(answer.body()).ok();
-        let header = answer.headers().get(LOCATION).and_then(|v| v.to_str().ok());
-        let id = attachment
-            .as_ref()
-            .and_then(|a| a.get("id")?.as_str())
-            .map(str::to_owned);
-        if answer.status() != StatusCode::CREATED && id.is_none() {
-            return Err(Error::Protocol(format!(
-                "adding an attachment was answered {} without the attachment",
-                answer.status().as_u16()
-            )));
-        }
-        // Graph answers the attachment itself; its URL is the item's, if not said.
-        let location = header.map(str::to_owned).or_else(|| {
-            id.as_deref()
-                .map(|id| inner.attachments_url(&self.target, &[id]).to_string())
-        });
-        Ok(Uploaded {
-            name: self.meta.name.clone(),
-            size: total,
-            attachment_id: id,
-            location,
-            sha256: self.sha256.clone(),
-            file_changed: None,
-        })
+        uploaded.sha256.clone_from(&self.sha256);
+        Ok(uploaded)
     }
 
     fn emit(&self, kind: ProgressKind) {

@@ -66,7 +66,7 @@ const TABLE: &[(&str, &str)] = &[
 /// `application/octet-stream`.
 ///
 /// ```
-/// use upsession_client_reqwest::guess_content_type;
+/// use upsession_client_shared::guess_content_type;
 ///
 /// assert_eq!(guess_content_type("Report.PDF".as_ref()), "application/pdf");
 /// assert_eq!(guess_content_type("data.bin".as_ref()), "application/octet-stream");

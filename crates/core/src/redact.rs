@@ -3,8 +3,8 @@
 //!
 //! An uploadUrl is a bearer credential: whoever holds it can write to (or delete)
 //! the upload session, without any other token. Graph puts that credential in the
-//! query string, so the query is what this module hides. Everything in this crate
-//! that shows a URL shows it through [`redact`], [`RedactedUrl`] or [`UploadUrl`].
+//! query string, so the query is what this module hides. Everything in upsession's
+//! clients that shows a URL shows it through [`redact`], [`RedactedUrl`] or [`UploadUrl`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -21,7 +21,7 @@ const HIDDEN: &str = "<redacted>";
 /// Works on any text, URL or not, and never fails.
 ///
 /// ```
-/// use upsession_client_reqwest::redact;
+/// use upsession_core::redact;
 ///
 /// assert_eq!(
 ///     redact("https://outlook.office.com/api/v2.0/Users('a')/AttachmentSessions('b')?authtoken=eyJ0"),
@@ -81,7 +81,7 @@ impl fmt::Debug for RedactedUrl<'_> {
 ///
 /// It displays and debugs redacted (see [`redact`]); the full URL is only given out
 /// by [`UploadUrl::expose_secret`], for the requests themselves and for resume
-/// state. It serialises as the plain string, so a [`crate::ResumeState`] file holds
+/// state. It serialises as the plain string, so a resume state file holds
 /// the credential: such files are written readable by their owner only.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]

@@ -70,7 +70,7 @@ impl User {
     }
 
     /// The path segments, before any percent-encoding.
-    pub(crate) fn segments(&self) -> Vec<&str> {
+    pub fn segments(&self) -> Vec<&str> {
         match self {
             Self::Me => vec!["me"],
             Self::Id(id) => vec!["users", id],

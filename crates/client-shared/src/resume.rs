@@ -1,0 +1,715 @@
+//! Resume state: what an interrupted upload needs to continue, saved atomically as
+//! JSON. The rules are on [`ResumeState`].
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use upsession_core::time::{format_graph_time, parse_graph_time};
+use upsession_core::wire::AttachmentItem;
+
+use crate::content_type::guess_content_type;
+use crate::error::{Error, Result};
+use upsession_core::redact::UploadUrl;
+use upsession_core::target::{Target, User};
+
+/// The format version this crate writes and reads.
+pub const STATE_VERSION: u32 = 1;
+
+/// The attachment's properties, as sent in createUploadSession's `AttachmentItem`
+/// (its `size` is the file's).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct AttachmentMeta {
+    /// Display name.
+    pub name: String,
+    /// MIME type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// Whether the attachment is inline.
+    #[serde(default)]
+    pub is_inline: bool,
+    /// The `cid:` an HTML body refers to, for inline attachments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_id: Option<String>,
+}
+
+impl AttachmentMeta {
+    /// The properties of a new attachment: `name` (else `default_name`, the file's
+    /// name), `content_type` (else guessed from the name), inline when `content_id`
+    /// is given. A blank name is refused.
+    pub fn for_upload(
+        name: Option<&str>,
+        default_name: Option<&str>,
+        content_type: Option<&str>,
+        content_id: Option<&str>,
+    ) -> Result<Self> {
+        let name = name
+            .or(default_name)
+            .filter(|n| !n.trim().is_empty())
+            .ok_or_else(|| Error::InvalidInput("the attachment needs a name".into()))?
+            .to_owned();
+        let content_type = content_type
+            .unwrap_or_else(|| guess_content_type(Path::new(&name)))
+            .to_owned();
+        Ok(Self {
+            name,
+            content_type: Some(content_type),
+            is_inline: content_id.is_some(),
+            content_id: content_id.map(str::to_owned),
+        })
+    }
+
+    /// The createUploadSession `AttachmentItem` for a file of `size` bytes.
+    pub fn to_item(&self, size: u64) -> AttachmentItem {
+        let mut item = AttachmentItem::file(self.name.clone(), size);
+        item.content_type.clone_from(&self.content_type);
+        if self.is_inline {
+            item.is_inline = Some(true);
+        }
+        item.content_id.clone_from(&self.content_id);
+        item
+    }
+}
+
+/// A path in JSON without loss: text when it is UTF-8, its bytes otherwise.
+mod os_path {
+    use std::path::{Path, PathBuf};
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Text(String),
+        Bytes(Vec<u8>),
+    }
+
+    pub(super) fn serialize<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+        match path.to_str() {
+            Some(text) => Stored::Text(text.to_owned()),
+            None => Stored::Bytes(bytes(path)),
+        }
+        .serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        Ok(match Stored::deserialize(d)? {
+            Stored::Text(text) => PathBuf::from(text),
+            Stored::Bytes(raw) => from_bytes(raw),
+        })
+    }
+
+    #[cfg(unix)]
+    fn bytes(path: &Path) -> Vec<u8> {
+        use std::os::unix::ffi::OsStrExt as _;
+        path.as_os_str().as_bytes().to_vec()
+    }
+
+    #[cfg(unix)]
+    fn from_bytes(raw: Vec<u8>) -> PathBuf {
+        use std::os::unix::ffi::OsStringExt as _;
+        std::ffi::OsString::from_vec(raw).into()
+    }
+
+    // Elsewhere a path that is not Unicode is rare; it is kept as lossy text.
+    #[cfg(not(unix))]
+    fn bytes(path: &Path) -> Vec<u8> {
+        path.to_string_lossy().into_owned().into_bytes()
+    }
+
+    #[cfg(not(unix))]
+    fn from_bytes(raw: Vec<u8>) -> PathBuf {
+        PathBuf::from(String::from_utf8_lossy(&raw).into_owned())
+    }
+}
+
+/// Which file an upload reads, precisely enough to notice that it changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct FileIdentity {
+    /// Absolute path. Stored as a JSON string, or, for a name that is not UTF-8
+    /// (Unix allows any bytes), as the array of its bytes.
+    #[serde(with = "os_path")]
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time (RFC 3339, UTC, 100 ns precision), if the platform has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified: Option<String>,
+    /// SHA-256 of the whole file, lowercase hex.
+    pub sha256: String,
+}
+
+impl FileIdentity {
+    /// Reads `path` whole to take its identity (blocking: async callers run it on a
+    /// blocking thread).
+    pub fn of(path: &Path) -> Result<Self> {
+        identify(path)
+    }
+
+    /// Checks that the file still has this identity: the same size, then the same
+    /// SHA-256 (which reads it whole). A new modification time alone is accepted.
+    /// Returns the file's identity as it is now. Blocking.
+    pub fn verify(&self) -> Result<Self> {
+        let now = identify(&self.path).map_err(|e| match e {
+            Error::Io { error, .. } if error.kind() == io::ErrorKind::NotFound => {
+                changed(&self.path, "it no longer exists".into())
+            }
+            other => other,
+        })?;
+        if now.size != self.size {
+            return Err(changed(
+                &self.path,
+                format!("size was {} bytes, is {}", self.size, now.size),
+            ));
+        }
+        if now.sha256 != self.sha256 {
+            return Err(changed(&self.path, "same size, different content".into()));
+        }
+        Ok(now)
+    }
+
+    /// The cheap check: size and modification time, from the file's metadata.
+    pub fn check_unchanged(&self) -> Result<()> {
+        let meta = fs::metadata(&self.path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                changed(&self.path, "it no longer exists".into())
+            } else {
+                Error::io("read the metadata of", &self.path, e)
+            }
+        })?;
+        if meta.len() != self.size {
+            return Err(changed(
+                &self.path,
+                format!("size was {} bytes, is {}", self.size, meta.len()),
+            ));
+        }
+        if modified(&meta) != self.modified {
+            return Err(changed(&self.path, "it was modified".into()));
+        }
+        Ok(())
+    }
+}
+
+fn changed(path: &Path, what: String) -> Error {
+    Error::FileChanged {
+        path: path.to_path_buf(),
+        what,
+    }
+}
+
+fn modified(meta: &fs::Metadata) -> Option<String> {
+    meta.modified().ok().map(format_graph_time)
+}
+
+fn identify(path: &Path) -> Result<FileIdentity> {
+    let mut file = fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io("read the metadata of", path, e))?;
+    if !meta.is_file() {
+        return Err(Error::InvalidInput(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0; 256 * 1024];
+    let mut read = 0_u64;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("read", path, e)),
+        };
+        hasher.update(&buf[..n]);
+        read += n as u64;
+    }
+    if read != meta.len() {
+        return Err(changed(path, "it changed while it was being read".into()));
+    }
+    Ok(FileIdentity {
+        path: path.to_path_buf(),
+        size: meta.len(),
+        modified: modified(&meta),
+        sha256: hex(&hasher.finalize()),
+    })
+}
+
+/// `bytes` as lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// Everything needed to continue an interrupted upload after Ctrl-C, a crash or a
+/// reboot, serialised as camelCase JSON. Its `Debug` output shows the uploadUrl
+/// redacted; its JSON holds it whole.
+///
+/// # What is saved, and when
+///
+/// A state is written when the session is created (before the first fragment is
+/// sent) and rewritten after each acknowledged fragment. Each write goes to a
+/// temporary file in the same directory, is flushed to disk (`fsync`), and is
+/// renamed over the old state, so a state file is always whole: the old one or the
+/// new one. The file holds the uploadUrl, a bearer credential, so it is created
+/// readable by its owner only, in a directory made readable by its owner only.
+///
+/// # How a changed file is detected
+///
+/// The state records the file's absolute path, size, modification time and the
+/// SHA-256 of the **whole file**, computed before the session is created. Resuming
+/// checks the size and then re-hashes the whole file, before any request is made: a
+/// file whose content changed anywhere (in the part already sent or in the rest) is
+/// refused with [`Error::FileChanged`], while a file that was merely touched (same
+/// bytes, new modification time) resumes. During an upload the cheaper size and
+/// modification time check runs before every fragment and once more at the end.
+/// Hashing costs one extra read of the file per upload and per resume.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ResumeState {
+    /// Format version, [`STATE_VERSION`].
+    pub version: u32,
+    /// The session's uploadUrl (a bearer credential).
+    pub upload_url: UploadUrl,
+    /// When the session expires, RFC 3339, as last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// The Graph base URL the session was created through.
+    pub base_url: String,
+    /// Whose mailbox.
+    pub user: User,
+    /// The item the attachment goes to.
+    pub target: Target,
+    /// The file being uploaded.
+    pub file: FileIdentity,
+    /// The attachment's properties.
+    pub attachment: AttachmentMeta,
+    /// Bytes per fragment.
+    pub fragment_size: u64,
+    /// Bytes the server had acknowledged at the last save.
+    pub acknowledged: u64,
+    /// When the session was created (RFC 3339).
+    pub created: String,
+    /// When the state was last saved (RFC 3339).
+    pub updated: String,
+}
+
+impl ResumeState {
+    /// The state of an upload whose session is not created yet: no uploadUrl,
+    /// nothing acknowledged. The client fills in the uploadUrl, expiry and times
+    /// when the session exists, before saving it.
+    pub fn before_session(
+        base_url: String,
+        user: User,
+        target: Target,
+        file: FileIdentity,
+        attachment: AttachmentMeta,
+        fragment_size: u64,
+    ) -> Self {
+        Self {
+            version: STATE_VERSION,
+            upload_url: UploadUrl::new(""),
+            expires: None,
+            base_url,
+            user,
+            target,
+            file,
+            attachment,
+            fragment_size,
+            acknowledged: 0,
+            created: String::new(),
+            updated: String::new(),
+        }
+    }
+
+    /// Reads and checks a state file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = fs::read(path).map_err(|e| Error::io("read the resume state", path, e))?;
+        let invalid = |reason: String| Error::InvalidState {
+            path: Some(path.to_path_buf()),
+            reason,
+        };
+        let state: Self = serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+        state.validate().map_err(invalid)?;
+        Ok(state)
+    }
+
+    /// Writes the state to `path` atomically (temporary file, `fsync`, rename),
+    /// readable by its owner only. Creates the directory if needed.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.write(path, true)
+    }
+
+    /// [`ResumeState::save`] without syncing the directory: the file is always
+    /// whole, but after a power loss the rename may not have happened and the
+    /// previous version is read. For progress updates, which resume does not rely
+    /// on.
+    pub fn save_progress(&self, path: &Path) -> Result<()> {
+        self.write(path, false)
+    }
+
+    /// Writes the state to `path` atomically; `sync_dir` makes the rename durable.
+    fn write(&self, path: &Path, sync_dir: bool) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::InvalidState {
+            path: Some(path.to_path_buf()),
+            reason: e.to_string(),
+        })?;
+        write_atomic(path, &bytes, sync_dir)
+            .map_err(|e| Error::io("write the resume state", path, e))
+    }
+
+    /// Records the session just created, at `now`; save the state next (before any
+    /// fragment is sent: without it there is no resume).
+    pub fn session_created(
+        &mut self,
+        upload_url: UploadUrl,
+        expires: Option<SystemTime>,
+        now: SystemTime,
+    ) {
+        let now = format_graph_time(now);
+        self.upload_url = upload_url;
+        self.expires = expires.map(format_graph_time);
+        self.created.clone_from(&now);
+        self.updated = now;
+    }
+
+    /// Records `acknowledged` of `total` bytes and the planner's current expiry and
+    /// fragment size, at `now`. Says whether there is anything worth saving (a
+    /// session, and an upload not yet complete).
+    pub fn record_progress(
+        &mut self,
+        acknowledged: u64,
+        total: u64,
+        expires: Option<SystemTime>,
+        fragment_size: u64,
+        now: SystemTime,
+    ) -> bool {
+        if self.upload_url.expose_secret().is_empty() || acknowledged >= total {
+            return false;
+        }
+        self.acknowledged = acknowledged;
+        self.expires = expires.map(format_graph_time);
+        self.fragment_size = fragment_size;
+        self.updated = format_graph_time(now);
+        true
+    }
+
+    /// The session's expiry, if known and readable.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.expires.as_deref().and_then(parse_graph_time)
+    }
+
+    /// Whether the session has expired at `now`.
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        self.expires_at().is_some_and(|e| now >= e)
+    }
+
+    /// Checks what serde cannot: the version and that the numbers agree.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.version != STATE_VERSION {
+            return Err(format!(
+                "it is of version {}, this program reads version {STATE_VERSION}",
+                self.version
+            ));
+        }
+        let url = self.upload_url.expose_secret();
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(format!(
+                "the uploadUrl {} is not an http(s) URL",
+                self.upload_url
+            ));
+        }
+        if self.file.size == 0 || self.fragment_size == 0 {
+            return Err("the file size and fragment size must be positive".into());
+        }
+        if self.acknowledged > self.file.size {
+            return Err("more bytes acknowledged than the file holds".into());
+        }
+        if !self.file.path.is_absolute() {
+            return Err("the file path is not absolute".into());
+        }
+        Ok(())
+    }
+}
+
+/// A directory of resume states: where uploads save them, and where `resume` with
+/// no argument finds every unfinished upload.
+///
+/// A state file is removed when its upload completes, is cancelled, or its session
+/// is known to be gone; it stays after any other failure so that the upload can be
+/// resumed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateStore {
+    dir: PathBuf,
+}
+
+impl StateStore {
+    /// A store in `dir` (created, readable by its owner only, on first save).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A new, unused state file name for an upload of `file`.
+    pub fn new_state_path(&self, file: &Path) -> PathBuf {
+        let stem: String = file
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(48)
+            .collect();
+        let stem = if stem.is_empty() {
+            "upload".into()
+        } else {
+            stem
+        };
+        let mut random = [0_u8; 8];
+        if getrandom::fill(&mut random).is_err() {
+            // No OS randomness: the time is unique enough for one user's uploads.
+            let nanos = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+                .to_le_bytes();
+            random.copy_from_slice(&nanos[..8]);
+        }
+        self.dir.join(format!("{stem}.{}.json", hex(&random)))
+    }
+
+    /// Every state file in the directory, oldest name first, each with its state or
+    /// the reason it cannot be read. A missing directory holds none.
+    pub fn list(&self) -> Result<Vec<(PathBuf, Result<ResumeState>)>> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("list", &self.dir, e)),
+        };
+        let mut paths = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("list", &self.dir, e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || !name.ends_with(".json") {
+                continue;
+            }
+            paths.push(entry.path());
+        }
+        paths.sort();
+        Ok(paths
+            .into_iter()
+            .map(|p| {
+                let state = ResumeState::load(&p);
+                (p, state)
+            })
+            .collect())
+    }
+
+    /// Removes a state file; one already gone is fine.
+    pub fn remove(path: &Path) -> Result<()> {
+        match fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove the resume state", path, e)),
+        }
+    }
+}
+
+/// Writes `bytes` to `path` so that `path` holds either its old content or all of
+/// `bytes`, even across a crash: temporary file in the same directory, `fsync`,
+/// rename, and (when `durable`) `fsync` of the directory, which makes the rename
+/// itself survive a power loss.
+fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    create_private_dir(dir)?;
+    // tempfile creates the file readable by its owner only.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".upsession-")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    // Always: a rename that reaches the disk before the data can leave an empty
+    // file after a power loss (XFS, ext4 with `noauto_da_alloc`).
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    if durable {
+        sync_dir(dir);
+    }
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Makes a rename durable. Best effort: not every platform can open a directory.
+fn sync_dir(dir: &Path) {
+    #[cfg(unix)]
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
+#[cfg(test)]
+#[allow(clippy::pedantic)] // test code favours brevity over pedantry
+mod tests {
+    use super::*;
+
+    fn state(dir: &Path) -> ResumeState {
+        ResumeState {
+            version: STATE_VERSION,
+            upload_url: UploadUrl::new("https://h/uploads/1?tempauth=SECRET"),
+            expires: Some("2100-01-01T00:00:00.0000000Z".into()),
+            base_url: "https://graph.microsoft.com/v1.0".into(),
+            user: User::Me,
+            target: Target::message("m1"),
+            file: FileIdentity {
+                path: dir.join("a.bin"),
+                size: 10,
+                modified: None,
+                sha256: "00".into(),
+            },
+            attachment: AttachmentMeta {
+                name: "a.bin".into(),
+                content_type: None,
+                is_inline: false,
+                content_id: None,
+            },
+            fragment_size: 5,
+            acknowledged: 5,
+            created: "2026-01-01T00:00:00Z".into(),
+            updated: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_file_path_that_is_not_utf8_round_trips() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = state(dir.path());
+        s.file.path = dir.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9.bin"));
+        let json = serde_json::to_value(&s.file).unwrap();
+        assert!(json["path"].is_array(), "{json}");
+        let back: FileIdentity = serde_json::from_value(json).unwrap();
+        assert_eq!(back, s.file);
+        // UTF-8 paths stay readable text.
+        let json = serde_json::to_value(&state(dir.path()).file).unwrap();
+        assert!(json["path"].as_str().unwrap().ends_with("a.bin"));
+    }
+
+    #[test]
+    fn state_round_trips_atomically_and_privately() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path().join("states"));
+        let path = store.new_state_path(Path::new("/x/my report.pdf"));
+        assert!(
+            path.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("my_report_pdf.")
+        );
+        let s = state(dir.path());
+        s.save(&path).unwrap();
+        assert_eq!(ResumeState::load(&path).unwrap(), s);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "state files are private: {mode:o}");
+        }
+        let listed = store.list().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].1.as_ref().unwrap(), &s);
+        StateStore::remove(&path).unwrap();
+        StateStore::remove(&path).unwrap();
+        assert!(store.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn debug_of_a_state_hides_the_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("{:?}", state(dir.path()));
+        assert!(!text.contains("SECRET"), "{text}");
+        assert!(text.contains("https://h/uploads/1?<redacted>"));
+    }
+
+    #[test]
+    fn bad_states_are_refused_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        let mut s = state(dir.path());
+        s.version = 99;
+        s.save(&path).unwrap();
+        let e = ResumeState::load(&path).unwrap_err();
+        assert!(matches!(e, Error::InvalidState { .. }), "{e}");
+        assert!(e.to_string().contains("version 99"), "{e}");
+        fs::write(&path, b"{not json").unwrap();
+        assert!(matches!(
+            ResumeState::load(&path),
+            Err(Error::InvalidState { .. })
+        ));
+    }
+
+    #[test]
+    fn identity_detects_content_changes_but_not_touches() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        fs::write(&path, b"hello world").unwrap();
+        let id = FileIdentity::of(&path).unwrap();
+        assert_eq!(id.size, 11);
+        assert_eq!(
+            id.sha256,
+            "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+        );
+        assert_eq!(id.verify().unwrap(), id);
+        id.check_unchanged().unwrap();
+        fs::write(&path, b"hello World").unwrap();
+        assert!(matches!(id.verify(), Err(Error::FileChanged { .. })));
+        fs::write(&path, b"hello").unwrap();
+        assert!(matches!(
+            id.check_unchanged(),
+            Err(Error::FileChanged { .. })
+        ));
+        fs::remove_file(&path).unwrap();
+        assert!(matches!(id.verify(), Err(Error::FileChanged { .. })));
+    }
+}
