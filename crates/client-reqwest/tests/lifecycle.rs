@@ -257,3 +257,40 @@ async fn stop_after(client: &Client, target: &Target, path: &Path, acknowledged:
         () = reached.cancelled() => {}
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_changed_during_its_last_fragment_keeps_its_attachment_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start().await;
+    let client = client_of(&server).build().unwrap();
+    let (path, data) = seeded_file(dir.path(), "changing.bin", 5_000_000, 9);
+    let draft = client.create_draft("changed").await.unwrap();
+    let fragment = upsession_client_reqwest::DEFAULT_FRAGMENT_SIZE;
+    let changed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (file, flag) = (path.clone(), Arc::clone(&changed));
+    // While the last fragment goes, its first byte (long sent) changes on disk.
+    let sink = ProgressSink::callback(move |e| {
+        if let ProgressKind::Sent { sent, .. } = e.kind
+            && sent > fragment
+            && !flag.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let mut bytes = std::fs::read(&file).unwrap();
+            bytes[0] ^= 0xff;
+            std::fs::write(&file, bytes).unwrap();
+        }
+    });
+    let done = client
+        .upload_file(&draft, &path, UploadOptions::new().progress(sink))
+        .await
+        .expect("the attachment exists: not an error");
+    assert!(changed.load(std::sync::atomic::Ordering::SeqCst));
+    let why = done.file_changed.expect("the change is said");
+    assert!(why.contains("changed"), "{why}");
+    let location = done.location.expect("a location");
+    assert!(done.attachment_id.is_some_and(|id| location.ends_with(&id)));
+    // The attachment holds the bytes that were sent: the file as it was.
+    assert_eq!(
+        sha256_hex(&server.download(&location).await),
+        sha256_hex(&data)
+    );
+}
