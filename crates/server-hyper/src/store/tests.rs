@@ -38,12 +38,17 @@ fn new_session(id: &str, item: &str, size: u64) -> (SessionRecord, Session) {
     (record, session)
 }
 
+/// The session's lock. A guard dropped just before lets go a moment later in the
+/// shared store (its rollback runs in a task): busy is waited out, for 5 s at most.
 async fn held(store: &dyn SessionStore, id: &str) -> Box<dyn super::SessionGuard> {
-    match store.lock(id, Wait::No).await.unwrap() {
-        Locked::Held(guard) => guard,
-        Locked::Busy => panic!("{id} is busy"),
-        Locked::Missing => panic!("{id} is missing"),
+    for _ in 0..100 {
+        match store.lock(id, Wait::No).await.unwrap() {
+            Locked::Held(guard) => return guard,
+            Locked::Busy => tokio::time::sleep(Duration::from_millis(50)).await,
+            Locked::Missing => panic!("{id} is missing"),
+        }
     }
+    panic!("{id} stayed busy for 5 s")
 }
 
 /// Stores `data[range]` through a held session and commits it.
