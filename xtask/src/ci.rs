@@ -13,7 +13,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::tidy;
-use crate::util::{cargo, cargo_subcommand_available, display, in_ci, project_root, run_command};
+use crate::util::{
+    cargo, cargo_subcommand_available, display, ensure_cargo_tool, in_ci, project_root, run_command,
+};
 
 /// What a passing step wants the summary to mention (a fallback, a skipped part).
 type Notes = Vec<String>;
@@ -209,19 +211,7 @@ pub(crate) fn deny_task(args: &[String]) -> Result<(), String> {
 const CARGO_DENY_VERSION: &str = "0.20.2";
 
 fn deny() -> Result<Notes, String> {
-    if !cargo_subcommand_available("deny") {
-        println!(
-            "cargo-deny is not installed; installing {CARGO_DENY_VERSION} with \
-             `cargo install --locked` (this takes a few minutes)"
-        );
-        run_command(cargo().args([
-            "install",
-            "--locked",
-            "cargo-deny",
-            "--version",
-            CARGO_DENY_VERSION,
-        ]))?;
-    }
+    ensure_cargo_tool("deny", "cargo-deny", CARGO_DENY_VERSION)?;
 
     run_command(deny_command().args(["check", "licenses", "bans", "sources"]))?;
 

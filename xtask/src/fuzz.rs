@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use crate::util::{cargo, cargo_subcommand_available, display, project_root, run_command};
+use crate::util::{cargo, display, ensure_cargo_tool, project_root, run_command};
 
 /// The cargo-fuzz release installed when it is missing.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
@@ -97,19 +97,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         None => all,
     };
 
-    if !cargo_subcommand_available("fuzz") {
-        println!(
-            "cargo-fuzz is not installed; installing {CARGO_FUZZ_VERSION} with \
-             `cargo install --locked` (this takes a few minutes)"
-        );
-        run_command(cargo().args([
-            "install",
-            "--locked",
-            "cargo-fuzz",
-            "--version",
-            CARGO_FUZZ_VERSION,
-        ]))?;
-    }
+    ensure_cargo_tool("fuzz", "cargo-fuzz", CARGO_FUZZ_VERSION)?;
 
     let build_started = Instant::now();
     let mut build = fuzz_command();

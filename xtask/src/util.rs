@@ -101,3 +101,20 @@ pub(crate) fn release_binaries() -> Result<PathBuf, String> {
         .map_or_else(|| project_root().join("target"), PathBuf::from)
         .join("release"))
 }
+
+/// Installs `krate` at `version` (`cargo install --locked`) unless `cargo
+/// {subcommand}` already runs.
+pub(crate) fn ensure_cargo_tool(
+    subcommand: &str,
+    krate: &str,
+    version: &str,
+) -> Result<(), String> {
+    if cargo_subcommand_available(subcommand) {
+        return Ok(());
+    }
+    println!(
+        "{krate} is not installed; installing {version} with `cargo install --locked` \
+         (this takes a few minutes)"
+    );
+    run_command(cargo().args(["install", "--locked", krate, "--version", version]))
+}
