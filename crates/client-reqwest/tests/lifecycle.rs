@@ -274,9 +274,18 @@ async fn a_file_changed_during_its_last_fragment_keeps_its_attachment_id() {
             && sent > fragment
             && !flag.swap(true, std::sync::atomic::Ordering::SeqCst)
         {
-            let mut bytes = std::fs::read(&file).unwrap();
-            bytes[0] ^= 0xff;
-            std::fs::write(&file, bytes).unwrap();
+            // In place: truncating and rewriting would let the reader see
+            // a short file, a different change than the one tested here.
+            use std::io::{Read, Seek, SeekFrom, Write};
+            let mut f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&file)
+                .unwrap();
+            let mut first = [0u8; 1];
+            f.read_exact(&mut first).unwrap();
+            f.seek(SeekFrom::Start(0)).unwrap();
+            f.write_all(&[first[0] ^ 0xff]).unwrap();
         }
     });
     let done = client
