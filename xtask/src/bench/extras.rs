@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,8 +13,9 @@ use super::record::{Record, num};
 use super::runs::{loadgen, next_dir};
 use super::server::{Contender, TOKEN};
 
-/// Status latency under load, our client, idle sessions, a restart with them and
-/// an upload beside preface-only connections: one record each, in that order.
+/// Status latency under load, our CLI, the two client transports' minimal
+/// examples, idle sessions, a restart with them and an upload beside preface-only
+/// connections: one record each, in that order.
 pub(super) fn extras(
     bin: &Path,
     work: &Path,
@@ -23,9 +24,19 @@ pub(super) fn extras(
 ) -> Result<Vec<Record>, String> {
     let probe = status_under_load(bin, &next_dir(work, run_no), z)?;
     let client = our_client(bin, &next_dir(work, run_no), z.big_bytes)?;
+    let [async_client, blocking_client] =
+        transport_examples(bin, &next_dir(work, run_no), z.big_bytes)?;
     let (idle, restart) = idle_sessions(bin, &next_dir(work, run_no), z.idle)?;
     let flood = preface_only_flood(bin, &next_dir(work, run_no), z)?;
-    Ok(vec![probe, client, idle, restart, flood])
+    Ok(vec![
+        probe,
+        client,
+        async_client,
+        blocking_client,
+        idle,
+        restart,
+        flood,
+    ])
 }
 
 /// One upload of `big` while `h2_idle` connections that sent only the HTTP/2
@@ -61,14 +72,93 @@ fn status_under_load(bin: &Path, dir: &Path, z: &Sizes) -> Result<Record, String
     Ok(r)
 }
 
+/// Writes `bytes` bytes of a fixed pattern to `dir/upload.bin`.
+fn upload_file(dir: &Path, bytes: u64) -> Result<PathBuf, String> {
+    let file = dir.join("upload.bin");
+    let data: Vec<u8> = (0..bytes)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13).to_le_bytes()[0])
+        .collect();
+    fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    fs::write(&file, data).map_err(|e| e.to_string())?;
+    Ok(file)
+}
+
+/// The minimal upload programs of both client transports (`upload_async` on
+/// reqwest and tokio, `upload_blocking` on ureq), built in release: each one's
+/// size (as built and stripped) and one upload of `big_bytes` at its defaults,
+/// each against a fresh `upsession serve`.
+fn transport_examples(bin: &Path, dir: &Path, big_bytes: u64) -> Result<[Record; 2], String> {
+    crate::util::run_command(crate::util::cargo().args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "upsession-client-reqwest",
+        "-p",
+        "upsession-client-ureq",
+        "--example",
+        "upload_async",
+        "--example",
+        "upload_blocking",
+    ]))?;
+    let file = upload_file(dir, big_bytes)?;
+    let mut records = [Record::new(), Record::new()];
+    for (r, (example, transport)) in records
+        .iter_mut()
+        .zip([("upload_async", "reqwest"), ("upload_blocking", "ureq")])
+    {
+        let program = bin.join("examples").join(example);
+        let server = Contender::Ours.start(bin, &dir.join(example))?;
+        let out = Command::new(&program)
+            .arg(&file)
+            .env("UPSESSION_BASE_URL", &server.base)
+            .env("UPSESSION_TOKEN", TOKEN)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        // "N bytes in S s (M MiB/s): LOCATION"
+        let mib_s = stdout
+            .split_once('(')
+            .and_then(|(_, rest)| rest.split_once(' '))
+            .map(|(n, _)| n.to_owned());
+        let (true, Some(mib_s)) = (out.status.success(), mib_s) else {
+            return Err(format!(
+                "{example} failed: {}{stdout}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        };
+        r.insert(
+            "scenario".into(),
+            format!("{transport} client example, 1 upload"),
+        );
+        r.insert("mib_per_s".into(), mib_s);
+        r.insert("binary_bytes".into(), file_len(&program).to_string());
+        let stripped = dir.join(format!("{example}.stripped"));
+        let stripped_len = Command::new("strip")
+            .arg("-o")
+            .arg(&stripped)
+            .arg(&program)
+            .status()
+            .is_ok_and(|s| s.success())
+            .then(|| file_len(&stripped).to_string());
+        r.insert(
+            "stripped_bytes".into(),
+            stripped_len.unwrap_or_else(|| "–".into()),
+        );
+    }
+    Ok(records)
+}
+
+/// The size of the file at `path` (0 when it cannot be read).
+fn file_len(path: &Path) -> u64 {
+    fs::metadata(path).map_or(0, |m| m.len())
+}
+
 /// Our client uploading one big file.
 fn our_client(bin: &Path, dir: &Path, big_bytes: u64) -> Result<Record, String> {
     let server = Contender::Ours.start(bin, &dir.join("data"))?;
-    let file = dir.join("upload.bin");
-    let data: Vec<u8> = (0..big_bytes)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13).to_le_bytes()[0])
-        .collect();
-    fs::write(&file, data).map_err(|e| e.to_string())?;
+    let file = upload_file(dir, big_bytes)?;
     let started = Instant::now();
     let out = Command::new(bin.join("upsession"))
         .args([

@@ -9,7 +9,16 @@ use super::record::{Record, Row, num};
 /// The markdown table of a run.
 pub(super) fn report(rows: &[Row], extras: &[Record], z: &Sizes) -> String {
     let (big, many, idle_n) = (z.big, z.many, z.idle);
-    let [probe, client, idle, restart, flood] = extras else {
+    let [
+        probe,
+        client,
+        async_client,
+        blocking_client,
+        idle,
+        restart,
+        flood,
+    ] = extras
+    else {
         return String::new();
     };
     let mut table = String::from(
@@ -21,9 +30,25 @@ pub(super) fn report(rows: &[Row], extras: &[Record], z: &Sizes) -> String {
     let _ = writeln!(table, "\n| other figure | value |\n|---|---|");
     let _ = writeln!(
         table,
-        "| our client, 1 upload ({big}) | {} MiB/s |",
+        "| our CLI, 1 upload ({big}) | {} MiB/s |",
         client["mib_per_s"]
     );
+    for c in [async_client, blocking_client] {
+        let mib = |k: &str| {
+            num(c, k).map_or_else(
+                || "–".to_owned(),
+                |b| format!("{:.1}", b / f64::from(1 << 20)),
+            )
+        };
+        let _ = writeln!(
+            table,
+            "| {} ({big}); minimal program's size as built / stripped | {} MiB/s; {} / {} MiB |",
+            c["scenario"],
+            c["mib_per_s"],
+            mib("binary_bytes"),
+            mib("stripped_bytes")
+        );
+    }
     let _ = writeln!(
         table,
         "| status GET p50 / p99 under {many} uploads | {} / {} ms |",
