@@ -1,7 +1,8 @@
 //! `cargo xtask engines`: installs what the cluster tests, the SDK interop tests and
 //! `bench --cluster` run on, where it is missing: Garage (from crates.io, built once
-//! into a cache directory outside the repository), PostgreSQL, and Node.js with npm
-//! (for the JavaScript Graph SDK; Debian's packages).
+//! into a cache directory outside the repository), PostgreSQL, Node.js with npm
+//! (for the JavaScript Graph SDK) and curl with jq (the README's commands), the
+//! last three from Debian's packages.
 //!
 //! The first Garage build takes about 8 minutes on 2 cores; later runs find it in
 //! the cache (`$UPSESSION_CACHE`, default `~/.cache/upsession`, the same place
@@ -107,6 +108,15 @@ pub(crate) fn ensure() -> Result<Vec<String>, String> {
         notes.push(match apt_install(&["nodejs", "npm"], why) {
             Ok(()) => "Node.js and npm: installed now from Debian's packages".to_owned(),
             Err(e) => format!("Node.js and npm MISSING: {e}"),
+        });
+    }
+    if on_path("curl") && on_path("jq") {
+        notes.push("curl and jq: installed".to_owned());
+    } else {
+        let why = "the README test runs its curl and jq commands";
+        notes.push(match apt_install(&["curl", "jq"], why) {
+            Ok(()) => "curl and jq: installed now from Debian's packages".to_owned(),
+            Err(e) => format!("curl and jq MISSING: {e}"),
         });
     }
     let garage = garage_binary();
