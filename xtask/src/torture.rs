@@ -4,7 +4,8 @@
 //! driver: concurrent uploads, the server SIGKILLed at seeded random moments and
 //! restarted on the same data directory, every survivor checked against what was
 //! acknowledged, every completed attachment checked byte for byte, no partial file
-//! left at the end. `--kills N` (default 200; CI runs 20 with `--quick`),
+//! left at the end. `--kills N` (default 200; CI runs 20 with `--quick`, built in
+//! the dev profile the tests already built),
 //! `--seed S` (default: from the clock, printed so a run can be replayed).
 
 use std::process::Command;
@@ -13,13 +14,17 @@ use crate::util::run_command;
 
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let mut kills = 200_u32;
+    let mut quick = false;
     let mut seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_secs());
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--quick" => kills = 20,
+            "--quick" => {
+                kills = 20;
+                quick = true;
+            }
             "--kills" => {
                 kills = it
                     .next()
@@ -39,7 +44,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             }
         }
     }
-    let bin = crate::util::release_binaries()?;
+    let bin = crate::util::tool_binaries(crate::util::Profile::for_run(quick))?;
     run_command(
         Command::new(bin.join("torture"))
             .arg("--upsession")

@@ -85,21 +85,48 @@ pub(crate) fn in_ci() -> bool {
     })
 }
 
-/// Builds `upsession` and the bench tools in release; returns the directory they
-/// are in (under `CARGO_TARGET_DIR` when set).
-pub(crate) fn release_binaries() -> Result<PathBuf, String> {
-    run_command(cargo().args([
-        "build",
-        "--release",
-        "--locked",
-        "-p",
-        "upsession-cli",
-        "-p",
-        "upsession-bench",
-    ]))?;
+/// The cargo profile a tool's programs are built with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Profile {
+    /// Optimised: what measurements need.
+    Release,
+    /// The profile the tests already built: CI's quick runs only check that
+    /// everything runs, so they build no second profile.
+    Dev,
+}
+
+impl Profile {
+    /// [`Profile::Dev`] for a quick run, else [`Profile::Release`].
+    pub(crate) fn for_run(quick: bool) -> Self {
+        if quick { Self::Dev } else { Self::Release }
+    }
+
+    /// The folder of the target directory its programs go to.
+    fn dir(self) -> &'static str {
+        match self {
+            Self::Release => "release",
+            Self::Dev => "debug",
+        }
+    }
+}
+
+/// `cargo build --locked` of `targets` (package and target flags) in `profile`;
+/// returns the directory the programs are in (under `CARGO_TARGET_DIR` when set).
+pub(crate) fn build(profile: Profile, targets: &[&str]) -> Result<PathBuf, String> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--locked"]);
+    if profile == Profile::Release {
+        cmd.arg("--release");
+    }
+    run_command(cmd.args(targets))?;
     Ok(env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| project_root().join("target"), PathBuf::from)
-        .join("release"))
+        .join(profile.dir()))
+}
+
+/// Builds `upsession` and the bench tools in `profile`; returns their directory.
+pub(crate) fn tool_binaries(profile: Profile) -> Result<PathBuf, String> {
+    build(profile, &["-p", "upsession-cli", "-p", "upsession-bench"])
 }
 
 /// Installs `krate` at `version` (`cargo install --locked`) unless `cargo

@@ -12,12 +12,14 @@ use super::options::Sizes;
 use super::record::{Record, num};
 use super::runs::{loadgen, next_dir};
 use super::server::{Contender, TOKEN};
+use crate::util::Profile;
 
 /// Status latency under load, our CLI, the two client transports' minimal
 /// examples, idle sessions, a restart with them and an upload beside preface-only
 /// connections: one record each, in that order.
 pub(super) fn extras(
     bin: &Path,
+    profile: Profile,
     work: &Path,
     z: &Sizes,
     run_no: &mut usize,
@@ -25,7 +27,7 @@ pub(super) fn extras(
     let probe = status_under_load(bin, &next_dir(work, run_no), z)?;
     let client = our_client(bin, &next_dir(work, run_no), z.big_bytes)?;
     let [async_client, blocking_client] =
-        transport_examples(bin, &next_dir(work, run_no), z.big_bytes)?;
+        transport_examples(bin, profile, &next_dir(work, run_no), z.big_bytes)?;
     let (idle, restart) = idle_sessions(bin, &next_dir(work, run_no), z.idle)?;
     let flood = preface_only_flood(bin, &next_dir(work, run_no), z)?;
     Ok(vec![
@@ -84,23 +86,28 @@ fn upload_file(dir: &Path, bytes: u64) -> Result<PathBuf, String> {
 }
 
 /// The minimal upload programs of both client transports (`upload_async` on
-/// reqwest and tokio, `upload_blocking` on ureq), built in release: each one's
+/// reqwest and tokio, `upload_blocking` on ureq), built in `profile`: each one's
 /// size (as built and stripped) and one upload of `big_bytes` at its defaults,
 /// each against a fresh `upsession serve`.
-fn transport_examples(bin: &Path, dir: &Path, big_bytes: u64) -> Result<[Record; 2], String> {
-    crate::util::run_command(crate::util::cargo().args([
-        "build",
-        "--release",
-        "--locked",
-        "-p",
-        "upsession-client-reqwest",
-        "-p",
-        "upsession-client-ureq",
-        "--example",
-        "upload_async",
-        "--example",
-        "upload_blocking",
-    ]))?;
+fn transport_examples(
+    bin: &Path,
+    profile: Profile,
+    dir: &Path,
+    big_bytes: u64,
+) -> Result<[Record; 2], String> {
+    crate::util::build(
+        profile,
+        &[
+            "-p",
+            "upsession-client-reqwest",
+            "-p",
+            "upsession-client-ureq",
+            "--example",
+            "upload_async",
+            "--example",
+            "upload_blocking",
+        ],
+    )?;
     let file = upload_file(dir, big_bytes)?;
     let mut records = [Record::new(), Record::new()];
     for (r, (example, transport)) in records

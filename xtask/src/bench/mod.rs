@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: the server measured against a no-logic sink, in one run.
 //!
-//! Builds `upsession` and the bench tools (`loadgen`, `sink`) in release, then for
+//! Builds `upsession` and the bench tools (`loadgen`, `sink`) in release (`--quick`:
+//! in the dev profile the tests built, as it measures nothing), then for
 //! each scenario and repetition starts a fresh server process on 127.0.0.1 with a
 //! fresh data directory, drives it with `loadgen` (which verifies every byte), and
 //! reads the figures it prints. Prints a markdown table of medians (with min–max) and
@@ -34,7 +35,8 @@ use crate::util::{project_root, run_command};
 /// Runs `cargo xtask bench` with its arguments.
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let o = Options::parse(args)?;
-    let bin = crate::util::release_binaries()?;
+    let profile = crate::util::Profile::for_run(o.quick);
+    let bin = crate::util::tool_binaries(profile)?;
     let root = project_root();
     let out_dir = root.join("target").join("bench");
     let work = out_dir.join("work");
@@ -56,7 +58,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let sizes = Sizes::new(o.quick);
     let mut run_no = 0;
     let rows = runs::throughput(&o, &bin, rustus.as_deref(), &work, &sizes, &mut run_no)?;
-    let extras = extras::extras(&bin, &work, &sizes, &mut run_no)?;
+    let extras = extras::extras(&bin, profile, &work, &sizes, &mut run_no)?;
     let table = report::report(&rows, &extras, &sizes);
     println!("\n{table}");
     write_records(&out_dir, &rows, &extras, &table)?;
