@@ -97,9 +97,20 @@ pub(crate) fn release_binaries() -> Result<PathBuf, String> {
         "-p",
         "upsession-bench",
     ]))?;
-    Ok(env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| project_root().join("target"), PathBuf::from)
-        .join("release"))
+    Ok(target_dir().join("release"))
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` when set, else `target/`.
+pub(crate) fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map_or_else(|| project_root().join("target"), PathBuf::from)
+}
+
+/// Cargo's home: `CARGO_HOME` when set, else `~/.cargo`.
+pub(crate) fn cargo_home() -> PathBuf {
+    env::var_os("CARGO_HOME").map_or_else(
+        || PathBuf::from(env::var_os("HOME").unwrap_or_default()).join(".cargo"),
+        PathBuf::from,
+    )
 }
 
 /// Installs `krate` at `version` (`cargo install --locked`) unless `cargo
