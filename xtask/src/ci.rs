@@ -1,7 +1,9 @@
 //! `cargo xtask ci`: every check CI runs, in order, stopping at the first failure.
 //!
-//! Steps: `fmt`, `tidy`, `clippy`, `engines` (Garage and PostgreSQL for the
-//! cluster tests, installed where missing), `test`, `deny`, `doc`, `bench` (the `--quick`
+//! Steps: `fmt`, `tidy`, `clippy`, `msrv` (the published crates check with the
+//! workspace's `rust-version`), `engines` (Garage and PostgreSQL for the
+//! cluster tests, installed where missing), `test`, `deny`, `doc`, `package` (each
+//! published crate packages, and builds from its package), `bench` (the `--quick`
 //! smoke run: it checks the benchmark runs and its bytes verify), `torture` (20 kills),
 //! `fuzz` (5 s per target); a run that changes the checkout (`git status`) fails.
 //! Each prints the commands
@@ -14,23 +16,26 @@ use std::time::{Duration, Instant};
 
 use crate::tidy;
 use crate::util::{
-    cargo, cargo_subcommand_available, display, ensure_cargo_tool, in_ci, project_root, run_command,
+    cargo, cargo_home, cargo_subcommand_available, display, ensure_cargo_tool, in_ci, project_root,
+    run_command,
 };
 
 /// What a passing step wants the summary to mention (a fallback, a skipped part).
-type Notes = Vec<String>;
+pub(crate) type Notes = Vec<String>;
 
 /// A step: its name in messages and the summary, and what it does.
-type Step = (&'static str, fn() -> Result<Notes, String>);
+pub(crate) type Step = (&'static str, fn() -> Result<Notes, String>);
 
 const STEPS: &[Step] = &[
     ("fmt", fmt),
     ("tidy", tidy_step),
     ("clippy", clippy),
+    ("msrv", crate::publish::msrv),
     ("engines", engines_step),
     ("test", test),
     ("deny", deny),
     ("doc", doc),
+    ("package", crate::publish::package),
     ("bench", bench_smoke),
     ("torture", torture_short),
     ("fuzz", fuzz_short),
@@ -277,11 +282,7 @@ fn git_out(dir: &Path, args: &[&str]) -> Option<String> {
 /// (`$CARGO_HOME/advisory-dbs/advisory-db-3157b0e258782691`), unless a copy as new
 /// or newer is there; returns its date and age in days.
 fn install_snapshot(bundle: &Path) -> Result<(String, u64), String> {
-    let home = std::env::var_os("CARGO_HOME").map_or_else(
-        || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"),
-        PathBuf::from,
-    );
-    let db = home.join("advisory-dbs/advisory-db-3157b0e258782691");
+    let db = cargo_home().join("advisory-dbs/advisory-db-3157b0e258782691");
     let time_of = |rev: &str| -> Option<u64> {
         git_out(&db, &["show", "-s", "--format=%ct", rev])?
             .parse()

@@ -12,7 +12,10 @@
 //! 6. the client library, and the CLI built with `--features client` alone, have
 //!    no server, S3, PostgreSQL or proptest crate in their dependency graphs;
 //! 7. the blocking clients' crates have no async runtime, future or async HTTP
-//!    crate in theirs.
+//!    crate in theirs;
+//! 8. every published crate (no `publish = false`) has what crates.io shows: its
+//!    own `readme = "README.md"`, `documentation`, `categories`, `keywords` by
+//!    crates.io's rules, and both licence texts in its folder.
 //!
 //! The same checks run as the `tidy_passes` test, so `cargo test` enforces them too.
 //! Source checks are deliberately naive: comments and the contents of string
@@ -23,6 +26,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::manifest::{self, strip_comment, table_header};
 use crate::util::{cargo, display, project_root};
 
 /// The package name of the sans-IO core.
@@ -120,6 +124,7 @@ pub(crate) fn check(root: &Path) -> Vec<Violation> {
     check_workspace_lints(root, &mut violations);
     check_machine_paths(root, &mut violations);
     check_unfinished_code(root, &mut violations);
+    check_published_metadata(root, &mut violations);
     violations
 }
 
@@ -275,7 +280,7 @@ fn manifest_dependencies(manifest: &str) -> Vec<(usize, String)> {
     // multi-line array or inline table are values, not keys.
     let mut depth = 0_i32;
     for (index, raw) in manifest.lines().enumerate() {
-        let line = strip_toml_comment(raw).trim();
+        let line = strip_comment(raw).trim();
         if depth > 0 {
             depth += bracket_balance(line);
             continue;
@@ -364,7 +369,7 @@ fn check_workspace_lints(root: &Path, violations: &mut Vec<Violation>) {
 fn has_workspace_lints(manifest: &str) -> bool {
     let mut table = String::new();
     for raw in manifest.lines() {
-        let line = strip_toml_comment(raw).trim();
+        let line = strip_comment(raw).trim();
         if let Some(header) = table_header(line) {
             table = header.chars().filter(|c| !c.is_whitespace()).collect();
             continue;
@@ -476,6 +481,82 @@ fn check_unfinished_code(root: &Path, violations: &mut Vec<Violation>) {
 }
 
 // ---------------------------------------------------------------------------
+// 8. Published crates carry their crates.io metadata and licence texts.
+
+fn check_published_metadata(root: &Path, violations: &mut Vec<Violation>) {
+    let members = match crate::publish::published_members(root) {
+        Ok(members) => members,
+        Err(err) => {
+            violations.push(Violation::new("Cargo.toml", None, err));
+            return;
+        }
+    };
+    for member in members {
+        let file = format!("{}/Cargo.toml", member.dir);
+        let mut missing = |what: String| violations.push(Violation::new(&file, None, what));
+        if manifest::value(&member.manifest, "package", "readme").as_deref() != Some("README.md") {
+            missing(format!(
+                "{} is published: it needs `readme = \"README.md\"`",
+                member.name
+            ));
+        }
+        for needed in ["README.md", "LICENSE-MIT", "LICENSE-APACHE"] {
+            if !root.join(&member.dir).join(needed).is_file() {
+                missing(format!(
+                    "{} is published: {needed} must be in its folder (the licence texts \
+                     as links to the root's), or the package goes without it",
+                    member.name
+                ));
+            }
+        }
+        for key in ["documentation", "categories", "keywords"] {
+            if manifest::value(&member.manifest, "package", key).is_none() {
+                missing(format!("{} is published: it needs `{key}`", member.name));
+            }
+        }
+        let keywords =
+            manifest::strings(&member.manifest, "package", "keywords").unwrap_or_default();
+        if let Some(problem) = keyword_problem(&keywords) {
+            missing(format!("{}'s keywords: {problem}", member.name));
+        }
+        let categories =
+            manifest::strings(&member.manifest, "package", "categories").unwrap_or_default();
+        if categories.len() > 5 {
+            missing(format!(
+                "{} has {} categories: crates.io takes 5 at most",
+                member.name,
+                categories.len()
+            ));
+        }
+    }
+}
+
+/// What crates.io would refuse in a list of keywords: more than 5, or one that
+/// is not ASCII letters, digits, `_`, `-` or `+`, starting with a letter, of 20
+/// characters at most.
+fn keyword_problem(keywords: &[String]) -> Option<String> {
+    if keywords.len() > 5 {
+        return Some(format!(
+            "{} of them, crates.io takes 5 at most",
+            keywords.len()
+        ));
+    }
+    keywords.iter().find_map(|keyword| {
+        let valid = keyword.len() <= 20
+            && keyword.starts_with(|c: char| c.is_ascii_alphabetic())
+            && keyword
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+'));
+        (!valid).then(|| {
+            format!(
+                "`{keyword}`: crates.io takes ASCII letters, digits, `_`, `-` and `+`, \
+                 starting with a letter, 20 characters at most"
+            )
+        })
+    })
+}
+
+// ---------------------------------------------------------------------------
 // Helpers.
 
 /// Reports each line of `file` whose code (comments and literals removed)
@@ -566,27 +647,6 @@ fn capture(command: &mut Command, file: &str, violations: &mut Vec<Violation>) -
 fn relative(root: &Path, path: &Path) -> String {
     let path = path.strip_prefix(root).unwrap_or(path);
     path.to_string_lossy().replace('\\', "/")
-}
-
-/// The name inside a `[table]` or `[[array]]` header line, if `line` is one.
-fn table_header(line: &str) -> Option<&str> {
-    let inner = line.strip_prefix('[')?;
-    let end = inner.rfind(']')?;
-    Some(inner[..end].trim_matches(['[', ']']).trim())
-}
-
-/// `line` without a trailing `# comment` (a `#` inside a quoted string is kept).
-fn strip_toml_comment(line: &str) -> &str {
-    let mut quote = None;
-    for (at, c) in line.char_indices() {
-        match (quote, c) {
-            (None, '"' | '\'') => quote = Some(c),
-            (Some(q), _) if c == q => quote = None,
-            (None, '#') => return &line[..at],
-            _ => {}
-        }
-    }
-    line
 }
 
 /// Where the lexer in [`code_lines`] is.
@@ -801,6 +861,20 @@ mod tests {
         ));
         assert!(!contains_path(&format!("./docs{needle}x"), &needle));
         assert!(!contains_path("nothing here", &needle));
+    }
+
+    #[test]
+    fn keywords_follow_crates_io_rules() {
+        let words = |list: &[&str]| list.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            keyword_problem(&words(&["upload", "sans-io", "c++", "a_b"])),
+            None
+        );
+        assert!(keyword_problem(&words(&["a", "b", "c", "d", "e", "f"])).is_some());
+        assert!(keyword_problem(&words(&["twenty-one-characters"])).is_some());
+        assert!(keyword_problem(&words(&["9lives"])).is_some());
+        assert!(keyword_problem(&words(&["two words"])).is_some());
+        assert!(keyword_problem(&words(&["café"])).is_some());
     }
 
     #[test]

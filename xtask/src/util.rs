@@ -119,14 +119,25 @@ pub(crate) fn build(profile: Profile, targets: &[&str]) -> Result<PathBuf, Strin
         cmd.arg("--release");
     }
     run_command(cmd.args(targets))?;
-    Ok(env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| project_root().join("target"), PathBuf::from)
-        .join(profile.dir()))
+    Ok(target_dir().join(profile.dir()))
 }
 
 /// Builds `upsession` and the bench tools in `profile`; returns their directory.
 pub(crate) fn tool_binaries(profile: Profile) -> Result<PathBuf, String> {
     build(profile, &["-p", "upsession-cli", "-p", "upsession-bench"])
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` when set, else `target/`.
+pub(crate) fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map_or_else(|| project_root().join("target"), PathBuf::from)
+}
+
+/// Cargo's home: `CARGO_HOME` when set, else `~/.cargo`.
+pub(crate) fn cargo_home() -> PathBuf {
+    env::var_os("CARGO_HOME").map_or_else(
+        || PathBuf::from(env::var_os("HOME").unwrap_or_default()).join(".cargo"),
+        PathBuf::from,
+    )
 }
 
 /// Installs `krate` at `version` (`cargo install --locked`) unless `cargo

@@ -14,6 +14,40 @@
 //!   budget arithmetic ([`Window`]).
 //!
 //! Its file operations are blocking `std::fs` calls; it uses no async runtime.
+//!
+//! # Example
+//!
+//! A program listing the uploads either client left unfinished in a state
+//! directory, and what Outlook's budget lets it send now:
+//!
+//! ```
+//! use std::time::Instant;
+//! use upsession_client_shared::{Pacing, StateStore, Window};
+//!
+//! # fn main() -> upsession_client_shared::Result<()> {
+//! let store = StateStore::new("/var/tmp/upsession-states");
+//! for (path, state) in store.list()? {
+//!     match state {
+//!         Ok(state) => println!(
+//!             "{}: {} of {} bytes to {}",
+//!             path.display(),
+//!             state.acknowledged,
+//!             state.file.size,
+//!             state.upload_url, // shown redacted
+//!         ),
+//!         Err(e) => eprintln!("{}: {e}", path.display()),
+//!     }
+//! }
+//!
+//! // 150 MB per 5 minutes per mailbox: a second 100 MB fragment waits.
+//! let (pacing, now) = (Pacing::outlook(), Instant::now());
+//! let mut window = Window::default();
+//! assert_eq!(window.reserve(now, 100_000_000, pacing.budget_bytes, pacing.window), None);
+//! let later = window.reserve(now, 100_000_000, pacing.budget_bytes, pacing.window);
+//! assert_eq!(later, Some(now + pacing.window));
+//! # Ok(())
+//! # }
+//! ```
 
 mod content_type;
 mod error;

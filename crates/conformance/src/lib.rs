@@ -46,6 +46,24 @@
 //! alone.
 //!
 //! `docs/CONFORMANCE.md` lists the rules with the Graph behaviour each encodes.
+//!
+//! # Example: check a running server
+//!
+//! A server started with small limits is checked quickly
+//! (`upsession serve --min-size 1 --max-fragment 64KiB --token t`):
+//!
+//! ```no_run
+//! use upsession_conformance::server::{self, Config};
+//! use upsession_core::Limits;
+//!
+//! let limits = Limits::default().with_min_size(1).with_max_fragment(64 * 1024);
+//! let config = Config::for_local("http://127.0.0.1:8080/v1.0", "t", &limits).with_cases(100);
+//! match server::check(&config) {
+//!     Ok(report) => println!("{report}"),
+//!     // The rule broken, the seed, and the shrunk case as a script.
+//!     Err(failure) => panic!("{failure}"),
+//! }
+//! ```
 
 pub mod client;
 pub mod fake;

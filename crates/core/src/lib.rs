@@ -34,6 +34,50 @@
 //! - [`redact`](mod@redact): uploadUrls kept out of logs and errors ([`UploadUrl`]); [`target`]:
 //!   the item and mailbox a client attaches to.
 //! - [`time`]: RFC 3339 and HTTP dates; [`timer`]: a deadline table for session stores.
+//!
+//! # Example: a client and a server, in memory
+//!
+//! The adapters' loop without their I/O: the [`Planner`] says what to send, the
+//! [`Session`] decides each request from its headers, and every answer goes back
+//! to the planner. A real adapter sends the requests, stores the bytes between
+//! `handle_put` and `commit`, and sleeps on [`Action::Wait`].
+//!
+//! ```
+//! use std::time::{Duration, UNIX_EPOCH};
+//! use upsession_core::{Action, Dialect, Limits, Planner, PlannerConfig, PutDecision, Session};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! const SIZE: u64 = 10_000_000;
+//! let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000); // time is an argument
+//! let location = "https://example.invalid/v1.0/me/messages/m1/attachments/a1";
+//! let mut planner = Planner::new(SIZE, PlannerConfig::default());
+//! let mut session = Session::open(now, SIZE, &Limits::default())?;
+//! loop {
+//!     let response = match planner.next(now) {
+//!         Action::CreateSession => Dialect::UPSESSION.created(
+//!             "https://example.invalid/up/1?sig=s3cret",
+//!             session.expires_at(),
+//!             &session.next_expected(),
+//!         ),
+//!         Action::Put(range) => {
+//!             let header = range.to_string(); // "bytes 0-3932159/10000000"
+//!             let decision = session.handle_put(now, Some(&header), Some(range.range().len()))?;
+//!             let PutDecision::Write(ticket) = decision else { unreachable!("no re-sends here") };
+//!             // A server stores the fragment's bytes at ticket.range() here.
+//!             let answer = session.commit(now, ticket)?;
+//!             Dialect::UPSESSION.answer(&answer, location)
+//!         }
+//!         Action::Done(done) => {
+//!             assert_eq!(done.location.as_deref(), Some(location));
+//!             break;
+//!         }
+//!         other => unreachable!("no faults in this example: {other:?}"),
+//!     };
+//!     planner.handle_response(now, &response);
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod credential;
 pub mod dialect;
