@@ -37,6 +37,11 @@ pub trait GraphError: std::error::Error {
     fn retry_after_secs(&self) -> Option<u64> {
         None
     }
+    /// The `Content-Range` the answer carries (a 416 says the length it has:
+    /// `bytes */{total}`).
+    fn content_range(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Why `createUploadSession` was refused.
@@ -390,6 +395,12 @@ pub enum RequestError {
     /// Anything else that went wrong on our side; the message is for logs, not clients.
     #[error("an internal error occurred; the request was not applied")]
     Internal,
+    /// A download's `Range` names no byte of the attachment's `total`.
+    #[error("the requested range is not satisfiable: the attachment has {total} bytes")]
+    RangeNotSatisfiable {
+        /// The attachment's size.
+        total: u64,
+    },
 }
 
 impl GraphError for RequestError {
@@ -409,6 +420,7 @@ impl GraphError for RequestError {
             Self::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             Self::Timeout => StatusCode::REQUEST_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
         }
     }
 
@@ -430,6 +442,7 @@ impl GraphError for RequestError {
             Self::InsufficientStorage => "quotaLimitReached",
             Self::Timeout => "timeout",
             Self::Internal => "generalException",
+            Self::RangeNotSatisfiable { .. } => "invalidRange",
         }
     }
 
@@ -445,6 +458,15 @@ impl GraphError for RequestError {
         match self {
             Self::Throttled { retry_after_secs } | Self::Unavailable { retry_after_secs } => {
                 Some(*retry_after_secs)
+            }
+            _ => None,
+        }
+    }
+
+    fn content_range(&self) -> Option<String> {
+        match self {
+            Self::RangeNotSatisfiable { total } => {
+                crate::download::RangeRequest::Unsatisfiable.content_range(*total)
             }
             _ => None,
         }

@@ -81,6 +81,7 @@
 
 pub mod credential;
 pub mod dialect;
+pub mod download;
 pub mod error;
 pub mod fault;
 pub mod header;

@@ -59,6 +59,12 @@ pub fn error<E: GraphError + ?Sized>(
         res.headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from(secs));
     }
+    if let Some(v) = err
+        .content_range()
+        .and_then(|c| HeaderValue::from_str(&c).ok())
+    {
+        res.headers_mut().insert(http::header::CONTENT_RANGE, v);
+    }
     if let Ok(v) = HeaderValue::from_str(request_id) {
         res.headers_mut().insert(REQUEST_ID, v);
     }

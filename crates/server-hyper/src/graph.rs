@@ -18,6 +18,7 @@ use http_body_util::{BodyExt as _, StreamBody};
 use hyper::body::Frame;
 use upsession_core::credential::{CREDENTIAL_PARAM, Signer};
 use upsession_core::dialect::LocationStyle;
+use upsession_core::download::{RangeRequest, range_request};
 use upsession_core::error::RequestError;
 use upsession_core::route::{ItemKind, ItemPath, Route, upload_path};
 use upsession_core::wire::{AttachmentItem, Collection, FileAttachment, Item, NewFileAttachment};
@@ -111,7 +112,9 @@ impl Graph {
                 self.delete_attachment(&path, &aid).await
             }
             Route::Attachment(path, aid) => self.attachment(&path, &aid).await,
-            Route::AttachmentValue(path, aid) => self.attachment_value(&path, &aid).await,
+            Route::AttachmentValue(path, aid) => {
+                self.attachment_value(&path, &aid, req.headers()).await
+            }
             Route::CreateUploadSession(path) => self.create_session(req, &path, now).await,
             Route::Upload(sid) if req.method() == Method::PUT => self.put(&sid, req, now).await,
             Route::Upload(sid) if req.method() == Method::GET => {
@@ -215,13 +218,44 @@ impl Graph {
         Ok(full(respond::deleted()))
     }
 
-    async fn attachment_value(&self, path: &ItemPath, aid: &str) -> Answer {
+    /// `GET …/attachments/{aid}/$value`: the bytes, streamed; one `Range` is
+    /// answered 206 (Graph's drive items do so; its attachments answer whole).
+    async fn attachment_value(
+        &self,
+        path: &ItemPath,
+        aid: &str,
+        headers: &http::HeaderMap,
+    ) -> Answer {
         let record = self.engine.attachment(path, aid).await?;
-        let stream = self.engine.attachment_bytes(&record).await?;
+        let total = record.meta.size;
+        let asked = range_request(
+            headers
+                .get(http::header::RANGE)
+                .and_then(|v| v.to_str().ok()),
+            headers.contains_key(http::header::IF_RANGE),
+            total,
+        );
+        let Some(window) = asked.bytes(total) else {
+            return Err(fail(RequestError::RangeNotSatisfiable { total }));
+        };
+        let stream = self.engine.attachment_bytes(&record, window).await?;
         let body = StreamBody::new(stream.map(|r| r.map(Frame::data)));
         let mut res = Response::new(body.boxed_unsync());
+        if let RangeRequest::Part(_) = asked {
+            *res.status_mut() = StatusCode::PARTIAL_CONTENT;
+        }
         let headers = res.headers_mut();
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(record.meta.size));
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(window.len()));
+        headers.insert(
+            http::header::ACCEPT_RANGES,
+            HeaderValue::from_static("bytes"),
+        );
+        if let Some(v) = asked
+            .content_range(total)
+            .and_then(|c| HeaderValue::from_str(&c).ok())
+        {
+            headers.insert(http::header::CONTENT_RANGE, v);
+        }
         headers.insert(
             CONTENT_TYPE,
             HeaderValue::from_str(&record.meta.content_type)

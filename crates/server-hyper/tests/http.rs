@@ -158,6 +158,68 @@ async fn whole_upload_then_attachment_is_listed_fetched_and_downloaded() {
 }
 
 #[tokio::test]
+async fn a_download_answers_one_range_with_206_and_a_range_past_the_end_with_416() {
+    let Opened { h, data, url, .. } = opened(2500, |c| c).await;
+    let done = h.upload(&url, &data, 1000).await;
+    assert_eq!(done.status(), 201);
+    let location = location(&done);
+    let get = |range: Option<&'static str>, if_range: bool| {
+        let mut req = h.http.get(format!("{location}/$value")).bearer_auth(TOKEN);
+        if let Some(r) = range {
+            req = req.header("range", r);
+        }
+        if if_range {
+            req = req.header("if-range", "\"some-etag\"");
+        }
+        req.send()
+    };
+    // One range, in each form: its bytes, their place and the total.
+    for (range, from, to) in [
+        ("bytes=0-0", 0, 1),
+        ("bytes=100-1999", 100, 2000),
+        ("bytes=2000-", 2000, 2500),
+        ("bytes=-300", 2200, 2500),
+        ("bytes=2400-9999", 2400, 2500),
+    ] {
+        let res = get(Some(range), false).await.unwrap();
+        assert_eq!(res.status(), 206, "{range}");
+        let headers = res.headers().clone();
+        assert_eq!(
+            headers["content-range"],
+            format!("bytes {from}-{}/2500", to - 1),
+            "{range}"
+        );
+        assert_eq!(
+            headers["content-length"],
+            (to - from).to_string(),
+            "{range}"
+        );
+        assert_eq!(headers["accept-ranges"], "bytes");
+        assert_eq!(res.bytes().await.unwrap(), &data[from..to], "{range}");
+    }
+    // Nothing there: 416, saying the length, in Graph's error shape.
+    let res = get(Some("bytes=2500-"), false).await.unwrap();
+    assert_eq!(res.status(), 416);
+    assert_eq!(res.headers()["content-range"], "bytes */2500");
+    assert_eq!(json_of(res).await["error"]["code"], "invalidRange");
+    // Ranges it does not serve (several, another unit, malformed) and an
+    // If-Range it cannot check: the whole attachment, 200.
+    for (range, if_range) in [
+        (Some("bytes=0-1,5-9"), false),
+        (Some("items=0-9"), false),
+        (Some("bytes=9-1"), false),
+        (Some("bytes=0-9"), true),
+        (None, false),
+    ] {
+        let res = get(range, if_range).await.unwrap();
+        assert_eq!(res.status(), 200, "{range:?}");
+        assert_eq!(res.headers()["accept-ranges"], "bytes");
+        assert!(res.headers().get("content-range").is_none());
+        assert_eq!(res.bytes().await.unwrap(), data, "{range:?}");
+    }
+}
+
+#[tokio::test]
 async fn events_calendar_view_beta_users_and_the_beta_spelling_all_open_sessions() {
     let h = start().await;
     let ev = h

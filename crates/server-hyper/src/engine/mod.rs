@@ -199,12 +199,14 @@ impl Engine {
             .ok_or_else(|| fail(RequestError::ItemNotFound))
     }
 
+    /// The bytes `window` of the attachment `att`.
     pub(crate) async fn attachment_bytes(
         &self,
         att: &AttachmentRecord,
+        window: ByteRange,
     ) -> Result<ByteStream, Failure> {
         self.store
-            .read_attachment(att)
+            .read_attachment(att, window)
             .await
             .map_err(storage_failure)
     }

@@ -450,11 +450,15 @@ impl Disk {
         .await
     }
 
-    /// An attachment's bytes.
-    pub(crate) async fn read(&self, attachment_id: &str) -> io::Result<ByteStream> {
+    /// The bytes `window` of an attachment.
+    pub(crate) async fn read(
+        &self,
+        attachment_id: &str,
+        window: ByteRange,
+    ) -> io::Result<ByteStream> {
         let path = self.path("attachments", attachment_id, "bin")?;
         let files = Arc::clone(&self.files);
-        blocking(move || files.stream(&path)).await
+        blocking(move || files.stream(&path, window)).await
     }
 
     /// Removes partial bytes of sessions not in `live` that no record owns, and

@@ -11,6 +11,8 @@ use std::io::{self, Read as _, Seek as _, Write as _};
 use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
+use upsession_core::ByteRange;
+
 use super::ByteStream;
 
 /// What the local store does with files.
@@ -40,8 +42,8 @@ pub(crate) trait Files: Send + Sync + fmt::Debug + 'static {
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// Makes the entries of `dir` (creations, renames, removals) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
-    /// The file's bytes as a stream, for answers.
-    fn stream(&self, path: &Path) -> io::Result<ByteStream>;
+    /// The file's bytes `window` as a stream, for answers.
+    fn stream(&self, path: &Path, window: ByteRange) -> io::Result<ByteStream>;
 }
 
 /// A file open for writes at offsets.
@@ -146,8 +148,11 @@ impl Files for RealFiles {
         File::open(dir)?.sync_all()
     }
 
-    fn stream(&self, path: &Path) -> io::Result<ByteStream> {
-        let file = tokio::fs::File::from_std(File::open(path)?);
+    fn stream(&self, path: &Path, window: ByteRange) -> io::Result<ByteStream> {
+        use tokio::io::AsyncReadExt as _;
+        let mut file = File::open(path)?;
+        file.seek(io::SeekFrom::Start(window.start()))?;
+        let file = tokio::fs::File::from_std(file).take(window.len());
         Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
             file,
             256 * 1024,

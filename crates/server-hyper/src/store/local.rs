@@ -356,8 +356,12 @@ impl SessionStore for LocalStore {
         }))
     }
 
-    async fn read_attachment(&self, attachment: &AttachmentRecord) -> io::Result<ByteStream> {
-        self.inner.disk.read(&attachment.meta.id).await
+    async fn read_attachment(
+        &self,
+        attachment: &AttachmentRecord,
+        window: ByteRange,
+    ) -> io::Result<ByteStream> {
+        self.inner.disk.read(&attachment.meta.id, window).await
     }
 
     async fn delete_attachment(&self, attachment: &AttachmentRecord) -> io::Result<bool> {

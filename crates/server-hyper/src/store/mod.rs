@@ -213,8 +213,13 @@ pub(crate) trait SessionStore: Send + Sync + std::fmt::Debug {
     async fn put_item(&self, item: &ItemRecord) -> io::Result<()>;
     /// An item and its finished attachments.
     async fn item(&self, id: &str) -> io::Result<Option<ItemView>>;
-    /// An attachment's bytes.
-    async fn read_attachment(&self, attachment: &AttachmentRecord) -> io::Result<ByteStream>;
+    /// The bytes `window` of an attachment (all of them, or a download's
+    /// `Range`), streamed: never the whole attachment in memory.
+    async fn read_attachment(
+        &self,
+        attachment: &AttachmentRecord,
+        window: ByteRange,
+    ) -> io::Result<ByteStream>;
     /// Removes an attachment: its record first (from then on it is neither listed
     /// nor served), then its bytes. `false` when it was not there (any more).
     async fn delete_attachment(&self, attachment: &AttachmentRecord) -> io::Result<bool>;

@@ -448,8 +448,15 @@ impl Files for SimFs {
         Ok(())
     }
 
-    fn stream(&self, path: &Path) -> io::Result<ByteStream> {
+    fn stream(&self, path: &Path, window: ByteRange) -> io::Result<ByteStream> {
         let content = Bytes::from(self.read(path)?);
+        let end = usize::try_from(window.end())
+            .unwrap_or(usize::MAX)
+            .min(content.len());
+        let start = usize::try_from(window.start())
+            .unwrap_or(usize::MAX)
+            .min(end);
+        let content = content.slice(start..end);
         Ok(Box::pin(futures_util::stream::once(
             async move { Ok(content) },
         )))
@@ -581,7 +588,8 @@ async fn upload(fs: &SimFs, fsync: Fsync, files: &[(Vec<u8>, u64)]) -> Acked {
 
 async fn attachment_bytes(engine: &Engine, item: &str, id: &str) -> Option<Vec<u8>> {
     let att = engine.attachment(&path(item), id).await.ok()?;
-    let stream = engine.attachment_bytes(&att).await.ok()?;
+    let whole = ByteRange::new(0, att.meta.size)?;
+    let stream = engine.attachment_bytes(&att, whole).await.ok()?;
     let chunks: Vec<Bytes> = stream.try_collect().await.ok()?;
     Some(chunks.concat())
 }

@@ -216,8 +216,13 @@ impl S3 {
             .map(drop)
     }
 
-    /// An attachment's bytes, its fragment objects streamed in order.
-    pub(crate) async fn read(&self, attachment: &AttachmentRecord) -> io::Result<ByteStream> {
+    /// The bytes `window` of an attachment, its fragment objects streamed in
+    /// order, each asked only for the part of it inside the window.
+    pub(crate) async fn read(
+        &self,
+        attachment: &AttachmentRecord,
+        window: ByteRange,
+    ) -> io::Result<ByteStream> {
         let session = attachment
             .session
             .clone()
@@ -241,7 +246,17 @@ impl S3 {
                     ),
                 ));
             }
-            reads.push((part_key(&session, [start, end])?, pos - start, end - start));
+            // This object gives the attachment's bytes pos..end: the window's
+            // share of them, at their place in the object.
+            let (from, to) = (pos.max(window.start()), end.min(window.end()));
+            if from < to {
+                reads.push((
+                    part_key(&session, [start, end])?,
+                    from - start,
+                    to - start,
+                    end - start,
+                ));
+            }
             pos = end;
         }
         if pos != attachment.meta.size {
@@ -253,9 +268,9 @@ impl S3 {
                 ),
             ));
         }
-        let get = |store: Arc<dyn ObjectStore>, (key, from, to): (Path, u64, u64)| async move {
+        let get = |store: Arc<dyn ObjectStore>, (key, from, to, len): (Path, u64, u64, u64)| async move {
             let options = GetOptions {
-                range: (from > 0).then_some(GetRange::Bounded(from..to)),
+                range: (from > 0 || to < len).then_some(GetRange::Bounded(from..to)),
                 ..GetOptions::default()
             };
             let got = store.get_opts(&key, options).await.map_err(s3_err)?;

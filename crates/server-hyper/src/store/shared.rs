@@ -72,8 +72,12 @@ impl SessionStore for SharedStore {
         self.pg.get_item(id).await
     }
 
-    async fn read_attachment(&self, attachment: &AttachmentRecord) -> io::Result<ByteStream> {
-        self.s3.read(attachment).await
+    async fn read_attachment(
+        &self,
+        attachment: &AttachmentRecord,
+        window: ByteRange,
+    ) -> io::Result<ByteStream> {
+        self.s3.read(attachment, window).await
     }
 
     async fn delete_attachment(&self, attachment: &AttachmentRecord) -> io::Result<bool> {

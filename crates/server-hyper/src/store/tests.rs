@@ -13,7 +13,7 @@ use upsession_core::route::ItemKind;
 use upsession_core::session::{Limits, PutDecision, Session};
 use upsession_core::wire::AttachmentItem;
 
-use super::{ItemRecord, Locked, SessionRecord, SessionStore, Wait};
+use super::{AttachmentRecord, ItemRecord, Locked, SessionRecord, SessionStore, Wait};
 
 fn t(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_900_000_000 + secs)
@@ -124,15 +124,14 @@ pub(crate) async fn suite(store: Arc<dyn SessionStore>) {
         1,
         "the completed upload is an attachment"
     );
-    let bytes: Vec<u8> = store
-        .read_attachment(&view.attachments[0])
-        .await
-        .unwrap()
-        .map_ok(|b| b.to_vec())
-        .try_concat()
-        .await
-        .unwrap();
-    assert_eq!(bytes, data);
+    let attachment = &view.attachments[0];
+    assert_eq!(read(store, attachment, whole(attachment)).await, data);
+    // Any window, inside one fragment or across both (they meet at 6).
+    for (start, end) in [(0, 1), (2, 6), (5, 7), (6, 10), (9, 10), (1, 9)] {
+        let window = ByteRange::new(start, end).unwrap();
+        let part = read(store, attachment, window).await;
+        assert_eq!(part, &data[start as usize..end as usize], "{window:?}");
+    }
 
     // Closing a completed session keeps its attachment.
     held(store, "s-1").await.close(false).await.unwrap();
@@ -198,7 +197,7 @@ async fn deleting_an_attachment(store: &dyn SessionStore, data: &[u8]) {
     let view = store.item("item-1").await.unwrap().unwrap();
     assert_eq!(view.attachments.len(), 1, "the other attachment stays");
     assert!(view.attachments.iter().all(|a| a.meta.id != "att-s-3"));
-    let read = match store.read_attachment(&made).await {
+    let read = match store.read_attachment(&made, whole(&made)).await {
         Ok(stream) => stream.map_ok(|b| b.to_vec()).try_concat().await,
         Err(e) => Err(e),
     };
@@ -263,4 +262,25 @@ async fn the_shared_store_passes_the_suite() {
     .await
     .unwrap();
     suite(Arc::new(store)).await;
+}
+
+/// Every byte of `attachment`.
+fn whole(attachment: &AttachmentRecord) -> ByteRange {
+    ByteRange::new(0, attachment.meta.size).expect("attachments are not empty")
+}
+
+/// The bytes `window` of `attachment`, read whole.
+async fn read(
+    store: &dyn SessionStore,
+    attachment: &AttachmentRecord,
+    window: ByteRange,
+) -> Vec<u8> {
+    store
+        .read_attachment(attachment, window)
+        .await
+        .unwrap()
+        .map_ok(|b| b.to_vec())
+        .try_concat()
+        .await
+        .unwrap()
 }
