@@ -4,7 +4,7 @@
 use std::io;
 use std::path::Path;
 
-pub(crate) use upsession_client_shared::hex;
+pub(crate) use upsession_client_shared::FileHashing;
 pub use upsession_client_shared::{
     AttachmentMeta, FileIdentity, ResumeState, STATE_VERSION, StateStore,
 };
@@ -22,10 +22,10 @@ pub(crate) async fn run_blocking<T: Send + 'static>(
         .map_err(|e| Error::io(action, path, io::Error::other(e)))?
 }
 
-/// [`FileIdentity::of`] on a blocking thread.
+/// [`FileIdentity::stat`] on a blocking thread.
 pub(crate) async fn identify(path: &Path) -> Result<FileIdentity> {
     let p = path.to_path_buf();
-    run_blocking(path, "read", move || FileIdentity::of(&p)).await
+    run_blocking(path, "read", move || FileIdentity::stat(&p)).await
 }
 
 /// [`FileIdentity::verify`] on a blocking thread.

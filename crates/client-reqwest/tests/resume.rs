@@ -76,7 +76,12 @@ async fn an_interrupted_upload_resumes_from_its_state_file_with_exact_bytes() {
     assert!(state.acknowledged <= 2 * FRAGMENT, "{}", state.acknowledged);
     assert_eq!(state.file.path, server.path.canonicalize().unwrap());
     assert_eq!(state.file.size, bytes.len() as u64);
-    assert_eq!(state.file.sha256, sha256_hex(bytes));
+    // Hashed beside the upload: there once its thread has finished.
+    assert!(
+        state.file.sha256.as_ref().is_none_or(|h| *h == sha256_hex(bytes)),
+        "{:?}",
+        state.file.sha256
+    );
     assert_eq!(state.attachment.name, "big.zip");
     assert_eq!(
         state.attachment.content_type.as_deref(),

@@ -61,6 +61,8 @@ pub use content_type::{OCTET_STREAM, guess_content_type};
 pub use error::{Error, Result, ending};
 pub use pacing::{Pacing, Window};
 pub use progress::{ProgressEvent, ProgressKind};
-pub use resume::{AttachmentMeta, FileIdentity, ResumeState, STATE_VERSION, StateStore, hex};
+pub use resume::{
+    AttachmentMeta, FileHashing, FileIdentity, ResumeState, STATE_VERSION, StateStore, hex,
+};
 pub use status::SessionStatus;
 pub use uploaded::{Uploaded, attached, created_draft, remote_error, throttled};

@@ -142,22 +142,68 @@ pub struct FileIdentity {
     /// Modification time (RFC 3339, UTC, 100 ns precision), if the platform has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modified: Option<String>,
-    /// SHA-256 of the whole file, lowercase hex.
-    pub sha256: String,
+    /// SHA-256 of the whole file, lowercase hex, once known: an upload takes it
+    /// on a thread of its own while the fragments go ([`FileHashing`]), so a state
+    /// saved early in an upload may not have it yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 impl FileIdentity {
-    /// Reads `path` whole to take its identity (blocking: async callers run it on a
-    /// blocking thread).
+    /// Reads `path` whole to take its identity, SHA-256 included (blocking: async
+    /// callers run it on a blocking thread).
     pub fn of(path: &Path) -> Result<Self> {
-        identify(path)
+        let mut identity = Self::stat(path)?;
+        identity.sha256 = Some(
+            sha256_of(path, identity.size)?
+                .ok_or_else(|| changed(path, "it changed while it was being read".into()))?,
+        );
+        Ok(identity)
+    }
+
+    /// The identity from the file's metadata alone (size, modification time; it
+    /// must be a regular file), without its SHA-256: nothing is read, so an upload
+    /// starts at once and [`FileHashing`] takes the hash beside it.
+    pub fn stat(path: &Path) -> Result<Self> {
+        let meta = fs::metadata(path).map_err(|e| Error::io("read the metadata of", path, e))?;
+        if !meta.is_file() {
+            return Err(Error::InvalidInput(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            size: meta.len(),
+            modified: modified(&meta),
+            sha256: None,
+        })
+    }
+
+    /// The whole file (a small one, for one `POST`) and its SHA-256, refused if it
+    /// no longer has this identity's size. Blocking.
+    pub fn read_whole(&self) -> Result<(Vec<u8>, String)> {
+        let bytes = fs::read(&self.path).map_err(|e| Error::io("read", &self.path, e))?;
+        if bytes.len() as u64 != self.size {
+            return Err(changed(
+                &self.path,
+                "its size changed while it was being read".into(),
+            ));
+        }
+        let sha256 = hex(&Sha256::digest(&bytes));
+        Ok((bytes, sha256))
     }
 
     /// Checks that the file still has this identity: the same size, then the same
-    /// SHA-256 (which reads it whole). A new modification time alone is accepted.
-    /// Returns the file's identity as it is now. Blocking.
+    /// SHA-256 (which reads it whole), so a new modification time alone is
+    /// accepted. An identity saved before its hash was known is checked by size
+    /// and modification time. Returns the file's identity as it is now. Blocking.
     pub fn verify(&self) -> Result<Self> {
-        let now = identify(&self.path).map_err(|e| match e {
+        if self.sha256.is_none() {
+            self.check_unchanged()?;
+            return Self::stat(&self.path);
+        }
+        let now = Self::of(&self.path).map_err(|e| match e {
             Error::Io { error, .. } if error.kind() == io::ErrorKind::NotFound => {
                 changed(&self.path, "it no longer exists".into())
             }
@@ -208,17 +254,10 @@ fn modified(meta: &fs::Metadata) -> Option<String> {
     meta.modified().ok().map(format_graph_time)
 }
 
-fn identify(path: &Path) -> Result<FileIdentity> {
+/// The SHA-256 of the file at `path`, read whole; `None` when it did not hold
+/// `size` bytes.
+fn sha256_of(path: &Path, size: u64) -> Result<Option<String>> {
     let mut file = fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| Error::io("read the metadata of", path, e))?;
-    if !meta.is_file() {
-        return Err(Error::InvalidInput(format!(
-            "{} is not a regular file",
-            path.display()
-        )));
-    }
     let mut hasher = Sha256::new();
     let mut buf = vec![0; 256 * 1024];
     let mut read = 0_u64;
@@ -232,15 +271,68 @@ fn identify(path: &Path) -> Result<FileIdentity> {
         hasher.update(&buf[..n]);
         read += n as u64;
     }
-    if read != meta.len() {
-        return Err(changed(path, "it changed while it was being read".into()));
+    Ok((read == size).then(|| hex(&hasher.finalize())))
+}
+
+/// The SHA-256 of an upload's file, taken on a thread of its own while the
+/// fragments go: no upload waits for a whole read of its file before its first
+/// byte (for 150 MB that wait was as long as the upload itself).
+#[derive(Debug)]
+pub struct FileHashing {
+    identity: FileIdentity,
+    thread: Option<std::thread::JoinHandle<Option<String>>>,
+}
+
+impl FileHashing {
+    /// Starts hashing the file of `identity`, unless its hash is known.
+    pub fn start(identity: FileIdentity) -> Self {
+        let thread = identity.sha256.is_none().then(|| {
+            let (path, size) = (identity.path.clone(), identity.size);
+            std::thread::spawn(move || sha256_of(&path, size).ok().flatten())
+        });
+        Self { identity, thread }
     }
-    Ok(FileIdentity {
-        path: path.to_path_buf(),
-        size: meta.len(),
-        modified: modified(&meta),
-        sha256: hex(&hasher.finalize()),
-    })
+
+    /// The file's identity, with its hash once known.
+    pub fn identity(&self) -> &FileIdentity {
+        &self.identity
+    }
+
+    /// Takes the hash if its thread has finished; `true` when it has just become
+    /// known (a resume state saved from then on carries it).
+    pub fn poll(&mut self) -> bool {
+        if self
+            .thread
+            .as_ref()
+            .is_some_and(std::thread::JoinHandle::is_finished)
+        {
+            self.join();
+            return self.identity.sha256.is_some();
+        }
+        false
+    }
+
+    /// [`FileHashing::poll`], then the hash (once known) into `state`'s file;
+    /// `true` when it has just become known, so that the state is saved now.
+    pub fn poll_into(&mut self, state: &mut ResumeState) -> bool {
+        let new = self.poll();
+        state.file.sha256.clone_from(&self.identity.sha256);
+        new
+    }
+
+    /// Waits for the hash (blocking) and returns the identity with it; without
+    /// it when the file did not read whole as it was (a change that
+    /// [`FileIdentity::check_unchanged`] reports).
+    pub fn finish(&mut self) -> &FileIdentity {
+        self.join();
+        &self.identity
+    }
+
+    fn join(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            self.identity.sha256 = thread.join().ok().flatten();
+        }
+    }
 }
 
 /// `bytes` as lowercase hex.
@@ -270,13 +362,15 @@ pub fn hex(bytes: &[u8]) -> String {
 /// # How a changed file is detected
 ///
 /// The state records the file's absolute path, size, modification time and the
-/// SHA-256 of the **whole file**, computed before the session is created. Resuming
-/// checks the size and then re-hashes the whole file, before any request is made: a
-/// file whose content changed anywhere (in the part already sent or in the rest) is
-/// refused with [`Error::FileChanged`], while a file that was merely touched (same
-/// bytes, new modification time) resumes. During an upload the cheaper size and
-/// modification time check runs before every fragment and once more at the end.
-/// Hashing costs one extra read of the file per upload and per resume.
+/// SHA-256 of the **whole file**, which a thread of its own computes while the
+/// first fragments go ([`FileHashing`]) and which every save after that carries.
+/// Resuming checks the size and then re-hashes the whole file, before any request
+/// is made: a file whose content changed anywhere (in the part already sent or in
+/// the rest) is refused with [`Error::FileChanged`], while a file that was merely
+/// touched (same bytes, new modification time) resumes. A state saved before the
+/// hash was known (a process killed in an upload's first moments) is checked by
+/// size and modification time. During an upload the cheaper size and modification
+/// time check runs before every fragment and once more at the end.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
@@ -604,7 +698,7 @@ mod tests {
                 path: dir.join("a.bin"),
                 size: 10,
                 modified: None,
-                sha256: "00".into(),
+                sha256: Some("00".into()),
             },
             attachment: AttachmentMeta {
                 name: "a.bin".into(),
@@ -690,6 +784,36 @@ mod tests {
     }
 
     #[test]
+    fn a_hash_taken_beside_the_upload_reaches_the_state_once_known() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.bin");
+        fs::write(&path, vec![7u8; 3 << 20]).unwrap();
+        let identity = FileIdentity::stat(&path).unwrap();
+        assert_eq!((identity.size, identity.sha256.as_deref()), (3 << 20, None));
+        let mut state = state(dir.path());
+        state.file = identity.clone();
+        let mut hashing = FileHashing::start(identity);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !hashing.poll_into(&mut state) {
+            assert!(std::time::Instant::now() < deadline, "the hash never came");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let whole = FileIdentity::of(&path).unwrap();
+        assert_eq!(state.file.sha256, whole.sha256);
+        assert!(!hashing.poll_into(&mut state), "said once");
+        assert_eq!(hashing.finish(), &whole);
+        // An identity saved before its hash: checked by size and modification time.
+        let early = FileIdentity::stat(&path).unwrap();
+        assert_eq!(early.verify().unwrap(), early);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&path, vec![8u8; 3 << 20]).unwrap();
+        assert!(matches!(early.verify(), Err(Error::FileChanged { .. })));
+        // A file cut short while it was hashed has no hash.
+        let mut cut = FileHashing::start(FileIdentity { size: 4 << 20, ..early });
+        assert_eq!(cut.finish().sha256, None);
+    }
+
+    #[test]
     fn identity_detects_content_changes_but_not_touches() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.bin");
@@ -697,9 +821,11 @@ mod tests {
         let id = FileIdentity::of(&path).unwrap();
         assert_eq!(id.size, 11);
         assert_eq!(
-            id.sha256,
-            "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+            id.sha256.as_deref(),
+            Some("b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9")
         );
+        let mut hashing = FileHashing::start(FileIdentity::stat(&path).unwrap());
+        assert_eq!(hashing.finish(), &id, "the same identity, hashed beside");
         assert_eq!(id.verify().unwrap(), id);
         id.check_unchanged().unwrap();
         fs::write(&path, b"hello World").unwrap();

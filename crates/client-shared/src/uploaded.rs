@@ -45,7 +45,7 @@ impl Uploaded {
         file_changed: Option<String>,
     ) -> Self {
         let mut uploaded = Self::new(name, total, completion.attachment_id, completion.location);
-        uploaded.sha256 = identity.map(|i| i.sha256.clone());
+        uploaded.sha256 = identity.and_then(|i| i.sha256.clone());
         uploaded.file_changed = file_changed;
         uploaded
     }

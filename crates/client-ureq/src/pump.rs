@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::Method;
 use upsession_client_shared::{
-    Error, FileIdentity, ProgressEvent, ProgressKind, Result, ResumeState, StateStore, Uploaded,
+    Error, FileHashing, ProgressEvent, ProgressKind, Result, ResumeState, StateStore, Uploaded,
     ending,
 };
 use upsession_core::ContentRange;
@@ -38,7 +38,8 @@ pub(crate) struct Job<'a> {
     pub(crate) name: String,
     /// The file (or, for a reader, its label), for I/O errors, and its identity.
     pub(crate) source: PathBuf,
-    pub(crate) identity: Option<FileIdentity>,
+    /// The file's identity, its SHA-256 taken beside the upload.
+    pub(crate) file: Option<FileHashing>,
     /// The session to create (`None` when continuing one); the item, to list its
     /// attachments when the end is in doubt.
     pub(crate) create: Option<(Target, AttachmentItem)>,
@@ -87,13 +88,15 @@ impl Job<'_> {
         }
     }
 
-    fn completed(&self, completion: Completion, total: u64) -> Uploaded {
-        let file_changed = self
-            .identity
-            .as_ref()
-            .and_then(|identity| identity.check_unchanged().err().map(|e| e.to_string()));
+    fn completed(&mut self, completion: Completion, total: u64) -> Uploaded {
+        let file_changed = self.file.as_ref().and_then(|file| {
+            file.identity()
+                .check_unchanged()
+                .err()
+                .map(|e| e.to_string())
+        });
         self.emit(ProgressKind::completed(&completion));
-        let identity = self.identity.as_ref();
+        let identity = self.file.as_mut().map(FileHashing::finish);
         Uploaded::completed(self.name.clone(), total, completion, identity, file_changed)
     }
 
@@ -145,8 +148,8 @@ impl Job<'_> {
         range: ContentRange,
         reader: &mut R,
     ) -> Result<Reply> {
-        if let Some(identity) = &self.identity {
-            identity.check_unchanged()?;
+        if let Some(file) = &self.file {
+            file.identity().check_unchanged()?;
         }
         self.client
             .pace(range.range().len(), self.cancel.as_ref(), |wait| {
@@ -261,15 +264,18 @@ impl Job<'_> {
     }
 
     /// Writes the acknowledged bytes to the resume state, at most once a second
-    /// (resume asks the session anyway).
+    /// (resume asks the session anyway), and at once when the file's hash has
+    /// just become known.
     fn save_progress(&mut self, planner: &Planner, acknowledged: u64, total: u64) {
-        let due = self
-            .progress_saved
-            .is_none_or(|at| at.elapsed() >= PROGRESS_SAVE_INTERVAL);
         let now = SystemTime::now();
         let Some((path, state)) = &mut self.state else {
             return;
         };
+        let hashed = self.file.as_mut().is_some_and(|f| f.poll_into(state));
+        let due = hashed
+            || self
+                .progress_saved
+                .is_none_or(|at| at.elapsed() >= PROGRESS_SAVE_INTERVAL);
         if due
             && state.record_progress(
                 acknowledged,

@@ -8,10 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use sha2::{Digest, Sha256};
 use upsession_client_shared::{
-    AttachmentMeta, Error, FileIdentity, ProgressEvent, ProgressKind, Result, ResumeState,
-    StateStore, Uploaded, attached, hex,
+    AttachmentMeta, Error, FileHashing, FileIdentity, ProgressEvent, ProgressKind, Result,
+    ResumeState, StateStore, Uploaded, attached,
 };
 use upsession_core::planner::{Planner, PlannerConfig};
 use upsession_core::target::Target;
@@ -87,21 +86,15 @@ impl Client {
     ) -> Result<Uploaded> {
         let given = path.as_ref();
         let path = std::path::absolute(given).map_err(|e| Error::io("find", given, e))?;
-        let identity = FileIdentity::of(&path)?;
+        let identity = FileIdentity::stat(&path)?;
         nonempty(identity.size)?;
         let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
         let meta = meta(options, file_name.as_deref())?;
         let label: Arc<str> = given.display().to_string().into();
         if identity.size < self.small_file_limit {
-            let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
-            if hex(&Sha256::digest(&bytes)) != identity.sha256 {
-                return Err(Error::FileChanged {
-                    path,
-                    what: "its content changed while it was being read".into(),
-                });
-            }
+            let (bytes, sha256) = identity.read_whole()?;
             let mut done = self.small(target, &meta, bytes, &label, options)?;
-            done.sha256 = Some(identity.sha256);
+            done.sha256 = Some(sha256);
             return Ok(done);
         }
         let cfg = self.planner_config(None);
@@ -122,9 +115,10 @@ impl Client {
         });
         let file = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
         let mut job = self.job(label, path, options, Some((target, &meta, identity.size)));
-        job.identity = Some(identity.clone());
+        let size = identity.size;
+        job.file = Some(FileHashing::start(identity));
         job.state = state;
-        job.run(Planner::new(identity.size, cfg), file)
+        job.run(Planner::new(size, cfg), file)
     }
 
     /// Uploads `size` bytes read from `reader` (from its start) to `target`, as an
@@ -180,7 +174,7 @@ impl Client {
         let label: Arc<str> = path.display().to_string().into();
         let mut job = self.job(label, path, options, None);
         job.name.clone_from(&state.attachment.name);
-        job.identity = Some(identity);
+        job.file = Some(FileHashing::start(identity));
         let same_mailbox = state.base_url == self.base && state.user == self.user;
         job.target = same_mailbox.then(|| state.target.clone());
         job.resumed_at = state.acknowledged;
@@ -206,7 +200,7 @@ impl Client {
             progress: options.progress.clone(),
             target: create.map(|(target, _, _)| target.clone()),
             create: create.map(|(target, meta, size)| (target.clone(), meta.to_item(size))),
-            identity: None,
+            file: None,
             state: None,
             progress_saved: None,
             resumed_at: 0,

@@ -23,7 +23,7 @@ use self::small::SmallFile;
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::progress::ProgressKind;
-use crate::resume::ResumeState;
+use crate::resume::{FileHashing, ResumeState};
 use upsession_core::redact::UploadUrl;
 use upsession_core::target::Target;
 
@@ -109,13 +109,14 @@ impl Client {
         let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
         let meta = options.meta(file_name.as_deref())?;
         if identity.size < inner.small_file_limit {
+            let (bytes, sha256) = small::read_file(&identity).await?;
             return Ok(Prepared::Small(SmallFile {
                 inner,
                 label: Arc::clone(label),
                 target: target.clone(),
                 meta,
-                bytes: small::read_file(&identity).await?,
-                sha256: Some(identity.sha256),
+                bytes,
+                sha256: Some(sha256),
                 progress: &options.progress,
                 cancel: options.cancel.clone(),
             }));
@@ -149,7 +150,7 @@ impl Client {
         );
         job.label = Arc::clone(label);
         job.source = path;
-        job.identity = Some(identity);
+        job.file = Some(FileHashing::start(identity));
         job.state = state;
         job.cancel.clone_from(&options.cancel);
         Ok(Prepared::Session(Box::new((job, planner, file))))

@@ -26,7 +26,7 @@ use upsession_client_shared::ending;
 use super::options::Uploaded;
 use crate::error::{Error, Result};
 use crate::progress::{ProgressKind, ProgressSink};
-use crate::resume::{FileIdentity, ResumeState, StateStore, check_unchanged, run_blocking};
+use crate::resume::{FileHashing, ResumeState, StateStore, check_unchanged, run_blocking};
 use crate::transport::{Inner, Reply};
 use upsession_core::redact::{RedactedUrl, UploadUrl};
 use upsession_core::target::Target;
@@ -40,7 +40,8 @@ pub(super) struct Job<'a> {
     pub(super) progress: &'a ProgressSink,
     /// What to create the session on; `None` when continuing one.
     pub(super) create: Option<(Target, AttachmentItem)>,
-    pub(super) identity: Option<FileIdentity>,
+    /// The file's identity, its SHA-256 taken beside the upload.
+    pub(super) file: Option<FileHashing>,
     /// Where to save the resume state, and the state (its uploadUrl is filled in
     /// when the session is created).
     pub(super) state: Option<(PathBuf, ResumeState)>,
@@ -78,7 +79,7 @@ impl<'a> Job<'a> {
             progress,
             target: create.as_ref().map(|(t, _)| t.clone()),
             create,
-            identity: None,
+            file: None,
             state: None,
             progress_saved: None,
             name,
@@ -123,9 +124,12 @@ impl Job<'_> {
 
     /// The finished upload, reported. A file that changed during its last fragment
     /// is caught here and said, but the attachment exists: its id is kept.
-    async fn completed(&self, completion: Completion, total: u64) -> Uploaded {
-        let file_changed = match &self.identity {
-            Some(identity) => check_unchanged(identity).await.err().map(|e| e.to_string()),
+    async fn completed(&mut self, completion: Completion, total: u64) -> Uploaded {
+        let file_changed = match &self.file {
+            Some(file) => check_unchanged(file.identity())
+                .await
+                .err()
+                .map(|e| e.to_string()),
             None => None,
         };
         if let Some(why) = &file_changed {
@@ -137,8 +141,20 @@ impl Job<'_> {
             "upload complete"
         );
         self.emit(ProgressKind::completed(&completion));
-        let identity = self.identity.as_ref();
-        Uploaded::completed(self.name.clone(), total, completion, identity, file_changed)
+        // The hash has almost always finished by now; waiting for it blocks.
+        let identity = match self.file.take() {
+            Some(mut file) => tokio::task::spawn_blocking(move || file.finish().clone())
+                .await
+                .ok(),
+            None => None,
+        };
+        Uploaded::completed(
+            self.name.clone(),
+            total,
+            completion,
+            identity.as_ref(),
+            file_changed,
+        )
     }
 
     /// The pump: the planner decides, this does the I/O.
@@ -214,8 +230,8 @@ impl Job<'_> {
     where
         R: AsyncRead + AsyncSeek + Unpin + Send,
     {
-        if let Some(identity) = &self.identity {
-            check_unchanged(identity).await?;
+        if let Some(file) = &self.file {
+            check_unchanged(file.identity()).await?;
         }
         if let Some(pacer) = &self.inner.pacer {
             pacer
@@ -333,14 +349,14 @@ impl Job<'_> {
     /// Writes the acknowledged bytes to the resume state, if any. Informational
     /// (resume asks the session anyway), so written at most once a second, without
     /// the directory sync: a state write and two fsyncs per fragment cost as much as
-    /// the upload.
+    /// the upload. Written at once when the file's hash has just become known.
     async fn save_progress(&mut self, planner: &Planner, acknowledged: u64, total: u64) {
-        let due = self
-            .progress_saved
-            .is_none_or(|at| at.elapsed() >= PROGRESS_SAVE_INTERVAL);
         let (expires, fragment_size) = (planner.expires(), planner.fragment_size());
         if let Some((path, state)) = &mut self.state
-            && due
+            && (self.file.as_mut().is_some_and(|f| f.poll_into(state))
+                || self
+                    .progress_saved
+                    .is_none_or(|at| at.elapsed() >= PROGRESS_SAVE_INTERVAL))
             && state.record_progress(
                 acknowledged,
                 total,

@@ -13,7 +13,7 @@ use super::pump::Job;
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::progress::{ProgressKind, ProgressSink};
-use crate::resume::{ResumeState, StateStore, run_blocking};
+use crate::resume::{FileHashing, ResumeState, StateStore, run_blocking};
 
 impl Client {
     /// Resumes the upload saved in the state file at `state_path`.
@@ -109,7 +109,7 @@ impl Client {
         let mut job = Job::unsaved(&self.inner, state.attachment.name.clone(), progress, None);
         job.label = label;
         job.source = path;
-        job.identity = Some(identity);
+        job.file = Some(FileHashing::start(identity));
         // The item can be asked only where this client talks to it.
         let same_mailbox =
             state.base_url == self.inner.base.as_str() && state.user == self.inner.user;

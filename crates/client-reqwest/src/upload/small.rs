@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use http::header::CONTENT_TYPE;
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::sync::CancellationToken;
 use upsession_core::wire::NewFileAttachment;
@@ -16,7 +15,7 @@ use super::Source;
 use super::options::Uploaded;
 use crate::error::{Error, Result};
 use crate::progress::{ProgressKind, ProgressSink};
-use crate::resume::{AttachmentMeta, FileIdentity, hex};
+use crate::resume::{AttachmentMeta, FileIdentity, run_blocking};
 use crate::transport::{Inner, Reply};
 use upsession_client_shared::attached;
 use upsession_core::target::Target;
@@ -35,20 +34,11 @@ pub(super) struct SmallFile<'a> {
     pub(super) cancel: Option<CancellationToken>,
 }
 
-/// Reads the file of `identity` whole, refusing it if it is no longer that file.
-pub(super) async fn read_file(identity: &FileIdentity) -> Result<Vec<u8>> {
-    let path = &identity.path;
-    let bytes = tokio::fs::read(path)
-        .await
-        .map_err(|e| Error::io("read", path, e))?;
-    let sha256 = hex(&Sha256::digest(&bytes));
-    if bytes.len() as u64 != identity.size || sha256 != identity.sha256 {
-        return Err(Error::FileChanged {
-            path: path.clone(),
-            what: "its content changed while it was being read".into(),
-        });
-    }
-    Ok(bytes)
+/// Reads the file of `identity` whole, with its SHA-256, refusing it if it is no
+/// longer that file's size.
+pub(super) async fn read_file(identity: &FileIdentity) -> Result<(Vec<u8>, String)> {
+    let id = identity.clone();
+    run_blocking(&identity.path, "read", move || id.read_whole()).await
 }
 
 /// Reads `size` bytes from the start of `reader`.
