@@ -78,7 +78,11 @@ async fn an_interrupted_upload_resumes_from_its_state_file_with_exact_bytes() {
     assert_eq!(state.file.size, bytes.len() as u64);
     // Hashed beside the upload: there once its thread has finished.
     assert!(
-        state.file.sha256.as_ref().is_none_or(|h| *h == sha256_hex(bytes)),
+        state
+            .file
+            .sha256
+            .as_ref()
+            .is_none_or(|h| *h == sha256_hex(bytes)),
         "{:?}",
         state.file.sha256
     );

@@ -809,7 +809,10 @@ mod tests {
         fs::write(&path, vec![8u8; 3 << 20]).unwrap();
         assert!(matches!(early.verify(), Err(Error::FileChanged { .. })));
         // A file cut short while it was hashed has no hash.
-        let mut cut = FileHashing::start(FileIdentity { size: 4 << 20, ..early });
+        let mut cut = FileHashing::start(FileIdentity {
+            size: 4 << 20,
+            ..early
+        });
         assert_eq!(cut.finish().sha256, None);
     }
 
