@@ -12,7 +12,8 @@
 
 mod common;
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,13 @@ use upsession_testbed::kit::{download, sha256_hex};
 
 /// The longest one test's uploads may take.
 const LIMIT: Duration = Duration::from_secs(300);
+
+/// Holds a client after its `after`-th acknowledged fragment until `release`
+/// says to go on.
+struct Hold {
+    after: usize,
+    release: Mutex<Option<mpsc::Receiver<()>>>,
+}
 
 #[derive(Clone, Copy, Debug)]
 enum Transport {
@@ -37,9 +45,21 @@ impl Transport {
         base: String,
         file: std::path::PathBuf,
         events: mpsc::Sender<ProgressKind>,
+        hold: Option<Hold>,
     ) -> thread::JoinHandle<Result<Uploaded, String>> {
+        let acknowledged = AtomicUsize::new(0);
         let report = move |e: &ProgressEvent| {
             let _ = events.send(e.kind.clone());
+            if let (ProgressKind::Acknowledged { .. }, Some(hold)) = (&e.kind, &hold)
+                && acknowledged.fetch_add(1, Ordering::SeqCst) + 1 == hold.after
+            {
+                // The client waits here, before its next fragment, until the test
+                // has killed the server: the upload cannot end before the kill.
+                let release = hold.release.lock().unwrap().take();
+                if let Some(release) = release {
+                    let _ = release.recv_timeout(LIMIT);
+                }
+            }
         };
         thread::spawn(move || match self {
             Self::Ureq => {
@@ -91,7 +111,7 @@ impl Transport {
         for file in files(dir.path(), &SIZES, seed) {
             let (tx, _events) = mpsc::channel();
             let done = self
-                .upload(server.base(), file.path.clone(), tx)
+                .upload(server.base(), file.path.clone(), tx, None)
                 .join()
                 .expect("the upload thread ends");
             check(&done, &file, self);
@@ -100,14 +120,19 @@ impl Transport {
     }
 
     /// kill -9 of the server after the second acknowledged fragment of a 150 MB
-    /// upload (forty fragments: it cannot end before the kill); it is started again once the client says it is retrying. The
+    /// upload (the client is held there until the kill); it is started again once the client says it is retrying. The
     /// same call finishes the upload, byte-exact, without starting over.
     fn carries_on_after_kill9(self, extra: &[&str], seed: u64) {
         let dir = tempfile::tempdir().unwrap();
         let mut server = SdkServer::start(&dir.path().join("data"), false, extra);
         let file = files(dir.path(), &SIZES[2..3], seed).remove(0);
         let (tx, events) = mpsc::channel();
-        let upload = self.upload(server.base(), file.path.clone(), tx);
+        let (release, held) = mpsc::channel();
+        let hold = Hold {
+            after: 2,
+            release: Mutex::new(Some(held)),
+        };
+        let upload = self.upload(server.base(), file.path.clone(), tx, Some(hold));
         let deadline = Instant::now() + LIMIT;
         let next = |what: &str| {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -122,6 +147,7 @@ impl Transport {
             }
         }
         server.kill9();
+        release.send(()).unwrap();
         let mut after_kill = Vec::new();
         loop {
             match next("after the kill") {

@@ -4,6 +4,8 @@
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -17,7 +19,7 @@ use upsession_core::redact::UploadUrl;
 use upsession_core::target::{Target, User};
 
 /// The format version this crate writes and reads.
-pub const STATE_VERSION: u32 = 1;
+pub const STATE_VERSION: u32 = 2;
 
 /// The attachment's properties, as sent in createUploadSession's `AttachmentItem`
 /// (its `size` is the file's).
@@ -155,7 +157,7 @@ impl FileIdentity {
     pub fn of(path: &Path) -> Result<Self> {
         let mut identity = Self::stat(path)?;
         identity.sha256 = Some(
-            sha256_of(path, identity.size)?
+            sha256_of(path, identity.size, &AtomicBool::new(false))?
                 .ok_or_else(|| changed(path, "it changed while it was being read".into()))?,
         );
         Ok(identity)
@@ -255,13 +257,18 @@ fn modified(meta: &fs::Metadata) -> Option<String> {
 }
 
 /// The SHA-256 of the file at `path`, read whole; `None` when it did not hold
-/// `size` bytes.
-fn sha256_of(path: &Path, size: u64) -> Result<Option<String>> {
-    let mut file = fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+/// `size` bytes (a file that keeps growing is read no further than one byte past
+/// them), or when `stop` was set.
+fn sha256_of(path: &Path, size: u64, stop: &AtomicBool) -> Result<Option<String>> {
+    let file = fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let mut file = file.take(size.saturating_add(1));
     let mut hasher = Sha256::new();
     let mut buf = vec![0; 256 * 1024];
     let mut read = 0_u64;
     loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         let n = match file.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
@@ -281,16 +288,30 @@ fn sha256_of(path: &Path, size: u64) -> Result<Option<String>> {
 pub struct FileHashing {
     identity: FileIdentity,
     thread: Option<std::thread::JoinHandle<Option<String>>>,
+    /// Set when the upload is given up before the hash is taken: the thread
+    /// stops reading.
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for FileHashing {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 impl FileHashing {
     /// Starts hashing the file of `identity`, unless its hash is known.
     pub fn start(identity: FileIdentity) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
         let thread = identity.sha256.is_none().then(|| {
-            let (path, size) = (identity.path.clone(), identity.size);
-            std::thread::spawn(move || sha256_of(&path, size).ok().flatten())
+            let (path, size, stop) = (identity.path.clone(), identity.size, Arc::clone(&stop));
+            std::thread::spawn(move || sha256_of(&path, size, &stop).ok().flatten())
         });
-        Self { identity, thread }
+        Self {
+            identity,
+            thread,
+            stop,
+        }
     }
 
     /// The file's identity, with its hash once known.
@@ -514,9 +535,11 @@ impl ResumeState {
 
     /// Checks what serde cannot: the version and that the numbers agree.
     pub fn validate(&self) -> Result<(), String> {
-        if self.version != STATE_VERSION {
+        // Version 2 may save a file's identity before its hash is known; a
+        // version 1 state always has it, and reads the same.
+        if !(1..=STATE_VERSION).contains(&self.version) {
             return Err(format!(
-                "it is of version {}, this program reads version {STATE_VERSION}",
+                "it is of version {}, this program reads versions 1 to {STATE_VERSION}",
                 self.version
             ));
         }
@@ -781,6 +804,20 @@ mod tests {
             ResumeState::load(&path),
             Err(Error::InvalidState { .. })
         ));
+    }
+
+    #[test]
+    fn states_of_version_1_still_read_and_newer_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = state(dir.path());
+        s.version = 1;
+        assert_eq!(s.validate(), Ok(()));
+        s.version = STATE_VERSION + 1;
+        assert!(
+            s.validate().unwrap_err().contains("versions 1 to"),
+            "{:?}",
+            s.validate()
+        );
     }
 
     #[test]
