@@ -12,6 +12,7 @@
 //! seeded test data.
 
 mod garage;
+pub mod issuer;
 pub mod kit;
 mod postgres;
 mod proxy;

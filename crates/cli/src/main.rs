@@ -19,6 +19,8 @@ mod serve;
 mod size;
 #[cfg(feature = "client")]
 mod states;
+#[cfg(feature = "server")]
+mod token;
 #[cfg(feature = "client")]
 mod transfer;
 
@@ -60,6 +62,10 @@ enum Command {
     /// Cancel (delete) an upload session.
     #[cfg(feature = "client")]
     Cancel(states::SessionArgs),
+    /// Manage the tokens of `serve --auth tokens FILE` (`token add`).
+    #[cfg(feature = "server")]
+    #[command(subcommand)]
+    Token(token::TokenCommand),
     /// Check any Graph-style upload server against the conformance rules, or serve
     /// the fault-injecting fake Graph to try a client against.
     #[cfg(feature = "conformance")]
@@ -241,6 +247,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         #[cfg(feature = "server")]
         Command::Serve(args) => serve::run(*args),
+        #[cfg(feature = "server")]
+        Command::Token(command) => token::run(command),
         #[cfg(feature = "client")]
         Command::Upload(args) => transfer::upload(&args),
         #[cfg(feature = "client")]

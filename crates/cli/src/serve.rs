@@ -13,7 +13,7 @@ use upsession_core::fault::FaultPlan;
 use upsession_core::quota::QuotaLimits;
 use upsession_core::throttle::ThrottleLimits;
 use upsession_core::{Dialect, Limits};
-use upsession_server_hyper::{Config, Fsync, Server, Storage};
+use upsession_server_hyper::{AuthMode, Config, Fsync, JwtAuth, Server, Storage};
 
 use crate::Failure;
 use crate::secret::Secret;
@@ -133,9 +133,83 @@ pub(crate) struct ServeArgs {
     /// with GOAWAY).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     idle_timeout: Duration,
-    /// Bearer token required on /metrics [default: none, /metrics is open].
+    /// Bearer token required on /metrics [default: none: /metrics answers loopback
+    /// callers only, unless --metrics-public].
     #[arg(long, env = "UPSESSION_METRICS_TOKEN", hide_env_values = true)]
     metrics_token: Option<Secret>,
+    /// Serve /metrics without a token to every address, not only loopback.
+    #[arg(long)]
+    metrics_public: bool,
+    /// Who bearer tokens speak for: `token` (the --token values or the generated
+    /// one: one user, whom /me and every /users/{id} name), `tokens FILE` (a tokens
+    /// file, as `upsession token add` writes it; FILE defaults to tokens.toml in the
+    /// data directory; re-read when it changes or on SIGHUP), or `jwt` (bearer JWTs
+    /// checked against --jwks, --issuer and --audience; users from `oid`/`sub`,
+    /// permissions from `scp` and `roles`).
+    #[arg(long, num_args = 1..=2, value_names = ["MODE", "FILE"], default_value = "token")]
+    auth: Vec<String>,
+    /// With --auth jwt: the JWKS file the tokens' signatures are checked against
+    /// (re-read when it changes and when a token names a key it lacks).
+    #[arg(long, value_name = "FILE")]
+    jwks: Option<PathBuf>,
+    /// With --auth jwt: the accepted `iss` (repeat or separate with commas).
+    #[arg(long, value_delimiter = ',')]
+    issuer: Vec<String>,
+    /// With --auth jwt: the accepted `aud` (repeat or separate with commas).
+    #[arg(long, value_delimiter = ',')]
+    audience: Vec<String>,
+    /// With --auth jwt: how far `exp` and `nbf` may be off this server's clock.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    jwt_skew: Duration,
+    /// With --auth jwt: the accepted signing algorithms (never `none` or HS*).
+    #[arg(long, value_delimiter = ',', default_value = "RS256,ES256,EdDSA")]
+    jwt_algorithms: Vec<String>,
+    /// Failed authentications one client address (IPv6: its /64) may make per
+    /// minute; past it, Graph routes answer it 429 with Retry-After (0: no limit).
+    #[arg(long, default_value_t = 100)]
+    auth_failure_limit: usize,
+}
+
+/// `--auth` and its companions, read into the server's mode.
+fn auth_mode(args: &ServeArgs, data_dir: &Path) -> Result<AuthMode, Failure> {
+    let jwt_only = args.jwks.is_some() || !args.issuer.is_empty() || !args.audience.is_empty();
+    let mode = match args.auth.as_slice() {
+        [mode] if mode == "token" => AuthMode::Token,
+        [mode] if mode == "tokens" => AuthMode::TokensFile(crate::token::default_file(data_dir)),
+        [mode, file] if mode == "tokens" => AuthMode::TokensFile(PathBuf::from(file)),
+        [mode] if mode == "jwt" => {
+            let (Some(jwks), false, false) =
+                (&args.jwks, args.issuer.is_empty(), args.audience.is_empty())
+            else {
+                return Err(Failure::usage(
+                    "--auth jwt needs --jwks FILE, --issuer and --audience",
+                ));
+            };
+            let mut jwt = JwtAuth::new(jwks, "", "")
+                .with_skew(args.jwt_skew)
+                .with_algorithms(args.jwt_algorithms.clone());
+            jwt.issuers.clone_from(&args.issuer);
+            jwt.audiences.clone_from(&args.audience);
+            return Ok(AuthMode::Jwt(jwt));
+        }
+        [mode, extra] if mode == "token" || mode == "jwt" => {
+            return Err(Failure::usage(format!(
+                "--auth {mode} takes no file (got `{extra}`); only `--auth tokens FILE` does"
+            )));
+        }
+        other => {
+            return Err(Failure::usage(format!(
+                "`--auth {}` is not a mode; use token, tokens [FILE] or jwt",
+                other.join(" ")
+            )));
+        }
+    };
+    if jwt_only {
+        return Err(Failure::usage(
+            "--jwks, --issuer and --audience go with --auth jwt",
+        ));
+    }
+    Ok(mode)
 }
 
 /// The dialect flags `serve` and `conformance server` share.
@@ -312,13 +386,43 @@ pub(crate) fn run(mut args: ServeArgs) -> Result<(), Failure> {
         .map(Secret::expose)
         .filter(|t| !t.is_empty())
         .collect();
-    let storage = storage(&args.store, args.meta.take().map(Secret::expose), &tokens)?;
     let data_dir = match args.data_dir.take() {
         Some(d) => d,
         None => default_data_dir()?,
     };
+    let auth = auth_mode(&args, &data_dir)?;
+    let single = auth == AuthMode::Token;
+    if !single && !tokens.is_empty() {
+        return Err(Failure::usage(
+            "--token goes with --auth token; a tokens file or JWTs name their own users",
+        ));
+    }
+    let storage = if single {
+        storage(&args.store, args.meta.take().map(Secret::expose), &tokens)?
+    } else {
+        // Each node reads the same tokens file or JWKS: no generated token to share.
+        storage(
+            &args.store,
+            args.meta.take().map(Secret::expose),
+            &["-".to_owned()],
+        )?
+    };
+    let auth_note = match &auth {
+        AuthMode::TokensFile(path) => format!(
+            "auth: tokens file {} (add one with `upsession token add --user ID --file {}`)\n",
+            path.display(),
+            path.display()
+        ),
+        AuthMode::Jwt(jwt) => format!(
+            "auth: JWTs from {} for {}, keys in {}\n",
+            jwt.issuers.join(", "),
+            jwt.audiences.join(", "),
+            jwt.jwks.display()
+        ),
+        _ => String::new(),
+    };
     // (the token file's path, and the new token to keep there once started)
-    let token_file = if tokens.is_empty() {
+    let token_file = if single && tokens.is_empty() {
         let path = data_dir.join("token");
         let (token, generated) = stored_token(&path)?;
         tokens.push(token.clone());
@@ -328,6 +432,8 @@ pub(crate) fn run(mut args: ServeArgs) -> Result<(), Failure> {
     };
     let where_kept = describe(&storage, &data_dir);
     let (config, fault_note) = server_config(args, storage, &data_dir, tokens);
+    let config = config.with_auth(auth);
+    let fault_note = format!("{auth_note}{fault_note}");
     crate::block_on(async move {
         let running = Server::start(config).await?;
         let banner = banner(&running, &where_kept, token_file.as_ref(), &fault_note)?;
@@ -461,6 +567,10 @@ fn server_config(
     if let Some(t) = args.metrics_token {
         config = config.with_metrics_token(t.expose());
     }
+    if args.metrics_public {
+        config = config.with_metrics_public();
+    }
+    config = config.with_auth_failure_limit(args.auth_failure_limit);
     (config, fault_note)
 }
 

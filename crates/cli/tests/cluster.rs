@@ -283,3 +283,68 @@ async fn cancel_expiry_and_deletion_free_the_bytes_and_keep_attachments_until_de
     objects_become(&cluster, 0).await;
     assert_eq!(graph(&cluster).value(&location).await.status(), 404);
 }
+
+#[tokio::test]
+async fn identities_hold_on_every_node() {
+    use upsession_core::identity::{TokenEntry, token_digest};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.toml");
+    let entry = |token: &str, user: &str| TokenEntry {
+        sha256: Some(token_digest(token.as_bytes())),
+        token: None,
+        user: user.into(),
+        upn: None,
+        name: None,
+        scopes: vec!["Mail.ReadWrite".into()],
+        app: false,
+    };
+    std::fs::write(
+        &file,
+        format!(
+            "{}\n{}",
+            entry("alice-t", "alice").to_toml(),
+            entry("bob-t", "bob").to_toml()
+        ),
+    )
+    .unwrap();
+    let flags = [
+        "--min-size",
+        "1",
+        "--max-fragment",
+        "256KiB",
+        "--auth",
+        "tokens",
+        file.to_str().unwrap(),
+    ];
+    let Some(cluster) = Cluster::start(2, &flags).await else {
+        return;
+    };
+    let alice = Graph::new(cluster.base(), "alice-t");
+    let data = seeded(3 * FRAGMENT, 21);
+    let msg = alice.draft().await;
+    let url = alice.session(&msg, data.len()).await;
+    let done = alice.upload_from(&url, &data, 0, FRAGMENT, |_| {}).await;
+    assert_eq!(done.status(), 201);
+    let location = location(&done);
+    for addr in &cluster.addrs {
+        let base = format!("http://{addr}/v1.0");
+        let path = format!("/me/messages/{msg}");
+        let (status, _) = Graph::new(&base, "alice-t")
+            .call(reqwest::Method::GET, &path, None)
+            .await;
+        assert_eq!(status, 200, "alice on {addr}");
+        let (status, _) = Graph::new(&base, "bob-t")
+            .call(reqwest::Method::GET, &path, None)
+            .await;
+        assert_eq!(status, 404, "bob on {addr}");
+        let other = format!("/users/alice/messages/{msg}");
+        let (status, _) = Graph::new(&base, "bob-t")
+            .call(reqwest::Method::GET, &other, None)
+            .await;
+        assert_eq!(status, 403, "bob by /users/alice on {addr}");
+    }
+    assert_eq!(
+        sha256_hex(&alice.download(&location).await),
+        sha256_hex(&data)
+    );
+}

@@ -176,6 +176,7 @@ fn every_command_of_the_readme_runs_as_written() {
         "HTTP/1.1 201 Created",
         "\"name\": \"report.bin\"",
         "\"status\": 503",
+        "bob gets 404",
         "left to CI",
     ] {
         assert!(outputs.contains(expected), "no {expected:?} in:\n{outputs}");

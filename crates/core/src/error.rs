@@ -345,8 +345,11 @@ pub enum RequestError {
     )]
     AuthorizationOnUploadUrl,
     /// The caller may not touch this mailbox or item.
-    #[error("access is denied to this resource")]
+    #[error("Access is denied. Check credentials and try again.")]
     AccessDenied,
+    /// `/me` with an application token, which has no signed-in user.
+    #[error("/me request is only valid with delegated authentication flow")]
+    MeWithoutUser,
     /// The message, event or attachment does not exist.
     #[error("the specified object was not found in the store")]
     ItemNotFound,
@@ -412,7 +415,7 @@ impl GraphError for RequestError {
             Self::AccessDenied => StatusCode::FORBIDDEN,
             Self::ItemNotFound | Self::SessionNotFound | Self::NoRoute(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Self::InvalidBody(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidBody(_) | Self::MeWithoutUser => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -435,6 +438,7 @@ impl GraphError for RequestError {
             Self::NoRoute(_) => "ResourceNotFound",
             Self::MethodNotAllowed(_) => "MethodNotAllowed",
             Self::InvalidBody(_) => "RequestBodyRead",
+            Self::MeWithoutUser => "BadRequest",
             Self::BodyTooLarge { .. } => "RequestEntityTooLarge",
             Self::HeadersTooLarge { .. } => "RequestHeaderFieldsTooLarge",
             Self::Throttled { .. } => "ApplicationThrottled",

@@ -33,6 +33,8 @@
 //!   for the test double.
 //! - [`redact`](mod@redact): uploadUrls kept out of logs and errors ([`UploadUrl`]); [`target`]:
 //!   the item and mailbox a client attaches to.
+//! - [`identity`]: who is calling (tokens, tokens files, JWTs with the `jwt`
+//!   feature) and which mailbox a route names for them; a failed-guess budget.
 //! - [`time`]: RFC 3339 and HTTP dates; [`timer`]: a deadline table for session stores.
 //!
 //! # Example: a client and a server, in memory
@@ -85,6 +87,7 @@ pub mod download;
 pub mod error;
 pub mod fault;
 pub mod header;
+pub mod identity;
 pub mod planner;
 pub mod quota;
 pub mod range;

@@ -423,6 +423,25 @@ impl Route {
                 | Self::AdminFaults
         )
     }
+
+    /// The mailbox (`/me` or `/users/{id}`) and kind of item a Graph route
+    /// touches, for authorization; `None` for routes outside any mailbox.
+    #[must_use]
+    pub fn mailbox(&self) -> Option<(&User, ItemKind)> {
+        match self {
+            Self::CreateItem { user, kind, .. } => Some((user, *kind)),
+            Self::Item(path)
+            | Self::Attachments(path)
+            | Self::Attachment(path, _)
+            | Self::AttachmentValue(path, _)
+            | Self::CreateUploadSession(path) => Some((&path.user, path.kind)),
+            Self::Health
+            | Self::Metrics
+            | Self::Upload(_)
+            | Self::AdminSessions
+            | Self::AdminFaults => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -63,6 +63,64 @@ pub struct Tls {
     pub key: PathBuf,
 }
 
+/// Who the bearer tokens of Graph routes speak for (`serve --auth`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthMode {
+    /// The configured tokens ([`Config::tokens`]) all speak for one user, whom
+    /// `/me` and every `/users/{id}` name: the single-developer test double.
+    #[default]
+    Token,
+    /// A tokens file (TOML `[[token]]` tables: a token or its SHA-256, a user, a
+    /// sign-in name, permissions; see `upsession_core::identity::TokensFile`),
+    /// re-read when it changes or on SIGHUP.
+    TokensFile(PathBuf),
+    /// Bearer JWTs checked against a JWKS file.
+    Jwt(JwtAuth),
+}
+
+/// What `--auth jwt` checks tokens against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JwtAuth {
+    /// A JWKS document (`{"keys": [...]}`), re-read when it changes and when a
+    /// token names a key it does not hold.
+    pub jwks: PathBuf,
+    /// Accepted `iss` values.
+    pub issuers: Vec<String>,
+    /// Accepted `aud` values.
+    pub audiences: Vec<String>,
+    /// How far `exp` and `nbf` may be off the clock (60 s by default).
+    pub skew: Duration,
+    /// Accepted algorithms by name (`RS256`, `ES256`, `EdDSA` by default; never
+    /// `none` or an HMAC algorithm).
+    pub algorithms: Vec<String>,
+}
+
+impl JwtAuth {
+    /// Tokens from `issuer` for `audience`, signed by a key of `jwks`.
+    pub fn new(
+        jwks: impl Into<PathBuf>,
+        issuer: impl Into<String>,
+        audience: impl Into<String>,
+    ) -> Self {
+        Self {
+            jwks: jwks.into(),
+            issuers: vec![issuer.into()],
+            audiences: vec![audience.into()],
+            skew: Duration::from_secs(60),
+            algorithms: vec!["RS256".into(), "ES256".into(), "EdDSA".into()],
+        }
+    }
+
+    upsession_core::setters! {
+        /// Sets the allowed clock skew.
+        with_skew(skew: Duration);
+        /// Sets the allowed algorithms, by name.
+        with_algorithms(algorithms: Vec<String>);
+    }
+}
+
 /// Everything the server needs to start. Its `Debug` shows how many tokens are set,
 /// never their values.
 #[derive(Clone)]
@@ -76,8 +134,17 @@ pub struct Config {
     pub storage: Storage,
     /// Where sessions, attachments and the server key live.
     pub data_dir: PathBuf,
-    /// Bearer tokens accepted on Graph routes. Empty: every Graph route answers 401.
+    /// Bearer tokens accepted on Graph routes in [`AuthMode::Token`]. Empty: every
+    /// Graph route answers 401.
     pub tokens: Vec<String>,
+    /// Who bearer tokens speak for: one user (the default), a tokens file, JWTs.
+    pub auth: AuthMode,
+    /// Failed authentications one client address (IPv6: its /64) may make per
+    /// minute before it is answered 429 with `Retry-After`; 0 turns it off.
+    pub auth_failure_limit: usize,
+    /// `/metrics` answers any address without its token; by default only loopback
+    /// callers may read it without [`Config::metrics_token`].
+    pub metrics_public: bool,
     /// Base of the uploadUrls and `Location`s handed out (e.g. `https://files.example`).
     /// When unset: `http://{listen}`, or, listening on every interface (`0.0.0.0`,
     /// `::`), `http://` and the `Host` each request came with.
@@ -160,6 +227,9 @@ impl std::fmt::Debug for Config {
             storage,
             data_dir,
             tokens,
+            auth,
+            auth_failure_limit,
+            metrics_public,
             public_url,
             limits,
             dialect,
@@ -186,6 +256,9 @@ impl std::fmt::Debug for Config {
             .field("storage", storage)
             .field("data_dir", data_dir)
             .field("tokens", &format_args!("<{} redacted>", tokens.len()))
+            .field("auth", auth)
+            .field("auth_failure_limit", auth_failure_limit)
+            .field("metrics_public", metrics_public)
             .field("public_url", public_url)
             .field("limits", limits)
             .field("dialect", dialect)
@@ -218,6 +291,9 @@ impl Config {
             storage: Storage::Disk,
             data_dir: data_dir.into(),
             tokens: Vec::new(),
+            auth: AuthMode::Token,
+            auth_failure_limit: 100,
+            metrics_public: false,
             public_url: None,
             limits: Limits::default(),
             dialect: Dialect::UPSESSION,
@@ -317,6 +393,12 @@ impl Config {
         with_max_connections_per_ip(max: usize) => max_connections_per_ip = max.max(1);
         /// Requires a bearer token on `/metrics`.
         with_metrics_token(token: impl Into<String>) => metrics_token = Some(token.into());
+        /// Opens `/metrics` to every address (loopback only by default).
+        with_metrics_public() => metrics_public = true;
+        /// Sets who bearer tokens speak for.
+        with_auth(auth: AuthMode);
+        /// Sets how many failed authentications per minute one address may make (0: no limit).
+        with_auth_failure_limit(per_minute: usize) => auth_failure_limit = per_minute;
     }
 }
 

@@ -35,6 +35,11 @@ pub(crate) struct RequestId(pub(crate) String);
 #[derive(Clone, Debug, Default)]
 pub(crate) struct App(pub(crate) String);
 
+/// The client address of the connection a request came on (`Server` sets it; an
+/// embedder's server may not, and then nothing is taken to be loopback).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Peer(pub(crate) std::net::SocketAddr);
+
 /// On a response: the connection is to be dropped instead of answered (a `reset` or
 /// `lost` fault). `Server::start` does so; an embedder's server answers it as is.
 #[derive(Clone, Copy, Debug)]

@@ -20,6 +20,7 @@ use upsession_core::credential::{CREDENTIAL_PARAM, Signer};
 use upsession_core::dialect::LocationStyle;
 use upsession_core::download::{RangeRequest, range_request};
 use upsession_core::error::RequestError;
+use upsession_core::identity::Mailbox;
 use upsession_core::route::{ItemKind, ItemPath, Route, upload_path};
 use upsession_core::wire::{AttachmentItem, Collection, FileAttachment, Item, NewFileAttachment};
 use upsession_core::{Dialect, respond};
@@ -99,23 +100,33 @@ impl Graph {
             return error_response(&fail(RequestError::NoRoute(req.uri().path().into())), &id);
         };
         let now = SystemTime::now();
+        // The auth layer put the mailbox the route names for the caller; a mailbox
+        // route without one is a stack built wrong, and answers nothing.
+        let mailbox = req.extensions().get::<Mailbox>().cloned();
+        let mailbox = match (&mailbox, route.mailbox()) {
+            (Some(m), _) => m.clone(),
+            (None, None) => Mailbox::sole(),
+            (None, Some(_)) => return error_response(&fail(RequestError::Internal), &id),
+        };
+        let mailbox = &mailbox;
         let answer = match route {
             Route::Health => Ok(full(text(StatusCode::OK, "ok\n"))),
             Route::Metrics => Ok(self.metrics_page(&req)),
-            Route::CreateItem { kind, .. } => self.create_item(req, kind, now).await,
-            Route::Item(path) => self.item(&path).await,
+            Route::CreateItem { kind, .. } => self.create_item(req, kind, mailbox, now).await,
+            Route::Item(path) => self.item(&path, mailbox).await,
             Route::Attachments(path) if req.method() == Method::POST => {
-                self.add_attachment(&path, req, now).await
+                self.add_attachment(&path, mailbox, req, now).await
             }
-            Route::Attachments(path) => self.attachments(&path).await,
+            Route::Attachments(path) => self.attachments(&path, mailbox).await,
             Route::Attachment(path, aid) if req.method() == Method::DELETE => {
-                self.delete_attachment(&path, &aid).await
+                self.delete_attachment(&path, mailbox, &aid).await
             }
-            Route::Attachment(path, aid) => self.attachment(&path, &aid).await,
+            Route::Attachment(path, aid) => self.attachment(&path, mailbox, &aid).await,
             Route::AttachmentValue(path, aid) => {
-                self.attachment_value(&path, &aid, req.headers()).await
+                self.attachment_value(&path, mailbox, &aid, req.headers())
+                    .await
             }
-            Route::CreateUploadSession(path) => self.create_session(req, &path, now).await,
+            Route::CreateUploadSession(path) => self.create_session(req, &path, mailbox, now).await,
             Route::Upload(sid) if req.method() == Method::PUT => self.put(&sid, req, now).await,
             Route::Upload(sid) if req.method() == Method::GET => {
                 let base = self.base(&req);
@@ -154,10 +165,16 @@ impl Graph {
         full(res)
     }
 
-    async fn create_item(&self, req: Request<ReqBody>, kind: ItemKind, now: SystemTime) -> Answer {
+    async fn create_item(
+        &self,
+        req: Request<ReqBody>,
+        kind: ItemKind,
+        mailbox: &Mailbox,
+        now: SystemTime,
+    ) -> Answer {
         let body = read_json_body(req, self.body.idle).await?;
         let subject = Item::subject_from_request_json(&body).map_err(fail)?;
-        let record = self.engine.create_item(kind, subject, now).await?;
+        let record = self.engine.create_item(kind, subject, mailbox, now).await?;
         let json = item_json(&ItemView {
             record,
             attachments: Vec::new(),
@@ -165,15 +182,15 @@ impl Graph {
         Ok(full(respond::json(StatusCode::CREATED, &json)))
     }
 
-    async fn item(&self, path: &ItemPath) -> Answer {
-        let view = self.engine.item(path).await?;
+    async fn item(&self, path: &ItemPath, mailbox: &Mailbox) -> Answer {
+        let view = self.engine.item(path, mailbox).await?;
         Ok(full(respond::json(StatusCode::OK, &item_json(&view))))
     }
 
-    async fn attachments(&self, path: &ItemPath) -> Answer {
+    async fn attachments(&self, path: &ItemPath, mailbox: &Mailbox) -> Answer {
         let value: Vec<FileAttachment> = self
             .engine
-            .item(path)
+            .item(path, mailbox)
             .await?
             .attachments
             .into_iter()
@@ -187,6 +204,7 @@ impl Graph {
     async fn add_attachment(
         &self,
         path: &ItemPath,
+        mailbox: &Mailbox,
         req: Request<ReqBody>,
         now: SystemTime,
     ) -> Answer {
@@ -198,7 +216,10 @@ impl Graph {
         )
         .await?;
         let new = NewFileAttachment::from_request_json(&body).map_err(fail)?;
-        let record = self.engine.attach_small(path, new, &app.0, now).await?;
+        let record = self
+            .engine
+            .attach_small(path, mailbox, new, &app.0, now)
+            .await?;
         let mut res = respond::json(StatusCode::CREATED, &record.meta);
         let location = format!("{base}{}", path.attachment_path(&record.meta.id));
         if let Ok(value) = HeaderValue::from_str(&location) {
@@ -207,14 +228,14 @@ impl Graph {
         Ok(full(res))
     }
 
-    async fn attachment(&self, path: &ItemPath, aid: &str) -> Answer {
-        let record = self.engine.attachment(path, aid).await?;
+    async fn attachment(&self, path: &ItemPath, mailbox: &Mailbox, aid: &str) -> Answer {
+        let record = self.engine.attachment(path, mailbox, aid).await?;
         Ok(full(respond::json(StatusCode::OK, &record.meta)))
     }
 
     /// `DELETE …/attachments/{aid}`: 204, the attachment and its bytes gone.
-    async fn delete_attachment(&self, path: &ItemPath, aid: &str) -> Answer {
-        self.engine.delete_attachment(path, aid).await?;
+    async fn delete_attachment(&self, path: &ItemPath, mailbox: &Mailbox, aid: &str) -> Answer {
+        self.engine.delete_attachment(path, mailbox, aid).await?;
         Ok(full(respond::deleted()))
     }
 
@@ -223,10 +244,11 @@ impl Graph {
     async fn attachment_value(
         &self,
         path: &ItemPath,
+        mailbox: &Mailbox,
         aid: &str,
         headers: &http::HeaderMap,
     ) -> Answer {
-        let record = self.engine.attachment(path, aid).await?;
+        let record = self.engine.attachment(path, mailbox, aid).await?;
         let total = record.meta.size;
         let asked = range_request(
             headers
@@ -268,12 +290,16 @@ impl Graph {
         &self,
         req: Request<ReqBody>,
         path: &ItemPath,
+        mailbox: &Mailbox,
         now: SystemTime,
     ) -> Answer {
         let (base, app) = (self.base(&req), app_of(&req));
         let body = read_json_body(req, self.body.idle).await?;
         let item = AttachmentItem::from_request_json(&body).map_err(fail)?;
-        let (record, session) = self.engine.create_session(path, item, &app.0, now).await?;
+        let (record, session) = self
+            .engine
+            .create_session(path, mailbox, item, &app.0, now)
+            .await?;
         let credential = self.signer.sign(&record.id, session.hard_expiry());
         let upload_url = format!(
             "{base}{}?{CREDENTIAL_PARAM}={credential}",

@@ -25,15 +25,17 @@ use tracing::{Instrument as _, debug, info};
 use upsession_core::credential::{Signer, Tokens};
 use upsession_core::error::RequestError;
 use upsession_core::fault::{Fault, FaultPlan, FaultRoute};
+use upsession_core::identity::{Access, FailureBudget, Grant, Mailbox, Resource};
 use upsession_core::respond;
-use upsession_core::route::Route;
+use upsession_core::route::{ItemKind, Route, User};
 use upsession_core::throttle::Throttle;
 
 use crate::engine::{Engine, Failure, fail};
 use crate::exchange::{
-    App, BodyTimeouts, DropConnection, ErrorCode, ReqBody, RequestId, ResBody, content_length,
-    drain_exact, error_response, full, linger,
+    App, BodyTimeouts, DropConnection, ErrorCode, Peer, ReqBody, RequestId, ResBody,
+    content_length, drain_exact, error_response, full, linger,
 };
+use crate::identity::Identities;
 use crate::metrics::Metrics;
 
 /// The stack, and every layer's inner service.
@@ -141,15 +143,33 @@ pub(crate) async fn route((): (), mut req: Request<ReqBody>, next: Next) -> Resp
 /// Who may do what: bearer tokens on Graph routes, the uploadUrl's own credential.
 #[derive(Debug)]
 pub(crate) struct Auth {
-    pub(crate) tokens: Tokens,
+    pub(crate) identities: Identities,
     pub(crate) signer: Signer,
     pub(crate) metrics_token: Option<Tokens>,
+    /// `/metrics` without its token from any address, not only loopback.
+    pub(crate) metrics_public: bool,
+    /// Failed authentications per client address; `None`: no limit.
+    pub(crate) failures: Option<Mutex<FailureBudget>>,
+    pub(crate) metrics: Arc<Metrics>,
     /// `--reject-upload-auth`: an `Authorization` header on an uploadUrl is 401.
     pub(crate) reject_upload_authorization: bool,
     pub(crate) body: BodyTimeouts,
 }
 
-/// Checks credentials; sets the caller's [`App`].
+/// Whether a request came from this machine (its connection's address).
+fn from_loopback(req: &Request<ReqBody>) -> bool {
+    req.extensions()
+        .get::<Peer>()
+        .is_some_and(|Peer(addr)| match addr.ip() {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+            std::net::IpAddr::V4(v4) => v4.is_loopback(),
+        })
+}
+
+/// Checks credentials; sets the caller's [`App`] and, on mailbox routes, the
+/// [`Mailbox`] the route names for the caller.
 pub(crate) async fn auth(
     state: Arc<Auth>,
     mut req: Request<ReqBody>,
@@ -160,16 +180,22 @@ pub(crate) async fn auth(
     let authorization = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
     let app = authorization.map(app_of).unwrap_or_default();
     let refused = match &route {
-        Some(r) if r.needs_bearer() => state
-            .tokens
-            .check(authorization)
-            .err()
-            .map(|m| fail(RequestError::Unauthenticated(m))),
-        Some(Route::Metrics) => state.metrics_token.as_ref().and_then(|t| {
-            t.check(authorization)
+        Some(r) if r.needs_bearer() => match state.caller(&req, r) {
+            Ok(Some(mailbox)) => {
+                req.extensions_mut().insert(mailbox);
+                None
+            }
+            Ok(None) => None,
+            Err(e) => Some(e),
+        },
+        Some(Route::Metrics) => match &state.metrics_token {
+            Some(t) => t
+                .check(authorization)
                 .err()
-                .map(|m| fail(RequestError::Unauthenticated(m)))
-        }),
+                .map(|m| fail(RequestError::Unauthenticated(m))),
+            None if state.metrics_public || from_loopback(&req) => None,
+            None => Some(fail(RequestError::AccessDenied)),
+        },
         // The credential is checked before any session is looked at.
         Some(Route::Upload(sid))
             if !state
@@ -192,6 +218,61 @@ pub(crate) async fn auth(
     }
     req.extensions_mut().insert(App(app));
     next.run(req).await
+}
+
+impl Auth {
+    /// Who is calling and, on a mailbox route, which mailbox it names for them.
+    fn caller(&self, req: &Request<ReqBody>, route: &Route) -> Result<Option<Mailbox>, Failure> {
+        let now = SystemTime::now();
+        let peer = req.extensions().get::<Peer>().map(|Peer(addr)| addr.ip());
+        if let (Some(budget), Some(ip)) = (&self.failures, peer) {
+            budget
+                .lock()
+                .expect("failure budget lock")
+                .check(ip, now)
+                .map_err(|e| {
+                    self.metrics.auth_failed("over_budget");
+                    fail(e)
+                })?;
+        }
+        let authorization = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
+        let principal = match self.identities.authenticate(authorization, now) {
+            Ok(principal) => principal,
+            Err(refusal) => {
+                self.metrics.auth_failed(refusal.reason);
+                // Never the token: the reason and the address are enough.
+                info!(reason = refusal.reason, peer = ?peer, "authentication failed");
+                if let (Some(budget), Some(ip)) = (&self.failures, peer) {
+                    budget.lock().expect("failure budget lock").failed(ip, now);
+                }
+                return Err(fail(RequestError::Unauthenticated(refusal.sentence)));
+            }
+        };
+        let Some((user, kind)) = route.mailbox() else {
+            return Ok(None);
+        };
+        let resource = match kind {
+            ItemKind::Message => Resource::Mail,
+            ItemKind::Event => Resource::Calendar,
+        };
+        let access = if req.method() == Method::GET {
+            Access::Read
+        } else {
+            Access::Write
+        };
+        let mailbox = principal.mailbox(user, (resource, access)).map_err(|e| {
+            debug!(caller = ?principal, "refused: {e}");
+            fail(e)
+        })?;
+        // An application names users by id or sign-in name; a tokens file knows both.
+        Ok(Some(match (&principal.grant, user) {
+            (Grant::Application(_), User::Id(name)) => self
+                .identities
+                .user_id(name)
+                .map_or(mailbox, |id| Mailbox::of(&id)),
+            _ => mailbox,
+        }))
+    }
 }
 
 /// A short digest of the bearer token: the "app" of Graph's per-app limits.

@@ -56,6 +56,7 @@ mod connections;
 mod engine;
 mod exchange;
 mod graph;
+mod identity;
 mod layers;
 mod metrics;
 mod server;
@@ -63,7 +64,7 @@ mod service;
 mod store;
 mod tls;
 
-pub use config::{Config, Fsync, Storage, Tls};
+pub use config::{AuthMode, Config, Fsync, JwtAuth, Storage, Tls};
 pub use server::{Running, Server};
 pub use service::{ResponseBody, UploadService};
 
@@ -96,4 +97,7 @@ pub enum StartError {
     /// The TLS certificate or key could not be used.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The tokens file or JWKS `--auth` names could not be used.
+    #[error("authentication: {0}")]
+    Auth(String),
 }

@@ -43,6 +43,7 @@ pub(crate) struct Metrics {
     /// Fragments whose bytes are being stored now.
     pub(crate) fragments_writing: Gauge,
     refused: Family<ReasonLabel, Counter>,
+    auth_failures: Family<ReasonLabel, Counter>,
     errors: Family<CodeLabel, Counter>,
 }
 
@@ -69,6 +70,7 @@ impl Metrics {
             declared_bytes: Gauge::default(),
             fragments_writing: Gauge::default(),
             refused: Family::default(),
+            auth_failures: Family::default(),
             errors: Family::default(),
             registry: Registry::default(),
         };
@@ -168,6 +170,11 @@ impl Metrics {
             self.refused.clone(),
         );
         registry.register(
+            "auth_failures",
+            "Failed authentications on Graph routes, by reason (missing, malformed, unknown_token, expired, signature, ...; over_budget: refused 429 before checking)",
+            self.auth_failures.clone(),
+        );
+        registry.register(
             "connections_open",
             "Connections open now (closing ones included)",
             self.connections_open.clone(),
@@ -195,6 +202,13 @@ impl Metrics {
     /// A new session refused by the per-token limit `reason` (`sessions`, `bytes`).
     pub(crate) fn refused(&self, reason: &'static str) {
         self.refused.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// A failed authentication, for `reason`.
+    pub(crate) fn auth_failed(&self, reason: &'static str) {
+        self.auth_failures
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// The page in OpenMetrics text (what Prometheus asks for first).

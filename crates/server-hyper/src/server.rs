@@ -104,6 +104,7 @@ impl Server {
         };
         let service = UploadService::build(config, public).await?;
         let (stop, stopped) = watch::channel(false);
+        reload_on_sighup();
         let task = tokio::spawn(accept_loop(listener, tls, service, limits, stopped));
         info!(%local_addr, %public_url, follows_host, "serving");
         Ok(Running {
@@ -290,13 +291,15 @@ impl http_body::Body for Tracked {
 fn hyper_service(
     upload: UploadService,
     conn: Arc<Conn>,
+    peer: SocketAddr,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
     Response = http::Response<Tracked>,
     Error = Dropped,
     Future = impl Future<Output = Result<http::Response<Tracked>, Dropped>> + Send,
 > + Clone {
-    service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+    service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(crate::exchange::Peer(peer));
         let in_flight = conn.begin();
         let answer = upload.serve(req.map(|b| {
             http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
@@ -381,6 +384,29 @@ where
     }
 }
 
+/// SIGHUP makes the tokens file or JWKS be read again at once (they are also
+/// read again within a second of changing). Installed once per process.
+fn reload_on_sighup() {
+    #[cfg(unix)]
+    {
+        static INSTALLED: std::sync::Once = std::sync::Once::new();
+        INSTALLED.call_once(|| {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::hangup()) {
+                Ok(mut hangups) => {
+                    tokio::spawn(async move {
+                        while hangups.recv().await.is_some() {
+                            tracing::info!("SIGHUP: the tokens file or JWKS is read again");
+                            crate::identity::reload_all();
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, "SIGHUP cannot be watched"),
+            }
+        });
+    }
+}
+
 /// One accepted connection as the accept loop hands it over.
 struct Accepted {
     stream: tokio::net::TcpStream,
@@ -425,7 +451,7 @@ async fn serve_one(
     let conn = builder
         .serve_connection_with_upgrades(
             TokioIo::new(stream),
-            hyper_service(service, Arc::clone(&place)),
+            hyper_service(service, Arc::clone(&place), peer),
         )
         .into_owned();
     if let Err(e) = drive(conn, &place, &mut stopped, metrics).await {

@@ -13,12 +13,14 @@ use http_body_util::BodyExt as _;
 use tower::{Layer as _, Service};
 use tracing::info;
 use upsession_core::credential::{Signer, Tokens};
+use upsession_core::identity::FailureBudget;
 use upsession_core::throttle::Throttle;
 
 use crate::config::{Config, Storage};
 use crate::engine::{Engine, Rules};
 use crate::exchange::{BoxError, ReqBody, ResBody};
 use crate::graph::{Graph, PublicUrl};
+use crate::identity::Identities;
 use crate::layers::{self, Double, Stack};
 use crate::metrics::Metrics;
 use crate::store::SessionStore;
@@ -84,6 +86,8 @@ impl UploadService {
 
     /// [`UploadService::new`] with the public URL decided by the caller.
     pub(crate) async fn build(config: Config, public: PublicUrl) -> Result<Self, StartError> {
+        // Before the store: a wrong file is said before anything is opened.
+        let identities = Identities::open(&config).map_err(StartError::Auth)?;
         let store = open_store(&config).await?;
         let key = store
             .server_key()
@@ -107,7 +111,7 @@ impl UploadService {
         }
         // Also counts the sessions loaded as open against their tokens' limits.
         engine.sweep(SystemTime::now()).await;
-        let stack = stack(&config, public, key, &engine, &metrics);
+        let stack = stack(&config, public, key, &engine, &metrics, identities);
         let driver = start_driver(&engine);
         Ok(Self {
             stack,
@@ -166,6 +170,7 @@ fn stack(
     key: [u8; 32],
     engine: &Arc<Engine>,
     metrics: &Arc<Metrics>,
+    identities: Identities,
 ) -> Stack {
     let graph = Arc::new(Graph {
         engine: Arc::clone(engine),
@@ -182,12 +187,20 @@ fn stack(
         stack = layers::middleware(Arc::new(double), layers::double).layer(stack);
     }
     let auth = Auth {
-        tokens: Tokens::new(&config.tokens),
+        identities,
         signer: Signer::new(key),
         metrics_token: config
             .metrics_token
             .as_ref()
             .map(|t| Tokens::new(std::slice::from_ref(t))),
+        metrics_public: config.metrics_public,
+        failures: (config.auth_failure_limit > 0).then(|| {
+            Mutex::new(FailureBudget::new(
+                config.auth_failure_limit,
+                std::time::Duration::from_secs(60),
+            ))
+        }),
+        metrics: Arc::clone(metrics),
         reject_upload_authorization: config.reject_upload_authorization,
         body: config.into(),
     };

@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 use upsession_core::error::{CreateError, FragmentError, GraphError, RequestError, SessionError};
+use upsession_core::identity::Mailbox;
 use upsession_core::quota::{QuotaLimits, Quotas};
 use upsession_core::route::{ItemKind, ItemPath, User, Version};
 use upsession_core::session::{
@@ -163,6 +164,7 @@ impl Engine {
         &self,
         kind: ItemKind,
         subject: String,
+        mailbox: &Mailbox,
         now: SystemTime,
     ) -> Result<ItemRecord, Failure> {
         let record = ItemRecord {
@@ -170,6 +172,7 @@ impl Engine {
             kind,
             subject,
             created: now,
+            owner: mailbox.clone(),
         };
         self.store
             .put_item(&record)
@@ -178,10 +181,17 @@ impl Engine {
         Ok(record)
     }
 
-    /// The item at `path` (of the kind the path names) and its attachments.
-    pub(crate) async fn item(&self, path: &ItemPath) -> Result<ItemView, Failure> {
+    /// The item at `path` (of the kind the path names) in `mailbox`, and its
+    /// attachments. Another mailbox's item is not found, as Graph answers.
+    pub(crate) async fn item(
+        &self,
+        path: &ItemPath,
+        mailbox: &Mailbox,
+    ) -> Result<ItemView, Failure> {
         match self.store.item(&path.id).await.map_err(storage_failure)? {
-            Some(view) if path.kind == view.record.kind => Ok(view),
+            Some(view) if path.kind == view.record.kind && view.record.owner == *mailbox => {
+                Ok(view)
+            }
             _ => Err(fail(RequestError::ItemNotFound)),
         }
     }
@@ -189,9 +199,10 @@ impl Engine {
     pub(crate) async fn attachment(
         &self,
         path: &ItemPath,
+        mailbox: &Mailbox,
         aid: &str,
     ) -> Result<AttachmentRecord, Failure> {
-        self.item(path)
+        self.item(path, mailbox)
             .await?
             .attachments
             .into_iter()
@@ -217,11 +228,12 @@ impl Engine {
     pub(crate) async fn create_session(
         &self,
         path: &ItemPath,
+        mailbox: &Mailbox,
         item: AttachmentItem,
         app: &str,
         now: SystemTime,
     ) -> Result<(SessionRecord, Session), Failure> {
-        self.open_session(path, item, app, now, &self.rules.limits)
+        self.open_session(path, mailbox, item, app, now, &self.rules.limits)
             .await
     }
 
@@ -231,6 +243,7 @@ impl Engine {
     pub(crate) async fn attach_small(
         self: &Arc<Self>,
         path: &ItemPath,
+        mailbox: &Mailbox,
         new: NewFileAttachment,
         app: &str,
         now: SystemTime,
@@ -244,14 +257,16 @@ impl Engine {
         let limits = limits
             .clone()
             .with_max_fragment(limits.max_fragment.max(size));
-        let (record, _) = self.open_session(path, new.item, app, now, &limits).await?;
+        let (record, _) = self
+            .open_session(path, mailbox, new.item, app, now, &limits)
+            .await?;
         let stored = self
             .store_whole(&record.id, Bytes::from(new.bytes), now)
             .await;
         // Completed, the attachment stays; refused, the session goes with its bytes.
         let closed = self.cancel(&record.id, SystemTime::now()).await;
         stored.and(closed)?;
-        self.attachment(path, &record.attachment_id).await
+        self.attachment(path, mailbox, &record.attachment_id).await
     }
 
     /// Stores `bytes` as the one fragment of the session `id`.
@@ -286,12 +301,13 @@ impl Engine {
     async fn open_session(
         &self,
         path: &ItemPath,
+        mailbox: &Mailbox,
         item: AttachmentItem,
         app: &str,
         now: SystemTime,
         limits: &Limits,
     ) -> Result<(SessionRecord, Session), Failure> {
-        self.item(path).await?;
+        self.item(path, mailbox).await?;
         let session = Session::open(now, item.size, limits).map_err(fail)?;
         let record = SessionRecord {
             id: random_id(""),
@@ -305,6 +321,7 @@ impl Engine {
             attachment_id: random_id("AAMk"),
             app: app.to_owned(),
             attachment: item,
+            owner: mailbox.clone(),
             snapshot: session.snapshot(),
             parts: Vec::new(),
             sums: Vec::new(),
@@ -487,7 +504,7 @@ impl Engine {
             return Ok(None);
         };
         let attached = self
-            .item(&record.item_path())
+            .item(&record.item_path(), &record.owner)
             .await?
             .attachments
             .iter()

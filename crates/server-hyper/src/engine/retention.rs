@@ -10,6 +10,7 @@
 //! seen within one sweep (2 s).
 
 use upsession_core::error::{CreateError, RequestError};
+use upsession_core::identity::Mailbox;
 use upsession_core::quota::Quotas;
 use upsession_core::route::ItemPath;
 
@@ -25,9 +26,10 @@ impl Engine {
     pub(crate) async fn delete_attachment(
         &self,
         path: &ItemPath,
+        mailbox: &Mailbox,
         aid: &str,
     ) -> Result<(), Failure> {
-        let attachment = self.attachment(path, aid).await?;
+        let attachment = self.attachment(path, mailbox, aid).await?;
         if let Some(session) = &attachment.session {
             self.forget_completed(session).await?;
         }

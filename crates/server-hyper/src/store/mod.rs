@@ -23,6 +23,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use upsession_core::ByteRange;
 use upsession_core::error::RequestError;
+use upsession_core::identity::Mailbox;
 use upsession_core::route::{ItemKind, ItemPath, User, Version};
 use upsession_core::session::{Answer, PendingCommit, Phase, SessionSnapshot};
 use upsession_core::wire::{AttachmentItem, FileAttachment};
@@ -44,6 +45,9 @@ pub(crate) struct ItemRecord {
     pub(crate) kind: ItemKind,
     pub(crate) subject: String,
     pub(crate) created: SystemTime,
+    /// Whose mailbox holds it (records from before identities: the sole user's).
+    #[serde(default)]
+    pub(crate) owner: Mailbox,
 }
 
 /// A finished attachment.
@@ -78,6 +82,9 @@ pub(crate) struct SessionRecord {
     #[serde(default)]
     pub(crate) app: String,
     pub(crate) attachment: AttachmentItem,
+    /// The mailbox of its item (records from before identities: the sole user's).
+    #[serde(default)]
+    pub(crate) owner: Mailbox,
     pub(crate) snapshot: SessionSnapshot,
     /// Acknowledged fragments as `[start, end)`, kept by the shared store, whose
     /// fragments are objects of their own.

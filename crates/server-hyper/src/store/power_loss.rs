@@ -25,6 +25,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::TryStreamExt as _;
+use upsession_core::identity::Mailbox;
 use upsession_core::route::{ItemKind, ItemPath, User, Version};
 use upsession_core::session::{Answer, Limits};
 use upsession_core::wire::AttachmentItem;
@@ -541,7 +542,7 @@ async fn upload(fs: &SimFs, fsync: Fsync, files: &[(Vec<u8>, u64)]) -> Acked {
     };
     let now = SystemTime::now();
     let Ok(item) = engine
-        .create_item(ItemKind::Message, "power".into(), now)
+        .create_item(ItemKind::Message, "power".into(), &Mailbox::sole(), now)
         .await
     else {
         return acked;
@@ -550,7 +551,7 @@ async fn upload(fs: &SimFs, fsync: Fsync, files: &[(Vec<u8>, u64)]) -> Acked {
     for (data, fragment) in files {
         let file = AttachmentItem::file("f.bin", data.len() as u64);
         let Ok((record, _)) = engine
-            .create_session(&path(&item.id), file, "app", now)
+            .create_session(&path(&item.id), &Mailbox::sole(), file, "app", now)
             .await
         else {
             return acked;
@@ -587,7 +588,10 @@ async fn upload(fs: &SimFs, fsync: Fsync, files: &[(Vec<u8>, u64)]) -> Acked {
 }
 
 async fn attachment_bytes(engine: &Engine, item: &str, id: &str) -> Option<Vec<u8>> {
-    let att = engine.attachment(&path(item), id).await.ok()?;
+    let att = engine
+        .attachment(&path(item), &Mailbox::sole(), id)
+        .await
+        .ok()?;
     let whole = ByteRange::new(0, att.meta.size)?;
     let stream = engine.attachment_bytes(&att, whole).await.ok()?;
     let chunks: Vec<Bytes> = stream.try_collect().await.ok()?;
@@ -604,7 +608,7 @@ async fn check(fs: &SimFs, fsync: Fsync, acked: &Acked) -> Result<(), String> {
     let Some(item) = &acked.item else {
         return Ok(());
     };
-    if strict && engine.item(&path(item)).await.is_err() {
+    if strict && engine.item(&path(item), &Mailbox::sole()).await.is_err() {
         return Err("an acknowledged item is gone".into());
     }
     let sessions: HashMap<String, _> = engine
@@ -659,7 +663,7 @@ async fn check(fs: &SimFs, fsync: Fsync, acked: &Acked) -> Result<(), String> {
             Some(bytes) if bytes == u.data => {}
             Some(_) => return Err(format!("resumed upload {} serves other bytes", u.session)),
             None => {
-                let item_kept = engine.item(&path(item)).await.is_ok();
+                let item_kept = engine.item(&path(item), &Mailbox::sole()).await.is_ok();
                 return Err(format!(
                     "resumed upload {} has no attachment (item kept: {item_kept}, expected {:?}, received {:?})",
                     u.session,

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures_util::TryStreamExt as _;
 use upsession_core::ByteRange;
+use upsession_core::identity::Mailbox;
 use upsession_core::route::ItemKind;
 use upsession_core::session::{Limits, PutDecision, Session};
 use upsession_core::wire::AttachmentItem;
@@ -34,6 +35,7 @@ fn new_session(id: &str, item: &str, size: u64) -> (SessionRecord, Session) {
         snapshot: session.snapshot(),
         parts: Vec::new(),
         sums: Vec::new(),
+        owner: Mailbox::of("alice"),
     };
     (record, session)
 }
@@ -85,16 +87,23 @@ pub(crate) async fn suite(store: Arc<dyn SessionStore>) {
         kind: ItemKind::Message,
         subject: "s".into(),
         created: t(0),
+        owner: Mailbox::of("alice"),
     };
     store.put_item(&item).await.unwrap();
     let view = store.item("item-1").await.unwrap().expect("the item");
     assert!(view.attachments.is_empty());
+    // The owner is stored with the item: it decides who may see it.
+    assert_eq!(view.record.owner, Mailbox::of("alice"));
     assert!(store.item("nope").await.unwrap().is_none());
 
     let data: Vec<u8> = (0..10u8).collect();
     let (record, _) = new_session("s-1", "item-1", 10);
     store.create_session(&record).await.unwrap();
-    assert_eq!(store.peek("s-1").await.unwrap().unwrap().id, "s-1");
+    let peeked = store.peek("s-1").await.unwrap().unwrap();
+    assert_eq!(
+        (peeked.id.as_str(), &peeked.owner),
+        ("s-1", &Mailbox::of("alice"))
+    );
     assert!(matches!(
         store.lock("nope", Wait::No).await.unwrap(),
         Locked::Missing
