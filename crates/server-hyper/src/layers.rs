@@ -330,7 +330,8 @@ pub(crate) async fn double(
     } else {
         0
     };
-    let _permit = match state.admit(&route, app, bytes).await {
+    let mailbox = req.extensions().get::<Mailbox>().cloned();
+    let _permit = match state.admit(&route, app, mailbox.as_ref(), bytes).await {
         Ok(permit) => permit,
         Err(e) => return state.remember(&seen, error_response(&e, &id), false),
     };
@@ -434,20 +435,18 @@ impl Double {
         &self,
         route: &Route,
         app: App,
+        mailbox: Option<&Mailbox>,
         bytes: u64,
     ) -> Result<Option<Admitted<'_>>, Failure> {
         let Some(throttle) = &self.throttle else {
             return Ok(None);
         };
         let app = app.0;
-        let key = match route {
-            Route::CreateItem { user, .. } => Some((app, user.to_string())),
-            Route::CreateUploadSession(p)
-            | Route::Item(p)
-            | Route::Attachments(p)
-            | Route::Attachment(p, _)
-            | Route::AttachmentValue(p, _) => Some((app, p.user.to_string())),
-            Route::Upload(sid) => self.engine.owner(sid).await,
+        // The mailbox the auth layer resolved (a session's own, for an uploadUrl):
+        // `/me` and `/users/{id}` of one user are one mailbox, as Graph counts them.
+        let key = match (route, mailbox) {
+            (Route::Upload(sid), _) => self.engine.owner(sid).await,
+            (_, Some(mailbox)) => Some((app, mailbox.as_str().to_owned())),
             _ => None,
         };
         let Some((app, mailbox)) = key else {

@@ -525,7 +525,28 @@ async fn a_tokens_file_keeps_every_user_in_their_own_mailbox() {
         .await
         .unwrap();
     assert_eq!(crossed.status(), 401, "alice's credential on bob's session");
-    n += 2;
+    // A fragment PUT with the crossed credential: refused, nothing kept.
+    let before = stored(server.dir());
+    let bytes = seeded(3_000_000, 9);
+    let put = alice
+        .http
+        .put(format!("{bob_base}?{alice_query}"))
+        .header("Content-Range", "bytes 0-1048575/3000000")
+        .body(bytes[..1_048_576].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        put.status(),
+        401,
+        "a PUT with alice's credential on bob's session"
+    );
+    assert_eq!(
+        stored(server.dir()),
+        before,
+        "the crossed PUT wrote something"
+    );
+    n += 3;
 
     // And alice's attachment is still there, whole.
     let (status, list) = alice

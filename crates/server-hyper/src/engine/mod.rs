@@ -365,8 +365,7 @@ impl Engine {
     /// The app and mailbox a session belongs to, for throttling.
     pub(crate) async fn owner(&self, id: &str) -> Option<(String, String)> {
         let record = self.store.peek(id).await.ok()??;
-        let mailbox = record.user.unwrap_or_else(|| "me".into());
-        Some((record.app, mailbox))
+        Some((record.app, record.owner.as_str().to_owned()))
     }
 
     /// Every session this node knows of, with the core's view of each.
