@@ -11,24 +11,11 @@
 //! (These were two steps, `msrv`, a `cargo check` with that Rust in `target/msrv`,
 //! and `package`, with stable: each compiled every dependency from scratch.)
 //!
-//! Cargo before 1.90 packages several crates that depend on each other only with
-//! the unstable `-Zpackage-workspace` (stabilised in cargo 1.90): checked with
-//! cargo 1.89, `cargo package -p a -p b`, b depending on an unpublished a, fails
-//! with "no matching package named `a` found, location searched: crates.io
-//! index". So while the `rust-version` is older, the step passes that flag and
-//! lets that cargo take it with `__CARGO_TEST_CHANNEL_OVERRIDE_DO_NOT_USE_THIS=
-//! nightly`, the switch rust-analyzer and crater use to give a stable cargo its
-//! unstable flags. It is read by cargo alone: the rustc command lines are the same
-//! with and without it (compared with `cargo build -v` on a small workspace),
-//! unlike `RUSTC_BOOTSTRAP=1`, which would also unlock nightly features in rustc
-//! and in the build scripts that probe for them. It goes once the `rust-version`
-//! is 1.90 or later. Rejected
-//! alternatives, both also one compile: packaging with stable `--no-verify`, then
-//! building the unpacked packages with the old Rust in a workspace of their own
-//! (one build of them all unifies their dependencies' features, which `cargo
-//! package` builds per package; and it needs a lockfile other than ours); and
-//! stable cargo with the old rustc as `RUSTC` (the manifests would only be read
-//! by a newer cargo than a user of that Rust has).
+//! Cargo packages several crates that depend on each other (through a temporary
+//! local registry) from 1.90 on; with cargo 1.89, `cargo package -p a -p b`, b
+//! depending on an unpublished a, fails with "no matching package named `a`
+//! found". So the `rust-version` is 1.90 (the dependencies need 1.89: `crc-fast`),
+//! and the step refuses an older one rather than unlocking an unstable flag.
 //!
 //! The published crates are the workspace members whose manifest does not say
 //! `publish = false`.
@@ -107,12 +94,12 @@ pub(crate) fn rust_version(root: &Path) -> Result<String, String> {
         Ok(version)
     } else {
         Err(format!(
-            "the root Cargo.toml's rust-version `{version}` is not a Rust version (1.89 or 1.89.0)"
+            "the root Cargo.toml's rust-version `{version}` is not a Rust version (1.90 or 1.90.0)"
         ))
     }
 }
 
-/// `1.89` or `1.89.0`: what `rust-version` and `rustup toolchain install` both take.
+/// `1.90` or `1.90.0`: what `rust-version` and `rustup toolchain install` both take.
 fn is_rust_version(version: &str) -> bool {
     let parts: Vec<&str> = version.split('.').collect();
     (2..=3).contains(&parts.len())
@@ -159,14 +146,13 @@ pub(crate) fn package() -> Result<Notes, String> {
     forget_unpacked_copies(&names)?;
     forget_own_builds(&dir, &names)?;
     forget_packages(&dir)?;
-    let mut package = toolchain_cargo(&version);
     if !has_package_workspace(&version) {
-        // See the module doc: cargo before 1.90 packages crates that depend on
-        // each other only with this unstable flag.
-        package
-            .env("__CARGO_TEST_CHANNEL_OVERRIDE_DO_NOT_USE_THIS", "nightly")
-            .arg("-Zpackage-workspace");
+        return Err(format!(
+            "the rust-version {version} is older than 1.90, whose cargo is the first to \
+             package crates that depend on each other: raise it to 1.90 or later"
+        ));
     }
+    let mut package = toolchain_cargo(&version);
     run_command(
         package
             // Builds to check that the packages compile: no debug info, no
@@ -199,7 +185,7 @@ fn toolchain_cargo(version: &str) -> Command {
 }
 
 /// Whether the cargo of Rust `version` (`1.89`, `1.90.0`) packages crates that
-/// depend on each other without `-Zpackage-workspace`: 1.90 and later.
+/// depend on each other: 1.90 and later.
 fn has_package_workspace(version: &str) -> bool {
     let mut parts = version
         .split('.')
