@@ -1,11 +1,12 @@
 //! `cargo xtask ci`: every check CI runs, in order, stopping at the first failure.
 //!
-//! Steps: `fmt`, `tidy`, `clippy`, `msrv` (the published crates check with the
-//! workspace's `rust-version`), `engines` (Garage and PostgreSQL for the
+//! Steps: `fmt`, `tidy`, `clippy`, `engines` (Garage and PostgreSQL for the
 //! cluster tests, installed where missing), `test`, `deny`, `doc`, `package` (each
-//! published crate packages, and builds from its package), `bench` (the `--quick`
-//! smoke run: it checks the benchmark runs and its bytes verify), `torture` (20 kills),
-//! `fuzz` (5 s per target); a run that changes the checkout (`git status`) fails.
+//! published crate packages, and builds from its package with the workspace's
+//! `rust-version`: what crates.io users get and the minimal Rust, in one compile),
+//! `bench` (the `--quick` smoke run: it checks the benchmark runs and its bytes
+//! verify), `torture` (20 kills), `fuzz` (5 s per target); a run that changes the
+//! checkout (`git status`) fails.
 //! Each prints the commands
 //! it runs; at the end (also after a failure) a summary gives each step's status
 //! and time. `.ci/run` is nothing but this task.
@@ -30,7 +31,6 @@ const STEPS: &[Step] = &[
     ("fmt", fmt),
     ("tidy", tidy_step),
     ("clippy", clippy),
-    ("msrv", crate::publish::msrv),
     ("engines", engines_step),
     ("test", test),
     ("deny", deny),

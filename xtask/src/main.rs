@@ -21,16 +21,15 @@ usage: cargo xtask <task>
 
 tasks:
   ci      every check CI runs, in order, stopping at the first failure:
-          fmt, tidy, clippy, msrv, engines, tests, cargo-deny, docs,
-          package, bench --quick, torture --quick, fuzz (5 s per target)
+          fmt, tidy, clippy, engines, tests, cargo-deny, docs, package,
+          bench --quick, torture --quick, fuzz (5 s per target)
   deny    cargo-deny alone: licences, bans, sources, and advisories offline
           against the RustSec snapshot in ../shared/advisory-db (or
           UPSESSION_ADVISORY_DB); a database that cannot be read fails
-  publish-check [msrv|package]
-          the published crates' steps of ci alone: msrv (cargo check with
-          the root Cargo.toml's rust-version, installed through rustup if
-          missing; in target/msrv) and package (cargo package, each package
-          built; in target/package-verify)
+  publish-check
+          the published crates' step of ci alone, package: cargo package,
+          each package built with the root Cargo.toml's rust-version
+          (installed through rustup if missing); in target/package-verify
   tidy    check the repository's invariants (no I/O crate or clock read in
           upsession-core, workspace lints everywhere, no machine paths, ...)
   bench   measure the server against a no-logic sink (release build);

@@ -1,14 +1,21 @@
-//! What crates.io users get: the `msrv` and `package` steps of `cargo xtask ci`,
-//! which `cargo xtask publish-check` runs alone.
+//! What crates.io users get: the `package` step of `cargo xtask ci`, which
+//! `cargo xtask publish-check` runs alone.
 //!
-//! - `msrv`: the published crates (libraries and the CLI, normal dependencies
-//!   only, as `cargo install` or a dependent builds them) check with the Rust the
-//!   root `Cargo.toml`'s `rust-version` promises, installed through rustup when
-//!   missing, in `target/msrv` so the stable build's cache stays as it is.
-//! - `package`: `cargo package` of every published crate, each package then built
-//!   on its own against the others as packaged (cargo's temporary local
-//!   registry), in `target/package-verify`, which keeps the dependencies' builds
-//!   from one run to the next.
+//! `cargo package --locked` of every published crate, verified: each package is
+//! built on its own against the others as packaged (cargo's temporary local
+//! registry), and that build is made with the Rust the root `Cargo.toml`'s
+//! `rust-version` promises (cargo and rustc both; installed through rustup when
+//! missing). One compile checks both what a crates.io user gets and the minimal
+//! Rust: the dependencies are built once, with that Rust, in
+//! `target/package-verify`, which keeps their builds from one run to the next.
+//! (These were two steps, `msrv`, a `cargo check` with that Rust in `target/msrv`,
+//! and `package`, with stable: each compiled every dependency from scratch.)
+//!
+//! Cargo packages several crates that depend on each other (through a temporary
+//! local registry) from 1.90 on; with cargo 1.89, `cargo package -p a -p b`, b
+//! depending on an unpublished a, fails with "no matching package named `a`
+//! found". So the `rust-version` is 1.90 (the dependencies need 1.89: `crc-fast`),
+//! and the step refuses an older one rather than unlocking an unstable flag.
 //!
 //! The published crates are the workspace members whose manifest does not say
 //! `publish = false`.
@@ -17,28 +24,22 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::ci::{Notes, Step};
+use crate::ci::Notes;
 use crate::manifest;
-use crate::util::{cargo, cargo_home, project_root, run_command, target_dir};
+use crate::util::{cargo_home, project_root, run_command, target_dir};
 
-/// `cargo xtask publish-check [msrv|package]`.
+/// `cargo xtask publish-check`.
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
-    let steps: &[Step] = match args {
-        [] => &[("msrv", msrv), ("package", package)],
-        [one] if one == "msrv" => &[("msrv", msrv)],
-        [one] if one == "package" => &[("package", package)],
-        _ => {
-            return Err(format!(
-                "`cargo xtask publish-check` takes `msrv`, `package` or nothing (got `{}`)",
-                args.join(" ")
-            ));
-        }
-    };
-    for (name, step) in steps {
-        println!("\n==> {name}");
-        for note in step()? {
-            println!("note: {note}");
-        }
+    if let Some(arg) = args.first() {
+        return Err(format!(
+            "`cargo xtask publish-check` takes no arguments (got `{arg}`): its one step, \
+             package, packages the published crates and builds them with the \
+             rust-version's Rust (the former msrv and package steps in one)"
+        ));
+    }
+    println!("\n==> package");
+    for note in package()? {
+        println!("note: {note}");
     }
     Ok(())
 }
@@ -93,12 +94,12 @@ pub(crate) fn rust_version(root: &Path) -> Result<String, String> {
         Ok(version)
     } else {
         Err(format!(
-            "the root Cargo.toml's rust-version `{version}` is not a Rust version (1.89 or 1.89.0)"
+            "the root Cargo.toml's rust-version `{version}` is not a Rust version (1.90 or 1.90.0)"
         ))
     }
 }
 
-/// `1.89` or `1.89.0`: what `rust-version` and `rustup toolchain install` both take.
+/// `1.90` or `1.90.0`: what `rust-version` and `rustup toolchain install` both take.
 fn is_rust_version(version: &str) -> bool {
     let parts: Vec<&str> = version.split('.').collect();
     (2..=3).contains(&parts.len())
@@ -119,36 +120,79 @@ fn package_args(names: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// The `msrv` step: `cargo check --locked` of the published crates with the
-/// toolchain `rust-version` names.
+/// The `package` step: `cargo package --locked` of the published crates,
+/// verified, with the toolchain `rust-version` names.
 ///
-/// Measured on 2 cores (2026-12-07): 3 min 39 s in an empty `target/msrv`,
-/// under a second when nothing changed.
-pub(crate) fn msrv() -> Result<Notes, String> {
+/// Measured on 2 cores (2026-12-07), while another build shared them: 5 min 59 s
+/// (twice; 5 min 32 s and 5 min 53 s of CPU) in an empty `target/package-verify`,
+/// 44 to 75 s (41 to 53 s of CPU) when it holds the dependencies' builds. Then
+/// only our seven crates are built, 18 times: each as the package verified, and
+/// again for each package verified that depends on it, with that package's
+/// features (the core six times). Before, `msrv` took 3 min 39 s cold and
+/// `package` 3 min 4 s.
+pub(crate) fn package() -> Result<Notes, String> {
     let root = project_root();
     let version = rust_version(&root)?;
     let names = published(&root)?;
+    let dir = target_dir().join("package-verify");
     ensure_toolchain(&version)?;
-    let mut check = Command::new("rustup");
-    check
-        .current_dir(&root)
-        .args([
-            "run",
-            &version,
-            "cargo",
-            "check",
-            "--locked",
-            "--target-dir",
-        ])
-        .arg(target_dir().join("msrv"))
-        .args(package_args(&names))
+    // cargo builds a crate that depends on another of ours against the other as
+    // packaged, from its temporary registry, and takes anything from a registry
+    // as unchanging: a second run reuses the copy it unpacked into CARGO_HOME and
+    // the build it made from it, both of the crate as it was at the first run.
+    // (Checked with cargo 1.95: a function added to the core and called from
+    // client-shared failed the second run's verification.) So both go first,
+    // and the previous run's packages with them.
+    forget_unpacked_copies(&names)?;
+    forget_own_builds(&dir, &names)?;
+    forget_packages(&dir)?;
+    if !has_package_workspace(&version) {
+        return Err(format!(
+            "the rust-version {version} is older than 1.90, whose cargo is the first to \
+             package crates that depend on each other: raise it to 1.90 or later"
+        ));
+    }
+    let mut package = toolchain_cargo(&version);
+    run_command(
+        package
+            // Builds to check that the packages compile: no debug info, no
+            // incremental state (a few hundred MB less on disk).
+            .env("CARGO_INCREMENTAL", "0")
+            .env("CARGO_PROFILE_DEV_DEBUG", "false")
+            // The working tree is packaged as it is; whether it is committed
+            // matters when publishing, not here.
+            .args(["package", "--locked", "--allow-dirty", "--target-dir"])
+            .arg(&dir)
+            .args(package_args(&names)),
+    )?;
+    Ok(vec![format!(
+        "{} crates packaged and each built from its package with Rust {version}, \
+         the rust-version (cache in {})",
+        names.len(),
+        dir.display()
+    )])
+}
+
+/// `rustup run VERSION cargo`, from the repository root.
+fn toolchain_cargo(version: &str) -> Command {
+    let mut command = Command::new("rustup");
+    command
+        .current_dir(project_root())
+        .args(["run", version, "cargo"])
         // `RUSTC`, if whoever runs xtask set it, would pick another compiler.
         .env_remove("RUSTC");
-    run_command(&mut check)?;
-    Ok(vec![format!(
-        "{} crates checked with Rust {version}, the workspace's rust-version",
-        names.len()
-    )])
+    command
+}
+
+/// Whether the cargo of Rust `version` (`1.89`, `1.90.0`) packages crates that
+/// depend on each other: 1.90 and later.
+fn has_package_workspace(version: &str) -> bool {
+    let mut parts = version
+        .split('.')
+        .map(|part| part.parse::<u64>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) >= (1, 90)
 }
 
 /// Installs Rust `version` with rustup (minimal profile) unless it is there.
@@ -162,7 +206,7 @@ fn ensure_toolchain(version: &str) -> Result<(), String> {
         .filter(|out| out.status.success())
         .ok_or_else(|| {
             format!(
-                "rustup is not installed, and the msrv step needs it to install Rust {version} \
+                "rustup is not installed, and the package step needs it to install Rust {version} \
                  (the workspace's rust-version): see https://rustup.rs"
             )
         })?;
@@ -193,47 +237,6 @@ fn has_toolchain(listing: &str, version: &str) -> bool {
     })
 }
 
-/// The `package` step: `cargo package` of the published crates, verified.
-///
-/// Measured on 2 cores (2026-12-07): 3 min 4 s in an empty target directory,
-/// 64 to 82 s when it holds the dependencies' builds (our seven crates are
-/// built, five of them twice: as a package verified and as a dependency of
-/// another).
-pub(crate) fn package() -> Result<Notes, String> {
-    let names = published(&project_root())?;
-    let dir = target_dir().join("package-verify");
-    // cargo builds a crate that depends on another of ours against the other as
-    // packaged, from its temporary registry, and takes anything from a registry
-    // as unchanging: a second run reuses the copy it unpacked into CARGO_HOME and
-    // the build it made from it, both of the crate as it was at the first run.
-    // (Checked with cargo 1.95: a function added to the core and called from
-    // client-shared failed the second run's verification.) So both go first.
-    forget_unpacked_copies(&names)?;
-    run_command(
-        cargo()
-            .args(["clean", "--target-dir"])
-            .arg(&dir)
-            .args(package_args(&names)),
-    )?;
-    run_command(
-        cargo()
-            // Builds to check that the packages compile: no debug info, no
-            // incremental state (a few hundred MB less on disk).
-            .env("CARGO_INCREMENTAL", "0")
-            .env("CARGO_PROFILE_DEV_DEBUG", "false")
-            // The working tree is packaged as it is; whether it is committed
-            // matters when publishing, not here.
-            .args(["package", "--locked", "--allow-dirty", "--target-dir"])
-            .arg(&dir)
-            .args(package_args(&names)),
-    )?;
-    Ok(vec![format!(
-        "{} crates packaged and each built from its package (cache in {})",
-        names.len(),
-        dir.display()
-    )])
-}
-
 /// Removes cargo's unpacked copies of our crates (`registry/src/*/NAME-VERSION`
 /// in CARGO_HOME); cargo unpacks them again from the `.crate` when needed.
 fn forget_unpacked_copies(names: &[String]) -> Result<(), String> {
@@ -256,6 +259,67 @@ fn forget_unpacked_copies(names: &[String]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Removes cargo's fingerprints of our crates' builds in the target directory
+/// `dir` (`debug/.fingerprint/NAME-HASH`), so that cargo builds them again, over
+/// the same files; the dependencies' builds stay.
+///
+/// Not `cargo clean -p NAME`: it removes files by the names of the workspace
+/// member's targets, tests included, and the server's `tests/http.rs` made it
+/// remove the `http` crate's `libhttp-*.rmeta` (with cargo 1.89 and 1.95), so
+/// that every run built `http` again, and then hyper, reqwest, ureq and the
+/// rest of what depends on it, once per package verified.
+fn forget_own_builds(dir: &Path, names: &[String]) -> Result<(), String> {
+    // `debug`, and any other profile's folder.
+    let Ok(profiles) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for profile in profiles.filter_map(Result::ok) {
+        let Ok(entries) = fs::read_dir(profile.path().join(".fingerprint")) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let unit = entry.file_name();
+            let unit = unit.to_string_lossy();
+            if names.iter().any(|name| is_build_of(&unit, name)) {
+                let path = entry.path();
+                fs::remove_dir_all(&path).map_err(|err| {
+                    format!("could not remove the fingerprint {}: {err}", path.display())
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the previous run's packages, and the temporary registry that holds
+/// them (`package/` in the target directory `dir`).
+///
+/// Cargo before 1.96 does not truncate a `.crate` it writes over an older one
+/// in that registry (cargo #16683, fixed by #16688): when a package came out
+/// smaller than at the previous run, its copy kept the old one's last bytes,
+/// and the verification of a crate depending on it failed with "failed to
+/// download `upsession-server-hyper v0.1.0` ... no hash listed for
+/// upsession-server-hyper v0.1.0" (seen with cargo 1.89 after a change to the
+/// core). Cargo makes all of it again each run, so nothing is rebuilt for this.
+fn forget_packages(dir: &Path) -> Result<(), String> {
+    let packages = dir.join("package");
+    match fs::remove_dir_all(&packages) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(format!(
+            "could not remove the previous packages in {}: {err}",
+            packages.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a `.fingerprint/` folder named `unit` is of a build of `package`
+/// (`upsession-core-9b934867c774f572` for `upsession-core`, not for `upsession`).
+fn is_build_of(unit: &str, package: &str) -> bool {
+    unit.strip_prefix(package)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|hash| hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// Whether a `registry/src/*/` folder named `dir` holds a version of `package`
@@ -291,6 +355,16 @@ mod tests {
     }
 
     #[test]
+    fn package_workspace_is_stable_from_cargo_1_90() {
+        for older in ["1.89", "1.89.0", "1.84", "0.99"] {
+            assert!(!has_package_workspace(older), "{older}");
+        }
+        for newer in ["1.90", "1.90.0", "1.95", "1.100", "2.0"] {
+            assert!(has_package_workspace(newer), "{newer}");
+        }
+    }
+
+    #[test]
     fn toolchains_are_found_by_their_exact_name() {
         let listing = "stable-x86_64-unknown-linux-gnu (active, default)\n\
                        1.89-x86_64-unknown-linux-gnu\n1.88.0-x86_64-unknown-linux-gnu\n";
@@ -314,5 +388,21 @@ mod tests {
             "upsession-client"
         ));
         assert!(!is_unpacked_copy("upsession-core", "upsession-core"));
+    }
+
+    #[test]
+    fn own_builds_are_matched_by_whole_name_and_hash() {
+        assert!(is_build_of(
+            "upsession-core-9b934867c774f572",
+            "upsession-core"
+        ));
+        assert!(!is_build_of("upsession-core-9b934867c774f572", "upsession"));
+        assert!(!is_build_of(
+            "upsession-client-shared-9b934867c774f572",
+            "upsession-client"
+        ));
+        assert!(!is_build_of("upsession-core", "upsession-core"));
+        assert!(!is_build_of("upsession-core-0.1.0", "upsession-core"));
+        assert!(!is_build_of("http-2c3e6e814e6a4946", "upsession-core"));
     }
 }
