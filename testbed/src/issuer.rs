@@ -20,6 +20,7 @@ pub const KID: &str = "test-key-1";
 /// An ES256 key pair and its JWKS file.
 pub struct Issuer {
     key: EncodingKey,
+    kid: String,
     jwks: PathBuf,
     public: Jwk,
 }
@@ -38,18 +39,31 @@ fn now() -> u64 {
 }
 
 impl Issuer {
-    /// A new key, its JWKS written to `dir/jwks.json`.
+    /// A new key named [`KID`], its JWKS written to `dir/jwks.json`.
     ///
     /// # Panics
     /// When the key cannot be made or the file written.
     pub fn new(dir: &Path) -> Self {
+        Self::with_kid(dir, KID)
+    }
+
+    /// A new key named `kid`, its JWKS written to `dir/jwks.json`.
+    ///
+    /// # Panics
+    /// When the key cannot be made or the file written.
+    pub fn with_kid(dir: &Path, kid: &str) -> Self {
         let pair =
             rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("a P-256 key");
         let key = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).expect("the key reads");
         let mut public = Jwk::from_encoding_key(&key, Algorithm::ES256).expect("a public JWK");
-        public.common.key_id = Some(KID.into());
+        public.common.key_id = Some(kid.into());
         let jwks = dir.join("jwks.json");
-        let issuer = Self { key, jwks, public };
+        let issuer = Self {
+            key,
+            kid: kid.into(),
+            jwks,
+            public,
+        };
         issuer.write_jwks(&[]);
         issuer
     }
@@ -100,7 +114,7 @@ impl Issuer {
     /// When signing fails.
     pub fn mint(&self, claims: &Value) -> String {
         let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(KID.into());
+        header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, claims, &self.key).expect("a signed token")
     }
 
@@ -135,7 +149,7 @@ impl Issuer {
     pub fn hmac_with_public_key(&self, claims: &Value) -> String {
         let secret = serde_json::to_vec(&self.public).expect("a JWK is JSON");
         let mut header = Header::new(Algorithm::HS256);
-        header.kid = Some(KID.into());
+        header.kid = Some(self.kid.clone());
         let key = EncodingKey::from_secret(&secret).expect("an HMAC key");
         jsonwebtoken::encode(&header, claims, &key).expect("a signed token")
     }

@@ -149,9 +149,22 @@ fn dev_signer(dir: &Path) -> Result<DevSigner, Failure> {
         Err(e) => return Err(cannot("read", &key_path, e)),
     };
     let signer = DevSigner::from_seed(seed, "upsession-dev");
-    // Written every time: the JWKS always matches the key.
     let jwks = signer.jwks().map_err(Failure::new)?;
-    fs::write(&jwks_path, jwks).map_err(|e| cannot("write", &jwks_path, e))?;
+    match fs::read_to_string(&jwks_path) {
+        Ok(kept) if kept == jwks => {}
+        Ok(_) => {
+            // Never overwritten: it may be a real key set a server trusts.
+            return Err(Failure::new(format!(
+                "{} holds other keys than {}'s; give `token jwt` a --dir of its own",
+                jwks_path.display(),
+                key_path.display()
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::write(&jwks_path, jwks).map_err(|e| cannot("write", &jwks_path, e))?;
+        }
+        Err(e) => return Err(cannot("read", &jwks_path, e)),
+    }
     Ok(signer)
 }
 

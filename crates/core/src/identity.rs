@@ -48,8 +48,7 @@ use crate::route::User;
 #[cfg(feature = "jwt")]
 pub mod jwt;
 
-/// The mailbox (and drive) key of the single-token mode's one user, and of
-/// records written before identities existed.
+/// The single-token mode's one user, as logs name it.
 pub const SOLE_USER: &str = "me";
 
 /// A mailbox or drive owner as records store it: a user id, lower-cased (Graph's
@@ -65,10 +64,13 @@ impl Mailbox {
         Self(id.to_lowercase())
     }
 
-    /// The single-token mode's one mailbox ([`SOLE_USER`]).
+    /// The single-token mode's one mailbox, also that of records written before
+    /// identities existed. Its key is empty, which no user id can be (tokens
+    /// files, JWTs and `/users/{id}` never name an empty user), so no user of a
+    /// tokens file or a JWT reaches it.
     #[must_use]
     pub fn sole() -> Self {
-        Self(SOLE_USER.to_owned())
+        Self(String::new())
     }
 
     /// The key.
@@ -86,7 +88,11 @@ impl Default for Mailbox {
 
 impl fmt::Display for Mailbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        if self.0.is_empty() {
+            f.write_str(SOLE_USER)
+        } else {
+            f.write_str(&self.0)
+        }
     }
 }
 
@@ -254,7 +260,7 @@ impl Principal {
                 }
                 match user {
                     User::Me => Ok(Mailbox::of(&self.id)),
-                    User::Id(id) if self.is_self(id) => Ok(Mailbox::of(&self.id)),
+                    User::Id(id) if !id.is_empty() && self.is_self(id) => Ok(Mailbox::of(&self.id)),
                     User::Id(_) => Err(RequestError::AccessDenied),
                 }
             }
@@ -264,6 +270,8 @@ impl Principal {
                 }
                 match user {
                     User::Me => Err(RequestError::MeWithoutUser),
+                    // No user has an empty id (that key is the sole user's).
+                    User::Id(id) if id.is_empty() => Err(RequestError::AccessDenied),
                     User::Id(id) => Ok(Mailbox::of(id)),
                 }
             }
@@ -551,6 +559,21 @@ impl FailureBudget {
                     .back()
                     .is_some_and(|t| now.duration_since(*t).unwrap_or_default() < window)
             });
+            // Still full of recent guessers (many /64s of one network): the half
+            // that failed least recently is forgotten, so the table stays bounded
+            // and each forgetting pays for the next half's worth of failures.
+            if self.failures.len() >= BUDGET_ADDRESSES {
+                let mut last: Vec<SystemTime> = self
+                    .failures
+                    .values()
+                    .filter_map(|t| t.back().copied())
+                    .collect();
+                let half = last.len() / 2;
+                let (_, cut, _) = last.select_nth_unstable(half);
+                let cut = *cut;
+                self.failures
+                    .retain(|_, times| times.back().is_some_and(|t| *t > cut));
+            }
         }
         let times = self.failures.entry(Self::key(addr)).or_default();
         times.push_back(now);
@@ -634,6 +657,21 @@ mod tests {
         );
         let all = Principal::application("daemon", ["Files.ReadWrite.All"]);
         assert!(all.mailbox(&user("bob"), FILES_W).is_ok());
+    }
+
+    #[test]
+    fn no_user_reaches_the_sole_mailbox() {
+        let app = Principal::application("daemon", ["Mail.ReadWrite"]);
+        for u in ["me", "", "ME"] {
+            assert_ne!(
+                app.mailbox(&user(u), MAIL_W).ok(),
+                Some(Mailbox::sole()),
+                "{u:?}"
+            );
+        }
+        let me = Principal::delegated("me", ["Mail.ReadWrite"]);
+        assert_ne!(me.mailbox(&User::Me, MAIL_W).unwrap(), Mailbox::sole());
+        assert_eq!(Mailbox::sole().to_string(), SOLE_USER);
     }
 
     #[test]
@@ -759,5 +797,20 @@ mod tests {
         }
         assert!(budget.check(b, t0).is_err());
         assert!(budget.check("2001:db8:1:3::1".parse().unwrap(), t0).is_ok());
+    }
+
+    #[test]
+    fn the_budget_table_stays_bounded_when_every_guesser_is_recent() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut budget = FailureBudget::new(3, Duration::from_secs(60));
+        for i in 0..(BUDGET_ADDRESSES as u64 + 10) {
+            let addr = IpAddr::V6((0x2001_0db8_u128 << 96 | u128::from(i) << 64).into());
+            budget.failed(addr, t0 + Duration::from_millis(i / 100));
+        }
+        assert!(
+            budget.failures.len() <= BUDGET_ADDRESSES,
+            "{}",
+            budget.failures.len()
+        );
     }
 }

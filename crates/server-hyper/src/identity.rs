@@ -5,6 +5,7 @@
 //! after SIGHUP or, for a JWKS, a token naming an unknown key), and keeps the
 //! last good version when a new one does not read.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tracing::{info, warn};
 use upsession_core::credential::Tokens;
 use upsession_core::identity::jwt::{self, JwtPolicy, KeySet};
-use upsession_core::identity::{Principal, TokensFile, bearer};
+use upsession_core::identity::{Grant, Principal, TokensFile, bearer};
 
 use crate::config::{AuthMode, Config};
 
@@ -49,16 +50,28 @@ pub(crate) struct Watched<T> {
 #[derive(Debug)]
 struct WatchedState<T> {
     value: Arc<T>,
-    stamp: Option<(SystemTime, u64)>,
+    stamp: Option<Stamp>,
     checked: Instant,
 }
+
+/// What tells a changed file: its inode (a file replaced by a rename), size and
+/// modification and change times (a rewrite of the same size within the
+/// modification time's granularity still moves the change time, or the inode).
+type Stamp = (u64, u64, SystemTime, i64, i64);
 
 /// How often a watched file's metadata is looked at.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt as _;
     let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+    Some((
+        meta.ino(),
+        meta.len(),
+        meta.modified().ok()?,
+        meta.ctime(),
+        meta.ctime_nsec(),
+    ))
 }
 
 impl<T> Watched<T> {
@@ -136,8 +149,15 @@ pub(crate) enum Identities {
         policy: JwtPolicy,
         /// When a token naming an unknown key last made the JWKS be read again.
         refreshed: RwLock<Option<Instant>>,
+        /// Sign-in names (lower-cased) of the users seen, to their ids: the only
+        /// directory there is, so that an application's `/users/{upn}` reaches the
+        /// mailbox of the user's `oid`.
+        seen: RwLock<HashMap<String, String>>,
     },
 }
+
+/// Most sign-in names the JWT mode remembers (then it starts again).
+const SEEN_USERS: usize = 100_000;
 
 /// A token naming an unknown key re-reads the JWKS at most this often.
 const UNKNOWN_KEY_REFRESH: Duration = Duration::from_secs(5);
@@ -180,6 +200,7 @@ impl Identities {
                     keys,
                     policy,
                     refreshed: RwLock::new(None),
+                    seen: RwLock::default(),
                 }
             }
         })
@@ -215,6 +236,7 @@ impl Identities {
                 keys,
                 policy,
                 refreshed,
+                seen,
             } => {
                 let text = std::str::from_utf8(token).map_err(|_| {
                     Refusal::new("malformed", "the access token is not a well-formed JWT")
@@ -226,7 +248,19 @@ impl Identities {
                     }
                     other => other,
                 };
-                checked.map_err(|e| Refusal::new(e.label(), e.sentence()))
+                let principal = checked.map_err(|e| Refusal::new(e.label(), e.sentence()))?;
+                if let (Grant::Delegated(_), Some(upn)) = (&principal.grant, &principal.upn) {
+                    let upn = upn.to_lowercase();
+                    let known = seen.read().expect("seen lock").get(&upn) == Some(&principal.id);
+                    if !known {
+                        let mut seen = seen.write().expect("seen lock");
+                        if seen.len() >= SEEN_USERS {
+                            seen.clear();
+                        }
+                        seen.insert(upn, principal.id.clone());
+                    }
+                }
+                Ok(principal)
             }
         }
     }
@@ -241,11 +275,17 @@ impl Identities {
     }
 
     /// The user id `/users/{user}` names, where the tokens file knows the user
-    /// (so an application reaches alice's mailbox by her sign-in name as well).
+    /// or, with JWTs, the user has signed in since the start (so an application
+    /// reaches alice's mailbox by her sign-in name as well as by her id).
     pub(crate) fn user_id(&self, user: &str) -> Option<String> {
         match self {
             Self::File(file) => file.current(false).user_id(user).map(str::to_owned),
-            _ => None,
+            Self::Jwt { seen, .. } => seen
+                .read()
+                .expect("seen lock")
+                .get(&user.to_lowercase())
+                .cloned(),
+            Self::Token(_) => None,
         }
     }
 }

@@ -25,7 +25,7 @@ use tracing::{Instrument as _, debug, info};
 use upsession_core::credential::{Signer, Tokens};
 use upsession_core::error::RequestError;
 use upsession_core::fault::{Fault, FaultPlan, FaultRoute};
-use upsession_core::identity::{Access, FailureBudget, Grant, Mailbox, Resource};
+use upsession_core::identity::{Access, FailureBudget, Grant, Mailbox, Principal, Resource};
 use upsession_core::respond;
 use upsession_core::route::{ItemKind, Route, User};
 use upsession_core::throttle::Throttle;
@@ -178,14 +178,21 @@ pub(crate) async fn auth(
     let id = request_id(&req);
     let route = req.extensions().get::<Route>().cloned();
     let authorization = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
-    let app = authorization.map(app_of).unwrap_or_default();
+    let mut app = authorization.map(app_of).unwrap_or_default();
     let refused = match &route {
         Some(r) if r.needs_bearer() => match state.caller(&req, r) {
-            Ok(Some(mailbox)) => {
-                req.extensions_mut().insert(mailbox);
+            Ok((principal, mailbox)) => {
+                // Limits and throttling count per caller: a tokens file's or a
+                // JWT's user or application (a refreshed JWT is the same caller);
+                // in the single-token mode, per token as before.
+                if !matches!(principal.grant, Grant::Sole) {
+                    app = format!("{}:{}", principal_kind(&principal.grant), principal.id);
+                }
+                if let Some(mailbox) = mailbox {
+                    req.extensions_mut().insert(mailbox);
+                }
                 None
             }
-            Ok(None) => None,
             Err(e) => Some(e),
         },
         Some(Route::Metrics) => match &state.metrics_token {
@@ -214,15 +221,36 @@ pub(crate) async fn auth(
         _ => None,
     };
     if let Some(err) = refused {
-        return error_response(&err, &id);
+        let mut res = error_response(&err, &id);
+        if res.status() == StatusCode::UNAUTHORIZED
+            && route.as_ref().is_some_and(Route::needs_bearer)
+        {
+            // RFC 6750 §3: a bearer-protected resource says so on a 401.
+            res.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
+        }
+        return res;
     }
     req.extensions_mut().insert(App(app));
     next.run(req).await
 }
 
+fn principal_kind(grant: &Grant) -> &'static str {
+    match grant {
+        Grant::Application(_) => "app",
+        Grant::Delegated(_) | Grant::Sole => "user",
+    }
+}
+
 impl Auth {
     /// Who is calling and, on a mailbox route, which mailbox it names for them.
-    fn caller(&self, req: &Request<ReqBody>, route: &Route) -> Result<Option<Mailbox>, Failure> {
+    fn caller(
+        &self,
+        req: &Request<ReqBody>,
+        route: &Route,
+    ) -> Result<(Principal, Option<Mailbox>), Failure> {
         let now = SystemTime::now();
         let peer = req.extensions().get::<Peer>().map(|Peer(addr)| addr.ip());
         if let (Some(budget), Some(ip)) = (&self.failures, peer) {
@@ -249,7 +277,7 @@ impl Auth {
             }
         };
         let Some((user, kind)) = route.mailbox() else {
-            return Ok(None);
+            return Ok((principal, None));
         };
         let resource = match kind {
             ItemKind::Message => Resource::Mail,
@@ -264,14 +292,16 @@ impl Auth {
             debug!(caller = ?principal, "refused: {e}");
             fail(e)
         })?;
-        // An application names users by id or sign-in name; a tokens file knows both.
-        Ok(Some(match (&principal.grant, user) {
+        // An application names users by id or sign-in name; a tokens file knows
+        // both, and the JWT mode the users seen so far.
+        let mailbox = match (&principal.grant, user) {
             (Grant::Application(_), User::Id(name)) => self
                 .identities
                 .user_id(name)
                 .map_or(mailbox, |id| Mailbox::of(&id)),
             _ => mailbox,
-        }))
+        };
+        Ok((principal, Some(mailbox)))
     }
 }
 

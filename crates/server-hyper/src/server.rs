@@ -102,9 +102,14 @@ impl Server {
             },
             shutdown_grace: config.shutdown_grace,
         };
+        // SIGHUP re-reads a tokens file or JWKS; with neither, it keeps its
+        // default (a closed terminal still ends the server).
+        let reloads = config.auth != crate::config::AuthMode::Token;
         let service = UploadService::build(config, public).await?;
         let (stop, stopped) = watch::channel(false);
-        reload_on_sighup();
+        if reloads {
+            reload_on_sighup();
+        }
         let task = tokio::spawn(accept_loop(listener, tls, service, limits, stopped));
         info!(%local_addr, %public_url, follows_host, "serving");
         Ok(Running {

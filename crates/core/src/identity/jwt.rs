@@ -282,6 +282,23 @@ impl DevSigner {
     }
 }
 
+/// `scp`: space-separated, as Entra ID writes it, or an array, as some issuers do.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scopes {
+    Spaced(String),
+    Listed(Vec<String>),
+}
+
+impl Scopes {
+    fn into_set(self) -> BTreeSet<String> {
+        match self {
+            Self::Spaced(s) => s.split_ascii_whitespace().map(str::to_owned).collect(),
+            Self::Listed(v) => v.into_iter().filter(|s| !s.is_empty()).collect(),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct Claims {
     #[serde(default)]
@@ -293,7 +310,9 @@ struct Claims {
     #[serde(default)]
     sub: Option<String>,
     #[serde(default)]
-    scp: Option<String>,
+    scp: Option<Scopes>,
+    #[serde(default)]
+    idtyp: Option<String>,
     #[serde(default)]
     roles: Option<Vec<String>>,
     #[serde(default)]
@@ -357,7 +376,9 @@ pub fn verify(
     // Times are checked below against the `now` passed in, not the system clock.
     validation.validate_exp = false;
     validation.validate_nbf = false;
-    validation.set_required_spec_claims(&["exp"]);
+    // All three: without `iss` or `aud` in the list, a token lacking them would
+    // pass the issuer and audience checks (jsonwebtoken checks only what is there).
+    validation.set_required_spec_claims(&["exp", "iss", "aud"]);
     validation.set_issuer(&policy.issuers);
     validation.set_audience(&policy.audiences);
     let family = header.alg.family();
@@ -427,23 +448,30 @@ fn names_an_algorithm(token: &str) -> bool {
 }
 
 fn principal(claims: Claims) -> Result<Principal, JwtError> {
+    let upn = claims.upn.or(claims.preferred_username);
+    // An application's own token, as Microsoft documents telling one apart: no
+    // `scp`, and `idtyp: app` or, where that optional claim is off, `oid` equal to
+    // `sub` and no sign-in name. A user's token with app roles but no `scp` stays a
+    // user's (with no delegated permission), never an application's.
+    let application = claims.scp.is_none()
+        && (claims.idtyp.as_deref() == Some("app")
+            || (claims.idtyp.is_none()
+                && upn.is_none()
+                && claims.oid.is_some()
+                && claims.oid == claims.sub));
     let id = claims
         .oid
         .or(claims.sub)
         .filter(|id| !id.is_empty())
         .ok_or(JwtError::Claims)?;
-    let grant = match (claims.scp, claims.roles) {
-        (None, Some(roles)) => Grant::Application(roles.into_iter().collect()),
-        (scp, _) => Grant::Delegated(
-            scp.unwrap_or_default()
-                .split_ascii_whitespace()
-                .map(str::to_owned)
-                .collect::<BTreeSet<_>>(),
-        ),
+    let grant = if application {
+        Grant::Application(claims.roles.unwrap_or_default().into_iter().collect())
+    } else {
+        Grant::Delegated(claims.scp.map(Scopes::into_set).unwrap_or_default())
     };
     Ok(Principal {
         id,
-        upn: claims.upn.or(claims.preferred_username),
+        upn,
         name: claims.name,
         grant,
     })
@@ -515,13 +543,48 @@ z4yRarbuF5ymM+8xXz8pwdF7pDfIBXaM6D7BBrySE4C3rW13HGQ+tJg5
     }
 
     #[test]
-    fn roles_without_scp_make_an_application() {
+    fn only_an_applications_own_token_is_an_application() {
         let (set, enc) = keys();
+        let grant = |edit: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| {
+            let mut claims = good();
+            let map = claims.as_object_mut().unwrap();
+            map.remove("scp");
+            map.insert("roles".into(), json!(["Mail.ReadWrite"]));
+            edit(map);
+            verify(&token(&enc, Some("k1"), &claims), &set, &policy(), now())
+                .unwrap()
+                .grant
+        };
+        // idtyp: app, or oid = sub and no sign-in name: an application.
+        assert!(matches!(
+            grant(&|m| {
+                m.insert("idtyp".into(), json!("app"));
+            }),
+            Grant::Application(_)
+        ));
+        assert!(matches!(
+            grant(&|m| {
+                m.remove("preferred_username");
+                m.insert("sub".into(), m["oid"].clone());
+            }),
+            Grant::Application(_)
+        ));
+        // A user with app roles and no scp: a user without delegated permissions.
+        assert_eq!(grant(&|_| {}), Grant::Delegated(BTreeSet::new()));
+        assert_eq!(
+            grant(&|m| {
+                m.insert("idtyp".into(), json!("user"));
+            }),
+            Grant::Delegated(BTreeSet::new())
+        );
+        // scp as an array is read too.
         let mut claims = good();
-        claims.as_object_mut().unwrap().remove("scp");
-        claims["roles"] = json!(["Mail.ReadWrite"]);
+        claims["scp"] = json!(["Mail.ReadWrite", "User.Read"]);
         let p = verify(&token(&enc, Some("k1"), &claims), &set, &policy(), now()).unwrap();
-        assert!(matches!(p.grant, Grant::Application(_)));
+        let Grant::Delegated(scopes) = p.grant else {
+            panic!()
+        };
+        assert!(scopes.contains("Mail.ReadWrite") && scopes.contains("User.Read"));
     }
 
     #[test]
@@ -530,6 +593,11 @@ z4yRarbuF5ymM+8xXz8pwdF7pDfIBXaM6D7BBrySE4C3rW13HGQ+tJg5
         let with = |key: &str, value: serde_json::Value| {
             let mut c = good();
             c[key] = value;
+            token(&enc, Some("k1"), &c)
+        };
+        let without = |key: &str| {
+            let mut c = good();
+            c.as_object_mut().unwrap().remove(key);
             token(&enc, Some("k1"), &c)
         };
         let good_token = token(&enc, Some("k1"), &good());
@@ -554,6 +622,8 @@ z4yRarbuF5ymM+8xXz8pwdF7pDfIBXaM6D7BBrySE4C3rW13HGQ+tJg5
             (with("iss", json!("https://evil.example")), JwtError::Issuer),
             (with("aud", json!("api://other")), JwtError::Audience),
             (with("exp", json!("soon")), JwtError::Claims),
+            (without("iss"), JwtError::Claims),
+            (without("aud"), JwtError::Claims),
             (
                 token(&enc, Some("k1"), &{
                     let mut c = good();
