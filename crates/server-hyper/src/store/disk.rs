@@ -401,11 +401,44 @@ impl Disk {
     /// Bytes before the first sum (counted by a record written before sums were
     /// kept) are taken as they are.
     pub(crate) async fn intact_prefix(&self, session_id: &str, sums: &[FragmentSum]) -> u64 {
-        let Some(first) = sums.first() else {
-            return u64::MAX;
-        };
         let Ok(path) = self.path("sessions", session_id, "part") else {
             return 0;
+        };
+        self.intact(path, sums).await
+    }
+
+    /// Whether the bytes of the attachment `id` are all there with their `sums`
+    /// (which must start at 0 and run to its end without a gap).
+    pub(crate) async fn attachment_intact(
+        &self,
+        id: &str,
+        size: u64,
+        sums: &[FragmentSum],
+    ) -> bool {
+        let Ok(path) = self.path("attachments", id, "bin") else {
+            return false;
+        };
+        sums.first().is_some_and(|s| s.start == 0)
+            && sums.last().is_some_and(|s| s.end == size)
+            && self.intact(path, sums).await == size
+    }
+
+    /// Makes the attachment `id`'s bytes durable.
+    pub(crate) async fn sync_attachment(&self, id: &str) -> io::Result<()> {
+        let path = self.path("attachments", id, "bin")?;
+        let files = Arc::clone(&self.files);
+        blocking(move || files.open_writer(&path)?.sync_data()).await
+    }
+
+    /// Whether a sync may run in the background, nobody waiting for it.
+    pub(crate) fn background_syncs(&self) -> bool {
+        self.files.background_syncs()
+    }
+
+    /// [`Disk::intact_prefix`] of the file at `path`.
+    async fn intact(&self, path: PathBuf, sums: &[FragmentSum]) -> u64 {
+        let Some(first) = sums.first() else {
+            return u64::MAX;
         };
         let (files, sums, mut intact) = (Arc::clone(&self.files), sums.to_vec(), first.start);
         let checked = blocking(move || {

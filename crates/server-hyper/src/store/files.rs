@@ -44,6 +44,12 @@ pub(crate) trait Files: Send + Sync + fmt::Debug + 'static {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// The file's bytes `window` as a stream, for answers.
     fn stream(&self, path: &Path, window: ByteRange) -> io::Result<ByteStream>;
+    /// Whether a sync may run in the background, nobody waiting for it (the
+    /// operating system's files). A simulated file system says no: it orders
+    /// every step.
+    fn background_syncs(&self) -> bool {
+        false
+    }
 }
 
 /// A file open for writes at offsets.
@@ -59,6 +65,10 @@ pub(crate) trait FileHandle: Send + Sync {
 pub(crate) struct RealFiles;
 
 impl Files for RealFiles {
+    fn background_syncs(&self) -> bool {
+        true
+    }
+
     fn lock(&self, root: &Path) -> io::Result<Box<dyn fmt::Debug + Send + Sync>> {
         fs::create_dir_all(root)?;
         let mut file = OpenOptions::new()

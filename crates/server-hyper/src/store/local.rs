@@ -16,8 +16,8 @@ use upsession_core::timer::Timers;
 use super::disk::Disk;
 use super::files::{Files, RealFiles};
 use super::{
-    AttachmentRecord, ByteStream, Commit, FragmentWriter, ItemRecord, ItemView, Locked,
-    SessionGuard, SessionRecord, SessionStore, StoreError, Uploading, Wait, deadline,
+    AttachmentRecord, ByteStream, Commit, FragmentSum, FragmentWriter, ItemRecord, ItemView,
+    Locked, SessionGuard, SessionRecord, SessionStore, StoreError, Uploading, Wait, deadline,
 };
 use crate::config::Fsync;
 
@@ -82,6 +82,9 @@ impl LocalStore {
             .into_iter()
             .map(|a| (a.meta.id.clone(), a))
             .collect();
+        // Before the sessions: a completion whose bytes a power loss took is no
+        // completion.
+        quarantined += check_unsynced(&disk, &mut attachments).await;
         let mut sessions = HashMap::new();
         let mut timers = Timers::new();
         let item_ids: std::collections::HashSet<&str> =
@@ -221,10 +224,50 @@ async fn recover(disk: &Disk, mut record: SessionRecord, recorded: bool) -> Opti
     }
 }
 
+/// Syncs the bytes of an attachment completed without waiting for them, then
+/// drops its sums from its record: start-up need not check it any more. It holds
+/// the store only weakly: a server that stopped meanwhile (and let go of the data
+/// directory) is not written to; its next start checks the bytes. (A delete in
+/// between may leave the record behind with no bytes: start-up sets it aside as
+/// missing.)
+async fn settle(disk: Disk, store: std::sync::Weak<Inner>, id: String) {
+    // One at a time: many syncs at once competed with the uploads still going.
+    static ONE_AT_A_TIME: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    let Ok(_turn) = ONE_AT_A_TIME.acquire().await else {
+        return;
+    };
+    if let Err(e) = disk.sync_attachment(&id).await {
+        warn!(attachment = %id, error = %e, "could not sync a completed attachment's bytes; start-up will check them");
+        return;
+    }
+    let Some(store) = store.upgrade() else {
+        return;
+    };
+    let settled = {
+        let mut attachments = store.attachments.write().expect("attachments lock");
+        attachments.get_mut(&id).map(|a| {
+            a.unsynced.clear();
+            a.clone()
+        })
+    };
+    if let Some(att) = settled
+        && let Err(e) = disk.put("attachments", &id, &att).await
+    {
+        warn!(attachment = %id, error = %e, "could not record a completed attachment as synced");
+    }
+}
+
+/// Whether `sums` are of every byte of a file of `size`, in order.
+fn covers(sums: &[FragmentSum], size: u64) -> bool {
+    sums.first().is_some_and(|s| s.start == 0)
+        && sums.last().is_some_and(|s| s.end == size)
+        && sums.windows(2).all(|w| w[0].end == w[1].start)
+}
+
 /// Keeps the attachments whose bytes are in place, finishing a completion whose
 /// last rename was lost where the session's bytes are whole; sets the others
-/// aside (an attachment is never listed without its bytes). Returns how many
-/// were set aside.
+/// aside (an attachment is never listed without its bytes, nor over bytes a
+/// power loss took before they were synced). Returns how many were set aside.
 async fn keep_attachments_in_place(
     disk: &Disk,
     attachments: &mut HashMap<String, AttachmentRecord>,
@@ -253,6 +296,44 @@ async fn keep_attachments_in_place(
         disk.quarantine("attachments", id, why).await;
     }
     missing.len()
+}
+
+/// Checks the attachments completed under `--fsync never` whose bytes were not
+/// yet known to be synced against their sums: in the `.bin`, or in the session's
+/// `.part` where the rename to `.bin` did not last. Those whose bytes check out
+/// are synced and recorded as such; those a power loss took are set aside, so
+/// that their sessions count as never completed (and go: the client starts the
+/// upload again). Returns how many were set aside.
+async fn check_unsynced(disk: &Disk, attachments: &mut HashMap<String, AttachmentRecord>) -> usize {
+    let mut lost = Vec::new();
+    for (id, a) in attachments.iter_mut() {
+        if a.unsynced.is_empty() {
+            continue;
+        }
+        let size = a.meta.size;
+        let (intact, synced) = if disk.attachment_in_place(id, size).await {
+            let intact = disk.attachment_intact(id, size, &a.unsynced).await;
+            (intact, intact && disk.sync_attachment(id).await.is_ok())
+        } else if let Some(session) = &a.session {
+            let intact = disk.intact_prefix(session, &a.unsynced).await == size;
+            (intact, intact && disk.sync_part(session).await.is_ok())
+        } else {
+            (false, false)
+        };
+        if !intact {
+            lost.push(id.clone());
+        } else if synced {
+            a.unsynced.clear();
+            let _ = disk.put("attachments", id, &*a).await;
+        }
+    }
+    for id in &lost {
+        attachments.remove(id);
+        let why = "its bytes, not yet synced (--fsync never), did not survive a power loss";
+        warn!(attachment = %id, "{why}");
+        disk.quarantine("attachments", id, why.to_owned()).await;
+    }
+    lost.len()
 }
 
 impl Slot {
@@ -473,19 +554,35 @@ impl SessionGuard for LocalGuard {
             record, completed, ..
         } = commit;
         let disk = &self.store.disk;
-        if let Some(att) = completed {
+        if let Some(mut att) = completed {
             // The attachment record goes first: start-up takes it as the proof that
             // every byte is stored, and finishes a completion it finds half done.
-            // So the bytes are durable before it, in every fsync mode.
-            if !disk.fragments_synced() {
+            // So its bytes are durable before it (`--fsync always`: each fragment
+            // was synced), or it carries their sums (`--fsync never`: the answer
+            // does not wait for the disk, as a page-cache server's would not;
+            // start-up checks the bytes of an attachment that still carries them).
+            let deferred = !disk.fragments_synced() && covers(&record.sums, att.meta.size);
+            if deferred {
+                att.unsynced.clone_from(&record.sums);
+            } else if !disk.fragments_synced() {
+                // A record from before sums were kept: synced now, as then.
                 disk.sync_part(&record.id).await?;
             }
             disk.put("attachments", &att.meta.id, &att).await?;
             disk.promote(&record.id, &record.attachment_id).await?;
+            let id = att.meta.id.clone();
             self.store.add_attachment(att);
             // Done, even if the session record cannot be updated now.
             if let Err(e) = disk.put("sessions", &record.id, &record).await {
                 warn!(session = %record.id, error = %e, "completed, but the session record was not updated");
+            }
+            if deferred {
+                let settle = settle(disk.clone(), Arc::downgrade(&self.store), id);
+                if disk.background_syncs() {
+                    tokio::spawn(settle);
+                } else {
+                    settle.await;
+                }
             }
         } else {
             disk.put("sessions", &record.id, &record).await?;

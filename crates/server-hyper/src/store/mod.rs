@@ -64,6 +64,12 @@ pub(crate) struct AttachmentRecord {
     /// Those fragments, in order (shared store).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) parts: Vec<[u64; 2]>,
+    /// Under `--fsync never`, while its bytes are not known to be on the disk (the
+    /// completion answers before they are synced): their sums, in order. Start-up
+    /// checks an attachment that still has them and sets it aside if a power loss
+    /// took its bytes; the sync after the answer clears them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) unsynced: Vec<FragmentSum>,
 }
 
 /// An upload session: where it will attach, and the core session's snapshot.
@@ -118,6 +124,7 @@ impl SessionRecord {
             meta: FileAttachment::new(self.attachment_id.clone(), &self.attachment, now),
             session: Some(self.id.clone()),
             parts: Vec::new(),
+            unsynced: Vec::new(),
         }
     }
 }
