@@ -152,6 +152,7 @@ impl Engine {
     pub(crate) async fn finish_commits(&self) {
         self.tasks.close();
         self.tasks.wait().await;
+        self.store.settled().await;
     }
 
     pub(crate) fn metrics(&self) -> &Metrics {

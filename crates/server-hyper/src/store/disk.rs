@@ -380,10 +380,9 @@ impl Disk {
         }))
     }
 
-    /// Makes a session's bytes durable, whatever `--fsync` says: a completion under
-    /// `--fsync never` syncs them once, before the attachment record that says they
-    /// are whole, so that an attachment is never listed over bytes a power loss
-    /// took.
+    /// Makes a session's bytes durable, whatever `--fsync` says: for a completion
+    /// under `--fsync never` of a record without sums (from before they were
+    /// kept), and at start-up for bytes checked against an attachment's sums.
     pub(crate) async fn sync_part(&self, session_id: &str) -> io::Result<()> {
         let path = self.path("sessions", session_id, "part")?;
         let files = Arc::clone(&self.files);

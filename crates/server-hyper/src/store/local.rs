@@ -42,6 +42,9 @@ struct Inner {
     attachments: RwLock<HashMap<String, AttachmentRecord>>,
     sessions: RwLock<HashMap<String, Arc<Slot>>>,
     timers: Mutex<Timers<String>>,
+    /// The syncs after completions' answers (`--fsync never`), waited for when
+    /// the server stops.
+    settling: tokio_util::task::TaskTracker,
 }
 
 #[derive(Debug)]
@@ -84,7 +87,8 @@ impl LocalStore {
             .collect();
         // Before the sessions: a completion whose bytes a power loss took is no
         // completion.
-        quarantined += check_unsynced(&disk, &mut attachments).await;
+        let (lost, lost_completions) = check_unsynced(&disk, &mut attachments).await;
+        quarantined += lost;
         let mut sessions = HashMap::new();
         let mut timers = Timers::new();
         let item_ids: std::collections::HashSet<&str> =
@@ -92,7 +96,12 @@ impl LocalStore {
         for record in loaded.sessions {
             let recorded = attachments.contains_key(&record.attachment_id);
             let has_item = item_ids.contains(record.item_id.as_str());
-            if let Some(why) = lost_to_power(&disk, &record, has_item, recorded) {
+            let lost_completion = lost_completions
+                .contains(&record.id)
+                .then_some("its completion's bytes are gone after a power loss");
+            if let Some(why) =
+                lost_completion.or_else(|| lost_to_power(&disk, &record, has_item, recorded))
+            {
                 // Forgotten, never half-kept: resuming the upload is 404, and the
                 // client starts it again.
                 warn!(session = %record.id, "{why}: session removed");
@@ -155,6 +164,7 @@ impl LocalStore {
                 attachments: RwLock::new(attachments),
                 sessions: RwLock::new(sessions),
                 timers: Mutex::new(timers),
+                settling: tokio_util::task::TaskTracker::new(),
             }),
         })
     }
@@ -226,10 +236,8 @@ async fn recover(disk: &Disk, mut record: SessionRecord, recorded: bool) -> Opti
 
 /// Syncs the bytes of an attachment completed without waiting for them, then
 /// drops its sums from its record: start-up need not check it any more. It holds
-/// the store only weakly: a server that stopped meanwhile (and let go of the data
-/// directory) is not written to; its next start checks the bytes. (A delete in
-/// between may leave the record behind with no bytes: start-up sets it aside as
-/// missing.)
+/// the store only weakly (a stopping server waits for it, see
+/// [`SessionStore::settled`]); a record a delete took meanwhile is removed again.
 async fn settle(disk: Disk, store: std::sync::Weak<Inner>, id: String) {
     // One at a time: many syncs at once competed with the uploads still going.
     static ONE_AT_A_TIME: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
@@ -255,6 +263,15 @@ async fn settle(disk: Disk, store: std::sync::Weak<Inner>, id: String) {
     {
         warn!(attachment = %id, error = %e, "could not record a completed attachment as synced");
     }
+    // Deleted while this record was written: it must not come back.
+    let gone = !store
+        .attachments
+        .read()
+        .expect("attachments lock")
+        .contains_key(&id);
+    if gone {
+        let _ = disk.delete_attachment(&id).await;
+    }
 }
 
 /// Whether `sums` are of every byte of a file of `size`, in order.
@@ -278,10 +295,14 @@ async fn keep_attachments_in_place(
         if disk.attachment_in_place(id, a.meta.size).await {
             continue;
         }
-        let owner = sessions.values().find_map(|slot| {
-            let record = slot.record.lock().expect("record lock");
-            (record.attachment_id == *id).then(|| record.id.clone())
-        });
+        let owner = sessions
+            .values()
+            .find_map(|slot| {
+                let record = slot.record.lock().expect("record lock");
+                (record.attachment_id == *id).then(|| record.id.clone())
+            })
+            // The session's record may be gone where its bytes are not.
+            .or_else(|| a.session.clone());
         if let Some(session) = owner
             && disk.part_len(&session).await == Some(a.meta.size)
             && disk.promote(&session, id).await.is_ok()
@@ -304,7 +325,10 @@ async fn keep_attachments_in_place(
 /// are synced and recorded as such; those a power loss took are set aside, so
 /// that their sessions count as never completed (and go: the client starts the
 /// upload again). Returns how many were set aside.
-async fn check_unsynced(disk: &Disk, attachments: &mut HashMap<String, AttachmentRecord>) -> usize {
+async fn check_unsynced(
+    disk: &Disk,
+    attachments: &mut HashMap<String, AttachmentRecord>,
+) -> (usize, std::collections::HashSet<String>) {
     let mut lost = Vec::new();
     for (id, a) in attachments.iter_mut() {
         if a.unsynced.is_empty() {
@@ -314,7 +338,7 @@ async fn check_unsynced(disk: &Disk, attachments: &mut HashMap<String, Attachmen
         let (intact, synced) = if disk.attachment_in_place(id, size).await {
             let intact = disk.attachment_intact(id, size, &a.unsynced).await;
             (intact, intact && disk.sync_attachment(id).await.is_ok())
-        } else if let Some(session) = &a.session {
+        } else if let Some(session) = a.session.as_ref().filter(|_| covers(&a.unsynced, size)) {
             let intact = disk.intact_prefix(session, &a.unsynced).await == size;
             (intact, intact && disk.sync_part(session).await.is_ok())
         } else {
@@ -327,13 +351,16 @@ async fn check_unsynced(disk: &Disk, attachments: &mut HashMap<String, Attachmen
             let _ = disk.put("attachments", id, &*a).await;
         }
     }
+    let mut sessions = std::collections::HashSet::new();
     for id in &lost {
-        attachments.remove(id);
+        if let Some(a) = attachments.remove(id) {
+            sessions.extend(a.session);
+        }
         let why = "its bytes, not yet synced (--fsync never), did not survive a power loss";
         warn!(attachment = %id, "{why}");
         disk.quarantine("attachments", id, why.to_owned()).await;
     }
-    lost.len()
+    (lost.len(), sessions)
 }
 
 impl Slot {
@@ -514,6 +541,11 @@ impl SessionStore for LocalStore {
         Ok(due)
     }
 
+    async fn settled(&self) {
+        self.inner.settling.close();
+        self.inner.settling.wait().await;
+    }
+
     fn quarantined(&self) -> usize {
         self.quarantined
     }
@@ -579,7 +611,7 @@ impl SessionGuard for LocalGuard {
             if deferred {
                 let settle = settle(disk.clone(), Arc::downgrade(&self.store), id);
                 if disk.background_syncs() {
-                    tokio::spawn(settle);
+                    self.store.settling.spawn(settle);
                 } else {
                     settle.await;
                 }

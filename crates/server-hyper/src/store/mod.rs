@@ -252,6 +252,9 @@ pub(crate) trait SessionStore: Send + Sync + std::fmt::Debug {
     fn quarantined(&self) -> usize {
         0
     }
+    /// Waits for the work a store goes on with after answering (the local store's
+    /// syncs after completions under `--fsync never`); called when the server stops.
+    async fn settled(&self) {}
     /// Every session this node knows of, for the test double's inspection route.
     async fn list_sessions(&self) -> io::Result<Vec<SessionRecord>>;
     /// Every session still uploading (in the open phase), as the per-token limits
