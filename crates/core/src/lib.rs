@@ -28,6 +28,7 @@
 //! - [`respond`]: answers and errors rendered as `http::Response`s; [`dialect`]: how
 //!   upsession, Outlook and OneDrive differ, as data.
 //! - [`route`]: Graph's URL space: request paths parsed into routes, client paths written.
+//! - [`quickxor`]: OneDrive's QuickXorHash, taken as bytes stream in.
 //! - [`quota`]: what each caller may hold open (sessions, declared bytes).
 //! - [`throttle`]: Graph's per-app, per-mailbox limits; [`fault`]: seeded fault plans
 //!   for the test double.
@@ -89,6 +90,7 @@ pub mod fault;
 pub mod header;
 pub mod identity;
 pub mod planner;
+pub mod quickxor;
 pub mod quota;
 pub mod range;
 pub mod redact;

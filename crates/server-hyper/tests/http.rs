@@ -1079,7 +1079,8 @@ async fn a_completion_answered_before_its_bytes_were_synced_is_checked_at_start_
     // `--fsync never` answers the last fragment before its bytes reach the disk,
     // the attachment record carrying their sums until a sync after the answer.
     // A power loss in between: the record got to the disk, the bytes did not.
-    for lost in [false, true] {
+    // (bytes lost, rename of the `.part` to `.bin` lost)
+    for (lost, renamed_back) in [(false, false), (true, false), (false, true), (true, true)] {
         let temp = tempfile::tempdir().unwrap();
         let dir = temp.path();
         let h = TestServer::start_in(dir, config).await;
@@ -1105,11 +1106,20 @@ async fn a_completion_answered_before_its_bytes_were_synced_is_checked_at_start_
         record["unsynced"] = session["sums"].clone();
         assert_eq!(record["unsynced"].as_array().unwrap().len(), 3);
         std::fs::write(&record_path, record.to_string()).unwrap();
+        let mut bytes_path = record_path.with_extension("bin");
+        if renamed_back {
+            // The completion's rename did not last: the bytes are still the
+            // session's `.part`.
+            let part = dir
+                .join("sessions")
+                .join(format!("{}.part", session["id"].as_str().unwrap()));
+            std::fs::rename(&bytes_path, &part).unwrap();
+            bytes_path = part;
+        }
         if lost {
-            let bin = record_path.with_extension("bin");
-            let mut bytes = std::fs::read(&bin).unwrap();
+            let mut bytes = std::fs::read(&bytes_path).unwrap();
             bytes[2500] ^= 0xff;
-            std::fs::write(&bin, bytes).unwrap();
+            std::fs::write(&bytes_path, bytes).unwrap();
         }
         let h = TestServer::start_in(dir, config).await;
         let value = h.value(&location.replace(&old_origin, h.origin())).await;
@@ -1123,7 +1133,7 @@ async fn a_completion_answered_before_its_bytes_were_synced_is_checked_at_start_
         if lost {
             // Never served with a wrong byte: set aside, and the session gone, so
             // the client starts the upload again.
-            assert_eq!(value.status(), 404);
+            assert_eq!(value.status(), 404, "renamed back: {renamed_back}");
             assert_eq!(status, 404, "the session of a lost completion");
             let aside: Vec<String> = std::fs::read_dir(dir.join("quarantine"))
                 .unwrap()
@@ -1139,8 +1149,12 @@ async fn a_completion_answered_before_its_bytes_were_synced_is_checked_at_start_
                 "{aside:?}"
             );
         } else {
-            assert_eq!(value.status(), 200);
+            assert_eq!(value.status(), 200, "renamed back: {renamed_back}");
             assert_eq!(sha256_hex(&value.bytes().await.unwrap()), sha256_hex(&data));
+            assert!(
+                !bytes_path.exists() || !renamed_back,
+                "promoted from the .part"
+            );
             let (_, record) = only_attachment_record(dir);
             assert!(
                 record.get("unsynced").is_none(),
