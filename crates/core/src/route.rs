@@ -204,6 +204,47 @@ pub fn upload_path(session_id: &str) -> String {
     format!("/uploads/{}", seg(session_id))
 }
 
+/// Whose drive a drive route names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Drive {
+    /// `/me/drive` or `/users/{id}/drive`: that user's drive.
+    Of(User),
+    /// `/drives/{drive-id}`.
+    Id(String),
+}
+
+/// Where a drive route's path starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DriveBase {
+    /// `root`
+    Root,
+    /// `items/{id}`
+    Item(String),
+}
+
+/// A drive item as a route names it: a drive, a base (the root or an item by id),
+/// and the path below it (`root:/a/b.txt:` is `["a", "b.txt"]`; empty for the base
+/// itself).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DrivePath {
+    /// API version.
+    pub version: Version,
+    /// Whose drive.
+    pub drive: Drive,
+    /// Where the path starts.
+    pub base: DriveBase,
+    /// The path's segments below the base, percent-decoded.
+    pub path: Vec<String>,
+}
+
+impl DrivePath {
+    /// The last segment of the path: a new file's name.
+    #[must_use]
+    pub fn name(&self) -> Option<&str> {
+        self.path.last().map(String::as_str)
+    }
+}
+
 /// A request path understood by the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -233,6 +274,14 @@ pub enum Route {
     CreateUploadSession(ItemPath),
     /// `PUT|GET|DELETE /uploads/{session_id}`
     Upload(String),
+    /// `POST /{v}/{me|users/{id}}/drive/root:/{path}:/createUploadSession`,
+    /// `…/drive/items/{parent-id}:/{name}:/createUploadSession`, and the same under
+    /// `/drives/{drive-id}`: an upload session for a drive item.
+    DriveCreateUploadSession(DrivePath),
+    /// `GET` (metadata) or `DELETE` of `…/drive/items/{id}` or `…/drive/root:/{path}`.
+    DriveItem(DrivePath),
+    /// `GET …/drive/items/{id}/content` or `…/drive/root:/{path}:/content`.
+    DriveContent(DrivePath),
     /// `GET /_upsession/sessions`: the test double's inspection of sessions.
     AdminSessions,
     /// `GET|PUT /_upsession/faults`: the test double's fault plan.
@@ -284,11 +333,22 @@ impl Route {
             Some((&"beta", rest)) => (Version::Beta, rest),
             _ => return Err(no_route()),
         };
+        if let ["drives", id, rest @ ..] = rest
+            && !id.is_empty()
+        {
+            return Self::parse_drive(version, Drive::Id((*id).to_owned()), rest)
+                .ok_or_else(no_route);
+        }
         let (user, rest) = match rest {
             ["me", rest @ ..] => (User::Me, rest),
             ["users", id, rest @ ..] if !id.is_empty() => (User::Id((*id).to_owned()), rest),
             _ => return Err(no_route()),
         };
+        if let [d, rest @ ..] = rest
+            && d.eq_ignore_ascii_case("drive")
+        {
+            return Self::parse_drive(version, Drive::Of(user), rest).ok_or_else(no_route);
+        }
         // `mailFolders/{Drafts|id}/messages…` names the same messages (python-o365
         // creates its drafts there); folders are not kept apart.
         let rest = match rest {
@@ -329,6 +389,62 @@ impl Route {
             id: (*id).to_owned(),
         };
         Self::parse_item_rest(item, rest).ok_or_else(no_route)
+    }
+
+    /// What follows `…/drive` (or `/drives/{id}`): `root`, `root:/{path}[:[/tail]]`,
+    /// `items/{id}[/tail]` or `items/{id}:/{path}:[/tail]`, the tail being nothing,
+    /// `content` or `createUploadSession`.
+    fn parse_drive(version: Version, drive: Drive, rest: &[&str]) -> Option<Self> {
+        let is = |s: &str, name: &str| s.eq_ignore_ascii_case(name);
+        let (base, after) = match rest {
+            [r, tail @ ..] if is(r, "root") => (DriveBase::Root, Err(tail)),
+            [r, path @ ..] if is(r, "root:") => (DriveBase::Root, Ok(path)),
+            [i, id, tail @ ..] if is(i, "items") && !id.is_empty() && !id.ends_with(':') => {
+                (DriveBase::Item((*id).to_owned()), Err(tail))
+            }
+            [i, id, path @ ..] if is(i, "items") && id.len() > 1 && id.ends_with(':') => {
+                let id = id.strip_suffix(':')?;
+                (DriveBase::Item(id.to_owned()), Ok(path))
+            }
+            _ => return None,
+        };
+        // `Ok(path…)`: segments up to one ending with `:` are the path (all of
+        // them when none does: `root:/a/b.txt` names the item too), then the tail.
+        let (path, tail): (Vec<String>, &[&str]) = match after {
+            Err(tail) => (Vec::new(), tail),
+            Ok(segs) => {
+                let end = segs.iter().position(|s| s.ends_with(':'));
+                let (path, tail) = match end {
+                    Some(i) => (&segs[..=i], &segs[i + 1..]),
+                    None => (segs, &[][..]),
+                };
+                let mut path: Vec<String> = path.iter().map(|s| (*s).to_owned()).collect();
+                if let Some(last) = path.last_mut()
+                    && end.is_some()
+                {
+                    last.pop();
+                }
+                // `root:/:` or an empty segment (`a//b`) names nothing.
+                if path.is_empty() || path.iter().any(String::is_empty) {
+                    return None;
+                }
+                (path, tail)
+            }
+        };
+        let at = DrivePath {
+            version,
+            drive,
+            base,
+            path,
+        };
+        Some(match tail {
+            [] => Self::DriveItem(at),
+            [c] if is(c, "content") => Self::DriveContent(at),
+            [c] if is(c, "createUploadSession") && !at.path.is_empty() => {
+                Self::DriveCreateUploadSession(at)
+            }
+            _ => return None,
+        })
     }
 
     /// What follows `…/{messages|events}/{id}`.
@@ -387,17 +503,21 @@ impl Route {
     /// Whether `method` is served on this route; `Err` is the 405 to answer.
     pub fn check_method(&self, method: &Method) -> Result<(), RequestError> {
         let ok = match self {
-            Self::Health | Self::Metrics | Self::Item(_) | Self::AttachmentValue(..) => {
-                method == Method::GET || method == Method::HEAD
-            }
-            Self::Attachment(..) => {
+            Self::Health
+            | Self::Metrics
+            | Self::Item(_)
+            | Self::AttachmentValue(..)
+            | Self::DriveContent(_) => method == Method::GET || method == Method::HEAD,
+            Self::Attachment(..) | Self::DriveItem(_) => {
                 method == Method::GET || method == Method::HEAD || method == Method::DELETE
             }
             // Listed, or a small file added.
             Self::Attachments(_) => {
                 method == Method::GET || method == Method::HEAD || method == Method::POST
             }
-            Self::CreateItem { .. } | Self::CreateUploadSession(_) => method == Method::POST,
+            Self::CreateItem { .. }
+            | Self::CreateUploadSession(_)
+            | Self::DriveCreateUploadSession(_) => method == Method::POST,
             Self::Upload(_) => {
                 method == Method::PUT || method == Method::GET || method == Method::DELETE
             }
@@ -439,7 +559,10 @@ impl Route {
             | Self::Metrics
             | Self::Upload(_)
             | Self::AdminSessions
-            | Self::AdminFaults => None,
+            | Self::AdminFaults
+            | Self::DriveCreateUploadSession(_)
+            | Self::DriveItem(_)
+            | Self::DriveContent(_) => None,
         }
     }
 }
@@ -448,6 +571,98 @@ impl Route {
 #[allow(clippy::pedantic)] // test code favours brevity over pedantry
 mod tests {
     use super::*;
+
+    fn drive(version: Version, drive: Drive, base: DriveBase, path: &[&str]) -> DrivePath {
+        DrivePath {
+            version,
+            drive,
+            base,
+            path: path.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn drive_routes_in_every_form_graph_documents() {
+        let me = || Drive::Of(User::Me);
+        let root = DriveBase::Root;
+        let item = |id: &str| DriveBase::Item(id.to_owned());
+        for (path, want) in [
+            (
+                "/v1.0/me/drive/root:/folder/report%20v2.pdf:/createUploadSession",
+                Route::DriveCreateUploadSession(drive(
+                    Version::V1,
+                    me(),
+                    root.clone(),
+                    &["folder", "report v2.pdf"],
+                )),
+            ),
+            (
+                "/beta/users/alice@contoso.com/drive/items/P1:/f.bin:/createUploadSession",
+                Route::DriveCreateUploadSession(drive(
+                    Version::Beta,
+                    Drive::Of(User::Id("alice@contoso.com".into())),
+                    item("P1"),
+                    &["f.bin"],
+                )),
+            ),
+            (
+                "/v1.0/drives/b!xyz/items/P1:/f.bin:/createUploadSession",
+                Route::DriveCreateUploadSession(drive(
+                    Version::V1,
+                    Drive::Id("b!xyz".into()),
+                    item("P1"),
+                    &["f.bin"],
+                )),
+            ),
+            (
+                "/v1.0/me/drive/items/I1",
+                Route::DriveItem(drive(Version::V1, me(), item("I1"), &[])),
+            ),
+            (
+                "/v1.0/me/drive/items/I1/content",
+                Route::DriveContent(drive(Version::V1, me(), item("I1"), &[])),
+            ),
+            (
+                "/v1.0/me/drive/root",
+                Route::DriveItem(drive(Version::V1, me(), root.clone(), &[])),
+            ),
+            (
+                "/v1.0/me/drive/root:/a/b.txt",
+                Route::DriveItem(drive(Version::V1, me(), root.clone(), &["a", "b.txt"])),
+            ),
+            (
+                "/v1.0/me/drive/root:/a/b.txt:",
+                Route::DriveItem(drive(Version::V1, me(), root.clone(), &["a", "b.txt"])),
+            ),
+            (
+                "/v1.0/me/drive/root:/a/b.txt:/content",
+                Route::DriveContent(drive(Version::V1, me(), root.clone(), &["a", "b.txt"])),
+            ),
+        ] {
+            assert_eq!(Route::parse(path).unwrap(), want, "{path}");
+        }
+        for bad in [
+            "/v1.0/me/drive",
+            "/v1.0/me/drive/root:/:/createUploadSession",
+            "/v1.0/me/drive/root:/a//b:/content",
+            "/v1.0/me/drive/items/I1/createUploadSession",
+            "/v1.0/me/drive/root/createUploadSession",
+            "/v1.0/me/drive/root:/a:/children",
+            "/v1.0/drives//items/I1",
+            "/v1.0/me/drive/items/:/a:/content",
+        ] {
+            assert!(Route::parse(bad).is_err(), "{bad}");
+        }
+        let upload = Route::parse("/v1.0/me/drive/root:/x/y.bin:/createUploadSession").unwrap();
+        assert!(upload.check_method(&Method::POST).is_ok());
+        assert!(upload.check_method(&Method::GET).is_err());
+        let Route::DriveCreateUploadSession(at) = upload else {
+            panic!()
+        };
+        assert_eq!(at.name(), Some("y.bin"));
+        let item = Route::parse("/v1.0/me/drive/items/I1").unwrap();
+        assert!(item.check_method(&Method::DELETE).is_ok() && item.needs_bearer());
+    }
 
     #[test]
     fn item_kinds_keep_their_stored_spelling() {
