@@ -275,8 +275,9 @@ pub enum Route {
     /// `PUT|GET|DELETE /uploads/{session_id}`
     Upload(String),
     /// `POST /{v}/{me|users/{id}}/drive/root:/{path}:/createUploadSession`,
-    /// `…/drive/items/{parent-id}:/{name}:/createUploadSession`, and the same under
-    /// `/drives/{drive-id}`: an upload session for a drive item.
+    /// `…/drive/items/{parent-id}:/{name}:/createUploadSession`,
+    /// `…/drive/items/{id}/createUploadSession` (an existing file), and the same
+    /// under `/drives/{drive-id}`: an upload session for a drive item.
     DriveCreateUploadSession(DrivePath),
     /// `GET` (metadata) or `DELETE` of `…/drive/items/{id}` or `…/drive/root:/{path}`.
     DriveItem(DrivePath),
@@ -440,7 +441,11 @@ impl Route {
         Some(match tail {
             [] => Self::DriveItem(at),
             [c] if is(c, "content") => Self::DriveContent(at),
-            [c] if is(c, "createUploadSession") && !at.path.is_empty() => {
+            // A new file names its path; an existing file (to replace its bytes)
+            // may be named by id alone. The root is never a file.
+            [c] if is(c, "createUploadSession")
+                && (!at.path.is_empty() || matches!(at.base, DriveBase::Item(_))) =>
+            {
                 Self::DriveCreateUploadSession(at)
             }
             _ => return None,
@@ -618,6 +623,11 @@ mod tests {
                 "/v1.0/me/drive/items/I1",
                 Route::DriveItem(drive(Version::V1, me(), item("I1"), &[])),
             ),
+            // An existing file's bytes replaced: named by its id alone.
+            (
+                "/v1.0/me/drive/items/I1/createUploadSession",
+                Route::DriveCreateUploadSession(drive(Version::V1, me(), item("I1"), &[])),
+            ),
             (
                 "/v1.0/me/drive/items/I1/content",
                 Route::DriveContent(drive(Version::V1, me(), item("I1"), &[])),
@@ -645,7 +655,6 @@ mod tests {
             "/v1.0/me/drive",
             "/v1.0/me/drive/root:/:/createUploadSession",
             "/v1.0/me/drive/root:/a//b:/content",
-            "/v1.0/me/drive/items/I1/createUploadSession",
             "/v1.0/me/drive/root/createUploadSession",
             "/v1.0/me/drive/root:/a:/children",
             "/v1.0/drives//items/I1",
