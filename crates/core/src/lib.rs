@@ -28,7 +28,8 @@
 //! - [`respond`]: answers and errors rendered as `http::Response`s; [`dialect`]: how
 //!   upsession, Outlook and OneDrive differ, as data.
 //! - [`route`]: Graph's URL space: request paths parsed into routes, client paths written.
-//! - [`quickxor`]: OneDrive's QuickXorHash, taken as bytes stream in.
+//! - [`drive`]: OneDrive's drive-item upload request, conflict renaming and
+//!   `driveItem` body; [`quickxor`]: its QuickXorHash, taken as bytes stream in.
 //! - [`quota`]: what each caller may hold open (sessions, declared bytes).
 //! - [`throttle`]: Graph's per-app, per-mailbox limits; [`fault`]: seeded fault plans
 //!   for the test double.
@@ -85,6 +86,7 @@
 pub mod credential;
 pub mod dialect;
 pub mod download;
+pub mod drive;
 pub mod error;
 pub mod fault;
 pub mod header;
