@@ -75,6 +75,19 @@ fn stamp(path: &Path) -> Option<Stamp> {
 }
 
 impl<T> Watched<T> {
+    /// `value` until the file at `path` (which does not exist yet) is made.
+    fn until_made(path: &Path, parse: fn(&str) -> Result<T, String>, value: T) -> Self {
+        Self {
+            path: path.to_owned(),
+            parse,
+            state: RwLock::new(WatchedState {
+                value: Arc::new(value),
+                stamp: None,
+                checked: Instant::now(),
+            }),
+        }
+    }
+
     fn open(path: &Path, parse: fn(&str) -> Result<T, String>) -> Result<Self, String> {
         let stamp = stamp(path);
         let value = read(path, parse)?;
@@ -171,7 +184,17 @@ impl Identities {
         Ok(match &config.auth {
             AuthMode::Token => Self::Token(Tokens::new(&config.tokens)),
             AuthMode::TokensFile(path) => {
-                let file = Watched::open(path, TokensFile::parse)?;
+                // A file not made yet is an empty one: `upsession token add` may
+                // make it while the server runs.
+                let file = if path.exists() {
+                    Watched::open(path, TokensFile::parse)?
+                } else {
+                    warn!(
+                        file = %path.display(),
+                        "the tokens file does not exist yet: every token is refused until it is made (upsession token add --file …)"
+                    );
+                    Watched::until_made(path, TokensFile::parse, TokensFile::default())
+                };
                 let n = file.current(false).len();
                 info!(file = %path.display(), tokens = n, "tokens file read");
                 Self::File(file)

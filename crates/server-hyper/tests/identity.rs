@@ -648,6 +648,37 @@ async fn a_tokens_file_is_read_again_when_it_changes() {
 }
 
 #[tokio::test]
+async fn a_tokens_file_made_after_the_start_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("later.toml");
+    let server = TestServer::start_in(&dir.path().join("data"), |c| {
+        c.with_auth(AuthMode::TokensFile(file.clone()))
+    })
+    .await;
+    let alice = Graph::new(server.base(), ALICE);
+    let (status, _) = alice
+        .call(Method::POST, "/me/messages", Some(json!({"subject": "a"})))
+        .await;
+    assert_eq!(status, 401, "no file, no token");
+    tokens_file(dir.path());
+    std::fs::rename(dir.path().join("tokens.toml"), &file).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, body) = alice
+            .call(Method::POST, "/me/messages", Some(json!({"subject": "a"})))
+            .await;
+        if status == 201 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {status} {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
 async fn jwts_are_checked_for_signature_issuer_audience_and_time() {
     let dir = tempfile::tempdir().unwrap();
     let issuer = Issuer::new(dir.path());
