@@ -450,15 +450,16 @@ fn names_an_algorithm(token: &str) -> bool {
 fn principal(claims: Claims) -> Result<Principal, JwtError> {
     let upn = claims.upn.or(claims.preferred_username);
     // An application's own token, as Microsoft documents telling one apart: no
-    // `scp`, and `idtyp: app` or, where that optional claim is off, `oid` equal to
-    // `sub` and no sign-in name. A user's token with app roles but no `scp` stays a
-    // user's (with no delegated permission), never an application's.
+    // `scp`, and `idtyp: app` or, where that optional claim is off, no sign-in
+    // name and `oid` equal to `sub` (or no `oid` at all, as issuers other than
+    // Entra ID write an application's token). A user's token with app roles but no
+    // `scp` (it has a sign-in name, or an `oid` other than its pairwise `sub`)
+    // stays a user's, with no delegated permission.
     let application = claims.scp.is_none()
         && (claims.idtyp.as_deref() == Some("app")
             || (claims.idtyp.is_none()
                 && upn.is_none()
-                && claims.oid.is_some()
-                && claims.oid == claims.sub));
+                && (claims.oid.is_none() || claims.oid == claims.sub)));
     let id = claims
         .oid
         .or(claims.sub)
@@ -566,6 +567,14 @@ z4yRarbuF5ymM+8xXz8pwdF7pDfIBXaM6D7BBrySE4C3rW13HGQ+tJg5
             grant(&|m| {
                 m.remove("preferred_username");
                 m.insert("sub".into(), m["oid"].clone());
+            }),
+            Grant::Application(_)
+        ));
+        // No oid, no sign-in name (an application's token from another issuer).
+        assert!(matches!(
+            grant(&|m| {
+                m.remove("preferred_username");
+                m.remove("oid");
             }),
             Grant::Application(_)
         ));
