@@ -45,7 +45,12 @@ pub(crate) struct ServerArgs {
     #[arg(long, env = "UPSESSION_BASE_URL", value_parser = crate::parse_http_url)]
     base_url: String,
     /// A bearer token the server accepts.
-    #[arg(long, env = "UPSESSION_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "UPSESSION_TOKEN",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     token: Secret,
     /// Cases to run [default: 500, or UPSESSION_CONFORMANCE_CASES].
     #[arg(long)]
@@ -81,7 +86,8 @@ pub(crate) struct FakeArgs {
         long,
         default_value = "fake-token",
         env = "UPSESSION_TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        allow_hyphen_values = true
     )]
     token: Secret,
     /// How answers are written: upsession, outlook or onedrive.

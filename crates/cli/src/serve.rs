@@ -43,7 +43,9 @@ pub(crate) struct ServeArgs {
         long = "token",
         env = "UPSESSION_TOKEN",
         value_delimiter = ',',
-        hide_env_values = true
+        hide_env_values = true,
+        // A token may begin with `-` (base64url): it is the value, not a flag.
+        allow_hyphen_values = true
     )]
     tokens: Vec<Secret>,
     /// Serve https with this PEM certificate chain (needs --tls-key). Some clients
@@ -112,7 +114,12 @@ pub(crate) struct ServeArgs {
     faults: Option<FaultPlan>,
     /// Bearer token for the test-double routes: `GET /_upsession/sessions` (sessions
     /// with their received ranges and request history) and `GET|PUT /_upsession/faults`.
-    #[arg(long, env = "UPSESSION_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "UPSESSION_ADMIN_TOKEN",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     admin_token: Option<Secret>,
     /// Most connections open at once. At the limit an idle connection (no request
     /// in flight; the longest idle of the address holding the most) is closed to
@@ -135,7 +142,12 @@ pub(crate) struct ServeArgs {
     idle_timeout: Duration,
     /// Bearer token required on /metrics [default: none: /metrics answers loopback
     /// callers only, unless --metrics-public].
-    #[arg(long, env = "UPSESSION_METRICS_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "UPSESSION_METRICS_TOKEN",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     metrics_token: Option<Secret>,
     /// Serve /metrics without a token to every address, not only loopback.
     #[arg(long)]
@@ -325,19 +337,13 @@ fn default_data_dir() -> Result<PathBuf, Failure> {
 /// once the server has started ([`keep_token`]): a start that fails must not leave
 /// a token behind that was never shown. Returns the token and whether it is new.
 fn stored_token(path: &Path) -> Result<(String, bool), Failure> {
-    use base64::Engine as _;
     match fs::read_to_string(path) {
         Ok(t) if !t.trim().is_empty() => return Ok((t.trim().to_owned(), false)),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Failure::new(format!("cannot read {}: {e}", path.display()))),
     }
-    let mut bytes = [0u8; 24];
-    getrandom::fill(&mut bytes).map_err(|e| Failure::new(format!("no random source: {e}")))?;
-    Ok((
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
-        true,
-    ))
+    Ok((crate::token::new_token()?, true))
 }
 
 /// Writes a new token to `path` as a new file readable by the owner only: an

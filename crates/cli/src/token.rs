@@ -82,6 +82,19 @@ pub(crate) struct AddArgs {
     data_dir: Option<PathBuf>,
 }
 
+/// A new bearer token: `ups_` and 256 random bits in base64url. The prefix says
+/// what it is (to a secret scanner too) and keeps it from starting with `-`,
+/// which a command line would take for a flag.
+pub(crate) fn new_token() -> Result<String, Failure> {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| Failure::new(format!("no random source: {e}")))?;
+    Ok(format!(
+        "ups_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    ))
+}
+
 /// Where `serve --auth tokens` and `token add` look without a FILE.
 pub(crate) fn default_file(data_dir: &Path) -> PathBuf {
     data_dir.join("tokens.toml")
@@ -214,7 +227,6 @@ fn jwt(args: &JwtArgs) -> Result<(), Failure> {
 }
 
 fn add(args: AddArgs) -> Result<(), Failure> {
-    use base64::Engine as _;
     let who = args.who;
     if who.user.trim().is_empty() {
         return Err(Failure::usage("--user must name a user"));
@@ -228,9 +240,7 @@ fn add(args: AddArgs) -> Result<(), Failure> {
         }
     };
     let scopes = permissions(who.scopes, who.app);
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| Failure::new(format!("no random source: {e}")))?;
-    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let token = new_token()?;
     let entry = TokenEntry {
         sha256: Some(token_digest(token.as_bytes())),
         token: None,

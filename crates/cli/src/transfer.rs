@@ -22,7 +22,12 @@ pub(crate) struct Connection {
     #[arg(long, env = "UPSESSION_BASE_URL", default_value = GRAPH_V1, value_parser = crate::parse_http_url)]
     base_url: String,
     /// Access token (for real Graph, an OAuth access token with Mail.ReadWrite or Calendars.ReadWrite).
-    #[arg(long, env = "UPSESSION_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "UPSESSION_TOKEN",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     token: Option<Secret>,
     /// Another user's mailbox (id or userPrincipalName) instead of /me.
     #[arg(long, env = "UPSESSION_USER")]
@@ -94,7 +99,12 @@ pub(crate) struct ResumeArgs {
     discard: Option<String>,
     /// Access token, for the requests that go to Graph rather than to the session
     /// (asking the item whether an upload whose end was lost completed).
-    #[arg(long, env = "UPSESSION_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "UPSESSION_TOKEN",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     token: Option<Secret>,
     /// Where resume states are kept [default: the platform's state directory].
     #[arg(long, env = "UPSESSION_STATE_DIR")]

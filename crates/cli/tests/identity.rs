@@ -243,3 +243,32 @@ fn auth_flags_that_do_not_fit_are_one_sentence() {
         "{err}"
     );
 }
+
+#[test]
+fn new_tokens_never_look_like_flags() {
+    // base64url may begin with `-`: one token in 64 would be taken for a flag
+    // when pasted after `--token` (found by CI). They carry a prefix instead.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.toml");
+    for _ in 0..20 {
+        let token = one_line(
+            bin()
+                .args(["token", "add", "--user", "u", "--file"])
+                .arg(&file),
+        );
+        assert!(token.starts_with("ups_") && token.len() > 40, "{token}");
+    }
+    // And a token that does begin with `-` is still taken as the value.
+    let out = run(bin().args([
+        "upload",
+        "--base-url",
+        "http://127.0.0.1:9/v1.0",
+        "--token",
+        "-_abc",
+        "--draft",
+        "x",
+        "/nonexistent-file",
+    ]));
+    let err = text(&out.stderr);
+    assert!(!err.contains("unexpected argument"), "{err}");
+}
