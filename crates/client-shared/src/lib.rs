@@ -49,7 +49,6 @@
 //! # }
 //! ```
 
-mod content_type;
 mod error;
 mod pacing;
 mod progress;
@@ -57,7 +56,6 @@ mod resume;
 mod status;
 mod uploaded;
 
-pub use content_type::{OCTET_STREAM, guess_content_type};
 pub use error::{Error, Result, ending};
 pub use pacing::{Pacing, Window};
 pub use progress::{ProgressEvent, ProgressKind};
@@ -66,3 +64,4 @@ pub use resume::{
 };
 pub use status::SessionStatus;
 pub use uploaded::{Uploaded, attached, created_draft, remote_error, throttled};
+pub use upsession_core::content_type::{OCTET_STREAM, guess_content_type};

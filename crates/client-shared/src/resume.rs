@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 use upsession_core::time::{format_graph_time, parse_graph_time};
 use upsession_core::wire::AttachmentItem;
 
-use crate::content_type::guess_content_type;
 use crate::error::{Error, Result};
+use upsession_core::content_type::guess_content_type;
 use upsession_core::redact::UploadUrl;
 use upsession_core::target::{Target, User};
 

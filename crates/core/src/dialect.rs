@@ -27,6 +27,9 @@ pub enum RangeForm {
 impl RangeForm {
     fn write(self, r: ByteRange) -> String {
         match self {
+            // A range to an end not known yet (a drive upload before its first
+            // fragment says its size) is open in every form.
+            _ if r.end() == u64::MAX => format!("{}-", r.start()),
             Self::Closed => format!("{}-{}", r.start(), r.last()),
             Self::Open => format!("{}-", r.start()),
             Self::Bare => r.start().to_string(),

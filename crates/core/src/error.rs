@@ -186,6 +186,15 @@ pub enum FragmentError {
         /// Configured maximum.
         max: u64,
     },
+    /// The `Content-Range` total of a session opened without a size (OneDrive's
+    /// `fileSize` is optional) is larger than a file may be.
+    #[error("a file of {size} bytes exceeds the maximum of {max} bytes")]
+    FileTooLarge {
+        /// The `Content-Range` total.
+        size: u64,
+        /// The largest file.
+        max: u64,
+    },
     /// The fragment starts after a byte the session still expects.
     #[error("fragment starts at byte {start} but the session expects byte {expected} next")]
     OutOfOrder {
@@ -245,9 +254,9 @@ impl GraphError for FragmentError {
             | Self::TotalMismatch { .. }
             | Self::LengthMismatch { .. }
             | Self::BodyLength { .. } => StatusCode::BAD_REQUEST,
-            Self::TooLarge { .. } | Self::MessageSizeExceeded { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            Self::TooLarge { .. }
+            | Self::MessageSizeExceeded { .. }
+            | Self::FileTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::OutOfOrder { .. } | Self::Overlap { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::Busy => StatusCode::CONFLICT,
         }
@@ -261,9 +270,10 @@ impl GraphError for FragmentError {
             | Self::OutOfOrder { .. }
             | Self::Overlap { .. }
             | Self::Busy => "invalidRange",
-            Self::LengthMismatch { .. } | Self::BodyLength { .. } | Self::TooLarge { .. } => {
-                "invalidRequest"
-            }
+            Self::LengthMismatch { .. }
+            | Self::BodyLength { .. }
+            | Self::TooLarge { .. }
+            | Self::FileTooLarge { .. } => "invalidRequest",
             Self::MessageSizeExceeded { .. } => "ErrorMessageSizeExceeded",
         }
     }
@@ -278,6 +288,7 @@ impl GraphError for FragmentError {
             Self::InvalidRange(_)
             | Self::TotalMismatch { .. }
             | Self::NotMultiple { .. }
+            | Self::FileTooLarge { .. }
             | Self::MessageSizeExceeded { .. } => None,
         }
     }
@@ -324,6 +335,70 @@ impl GraphError for SessionError {
             Self::Fragment(e) => e.inner_code(),
             Self::Expired | Self::Cancelled => RequestError::SessionNotFound.inner_code(),
             Self::Superseded => Some("fragmentSuperseded"),
+        }
+    }
+}
+
+/// Refusals on a drive's items (OneDrive's codes).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriveError {
+    /// No item at that id or path (in the caller's drives).
+    #[error("the resource could not be found")]
+    ItemNotFound,
+    /// The name is taken, under the `fail` conflict behaviour (or by a folder).
+    #[error("an item named `{0}` already exists here")]
+    NameAlreadyExists(String),
+    /// A name OneDrive does not take.
+    #[error("`{0}` is not a valid name for a drive item")]
+    InvalidName(String),
+    /// A file stands where the path needs a folder.
+    #[error("`{0}` is a file, not a folder")]
+    NotAFolder(String),
+    /// An upload by id alone names a folder (or the root).
+    #[error("the item is not a file")]
+    NotAFile,
+    /// The root cannot be deleted.
+    #[error("the root of a drive cannot be deleted")]
+    RootUndeletable,
+    /// `If-Match` names a version that is no longer current.
+    #[error("the item has changed since the eTag given in If-Match")]
+    Modified,
+    /// An explicit commit before the last byte arrived.
+    #[error("the upload is not complete: {0} bytes are missing")]
+    Incomplete(u64),
+    /// An explicit commit to a session that did not defer its commit.
+    #[error("this upload session commits by itself; it did not ask for deferCommit")]
+    NotDeferred,
+    /// The file's size differs from the `fileSize` the session was created with.
+    #[error("the file is {sent} bytes, but the upload session was created for {declared}")]
+    SizeMismatch {
+        /// The `Content-Range` total.
+        sent: u64,
+        /// The session's `fileSize`.
+        declared: u64,
+    },
+}
+
+impl GraphError for DriveError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::ItemNotFound => StatusCode::NOT_FOUND,
+            Self::NameAlreadyExists(_) => StatusCode::CONFLICT,
+            Self::Modified => StatusCode::PRECONDITION_FAILED,
+            Self::RootUndeletable => StatusCode::FORBIDDEN,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::ItemNotFound => "itemNotFound",
+            Self::NameAlreadyExists(_) => "nameAlreadyExists",
+            Self::Modified => "resourceModified",
+            Self::RootUndeletable => "accessDenied",
+            Self::SizeMismatch { .. } => "invalidRange",
+            _ => "invalidRequest",
         }
     }
 }

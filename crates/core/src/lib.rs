@@ -83,6 +83,7 @@
 //! # }
 //! ```
 
+pub mod content_type;
 pub mod credential;
 pub mod dialect;
 pub mod download;

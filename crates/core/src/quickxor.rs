@@ -85,6 +85,21 @@ impl QuickXorHash {
         }
     }
 
+    /// The hash's state, to store: its 160 lanes and the bytes taken in.
+    #[must_use]
+    pub fn state(&self) -> (&[u8; PERIOD], u64) {
+        (&self.lanes, self.len)
+    }
+
+    /// A hash resumed from [`QuickXorHash::state`]; `None` unless `lanes` holds 160.
+    #[must_use]
+    pub fn from_state(lanes: &[u8], len: u64) -> Option<Self> {
+        Some(Self {
+            lanes: lanes.try_into().ok()?,
+            len,
+        })
+    }
+
     /// Bytes taken in so far.
     #[must_use]
     pub fn len(&self) -> u64 {

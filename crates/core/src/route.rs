@@ -279,6 +279,8 @@ pub enum Route {
     /// `…/drive/items/{id}/createUploadSession` (an existing file), and the same
     /// under `/drives/{drive-id}`: an upload session for a drive item.
     DriveCreateUploadSession(DrivePath),
+    /// `GET /{v}/{me|users/{id}}/drive` or `/{v}/drives/{id}`: the drive itself.
+    Drive(Version, Drive),
     /// `GET` (metadata) or `DELETE` of `…/drive/items/{id}` or `…/drive/root:/{path}`.
     DriveItem(DrivePath),
     /// `GET …/drive/items/{id}/content` or `…/drive/root:/{path}:/content`.
@@ -397,6 +399,18 @@ impl Route {
     /// `content` or `createUploadSession`.
     fn parse_drive(version: Version, drive: Drive, rest: &[&str]) -> Option<Self> {
         let is = |s: &str, name: &str| s.eq_ignore_ascii_case(name);
+        if rest.is_empty() {
+            return Some(Self::Drive(version, drive));
+        }
+        // The Python SDK's builders percent-encode `root:/a/b.txt:` as one segment
+        // of `items/{id}`: split what decoding joined.
+        let joined = rest.join("/");
+        let rest: Vec<&str> = joined.split('/').collect();
+        // `items/root` is the root by its alias.
+        let rest: &[&str] = match rest.as_slice() {
+            [i, r, tail @ ..] if is(i, "items") && (is(r, "root") || is(r, "root:")) => &rest[1..],
+            _ => &rest,
+        };
         let (base, after) = match rest {
             [r, tail @ ..] if is(r, "root") => (DriveBase::Root, Err(tail)),
             [r, path @ ..] if is(r, "root:") => (DriveBase::Root, Ok(path)),
@@ -512,7 +526,8 @@ impl Route {
             | Self::Metrics
             | Self::Item(_)
             | Self::AttachmentValue(..)
-            | Self::DriveContent(_) => method == Method::GET || method == Method::HEAD,
+            | Self::DriveContent(_)
+            | Self::Drive(..) => method == Method::GET || method == Method::HEAD,
             Self::Attachment(..) | Self::DriveItem(_) => {
                 method == Method::GET || method == Method::HEAD || method == Method::DELETE
             }
@@ -523,8 +538,12 @@ impl Route {
             Self::CreateItem { .. }
             | Self::CreateUploadSession(_)
             | Self::DriveCreateUploadSession(_) => method == Method::POST,
+            // POST: a drive upload's explicit commit (deferCommit).
             Self::Upload(_) => {
-                method == Method::PUT || method == Method::GET || method == Method::DELETE
+                method == Method::PUT
+                    || method == Method::GET
+                    || method == Method::DELETE
+                    || method == Method::POST
             }
             Self::AdminSessions => method == Method::GET,
             Self::AdminFaults => method == Method::GET || method == Method::PUT,
@@ -549,25 +568,37 @@ impl Route {
         )
     }
 
-    /// The mailbox (`/me` or `/users/{id}`) and kind of item a Graph route
-    /// touches, for authorization; `None` for routes outside any mailbox.
+    /// The mailbox (`/me` or `/users/{id}`) a Graph route touches and what of it
+    /// (mail, calendar, files), for authorization; `None` for routes outside any
+    /// mailbox. `/drives/{id}` is the caller's own (the engine then checks that the
+    /// drive is theirs).
     #[must_use]
-    pub fn mailbox(&self) -> Option<(&User, ItemKind)> {
+    pub fn mailbox(&self) -> Option<(&User, crate::identity::Resource)> {
+        use crate::identity::Resource;
+        static ME: User = User::Me;
+        let of_kind = |kind: ItemKind| match kind {
+            ItemKind::Message => Resource::Mail,
+            ItemKind::Event => Resource::Calendar,
+        };
         match self {
-            Self::CreateItem { user, kind, .. } => Some((user, *kind)),
+            Self::CreateItem { user, kind, .. } => Some((user, of_kind(*kind))),
             Self::Item(path)
             | Self::Attachments(path)
             | Self::Attachment(path, _)
             | Self::AttachmentValue(path, _)
-            | Self::CreateUploadSession(path) => Some((&path.user, path.kind)),
+            | Self::CreateUploadSession(path) => Some((&path.user, of_kind(path.kind))),
+            Self::DriveCreateUploadSession(DrivePath { drive, .. })
+            | Self::DriveItem(DrivePath { drive, .. })
+            | Self::DriveContent(DrivePath { drive, .. })
+            | Self::Drive(_, drive) => match drive {
+                Drive::Of(user) => Some((user, Resource::Files)),
+                Drive::Id(_) => Some((&ME, Resource::Files)),
+            },
             Self::Health
             | Self::Metrics
             | Self::Upload(_)
             | Self::AdminSessions
-            | Self::AdminFaults
-            | Self::DriveCreateUploadSession(_)
-            | Self::DriveItem(_)
-            | Self::DriveContent(_) => None,
+            | Self::AdminFaults => None,
         }
     }
 }
@@ -648,11 +679,29 @@ mod tests {
                 "/v1.0/me/drive/root:/a/b.txt:/content",
                 Route::DriveContent(drive(Version::V1, me(), root.clone(), &["a", "b.txt"])),
             ),
+            // The Python SDK's form: `root:/…:` percent-encoded into one segment.
+            (
+                "/v1.0/drives/D1/items/root%3A%2FDocs%2Fbig%20file%20%231.bin%3A/createUploadSession",
+                Route::DriveCreateUploadSession(drive(
+                    Version::V1,
+                    Drive::Id("D1".into()),
+                    root.clone(),
+                    &["Docs", "big file #1.bin"],
+                )),
+            ),
+            (
+                "/v1.0/me/drive/items/root",
+                Route::DriveItem(drive(Version::V1, me(), root.clone(), &[])),
+            ),
+            ("/v1.0/me/drive", Route::Drive(Version::V1, me())),
+            (
+                "/beta/drives/D1",
+                Route::Drive(Version::Beta, Drive::Id("D1".into())),
+            ),
         ] {
             assert_eq!(Route::parse(path).unwrap(), want, "{path}");
         }
         for bad in [
-            "/v1.0/me/drive",
             "/v1.0/me/drive/root:/:/createUploadSession",
             "/v1.0/me/drive/root:/a//b:/content",
             "/v1.0/me/drive/root/createUploadSession",
@@ -857,9 +906,10 @@ mod tests {
     #[test]
     fn methods_are_checked_per_route() {
         assert!(Route::Upload("x".into()).check_method(&Method::PUT).is_ok());
+        // POST commits a drive upload that deferred its commit.
         assert!(
             Route::Upload("x".into())
-                .check_method(&Method::POST)
+                .check_method(&Method::PATCH)
                 .is_err()
         );
         assert!(Route::Health.check_method(&Method::DELETE).is_err());

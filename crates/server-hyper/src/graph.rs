@@ -1,6 +1,7 @@
 //! The Graph front-end: Microsoft Graph's routes (messages, events, calendarView,
 //! attachments, upload sessions) translated to [`Engine`] calls, and the engine's
-//! results to Graph's answers in the configured dialect.
+//! results to Graph's answers in the configured dialect. OneDrive's drive routes
+//! are answered by the handlers of [`crate::onedrive`].
 //!
 //! [`Graph::handle`] is the route table, read top to bottom; each handler splits the
 //! request, asks the engine, and renders with the core (`respond`, `Dialect`).
@@ -132,7 +133,20 @@ impl Graph {
                 let base = self.base(&req);
                 self.status(&sid, &base, now).await
             }
+            Route::Upload(sid) if req.method() == Method::POST => {
+                self.commit_drive_upload(&sid, req.headers(), now).await
+            }
             Route::Upload(sid) => self.cancel(&sid, now).await,
+            Route::Drive(_, drive) => self.drive_json(&drive, mailbox, now).await,
+            Route::DriveCreateUploadSession(at) => {
+                self.create_drive_session(req, &at, mailbox, now).await
+            }
+            Route::DriveItem(at) if req.method() == Method::DELETE => {
+                self.delete_drive_item(req.headers(), &at, mailbox, now)
+                    .await
+            }
+            Route::DriveItem(at) => self.drive_item(&at, mailbox, now).await,
+            Route::DriveContent(at) => self.drive_content(req.headers(), &at, mailbox, now).await,
             _ => Err(fail(RequestError::NoRoute(req.uri().path().into()))),
         };
         answer.unwrap_or_else(|err| error_response(&err, &id))
@@ -249,6 +263,18 @@ impl Graph {
         headers: &http::HeaderMap,
     ) -> Answer {
         let record = self.engine.attachment(path, mailbox, aid).await?;
+        self.stream_bytes(&record, headers, &record.meta.content_type)
+            .await
+    }
+
+    /// A finished upload's bytes as a download: whole (200) or the one `Range`
+    /// asked (206), streamed, typed `content_type`.
+    pub(crate) async fn stream_bytes(
+        &self,
+        record: &crate::store::AttachmentRecord,
+        headers: &http::HeaderMap,
+        content_type: &str,
+    ) -> Answer {
         let total = record.meta.size;
         let asked = range_request(
             headers
@@ -260,7 +286,7 @@ impl Graph {
         let Some(window) = asked.bytes(total) else {
             return Err(fail(RequestError::RangeNotSatisfiable { total }));
         };
-        let stream = self.engine.attachment_bytes(&record, window).await?;
+        let stream = self.engine.attachment_bytes(record, window).await?;
         let body = StreamBody::new(stream.map(|r| r.map(Frame::data)));
         let mut res = Response::new(body.boxed_unsync());
         if let RangeRequest::Part(_) = asked {
@@ -280,7 +306,7 @@ impl Graph {
         }
         headers.insert(
             CONTENT_TYPE,
-            HeaderValue::from_str(&record.meta.content_type)
+            HeaderValue::from_str(content_type)
                 .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream")),
         );
         Ok(res)
@@ -352,6 +378,9 @@ impl Graph {
             .metrics()
             .fragment_seconds
             .observe(started.elapsed().as_secs_f64());
+        if record.drive.is_some() {
+            return self.drive_fragment_answer(&answer, &record, now).await;
+        }
         Ok(full(
             self.dialect
                 .answer(&answer, &self.location(&record, &location)),
@@ -361,6 +390,9 @@ impl Graph {
     /// `GET {uploadUrl}`: the session's status.
     async fn status(&self, sid: &str, base: &str, now: SystemTime) -> Answer {
         let (answer, record) = self.engine.status(sid, now).await?;
+        if record.drive.is_some() {
+            return Ok(self.drive_status_answer(&answer));
+        }
         Ok(full(
             self.dialect.status(&answer, &self.location(&record, base)),
         ))
@@ -372,7 +404,7 @@ impl Graph {
         Ok(full(respond::deleted()))
     }
 
-    fn base(&self, req: &Request<ReqBody>) -> String {
+    pub(crate) fn base(&self, req: &Request<ReqBody>) -> String {
         self.public_url
             .for_request(req.uri(), req.headers())
             .into_owned()
@@ -390,7 +422,7 @@ impl Graph {
 }
 
 /// The app the request authenticated as (the auth layer put it there).
-fn app_of(req: &Request<ReqBody>) -> App {
+pub(crate) fn app_of(req: &Request<ReqBody>) -> App {
     req.extensions().get::<App>().cloned().unwrap_or_default()
 }
 

@@ -25,9 +25,9 @@ use tracing::{Instrument as _, debug, info};
 use upsession_core::credential::{Signer, Tokens};
 use upsession_core::error::RequestError;
 use upsession_core::fault::{Fault, FaultPlan, FaultRoute};
-use upsession_core::identity::{Access, FailureBudget, Grant, Mailbox, Principal, Resource};
+use upsession_core::identity::{Access, FailureBudget, Grant, Mailbox, Principal};
 use upsession_core::respond;
-use upsession_core::route::{ItemKind, Route, User};
+use upsession_core::route::{Route, User};
 use upsession_core::throttle::Throttle;
 
 use crate::engine::{Engine, Failure, fail};
@@ -276,12 +276,8 @@ impl Auth {
                 return Err(fail(RequestError::Unauthenticated(refusal.sentence)));
             }
         };
-        let Some((user, kind)) = route.mailbox() else {
+        let Some((user, resource)) = route.mailbox() else {
             return Ok((principal, None));
-        };
-        let resource = match kind {
-            ItemKind::Message => Resource::Mail,
-            ItemKind::Event => Resource::Calendar,
         };
         let access = if req.method() == Method::GET {
             Access::Read

@@ -59,6 +59,7 @@ mod graph;
 mod identity;
 mod layers;
 mod metrics;
+mod onedrive;
 mod server;
 mod service;
 mod store;

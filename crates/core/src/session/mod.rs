@@ -162,6 +162,9 @@ pub struct Closed {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Session {
     size: u64,
+    /// While the size is not known yet (a drive upload without `fileSize`): the
+    /// largest the first fragment's `Content-Range` total may be.
+    unsized_max: Option<u64>,
     max_fragment: u64,
     ttl: Duration,
     expires_at: SystemTime,
@@ -197,6 +200,7 @@ impl Session {
         }
         Ok(Self {
             size,
+            unsized_max: None,
             max_fragment: limits.max_fragment.max(1),
             ttl: limits.ttl,
             expires_at: now + limits.ttl.min(limits.max_age),
@@ -213,6 +217,27 @@ impl Session {
             instance: next_instance(),
             cleanup: None,
         })
+    }
+
+    /// Opens a session at `now` for a file whose size the first fragment's
+    /// `Content-Range` total will say (OneDrive takes uploads without `fileSize`),
+    /// at most `limits.max_size`. Until then it expects `"0-"`.
+    pub fn open_unsized(now: SystemTime, limits: &Limits) -> Self {
+        let mut session = Self::open(
+            now,
+            limits.max_size.max(1),
+            &limits.clone().with_min_size(0),
+        )
+        .expect("a size within the limits");
+        session.size = 0;
+        session.unsized_max = Some(limits.max_size);
+        session
+    }
+
+    /// Whether the file's size is known (always, but for [`Session::open_unsized`]
+    /// before its first fragment).
+    pub const fn size_known(&self) -> bool {
+        self.unsized_max.is_none()
     }
 
     /// Sets the message's size limit and the size of its other attachments (`None`:
@@ -260,6 +285,10 @@ impl Session {
 
     /// The ranges still expected: Graph's `nextExpectedRanges`, half-open.
     pub fn next_expected(&self) -> RangeSet {
+        if !self.size_known() {
+            // Everything, to an end not known yet: written `"0-"`.
+            return ByteRange::new(0, u64::MAX).map_or_else(RangeSet::new, RangeSet::from_range);
+        }
         match &self.state {
             State::Open { received, .. } => received.next_expected(self.size),
             _ => RangeSet::new(),
@@ -321,12 +350,25 @@ impl Session {
         self.put_open(range)
     }
 
-    /// The range a `Content-Range` names, if it is one of this file.
-    fn fragment_range(&self, content_range: Option<&str>) -> Result<ByteRange, FragmentError> {
+    /// The range a `Content-Range` names, if it is one of this file. The first
+    /// fragment of a session without a size says it.
+    fn fragment_range(&mut self, content_range: Option<&str>) -> Result<ByteRange, FragmentError> {
         let cr: ContentRange = content_range
             .unwrap_or("")
             .parse()
             .map_err(FragmentError::InvalidRange)?;
+        if let Some(max) = self.unsized_max {
+            if cr.total() > max {
+                return Err(FragmentError::FileTooLarge {
+                    size: cr.total(),
+                    max,
+                });
+            }
+            // Durable with the fragment's commit (the snapshot holds it), and only
+            // then: a refused first fragment leaves the size open.
+            self.size = cr.total();
+            self.unsized_max = None;
+        }
         if cr.total() != self.size {
             return Err(FragmentError::TotalMismatch {
                 sent: cr.total(),

@@ -14,6 +14,7 @@ impl Session {
     pub fn snapshot(&self) -> SessionSnapshot {
         SessionSnapshot {
             size: self.size,
+            unsized_max: self.unsized_max,
             max_fragment: self.max_fragment,
             ttl_secs: self.ttl.as_secs(),
             expires_at: self.expires_at,
@@ -34,7 +35,7 @@ impl Session {
     /// Rebuilds a session from a snapshot, checking that it is consistent.
     pub fn restore(snapshot: &SessionSnapshot) -> Result<Self, SnapshotError> {
         let size = snapshot.size;
-        if size == 0 {
+        if size == 0 && (snapshot.unsized_max.is_none() || !snapshot.received.is_empty()) {
             return Err(SnapshotError("size is zero"));
         }
         let mut received = RangeSet::new();
@@ -65,6 +66,11 @@ impl Session {
         };
         Ok(Self {
             size,
+            unsized_max: if size == 0 {
+                snapshot.unsized_max
+            } else {
+                None
+            },
             max_fragment: snapshot.max_fragment.max(1),
             ttl: Duration::from_secs(snapshot.ttl_secs),
             expires_at: snapshot.expires_at.min(snapshot.hard_expiry),
@@ -156,8 +162,11 @@ impl Recovery {
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct SessionSnapshot {
-    /// Declared file size.
+    /// Declared file size (0 while [`SessionSnapshot::unsized_max`] is set).
     pub size: u64,
+    /// The largest the file may be, while its size is not known yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsized_max: Option<u64>,
     /// Largest fragment accepted.
     pub max_fragment: u64,
     /// Lifetime after each fragment, in seconds.

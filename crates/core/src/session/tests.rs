@@ -482,6 +482,41 @@ fn cancel_during_a_write_makes_the_commit_fail() {
 }
 
 #[test]
+fn a_session_without_a_size_takes_it_from_its_first_stored_fragment() {
+    let l = limits(10).with_max_size(100);
+    let mut s = Session::open_unsized(t(0), &l);
+    assert!(!s.size_known());
+    assert_eq!(
+        s.next_expected().ranges(),
+        [ByteRange::new(0, u64::MAX).unwrap()]
+    );
+    // Stored and restored before any fragment: still open-ended.
+    let mut back = Session::restore(&s.snapshot()).unwrap();
+    assert!(!back.size_known());
+    // Too large a total is refused, and leaves the size open.
+    let too_big = back.handle_put(t(1), Some("bytes 0-9/101"), Some(10));
+    assert_eq!(code(too_big), (413, "invalidRequest"));
+    // A refused first fragment (not committed) fixes nothing durable.
+    let _ = s.handle_put(t(1), Some("bytes 0-10/50"), Some(11));
+    let mut s = Session::restore(&Session::open_unsized(t(0), &l).snapshot()).unwrap();
+    let PutDecision::Write(ticket) = s.handle_put(t(1), Some("bytes 0-9/25"), Some(10)).unwrap()
+    else {
+        panic!("a write")
+    };
+    s.commit(t(1), ticket).unwrap();
+    let mut s = Session::restore(&s.snapshot()).unwrap();
+    assert!(s.size_known());
+    assert_eq!(s.size(), 25);
+    // Later totals must agree.
+    assert_eq!(
+        code(s.handle_put(t(2), Some("bytes 10-19/26"), Some(10))).0,
+        400
+    );
+    write(&mut s, t(2), 10, 19);
+    assert_eq!(write(&mut s, t(3), 20, 24), Answer::Completed);
+}
+
+#[test]
 fn snapshot_round_trips_without_the_write_in_flight() {
     let mut s = opened(100);
     write(&mut s, t(0), 0, 9);

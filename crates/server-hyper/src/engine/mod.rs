@@ -17,6 +17,7 @@ use futures_util::{Stream, StreamExt as _};
 use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
+use upsession_core::drive::ContentHasher;
 use upsession_core::error::{CreateError, FragmentError, GraphError, RequestError, SessionError};
 use upsession_core::identity::Mailbox;
 use upsession_core::quota::{QuotaLimits, Quotas};
@@ -29,6 +30,7 @@ use upsession_core::{ByteRange, ContentRange};
 
 use crate::metrics::Metrics;
 
+pub(crate) mod drive;
 mod retention;
 use crate::store::{
     AttachmentRecord, ByteStream, ItemRecord, ItemView, Locked, SessionGuard, SessionRecord,
@@ -311,6 +313,7 @@ impl Engine {
         self.item(path, mailbox).await?;
         let session = Session::open(now, item.size, limits).map_err(fail)?;
         let record = SessionRecord {
+            drive: None,
             id: random_id(""),
             item_id: path.id.clone(),
             kind: path.kind,
@@ -327,6 +330,15 @@ impl Engine {
             parts: Vec::new(),
             sums: Vec::new(),
         };
+        self.register(record, session).await
+    }
+
+    /// Stores a new session's record, counted against its app's limits.
+    async fn register(
+        &self,
+        record: SessionRecord,
+        session: Session,
+    ) -> Result<(SessionRecord, Session), Failure> {
         self.admit(&record)?;
         if let Err(e) = self.store.create_session(&record).await {
             self.release(&record.id);
@@ -503,6 +515,10 @@ impl Engine {
         let Some(limit) = self.rules.message_size_limit else {
             return Ok(None);
         };
+        if record.drive.is_some() {
+            // A drive file is in no message.
+            return Ok(None);
+        }
         let attached = self
             .item(&record.item_path(), &record.owner)
             .await?
@@ -528,9 +544,10 @@ impl Engine {
         if let Some(closed) = session.poll_cleanup() {
             let cancelled = result.is_ok();
             let discard = closed.discard_partial;
-            let id = guard.record().id.clone();
+            let record = guard.record().clone();
             guard.close(discard).await.map_err(storage_failure)?;
-            self.closed(&id, discard, cancelled);
+            self.closed(&record.id, discard, cancelled);
+            self.drive_session_closed(&record).await;
         }
         result.map(drop).map_err(fail)
     }
@@ -566,10 +583,13 @@ impl Engine {
 
     /// Closes a session the core found closed; failures are retried by the sweep.
     async fn close(&self, guard: Box<dyn SessionGuard>, closed: Closed) {
-        let id = guard.record().id.clone();
+        let record = guard.record().clone();
         match guard.close(closed.discard_partial).await {
-            Ok(()) => self.closed(&id, closed.discard_partial, false),
-            Err(e) => warn!(session = %id, error = %e, "could not close an expired session"),
+            Ok(()) => {
+                self.closed(&record.id, closed.discard_partial, false);
+                self.drive_session_closed(&record).await;
+            }
+            Err(e) => warn!(session = %record.id, error = %e, "could not close an expired session"),
         }
     }
 
@@ -683,13 +703,14 @@ impl Writing {
         let range = self.range();
         let fragment_timeout = self.engine.rules.fragment_timeout;
         let mut guard = self.guard.take().expect("a writing holds its guard");
+        let hasher = guard.record().drive.as_ref().map(|d| d.hasher.clone());
         let stored = tokio::select! {
-            stored = tokio::time::timeout(fragment_timeout, write_body(&mut *guard, range, body)) => {
+            stored = tokio::time::timeout(fragment_timeout, write_body(&mut *guard, range, body, hasher)) => {
                 stored.unwrap_or_else(|_| Err(fail(RequestError::Timeout)))
             }
             () = &mut self.released => Err(fail(SessionError::Superseded)),
         };
-        let crc32c = stored?;
+        let sums = stored?;
         let ticket = self.ticket.take().expect("a writing holds its ticket");
         let mut session = self.session.clone();
         let engine = Arc::clone(&self.engine);
@@ -698,7 +719,17 @@ impl Writing {
         let task = self.engine.tasks.spawn(async move {
             let now = now();
             let pending = session.prepare_commit(now, ticket).map_err(fail)?;
-            let commit = guard.record().commit(range, crc32c, &pending, now);
+            let commit = guard.record().commit(range, sums, &pending, now);
+            let completes_drive_file = *pending.answer() == Answer::Completed
+                && commit.record.drive.as_ref().is_some_and(|d| !d.defer_commit);
+            if completes_drive_file
+                && let Err(e) = engine.check_drive_upload(&commit.record).await
+            {
+                // The file cannot go there (409 under `fail`): the last fragment
+                // is not taken, and the session waits for it.
+                session.abort(pending);
+                return Err(e);
+            }
             match guard.commit(commit).await {
                 Ok(()) => {
                     let answer = session.confirm(pending);
@@ -708,6 +739,13 @@ impl Writing {
                         engine.release(&guard.record().id);
                         engine.metrics.sessions_completed.inc();
                         info!(session = %guard.record().id, attachment = %guard.record().attachment_id, "upload completed");
+                        if completes_drive_file
+                            && let Err(e) = engine.put_drive_upload(guard.record(), now).await
+                        {
+                            // Answered from the tree by the front-end (a conflict
+                            // since the check is its 409); the bytes go at expiry.
+                            debug!(session = %guard.record().id, error = %e.detail(), "drive file not put");
+                        }
                     }
                     Ok((answer, guard.record().clone()))
                 }
@@ -736,13 +774,15 @@ impl Drop for Writing {
     }
 }
 
-/// Streams exactly `range.len()` body bytes into the store at `range.start()`.
-/// Streams the body to the store's writer; the CRC-32C of the bytes written.
+/// Streams exactly `range.len()` body bytes into the store at `range.start()`;
+/// the CRC-32C of the bytes written, and a drive upload's hashes taken on over
+/// them.
 async fn write_body(
     guard: &mut dyn SessionGuard,
     range: ByteRange,
     mut body: BodyStream,
-) -> Result<u32, Failure> {
+    mut hasher: Option<ContentHasher>,
+) -> Result<(u32, Option<ContentHasher>), Failure> {
     let mut writer = guard.writer(range).await.map_err(store_failure)?;
     let mut crc = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
     let mut got: u64 = 0;
@@ -765,6 +805,9 @@ async fn write_body(
             }));
         }
         crc.update(&chunk);
+        if let Some(h) = &mut hasher {
+            h.update(&chunk);
+        }
         writer.write(chunk).await.map_err(storage_failure)?;
     }
     if got != range.len() {
@@ -775,5 +818,5 @@ async fn write_body(
     }
     writer.finish().await.map_err(storage_failure)?;
     // CRC-32C fits 32 bits.
-    Ok(u32::try_from(crc.finalize()).unwrap_or_default())
+    Ok((u32::try_from(crc.finalize()).unwrap_or_default(), hasher))
 }

@@ -6,7 +6,9 @@
 //! sessions/{id}.json         an open (or completed, until expiry) upload session
 //! sessions/{id}.part         its bytes so far, written at their offsets
 //! attachments/{id}.json      a finished attachment's metadata
-//! attachments/{id}.bin       its bytes (the `.part`, renamed on completion)
+//! attachments/{id}.bin       its bytes (the `.part`, renamed on completion); a
+//!                            drive file's bytes are a finished upload's too
+//! drives/{id}.json           a drive: its folders and files (`core::drive::Tree`)
 //! tmp/                       records being written; emptied at start-up
 //! quarantine/                records start-up could not use, set aside for an
 //!                            operator (`{dir}-{file}`)
@@ -54,7 +56,14 @@ async fn blocking<T: Send + 'static>(
 impl Disk {
     /// Opens (creating) the layout under `root` and clears leftovers in `tmp/`.
     pub(crate) fn open(files: Arc<dyn Files>, root: &Path, fsync: Fsync) -> io::Result<Self> {
-        for dir in ["items", "sessions", "attachments", "tmp", "quarantine"] {
+        for dir in [
+            "items",
+            "sessions",
+            "attachments",
+            "drives",
+            "tmp",
+            "quarantine",
+        ] {
             files.create_dir_all(&root.join(dir))?;
         }
         for path in files.list(&root.join("tmp"))? {
@@ -255,8 +264,9 @@ fn parse_key(hex: &str) -> Option<[u8; 32]> {
 /// What [`Disk::load`] finds: every record that could be read, and the files of
 /// those that could not.
 #[derive(Debug, Default)]
-pub(crate) struct Loaded<I, A, S> {
+pub(crate) struct Loaded<I, A, S, D> {
     pub(crate) items: Vec<I>,
+    pub(crate) drives: Vec<D>,
     pub(crate) attachments: Vec<A>,
     pub(crate) sessions: Vec<S>,
     pub(crate) unreadable: Vec<PathBuf>,
@@ -269,7 +279,8 @@ impl Disk {
         blocking(move || this.key_file()).await
     }
 
-    /// Writes the record `id` of `dir` (`items`, `sessions`, `attachments`).
+    /// Writes the record `id` of `dir` (`items`, `sessions`, `attachments`,
+    /// `drives`).
     pub(crate) async fn put<T: Serialize>(
         &self,
         dir: &'static str,
@@ -306,8 +317,9 @@ impl Disk {
     }
 
     /// Every record, for start-up.
-    pub(crate) async fn load<I, A, S>(&self) -> io::Result<Loaded<I, A, S>>
+    pub(crate) async fn load<I, A, S, D>(&self) -> io::Result<Loaded<I, A, S, D>>
     where
+        D: for<'de> Deserialize<'de> + Send + 'static,
         I: for<'de> Deserialize<'de> + Send + 'static,
         A: for<'de> Deserialize<'de> + Send + 'static,
         S: for<'de> Deserialize<'de> + Send + 'static,
@@ -317,6 +329,7 @@ impl Disk {
             let mut unreadable = Vec::new();
             Ok(Loaded {
                 items: this.read_dir_json("items", &mut unreadable)?,
+                drives: this.read_dir_json("drives", &mut unreadable)?,
                 attachments: this.read_dir_json("attachments", &mut unreadable)?,
                 sessions: this.read_dir_json("sessions", &mut unreadable)?,
                 unreadable,

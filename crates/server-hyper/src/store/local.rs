@@ -16,8 +16,9 @@ use upsession_core::timer::Timers;
 use super::disk::Disk;
 use super::files::{Files, RealFiles};
 use super::{
-    AttachmentRecord, ByteStream, Commit, FragmentSum, FragmentWriter, ItemRecord, ItemView,
-    Locked, SessionGuard, SessionRecord, SessionStore, StoreError, Uploading, Wait, deadline,
+    AttachmentRecord, ByteStream, Commit, DriveRecord, FragmentSum, FragmentWriter, ItemRecord,
+    ItemView, Locked, SessionGuard, SessionRecord, SessionStore, StoreError, Uploading, Wait,
+    deadline,
 };
 use crate::config::Fsync;
 
@@ -41,6 +42,9 @@ struct Inner {
     items: RwLock<HashMap<String, LocalItem>>,
     attachments: RwLock<HashMap<String, AttachmentRecord>>,
     sessions: RwLock<HashMap<String, Arc<Slot>>>,
+    drives: RwLock<HashMap<String, DriveRecord>>,
+    /// One drive change at a time is written (each over the version it read).
+    drive_writes: tokio::sync::Mutex<()>,
     timers: Mutex<Timers<String>>,
     /// The syncs after completions' answers (`--fsync never`), waited for when
     /// the server stops.
@@ -77,7 +81,7 @@ impl LocalStore {
         let lock = files.lock(root)?;
         let disk = Disk::open(files, root, fsync)?;
         let loaded = disk
-            .load::<ItemRecord, AttachmentRecord, SessionRecord>()
+            .load::<ItemRecord, AttachmentRecord, SessionRecord, DriveRecord>()
             .await?;
         let mut quarantined = loaded.unreadable.len();
         let mut attachments: HashMap<String, AttachmentRecord> = loaded
@@ -91,8 +95,13 @@ impl LocalStore {
         quarantined += lost;
         let mut sessions = HashMap::new();
         let mut timers = Timers::new();
-        let item_ids: std::collections::HashSet<&str> =
-            loaded.items.iter().map(|i| i.id.as_str()).collect();
+        // A drive upload's "item" is its drive.
+        let item_ids: std::collections::HashSet<&str> = loaded
+            .items
+            .iter()
+            .map(|i| i.id.as_str())
+            .chain(loaded.drives.iter().map(|d| d.tree.id.as_str()))
+            .collect();
         for record in loaded.sessions {
             let recorded = attachments.contains_key(&record.attachment_id);
             let has_item = item_ids.contains(record.item_id.as_str());
@@ -145,6 +154,11 @@ impl LocalStore {
                 item.attachments.push(a.meta.id.clone());
             }
         }
+        let drives: HashMap<String, DriveRecord> = loaded
+            .drives
+            .into_iter()
+            .map(|d| (d.tree.id.clone(), d))
+            .collect();
         let live: Vec<String> = sessions.keys().cloned().collect();
         let orphans = disk.sweep_orphans(&live).await?;
         info!(
@@ -163,6 +177,8 @@ impl LocalStore {
                 items: RwLock::new(items),
                 attachments: RwLock::new(attachments),
                 sessions: RwLock::new(sessions),
+                drives: RwLock::new(drives),
+                drive_writes: tokio::sync::Mutex::new(()),
                 timers: Mutex::new(timers),
                 settling: tokio_util::task::TaskTracker::new(),
             }),
@@ -556,6 +572,48 @@ impl SessionStore for LocalStore {
 
     async fn list_sessions(&self) -> io::Result<Vec<SessionRecord>> {
         Ok(self.inner.each_session(|r| Some(r.clone())))
+    }
+
+    async fn drive(&self, id: &str) -> io::Result<Option<DriveRecord>> {
+        Ok(self
+            .inner
+            .drives
+            .read()
+            .expect("drives lock")
+            .get(id)
+            .cloned())
+    }
+
+    async fn put_drive(&self, drive: &DriveRecord, read: Option<u64>) -> io::Result<bool> {
+        let _writing = self.inner.drive_writes.lock().await;
+        let id = &drive.tree.id;
+        let stored = self
+            .inner
+            .drives
+            .read()
+            .expect("drives lock")
+            .get(id)
+            .map(|d| d.tree.version);
+        if stored != read {
+            return Ok(false);
+        }
+        self.inner.disk.put("drives", id, drive).await?;
+        self.inner
+            .drives
+            .write()
+            .expect("drives lock")
+            .insert(id.clone(), drive.clone());
+        Ok(true)
+    }
+
+    async fn attachment(&self, id: &str) -> io::Result<Option<AttachmentRecord>> {
+        Ok(self
+            .inner
+            .attachments
+            .read()
+            .expect("attachments lock")
+            .get(id)
+            .cloned())
     }
 
     async fn uploading(&self) -> io::Result<Vec<Uploading>> {

@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use upsession_core::ByteRange;
+use upsession_core::drive::{ConflictBehavior, ContentHasher, Target, Tree};
 use upsession_core::error::RequestError;
 use upsession_core::identity::Mailbox;
 use upsession_core::route::{ItemKind, ItemPath, User, Version};
@@ -72,6 +73,33 @@ pub(crate) struct AttachmentRecord {
     pub(crate) unsynced: Vec<FragmentSum>,
 }
 
+/// A drive: whose it is, and its folders and files. Its bytes are finished
+/// uploads' ([`AttachmentRecord`]s whose `item_id` is the drive's id).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DriveRecord {
+    pub(crate) owner: Mailbox,
+    pub(crate) tree: Tree,
+}
+
+/// Where a drive upload puts its file, and its hashes so far.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DriveSession {
+    /// The drive's id.
+    pub(crate) drive: String,
+    pub(crate) target: Target,
+    pub(crate) conflict: ConflictBehavior,
+    /// The file appears only at an explicit commit (an empty `POST`).
+    #[serde(default)]
+    pub(crate) defer_commit: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) description: Option<String>,
+    /// QuickXorHash and SHA-256 of the bytes committed so far.
+    #[serde(default)]
+    pub(crate) hasher: ContentHasher,
+}
+
 /// An upload session: where it will attach, and the core session's snapshot.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -100,6 +128,10 @@ pub(crate) struct SessionRecord {
     /// before these were kept have none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) sums: Vec<FragmentSum>,
+    /// A drive upload's destination (then `item_id` is the drive's id, and
+    /// `kind`, `beta` and `user` mean nothing); `None` for an attachment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) drive: Option<Box<DriveSession>>,
 }
 
 impl SessionRecord {
@@ -151,24 +183,29 @@ pub(crate) struct FragmentSum {
 }
 
 impl SessionRecord {
-    /// The commit of `range` (whose bytes have the CRC-32C `crc32c`) that `pending`
-    /// prepared, at `now`.
+    /// The commit of `range` (whose bytes have the CRC-32C `crc32c`, and take a
+    /// drive upload's hashes to `hasher`) that `pending` prepared, at `now`.
     pub(crate) fn commit(
         &self,
         range: ByteRange,
-        crc32c: u32,
+        (crc32c, hasher): (u32, Option<ContentHasher>),
         pending: &PendingCommit,
         now: SystemTime,
     ) -> Commit {
         let mut record = self.clone();
         record.snapshot = pending.snapshot().clone();
+        // A drive upload may learn its size from its first fragment.
+        record.attachment.size = record.snapshot.size;
         record.sums.push(FragmentSum {
             start: range.start(),
             end: range.end(),
             crc32c,
         });
+        if let (Some(drive), Some(hasher)) = (&mut record.drive, hasher) {
+            drive.hasher = hasher;
+        }
         let completed =
-            (*pending.answer() == Answer::Completed).then(|| self.attachment_record(now));
+            (*pending.answer() == Answer::Completed).then(|| record.attachment_record(now));
         Commit {
             range,
             record,
@@ -255,6 +292,13 @@ pub(crate) trait SessionStore: Send + Sync + std::fmt::Debug {
     /// Waits for the work a store goes on with after answering (the local store's
     /// syncs after completions under `--fsync never`); called when the server stops.
     async fn settled(&self) {}
+    /// A drive.
+    async fn drive(&self, id: &str) -> io::Result<Option<DriveRecord>>;
+    /// Stores `drive` if the stored one is still at version `read` (`None`: there
+    /// is none yet); `false` when another change came first (read it again).
+    async fn put_drive(&self, drive: &DriveRecord, read: Option<u64>) -> io::Result<bool>;
+    /// A finished attachment (or drive file's bytes) by id.
+    async fn attachment(&self, id: &str) -> io::Result<Option<AttachmentRecord>>;
     /// Every session this node knows of, for the test double's inspection route.
     async fn list_sessions(&self) -> io::Result<Vec<SessionRecord>>;
     /// Every session still uploading (in the open phase), as the per-token limits

@@ -16,7 +16,9 @@ use std::fmt::Write as _;
 use std::io;
 use std::time::{Duration, SystemTime};
 
-use super::{AttachmentRecord, ItemRecord, ItemView, SessionRecord, Uploading, deadline};
+use super::{
+    AttachmentRecord, DriveRecord, ItemRecord, ItemView, SessionRecord, Uploading, deadline,
+};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use serde::Serialize;
 use tokio_postgres::NoTls;
@@ -24,11 +26,18 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Json;
 
 /// The schema, in order: (version, name, SQL).
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "records",
-    include_str!("../../migrations/0001_records.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "records",
+        include_str!("../../migrations/0001_records.sql"),
+    ),
+    (
+        2,
+        "drives",
+        include_str!("../../migrations/0002_drives.sql"),
+    ),
+];
 
 /// An arbitrary constant naming the advisory lock that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x7570_7365_7373_696f;
@@ -263,6 +272,60 @@ impl Postgres {
             record: item,
             attachments,
         }))
+    }
+
+    pub(crate) async fn get_drive(&self, id: &str) -> io::Result<Option<DriveRecord>> {
+        self.client()
+            .await?
+            .query_opt("SELECT record FROM drives WHERE id = $1", &[&id])
+            .await
+            .map_err(db_err)?
+            .map(|row| from_json(row.get::<_, Json<serde_json::Value>>(0).0))
+            .transpose()
+    }
+
+    /// Stores a drive over the version `read` (`None`: a new drive); whether it
+    /// was still that version.
+    pub(crate) async fn put_drive(
+        &self,
+        drive: &DriveRecord,
+        read: Option<u64>,
+    ) -> io::Result<bool> {
+        let version = i64::try_from(drive.tree.version).map_err(io::Error::other)?;
+        let record = Json(to_json(drive)?);
+        let client = self.client().await?;
+        let changed = match read {
+            None => {
+                client
+                    .execute(
+                        "INSERT INTO drives (id, version, record) VALUES ($1, $2, $3)
+                         ON CONFLICT (id) DO NOTHING",
+                        &[&drive.tree.id, &version, &record],
+                    )
+                    .await
+            }
+            Some(read) => {
+                let read = i64::try_from(read).map_err(io::Error::other)?;
+                client
+                    .execute(
+                        "UPDATE drives SET version = $2, record = $3 WHERE id = $1 AND version = $4",
+                        &[&drive.tree.id, &version, &record, &read],
+                    )
+                    .await
+            }
+        }
+        .map_err(db_err)?;
+        Ok(changed == 1)
+    }
+
+    pub(crate) async fn get_attachment(&self, id: &str) -> io::Result<Option<AttachmentRecord>> {
+        self.client()
+            .await?
+            .query_opt("SELECT record FROM attachments WHERE id = $1", &[&id])
+            .await
+            .map_err(db_err)?
+            .map(|row| from_json(row.get::<_, Json<serde_json::Value>>(0).0))
+            .transpose()
     }
 
     pub(crate) async fn get_session(&self, id: &str) -> io::Result<Option<SessionRecord>> {

@@ -18,8 +18,8 @@ use upsession_core::error::RequestError;
 use super::pg::{PgLock, PgLocked, Postgres};
 use super::s3::{S3, S3Credentials};
 use super::{
-    AttachmentRecord, ByteStream, Commit, FragmentWriter, ItemRecord, ItemView, Locked,
-    SessionGuard, SessionRecord, SessionStore, StoreError, Uploading, Wait,
+    AttachmentRecord, ByteStream, Commit, DriveRecord, FragmentWriter, ItemRecord, ItemView,
+    Locked, SessionGuard, SessionRecord, SessionStore, StoreError, Uploading, Wait,
 };
 
 /// Most fragments one session may have: S3's own limit on the parts of one object,
@@ -96,6 +96,18 @@ impl SessionStore for SharedStore {
 
     async fn create_session(&self, record: &SessionRecord) -> io::Result<()> {
         self.pg.put_session(record).await
+    }
+
+    async fn drive(&self, id: &str) -> io::Result<Option<DriveRecord>> {
+        self.pg.get_drive(id).await
+    }
+
+    async fn put_drive(&self, drive: &DriveRecord, read: Option<u64>) -> io::Result<bool> {
+        self.pg.put_drive(drive, read).await
+    }
+
+    async fn attachment(&self, id: &str) -> io::Result<Option<AttachmentRecord>> {
+        self.pg.get_attachment(id).await
     }
 
     async fn peek(&self, id: &str) -> io::Result<Option<SessionRecord>> {

@@ -35,6 +35,7 @@ fn new_session(id: &str, item: &str, size: u64) -> (SessionRecord, Session) {
         snapshot: session.snapshot(),
         parts: Vec::new(),
         sums: Vec::new(),
+        drive: None,
         owner: Mailbox::of("alice"),
     };
     (record, session)
@@ -71,7 +72,7 @@ async fn store_fragment(store: &dyn SessionStore, id: &str, data: &[u8], first: 
     writer.write(bytes).await.unwrap();
     writer.finish().await.unwrap();
     let pending = session.prepare_commit(t(1), ticket).unwrap();
-    let commit = guard.record().commit(range, crc, &pending, t(1));
+    let commit = guard.record().commit(range, (crc, None), &pending, t(1));
     guard.commit(commit).await.unwrap();
     let _ = session.confirm(pending);
 }

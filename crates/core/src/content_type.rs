@@ -1,4 +1,5 @@
-//! A small table from file extensions to MIME types, for `AttachmentItem.contentType`.
+//! A small table from file extensions to MIME types, for `AttachmentItem.contentType`
+//! (the clients) and a drive file's `file.mimeType` (the server).
 
 use std::path::Path;
 
@@ -66,7 +67,7 @@ const TABLE: &[(&str, &str)] = &[
 /// `application/octet-stream`.
 ///
 /// ```
-/// use upsession_client_shared::guess_content_type;
+/// use upsession_core::content_type::guess_content_type;
 ///
 /// assert_eq!(guess_content_type("Report.PDF".as_ref()), "application/pdf");
 /// assert_eq!(guess_content_type("data.bin".as_ref()), "application/octet-stream");

@@ -1,8 +1,9 @@
 //! OneDrive's side of upload sessions, as data: the body of a drive item's
 //! `createUploadSession` ([`DriveUpload`], with its [`ConflictBehavior`]), the name
 //! a `rename` conflict gives ([`renamed`]), and the `driveItem` a completed upload
-//! answers ([`DriveItem`]). The routes are [`crate::route::DrivePath`]; the file
-//! hash is [`crate::quickxor`].
+//! answers ([`DriveItem`]); a drive's folders and files ([`Tree`], in `tree`) and
+//! the hashes taken while a file streams in ([`ContentHasher`], in `hash`). The
+//! routes are [`crate::route::DrivePath`]; the file hash is [`crate::quickxor`].
 //!
 //! ```
 //! use upsession_core::drive::{ConflictBehavior, DriveUpload};
@@ -19,6 +20,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::CreateError;
+
+mod hash;
+mod tree;
+
+pub use hash::ContentHasher;
+pub use tree::{Entry, FileEntry, NewFile, Put, Target, Tree, valid_name};
+
+/// The largest file a drive upload takes: OneDrive's 250 GB.
+pub const MAX_FILE_SIZE: u64 = 250_000_000_000;
+
+/// The type of every drive upsession serves (`parentReference.driveType`).
+pub const DRIVE_TYPE: &str = "business";
 
 /// What a new file does when its name is taken (`@microsoft.graph.conflictBehavior`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,7 +213,19 @@ pub struct FileFacet {
     pub hashes: Hashes,
 }
 
-/// The `driveItem` of a file, as a completed upload answers it and `GET
+/// A folder's facet (`folder`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FolderFacet {
+    /// How many items it holds directly.
+    pub child_count: usize,
+}
+
+/// An empty facet (`root: {}`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Empty {}
+
+/// The `driveItem` of a file or folder, as a completed upload answers it and `GET
 /// …/drive/items/{id}` reads it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -219,10 +244,18 @@ pub struct DriveItem {
     pub created_date_time: String,
     /// RFC 3339, UTC.
     pub last_modified_date_time: String,
-    /// Where it lives.
-    pub parent_reference: ParentReference,
-    /// Its file facet.
-    pub file: FileFacet,
+    /// Where it lives (not for the root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_reference: Option<ParentReference>,
+    /// A file's facet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileFacet>,
+    /// A folder's facet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<FolderFacet>,
+    /// The root's facet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<Empty>,
     /// A description, when one was given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -374,19 +407,21 @@ mod tests {
             c_tag: DriveItem::c_tag_of("01ABC", 2),
             created_date_time: "2026-12-07T00:00:00Z".into(),
             last_modified_date_time: "2026-12-07T00:00:01Z".into(),
-            parent_reference: ParentReference {
+            parent_reference: Some(ParentReference {
                 drive_id: "b!d".into(),
                 drive_type: "business".into(),
                 id: "01ROOT".into(),
                 path: "/drive/root:".into(),
-            },
-            file: FileFacet {
+            }),
+            file: Some(FileFacet {
                 mime_type: "application/octet-stream".into(),
                 hashes: Hashes {
                     quick_xor_hash: "AAAAAAAAAAAAAAAAAAAAAAAAAAA=".into(),
                     sha256_hash: sha256_hex(&[0xab; 32]),
                 },
-            },
+            }),
+            folder: None,
+            root: None,
             description: None,
         };
         let json = serde_json::to_value(&item).unwrap();
