@@ -9,6 +9,8 @@ use upsession_client_reqwest::{
     Uploaded, User,
 };
 
+use upsession_core::drive::ConflictBehavior;
+
 use crate::progress::Display;
 use crate::secret::Secret;
 use crate::size::parse_size;
@@ -39,11 +41,20 @@ pub(crate) struct Connection {
 
 /// Flags of `upsession upload`.
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("target").required(true).args(["message", "event", "draft"])))]
+#[command(group(ArgGroup::new("target").required(true).args(["message", "event", "draft", "drive"])))]
 pub(crate) struct UploadArgs {
-    /// Files to attach.
+    /// Files to upload.
     #[arg(required = true)]
     files: Vec<PathBuf>,
+    /// Upload to the user's OneDrive instead: to this path below the drive's root
+    /// (`reports/q3.pdf`), or into this folder (a path ending in `/`, or with
+    /// several files) under each file's name. Folders are made as needed.
+    #[arg(long, value_name = "PATH")]
+    drive: Option<String>,
+    /// With --drive, when the name is taken: `fail`, `replace` or `rename`
+    /// (`name 1.ext`).
+    #[arg(long, default_value = "replace", value_parser = parse_conflict, requires = "drive")]
+    conflict: ConflictBehavior,
     /// Attach to this existing message.
     #[arg(long, value_name = "ID")]
     message: Option<String>,
@@ -81,6 +92,31 @@ pub(crate) struct UploadArgs {
     /// that a batch is not throttled to a stop; other servers are never paced.
     #[arg(long)]
     no_pacing: bool,
+}
+
+fn parse_conflict(value: &str) -> Result<ConflictBehavior, String> {
+    ConflictBehavior::by_name(value)
+        .ok_or_else(|| format!("`{value}` is not fail, replace or rename"))
+}
+
+/// The drive target of each of `files` for `--drive path`: the path itself for
+/// one file, else the folder `path` under each file's name.
+fn drive_targets(path: &str, files: &[PathBuf], conflict: ConflictBehavior) -> Vec<Target> {
+    let folder = path.ends_with('/') || files.len() > 1;
+    files
+        .iter()
+        .map(|f| {
+            let name = f
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            let at = if folder {
+                format!("{}/{name}", path.trim_end_matches('/'))
+            } else {
+                path.to_owned()
+            };
+            Target::drive(&at, conflict)
+        })
+        .collect()
 }
 
 /// Flags of `upsession resume`. Each upload continues on the server and in the
@@ -198,6 +234,9 @@ fn report(file: &str, state: Option<&str>, result: &Result<Uploaded, Failure>, j
                 line["attachmentId"] = done.attachment_id.clone().into();
                 line["location"] = done.location.clone().into();
                 line["sha256"] = done.sha256.clone().into();
+                if let Some(item) = &done.drive_item {
+                    line["driveItem"] = serde_json::to_value(item).unwrap_or_default();
+                }
             }
             Err(failure) => line["error"] = failure.message.clone().into(),
         }
@@ -205,6 +244,17 @@ fn report(file: &str, state: Option<&str>, result: &Result<Uploaded, Failure>, j
         return;
     }
     match result {
+        Ok(done) if done.drive_item.is_some() => {
+            let item = done.drive_item.as_ref().expect("a drive item");
+            let folder = item
+                .parent_reference
+                .as_ref()
+                .map_or("", |p| p.path.as_str());
+            print_out(&format!(
+                "{file}: drive file {folder}/{} ({}), {} bytes, hashes checked",
+                item.name, item.id, item.size
+            ));
+        }
         Ok(done) => print_out(&format!(
             "{file}: attachment {} at {}",
             done.attachment_id.as_deref().unwrap_or("(id not given)"),
@@ -295,22 +345,26 @@ pub(crate) fn upload(args: &UploadArgs) -> Result<(), Failure> {
     let store = StateStore::new(&state_dir);
     let before = present(&store);
     crate::block_on(async {
-        let target = match (&args.message, &args.event, &args.draft) {
-            (Some(id), _, _) => Target::message(id.clone()),
-            (_, Some(id), _) => Target::event(id.clone()),
-            (_, _, Some(subject)) => client
-                .create_draft(subject)
-                .await
-                .map_err(|e| explain(&e, &conn.base_url))?,
+        let targets = match (&args.message, &args.event, &args.draft, &args.drive) {
+            (Some(id), ..) => vec![Target::message(id.clone()); args.files.len()],
+            (_, Some(id), ..) => vec![Target::event(id.clone()); args.files.len()],
+            (_, _, Some(subject), _) => {
+                let draft = client
+                    .create_draft(subject)
+                    .await
+                    .map_err(|e| explain(&e, &conn.base_url))?;
+                vec![draft; args.files.len()]
+            }
+            (.., Some(path)) => drive_targets(path, &args.files, args.conflict),
             _ => unreachable!("clap requires one target"),
         };
         let sink = display.sink();
-        let files: Vec<(PathBuf, UploadOptions)> = args
-            .files
-            .iter()
-            .map(|f| (f.clone(), upload_options(args, &sink)))
+        let files: Vec<(Target, PathBuf, UploadOptions)> = targets
+            .into_iter()
+            .zip(&args.files)
+            .map(|(target, f)| (target, f.clone(), upload_options(args, &sink)))
             .collect();
-        let results = until_interrupted(client.upload_many(&target, files), &store, &before).await;
+        let results = until_interrupted(client.upload_files(files), &store, &before).await;
         display.finish();
         let results = results?;
         let mut failures = 0;

@@ -788,3 +788,94 @@ async fn one_command_attaches_a_small_and_a_large_file() {
     assert_eq!(lines[0]["size"], 1024);
     assert_eq!(lines[1]["size"], 149_000_000);
 }
+
+#[tokio::test]
+async fn drive_uploads_take_each_conflict_behaviour_and_resume_after_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&dir.path().join("data"), &["--max-size", "200MB"]);
+    let first = file(dir.path(), "r.bin", 5_000_000, 11);
+    let state = dir.path().join("state");
+    let drive_upload = |f: &Path, conflict: &str| {
+        let out = run(upload(&server, &state)
+            .args(["--drive", "docs/r.bin", "--conflict", conflict, "--json"])
+            .arg(f));
+        let line: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out, line)
+    };
+    let (out, made) = drive_upload(&first, "fail");
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(made["driveItem"]["name"], "r.bin");
+    assert_eq!(
+        made["driveItem"]["parentReference"]["path"],
+        "/drive/root:/docs"
+    );
+    let graph = Graph::new(server.base.clone(), TOKEN);
+    let read = |path: &str| {
+        let url = graph.url(path);
+        async move {
+            let res = reqwest::Client::new()
+                .get(&url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200, "GET {url}");
+            res.bytes().await.unwrap().to_vec()
+        }
+    };
+    let bytes = read("/me/drive/root:/docs/r.bin:/content").await;
+    assert_eq!(
+        sha256_hex(&bytes),
+        sha256_hex(&std::fs::read(&first).unwrap())
+    );
+    // fail: one clear sentence, a non-zero exit.
+    let (out, _) = drive_upload(&first, "fail");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("nameAlreadyExists"),
+        "{}",
+        text(&out.stderr)
+    );
+    // rename: beside it; replace: the same item, new bytes.
+    let other = file(dir.path(), "other.bin", 1000, 12);
+    let (out, renamed) = drive_upload(&other, "rename");
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(renamed["driveItem"]["name"], "r 1.bin");
+    let (out, replaced) = drive_upload(&other, "replace");
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(replaced["driveItem"]["id"], made["driveItem"]["id"]);
+    let bytes = read(
+        "/me/drive/items/{id}/content"
+            .replace("{id}", made["driveItem"]["id"].as_str().unwrap())
+            .as_str(),
+    )
+    .await;
+    assert_eq!(bytes, std::fs::read(&other).unwrap());
+    // Killed mid-way, resumed: byte-exact, hashes checked by the client. (The
+    // refused upload's state stays where it was: deleting the file in the way
+    // and resuming it would finish it.)
+    let state = dir.path().join("state2");
+    let big = file(dir.path(), "big.bin", 60_000_000, 13);
+    let mut child = upload(&server, &state)
+        .args(["--drive", "media/", "--chunk-size", "320KiB"])
+        .arg(&big)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        kill_once_resumable(&mut child, &state),
+        "the upload finished first"
+    );
+    let mut resume = bin();
+    resume.args(["resume", "--json", "--state-dir"]).arg(&state);
+    let out = run(&mut resume);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let line: Value = serde_json::from_str(text(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(line["driveItem"]["name"], "big.bin");
+    let bytes = read("/me/drive/root:/media/big.bin:/content").await;
+    assert_eq!(
+        sha256_hex(&bytes),
+        sha256_hex(&std::fs::read(&big).unwrap())
+    );
+}

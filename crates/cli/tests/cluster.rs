@@ -348,3 +348,85 @@ async fn identities_hold_on_every_node() {
         sha256_hex(&data)
     );
 }
+
+/// A drive upload's session opened through the proxy: its uploadUrl.
+async fn drive_session(graph: &Graph, path: &str, conflict: &str) -> String {
+    let res = graph
+        .request(
+            reqwest::Method::POST,
+            &format!("/me/drive/root:/{path}:/createUploadSession"),
+        )
+        .json(&serde_json::json!({"item": {"@microsoft.graph.conflictBehavior": conflict}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let json: serde_json::Value = res.json().await.unwrap();
+    json["uploadUrl"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drive_files_are_whole_whichever_nodes_take_their_fragments() {
+    let Some(cluster) = Cluster::start(2, &flags()).await else {
+        return;
+    };
+    let graph = graph(&cluster);
+    // One file whose fragments (and hash state) go from node to node.
+    let data = seeded(5 * FRAGMENT + 77, 31);
+    let url = drive_session(&graph, "shared/one.bin", "fail").await;
+    let mut last = None;
+    for start in (0..data.len()).step_by(FRAGMENT) {
+        last = Some(graph.put_at(&url, &data, start, FRAGMENT).await);
+    }
+    let done = last.unwrap();
+    assert_eq!(done.status(), 201);
+    let item: serde_json::Value = done.json().await.unwrap();
+    let mut quick_xor = upsession_core::quickxor::QuickXorHash::new();
+    quick_xor.update(&data);
+    assert_eq!(
+        item["file"]["hashes"]["quickXorHash"],
+        quick_xor.finish_base64()
+    );
+    assert_eq!(
+        item["file"]["hashes"]["sha256Hash"],
+        sha256_hex(&data).to_uppercase()
+    );
+    // Eight files finished at once, on both nodes, into one drive: none lost.
+    let small = seeded(1000, 32);
+    let mut urls = Vec::new();
+    for i in 0..8 {
+        urls.push(drive_session(&graph, &format!("shared/many/{i}.bin"), "fail").await);
+    }
+    let mut puts = tokio::task::JoinSet::new();
+    for url in urls {
+        let (graph, small) = (graph.clone(), small.clone());
+        puts.spawn(async move { graph.put_at(&url, &small, 0, FRAGMENT).await.status() });
+    }
+    while let Some(status) = puts.join_next().await {
+        assert_eq!(status.unwrap(), 201);
+    }
+    for addr in &cluster.addrs {
+        let node = Graph::new(format!("http://{addr}/v1.0"), TOKEN);
+        let folder: serde_json::Value = node
+            .request(reqwest::Method::GET, "/me/drive/root:/shared/many")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(folder["folder"]["childCount"], 8, "{addr}");
+        let bytes = node
+            .request(
+                reqwest::Method::GET,
+                "/me/drive/root:/shared/one.bin:/content",
+            )
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(sha256_hex(&bytes), sha256_hex(&data), "{addr}");
+    }
+}

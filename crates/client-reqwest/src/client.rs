@@ -399,9 +399,18 @@ impl Inner {
     /// `{base}/{user}/{collection}/{id}/attachments/{rest…}`: the attachments of
     /// `target`.
     pub(crate) fn attachments_url(&self, target: &Target, rest: &[&str]) -> Url {
-        let mut segments = vec![target.collection(), target.id(), "attachments"];
+        // A drive file has no attachments: its listing is the drive's root.
+        let mut segments: Vec<&str> = target
+            .attachments_segments()
+            .map_or_else(|| vec!["drive", "root"], Vec::from);
         segments.extend(rest);
         self.url(&segments)
+    }
+
+    /// `createUploadSession` of `target`.
+    pub(crate) fn session_url(&self, target: &Target) -> Url {
+        let segments = target.session_segments();
+        self.url(&segments.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     /// The createUploadSession request for `item` on `target`, with the token.
@@ -410,13 +419,13 @@ impl Inner {
         target: &Target,
         item: &AttachmentItem,
     ) -> Result<reqwest::RequestBuilder> {
-        let url = self.attachments_url(target, &["createUploadSession"]);
+        let url = self.session_url(target);
         tracing::debug!(url = %url, name = %item.name, size = item.size, "POST createUploadSession");
         let request = self
             .http
             .post(url)
             .header(CONTENT_TYPE, "application/json")
-            .body(item.to_request_json().to_string());
+            .body(target.session_body(item).to_string());
         self.authorize(request).await
     }
 

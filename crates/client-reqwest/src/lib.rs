@@ -160,8 +160,9 @@ pub use progress::{ProgressEvent, ProgressKind, ProgressSink, ProgressStream};
 pub use resume::{AttachmentMeta, FileIdentity, ResumeState, STATE_VERSION, StateStore};
 pub use upload::{Source, UploadOptions, Uploaded};
 pub use upsession_client_shared::{OCTET_STREAM, guess_content_type};
+pub use upsession_core::drive::{ConflictBehavior, DriveItem};
 pub use upsession_core::redact::{RedactedUrl, UploadUrl, redact};
-pub use upsession_core::target::{Target, User};
+pub use upsession_core::target::{DriveFile, Target, User};
 
 /// Cancels uploads given it ([`UploadOptions::cancel_on`]): tokio-util's token,
 /// re-exported so that no other dependency is needed.

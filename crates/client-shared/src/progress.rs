@@ -163,6 +163,11 @@ impl fmt::Display for ProgressEvent {
                 "{label}: mailbox upload budget spent, waiting {:.1} s",
                 wait.as_secs_f64()
             ),
+            // A drive file has an id and no Location.
+            ProgressKind::Completed {
+                attachment_id: Some(id),
+                location: None,
+            } => write!(f, "{label}: done, item {id}"),
             ProgressKind::Completed {
                 attachment_id,
                 location,

@@ -10,6 +10,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use upsession_core::quickxor::QuickXorHash;
 use upsession_core::time::{format_graph_time, parse_graph_time};
 use upsession_core::wire::AttachmentItem;
 
@@ -149,6 +150,10 @@ pub struct FileIdentity {
     /// saved early in an upload may not have it yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// OneDrive's QuickXorHash of the whole file (base64), taken with the
+    /// SHA-256: a drive file's answer carries it, and the client compares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quick_xor: Option<String>,
 }
 
 impl FileIdentity {
@@ -156,10 +161,9 @@ impl FileIdentity {
     /// callers run it on a blocking thread).
     pub fn of(path: &Path) -> Result<Self> {
         let mut identity = Self::stat(path)?;
-        identity.sha256 = Some(
-            sha256_of(path, identity.size, &AtomicBool::new(false))?
-                .ok_or_else(|| changed(path, "it changed while it was being read".into()))?,
-        );
+        let hashes = hashes_of(path, identity.size, false, &AtomicBool::new(false))?
+            .ok_or_else(|| changed(path, "it changed while it was being read".into()))?;
+        identity.set_hashes(&hashes);
         Ok(identity)
     }
 
@@ -179,7 +183,16 @@ impl FileIdentity {
             size: meta.len(),
             modified: modified(&meta),
             sha256: None,
+            quick_xor: None,
         })
+    }
+
+    /// Takes the file's hashes.
+    fn set_hashes(&mut self, hashes: &FileHashes) {
+        self.sha256 = Some(hashes.sha256.clone());
+        if hashes.quick_xor.is_some() {
+            self.quick_xor.clone_from(&hashes.quick_xor);
+        }
     }
 
     /// The whole file (a small one, for one `POST`) and its SHA-256, refused if it
@@ -259,10 +272,25 @@ fn modified(meta: &fs::Metadata) -> Option<String> {
 /// The SHA-256 of the file at `path`, read whole; `None` when it did not hold
 /// `size` bytes (a file that keeps growing is read no further than one byte past
 /// them), or when `stop` was set.
-fn sha256_of(path: &Path, size: u64, stop: &AtomicBool) -> Result<Option<String>> {
+/// A file's hashes: SHA-256 (lowercase hex) always, QuickXorHash (base64) when
+/// asked for (a drive file's answer carries it).
+struct FileHashes {
+    sha256: String,
+    quick_xor: Option<String>,
+}
+
+/// The file's SHA-256 (and, with `quick_xor`, its QuickXorHash) in one read;
+/// `None` when it did not read as `size` bytes or `stop` was set.
+fn hashes_of(
+    path: &Path,
+    size: u64,
+    quick_xor: bool,
+    stop: &AtomicBool,
+) -> Result<Option<FileHashes>> {
     let file = fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
     let mut file = file.take(size.saturating_add(1));
     let mut hasher = Sha256::new();
+    let mut xor = quick_xor.then(QuickXorHash::new);
     let mut buf = vec![0; 256 * 1024];
     let mut read = 0_u64;
     loop {
@@ -276,9 +304,15 @@ fn sha256_of(path: &Path, size: u64, stop: &AtomicBool) -> Result<Option<String>
             Err(e) => return Err(Error::io("read", path, e)),
         };
         hasher.update(&buf[..n]);
+        if let Some(x) = &mut xor {
+            x.update(&buf[..n]);
+        }
         read += n as u64;
     }
-    Ok((read == size).then(|| hex(&hasher.finalize())))
+    Ok((read == size).then(|| FileHashes {
+        sha256: hex(&hasher.finalize()),
+        quick_xor: xor.map(|x| x.finish_base64()),
+    }))
 }
 
 /// The SHA-256 of an upload's file, taken on a thread of its own while the
@@ -287,7 +321,7 @@ fn sha256_of(path: &Path, size: u64, stop: &AtomicBool) -> Result<Option<String>
 #[derive(Debug)]
 pub struct FileHashing {
     identity: FileIdentity,
-    thread: Option<std::thread::JoinHandle<Option<String>>>,
+    thread: Option<std::thread::JoinHandle<Option<FileHashes>>>,
     /// Set when the upload is given up before the hash is taken: the thread
     /// stops reading.
     stop: Arc<AtomicBool>,
@@ -302,10 +336,17 @@ impl Drop for FileHashing {
 impl FileHashing {
     /// Starts hashing the file of `identity`, unless its hash is known.
     pub fn start(identity: FileIdentity) -> Self {
+        Self::start_for(identity, false)
+    }
+
+    /// [`FileHashing::start`], with the QuickXorHash too when `quick_xor` (an
+    /// upload to a drive, whose answer carries it).
+    pub fn start_for(identity: FileIdentity, quick_xor: bool) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let thread = identity.sha256.is_none().then(|| {
+        let unknown = identity.sha256.is_none() || (quick_xor && identity.quick_xor.is_none());
+        let thread = unknown.then(|| {
             let (path, size, stop) = (identity.path.clone(), identity.size, Arc::clone(&stop));
-            std::thread::spawn(move || sha256_of(&path, size, &stop).ok().flatten())
+            std::thread::spawn(move || hashes_of(&path, size, quick_xor, &stop).ok().flatten())
         });
         Self {
             identity,
@@ -338,6 +379,7 @@ impl FileHashing {
     pub fn poll_into(&mut self, state: &mut ResumeState) -> bool {
         let new = self.poll();
         state.file.sha256.clone_from(&self.identity.sha256);
+        state.file.quick_xor.clone_from(&self.identity.quick_xor);
         new
     }
 
@@ -351,7 +393,11 @@ impl FileHashing {
 
     fn join(&mut self) {
         if let Some(thread) = self.thread.take() {
-            self.identity.sha256 = thread.join().ok().flatten();
+            if let Some(hashes) = thread.join().ok().flatten() {
+                self.identity.set_hashes(&hashes);
+            } else {
+                (self.identity.sha256, self.identity.quick_xor) = (None, None);
+            }
         }
     }
 }
@@ -722,6 +768,7 @@ mod tests {
                 size: 10,
                 modified: None,
                 sha256: Some("00".into()),
+                quick_xor: None,
             },
             attachment: AttachmentMeta {
                 name: "a.bin".into(),

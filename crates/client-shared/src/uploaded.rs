@@ -4,6 +4,7 @@ use http::StatusCode;
 use http::header::LOCATION;
 use serde::Serialize;
 use upsession_core::RemoteError;
+use upsession_core::drive::DriveItem;
 use upsession_core::planner::Completion;
 
 use crate::resume::FileIdentity;
@@ -31,6 +32,10 @@ pub struct Uploaded {
     /// were sent, which may not be the file as it is now. Says what changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file_changed: Option<String>,
+    /// A drive file, as the final answer described it (its id is also
+    /// `attachment_id`); its hashes were checked against the file's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drive_item: Option<DriveItem>,
 }
 
 impl Uploaded {
@@ -47,7 +52,36 @@ impl Uploaded {
         let mut uploaded = Self::new(name, total, completion.attachment_id, completion.location);
         uploaded.sha256 = identity.and_then(|i| i.sha256.clone());
         uploaded.file_changed = file_changed;
+        uploaded.drive_item = completion.drive_item.map(|item| *item);
         uploaded
+    }
+
+    /// Why the drive file's hashes are not those of the file sent (`identity`'s),
+    /// if they are not: each hash the answer carries and the file's is compared
+    /// (OneDrive for Business gives only `quickXorHash`).
+    pub fn drive_hashes_differ(&self, identity: Option<&FileIdentity>) -> Option<String> {
+        let hashes = &self.drive_item.as_ref()?.file.as_ref()?.hashes;
+        let identity = identity?;
+        // Hex in any case; base64 exactly.
+        let differ = |what: &str, theirs: &str, ours: Option<&String>| {
+            let same = |ours: &str| match what {
+                "sha256Hash" => theirs.eq_ignore_ascii_case(ours),
+                _ => theirs == ours,
+            };
+            ours.filter(|ours| !theirs.is_empty() && !same(ours))
+                .map(|ours| {
+                    format!(
+                        "the drive file's {what} is {theirs}, but the bytes sent hash to {ours}; the file on the drive is not this file"
+                    )
+                })
+        };
+        differ("sha256Hash", &hashes.sha256_hash, identity.sha256.as_ref()).or_else(|| {
+            differ(
+                "quickXorHash",
+                &hashes.quick_xor_hash,
+                identity.quick_xor.as_ref(),
+            )
+        })
     }
 
     /// A finished upload of `size` bytes named `name`, as the final answer gave
@@ -65,6 +99,7 @@ impl Uploaded {
             location,
             sha256: None,
             file_changed: None,
+            drive_item: None,
         }
     }
 }
@@ -138,4 +173,56 @@ pub fn throttled<B>(
         .get(http::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok());
     upsession_core::planner::throttle_wait(answer.status(), retry_after, attempt, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use upsession_core::drive::{ContentHasher, DriveItem};
+
+    fn item(quick_xor: &str, sha256: &str) -> DriveItem {
+        serde_json::from_value(serde_json::json!({
+            "id": "01F", "name": "a.bin", "size": 3, "eTag": "e", "cTag": "c",
+            "createdDateTime": "2026-12-07T00:00:00Z", "lastModifiedDateTime": "2026-12-07T00:00:00Z",
+            "file": {"mimeType": "application/octet-stream",
+                     "hashes": {"quickXorHash": quick_xor, "sha256Hash": sha256}},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_drive_files_hashes_are_checked_against_the_bytes_sent() {
+        let mut h = ContentHasher::default();
+        h.update(b"abc");
+        let hashes = h.finish();
+        let identity = FileIdentity {
+            path: "/x".into(),
+            size: 3,
+            modified: None,
+            sha256: Some(hashes.sha256_hash.to_ascii_lowercase()),
+            quick_xor: Some(hashes.quick_xor_hash.clone()),
+        };
+        let mut up = Uploaded::new("a.bin".into(), 3, Some("01F".into()), None);
+        up.drive_item = Some(item(&hashes.quick_xor_hash, &hashes.sha256_hash));
+        assert_eq!(up.drive_hashes_differ(Some(&identity)), None);
+        // OneDrive for Business gives quickXorHash alone.
+        up.drive_item = Some(item(&hashes.quick_xor_hash, ""));
+        assert_eq!(up.drive_hashes_differ(Some(&identity)), None);
+        // Either one wrong is said.
+        up.drive_item = Some(item("AAAA", ""));
+        assert!(
+            up.drive_hashes_differ(Some(&identity))
+                .unwrap()
+                .contains("quickXorHash")
+        );
+        up.drive_item = Some(item(&hashes.quick_xor_hash, "00"));
+        assert!(
+            up.drive_hashes_differ(Some(&identity))
+                .unwrap()
+                .contains("sha256Hash")
+        );
+        // An attachment has no drive item to check.
+        up.drive_item = None;
+        assert_eq!(up.drive_hashes_differ(Some(&identity)), None);
+    }
 }

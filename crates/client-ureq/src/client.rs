@@ -310,9 +310,18 @@ impl Client {
         url
     }
 
+    /// `createUploadSession` of `target`.
+    pub(crate) fn session_url(&self, target: &Target) -> String {
+        let segments = target.session_segments();
+        self.url(&segments.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
     /// The attachments of `target`, then `rest`.
     pub(crate) fn attachments_url(&self, target: &Target, rest: &[&str]) -> String {
-        let mut segments = vec![target.collection(), target.id(), "attachments"];
+        // A drive file has no attachments: its listing is the drive's root.
+        let mut segments: Vec<&str> = target
+            .attachments_segments()
+            .map_or_else(|| vec!["drive", "root"], Vec::from);
         segments.extend(rest);
         self.url(&segments)
     }

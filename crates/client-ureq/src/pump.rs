@@ -66,7 +66,7 @@ impl Job<'_> {
         for kind in ProgressKind::at_start(total, self.resumed_at) {
             self.emit(kind);
         }
-        if self.target.is_some() && self.client.has_token() {
+        if self.target.as_ref().is_some_and(|t| !t.is_drive()) && self.client.has_token() {
             planner.settle_doubt_by_listing(self.name.clone());
         }
         let result = self.drive(&mut planner, &mut reader);
@@ -76,8 +76,8 @@ impl Job<'_> {
         {
             tracing::warn!(error = %e, "could not remove the resume state");
         }
-        match result {
-            Ok(completion) => Ok(self.completed(completion, total)),
+        match result.and_then(|completion| self.completed(completion, total)) {
+            Ok(uploaded) => Ok(uploaded),
             Err(e) => {
                 tracing::warn!(file = %self.label, error = %e, "upload failed");
                 self.emit(ProgressKind::Failed {
@@ -88,7 +88,8 @@ impl Job<'_> {
         }
     }
 
-    fn completed(&mut self, completion: Completion, total: u64) -> Uploaded {
+    /// A drive file whose hashes are not the bytes sent is an error.
+    fn completed(&mut self, completion: Completion, total: u64) -> Result<Uploaded> {
         let file_changed = self.file.as_ref().and_then(|file| {
             file.identity()
                 .check_unchanged()
@@ -97,7 +98,12 @@ impl Job<'_> {
         });
         self.emit(ProgressKind::completed(&completion));
         let identity = self.file.as_mut().map(FileHashing::finish);
-        Uploaded::completed(self.name.clone(), total, completion, identity, file_changed)
+        let uploaded =
+            Uploaded::completed(self.name.clone(), total, completion, identity, file_changed);
+        match uploaded.drive_hashes_differ(identity) {
+            Some(why) => Err(Error::Protocol(why)),
+            None => Ok(uploaded),
+        }
     }
 
     /// The pump: the planner decides, this does the I/O.
@@ -191,9 +197,9 @@ impl Job<'_> {
                         "the planner asked to create a session for an upload that has one".into(),
                     ));
                 };
-                let url = client.attachments_url(target, &["createUploadSession"]);
+                let url = client.session_url(target);
                 self.first_url = Some(RedactedUrl(&url).to_string());
-                client.json_post(&url, item.to_request_json().to_string())?
+                client.json_post(&url, target.session_body(item).to_string())?
             }
             Action::QueryStatus => to_session(planner, Method::GET)?,
             Action::Delete => to_session(planner, Method::DELETE)?,

@@ -91,7 +91,8 @@ impl Client {
         let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
         let meta = meta(options, file_name.as_deref())?;
         let label: Arc<str> = given.display().to_string().into();
-        if identity.size < self.small_file_limit {
+        // A drive file always takes a session.
+        if identity.size < self.small_file_limit && !target.is_drive() {
             let (bytes, sha256) = identity.read_whole()?;
             let mut done = self.small(target, &meta, bytes, &label, options)?;
             done.sha256 = Some(sha256);
@@ -114,9 +115,10 @@ impl Client {
             (p, state)
         });
         let file = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+        let is_drive = target.is_drive();
         let mut job = self.job(label, path, options, Some((target, &meta, identity.size)));
         let size = identity.size;
-        job.file = Some(FileHashing::start(identity));
+        job.file = Some(FileHashing::start_for(identity, is_drive));
         job.state = state;
         job.run(Planner::new(size, cfg), file)
     }
@@ -134,7 +136,7 @@ impl Client {
         nonempty(size)?;
         let meta = meta(options, None)?;
         let label: Arc<str> = meta.name.as_str().into();
-        if size < self.small_file_limit {
+        if size < self.small_file_limit && !target.is_drive() {
             let io = |e| Error::io("read", "the upload's reader", e);
             reader.seek(SeekFrom::Start(0)).map_err(io)?;
             let len = usize::try_from(size).map_err(|_| Error::InvalidInput("too large".into()))?;
@@ -174,7 +176,7 @@ impl Client {
         let label: Arc<str> = path.display().to_string().into();
         let mut job = self.job(label, path, options, None);
         job.name.clone_from(&state.attachment.name);
-        job.file = Some(FileHashing::start(identity));
+        job.file = Some(FileHashing::start_for(identity, state.target.is_drive()));
         let same_mailbox = state.base_url == self.base && state.user == self.user;
         job.target = same_mailbox.then(|| state.target.clone());
         job.resumed_at = state.acknowledged;

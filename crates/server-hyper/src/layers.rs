@@ -629,12 +629,16 @@ impl Double {
 fn fault_route(route: &Route, method: &Method) -> Option<FaultRoute> {
     Some(match route {
         Route::CreateItem { .. } => FaultRoute::Item,
-        Route::CreateUploadSession(_) => FaultRoute::Create,
+        Route::CreateUploadSession(_) | Route::DriveCreateUploadSession(_) => FaultRoute::Create,
         Route::Item(_)
         | Route::Attachments(_)
         | Route::Attachment(..)
-        | Route::AttachmentValue(..) => FaultRoute::Download,
-        Route::Upload(_) if method == Method::PUT => FaultRoute::Put,
+        | Route::AttachmentValue(..)
+        | Route::Drive(..)
+        | Route::DriveItem(_)
+        | Route::DriveContent(_) => FaultRoute::Download,
+        // A drive upload's explicit commit finishes it as a last fragment would.
+        Route::Upload(_) if method == Method::PUT || method == Method::POST => FaultRoute::Put,
         Route::Upload(_) if method == Method::GET => FaultRoute::Status,
         Route::Upload(_) => FaultRoute::Cancel,
         _ => return None,

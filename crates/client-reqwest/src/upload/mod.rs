@@ -108,7 +108,9 @@ impl Client {
         }
         let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
         let meta = options.meta(file_name.as_deref())?;
-        if identity.size < inner.small_file_limit {
+        // OneDrive has no small-file route of this kind: a drive file always takes
+        // a session.
+        if identity.size < inner.small_file_limit && !target.is_drive() {
             let (bytes, sha256) = small::read_file(&identity).await?;
             return Ok(Prepared::Small(SmallFile {
                 inner,
@@ -150,7 +152,7 @@ impl Client {
         );
         job.label = Arc::clone(label);
         job.source = path;
-        job.file = Some(FileHashing::start(identity));
+        job.file = Some(FileHashing::start_for(identity, target.is_drive()));
         job.state = state;
         job.cancel.clone_from(&options.cancel);
         Ok(Prepared::Session(Box::new((job, planner, file))))
@@ -170,7 +172,7 @@ impl Client {
     ) -> Result<Uploaded> {
         nonempty(size)?;
         let meta = options.meta(None)?;
-        if size < self.inner.small_file_limit {
+        if size < self.inner.small_file_limit && !target.is_drive() {
             let mut reader = reader;
             let small = SmallFile {
                 inner: &self.inner,
@@ -230,8 +232,25 @@ impl Client {
         I: IntoIterator<Item = (P, UploadOptions)>,
         P: AsRef<Path>,
     {
+        self.upload_files(
+            files
+                .into_iter()
+                .map(|(path, options)| (target.clone(), path, options)),
+        )
+        .await
+    }
+
+    /// [`Client::upload_many`], each file to its own target (drive files each
+    /// have their own path).
+    pub async fn upload_files<I, P>(&self, files: I) -> Vec<Result<Uploaded>>
+    where
+        I: IntoIterator<Item = (Target, P, UploadOptions)>,
+        P: AsRef<Path>,
+    {
         futures_util::stream::iter(files)
-            .map(|(path, options)| async move { self.upload_file(target, path, options).await })
+            .map(|(target, path, options)| async move {
+                self.upload_file(&target, path, options).await
+            })
             .buffered(self.inner.concurrency)
             .collect()
             .await

@@ -102,7 +102,7 @@ impl Job<'_> {
         for kind in ProgressKind::at_start(total, self.resumed_at) {
             self.emit(kind);
         }
-        if self.target.is_some() && self.inner.token.is_some() {
+        if self.target.as_ref().is_some_and(|t| !t.is_drive()) && self.inner.token.is_some() {
             planner.settle_doubt_by_listing(self.name.clone());
         }
         // Boxed: the pump's state is large, and callers nest this future in theirs.
@@ -110,8 +110,12 @@ impl Job<'_> {
         if result.as_ref().is_ok() || result.as_ref().is_err_and(Error::session_is_gone) {
             self.forget_state().await;
         }
+        let result = match result {
+            Ok(completion) => self.completed(completion, total).await,
+            Err(e) => Err(e),
+        };
         match result {
-            Ok(completion) => Ok(self.completed(completion, total).await),
+            Ok(uploaded) => Ok(uploaded),
             Err(e) => {
                 tracing::warn!(file = %self.label, error = %e, "upload failed");
                 self.emit(ProgressKind::Failed {
@@ -124,7 +128,8 @@ impl Job<'_> {
 
     /// The finished upload, reported. A file that changed during its last fragment
     /// is caught here and said, but the attachment exists: its id is kept.
-    async fn completed(&mut self, completion: Completion, total: u64) -> Uploaded {
+    /// A drive file whose hashes are not the bytes sent is an error.
+    async fn completed(&mut self, completion: Completion, total: u64) -> Result<Uploaded> {
         let file_changed = match &self.file {
             Some(file) => check_unchanged(file.identity())
                 .await
@@ -148,13 +153,17 @@ impl Job<'_> {
                 .ok(),
             None => None,
         };
-        Uploaded::completed(
+        let uploaded = Uploaded::completed(
             self.name.clone(),
             total,
             completion,
             identity.as_ref(),
             file_changed,
-        )
+        );
+        match uploaded.drive_hashes_differ(identity.as_ref()) {
+            Some(why) => Err(Error::Protocol(why)),
+            None => Ok(uploaded),
+        }
     }
 
     /// The pump: the planner decides, this does the I/O.
@@ -263,7 +272,7 @@ impl Job<'_> {
                         "the planner asked to create a session for an upload that has one".into(),
                     ));
                 };
-                let url = self.inner.attachments_url(target, &["createUploadSession"]);
+                let url = self.inner.session_url(target);
                 self.first_url = Some(RedactedUrl(url.as_str()).to_string());
                 let request = self.inner.create_session_request(target, item).await?;
                 self.inner.send(request).await

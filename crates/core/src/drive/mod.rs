@@ -34,7 +34,7 @@ pub const MAX_FILE_SIZE: u64 = 250_000_000_000;
 pub const DRIVE_TYPE: &str = "business";
 
 /// What a new file does when its name is taken (`@microsoft.graph.conflictBehavior`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ConflictBehavior {
     /// Refuse: 409 `nameAlreadyExists`.

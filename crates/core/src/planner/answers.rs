@@ -67,6 +67,10 @@ impl Planner {
             (_, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) => {
                 self.failure(now, request, &reason, retry_after)
             }
+            // A drive file's name is taken (`fail`): no retry changes that.
+            (Request::Put(_), StatusCode::CONFLICT) if remote.code == "nameAlreadyExists" => {
+                Phase::Finished(Action::Failed(UploadError::Remote(remote.clone())))
+            }
             // The server disagrees about the range, or is busy with one: ask it.
             (Request::Put(_), StatusCode::RANGE_NOT_SATISFIABLE | StatusCode::CONFLICT) => {
                 self.failure(now, Request::Status, &reason, retry_after)
@@ -167,6 +171,7 @@ impl Planner {
                 Phase::Finished(Action::Done(Completion {
                     location: None,
                     attachment_id: a.id,
+                    drive_item: None,
                 }))
             }
             (None, Some(gone)) => {

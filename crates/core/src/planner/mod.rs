@@ -354,9 +354,11 @@ impl Planner {
                 acknowledged: self.total,
                 total: self.total,
             });
+            let drive_item = serde_json::from_slice(body).ok();
             self.phase = Phase::Finished(Action::Done(Completion {
                 location,
                 attachment_id,
+                drive_item,
             }));
             return;
         }

@@ -171,7 +171,8 @@ fn completes_on_201_with_location_or_on_200_with_id() {
         p.next(t(0)),
         Action::Done(Completion {
             location: Some("https://h/v1.0/me/messages/m/attachments/A1".into()),
-            attachment_id: Some("A1".into())
+            attachment_id: Some("A1".into()),
+            drive_item: None,
         })
     );
 
@@ -179,6 +180,28 @@ fn completes_on_201_with_location_or_on_200_with_id() {
     p.handle_response(t(0), &response(200, &[], r#"{"id":"item-7","name":"x"}"#));
     assert!(
         matches!(p.next(t(0)), Action::Done(Completion { attachment_id: Some(id), .. }) if id == "item-7")
+    );
+}
+
+#[test]
+fn a_drive_file_completes_with_its_item_and_a_taken_name_fails_at_once() {
+    let item = r#"{"id":"01F","name":"a.bin","size":5,"eTag":"\"{01F},1\"","cTag":"\"c:{01F},1\"",
+        "createdDateTime":"2026-12-07T00:00:00Z","lastModifiedDateTime":"2026-12-07T00:00:00Z",
+        "file":{"mimeType":"application/octet-stream","hashes":{"quickXorHash":"Q","sha256Hash":"S"}}}"#;
+    let mut p = sent_first(5);
+    p.handle_response(t(0), &response(201, &[], item));
+    let Action::Done(done) = p.next(t(0)) else {
+        panic!("done")
+    };
+    assert_eq!(done.attachment_id.as_deref(), Some("01F"));
+    let file = done.drive_item.unwrap().file.unwrap();
+    assert_eq!(file.hashes.quick_xor_hash, "Q");
+    // 409 nameAlreadyExists: no retry, no status query.
+    let mut p = sent_first(5);
+    let conflict = r#"{"error":{"code":"nameAlreadyExists","message":"taken"}}"#;
+    p.handle_response(t(0), &response(409, &[], conflict));
+    assert!(
+        matches!(p.next(t(0)), Action::Failed(UploadError::Remote(e)) if e.code == "nameAlreadyExists")
     );
 }
 
@@ -585,7 +608,8 @@ fn an_ambiguous_final_answer_with_the_attachment_listed_is_done() {
             end,
             Action::Done(Completion {
                 location: None,
-                attachment_id: Some("A7".into())
+                attachment_id: Some("A7".into()),
+                drive_item: None,
             }),
             "{how}"
         );

@@ -47,6 +47,9 @@ pub struct Completion {
     pub location: Option<String>,
     /// The attachment's id, from the final answer's body or its `Location`.
     pub attachment_id: Option<String>,
+    /// A drive upload's file, as the final answer describes it (its hashes to
+    /// check against the bytes sent).
+    pub drive_item: Option<Box<crate::drive::DriveItem>>,
 }
 
 /// Why an upload cannot complete.
