@@ -1,11 +1,17 @@
 //! createUploadSession bodies: any bytes are refused or read into an item that
-//! `to_request_json` writes back to the same item.
+//! `to_request_json` writes back to the same item; a drive item's body (and a
+//! query string of the same bytes) is refused or read without a panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use upsession_core::drive::DriveUpload;
 use upsession_core::wire::AttachmentItem;
 
 fuzz_target!(|data: &[u8]| {
+    let query = String::from_utf8_lossy(data);
+    if let Ok(up) = DriveUpload::from_request(data, Some(&query)) {
+        assert!(up.name.as_deref().is_none_or(|n| data.len() >= n.len()));
+    }
     let Ok(item) = AttachmentItem::from_request_json(data) else {
         return;
     };

@@ -62,12 +62,23 @@ pub struct Options {
     /// [`NOTICE`] when `None`.
     notice: Option<Duration>,
     resumes: u32,
+    /// Upload to a drive path rather than to a draft's attachments.
+    drive: bool,
 }
 
 impl Options {
     /// No disturbance.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The upload goes to the user's drive, `sdk/{name}` below its root
+    /// (`replace`), as an application uploads a file to OneDrive with the SDK's
+    /// task: the session is the drive's, and the file is judged by its `content`.
+    #[must_use]
+    pub fn to_drive(mut self) -> Self {
+        self.drive = true;
+        self
     }
 
     /// The `n`-th fragment PUT of the run (counted from 1, over the whole run,
@@ -313,6 +324,9 @@ impl Trace {
 
 impl Upload<'_> {
     async fn run(&self, model: &mut dyn SdkModel, trace: &mut Trace) -> Outcome {
+        if self.options.drive {
+            return self.run_to_drive(model, trace).await;
+        }
         let draft = self
             .graph_post(
                 "me/messages",
@@ -348,6 +362,48 @@ impl Upload<'_> {
         match self.pump(model, step, trace).await {
             Ok(()) => self.judge(&id).await,
             Err(outcome) => outcome,
+        }
+    }
+
+    /// [`Upload::run`] to a drive path: createUploadSession on it, the model's
+    /// requests, then the file's `content`.
+    async fn run_to_drive(&self, model: &mut dyn SdkModel, trace: &mut Trace) -> Outcome {
+        let path = format!("me/drive/root:/sdk/{}:", self.name);
+        let body = json!({"item": {"@microsoft.graph.conflictBehavior": "replace"}});
+        let session = match self
+            .graph_post(&format!("{path}/createUploadSession"), &body)
+            .await
+        {
+            Ok(a) if a.is_success() => a,
+            Ok(a) => {
+                return Outcome::fails(format!("createUploadSession refused: {}", refusal(&a)));
+            }
+            Err(e) => return Outcome::fails(format!("harness: createUploadSession: {e}")),
+        };
+        let size = u64::try_from(self.file.len()).unwrap_or(u64::MAX);
+        let step = model.start(SystemTime::now(), &session, size);
+        if let Err(outcome) = self.pump(model, step, trace).await {
+            return outcome;
+        }
+        match self.graph_get(&format!("{path}/content")).await {
+            Ok(a) if a.status == 200 => self.same_bytes(&a.body, "file"),
+            Ok(a) => Outcome::fails(format!("reports success, but the file: {}", refusal(&a))),
+            Err(e) => Outcome::fails(format!("harness: content: {e}")),
+        }
+    }
+
+    /// Whether `bytes` (what the server holds as `what`) are the file's.
+    fn same_bytes(&self, bytes: &[u8], what: &str) -> Outcome {
+        if bytes == self.file {
+            Outcome::Works
+        } else if bytes.len() < self.file.len() {
+            Outcome::fails(format!(
+                "reports success, but the {what} is short ({} of {} B)",
+                bytes.len(),
+                self.file.len()
+            ))
+        } else {
+            Outcome::fails(format!("reports success, but the {what}'s bytes differ"))
         }
     }
 
@@ -563,17 +619,7 @@ impl Upload<'_> {
             Ok(a) => return Outcome::fails(format!("harness: $value: {}", refusal(&a))),
             Err(e) => return Outcome::fails(format!("harness: $value: {e}")),
         };
-        if bytes == self.file {
-            Outcome::Works
-        } else if bytes.len() < self.file.len() {
-            Outcome::fails(format!(
-                "reports success, but the attachment is short ({} of {} B)",
-                bytes.len(),
-                self.file.len()
-            ))
-        } else {
-            Outcome::fails("reports success, but the attachment's bytes differ")
-        }
+        self.same_bytes(&bytes, "attachment")
     }
 
     async fn graph_post(&self, path: &str, body: &Value) -> Result<Answer, String> {

@@ -48,16 +48,18 @@ pub(crate) struct DriveFile {
 }
 
 impl Engine {
-    /// The session rules of drive uploads: OneDrive's sizes, this server's
-    /// configured fragment rules (the 320 KiB multiple under `--dialect onedrive`;
-    /// the official Python SDK's default fragments are one byte more than a
-    /// multiple, which the live service takes).
+    /// The session rules of drive uploads: OneDrive's sizes and its expiry that
+    /// moves with each fragment, this server's configured fragment rules (the
+    /// 320 KiB multiple under `--dialect onedrive`; the official Python SDK's
+    /// default fragments are one byte more than a multiple, which the live service
+    /// takes).
     pub(crate) fn drive_limits(&self) -> Limits {
         self.rules
             .limits
             .clone()
             .with_min_size(1)
             .with_max_size(MAX_FILE_SIZE)
+            .with_sliding_expiry(true)
     }
 
     /// The drive a route names for `mailbox`: `/me/drive` and `/users/{id}/drive`
