@@ -100,9 +100,10 @@ fn parse_conflict(value: &str) -> Result<ConflictBehavior, String> {
 }
 
 /// The drive target of each of `files` for `--drive path`: the path itself for
-/// one file, else the folder `path` under each file's name.
+/// one file, else the folder `path` (`/` or nothing: the root) under each file's
+/// name.
 fn drive_targets(path: &str, files: &[PathBuf], conflict: ConflictBehavior) -> Vec<Target> {
-    let folder = path.ends_with('/') || files.len() > 1;
+    let folder = path.ends_with('/') || path.is_empty() || files.len() > 1;
     files
         .iter()
         .map(|f| {

@@ -851,9 +851,9 @@ async fn drive_uploads_take_each_conflict_behaviour_and_resume_after_a_kill() {
     )
     .await;
     assert_eq!(bytes, std::fs::read(&other).unwrap());
-    // Killed mid-way, resumed: byte-exact, hashes checked by the client. (The
-    // refused upload's state stays where it was: deleting the file in the way
-    // and resuming it would finish it.)
+    // Killed mid-way, resumed: byte-exact, hashes checked by the client (in a
+    // state directory of its own: the refused upload's state is still there,
+    // though its session was deleted).
     let state = dir.path().join("state2");
     let big = file(dir.path(), "big.bin", 60_000_000, 13);
     let mut child = upload(&server, &state)

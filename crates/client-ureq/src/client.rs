@@ -26,12 +26,17 @@ pub const GRAPH_V1: &str = "https://graph.microsoft.com/v1.0";
 /// attached with one `POST …/attachments`; larger ones through an upload session.
 pub const SMALL_FILE_LIMIT: u64 = 3_000_000;
 
-/// Characters a path segment keeps unencoded (RFC 3986 unreserved).
+/// Characters a path segment keeps unencoded: RFC 3986's unreserved ones, and
+/// `:` and `@`, which a segment may hold as they are (OneDrive's
+/// `root:/{path}:` needs its colons literal; `/users/{upn}` keeps its `@`), as
+/// the reqwest client's URLs keep them.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
-    .remove(b'~');
+    .remove(b'~')
+    .remove(b':')
+    .remove(b'@');
 
 /// Builds a [`Client`].
 #[derive(Debug)]
@@ -374,5 +379,24 @@ impl Client {
                 None => std::thread::sleep(wait),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use upsession_core::drive::ConflictBehavior;
+
+    #[test]
+    fn a_drive_files_session_url_keeps_onedrives_colons() {
+        let client = Client::builder()
+            .base_url("https://graph.microsoft.com/v1.0")
+            .build()
+            .unwrap();
+        let target = Target::drive("/Q3 docs/report #1.pdf", ConflictBehavior::Fail);
+        assert_eq!(
+            client.session_url(&target),
+            "https://graph.microsoft.com/v1.0/me/drive/root:/Q3%20docs/report%20%231.pdf:/createUploadSession"
+        );
     }
 }

@@ -84,7 +84,8 @@ pub use upsession_client_shared::{
     AttachmentMeta, Error, FileIdentity, Pacing, ProgressEvent, ProgressKind, Result, ResumeState,
     STATE_VERSION, StateStore, Uploaded,
 };
+pub use upsession_core::drive::{ConflictBehavior, DriveItem};
 /// The core's upload errors and planner settings, as used in this crate's API.
 pub use upsession_core::planner::{PlannerConfig, Retry, UploadError};
 pub use upsession_core::redact::{RedactedUrl, UploadUrl, redact};
-pub use upsession_core::target::{Target, User};
+pub use upsession_core::target::{DriveFile, Target, User};

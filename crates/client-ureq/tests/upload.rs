@@ -300,3 +300,30 @@ async fn a_cancel_in_the_middle_of_a_fragment_abandons_it_and_deletes_the_sessio
     let result = blocking(move || client.upload_reader(&target, source, 3_300_000, &options)).await;
     assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drive_file_uploads_through_faults_and_its_hashes_are_checked() {
+    use upsession_client_ureq::ConflictBehavior;
+    let server = TestServer::start_with(|c| {
+        c.with_faults("seed=3,put:503:0.3,put:lost:0.2".parse().unwrap())
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, data) = file(dir.path(), 3 * 320 * 1024 + 11);
+    let client = client_of(&server).build().unwrap();
+    let target = Target::drive("ureq/f.bin", ConflictBehavior::Fail);
+    let done = blocking(move || client.upload_file(&target, &path, &UploadOptions::new()))
+        .await
+        .unwrap();
+    let item = done.drive_item.as_ref().expect("the driveItem");
+    assert_eq!(
+        (item.name.as_str(), item.size),
+        ("f.bin", data.len() as u64)
+    );
+    let res = server
+        .request(http::Method::GET, "/me/drive/root:/ureq/f.bin:/content")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sha256_hex(&res.bytes().await.unwrap()), sha256_hex(&data));
+}

@@ -370,6 +370,9 @@ pub enum DriveError {
     /// An explicit commit to a session that did not defer its commit.
     #[error("this upload session commits by itself; it did not ask for deferCommit")]
     NotDeferred,
+    /// The body's `item.name` is not the path's.
+    #[error("the name in the request body does not match the name in the path")]
+    NameMismatch,
     /// The file's size differs from the `fileSize` the session was created with.
     #[error("the file is {sent} bytes, but the upload session was created for {declared}")]
     SizeMismatch {

@@ -66,7 +66,7 @@ impl Graph {
         mailbox: &Mailbox,
         now: SystemTime,
     ) -> Answered {
-        let record = self.engine.drive(drive, mailbox, now).await?;
+        let record = self.engine.drive(drive, mailbox, now, false).await?;
         let root = record.tree.get(&record.tree.root);
         let json = DriveJson {
             id: record.tree.id.clone(),

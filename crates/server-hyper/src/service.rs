@@ -111,6 +111,7 @@ impl UploadService {
         }
         // Also counts the sessions loaded as open against their tokens' limits.
         engine.sweep(SystemTime::now()).await;
+        engine.reconcile_drives().await;
         let stack = stack(&config, public, key, &engine, &metrics, identities);
         let driver = start_driver(&engine);
         Ok(Self {

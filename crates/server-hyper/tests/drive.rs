@@ -391,3 +391,149 @@ async fn stale_etags_deletes_and_strangers_get_onedrives_answers() {
     )
     .await;
 }
+
+/// The file `dir/sub/*.json` whose name starts with `id`, read.
+fn record(dir: &std::path::Path, sub: &str, id: &str) -> (std::path::PathBuf, String) {
+    let path = dir.join(sub).join(format!("{id}.json"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    (path, text)
+}
+
+#[tokio::test]
+async fn a_completion_cut_short_by_a_crash_gets_the_hashes_of_every_byte() {
+    // The crash this stands for: the finished upload's record was written, the
+    // session's record and the drive's were not (a kill -9 between them). Its
+    // records are put back as they were before the last fragment.
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), |c| c).await;
+    let data = seeded(UNIT + 123, 8);
+    // No fileSize, one fragment: the record before it does not know the size.
+    let url = session(&server, "/me/drive/root:/cut.bin:", json!({})).await;
+    let sid = url
+        .split("/uploads/")
+        .nth(1)
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let drive: Value = get(&server, "/me/drive").await.json().await.unwrap();
+    let drive_id = drive["id"].as_str().unwrap().to_owned();
+    let (session_path, before) = record(dir.path(), "sessions", &sid);
+    let (drive_path, drive_before) = record(dir.path(), "drives", &drive_id);
+    let done = put(&server, &url, &data, 0, 2 * UNIT).await;
+    assert_eq!(done.status(), 201);
+    let addr = server.addr();
+    server.shutdown().await;
+    std::fs::write(&session_path, before).unwrap();
+    std::fs::write(&drive_path, drive_before).unwrap();
+    // On the same address: the uploadUrl names it.
+    let server = TestServer::start_in(dir.path(), |c| c.with_listen(addr)).await;
+    assert_eq!(get(&server, "/me/drive/root:/cut.bin").await.status(), 404);
+    // The client, never answered, sends its fragment again.
+    let again = put(&server, &url, &data, 0, 2 * UNIT).await;
+    assert_eq!(again.status(), 201);
+    let item: Value = again.json().await.unwrap();
+    assert_eq!(item["size"], data.len() as u64);
+    assert_eq!(item["file"]["hashes"]["quickXorHash"], quick_xor(&data));
+    assert_eq!(
+        item["file"]["hashes"]["sha256Hash"],
+        sha256_hex(&data).to_uppercase()
+    );
+    let bytes = get(&server, "/me/drive/root:/cut.bin:/content")
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(sha256_hex(&bytes), sha256_hex(&data));
+}
+
+#[tokio::test]
+async fn bytes_no_file_names_are_given_back_and_replaced_uploads_never_return() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), |c| c).await;
+    let (a, b) = (seeded(UNIT, 9), seeded(UNIT + 1, 10));
+    let first = session(&server, "/me/drive/root:/r.bin:", json!({})).await;
+    let made: Value = upload(&server, &first, &a, UNIT)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let second = session(&server, "/me/drive/root:/r.bin:", json!({})).await;
+    assert_eq!(upload(&server, &second, &b, UNIT).await.status(), 200);
+    // The replaced upload's session is closed: a late re-send of its last
+    // fragment cannot bring the old bytes back.
+    let late = put(&server, &first, &a, 0, UNIT).await;
+    expect_graph_error(late, 404, "itemNotFound/uploadSessionNotFound").await;
+    let bytes = get(&server, "/me/drive/root:/r.bin:/content")
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(sha256_hex(&bytes), sha256_hex(&b));
+    let blobs = || {
+        std::fs::read_dir(dir.path().join("attachments"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "bin")
+            })
+            .count()
+    };
+    assert_eq!(blobs(), 1, "the replaced file's bytes are gone");
+    // A file the drive's record lost (a crash between its change and the
+    // deletion it allowed, set up here by hand): its bytes go at start-up.
+    let drive: Value = get(&server, "/me/drive").await.json().await.unwrap();
+    let drive_id = drive["id"].as_str().unwrap().to_owned();
+    server.shutdown().await;
+    let (path, text) = record(dir.path(), "drives", &drive_id);
+    let mut tree: Value = serde_json::from_str(&text).unwrap();
+    let id = made["id"].as_str().unwrap();
+    tree["tree"]["entries"].as_object_mut().unwrap().remove(id);
+    std::fs::write(&path, tree.to_string()).unwrap();
+    // Its session had expired too (a live one would still answer for it).
+    for entry in std::fs::read_dir(dir.path().join("sessions")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let _server = TestServer::start_in(dir.path(), |c| c).await;
+    assert_eq!(blobs(), 0, "bytes no file names are given back at start-up");
+}
+
+#[tokio::test]
+async fn reads_make_no_drive_and_a_size_learnt_late_still_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), |c| {
+        c.with_quota(
+            upsession_core::quota::QuotaLimits::DEFAULT.with_declared_bytes(2 * UNIT as u64),
+        )
+    })
+    .await;
+    for path in ["/me/drive", "/me/drive/root", "/users/someone/drive"] {
+        assert_eq!(get(&server, path).await.status(), 200, "{path}");
+    }
+    let drives = std::fs::read_dir(dir.path().join("drives"))
+        .unwrap()
+        .count();
+    assert_eq!(drives, 0, "reading made no drive");
+    // The root's id is the same before and after the drive is stored.
+    let root: Value = get(&server, "/me/drive/root").await.json().await.unwrap();
+    let url = session(&server, "/me/drive/root:/q.bin:", json!({})).await;
+    let stored: Value = get(&server, "/me/drive/root").await.json().await.unwrap();
+    assert_eq!(root["id"], stored["id"]);
+    // Without fileSize, the first fragment's total counts against the token's
+    // declared bytes: 507 past them.
+    let big = seeded(3 * UNIT, 11);
+    let res = put(&server, &url, &big, 0, UNIT).await;
+    expect_graph_error(res, 507, "quotaLimitReached/declaredBytesLimitReached").await;
+    // The body's name must be the path's.
+    let res = server
+        .request(Method::POST, "/me/drive/root:/x.bin:/createUploadSession")
+        .json(&json!({"item": {"name": "y.bin"}}))
+        .send()
+        .await
+        .unwrap();
+    expect_graph_error(res, 400, "invalidRequest").await;
+}

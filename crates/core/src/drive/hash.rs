@@ -218,6 +218,7 @@ impl<'de> Deserialize<'de> for ContentHasher {
 }
 
 #[cfg(test)]
+#[allow(clippy::pedantic)] // test code favours brevity over pedantry
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -179,9 +179,10 @@ pub fn renamed(name: &str, taken: impl Fn(&str) -> bool) -> String {
         .unwrap_or_default()
 }
 
-/// Where a drive item lives (`parentReference`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// Where a drive item lives (`parentReference`). Read leniently, as every type
+/// here: a property the live service leaves out reads as empty.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct ParentReference {
     /// The drive's id.
     pub drive_id: String,
@@ -193,9 +194,10 @@ pub struct ParentReference {
     pub path: String,
 }
 
-/// A file's hashes (`file.hashes`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// A file's hashes (`file.hashes`). OneDrive for Business gives only
+/// `quickXorHash`; a missing one reads as empty.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct Hashes {
     /// [`crate::quickxor::QuickXorHash`], base64.
     pub quick_xor_hash: String,
@@ -204,8 +206,8 @@ pub struct Hashes {
 }
 
 /// A file's facet (`file`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct FileFacet {
     /// Its MIME type.
     pub mime_type: String,
@@ -214,8 +216,8 @@ pub struct FileFacet {
 }
 
 /// A folder's facet (`folder`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct FolderFacet {
     /// How many items it holds directly.
     pub child_count: usize,
@@ -226,9 +228,10 @@ pub struct FolderFacet {
 pub struct Empty {}
 
 /// The `driveItem` of a file or folder, as a completed upload answers it and `GET
-/// …/drive/items/{id}` reads it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// …/drive/items/{id}` reads it. Written whole; read leniently (the live service's
+/// default property set varies), a missing property empty.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct DriveItem {
     /// The item's id.
     pub id: String,
@@ -439,6 +442,19 @@ mod tests {
                 .starts_with("ABAB")
         );
         assert!(json.get("description").is_none());
+        // The live service's answers leave properties out: read all the same.
+        let business: DriveItem = serde_json::from_str(
+            r#"{"id":"01X","name":"a.bin","size":3,"file":{"hashes":{"quickXorHash":"Q"}}}"#,
+        )
+        .unwrap();
+        let file = business.file.unwrap();
+        assert_eq!(
+            (
+                file.hashes.quick_xor_hash.as_str(),
+                file.hashes.sha256_hash.as_str()
+            ),
+            ("Q", "")
+        );
         assert!(item.matches("\"{01ABC},2\""));
         assert!(item.matches("\"c:{01ABC},2\""));
         assert!(item.matches("*"));

@@ -333,6 +333,20 @@ impl Tree {
             .find(|e| e.file.as_ref().is_some_and(|f| f.blob == blob))
     }
 
+    /// A finished upload that no file will take (its session closed): retired,
+    /// so that no late request puts it, unless a file holds it. Whether its
+    /// bytes may go.
+    pub fn forget_upload(&mut self, blob: &str) -> bool {
+        if self.holding(blob).is_some() {
+            return false;
+        }
+        if !self.retired.iter().any(|b| b == blob) {
+            self.retire(std::iter::once(blob.to_owned()));
+            self.version += 1;
+        }
+        true
+    }
+
     /// Puts a finished upload's file at `target` under `conflict`, at `now`,
     /// making the folders on the way (`new_id` names each new item). Putting the
     /// same upload twice changes nothing the second time.
@@ -593,6 +607,7 @@ impl Tree {
 }
 
 #[cfg(test)]
+#[allow(clippy::pedantic)] // test code favours brevity over pedantry
 mod tests {
     use super::*;
     use std::time::Duration;
@@ -697,6 +712,20 @@ mod tests {
             ),
             Err(DriveError::ItemNotFound)
         );
+        // An upload whose session closed unput never comes in later; a held one
+        // is kept.
+        assert!(tree.forget_upload("B9"));
+        assert_eq!(
+            put(
+                &mut tree,
+                &mut ids,
+                "a/b/g.txt",
+                ConflictBehavior::Fail,
+                "B9"
+            ),
+            Err(DriveError::ItemNotFound)
+        );
+        assert!(!tree.forget_upload("B2"));
         // Putting the same upload again is a no-op.
         let v = tree.version;
         let again = put(

@@ -32,6 +32,11 @@ impl Planner {
         remote: RemoteError,
         retry_after: Option<&str>,
     ) -> Phase {
+        if let Some(failed) = self.failing.take() {
+            // Deleted or not, the upload has failed; a session left is the
+            // server's to expire.
+            return Phase::Finished(Action::Failed(failed));
+        }
         match status {
             s if s.is_success() || s == StatusCode::NOT_FOUND => Phase::Finished(Action::Cancelled),
             s if retryable(s) => {
@@ -67,9 +72,14 @@ impl Planner {
             (_, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) => {
                 self.failure(now, request, &reason, retry_after)
             }
-            // A drive file's name is taken (`fail`): no retry changes that.
+            // A drive file's name is taken (`fail`): no retry changes that. The
+            // session goes first, and its bytes with it.
             (Request::Put(_), StatusCode::CONFLICT) if remote.code == "nameAlreadyExists" => {
-                Phase::Finished(Action::Failed(UploadError::Remote(remote.clone())))
+                self.failing = Some(UploadError::Remote(remote.clone()));
+                Phase::Ready {
+                    request: Request::Delete,
+                    at: None,
+                }
             }
             // The server disagrees about the range, or is busy with one: ask it.
             (Request::Put(_), StatusCode::RANGE_NOT_SATISFIABLE | StatusCode::CONFLICT) => {

@@ -134,6 +134,9 @@ pub struct Planner {
     /// will not tell, so the upload is done without one.
     probe_answered: bool,
     cancel_requested: bool,
+    /// The upload cannot complete: its session is deleted (its bytes would wait
+    /// on the server until it expires), then this is the outcome.
+    failing: Option<UploadError>,
     /// Bytes the server may rightly hold: what it held at its first answer (a
     /// resumed session) plus every range sent since and not refused. A server
     /// reporting more than this received is lying: the upload stops rather than
@@ -194,6 +197,7 @@ impl Planner {
             probing_final: false,
             probe_answered: false,
             cancel_requested: false,
+            failing: None,
             vouched: (first == Request::Create).then(RangeSet::default),
             high_water: 0,
             events: VecDeque::new(),

@@ -196,10 +196,13 @@ fn a_drive_file_completes_with_its_item_and_a_taken_name_fails_at_once() {
     assert_eq!(done.attachment_id.as_deref(), Some("01F"));
     let file = done.drive_item.unwrap().file.unwrap();
     assert_eq!(file.hashes.quick_xor_hash, "Q");
-    // 409 nameAlreadyExists: no retry, no status query.
+    // 409 nameAlreadyExists: no retry, no status query; the session is deleted,
+    // then the upload has failed.
     let mut p = sent_first(5);
     let conflict = r#"{"error":{"code":"nameAlreadyExists","message":"taken"}}"#;
     p.handle_response(t(0), &response(409, &[], conflict));
+    assert_eq!(p.next(t(0)), Action::Delete);
+    p.handle_response(t(0), &response(204, &[], ""));
     assert!(
         matches!(p.next(t(0)), Action::Failed(UploadError::Remote(e)) if e.code == "nameAlreadyExists")
     );

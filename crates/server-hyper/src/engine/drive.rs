@@ -62,13 +62,15 @@ impl Engine {
             .with_sliding_expiry(true)
     }
 
-    /// The drive a route names for `mailbox`: `/me/drive` and `/users/{id}/drive`
-    /// are made on first use; `/drives/{id}` must be the caller's.
+    /// The drive a route names for `mailbox` (`/drives/{id}` must be the
+    /// caller's). A drive not stored yet reads as empty; it is stored at its
+    /// first write (`make`), so that reads never write.
     pub(crate) async fn drive(
         &self,
         drive: &Drive,
         mailbox: &Mailbox,
         now: SystemTime,
+        make: bool,
     ) -> Result<DriveRecord, Failure> {
         let own = drive_id(mailbox);
         if let Drive::Id(id) = drive
@@ -81,10 +83,15 @@ impl Engine {
             if let Some(found) = self.store.drive(&own).await.map_err(storage_failure)? {
                 return Ok(found);
             }
+            // The root's id follows from the drive's: the same before and after
+            // the drive is stored.
             let made = DriveRecord {
                 owner: mailbox.clone(),
-                tree: Tree::new(&own, &random_id("01"), now),
+                tree: Tree::new(&own, &format!("01{}", &own[2..]), now),
             };
+            if !make {
+                return Ok(made);
+            }
             if self
                 .store
                 .put_drive(&made, None)
@@ -143,8 +150,13 @@ impl Engine {
         app: &str,
         now: SystemTime,
     ) -> Result<(SessionRecord, Session), Failure> {
-        let drive = self.drive(&at.drive, mailbox, now).await?;
+        let drive = self.drive(&at.drive, mailbox, now, true).await?;
         let target = drive.tree.target(&at.base, &at.path).map_err(fail)?;
+        if let (Some(given), Some(named)) = (&upload.name, at.path.last())
+            && given != named
+        {
+            return Err(fail(DriveError::NameMismatch));
+        }
         if let Some(tags) = if_match {
             let current = drive
                 .tree
@@ -195,7 +207,7 @@ impl Engine {
         mailbox: &Mailbox,
         now: SystemTime,
     ) -> Result<DriveItem, Failure> {
-        let drive = self.drive(&at.drive, mailbox, now).await?;
+        let drive = self.drive(&at.drive, mailbox, now, false).await?;
         let entry = drive.tree.resolve(&at.base, &at.path).map_err(fail)?;
         drive
             .tree
@@ -210,7 +222,7 @@ impl Engine {
         mailbox: &Mailbox,
         now: SystemTime,
     ) -> Result<(FileEntry, AttachmentRecord), Failure> {
-        let drive = self.drive(&at.drive, mailbox, now).await?;
+        let drive = self.drive(&at.drive, mailbox, now, false).await?;
         let entry = drive.tree.resolve(&at.base, &at.path).map_err(fail)?;
         let file = entry
             .file
@@ -235,7 +247,7 @@ impl Engine {
         if_match: Option<&str>,
         now: SystemTime,
     ) -> Result<(), Failure> {
-        let drive = self.drive(&at.drive, mailbox, now).await?;
+        let drive = self.drive(&at.drive, mailbox, now, false).await?;
         let id = drive
             .tree
             .resolve(&at.base, &at.path)
@@ -261,10 +273,17 @@ impl Engine {
         Ok(())
     }
 
-    /// Gives back a finished upload's bytes no file names any more.
+    /// Gives back a finished upload's bytes no file names any more; its session
+    /// (kept to answer re-sends of its last fragment) goes first, as an
+    /// attachment's does.
     async fn discard_upload(&self, blob: &str) {
         match self.store.attachment(blob).await {
             Ok(Some(att)) => {
+                if let Some(session) = &att.session
+                    && let Err(e) = self.forget_completed(session).await
+                {
+                    tracing::warn!(upload = %blob, error = %e.detail(), "could not close a finished drive upload's session");
+                }
                 if let Err(e) = self.store.delete_attachment(&att).await {
                     tracing::warn!(upload = %blob, error = %e, "could not delete an unused drive upload's bytes");
                 }
@@ -303,15 +322,19 @@ impl Engine {
             .drive
             .as_ref()
             .ok_or_else(|| fail(RequestError::Internal))?;
+        // The finished upload's own record says its size and hashes (its
+        // session's record may be a fragment behind, after a crash).
+        let done = self
+            .store
+            .attachment(&record.attachment_id)
+            .await
+            .map_err(storage_failure)?
+            .ok_or_else(|| fail(DriveError::ItemNotFound))?;
         let file = NewFile {
             content: FileEntry {
-                size: record.snapshot.size,
-                mime_type: record
-                    .attachment
-                    .content_type
-                    .clone()
-                    .unwrap_or_else(|| upsession_core::content_type::OCTET_STREAM.to_owned()),
-                hashes: up.hasher.finish(),
+                size: done.meta.size,
+                mime_type: done.meta.content_type.clone(),
+                hashes: done.hashes.clone().unwrap_or_else(|| up.hasher.finish()),
                 blob: record.attachment_id.clone(),
             },
             description: up.description.clone(),
@@ -396,15 +419,74 @@ impl Engine {
         if record.snapshot.phase != Phase::Completed {
             return;
         }
-        let named = match self.store.drive(&up.drive).await {
-            Ok(drive) => drive.is_some_and(|d| d.tree.holding(&record.attachment_id).is_some()),
+        // Retired in the tree first: a request that was about to put it (a late
+        // re-send) then finds it gone, rather than naming bytes deleted below.
+        let blob = &record.attachment_id;
+        match self
+            .change_drive(&up.drive, |tree| Ok(tree.forget_upload(blob)))
+            .await
+        {
+            Ok((true, _)) => self.discard_upload(blob).await,
+            Ok((false, _)) => {}
             Err(e) => {
-                tracing::warn!(session = %record.id, error = %e, "could not read a drive; its upload's bytes are kept");
+                tracing::warn!(session = %record.id, error = %e.detail(), "could not retire a drive upload; its bytes are kept");
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// Start-up's reconciliation: the bytes of finished drive uploads that no
+    /// file names and no session still answers for (a crash between a tree's
+    /// change and the deletion of what it let go, a deletion that failed) are
+    /// given back.
+    pub(crate) async fn reconcile_drives(&self) {
+        let (uploads, sessions) = match (
+            self.store.drive_uploads().await,
+            self.store.list_sessions().await,
+        ) {
+            (Ok(u), Ok(s)) => (u, s),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "could not reconcile the drives' bytes");
                 return;
             }
         };
-        if !named {
-            self.discard_upload(&record.attachment_id).await;
+        let live: std::collections::HashSet<&str> =
+            sessions.iter().map(|s| s.attachment_id.as_str()).collect();
+        let mut trees: std::collections::HashMap<String, Option<Tree>> =
+            std::collections::HashMap::new();
+        let mut given_back = 0;
+        for upload in uploads
+            .iter()
+            .filter(|u| !live.contains(u.meta.id.as_str()))
+        {
+            if !trees.contains_key(&upload.item_id) {
+                let tree = self
+                    .store
+                    .drive(&upload.item_id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|d| d.tree);
+                trees.insert(upload.item_id.clone(), tree);
+            }
+            let Some(Some(tree)) = trees.get(&upload.item_id) else {
+                continue;
+            };
+            if tree.holding(&upload.meta.id).is_some() {
+                continue;
+            }
+            let blob = &upload.meta.id;
+            if let Ok((true, _)) = self
+                .change_drive(&upload.item_id, |tree| Ok(tree.forget_upload(blob)))
+                .await
+            {
+                self.discard_upload(blob).await;
+                given_back += 1;
+            }
+        }
+        if given_back > 0 {
+            tracing::info!(given_back, "unused drive uploads' bytes given back");
         }
     }
 }

@@ -446,7 +446,18 @@ impl Engine {
         let record = guard.record().clone();
         let mut session = restore(&record)?;
         session.set_message_limit(self.message_limit(&record).await?);
-        let decision = session.handle_put(now, content_range, content_length);
+        let sized = session.size_known();
+        let decision = session
+            .handle_put(now, content_range, content_length)
+            .map_err(fail)
+            .and_then(|decision| match decision {
+                // A drive upload without `fileSize` learns its size now: it
+                // counts against its app's declared bytes from here.
+                PutDecision::Write(ticket) if !sized && session.size_known() => self
+                    .readmit(&record, session.size())
+                    .map(|()| PutDecision::Write(ticket)),
+                other => Ok(other),
+            });
         let cleanup = session.poll_cleanup();
         match decision {
             Err(e) => {
@@ -456,7 +467,7 @@ impl Engine {
                 } else {
                     guard.release().await;
                 }
-                Err(fail(e))
+                Err(e)
             }
             Ok(PutDecision::Replay {
                 answer, body_len, ..

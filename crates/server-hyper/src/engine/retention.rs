@@ -49,7 +49,7 @@ impl Engine {
 
     /// Closes the completed session `id`, kept to answer re-sends; gone already
     /// is fine.
-    async fn forget_completed(&self, id: &str) -> Result<(), Failure> {
+    pub(super) async fn forget_completed(&self, id: &str) -> Result<(), Failure> {
         let Some(guard) = self.lock_waiting(id).await? else {
             return Ok(());
         };
@@ -78,6 +78,21 @@ impl Engine {
                 Err(fail(e))
             }
         }
+    }
+
+    /// A session whose size its first fragment said (a drive upload without
+    /// `fileSize`) counts `size` bytes from now on, or the fragment is refused.
+    pub(super) fn readmit(&self, record: &SessionRecord, size: u64) -> Result<(), Failure> {
+        let mut quotas = self.quotas.lock().expect("quotas lock");
+        quotas.release(&record.id);
+        if let Err(e) = quotas.admit(&record.app, &record.id, size) {
+            // It stays counted as it was.
+            let _ = quotas.admit(&record.app, &record.id, 0);
+            self.metrics.refused("bytes");
+            return Err(fail(e));
+        }
+        self.quota_gauges(&quotas);
+        Ok(())
     }
 
     /// The session `id` is no longer uploading: its share goes back.

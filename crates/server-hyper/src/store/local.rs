@@ -103,13 +103,13 @@ impl LocalStore {
             .chain(loaded.drives.iter().map(|d| d.tree.id.as_str()))
             .collect();
         for record in loaded.sessions {
-            let recorded = attachments.contains_key(&record.attachment_id);
+            let recorded = attachments.get(&record.attachment_id).map(|a| a.meta.size);
             let has_item = item_ids.contains(record.item_id.as_str());
             let lost_completion = lost_completions
                 .contains(&record.id)
                 .then_some("its completion's bytes are gone after a power loss");
-            if let Some(why) =
-                lost_completion.or_else(|| lost_to_power(&disk, &record, has_item, recorded))
+            if let Some(why) = lost_completion
+                .or_else(|| lost_to_power(&disk, &record, has_item, recorded.is_some()))
             {
                 // Forgotten, never half-kept: resuming the upload is 404, and the
                 // client starts it again.
@@ -209,7 +209,22 @@ fn lost_to_power(
 
 /// What start-up does with one session record (the core decides, from what the
 /// disk holds).
-async fn recover(disk: &Disk, mut record: SessionRecord, recorded: bool) -> Option<SessionRecord> {
+/// `recorded` is the size of the attachment the session made, if its record
+/// exists.
+async fn recover(
+    disk: &Disk,
+    mut record: SessionRecord,
+    recorded: Option<u64>,
+) -> Option<SessionRecord> {
+    if let Some(size) = recorded
+        && record.snapshot.unsized_max.is_some()
+    {
+        // A drive upload whose one fragment completed it: the record before it
+        // did not know the size yet; its attachment does.
+        record.snapshot.size = size;
+        record.snapshot.unsized_max = None;
+    }
+    let recorded = recorded.is_some();
     let intact = if disk.fragments_synced() {
         u64::MAX
     } else {
@@ -237,6 +252,13 @@ async fn recover(disk: &Disk, mut record: SessionRecord, recorded: bool) -> Opti
             warn!(session = %record.id, forgotten, "bytes that were never synced are gone after a power loss");
             record.snapshot = session.snapshot();
             record.sums.retain(|s| s.end <= intact);
+            if let Some(drive) = &mut record.drive {
+                // Its hashes took in the lost bytes too and cannot be rewound:
+                // the upload starts again from its first byte.
+                record.snapshot.received.clear();
+                record.sums.clear();
+                drive.hasher = upsession_core::drive::ContentHasher::default();
+            }
             if let Err(e) = disk.put("sessions", &record.id, &record).await {
                 warn!(session = %record.id, error = %e, "could not record the forgotten bytes");
             }
@@ -604,6 +626,19 @@ impl SessionStore for LocalStore {
             .expect("drives lock")
             .insert(id.clone(), drive.clone());
         Ok(true)
+    }
+
+    async fn drive_uploads(&self) -> io::Result<Vec<AttachmentRecord>> {
+        let drives = self.inner.drives.read().expect("drives lock");
+        Ok(self
+            .inner
+            .attachments
+            .read()
+            .expect("attachments lock")
+            .values()
+            .filter(|a| drives.contains_key(&a.item_id))
+            .cloned()
+            .collect())
     }
 
     async fn attachment(&self, id: &str) -> io::Result<Option<AttachmentRecord>> {

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use upsession_core::ByteRange;
-use upsession_core::drive::{ConflictBehavior, ContentHasher, Target, Tree};
+use upsession_core::drive::{ConflictBehavior, ContentHasher, Hashes, Target, Tree};
 use upsession_core::error::RequestError;
 use upsession_core::identity::Mailbox;
 use upsession_core::route::{ItemKind, ItemPath, User, Version};
@@ -71,6 +71,11 @@ pub(crate) struct AttachmentRecord {
     /// took its bytes; the sync after the answer clears them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) unsynced: Vec<FragmentSum>,
+    /// A drive upload's hashes of every byte, taken as they came in. Kept here,
+    /// with the proof of completion, so that a completion finished at start-up
+    /// (its session record one fragment behind) still has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) hashes: Option<Hashes>,
 }
 
 /// A drive: whose it is, and its folders and files. Its bytes are finished
@@ -157,6 +162,7 @@ impl SessionRecord {
             session: Some(self.id.clone()),
             parts: Vec::new(),
             unsynced: Vec::new(),
+            hashes: self.drive.as_ref().map(|d| d.hasher.finish()),
         }
     }
 }
@@ -299,6 +305,9 @@ pub(crate) trait SessionStore: Send + Sync + std::fmt::Debug {
     async fn put_drive(&self, drive: &DriveRecord, read: Option<u64>) -> io::Result<bool>;
     /// A finished attachment (or drive file's bytes) by id.
     async fn attachment(&self, id: &str) -> io::Result<Option<AttachmentRecord>>;
+    /// Every finished drive upload (an attachment whose item is a drive), with
+    /// its drive, for start-up's reconciliation.
+    async fn drive_uploads(&self) -> io::Result<Vec<AttachmentRecord>>;
     /// Every session this node knows of, for the test double's inspection route.
     async fn list_sessions(&self) -> io::Result<Vec<SessionRecord>>;
     /// Every session still uploading (in the open phase), as the per-token limits

@@ -318,6 +318,20 @@ impl Postgres {
         Ok(changed == 1)
     }
 
+    pub(crate) async fn drive_uploads(&self) -> io::Result<Vec<AttachmentRecord>> {
+        self.client()
+            .await?
+            .query(
+                "SELECT a.record FROM attachments a JOIN drives d ON a.item_id = d.id",
+                &[],
+            )
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .map(|row| from_json(row.get::<_, Json<serde_json::Value>>(0).0))
+            .collect()
+    }
+
     pub(crate) async fn get_attachment(&self, id: &str) -> io::Result<Option<AttachmentRecord>> {
         self.client()
             .await?

@@ -110,6 +110,10 @@ impl SessionStore for SharedStore {
         self.pg.get_attachment(id).await
     }
 
+    async fn drive_uploads(&self) -> io::Result<Vec<AttachmentRecord>> {
+        self.pg.drive_uploads().await
+    }
+
     async fn peek(&self, id: &str) -> io::Result<Option<SessionRecord>> {
         self.pg.get_session(id).await
     }
