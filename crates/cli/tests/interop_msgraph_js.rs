@@ -9,6 +9,19 @@
 //! against the default flags and `--dialect outlook`, and survives a kill -9 of the
 //! server mid-upload (the SDK's own `resume()` asks the session and goes on).
 //!
+//! `tests/interop/msgraph_drive_upload.cjs` uploads to a OneDrive path (`Uploads/big
+//! file #1.bin`) with the SDK's own `OneDriveLargeFileUploadTask.create` (which posts
+//! to `/me/drive/root:/Uploads/big%20file%20%231.bin:/createUploadSession` with
+//! `{item: {"@microsoft.graph.conflictBehavior", name}}`) and `upload()` at the
+//! default 5 MiB ranges: a 150 MB file under `fail` is created (201); a 12 MiB + 3 B
+//! file to the same path under `fail` ends in 409 nameAlreadyExists (the task throws
+//! the error body), under `replace` gives the same item new bytes (200 with the
+//! driveItem, which the task takes as done), and a 7 MiB + 11 B file under `rename`
+//! becomes `big file #1 1.bin` (201). The script checks each driveItem's
+//! `quickXorHash` against its own implementation (checked against the published
+//! vectors) and `sha256Hash`, and reads each path's content back; this test checks
+//! the statuses, names, ids and hashes again and reads both paths.
+//!
 //! The SDK only follows an uploadUrl that starts with `https://`
 //! (`GraphRequest.parsePath`), so the server runs with `--tls-cert`/`--tls-key` (a
 //! certificate made here, trusted by Node through `NODE_EXTRA_CA_CERTS`). The Graph
@@ -35,12 +48,15 @@ use common::interop::{
 
 const NPM_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The JavaScript SDK: `msgraph_upload.cjs` under node, against https.
+/// The JavaScript SDK: `msgraph_upload.cjs` and `msgraph_drive_upload.cjs` under
+/// node, against https.
 const JS: Sdk = Sdk {
     script: "msgraph_upload.cjs",
+    drive_script: "msgraph_drive_upload.cjs",
     https: true,
     install: node_modules,
     command: script,
+    launch,
 };
 
 /// `node_modules` with the pinned SDK, or why there is none.
@@ -90,20 +106,25 @@ fn node_modules() -> Result<PathBuf, String> {
     )
 }
 
-/// `msgraph_upload.cjs` with `modules`: the Graph routes reached as `localhost` (a
-/// host the SDK sends its token to), the uploadUrls on `127.0.0.1`.
-fn script(modules: &Path, server: &SdkServer, flags: &[&str], files: &[TestFile]) -> Command {
+/// `node SCRIPT GRAPH_BASE` with `modules`: the Graph routes reached as `localhost`
+/// (a host the SDK sends its token to), the uploadUrls on `127.0.0.1`.
+fn launch(modules: &Path, server: &SdkServer, script: &str) -> Command {
     let graph_base = server
         .base()
         .replace("https://127.0.0.1:", "https://localhost:");
     let mut cmd = Command::new("node");
-    cmd.arg(interop_dir().join("msgraph_upload.cjs"))
+    cmd.arg(interop_dir().join(script))
         .arg(graph_base)
-        .args(flags)
-        .args(files.iter().map(|f| &f.path))
         .env("UPSESSION_TOKEN", TOKEN)
         .env("NODE_PATH", modules)
         .env("NODE_EXTRA_CA_CERTS", server.cert().expect("https"));
+    cmd
+}
+
+/// `msgraph_upload.cjs GRAPH_BASE [flags] FILE...`
+fn script(modules: &Path, server: &SdkServer, flags: &[&str], files: &[TestFile]) -> Command {
+    let mut cmd = launch(modules, server, "msgraph_upload.cjs");
+    cmd.args(flags).args(files.iter().map(|f| &f.path));
     cmd
 }
 
@@ -114,4 +135,6 @@ sdk_tests! { JS;
     graph_js_resumes_after_a_kill9_of_the_default_server: resumes_after_kill9(), 0x6a73_0003;
     graph_js_resumes_after_a_kill9_in_the_outlook_dialect:
         resumes_after_kill9("--dialect", "outlook"), 0x6a73_0004;
+    graph_js_uploads_to_a_drive_path_under_each_conflict_behaviour:
+        uploads_to_a_drive_at_defaults(), 0x6a73_0005;
 }

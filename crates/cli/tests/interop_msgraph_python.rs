@@ -10,6 +10,20 @@
 //! server mid-upload (the script resumes with the SDK's `resume()` once the server is
 //! back), and uploads through a two-node cluster.
 //!
+//! `tests/interop/msgraph_drive_upload.py` does the same for a OneDrive path
+//! (`Uploads/big file #1.bin`): it reads `/me/drive` for the drive id and makes each
+//! session at `/drives/{id}/items/root%3A%2F…%3A/createUploadSession`, the URL
+//! msgraph-sdk's generated builder makes (kiota's own template expansion), then
+//! uploads with the same unchanged task (no parsable factory: the driveItem comes back
+//! as raw bytes from the re-send of the last range). A 150 MB file under `fail` is
+//! created (201); a 12 MiB + 3 B file to the same path under `fail` ends in 409
+//! nameAlreadyExists (the task logs the first refusal, re-sends, and raises the
+//! second), under `replace` gives the same item new bytes (200), and a 7 MiB + 11 B
+//! file under `rename` becomes `big file #1 1.bin` (201). The script checks each
+//! driveItem's `quickXorHash` against its own implementation (checked against the
+//! published vectors) and `sha256Hash`, and reads each path's content back; this
+//! test checks the statuses, names, ids and hashes again and reads both paths.
+//!
 //! The SDK lives in a venv under the target directory (`target/interop-venv`), made
 //! with `python3 -m venv` and `pip install -r tests/interop/requirements.txt` (exact
 //! pins), and reused while a stamp file holds the requirements' SHA-256. Without a
@@ -32,12 +46,15 @@ use common::interop::{
 const VENV_TIMEOUT: Duration = Duration::from_secs(120);
 const PIP_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The Python SDK: `msgraph_upload.py` under the venv's python, against http.
+/// The Python SDK: `msgraph_upload.py` and `msgraph_drive_upload.py` under the
+/// venv's python, against http.
 const PYTHON: Sdk = Sdk {
     script: "msgraph_upload.py",
+    drive_script: "msgraph_drive_upload.py",
     https: false,
     install: venv_python,
     command: |python, server, flags, files| script(python, &server.base(), flags, files),
+    launch: |python, server, script| launch(python, script, &server.base()),
 };
 
 /// The venv's python with the pinned SDK installed, or why there is none.
@@ -74,17 +91,24 @@ fn venv_python() -> Result<PathBuf, String> {
     )
 }
 
+/// `SCRIPT BASE` under `python`, with the token (and no `__pycache__` left in the
+/// source tree).
+fn launch(python: &Path, script: &str, base: &str) -> Command {
+    let mut cmd = Command::new(python);
+    cmd.arg(interop_dir().join(script))
+        .arg(base)
+        .env("UPSESSION_TOKEN", TOKEN)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PYTHONUNBUFFERED", "1");
+    cmd
+}
+
 /// `msgraph_upload.py BASE [flags] FILE=AUTH...`; the files alternate between no
 /// Authorization on the fragments (as with real Graph, whose uploadUrl is on another
 /// host) and the bearer token (which the server must not mind).
 fn script(python: &Path, base: &str, flags: &[&str], files: &[TestFile]) -> Command {
-    let mut cmd = Command::new(python);
-    cmd.arg(interop_dir().join("msgraph_upload.py"))
-        .arg(base)
-        .args(flags)
-        .env("UPSESSION_TOKEN", TOKEN)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("PYTHONUNBUFFERED", "1");
+    let mut cmd = launch(python, "msgraph_upload.py", base);
+    cmd.args(flags);
     for (i, f) in files.iter().enumerate() {
         let auth = if i % 2 == 0 { "none" } else { "bearer" };
         cmd.arg(format!("{}={auth}", f.path.display()));
@@ -101,6 +125,8 @@ sdk_tests! { PYTHON;
         resumes_after_kill9(), 0x6b69_6c6c;
     msgraph_core_resumes_after_a_kill9_in_the_outlook_dialect:
         resumes_after_kill9("--dialect", "outlook"), 0x6b69_6c6d;
+    msgraph_core_uploads_to_a_drive_path_under_each_conflict_behaviour:
+        uploads_to_a_drive_at_defaults(), 0x6472_7679;
 }
 
 /// PascalCase answers (`--casing pascal`, as Outlook's docs example and 21Vianet

@@ -1,6 +1,7 @@
 //! What the official-SDK interop tests share: running a script under a deadline or
 //! watching it line by line, the test files, killing and restarting the server
-//! under an upload, and checking every attachment from our side.
+//! under an upload, checking every attachment from our side, and the OneDrive
+//! scenario (one path, each conflict behaviour) with its checks.
 
 use std::fs;
 use std::io::{BufRead as _, BufReader};
@@ -9,8 +10,12 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use reqwest::Method;
 use serde_json::Value;
-use upsession_testbed::kit::{client_trusting, download, self_signed, sha256_hex, unavailable};
+use upsession_core::quickxor::QuickXorHash;
+use upsession_testbed::kit::{
+    Graph, client_trusting, download, self_signed, sha256_hex, unavailable,
+};
 
 use super::Serve;
 
@@ -310,6 +315,134 @@ pub(crate) fn check_results(results: &[Value], files: &[TestFile], root_pem: Opt
     }
 }
 
+/// Where every SDK's drive uploads go: a folder, and a name with a space and a `#`
+/// (which must be percent-encoded in a path).
+pub(crate) const DRIVE_PATH: &str = "Uploads/big file #1.bin";
+
+/// The files of the drive scenario: 150 MB, then 12 MiB + 3 B and 7 MiB + 11 B.
+const DRIVE_SIZES: [(&str, usize); 3] = [
+    ("hundred-fifty-megabytes.bin", 150_000_000),
+    ("twelve-mib-and-three.bin", 12 * 1024 * 1024 + 3),
+    ("seven-mib-and-eleven.bin", 7 * 1024 * 1024 + 11),
+];
+
+/// One upload of the drive scenario: a file of [`DRIVE_SIZES`] to [`DRIVE_PATH`]
+/// under a conflict behaviour, and what it must end in.
+struct DriveStep {
+    file: usize,
+    conflict: &'static str,
+    /// The status of the answer that completes (or ends) the upload.
+    status: u16,
+    /// The driveItem's name, or `None` for an upload refused 409 nameAlreadyExists.
+    name: Option<&'static str>,
+    /// The file whose bytes the item's path (or the refused path) holds after it.
+    holds: usize,
+}
+
+/// The drive scenario: a new file under `fail` (201), another to the same path
+/// under `fail` (409 nameAlreadyExists at the last fragment; the first file stays),
+/// `replace` (200, the same item) and `rename` (201, `name 1.ext`).
+const DRIVE_STEPS: [DriveStep; 4] = [
+    DriveStep {
+        file: 0,
+        conflict: "fail",
+        status: 201,
+        name: Some("big file #1.bin"),
+        holds: 0,
+    },
+    DriveStep {
+        file: 1,
+        conflict: "fail",
+        status: 409,
+        name: None,
+        holds: 0,
+    },
+    DriveStep {
+        file: 1,
+        conflict: "replace",
+        status: 200,
+        name: Some("big file #1.bin"),
+        holds: 1,
+    },
+    DriveStep {
+        file: 2,
+        conflict: "rename",
+        status: 201,
+        name: Some("big file #1 1.bin"),
+        holds: 2,
+    },
+];
+
+/// The file's QuickXorHash (base64), by our own implementation.
+fn quick_xor_file(path: &Path) -> String {
+    let mut hash = QuickXorHash::new();
+    hash.update(&fs::read(path).unwrap());
+    hash.finish_base64()
+}
+
+/// `GET /me/drive/root:/{path}:/content`, each name percent-encoded: the bytes.
+async fn drive_content(graph: &Graph, path: &str) -> Vec<u8> {
+    let mut encoded = reqwest::Url::parse("http://127.0.0.1/me/drive").unwrap();
+    encoded
+        .path_segments_mut()
+        .unwrap()
+        .extend(format!("root:/{path}:/content").split('/'));
+    let res = graph.request(Method::GET, encoded.path()).send().await;
+    let res = res.expect("the content answers");
+    assert_eq!(res.status(), 200, "GET {}", encoded.path());
+    res.bytes().await.expect("the bytes arrive").to_vec()
+}
+
+/// Checks a drive script's results against [`DRIVE_STEPS`] and the files, and reads
+/// what the path and the renamed file hold from this side.
+fn check_drive_results(results: &[Value], files: &[TestFile], server: &SdkServer) {
+    assert_eq!(results.len(), DRIVE_STEPS.len(), "{results:?}");
+    let first = &results[0]["item"]["id"];
+    assert!(first.is_string(), "{results:?}");
+    for (step, result) in DRIVE_STEPS.iter().zip(results) {
+        let file = &files[step.file];
+        let what = format!("{} ({})", file.path.display(), step.conflict);
+        eprintln!(
+            "{what}: {} PUTs by the SDK, answers {}",
+            result["puts"], result["statuses"]
+        );
+        assert_eq!(result["status"], step.status, "{what}: {result}");
+        assert_eq!(result["size"], file.size, "{what}");
+        assert_eq!(
+            result["content_sha256"], *files[step.holds].sha256,
+            "{what}: the bytes at the path after it"
+        );
+        let item = &result["item"];
+        let Some(name) = step.name else {
+            assert_eq!(result["error"], "nameAlreadyExists", "{what}: {result}");
+            assert!(item.is_null(), "{what}: {result}");
+            continue;
+        };
+        assert_eq!(item["name"], name, "{what}: {result}");
+        assert_eq!(item["size"], file.size, "{what}");
+        assert_eq!(item["parent"], "/drive/root:/Uploads", "{what}");
+        assert_eq!(item["quickXorHash"], quick_xor_file(&file.path), "{what}");
+        assert_eq!(item["sha256Hash"], file.sha256.to_uppercase(), "{what}");
+        // Only `replace` keeps the first file's item.
+        assert_eq!(item["id"] == *first, step.conflict != "rename", "{what}");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let http = server
+        .root_pem()
+        .map_or_else(reqwest::Client::new, client_trusting);
+    let graph = Graph::with_client(http, server.base(), TOKEN);
+    for step in &DRIVE_STEPS[2..] {
+        let path = format!("Uploads/{}", step.name.unwrap());
+        let bytes = rt.block_on(drive_content(&graph, &path));
+        let file = &files[step.holds];
+        assert_eq!(bytes.len(), file.size, "{path}");
+        assert_eq!(sha256_hex(&bytes), file.sha256, "{path}");
+    }
+}
+
 /// The certificate of an https [`SdkServer`]; its directory lives as long.
 struct Certificate {
     cert: PathBuf,
@@ -423,6 +556,9 @@ pub(crate) const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
 pub(crate) struct Sdk {
     /// The script's file name in `tests/interop`; it names the test in messages.
     pub(crate) script: &'static str,
+    /// The drive script's file name in `tests/interop`: it takes `DRIVE_PATH
+    /// FILE=CONFLICT...` after the Graph base.
+    pub(crate) drive_script: &'static str,
     /// Whether the server must serve https.
     pub(crate) https: bool,
     /// Installs the SDK where missing: the program the script runs under, or why
@@ -432,6 +568,9 @@ pub(crate) struct Sdk {
     /// `files`.
     pub(crate) command:
         fn(program: &Path, server: &SdkServer, flags: &[&str], files: &[TestFile]) -> Command,
+    /// A script's command up to its arguments: `script` (in `tests/interop`) under
+    /// `program`, against `server`'s Graph base.
+    pub(crate) launch: fn(program: &Path, server: &SdkServer, script: &str) -> Command,
 }
 
 impl Sdk {
@@ -449,21 +588,65 @@ impl Sdk {
         assert!(ran.ok(), "the SDK upload failed: {}", ran.describe(what));
     }
 
-    /// The SDK at its defaults uploads the three sizes to a server started with
-    /// `extra` flags.
-    pub(crate) fn uploads_at_defaults(&self, extra: &[&str], seed: u64) {
+    /// Starts a server with `extra` flags, makes the files of `sizes` (from `seed`),
+    /// runs the script (`what`) that `command` makes for them, and gives its results
+    /// to `check`.
+    fn runs_at_defaults(
+        &self,
+        extra: &[&str],
+        seed: u64,
+        sizes: &[(&str, usize)],
+        what: &str,
+        command: impl FnOnce(&Path, &SdkServer, &[TestFile]) -> Command,
+        check: impl FnOnce(&[Value], &[TestFile], &SdkServer),
+    ) {
         let started = Instant::now();
         let Some(program) = self.program() else {
             return;
         };
         let dir = tempfile::tempdir().unwrap();
         let server = SdkServer::start(&dir.path().join("data"), self.https, extra);
-        let files = files(dir.path(), &SIZES, seed);
-        let mut script = (self.command)(&program, &server, &[], &files);
-        let ran = run(&mut script, SCRIPT_TIMEOUT).expect("the script runs");
-        self.expect_success(&ran, self.script);
-        check_results(&ran.results(), &files, server.root_pem());
+        let files = files(dir.path(), sizes, seed);
+        let ran =
+            run(&mut command(&program, &server, &files), SCRIPT_TIMEOUT).expect("the script runs");
+        self.expect_success(&ran, what);
+        check(&ran.results(), &files, &server);
         eprintln!("whole test {:.1?}", started.elapsed());
+    }
+
+    /// The SDK at its defaults uploads the three sizes to a server started with
+    /// `extra` flags.
+    pub(crate) fn uploads_at_defaults(&self, extra: &[&str], seed: u64) {
+        self.runs_at_defaults(
+            extra,
+            seed,
+            &SIZES,
+            self.script,
+            |program, server, files| (self.command)(program, server, &[], files),
+            |results, files, server| check_results(results, files, server.root_pem()),
+        );
+    }
+
+    /// The SDK at its defaults runs the drive scenario ([`DRIVE_STEPS`]: 150 MB
+    /// under `fail`, then a smaller file to the same path under `fail`, `replace`
+    /// and `rename`) against a server started with `extra` flags.
+    pub(crate) fn uploads_to_a_drive_at_defaults(&self, extra: &[&str], seed: u64) {
+        self.runs_at_defaults(
+            extra,
+            seed,
+            &DRIVE_SIZES,
+            self.drive_script,
+            |program, server, files| {
+                let mut script = (self.launch)(program, server, self.drive_script);
+                script.arg(DRIVE_PATH).args(DRIVE_STEPS.iter().map(|step| {
+                    let mut arg = files[step.file].path.clone().into_os_string();
+                    arg.push(format!("={}", step.conflict));
+                    arg
+                }));
+                script
+            },
+            check_drive_results,
+        );
     }
 
     /// The server is killed (SIGKILL) mid-upload of a 33 MiB + 7 B file; the
@@ -485,9 +668,9 @@ impl Sdk {
     }
 }
 
-/// The four tests every SDK gets, each named for what it shows: `SDK` uploads at
-/// its defaults to the default server and in the outlook dialect, and resumes
-/// after a kill -9 of either; each with its seed.
+/// The tests every SDK gets, each named for what it shows: `SDK` uploads at its
+/// defaults to the default server and in the outlook dialect, resumes after a
+/// kill -9 of either, and runs the drive scenario; each with its seed.
 #[allow(unused_macros)] // each test file that shares `common` uses a part
 macro_rules! sdk_tests {
     ($sdk:expr; $($test:ident: $run:ident($($flag:literal),*), $seed:literal;)*) => {$(

@@ -23,6 +23,9 @@
 // if every attachment, downloaded with `GET {Location}/$value`, has the file's
 // SHA-256 and the wire answers are those docs/PROTOCOL.md promises. Its last stdout
 // line is `RESULT {json}`.
+//
+// msgraph_drive_upload.cjs requires its client, wire log and checks (module.exports);
+// the uploads run only when this file is the one node was given.
 
 "use strict";
 
@@ -51,7 +54,7 @@ globalThis.fetch = async (input, init = {}) => {
 		method: (init.method || "GET").toUpperCase(),
 		url: redact(url),
 		content_range: headers.get("content-range"),
-		length: init.body && init.body.length !== undefined ? init.body.length : null,
+		length: init.body ? (init.body.length ?? init.body.byteLength ?? null) : null,
 		authorization: headers.has("authorization"),
 		status: null,
 	};
@@ -75,26 +78,53 @@ function sha256(data) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+// Prints the `i`-th fragment exchange; the SDK must have sent no token with it.
+function show(name, i, e) {
+	console.log(
+		`  ${name} #${i}: ${e.method} ${e.content_range} (${e.length} B, Authorization: ` +
+			`${e.authorization ? "yes" : "no"}) -> ${e.status} ${e.content_type || "-"} ` +
+			`${JSON.stringify((e.body || "").slice(0, 120))}` +
+			(e.location ? ` Location: ${e.location}` : ""),
+	);
+	if (e.authorization) throw new Failed(`${name}: the SDK sent a token to the uploadUrl`);
+}
+
+// An answer's body, which must be application/json.
+function jsonAnswer(name, e) {
+	if ((e.content_type || "").split(";")[0].trim() !== "application/json") {
+		throw new Failed(`${name}: a ${e.status} answer is not application/json`);
+	}
+	return JSON.parse(e.body);
+}
+
+// A fragment answer that asks for more: JSON, no id, closed ranges only.
+function checkProgress(name, e) {
+	const body = jsonAnswer(name, e);
+	if ("id" in body) throw new Failed(`${name}: a ${e.status} fragment answer has an id`);
+	for (const r of body.nextExpectedRanges || []) {
+		if (!/^\d+-\d+$/.test(r)) throw new Failed(`${name}: range ${r} is not closed 'a-b'`);
+	}
+}
+
+// The answered fragments cover every byte from 0 to `size`, none skipped.
+function checkCoverage(name, puts, size) {
+	let end = 0;
+	for (const e of puts) {
+		if (e.status === null) continue;
+		const [a, b] = e.content_range.split(" ")[1].split("/")[0].split("-").map(Number);
+		if (a > end) throw new Failed(`${name}: the SDK skipped bytes ${end}..${a}`);
+		end = Math.max(end, b + 1);
+	}
+	if (end !== size) throw new Failed(`${name}: the fragments cover ${end} of ${size} bytes`);
+}
+
 // Checks each answer to the fragments against the contract and prints the exchange.
 function checkWire(name, puts, size) {
 	puts.forEach((e, i) => {
-		console.log(
-			`  ${name} #${i}: ${e.method} ${e.content_range} (${e.length} B, Authorization: ` +
-				`${e.authorization ? "yes" : "no"}) -> ${e.status} ${e.content_type || "-"} ` +
-				`${JSON.stringify((e.body || "").slice(0, 120))}` +
-				(e.location ? ` Location: ${e.location}` : ""),
-		);
+		show(name, i, e);
 		if (e.status === null) return; // the server was killed under it
-		if (e.authorization) throw new Failed(`${name}: the SDK sent a token to the uploadUrl`);
 		if (e.status === 200) {
-			if ((e.content_type || "").split(";")[0].trim() !== "application/json") {
-				throw new Failed(`${name}: a 200 fragment answer is not application/json`);
-			}
-			const body = JSON.parse(e.body);
-			if ("id" in body) throw new Failed(`${name}: a 200 fragment answer has an id`);
-			for (const r of body.nextExpectedRanges || []) {
-				if (!/^\d+-\d+$/.test(r)) throw new Failed(`${name}: range ${r} is not closed 'a-b'`);
-			}
+			checkProgress(name, e);
 		} else if (e.status === 201) {
 			if (!e.location) throw new Failed(`${name}: 201 without Location`);
 			if (e.body || e.content_type) throw new Failed(`${name}: 201 with a body or Content-Type`);
@@ -104,14 +134,7 @@ function checkWire(name, puts, size) {
 	});
 	const created = puts.filter((e) => e.status === 201);
 	if (created.length === 0) throw new Failed(`${name}: no fragment was answered 201`);
-	let end = 0;
-	for (const e of puts) {
-		if (e.status === null) continue;
-		const [a, b] = e.content_range.split(" ")[1].split("/")[0].split("-").map(Number);
-		if (a > end) throw new Failed(`${name}: the SDK skipped bytes ${end}..${a}`);
-		end = Math.max(end, b + 1);
-	}
-	if (end !== size) throw new Failed(`${name}: the fragments cover ${end} of ${size} bytes`);
+	checkCoverage(name, puts, size);
 	return created[0].location;
 }
 
@@ -176,30 +199,59 @@ async function uploadOne(client, base, token, file, resume) {
 	};
 }
 
+// The bearer token, from UPSESSION_TOKEN.
+function token() {
+	const value = process.env.UPSESSION_TOKEN;
+	if (!value) throw new Failed("UPSESSION_TOKEN is not set");
+	return value;
+}
+
+// The SDK's client for the Graph routes under `base` (its host a custom host, which
+// gets the token, as graph.microsoft.com would).
+function graphClient(base) {
+	const bearer = token();
+	return Client.init({
+		authProvider: (done) => done(null, bearer),
+		baseUrl: `${new URL(base).origin}/`,
+		defaultVersion: "v1.0",
+		customHosts: new Set([new URL(base).hostname]),
+	});
+}
+
+// Runs `main(argv)`; a failure is printed as `FAILED: …` on stderr, exit code 1.
+function runScript(main) {
+	main(process.argv).catch((error) => {
+		if (!(error instanceof Failed)) console.error(error);
+		console.error(`FAILED: ${error.name}: ${error.message}`);
+		process.exit(1);
+	});
+}
+
 async function main(argv) {
 	let args = argv.slice(2);
 	const resume = args.includes("--resume");
 	args = args.filter((a) => a !== "--resume");
 	if (args.length < 2) throw new Failed("usage: msgraph_upload.cjs GRAPH_BASE [--resume] FILE...");
-	const token = process.env.UPSESSION_TOKEN;
-	if (!token) throw new Failed("UPSESSION_TOKEN is not set");
 	const base = args[0].replace(/\/+$/, "");
-	const origin = new URL(base).origin;
-	const client = Client.init({
-		authProvider: (done) => done(null, token),
-		baseUrl: `${origin}/`,
-		defaultVersion: "v1.0",
-		customHosts: new Set([new URL(base).hostname]),
-	});
+	const client = graphClient(base);
 	const results = [];
 	for (const file of args.slice(1)) {
-		results.push(await uploadOne(client, base, token, file, resume));
+		results.push(await uploadOne(client, base, token(), file, resume));
 	}
 	console.log(`RESULT ${JSON.stringify(results)}`);
 }
 
-main(process.argv).catch((error) => {
-	if (!(error instanceof Failed)) console.error(error);
-	console.error(`FAILED: ${error.name}: ${error.message}`);
-	process.exit(1);
-});
+module.exports = {
+	Failed,
+	checkCoverage,
+	checkProgress,
+	graphClient,
+	jsonAnswer,
+	runScript,
+	sha256,
+	show,
+	token,
+	wire,
+};
+
+if (require.main === module) runScript(main);

@@ -25,6 +25,8 @@ observes), and each answered fragment is printed at once as `ANSWERED STATUS RAN
 test may kill the server on it). The script exits 0 only if every file's attachment,
 downloaded with `GET {Location}/$value`, has the source file's SHA-256 and the wire
 answers are those docs/PROTOCOL.md promises. Its last stdout line is `RESULT {json}`.
+
+msgraph_drive_upload.py imports its SDK adapter, wire checks and runner from here.
 """
 
 import asyncio
@@ -134,28 +136,43 @@ def sha256_file(path):
     return h.hexdigest()
 
 
+def show(name, i, e):
+    """Prints the `i`-th exchange of the wire log."""
+    print(f"  {name} #{i}: {e['method']} {e['content_range']} ({e['length']} B, "
+          f"Authorization: {'yes' if e['authorization'] else 'no'}) -> {e.get('status')} "
+          f"{e.get('content_type') or '-'} {e.get('body', '')[:120]!r}"
+          + (f" Location: {e['location']}" if e.get("location") else ""))
+
+
+def json_answer(name, e):
+    """An answer's body, which must be application/json."""
+    if (e["content_type"] or "").split(";")[0].strip() != "application/json":
+        raise Failed(f"{name}: a {e['status']} answer is not application/json: {e}")
+    return json.loads(e["body"])
+
+
+def check_progress(name, e):
+    """A fragment answer that asks for more: JSON, no id, closed ranges only."""
+    body = json_answer(name, e)
+    if "id" in body:
+        raise Failed(f"{name}: a {e['status']} fragment answer has an id: {e}")
+    for r in body.get("nextExpectedRanges", []):
+        a, _, b = r.partition("-")
+        if not (a.isdigit() and b.isdigit()):
+            raise Failed(f"{name}: nextExpectedRanges entry {r!r} is not closed 'a-b'")
+
+
 def check_wire(name, wire, size):
     """Checks each answer the SDK saw against the contract and prints the exchange.
     Requests that got no answer (the server was killed under them) are shown and
     skipped."""
     for i, e in enumerate(wire):
+        show(name, i, e)
         status = e.get("status")
-        print(f"  {name} #{i}: {e['method']} {e['content_range']} ({e['length']} B, "
-              f"Authorization: {'yes' if e['authorization'] else 'no'}) -> {status} "
-              f"{e.get('content_type') or '-'} {e.get('body', '')[:120]!r}"
-              + (f" Location: {e['location']}" if e.get("location") else ""))
         if status is None:
             continue
         if status == 200:
-            if (e["content_type"] or "").split(";")[0].strip() != "application/json":
-                raise Failed(f"{name}: a 200 fragment answer is not application/json: {e}")
-            body = json.loads(e["body"])
-            if "id" in body:
-                raise Failed(f"{name}: a 200 fragment answer has an id: {e}")
-            for r in body.get("nextExpectedRanges", []):
-                a, _, b = r.partition("-")
-                if not (a.isdigit() and b.isdigit()):
-                    raise Failed(f"{name}: nextExpectedRanges entry {r!r} is not closed 'a-b'")
+            check_progress(name, e)
         elif status == 201:
             if not e["location"]:
                 raise Failed(f"{name}: 201 without Location: {e}")
@@ -169,7 +186,14 @@ def check_wire(name, wire, size):
     locations = {e["location"] for e in created}
     if len(locations) != 1:
         raise Failed(f"{name}: the 201 answers name different Locations: {locations}")
-    # Bytes covered by answered fragments, counting each offset once.
+    check_coverage(name, wire, size)
+    first_201 = wire.index(created[0])
+    return locations.pop(), len(wire) - 1 - first_201
+
+
+def check_coverage(name, wire, size):
+    """The answered fragments cover every byte from 0 to `size`, none skipped (each
+    offset counted once)."""
     end = 0
     for e in wire:
         if e.get("status") is None:
@@ -180,8 +204,6 @@ def check_wire(name, wire, size):
         end = max(end, int(b) + 1)
     if end != size:
         raise Failed(f"{name}: the SDK's fragments cover {end} of {size} bytes")
-    first_201 = wire.index(created[0])
-    return locations.pop(), len(wire) - 1 - first_201
 
 
 def read_session(content, upload_url=None):
@@ -290,25 +312,32 @@ async def main(argv):
         del args[i:i + 2]
     if len(args) < 2:
         raise Failed(__doc__)
-    token = os.environ.get("UPSESSION_TOKEN")
-    if not token:
-        raise Failed("UPSESSION_TOKEN is not set")
     base = args[0].rstrip("/")
-    register_default_deserializer(JsonParseNodeFactory)
     results = []
     async with httpx.AsyncClient(timeout=120) as http:
         for arg in args[1:]:
             path, _, auth = arg.rpartition("=")
             if not path:
                 raise Failed(f"expected FILE=AUTH, got {arg!r}")
-            results.append(await upload_one(http, base, token, path, auth, chunk, resume))
+            results.append(await upload_one(http, base, token(), path, auth, chunk, resume))
             if ERRORS.records:
                 raise Failed(f"{path}: the SDK logged errors it then ignored")
     print("RESULT " + json.dumps(results), flush=True)
 
 
-if __name__ == "__main__":
+def token():
+    """The bearer token, from UPSESSION_TOKEN."""
+    value = os.environ.get("UPSESSION_TOKEN")
+    if not value:
+        raise Failed("UPSESSION_TOKEN is not set")
+    return value
+
+
+def run_script(main):
+    """Runs `main(sys.argv)` with the SDK's logged errors collected; on a failure
+    prints them and `FAILED: …` to stderr and exits 1."""
     logging.getLogger().addHandler(ERRORS)
+    register_default_deserializer(JsonParseNodeFactory)
     try:
         asyncio.run(main(sys.argv))
     except Exception as e:  # pylint: disable=broad-except
@@ -318,3 +347,7 @@ if __name__ == "__main__":
             print(f"SDK logged: {record}", file=sys.stderr)
         print(f"FAILED: {type(e).__name__}: {e}", file=sys.stderr)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    run_script(main)
