@@ -81,6 +81,11 @@ async fn get(server: &TestServer, path: &str) -> reqwest::Response {
     server.request(Method::GET, path).send().await.unwrap()
 }
 
+/// The bytes `GET {path}` answers.
+async fn content(server: &TestServer, path: &str) -> Vec<u8> {
+    get(server, path).await.bytes().await.unwrap().to_vec()
+}
+
 #[tokio::test]
 async fn a_file_uploaded_to_a_drive_path_reads_back_with_its_hashes() {
     let server = TestServer::start().await;
@@ -172,15 +177,7 @@ async fn each_conflict_behaviour_does_what_onedrive_does() {
     assert_eq!(put(&server, &url, &second, 0, 2 * UNIT).await.status(), 202);
     let res = put(&server, &url, &second, 2 * UNIT, UNIT).await;
     expect_graph_error(res, 409, "nameAlreadyExists").await;
-    let status: Value = server
-        .http
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = server.session_status(&url).await;
     assert_eq!(
         status["nextExpectedRanges"][0],
         format!("{}-{}", 2 * UNIT, second.len() - 1)
@@ -206,11 +203,7 @@ async fn each_conflict_behaviour_does_what_onedrive_does() {
     assert_eq!(replaced["id"], kept["id"]);
     assert_ne!(replaced["eTag"], kept["eTag"]);
     assert_ne!(replaced["cTag"], kept["cTag"]);
-    let bytes = get(&server, "/me/drive/root:/a.txt:/content")
-        .await
-        .bytes()
-        .await
-        .unwrap();
+    let bytes = content(&server, "/me/drive/root:/a.txt:/content").await;
     assert_eq!(sha256_hex(&bytes), sha256_hex(&first));
     // rename: a new file beside it.
     let url = session(
@@ -223,11 +216,7 @@ async fn each_conflict_behaviour_does_what_onedrive_does() {
     assert_eq!(res.status(), 201);
     let renamed: Value = res.json().await.unwrap();
     assert_eq!(renamed["name"], "a 1.txt");
-    let bytes = get(&server, "/me/drive/root:/a 1.txt:/content")
-        .await
-        .bytes()
-        .await
-        .unwrap();
+    let bytes = content(&server, "/me/drive/root:/a 1.txt:/content").await;
     assert_eq!(sha256_hex(&bytes), sha256_hex(&second));
 }
 
@@ -268,11 +257,7 @@ async fn a_deferred_upload_appears_only_at_its_commit() {
     assert_eq!(commit.status(), 201);
     let item: Value = commit.json().await.unwrap();
     assert_eq!(item["file"]["hashes"]["quickXorHash"], quick_xor(&data));
-    let bytes = get(&server, "/me/drive/root:/later.bin:/content")
-        .await
-        .bytes()
-        .await
-        .unwrap();
+    let bytes = content(&server, "/me/drive/root:/later.bin:/content").await;
     assert_eq!(sha256_hex(&bytes), sha256_hex(&data));
     // Committed, the session is done; a session that commits by itself cannot
     // be committed.
@@ -294,15 +279,7 @@ async fn hashes_go_on_where_they_were_after_a_restart() {
     let data = seeded(3 * UNIT + 99, 5);
     // No fileSize: the first fragment says the size.
     let url = session(&server, "/me/drive/items/root:/r.bin:", json!({})).await;
-    let created: Value = server
-        .http
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created: Value = server.session_status(&url).await;
     assert_eq!(created["nextExpectedRanges"], json!(["0-"]));
     assert_eq!(put(&server, &url, &data, 0, 2 * UNIT).await.status(), 202);
     server.restart().await;
@@ -440,11 +417,7 @@ async fn a_completion_cut_short_by_a_crash_gets_the_hashes_of_every_byte() {
         item["file"]["hashes"]["sha256Hash"],
         sha256_hex(&data).to_uppercase()
     );
-    let bytes = get(&server, "/me/drive/root:/cut.bin:/content")
-        .await
-        .bytes()
-        .await
-        .unwrap();
+    let bytes = content(&server, "/me/drive/root:/cut.bin:/content").await;
     assert_eq!(sha256_hex(&bytes), sha256_hex(&data));
 }
 
@@ -465,11 +438,7 @@ async fn bytes_no_file_names_are_given_back_and_replaced_uploads_never_return() 
     // fragment cannot bring the old bytes back.
     let late = put(&server, &first, &a, 0, UNIT).await;
     expect_graph_error(late, 404, "itemNotFound/uploadSessionNotFound").await;
-    let bytes = get(&server, "/me/drive/root:/r.bin:/content")
-        .await
-        .bytes()
-        .await
-        .unwrap();
+    let bytes = content(&server, "/me/drive/root:/r.bin:/content").await;
     assert_eq!(sha256_hex(&bytes), sha256_hex(&b));
     let blobs = || {
         std::fs::read_dir(dir.path().join("attachments"))

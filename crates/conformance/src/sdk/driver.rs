@@ -344,25 +344,35 @@ impl Upload<'_> {
             return Outcome::fails("draft answered without an id");
         };
         let item = json!({"AttachmentItem": {"attachmentType": "file", "name": self.name, "size": self.file.len()}});
-        let session = match self
-            .graph_post(
-                &format!("me/messages/{id}/attachments/createUploadSession"),
-                &item,
-            )
-            .await
-        {
-            Ok(a) if a.is_success() => a,
-            Ok(a) => {
-                return Outcome::fails(format!("createUploadSession refused: {}", refusal(&a)));
-            }
-            Err(e) => return Outcome::fails(format!("harness: createUploadSession: {e}")),
-        };
-        let size = u64::try_from(self.file.len()).unwrap_or(u64::MAX);
-        let step = model.start(SystemTime::now(), &session, size);
-        match self.pump(model, step, trace).await {
+        let path = format!("me/messages/{id}/attachments/createUploadSession");
+        match self.upload_to(&path, &item, model, trace).await {
             Ok(()) => self.judge(&id).await,
             Err(outcome) => outcome,
         }
+    }
+
+    /// createUploadSession at `path` with `body`, then the model's requests to
+    /// its end; `Err` with the verdict when either fails.
+    async fn upload_to(
+        &self,
+        path: &str,
+        body: &Value,
+        model: &mut dyn SdkModel,
+        trace: &mut Trace,
+    ) -> Result<(), Outcome> {
+        let session = match self.graph_post(path, body).await {
+            Ok(a) if a.is_success() => a,
+            Ok(a) => {
+                return Err(Outcome::fails(format!(
+                    "createUploadSession refused: {}",
+                    refusal(&a)
+                )));
+            }
+            Err(e) => return Err(Outcome::fails(format!("harness: createUploadSession: {e}"))),
+        };
+        let size = u64::try_from(self.file.len()).unwrap_or(u64::MAX);
+        let step = model.start(SystemTime::now(), &session, size);
+        self.pump(model, step, trace).await
     }
 
     /// [`Upload::run`] to a drive path: createUploadSession on it, the model's
@@ -370,19 +380,8 @@ impl Upload<'_> {
     async fn run_to_drive(&self, model: &mut dyn SdkModel, trace: &mut Trace) -> Outcome {
         let path = format!("me/drive/root:/sdk/{}:", self.name);
         let body = json!({"item": {"@microsoft.graph.conflictBehavior": "replace"}});
-        let session = match self
-            .graph_post(&format!("{path}/createUploadSession"), &body)
-            .await
-        {
-            Ok(a) if a.is_success() => a,
-            Ok(a) => {
-                return Outcome::fails(format!("createUploadSession refused: {}", refusal(&a)));
-            }
-            Err(e) => return Outcome::fails(format!("harness: createUploadSession: {e}")),
-        };
-        let size = u64::try_from(self.file.len()).unwrap_or(u64::MAX);
-        let step = model.start(SystemTime::now(), &session, size);
-        if let Err(outcome) = self.pump(model, step, trace).await {
+        let create = format!("{path}/createUploadSession");
+        if let Err(outcome) = self.upload_to(&create, &body, model, trace).await {
             return outcome;
         }
         match self.graph_get(&format!("{path}/content")).await {
