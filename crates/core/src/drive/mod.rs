@@ -1,8 +1,8 @@
 //! OneDrive's side of upload sessions, as data: the body of a drive item's
 //! `createUploadSession` ([`DriveUpload`], with its [`ConflictBehavior`]), the name
 //! a `rename` conflict gives ([`renamed`]), and the `driveItem` a completed upload
-//! answers ([`DriveItem`]); a drive's folders and files ([`Tree`], in `tree`) and
-//! the hashes taken while a file streams in ([`ContentHasher`], in `hash`). The
+//! answers ([`DriveItem`]); a drive's folders and files ([`Tree`], in [`tree`]) and
+//! the hashes taken while a file streams in ([`ContentHasher`], in [`hash`]). The
 //! routes are [`crate::route::DrivePath`]; the file hash is [`crate::quickxor`].
 //!
 //! ```
@@ -21,8 +21,8 @@ use serde_json::Value;
 
 use crate::error::CreateError;
 
-mod hash;
-mod tree;
+pub mod hash;
+pub mod tree;
 
 pub use hash::ContentHasher;
 pub use tree::{Entry, FileEntry, NewFile, Put, Target, Tree, valid_name};
