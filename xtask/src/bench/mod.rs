@@ -10,14 +10,21 @@
 //! `--cluster` measures shared storage instead: 1, 2 and 3 nodes on one Garage
 //! and PostgreSQL beside the disk backend (`bench/src/cluster.rs`).
 //!
+//! Then the grid ([`grid`]): throughput against 1, 4, 16 and 64 concurrent uploads
+//! of 4 MiB and 150 MiB files (and 1 GiB with `--full`), under the sink, our server
+//! and rustus; `--plot` draws it as an SVG chart in `target/bench/throughput.svg`
+//! ([`plot`]).
+//!
 //! `--quick` (CI's smoke test) runs each scenario once on small sizes: it checks that
 //! everything runs and the bytes verify, not speed. `--reps N` sets repetitions
-//! (default 3); `--no-cache-fairness` skips writing and deleting a file of the run's
+//! (default 3, 5 with `--full`); `--no-cache-fairness` skips writing and deleting a file of the run's
 //! size before each measurement (these VMs charge much more for page-cache pages
 //! that were not recently freed, so every contender gets the same fresh pages).
 
 mod extras;
+mod grid;
 mod options;
+mod plot;
 mod record;
 mod report;
 mod runs;
@@ -55,13 +62,35 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     } else {
         None
     };
-    let sizes = Sizes::new(o.quick);
+    let sizes = Sizes::new(o.quick, o.full);
     let mut run_no = 0;
     let rows = runs::throughput(&o, &bin, rustus.as_deref(), &work, &sizes, &mut run_no)?;
+    let grid = runs::grid(&o, &bin, rustus.as_deref(), &work, &sizes, &mut run_no)?;
     let extras = extras::extras(&bin, profile, &work, &sizes, &mut run_no)?;
-    let table = report::report(&rows, &extras, &sizes);
+    let mut table = report::report(&rows, &extras, &sizes);
+    let _ = write!(
+        table,
+        "\nThroughput against concurrency, in the page cache (medians of {}, min–max when repeated; CPU seconds per GiB received):\n\n{}",
+        o.reps,
+        grid::table(&grid)
+    );
     println!("\n{table}");
-    write_records(&out_dir, &rows, &extras, &table)?;
+    if o.plot {
+        let svg = out_dir.join("throughput.svg");
+        let title = format!(
+            "upsession ingest, page cache, median of {} (cargo xtask bench{})",
+            o.reps,
+            if o.full { " --full" } else { "" }
+        );
+        let chart = plot::svg(&grid, &title);
+        fs::write(&svg, chart).map_err(|e| format!("cannot write {}: {e}", svg.display()))?;
+        println!("chart: {}", svg.display());
+    }
+    let all: Vec<Row> = rows
+        .into_iter()
+        .chain(grid.into_iter().flat_map(|g| g.cells))
+        .collect();
+    write_records(&out_dir, &all, &extras, &table)?;
     let _ = fs::remove_dir_all(&work);
     Ok(())
 }

@@ -14,6 +14,10 @@ pub(super) struct Options {
     pub(super) cluster: bool,
     /// Also measure rustus (a Rust tus server) with the same bytes.
     pub(super) peers: bool,
+    /// The full grid: 1 GiB files too, and 5 repetitions unless `--reps` says.
+    pub(super) full: bool,
+    /// Draw the grid as an SVG chart in `target/bench/`.
+    pub(super) plot: bool,
 }
 
 impl Default for Options {
@@ -25,6 +29,8 @@ impl Default for Options {
             cache_fairness: true,
             cluster: false,
             peers: false,
+            full: false,
+            plot: false,
         }
     }
 }
@@ -34,23 +40,32 @@ impl Options {
     pub(super) fn parse(args: &[String]) -> Result<Self, String> {
         let mut o = Self::default();
         let mut it = args.iter();
+        let mut reps = None;
         while let Some(a) = it.next() {
             match a.as_str() {
                 "--quick" => o.quick = true,
+                "--full" => o.full = true,
+                "--plot" => o.plot = true,
                 "--no-cache-fairness" => o.cache_fairness = false,
                 "--cluster" => o.cluster = true,
                 "--peers" => o.peers = true,
-                "--reps" => o.reps = number(it.next(), "--reps")?,
+                "--reps" => reps = Some(number(it.next(), "--reps")?),
                 other => {
                     return Err(format!(
-                        "unknown bench option `{other}` (--quick, --reps N, --no-cache-fairness, --cluster, --peers)"
+                        "unknown bench option `{other}` (--quick, --full, --plot, --reps N, --no-cache-fairness, --cluster, --peers)"
                     ));
                 }
             }
         }
-        if o.quick {
-            o.reps = 1;
+        if o.quick && o.full {
+            return Err("--quick and --full ask for opposite runs; choose one".into());
         }
+        o.reps = match (o.quick, o.full, reps) {
+            (true, ..) => 1,
+            (_, _, Some(n)) => n.max(1),
+            (_, true, None) => 5,
+            _ => o.reps,
+        };
         Ok(o)
     }
 }
@@ -72,11 +87,19 @@ pub(super) struct Sizes {
     pub(super) idle: usize,
     /// Preface-only HTTP/2 connections held during one upload of `big`.
     pub(super) h2_idle: usize,
+    /// The grid's file sizes (`loadgen --size`, and in bytes) and concurrency
+    /// levels.
+    pub(super) grid_files: Vec<(&'static str, u64)>,
+    pub(super) grid_concurrency: &'static [u32],
 }
 
 impl Sizes {
-    /// The sizes of a quick run, or of a full one.
-    pub(super) fn new(quick: bool) -> Self {
+    /// The sizes of a quick run, a default one or a `--full` one.
+    pub(super) fn new(quick: bool, full: bool) -> Self {
+        let mut grid_files = vec![("4MiB", 4 << 20), ("150MiB", 150 << 20)];
+        if full {
+            grid_files.push(("1GiB", 1 << 30));
+        }
         if quick {
             Self {
                 big: "8MB",
@@ -86,6 +109,8 @@ impl Sizes {
                 many: "4",
                 idle: 200,
                 h2_idle: 300,
+                grid_files: vec![("4MiB", 4 << 20)],
+                grid_concurrency: &[1, 4],
             }
         } else {
             Self {
@@ -96,6 +121,8 @@ impl Sizes {
                 many: "16",
                 idle: 10_000,
                 h2_idle: 5000,
+                grid_files,
+                grid_concurrency: &[1, 4, 16, 64],
             }
         }
     }

@@ -41,6 +41,16 @@ impl Row {
         median_min_max(self.records.iter().filter_map(|r| num(r, key)).collect()).map(|m| m.0)
     }
 
+    /// The server's median CPU seconds per GiB received.
+    pub(super) fn cpu_s_per_gib(&self) -> Option<f64> {
+        let gib = self
+            .records
+            .first()
+            .and_then(|r| Some(num(r, "size")? * num(r, "uploads")? / f64::from(1 << 30)))?;
+        let cpu = self.median("server_cpu_s")?;
+        (gib > 0.0).then(|| cpu / gib)
+    }
+
     /// The median of the figure `key`, with its min–max when repeated.
     pub(super) fn spread(&self, key: &str) -> String {
         match median_min_max(self.records.iter().filter_map(|r| num(r, key)).collect()) {

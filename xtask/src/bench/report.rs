@@ -111,14 +111,9 @@ fn row_line(row: &Row, rows: &[Row]) -> String {
         (Some(m), Some(p)) if p > 0.0 => format!("{:.2}", m / p),
         _ => "–".into(),
     };
-    let gib = row
-        .records
-        .first()
-        .and_then(|r| Some(num(r, "size")? * num(r, "uploads")? / f64::from(1 << 30)));
-    let cpu = match (row.median("server_cpu_s"), gib) {
-        (Some(c), Some(g)) if g > 0.0 => format!("{:.2}", c / g),
-        _ => "–".into(),
-    };
+    let cpu = row
+        .cpu_s_per_gib()
+        .map_or_else(|| "–".into(), |c| format!("{c:.2}"));
     let rss = row
         .median("server_peak_rss_kib")
         .map_or("–".into(), |k| format!("{:.1}", k / 1024.0));

@@ -6,6 +6,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use super::grid::GridRow;
 use super::options::{Options, Sizes};
 use super::record::{Record, Row, parse_figures};
 use super::server::{Contender, TOKEN};
@@ -85,39 +86,108 @@ pub(super) fn throughput(
             contenders.extend([Contender::Rustus, Contender::RustusFsync]);
         }
         for contender in contenders {
-            let mut row = Row {
-                scenario: format!("{scenario} ({})", args[3]),
-                contender: contender.name(),
-                records: Vec::new(),
-            };
-            for _ in 0..o.reps {
-                let dir = next_dir(work, run_no);
-                fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-                if o.cache_fairness {
-                    refresh_page_cache(&dir, *bytes)?;
-                }
-                let server = contender.start_with(bin, rustus, &dir)?;
-                let mut args = args.clone();
-                if contender.is_rustus() {
-                    args.extend(["--tus", server.base.as_str()]);
-                }
-                let mut r = loadgen(bin, &server.base, server.pid(), &args)?;
-                drop(server);
-                let _ = fs::remove_dir_all(&dir);
-                r.insert("scenario".into(), row.scenario.clone());
-                r.insert("contender".into(), contender.name().into());
-                row.records.push(r);
-            }
-            eprintln!(
-                "{} / {}: {} MiB/s",
-                row.scenario,
-                row.contender,
-                row.spread("mib_per_s")
-            );
+            let row = measure(
+                o,
+                (bin, rustus, work, run_no),
+                contender,
+                &format!("{scenario} ({})", args[3]),
+                args,
+                *bytes,
+            )?;
             rows.push(row);
         }
     }
     Ok(rows)
+}
+
+/// The grid: each size at each concurrency level, under the sink, our server and
+/// (with `--peers`) rustus, in the page cache. Runs over
+/// [`grid::MAX_RUN_BYTES`](super::grid::MAX_RUN_BYTES) in all are left out.
+pub(super) fn grid(
+    o: &Options,
+    bin: &Path,
+    rustus: Option<&Path>,
+    work: &Path,
+    z: &Sizes,
+    run_no: &mut usize,
+) -> Result<Vec<GridRow>, String> {
+    let mut contenders = vec![Contender::Sink, Contender::Ours];
+    if rustus.is_some() {
+        contenders.push(Contender::Rustus);
+    }
+    let mut rows = Vec::new();
+    for &(size, size_bytes) in &z.grid_files {
+        for &contender in &contenders {
+            let mut row = GridRow {
+                size: size.to_owned(),
+                contender: contender.name(),
+                concurrency: Vec::new(),
+                cells: Vec::new(),
+            };
+            for &n in z.grid_concurrency {
+                let bytes = size_bytes * u64::from(n);
+                if bytes > super::grid::MAX_RUN_BYTES {
+                    continue;
+                }
+                let uploads = n.to_string();
+                let args = ["--uploads", uploads.as_str(), "--size", size];
+                let cell = measure(
+                    o,
+                    (bin, rustus, work, run_no),
+                    contender,
+                    &format!("grid {n} × {size}"),
+                    &args,
+                    bytes,
+                )?;
+                row.concurrency.push(n);
+                row.cells.push(cell);
+            }
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+/// `loadgen args` against a fresh `contender` on a fresh data directory, `o.reps`
+/// times: the row of `scenario`.
+fn measure(
+    o: &Options,
+    (bin, rustus, work, run_no): (&Path, Option<&Path>, &Path, &mut usize),
+    contender: Contender,
+    scenario: &str,
+    args: &[&str],
+    bytes: u64,
+) -> Result<Row, String> {
+    let mut row = Row {
+        scenario: scenario.to_owned(),
+        contender: contender.name(),
+        records: Vec::new(),
+    };
+    for _ in 0..o.reps {
+        let dir = next_dir(work, run_no);
+        fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        if o.cache_fairness {
+            refresh_page_cache(&dir, bytes)?;
+        }
+        let server = contender.start_with(bin, rustus, &dir)?;
+        let mut args = args.to_vec();
+        if contender.is_rustus() {
+            args.extend(["--tus", server.base.as_str()]);
+        }
+        let mut r = loadgen(bin, &server.base, server.pid(), &args)?;
+        drop(server);
+        let _ = fs::remove_dir_all(&dir);
+        r.insert("scenario".into(), row.scenario.clone());
+        r.insert("contender".into(), contender.name().into());
+        row.records.push(r);
+    }
+    eprintln!(
+        "{} / {}: {} MiB/s",
+        row.scenario,
+        row.contender,
+        row.spread("mib_per_s")
+    );
+    Ok(row)
 }
 
 /// The data directory of the next run: `run{N}` under `work`.
