@@ -187,7 +187,10 @@ impl Contender {
                         "never"
                     },
                 ]);
-                cmd.args(["--min-size", "1", "--max-size", "1GB"])
+                // Capacity is measured, not the per-token policy: 10,000 idle
+                // sessions and the grid's 1 GiB files are in bounds.
+                cmd.args(["--min-size", "1", "--max-size", "2GiB"])
+                    .args(["--max-sessions-per-token", "1000000"])
                     .env("RUST_LOG", "warn");
             }
         }
