@@ -48,7 +48,8 @@ impl Row {
             .first()
             .and_then(|r| Some(num(r, "size")? * num(r, "uploads")? / f64::from(1 << 30)))?;
         let cpu = self.median("server_cpu_s")?;
-        (gib > 0.0).then(|| cpu / gib)
+        // Zero: the run was shorter than the kernel's CPU clock tick (10 ms).
+        (gib > 0.0 && cpu > 0.0).then(|| cpu / gib)
     }
 
     /// The median of the figure `key`, with its min–max when repeated.
