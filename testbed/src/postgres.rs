@@ -163,6 +163,20 @@ impl Postgres {
         }
     }
 
+    /// Runs one SQL statement on `db` with `psql` (a test reaching around the
+    /// server, to stand for a crash between two of its steps); what it printed.
+    ///
+    /// # Errors
+    /// When `psql` fails.
+    pub fn sql(&self, db: &str, statement: &str) -> io::Result<String> {
+        let psql = self.bin.join("psql");
+        let psql = if psql.exists() { psql } else { "psql".into() };
+        run(Command::new(psql)
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "upsession", "-d", db, "-q", "-t", "-c"])
+            .arg(statement))
+    }
+
     /// `postgres://upsession@127.0.0.1:PORT/DB`.
     pub fn url(&self, db: &str) -> String {
         format!("postgres://upsession@127.0.0.1:{}/{db}", self.port)

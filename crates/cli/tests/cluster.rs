@@ -430,3 +430,37 @@ async fn drive_files_are_whole_whichever_nodes_take_their_fragments() {
         assert_eq!(sha256_hex(&bytes), sha256_hex(&data), "{addr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_no_record_names_are_deleted_at_start_up() {
+    let Some(mut cluster) = Cluster::start(2, &flags()).await else {
+        return;
+    };
+    let data = seeded(3 * FRAGMENT, 41);
+    let url = two_fragments_of(&cluster, &data).await;
+    objects_become(&cluster, 2).await;
+    // A crash between a record's deletion and its objects' (set up by hand: the
+    // session's row goes, its objects stay).
+    let sid = reqwest::Url::parse(&url)
+        .unwrap()
+        .path()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    cluster
+        .pg
+        .sql(
+            "upsession",
+            &format!("DELETE FROM sessions WHERE id = '{sid}'"),
+        )
+        .unwrap();
+    // A finished attachment's objects are named by its record, and stay.
+    let kept = seeded(FRAGMENT + 5, 42);
+    let graph = graph(&cluster);
+    let url2 = graph.open_session(kept.len()).await;
+    assert_eq!(graph.upload(&url2, &kept, FRAGMENT).await.status(), 201);
+    objects_become(&cluster, 4).await;
+    cluster.restart(0);
+    objects_become(&cluster, 2).await;
+}

@@ -15,8 +15,10 @@ pub(crate) struct Cluster {
     pub(crate) addrs: Vec<String>,
     pub(crate) proxy: RoundRobin,
     pub(crate) garage: Garage,
-    pub(crate) _pg: Postgres,
-    _dirs: Vec<tempfile::TempDir>,
+    pub(crate) pg: Postgres,
+    dirs: Vec<tempfile::TempDir>,
+    /// The flags every node started with.
+    extra: Vec<String>,
 }
 
 /// PostgreSQL and Garage, or `None` (with a note) where they are not installed and
@@ -65,14 +67,30 @@ impl Cluster {
             addrs,
             proxy,
             garage,
-            _pg: pg,
-            _dirs: dirs,
+            pg,
+            dirs,
+            extra: extra.iter().map(|&s| s.to_owned()).collect(),
         })
     }
 
     /// `{proxy}/v1.0`.
     pub(crate) fn base(&self) -> String {
         format!("{}/v1.0", self.proxy.url())
+    }
+
+    /// `kill -9` of node `i`, then node `i` started again on its address.
+    pub(crate) fn restart(&mut self, i: usize) {
+        self.kill9(i);
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        self.nodes[i] = Some(node(
+            &self.garage,
+            &self.pg,
+            i,
+            self.dirs[i].path(),
+            &self.addrs[i],
+            &self.proxy.url(),
+            &extra,
+        ));
     }
 
     /// `kill -9` of node `i`.

@@ -110,7 +110,12 @@ pub(crate) struct Engine {
     pub(crate) deadlines_changed: Notify,
     /// The commits in flight, which outlive the requests that started them.
     tasks: TaskTracker,
+    /// When the sweep last looked for bytes no record names.
+    garbage_collected: Mutex<Option<SystemTime>>,
 }
+
+/// How often the sweep looks for stored bytes no record names (and at start-up).
+const GARBAGE_EVERY: Duration = Duration::from_secs(10 * 60);
 
 /// What a fragment's headers lead to; see [`Engine::begin_fragment`].
 pub(crate) enum Fragment {
@@ -146,6 +151,7 @@ impl Engine {
             tokens: std::sync::atomic::AtomicU64::new(1),
             deadlines_changed: Notify::new(),
             tasks: TaskTracker::new(),
+            garbage_collected: Mutex::new(None),
         }
     }
 
@@ -631,6 +637,27 @@ impl Engine {
     pub(crate) async fn sweep(&self, now: SystemTime) {
         self.expire_due(now).await;
         self.recount().await;
+        let due = {
+            let mut last = self.garbage_collected.lock().expect("garbage lock");
+            let due =
+                last.is_none_or(|at| now.duration_since(at).unwrap_or_default() >= GARBAGE_EVERY);
+            if due {
+                *last = Some(now);
+            }
+            due
+        };
+        if due {
+            self.collect_garbage().await;
+        }
+    }
+
+    /// Deletes stored bytes no record names (the store's business how).
+    pub(crate) async fn collect_garbage(&self) {
+        match self.store.collect_garbage().await {
+            Ok(0) => {}
+            Ok(n) => info!(sessions = n, "bytes no record names deleted"),
+            Err(e) => warn!(error = %e, "could not look for bytes no record names"),
+        }
     }
 
     async fn expire_due(&self, now: SystemTime) {

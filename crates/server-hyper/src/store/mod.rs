@@ -308,6 +308,12 @@ pub(crate) trait SessionStore: Send + Sync + std::fmt::Debug {
     /// Every finished drive upload (an attachment whose item is a drive), with
     /// its drive, for start-up's reconciliation.
     async fn drive_uploads(&self) -> io::Result<Vec<AttachmentRecord>>;
+    /// Deletes stored bytes that no record names any more (a deletion of a
+    /// record whose bytes could not go then); how many sessions' bytes went.
+    /// The local store does this at start-up, when it opens.
+    async fn collect_garbage(&self) -> io::Result<usize> {
+        Ok(0)
+    }
     /// Every session this node knows of, for the test double's inspection route.
     async fn list_sessions(&self) -> io::Result<Vec<SessionRecord>>;
     /// Every session still uploading (in the open phase), as the per-token limits

@@ -318,6 +318,27 @@ impl Postgres {
         Ok(changed == 1)
     }
 
+    /// Which of the sessions `ids` a record still names: a session row, or an
+    /// attachment made by it (whose bytes are its objects).
+    pub(crate) async fn referenced(
+        &self,
+        ids: &[String],
+    ) -> io::Result<std::collections::HashSet<String>> {
+        Ok(self
+            .client()
+            .await?
+            .query(
+                "SELECT id FROM sessions WHERE id = ANY($1)
+                 UNION SELECT record->>'session' FROM attachments WHERE record->>'session' = ANY($1)",
+                &[&ids],
+            )
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .filter_map(|row| row.get::<_, Option<String>>(0))
+            .collect())
+    }
+
     pub(crate) async fn drive_uploads(&self) -> io::Result<Vec<AttachmentRecord>> {
         self.client()
             .await?

@@ -196,6 +196,20 @@ impl S3 {
         }))
     }
 
+    /// The ids of the sessions that have objects in the bucket.
+    pub(crate) async fn session_ids(&self) -> io::Result<Vec<String>> {
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&Path::from("sessions")))
+            .await
+            .map_err(s3_err)?;
+        Ok(listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_owned))
+            .collect())
+    }
+
     /// Deletes every object of a session.
     pub(crate) async fn discard(&self, session_id: &str) -> io::Result<()> {
         self.delete_prefix(&prefix(session_id)?, &[])

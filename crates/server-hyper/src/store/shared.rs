@@ -110,6 +110,23 @@ impl SessionStore for SharedStore {
         self.pg.get_attachment(id).await
     }
 
+    async fn collect_garbage(&self) -> io::Result<usize> {
+        // Objects are written only under their session's row lock, after the row
+        // exists, and a session's or an attachment's objects go before (or, best
+        // effort, after) its row: objects no row names are left over for good.
+        let ids = self.s3.session_ids().await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let named = self.pg.referenced(&ids).await?;
+        let mut gone = 0;
+        for id in ids.iter().filter(|id| !named.contains(*id)) {
+            self.s3.discard(id).await?;
+            gone += 1;
+        }
+        Ok(gone)
+    }
+
     async fn drive_uploads(&self) -> io::Result<Vec<AttachmentRecord>> {
         self.pg.drive_uploads().await
     }
