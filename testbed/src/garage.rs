@@ -225,6 +225,25 @@ impl Garage {
             .ok_or_else(|| io::Error::other(format!("no object count in: {info}")))
     }
 
+    /// How many multipart uploads the bucket holds unfinished (begun, neither
+    /// completed nor aborted), as Garage counts them (poll, as for
+    /// [`Garage::object_count`]).
+    ///
+    /// # Errors
+    /// When the CLI fails.
+    pub fn unfinished_multipart_uploads(&self) -> io::Result<u64> {
+        let live = (0..self.nodes.len())
+            .find(|&i| self.nodes[i].child.is_some())
+            .ok_or_else(|| io::Error::other("no Garage node is running"))?;
+        let info = run(self.cli(live).args(["bucket", "info", BUCKET]))?;
+        // Garage prints the line only when there are some.
+        Ok(info
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Unfinished uploads:"))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0))
+    }
+
     /// The log file of a node, for failure messages.
     pub fn log(&self, node: usize) -> &Path {
         &self.nodes[node].log

@@ -464,3 +464,40 @@ async fn objects_no_record_names_are_deleted_at_start_up() {
     cluster.restart(0);
     objects_become(&cluster, 2).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fragment_given_up_midway_leaves_no_multipart_upload() {
+    // Fragments over 8 MiB go to S3 as multipart uploads.
+    const BIG: usize = 16 << 20;
+    let flags = common::small_fragments(TOKEN, "16MiB");
+    let Some(cluster) = Cluster::start(1, &flags).await else {
+        return;
+    };
+    let graph = graph(&cluster);
+    let file = seeded(2 * BIG, 51);
+    let url = graph.open_session(file.len()).await;
+    let direct = on_node(&url, &cluster.addrs[0]);
+    // 12 MiB of the fragment's 16 MiB: the first part is in the bucket.
+    let held = partial_put(&direct, &file, 0, BIG, 12 << 20).await;
+    let mut begun = false;
+    for _ in 0..100 {
+        if cluster.garage.unfinished_multipart_uploads().unwrap() > 0 {
+            begun = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(begun, "the fragment's multipart upload began");
+    // The client hangs up: the upload is aborted, not left in the bucket.
+    drop(held);
+    for _ in 0..100 {
+        if cluster.garage.unfinished_multipart_uploads().unwrap() == 0 {
+            // And the fragment can be sent again, whole.
+            let res = graph.put_at(&url, &file, 0, BIG).await;
+            assert_eq!(res.status(), 200);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("a multipart upload was left in the bucket");
+}

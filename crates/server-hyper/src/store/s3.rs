@@ -162,23 +162,46 @@ const BUFFER: usize = 8 * 1024 * 1024;
 
 /// Streams one fragment into its object.
 struct S3Writer {
-    writer: BufWriter,
+    /// `None` once finished.
+    writer: Option<BufWriter>,
 }
 
 #[async_trait]
 impl FragmentWriter for S3Writer {
     async fn write(&mut self, chunk: Bytes) -> io::Result<()> {
-        self.writer.put(chunk).await.map_err(s3_err)
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the fragment's object is finished"))?;
+        writer.put(chunk).await.map_err(s3_err)
     }
 
     async fn finish(mut self: Box<Self>) -> io::Result<()> {
+        let Some(mut writer) = self.writer.take() else {
+            return Ok(());
+        };
         // A fragment's object is whole or absent: a failed multipart upload is
         // aborted, never completed.
-        if let Err(e) = self.writer.shutdown().await {
-            let _ = self.writer.abort().await;
+        if let Err(e) = writer.shutdown().await {
+            let _ = writer.abort().await;
             return Err(e);
         }
         Ok(())
+    }
+}
+
+impl Drop for S3Writer {
+    /// A fragment given up before it was finished (its client hung up, a newer
+    /// request took it over, it timed out): a multipart upload begun for it is
+    /// aborted, so that its parts do not stay in the bucket, unseen and paid for.
+    fn drop(&mut self) {
+        if let Some(mut writer) = self.writer.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = writer.abort().await;
+            });
+        }
     }
 }
 
@@ -191,8 +214,10 @@ impl S3 {
     ) -> io::Result<Box<dyn FragmentWriter>> {
         let key = part_key(session_id, [range.start(), range.end()])?;
         Ok(Box::new(S3Writer {
-            writer: BufWriter::with_capacity(Arc::clone(&self.store), key, BUFFER)
-                .with_max_concurrency(2),
+            writer: Some(
+                BufWriter::with_capacity(Arc::clone(&self.store), key, BUFFER)
+                    .with_max_concurrency(2),
+            ),
         }))
     }
 

@@ -23,8 +23,33 @@ use super::{
 };
 
 /// Most fragments one session may have: S3's own limit on the parts of one object,
-/// which the manifest of an attachment follows.
-const MAX_PARTS: usize = 10_000;
+/// which the manifest of an attachment follows. It bounds a session's record
+/// (every fragment is named in it) against a client sending tiny fragments.
+const MAX_PARTS: u64 = 10_000;
+
+/// Why a fragment ending at `end` of a file of `size` bytes, the session's
+/// `parts`-th, would leave the rest unable to fit in the fragments still allowed,
+/// each at most `max_fragment` bytes: the sentence for the client, naming the
+/// smallest fragment that keeps the upload finishable. `None`: it fits.
+///
+/// Refusing early is the point: a session is never stranded with bytes to go and
+/// no fragment left, so any file the limits allow (10,000 × `--max-fragment` is
+/// above every `--max-size`) can be finished with large enough fragments.
+fn strands(parts: u64, start: u64, end: u64, size: u64, max_fragment: u64) -> Option<String> {
+    let rest = size.saturating_sub(end);
+    let left = MAX_PARTS.saturating_sub(parts + 1);
+    if rest == 0 || left.saturating_mul(max_fragment) >= rest {
+        return None;
+    }
+    // This fragment and the ones left, each of at least `need` bytes, must hold
+    // everything from `start`.
+    let slots = MAX_PARTS.saturating_sub(parts).max(1);
+    let need = size.saturating_sub(start).div_ceil(slots);
+    Some(format!(
+        "fragments of {} bytes cannot finish this file within {MAX_PARTS} fragments; send fragments of at least {need} bytes",
+        end - start
+    ))
+}
 
 /// How often a node looks for expired sessions (every node's, by the database's
 /// `deadline` column): a steady tick that requests cannot push back.
@@ -204,12 +229,16 @@ impl SessionGuard for SharedGuard {
     }
 
     async fn writer(&mut self, range: ByteRange) -> Result<Box<dyn FragmentWriter>, StoreError> {
-        // Near the cap only the last fragment is let in; the rest of the file must
-        // come in fewer, larger fragments.
-        if self.record.parts.len() + 1 >= MAX_PARTS && range.end() != self.record.snapshot.size {
-            return Err(StoreError::Refused(RequestError::InvalidBody(format!(
-                "this upload session has nearly {MAX_PARTS} fragments; send the rest as one fragment"
-            ))));
+        let snapshot = &self.record.snapshot;
+        let parts = u64::try_from(self.record.parts.len()).unwrap_or(u64::MAX);
+        if let Some(why) = strands(
+            parts,
+            range.start(),
+            range.end(),
+            snapshot.size,
+            snapshot.max_fragment,
+        ) {
+            return Err(StoreError::Refused(RequestError::InvalidBody(why)));
         }
         Ok(self.s3.writer(&self.record.id, range)?)
     }
@@ -254,5 +283,43 @@ impl SessionGuard for SharedGuard {
         }
         let lock = self.take_lock()?;
         lock.save(None, None).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_PARTS, strands};
+
+    #[test]
+    fn a_fragment_is_refused_only_when_the_rest_could_no_longer_fit() {
+        const MIB: u64 = 1 << 20;
+        // 150 MB in 4 MiB fragments: far from the cap.
+        assert_eq!(strands(0, 0, 4 * MIB, 150_000_000, 60 * MIB), None);
+        // The last fragment always fits, even at the cap.
+        assert_eq!(strands(MAX_PARTS - 1, 10, 20, 20, 60 * MIB), None);
+        // A tiny first fragment of a file that needs every fragment full: refused,
+        // with the size that keeps it finishable.
+        let size = MAX_PARTS * MIB;
+        let why = strands(0, 0, 1, size, MIB).unwrap();
+        assert!(why.contains("at least"), "{why}");
+        let need: u64 = why
+            .rsplit("at least ")
+            .next()
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        // Fragments of that size (within max_fragment) do finish it, to the end.
+        assert_eq!(need, MIB);
+        let mut start = 0;
+        for parts in 0..MAX_PARTS {
+            assert_eq!(strands(parts, start, start + need, size, MIB), None);
+            start += need;
+        }
+        assert_eq!(start, size);
+        // Without a limit that fits, a fragment that fits still goes through.
+        assert_eq!(strands(0, 0, MIB, (MAX_PARTS - 1) * MIB + 1, MIB), None);
     }
 }
