@@ -501,3 +501,21 @@ async fn a_fragment_given_up_midway_leaves_no_multipart_upload() {
     }
     panic!("a multipart upload was left in the bucket");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_says_whether_the_bucket_and_the_database_answer() {
+    let Some(mut cluster) = Cluster::start(1, &flags()).await else {
+        return;
+    };
+    let readyz = format!("http://{}/readyz", cluster.addrs[0]);
+    let healthz = format!("http://{}/healthz", cluster.addrs[0]);
+    assert_eq!(reqwest::get(&readyz).await.unwrap().status(), 200);
+    for node in 0..3 {
+        cluster.garage.kill(node);
+    }
+    let res = reqwest::get(&readyz).await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key("retry-after"));
+    // Alive all the same: the process answers.
+    assert_eq!(reqwest::get(&healthz).await.unwrap().status(), 200);
+}

@@ -249,8 +249,12 @@ impl DrivePath {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Route {
-    /// `GET /healthz` (also `/v1.0/healthz`, `/beta/healthz`)
+    /// `GET /healthz` (also `/v1.0/healthz`, `/beta/healthz`): the process
+    /// answers.
     Health,
+    /// `GET /readyz` (also under `/v1.0` and `/beta`): the store and its
+    /// database answer too.
+    Ready,
     /// `GET /metrics` (also under `/v1.0` and `/beta`)
     Metrics,
     /// `POST /{v}/{user}/{messages|events}`
@@ -322,6 +326,7 @@ impl Route {
         match segs.as_slice() {
             // Also under the versions, as every route of the contract.
             ["healthz"] | ["v1.0" | "beta", "healthz"] => return Ok(Self::Health),
+            ["readyz"] | ["v1.0" | "beta", "readyz"] => return Ok(Self::Ready),
             ["metrics"] | ["v1.0" | "beta", "metrics"] => return Ok(Self::Metrics),
             ["uploads", id] if !id.is_empty() => return Ok(Self::Upload((*id).to_owned())),
             ["_upsession", "sessions"] => return Ok(Self::AdminSessions),
@@ -523,6 +528,7 @@ impl Route {
     pub fn check_method(&self, method: &Method) -> Result<(), RequestError> {
         let ok = match self {
             Self::Health
+            | Self::Ready
             | Self::Metrics
             | Self::Item(_)
             | Self::AttachmentValue(..)
@@ -561,6 +567,7 @@ impl Route {
         !matches!(
             self,
             Self::Health
+                | Self::Ready
                 | Self::Metrics
                 | Self::Upload(_)
                 | Self::AdminSessions
@@ -595,6 +602,7 @@ impl Route {
                 Drive::Id(_) => Some((&ME, Resource::Files)),
             },
             Self::Health
+            | Self::Ready
             | Self::Metrics
             | Self::Upload(_)
             | Self::AdminSessions
@@ -798,6 +806,8 @@ mod tests {
         let check =
             |path: &str, expected: Route| assert_eq!(Route::parse(path), Ok(expected), "{path}");
         check("/healthz", Route::Health);
+        check("/readyz", Route::Ready);
+        check("/beta/readyz", Route::Ready);
         check("/metrics", Route::Metrics);
         check("/v1.0/healthz", Route::Health);
         check("/beta/metrics", Route::Metrics);

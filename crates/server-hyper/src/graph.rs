@@ -112,6 +112,9 @@ impl Graph {
         let mailbox = &mailbox;
         let answer = match route {
             Route::Health => Ok(full(text(StatusCode::OK, "ok\n"))),
+            Route::Ready => {
+                (self.engine.ready().await).map(|()| full(text(StatusCode::OK, "ready\n")))
+            }
             Route::Metrics => Ok(self.metrics_page(&req)),
             Route::CreateItem { kind, .. } => self.create_item(req, kind, mailbox, now).await,
             Route::Item(path) => self.item(&path, mailbox).await,

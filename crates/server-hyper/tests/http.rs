@@ -717,6 +717,10 @@ async fn metrics_count_sessions_bytes_and_errors() {
     assert!(open.text().await.unwrap().ends_with("# EOF\n"));
     assert_eq!(page("/v1.0/healthz", None).await.unwrap().status(), 200);
     assert_eq!(page("/beta/healthz", None).await.unwrap().status(), 200);
+    // Ready too: the local store answers while it is open.
+    let ready = page("/readyz", None).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(ready.text().await.unwrap(), "ready\n");
 }
 
 #[tokio::test]

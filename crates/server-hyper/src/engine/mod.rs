@@ -651,6 +651,17 @@ impl Engine {
         }
     }
 
+    /// `/readyz`: whether the store (its database and bucket) answers; 503 with
+    /// `Retry-After` when it does not.
+    pub(crate) async fn ready(&self) -> Result<(), Failure> {
+        self.store.ready().await.map_err(|e| {
+            warn!(error = %e, "not ready");
+            fail(RequestError::Unavailable {
+                retry_after_secs: 5,
+            })
+        })
+    }
+
     /// Deletes stored bytes no record names (the store's business how).
     pub(crate) async fn collect_garbage(&self) {
         match self.store.collect_garbage().await {

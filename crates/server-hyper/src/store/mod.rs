@@ -308,6 +308,11 @@ pub(crate) trait SessionStore: Send + Sync + std::fmt::Debug {
     /// Every finished drive upload (an attachment whose item is a drive), with
     /// its drive, for start-up's reconciliation.
     async fn drive_uploads(&self) -> io::Result<Vec<AttachmentRecord>>;
+    /// Whether the store can serve requests now: its database and its bucket
+    /// answer (`/readyz`). The local store is ready while it is open.
+    async fn ready(&self) -> io::Result<()> {
+        Ok(())
+    }
     /// Deletes stored bytes that no record names any more (a deletion of a
     /// record whose bytes could not go then); how many sessions' bytes went.
     /// The local store does this at start-up, when it opens.

@@ -318,6 +318,16 @@ impl Postgres {
         Ok(changed == 1)
     }
 
+    /// One round trip to the database.
+    pub(crate) async fn ping(&self) -> io::Result<()> {
+        self.client()
+            .await?
+            .simple_query("SELECT 1")
+            .await
+            .map_err(db_err)
+            .map(drop)
+    }
+
     /// Which of the sessions `ids` a record still names: a session row, or an
     /// attachment made by it (whose bytes are its objects).
     pub(crate) async fn referenced(

@@ -135,6 +135,11 @@ impl SessionStore for SharedStore {
         self.pg.get_attachment(id).await
     }
 
+    async fn ready(&self) -> io::Result<()> {
+        self.pg.ping().await?;
+        self.s3.check().await
+    }
+
     async fn collect_garbage(&self) -> io::Result<usize> {
         // Objects are written only under their session's row lock, after the row
         // exists, and a session's or an attachment's objects go before (or, best

@@ -298,7 +298,7 @@ impl Ctx {
             )));
         }
         match route {
-            Route::Health => Ok(text(StatusCode::OK, "ok\n")),
+            Route::Health | Route::Ready => Ok(text(StatusCode::OK, "ok\n")),
             Route::CreateItem {
                 version,
                 user,
