@@ -72,6 +72,16 @@ pub(crate) struct ServeArgs {
     /// to prove a client keeps its bearer token off the pre-authenticated URL.
     #[arg(long)]
     reject_upload_auth: bool,
+    /// For tests: this node's clock reads SECONDS ahead (negative: behind), as a
+    /// node whose clock is off would; a shared store goes by its database's clock.
+    #[arg(
+        long,
+        hide = true,
+        value_name = "SECONDS",
+        allow_hyphen_values = true,
+        default_value_t = 0
+    )]
+    clock_skew: i64,
     /// Smallest file an upload session accepts (2MiB is the live service's measured
     /// minimum; its docs say 3MB).
     #[arg(long, default_value = "2MiB", value_parser = parse_size)]
@@ -556,6 +566,7 @@ fn server_config(
     if args.reject_upload_auth {
         config = config.with_upload_authorization_refused();
     }
+    config = config.with_clock_skew_secs(args.clock_skew);
     if args.throttle == "outlook" {
         config = config.with_throttle(ThrottleLimits::OUTLOOK);
     }

@@ -519,3 +519,30 @@ async fn readyz_says_whether_the_bucket_and_the_database_answer() {
     // Alive all the same: the process answers.
     assert_eq!(reqwest::get(&healthz).await.unwrap().status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_whose_clocks_differ_decide_expiry_alike() {
+    let mut flags = flags();
+    flags.extend(["--session-ttl", "1h"]);
+    let Some(mut cluster) = Cluster::start(2, &flags).await else {
+        return;
+    };
+    // Node 1's clock is two hours ahead: by it, a session made an hour ago by
+    // node 0 has expired. Both go by PostgreSQL's clock instead.
+    cluster.restart_with(1, &["--clock-skew", "7200"]);
+    // Made by node 0, by its (right) clock.
+    let graph = Graph::new(format!("http://{}/v1.0", cluster.addrs[0]), TOKEN);
+    let file = seeded(3 * FRAGMENT, 61);
+    let url = graph.open_session(file.len()).await;
+    let on = |node: usize| on_node(&url, &cluster.addrs[node]);
+    // A sweep of node 1's has run meanwhile (every 2 s): the session is there.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for (i, node) in [0, 1, 0].into_iter().enumerate() {
+        let res = graph.put_at(&on(node), &file, i * FRAGMENT, FRAGMENT).await;
+        assert!(
+            res.status().is_success(),
+            "fragment {i} on node {node}: {}",
+            res.status()
+        );
+    }
+}

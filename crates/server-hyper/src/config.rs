@@ -172,6 +172,11 @@ pub struct Config {
     /// steadily it trickles; past it the fragment is dropped and its session freed.
     /// A re-sent fragment, read only to check its length, has the same allowance.
     pub fragment_timeout: Duration,
+    /// For tests: this node's clock reads this many seconds ahead (negative:
+    /// behind), as a node whose clock is off would. A shared store decides time
+    /// by its database's clock all the same.
+    #[doc(hidden)]
+    pub clock_skew_secs: i64,
     /// Longest time the body of a refused request is still read (and dropped) after
     /// its answer, so that a client still sending reads the answer instead of a
     /// reset; past it, however steadily the body trickles, the request's stream
@@ -238,6 +243,7 @@ impl std::fmt::Debug for Config {
             idle_timeout,
             body_idle_timeout,
             fragment_timeout,
+            clock_skew_secs,
             drain_timeout,
             max_connections,
             max_connections_per_ip,
@@ -267,6 +273,7 @@ impl std::fmt::Debug for Config {
             .field("idle_timeout", idle_timeout)
             .field("body_idle_timeout", body_idle_timeout)
             .field("fragment_timeout", fragment_timeout)
+            .field("clock_skew_secs", clock_skew_secs)
             .field("drain_timeout", drain_timeout)
             .field("max_connections", max_connections)
             .field("max_connections_per_ip", max_connections_per_ip)
@@ -304,6 +311,7 @@ impl Config {
             idle_timeout: Duration::from_secs(30),
             body_idle_timeout: Duration::from_secs(30),
             fragment_timeout: Duration::from_secs(15 * 60),
+            clock_skew_secs: 0,
             drain_timeout: Duration::from_secs(30),
             max_connections: 4096,
             // An eighth of the connections: no one address fills the server with
@@ -373,6 +381,9 @@ impl Config {
         with_idle_timeout(idle_timeout: Duration);
         /// Sets the longest time one fragment (stored or re-sent) may take in all.
         with_fragment_timeout(fragment_timeout: Duration);
+        /// Sets how far this node's clock is off, in seconds (for tests).
+        #[doc(hidden)]
+        with_clock_skew_secs(clock_skew_secs: i64);
         /// Sets the longest time a refused request's body is read after its answer.
         with_drain_timeout(drain_timeout: Duration);
         /// Refuses the fragment that would make a message's attachments exceed `bytes`.

@@ -100,7 +100,7 @@ impl Graph {
         let Some(route) = req.extensions().get::<Route>().cloned() else {
             return error_response(&fail(RequestError::NoRoute(req.uri().path().into())), &id);
         };
-        let now = SystemTime::now();
+        let now = self.engine.now();
         // The auth layer put the mailbox the route names for the caller; a mailbox
         // route without one is a stack built wrong, and answers nothing.
         let mailbox = req.extensions().get::<Mailbox>().cloned();
@@ -374,7 +374,8 @@ impl Graph {
             }
             Ok(Fragment::Write(writing)) => {
                 let body = fragment_body(body, self.body.idle);
-                writing.store(body, SystemTime::now).await?
+                let engine = Arc::clone(&self.engine);
+                writing.store(body, move || engine.now()).await?
             }
         };
         self.engine

@@ -4,7 +4,6 @@
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
-use std::time::SystemTime;
 
 use bytes::Buf as _;
 use futures_util::future::BoxFuture;
@@ -101,6 +100,7 @@ impl UploadService {
             limits: config.limits.clone().with_rules_of(&config.dialect),
             message_size_limit: config.message_size_limit,
             fragment_timeout: config.fragment_timeout,
+            clock_skew_secs: config.clock_skew_secs,
             quota: config.quota,
         };
         let engine = Arc::new(Engine::new(store, rules, Arc::clone(&metrics)));
@@ -110,7 +110,7 @@ impl UploadService {
                 .set(i64::try_from(sessions.len()).unwrap_or(i64::MAX));
         }
         // Also counts the sessions loaded as open against their tokens' limits.
-        engine.sweep(SystemTime::now()).await;
+        engine.sweep().await;
         engine.reconcile_drives().await;
         let stack = stack(&config, public, key, &engine, &metrics, identities);
         let driver = start_driver(&engine);
@@ -251,14 +251,14 @@ fn start_driver(engine: &Arc<Engine>) -> Arc<DriverStop> {
     tokio::spawn(async move {
         loop {
             let Some(engine) = weak.upgrade() else { return };
-            let now = SystemTime::now();
+            let now = engine.now();
             let sleep = engine
                 .next_due(now)
                 .map_or(std::time::Duration::from_secs(3600), |at| {
                     at.duration_since(now).unwrap_or_default()
                 });
             tokio::select! {
-                () = tokio::time::sleep(sleep) => engine.sweep(SystemTime::now()).await,
+                () = tokio::time::sleep(sleep) => engine.sweep().await,
                 () = engine.deadlines_changed.notified() => {}
                 _ = stopped.changed() => return,
             }

@@ -80,8 +80,14 @@ impl Cluster {
 
     /// `kill -9` of node `i`, then node `i` started again on its address.
     pub(crate) fn restart(&mut self, i: usize) {
+        self.restart_with(i, &[]);
+    }
+
+    /// [`Cluster::restart`] with `more` flags for that node.
+    pub(crate) fn restart_with(&mut self, i: usize, more: &[&str]) {
         self.kill9(i);
-        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let mut extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        extra.extend_from_slice(more);
         self.nodes[i] = Some(node(
             &self.garage,
             &self.pg,

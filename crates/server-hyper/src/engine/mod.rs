@@ -86,6 +86,9 @@ pub(crate) struct Rules {
     pub(crate) fragment_timeout: Duration,
     /// What one bearer token may hold open.
     pub(crate) quota: QuotaLimits,
+    /// How far this node's clock is off, in seconds (tests stand for a wrong
+    /// clock with it).
+    pub(crate) clock_skew_secs: i64,
 }
 
 /// The request storing a session's bytes right now, on this node.
@@ -165,6 +168,27 @@ impl Engine {
 
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// This node's clock (off by the configured skew, in tests).
+    fn local_now(&self) -> SystemTime {
+        let skew = Duration::from_secs(self.rules.clock_skew_secs.unsigned_abs());
+        if self.rules.clock_skew_secs >= 0 {
+            SystemTime::now() + skew
+        } else {
+            SystemTime::now() - skew
+        }
+    }
+
+    /// The time every decision is made at: the store's (a shared store's is its
+    /// database's, so that nodes whose clocks differ decide expiry alike).
+    pub(crate) fn now(&self) -> SystemTime {
+        self.store.now(self.local_now())
+    }
+
+    /// Measures the store's clock against this node's.
+    pub(crate) async fn sync_clock(&self) {
+        self.store.sync_clock(&|| self.local_now()).await;
     }
 
     // ----- items and attachments -----
@@ -273,7 +297,7 @@ impl Engine {
             .store_whole(&record.id, Bytes::from(new.bytes), now)
             .await;
         // Completed, the attachment stays; refused, the session goes with its bytes.
-        let closed = self.cancel(&record.id, SystemTime::now()).await;
+        let closed = self.cancel(&record.id, self.now()).await;
         stored.and(closed)?;
         self.attachment(path, mailbox, &record.attachment_id).await
     }
@@ -296,8 +320,9 @@ impl Engine {
         {
             Fragment::Write(writing) => {
                 let body = futures_util::stream::once(async move { Ok(bytes) });
+                let engine = Arc::clone(self);
                 writing
-                    .store(Box::pin(body), SystemTime::now)
+                    .store(Box::pin(body), move || engine.now())
                     .await
                     .map(drop)
             }
@@ -634,7 +659,9 @@ impl Engine {
     /// Works through due sessions in batches, a bounded number per call; a session
     /// a request holds is left for the next sweep. Then counts again what each
     /// token holds open, from the store (what other nodes changed included).
-    pub(crate) async fn sweep(&self, now: SystemTime) {
+    pub(crate) async fn sweep(&self) {
+        self.sync_clock().await;
+        let now = self.now();
         self.expire_due(now).await;
         self.recount().await;
         let due = {

@@ -308,6 +308,15 @@ pub(crate) trait SessionStore: Send + Sync + std::fmt::Debug {
     /// Every finished drive upload (an attachment whose item is a drive), with
     /// its drive, for start-up's reconciliation.
     async fn drive_uploads(&self) -> io::Result<Vec<AttachmentRecord>>;
+    /// The store's time, given this node's (`local`): a shared store's is its
+    /// database's, so that every node decides expiry by one clock, whatever the
+    /// nodes' own clocks say.
+    fn now(&self, local: SystemTime) -> SystemTime {
+        local
+    }
+    /// Measures the store's clock against this node's (`local` reads it); the
+    /// sweep calls it every time.
+    async fn sync_clock(&self, _local: &(dyn Fn() -> SystemTime + Send + Sync)) {}
     /// Whether the store can serve requests now: its database and its bucket
     /// answer (`/readyz`). The local store is ready while it is open.
     async fn ready(&self) -> io::Result<()> {

@@ -318,6 +318,16 @@ impl Postgres {
         Ok(changed == 1)
     }
 
+    /// The database's clock (`now()`).
+    pub(crate) async fn now(&self) -> io::Result<SystemTime> {
+        self.client()
+            .await?
+            .query_one("SELECT now()", &[])
+            .await
+            .map_err(db_err)
+            .map(|row| row.get(0))
+    }
+
     /// One round trip to the database.
     pub(crate) async fn ping(&self) -> io::Result<()> {
         self.client()

@@ -506,6 +506,7 @@ async fn engine(fs: &SimFs, fsync: Fsync) -> io::Result<Arc<Engine>> {
         message_size_limit: None,
         fragment_timeout: Duration::from_secs(60),
         quota: upsession_core::quota::QuotaLimits::UNLIMITED,
+        clock_skew_secs: 0,
     };
     Ok(Arc::new(Engine::new(
         Arc::new(store),

@@ -8,6 +8,8 @@
 //! manifest. Completion copies nothing.
 
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -64,6 +66,8 @@ const RELEASE_WAIT: Duration = Duration::from_secs(2);
 pub(crate) struct SharedStore {
     pg: Postgres,
     s3: S3,
+    /// The database's clock minus this node's, in milliseconds, as last measured.
+    clock_offset_ms: Arc<AtomicI64>,
 }
 
 impl SharedStore {
@@ -79,7 +83,11 @@ impl SharedStore {
         let s3 = S3::open(store, credentials)?;
         let pg = Postgres::connect(meta, lock_timeout).await?;
         s3.check().await?;
-        Ok(Self { pg, s3 })
+        Ok(Self {
+            pg,
+            s3,
+            clock_offset_ms: Arc::new(AtomicI64::new(0)),
+        })
     }
 }
 
@@ -133,6 +141,31 @@ impl SessionStore for SharedStore {
 
     async fn attachment(&self, id: &str) -> io::Result<Option<AttachmentRecord>> {
         self.pg.get_attachment(id).await
+    }
+
+    fn now(&self, local: SystemTime) -> SystemTime {
+        let offset = self.clock_offset_ms.load(Ordering::Relaxed);
+        let by = Duration::from_millis(offset.unsigned_abs());
+        if offset >= 0 { local + by } else { local - by }
+    }
+
+    async fn sync_clock(&self, local: &(dyn Fn() -> SystemTime + Send + Sync)) {
+        let before = local();
+        let db = match self.pg.now().await {
+            Ok(db) => db,
+            Err(e) => {
+                warn!(error = %e, "could not read the database's clock; the last offset stays");
+                return;
+            }
+        };
+        let after = local();
+        // The database read its clock somewhere between the two: the middle.
+        let middle = before + after.duration_since(before).unwrap_or_default() / 2;
+        let offset = match db.duration_since(middle) {
+            Ok(ahead) => i64::try_from(ahead.as_millis()).unwrap_or(i64::MAX),
+            Err(behind) => -i64::try_from(behind.duration().as_millis()).unwrap_or(i64::MAX),
+        };
+        self.clock_offset_ms.store(offset, Ordering::Relaxed);
     }
 
     async fn ready(&self) -> io::Result<()> {
