@@ -510,6 +510,21 @@ async fn readyz_says_whether_the_bucket_and_the_database_answer() {
     let readyz = format!("http://{}/readyz", cluster.addrs[0]);
     let healthz = format!("http://{}/healthz", cluster.addrs[0]);
     assert_eq!(reqwest::get(&readyz).await.unwrap().status(), 200);
+    // Each backend call is timed, by backend and operation.
+    let graph = graph(&cluster);
+    let file = seeded(FRAGMENT + 1, 71);
+    let url = graph.open_session(file.len()).await;
+    assert_eq!(graph.upload(&url, &file, FRAGMENT).await.status(), 201);
+    let metrics = format!("http://{}/metrics", cluster.addrs[0]);
+    let page = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+    for (backend, op) in [("pg", "lock"), ("pg", "commit"), ("s3", "put_fragment")] {
+        let count = format!(r#"upsession_backend_seconds_count{{backend="{backend}",op="{op}"}}"#);
+        assert!(
+            page.lines()
+                .any(|l| l.starts_with(&count) && !l.ends_with(" 0")),
+            "{count} in:\n{page}"
+        );
+    }
     for node in 0..3 {
         cluster.garage.kill(node);
     }

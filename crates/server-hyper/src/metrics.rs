@@ -18,6 +18,18 @@ pub(crate) struct ReasonLabel {
     reason: &'static str,
 }
 
+/// A call to a shared store's backend: which (`pg`, `s3`) and what.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct BackendLabel {
+    backend: &'static str,
+    op: &'static str,
+}
+
+/// The buckets of backend calls: 0.5 ms .. ~16 s.
+fn backend_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
 /// The server's metrics. Labels never carry ids or credentials.
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -45,9 +57,22 @@ pub(crate) struct Metrics {
     refused: Family<ReasonLabel, Counter>,
     auth_failures: Family<ReasonLabel, Counter>,
     errors: Family<CodeLabel, Counter>,
+    backend: Family<BackendLabel, Histogram, fn() -> Histogram>,
 }
 
 impl Metrics {
+    /// Records a call of `backend`'s `op` that took `took`.
+    pub(crate) fn backend_call(
+        &self,
+        backend: &'static str,
+        op: &'static str,
+        took: std::time::Duration,
+    ) {
+        self.backend
+            .get_or_create(&BackendLabel { backend, op })
+            .observe(took.as_secs_f64());
+    }
+
     pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("upsession");
         let m = Self {
@@ -72,6 +97,7 @@ impl Metrics {
             refused: Family::default(),
             auth_failures: Family::default(),
             errors: Family::default(),
+            backend: Family::new_with_constructor(backend_histogram),
             registry: Registry::default(),
         };
         m.register_counters(&mut registry);
@@ -164,6 +190,11 @@ impl Metrics {
             ),
         ];
         register(registry, &gauges);
+        registry.register(
+            "backend_seconds",
+            "Calls of a shared store to its backends (pg: PostgreSQL, s3: the bucket), by operation, in seconds",
+            self.backend.clone(),
+        );
         registry.register(
             "sessions_refused",
             "New upload sessions refused by the per-token limits, by the limit reached (sessions: 429, bytes: 507)",

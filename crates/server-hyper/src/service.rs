@@ -87,12 +87,12 @@ impl UploadService {
     pub(crate) async fn build(config: Config, public: PublicUrl) -> Result<Self, StartError> {
         // Before the store: a wrong file is said before anything is opened.
         let identities = Identities::open(&config).map_err(StartError::Auth)?;
-        let store = open_store(&config).await?;
+        let metrics = Arc::new(Metrics::new());
+        let store = open_store(&config, &metrics).await?;
         let key = store
             .server_key()
             .await
             .map_err(|e| store_error(&config, e))?;
-        let metrics = Arc::new(Metrics::new());
         metrics
             .records_quarantined
             .inc_by(u64::try_from(store.quarantined()).unwrap_or(u64::MAX));
@@ -135,7 +135,10 @@ impl UploadService {
     }
 }
 
-async fn open_store(config: &Config) -> Result<Arc<dyn SessionStore>, StartError> {
+async fn open_store(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<dyn SessionStore>, StartError> {
     Ok(match &config.storage {
         Storage::Disk => Arc::new(
             LocalStore::open(&config.data_dir, config.fsync)
@@ -146,7 +149,7 @@ async fn open_store(config: &Config) -> Result<Arc<dyn SessionStore>, StartError
             // A node that stops answering keeps a session locked at most this long.
             let lock_timeout = config.fragment_timeout + std::time::Duration::from_secs(60);
             Arc::new(
-                SharedStore::open(store, meta, lock_timeout, None)
+                SharedStore::open(store, meta, lock_timeout, None, Arc::clone(metrics))
                     .await
                     .map_err(StartError::Store)?,
             )

@@ -23,6 +23,7 @@ use super::{
     AttachmentRecord, ByteStream, Commit, DriveRecord, FragmentWriter, ItemRecord, ItemView,
     Locked, SessionGuard, SessionRecord, SessionStore, StoreError, Uploading, Wait,
 };
+use crate::metrics::Metrics;
 
 /// Most fragments one session may have: S3's own limit on the parts of one object,
 /// which the manifest of an attachment follows. It bounds a session's record
@@ -66,6 +67,7 @@ const RELEASE_WAIT: Duration = Duration::from_secs(2);
 pub(crate) struct SharedStore {
     pg: Postgres,
     s3: S3,
+    metrics: Arc<Metrics>,
     /// The database's clock minus this node's, in milliseconds, as last measured.
     clock_offset_ms: Arc<AtomicI64>,
 }
@@ -79,6 +81,7 @@ impl SharedStore {
         meta: &str,
         lock_timeout: Duration,
         credentials: Option<&S3Credentials>,
+        metrics: Arc<Metrics>,
     ) -> io::Result<Self> {
         let s3 = S3::open(store, credentials)?;
         let pg = Postgres::connect(meta, lock_timeout).await?;
@@ -86,8 +89,41 @@ impl SharedStore {
         Ok(Self {
             pg,
             s3,
+            metrics,
             clock_offset_ms: Arc::new(AtomicI64::new(0)),
         })
+    }
+}
+
+/// Awaits `call`, a call of `backend`'s `op`, and records how long it took
+/// (`upsession_backend_seconds`).
+async fn timed<T>(
+    metrics: &Metrics,
+    (backend, op): (&'static str, &'static str),
+    call: impl Future<Output = T>,
+) -> T {
+    let started = std::time::Instant::now();
+    let out = call.await;
+    metrics.backend_call(backend, op, started.elapsed());
+    out
+}
+
+/// A fragment's writer whose last step (the object's `PUT`, or the multipart
+/// upload's completion) is timed.
+struct TimedWriter {
+    inner: Box<dyn FragmentWriter>,
+    metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl FragmentWriter for TimedWriter {
+    async fn write(&mut self, chunk: bytes::Bytes) -> io::Result<()> {
+        self.inner.write(chunk).await
+    }
+
+    async fn finish(self: Box<Self>) -> io::Result<()> {
+        let Self { inner, metrics } = *self;
+        timed(&metrics, ("s3", "put_fragment"), inner.finish()).await
     }
 }
 
@@ -102,7 +138,7 @@ impl SessionStore for SharedStore {
     }
 
     async fn item(&self, id: &str) -> io::Result<Option<ItemView>> {
-        self.pg.get_item(id).await
+        timed(&self.metrics, ("pg", "item"), self.pg.get_item(id)).await
     }
 
     async fn read_attachment(
@@ -110,7 +146,12 @@ impl SessionStore for SharedStore {
         attachment: &AttachmentRecord,
         window: ByteRange,
     ) -> io::Result<ByteStream> {
-        self.s3.read(attachment, window).await
+        timed(
+            &self.metrics,
+            ("s3", "read"),
+            self.s3.read(attachment, window),
+        )
+        .await
     }
 
     async fn delete_attachment(&self, attachment: &AttachmentRecord) -> io::Result<bool> {
@@ -128,7 +169,12 @@ impl SessionStore for SharedStore {
     }
 
     async fn create_session(&self, record: &SessionRecord) -> io::Result<()> {
-        self.pg.put_session(record).await
+        timed(
+            &self.metrics,
+            ("pg", "create_session"),
+            self.pg.put_session(record),
+        )
+        .await
     }
 
     async fn drive(&self, id: &str) -> io::Result<Option<DriveRecord>> {
@@ -151,7 +197,7 @@ impl SessionStore for SharedStore {
 
     async fn sync_clock(&self, local: &(dyn Fn() -> SystemTime + Send + Sync)) {
         let before = local();
-        let db = match self.pg.now().await {
+        let db = match timed(&self.metrics, ("pg", "clock"), self.pg.now()).await {
             Ok(db) => db,
             Err(e) => {
                 warn!(error = %e, "could not read the database's clock; the last offset stays");
@@ -195,18 +241,19 @@ impl SessionStore for SharedStore {
     }
 
     async fn peek(&self, id: &str) -> io::Result<Option<SessionRecord>> {
-        self.pg.get_session(id).await
+        timed(&self.metrics, ("pg", "peek"), self.pg.get_session(id)).await
     }
 
     async fn lock(&self, id: &str, wait: Wait) -> Result<Locked, StoreError> {
         let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
         loop {
-            match self.pg.lock_session(id).await? {
+            match timed(&self.metrics, ("pg", "lock"), self.pg.lock_session(id)).await? {
                 PgLocked::Held(lock) => {
                     return Ok(Locked::Held(Box::new(SharedGuard {
                         record: lock.record().clone(),
                         lock: Some(lock),
                         s3: self.s3.clone(),
+                        metrics: Arc::clone(&self.metrics),
                     })));
                 }
                 PgLocked::Missing => return Ok(Locked::Missing),
@@ -250,6 +297,7 @@ struct SharedGuard {
     /// `None` once saved (committed or closed).
     lock: Option<Box<PgLock>>,
     s3: S3,
+    metrics: Arc<Metrics>,
 }
 
 impl SharedGuard {
@@ -278,7 +326,10 @@ impl SessionGuard for SharedGuard {
         ) {
             return Err(StoreError::Refused(RequestError::InvalidBody(why)));
         }
-        Ok(self.s3.writer(&self.record.id, range)?)
+        Ok(Box::new(TimedWriter {
+            inner: self.s3.writer(&self.record.id, range)?,
+            metrics: Arc::clone(&self.metrics),
+        }))
     }
 
     async fn commit(&mut self, commit: Commit) -> io::Result<()> {
@@ -295,7 +346,8 @@ impl SessionGuard for SharedGuard {
             att
         });
         let lock = self.take_lock()?;
-        lock.save(Some(&record), completed.as_ref()).await?;
+        let saved = lock.save(Some(&record), completed.as_ref());
+        timed(&self.metrics, ("pg", "commit"), saved).await?;
         if completed.is_some()
             && let Err(e) = self.s3.promote(&record).await
         {

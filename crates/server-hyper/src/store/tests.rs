@@ -268,6 +268,7 @@ async fn the_shared_store_passes_the_suite() {
         &pg.url("upsession"),
         Duration::from_secs(60),
         Some(&credentials),
+        Arc::new(crate::metrics::Metrics::new()),
     )
     .await
     .unwrap();
