@@ -200,6 +200,34 @@ impl Engine {
         self.register(record, session).await
     }
 
+    /// The drive a route names (read, never made) and the id of the item its
+    /// path names there.
+    async fn named(
+        &self,
+        at: &DrivePath,
+        mailbox: &Mailbox,
+        now: SystemTime,
+    ) -> Result<(DriveRecord, String), Failure> {
+        let drive = self.drive(&at.drive, mailbox, now, false).await?;
+        let id = drive
+            .tree
+            .resolve(&at.base, &at.path)
+            .map_err(fail)?
+            .id
+            .clone();
+        Ok((drive, id))
+    }
+
+    /// A finished upload's record (the bytes of a drive file); not found when it
+    /// was given back meanwhile.
+    async fn finished_upload(&self, blob: &str) -> Result<AttachmentRecord, Failure> {
+        self.store
+            .attachment(blob)
+            .await
+            .map_err(storage_failure)?
+            .ok_or_else(|| fail(DriveError::ItemNotFound))
+    }
+
     /// The item a drive route names, in its drive.
     pub(crate) async fn drive_item(
         &self,
@@ -207,11 +235,10 @@ impl Engine {
         mailbox: &Mailbox,
         now: SystemTime,
     ) -> Result<DriveItem, Failure> {
-        let drive = self.drive(&at.drive, mailbox, now, false).await?;
-        let entry = drive.tree.resolve(&at.base, &at.path).map_err(fail)?;
+        let (drive, id) = self.named(at, mailbox, now).await?;
         drive
             .tree
-            .drive_item(&entry.id, DRIVE_TYPE)
+            .drive_item(&id, DRIVE_TYPE)
             .ok_or_else(|| fail(DriveError::ItemNotFound))
     }
 
@@ -222,19 +249,14 @@ impl Engine {
         mailbox: &Mailbox,
         now: SystemTime,
     ) -> Result<(FileEntry, AttachmentRecord), Failure> {
-        let drive = self.drive(&at.drive, mailbox, now, false).await?;
-        let entry = drive.tree.resolve(&at.base, &at.path).map_err(fail)?;
-        let file = entry
-            .file
-            .clone()
+        let (drive, id) = self.named(at, mailbox, now).await?;
+        let file = drive
+            .tree
+            .get(&id)
+            .and_then(|e| e.file.clone())
             .ok_or_else(|| fail(DriveError::NotAFile))?;
-        let bytes = self
-            .store
-            .attachment(&file.blob)
-            .await
-            .map_err(storage_failure)?
-            // Replaced or deleted between the two reads.
-            .ok_or_else(|| fail(DriveError::ItemNotFound))?;
+        // Replaced or deleted between the two reads: not found.
+        let bytes = self.finished_upload(&file.blob).await?;
         Ok((file, bytes))
     }
 
@@ -247,13 +269,7 @@ impl Engine {
         if_match: Option<&str>,
         now: SystemTime,
     ) -> Result<(), Failure> {
-        let drive = self.drive(&at.drive, mailbox, now, false).await?;
-        let id = drive
-            .tree
-            .resolve(&at.base, &at.path)
-            .map_err(fail)?
-            .id
-            .clone();
+        let (drive, id) = self.named(at, mailbox, now).await?;
         let (blobs, _) = self
             .change_drive(&drive.tree.id, |tree| {
                 if let Some(tags) = if_match
@@ -324,12 +340,7 @@ impl Engine {
             .ok_or_else(|| fail(RequestError::Internal))?;
         // The finished upload's own record says its size and hashes (its
         // session's record may be a fragment behind, after a crash).
-        let done = self
-            .store
-            .attachment(&record.attachment_id)
-            .await
-            .map_err(storage_failure)?
-            .ok_or_else(|| fail(DriveError::ItemNotFound))?;
+        let done = self.finished_upload(&record.attachment_id).await?;
         let file = NewFile {
             content: FileEntry {
                 size: done.meta.size,
