@@ -1,11 +1,16 @@
 //! `cargo xtask ci`: every check CI runs, in order, stopping at the first failure.
 //!
-//! Steps: `fmt`, `tidy`, `clippy`, `engines` (Garage and PostgreSQL for the
-//! cluster tests, installed where missing), `test`, `deny`, `doc`, `package` (each
+//! Steps: `fmt`, `tidy`, `clippy` (which is also the tests' build: clippy-driver
+//! compiles our crates as the tests need them, see [`linted`]), `engines` (Garage
+//! and PostgreSQL for the cluster tests, installed where missing), `test` (runs
+//! what `clippy` built), `deny`, `doc`, `package` (each
 //! published crate packages, and builds from its package with the workspace's
 //! `rust-version`: what crates.io users get and the minimal Rust, in one compile),
 //! `bench` (the `--quick` smoke run: it checks the benchmark runs and its bytes
-//! verify), `torture` (20 kills), `fuzz` (5 s per target); a run that changes the
+//! verify), `torture` (20 kills), `fuzz` (5 s per target, two at a time),
+//! `cluster` (what runs on Garage: when `engines` had to build it, the build runs
+//! beside the steps between, at the lowest CPU priority, and the tests that
+//! need it wait for this step; then the cluster bench's quick run); a run that changes the
 //! checkout (`git status`) fails.
 //! Each prints the commands
 //! it runs; at the end (also after a failure) a summary gives each step's status
@@ -17,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use crate::tidy;
 use crate::util::{
-    cargo, cargo_home, cargo_subcommand_available, display, ensure_cargo_tool, in_ci, project_root,
-    run_command,
+    cargo, cargo_home, cargo_subcommand_available, display, ensure_cargo_tool, in_ci, linted,
+    project_root, run_command,
 };
 
 /// What a passing step wants the summary to mention (a fallback, a skipped part).
@@ -39,7 +44,24 @@ const STEPS: &[Step] = &[
     ("bench", bench_smoke),
     ("torture", torture_short),
     ("fuzz", fuzz_short),
+    ("cluster", cluster),
 ];
+
+/// Garage's build when the `engines` step started it beside the steps after it.
+static GARAGE_BUILD: std::sync::Mutex<Option<crate::engines::GarageBuild>> =
+    std::sync::Mutex::new(None);
+
+/// The tests that run on Garage (nextest's filter language). While Garage is
+/// being built they wait for the `cluster` step; a test that needs Garage and is
+/// not named here fails in the `test` step (UPSESSION_REQUIRE_ENGINES), so the
+/// list cannot silently miss one.
+const GARAGE_TESTS: &str = "binary_id(upsession-cli::cluster) \
+    | test(=store::tests::the_shared_store_passes_the_suite) \
+    | test(=msgraph_core_uploads_unchanged_to_a_two_node_cluster)";
+
+fn garage_pending() -> bool {
+    GARAGE_BUILD.lock().is_ok_and(|build| build.is_some())
+}
 
 /// `cargo xtask ci`.
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
@@ -82,6 +104,11 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         }
     }
 
+    // A failure before the `cluster` step leaves no build running behind us.
+    if let Some(build) = GARAGE_BUILD.lock().ok().and_then(|mut b| b.take()) {
+        println!("xtask ci: stopping Garage's build (the run ends before its `cluster` step)");
+        build.stop();
+    }
     print_summary(&results, started.elapsed(), ci);
     if let Some(message) = failure {
         return Err(message);
@@ -140,20 +167,27 @@ fn tidy_step() -> Result<Notes, String> {
     Ok(Vec::new())
 }
 
+/// The lint and the dev build in one compile ([`linted`]): every target of the
+/// workspace is built as the tests need it, our crates by clippy-driver with
+/// warnings denied, so the `test` step only runs them.
 fn clippy() -> Result<Notes, String> {
-    run_command(
-        cargo().args("clippy --workspace --all-targets --locked -- -D warnings".split(' ')),
-    )?;
     // The client-only CLI compiles other code paths (features off): linted too.
-    run_command(cargo().args(
-        "clippy -p upsession-cli --no-default-features --features client --locked -- -D warnings"
-            .split(' '),
+    // First, so that the full `upsession` is the one left in `target/debug`.
+    run_command(linted(&mut cargo()).args(
+        "build -p upsession-cli --no-default-features --features client --locked".split(' '),
     ))?;
+    run_command(
+        linted(&mut cargo()).args("test --workspace --all-targets --no-run --locked".split(' ')),
+    )?;
     Ok(Vec::new())
 }
 
 fn engines_step() -> Result<Notes, String> {
-    crate::engines::ensure()
+    let (notes, build) = crate::engines::start(true)?;
+    *GARAGE_BUILD
+        .lock()
+        .map_err(|_| "the Garage build's lock is poisoned")? = build;
+    Ok(notes)
 }
 
 /// cargo-nextest when it is installed, plain `cargo test` otherwise. The engines
@@ -161,23 +195,48 @@ fn engines_step() -> Result<Notes, String> {
 fn test() -> Result<Notes, String> {
     let cargo = || {
         let mut c = cargo();
-        c.env("UPSESSION_REQUIRE_ENGINES", "1")
+        linted(&mut c)
+            .env("UPSESSION_REQUIRE_ENGINES", "1")
             .env("UPSESSION_GARAGE", crate::engines::garage_binary());
         c
     };
     if cargo_subcommand_available("nextest") {
-        run_command(cargo().args("nextest run --workspace --locked --no-fail-fast".split(' ')))?;
+        let mut run = cargo();
+        run.args(
+            "nextest run --workspace --all-targets --locked --no-fail-fast"
+                .split(' ')
+                .chain(["--test-threads", TEST_THREADS]),
+        );
+        let mut notes = Vec::new();
+        if garage_pending() {
+            run.args(["-E", &format!("not ({GARAGE_TESTS})")]);
+            notes.push("the tests that run on Garage waited for its build: step `cluster`".into());
+        }
+        run_command(&mut run)?;
         // nextest does not run doctests.
         run_command(cargo().args(["test", "--workspace", "--doc", "--locked"]))?;
-        Ok(Vec::new())
+        Ok(notes)
     } else {
+        // Garage first: plain `cargo test` cannot leave its tests for later.
+        let build = GARAGE_BUILD
+            .lock()
+            .map_err(|_| "the Garage build's lock is poisoned")?
+            .take();
+        if let Some(build) = build {
+            println!("{}", build.wait()?);
+        }
         // `cargo test` runs the doctests too, so no separate `--doc` run here.
-        run_command(cargo().args(["test", "--workspace", "--locked"]))?;
+        run_command(cargo().args(["test", "--workspace", "--all-targets", "--locked"]))?;
+        run_command(cargo().args(["test", "--workspace", "--doc", "--locked"]))?;
         Ok(vec![
             "cargo-nextest is not installed, so the tests ran under `cargo test`".to_owned(),
         ])
     }
 }
+
+/// Tests run at once. Most of them wait on sockets, child processes and disks
+/// (one test at a time per core left a core idle for half the run on 2 cores).
+const TEST_THREADS: &str = "4";
 
 /// cargo-deny, installed first if needed. Licences, bans and sources are checked
 /// in one run; advisories in a second, because only they need a network fetch
@@ -223,9 +282,19 @@ fn deny() -> Result<Notes, String> {
     let Some(bundle) = advisory_bundle() else {
         // No snapshot: the live database, or a failure (never a silent pass).
         return match advisories(&[])? {
-            Advisories::Passed => Ok(vec![
-                "advisories checked against the live RustSec database".into(),
-            ]),
+            Advisories::Passed => {
+                // cargo-deny fetched the database, or used its cached copy when
+                // the fetch was not due: say which copy, by its date.
+                let date = git_out(&default_database(), &["show", "-s", "--format=%cs", "HEAD"])
+                    .unwrap_or_else(|| "unknown date".into());
+                let note = format!(
+                    "no RustSec snapshot at {} (or in UPSESSION_ADVISORY_DB): advisories \
+                     checked against cargo-deny's own copy of the database, of {date}",
+                    project_root().join(SNAPSHOT).display()
+                );
+                println!("note: {note}");
+                Ok(vec![note])
+            }
             Advisories::Unfetchable => Err(format!(
                 "advisories could not be checked: there is no RustSec snapshot at {} \
                  (or in UPSESSION_ADVISORY_DB) and the live database cannot be fetched",
@@ -282,7 +351,7 @@ fn git_out(dir: &Path, args: &[&str]) -> Option<String> {
 /// (`$CARGO_HOME/advisory-dbs/advisory-db-3157b0e258782691`), unless a copy as new
 /// or newer is there; returns its date and age in days.
 fn install_snapshot(bundle: &Path) -> Result<(String, u64), String> {
-    let db = cargo_home().join("advisory-dbs/advisory-db-3157b0e258782691");
+    let db = default_database();
     let time_of = |rev: &str| -> Option<u64> {
         git_out(&db, &["show", "-s", "--format=%ct", rev])?
             .parse()
@@ -315,6 +384,12 @@ fn install_snapshot(bundle: &Path) -> Result<(String, u64), String> {
         .map_or(0, |d| d.as_secs());
     let date = git_out(&db, &["show", "-s", "--format=%cs", "HEAD"]).unwrap_or_default();
     Ok((date, now.saturating_sub(when) / 86_400))
+}
+
+/// Where cargo-deny keeps the default advisory database (its folder name is a
+/// hash of the database's URL).
+fn default_database() -> PathBuf {
+    cargo_home().join("advisory-dbs/advisory-db-3157b0e258782691")
 }
 
 /// `cargo deny` with the options every check uses.
@@ -393,9 +468,24 @@ fn doc() -> Result<Notes, String> {
 
 fn fuzz_short() -> Result<Notes, String> {
     // The committed corpus is read, not grown: a CI run leaves the checkout clean.
-    crate::fuzz::run(&["--time", "5", "--keep-corpus"].map(str::to_owned))?;
+    // No AddressSanitizer: every crate of ours forbids `unsafe`, and the build
+    // without it is the cheaper one; two targets at a time, one per core.
+    crate::fuzz::run(
+        &[
+            "--time",
+            "5",
+            "--keep-corpus",
+            "--sanitizer",
+            "none",
+            "--jobs",
+            "2",
+        ]
+        .map(str::to_owned),
+    )?;
     Ok(vec![
-        "fuzz ran 5 s per target; `cargo xtask fuzz` runs 60 s each".to_owned(),
+        "fuzz ran 5 s per target, two at a time, without AddressSanitizer; \
+         `cargo xtask fuzz` runs 60 s each, with it"
+            .to_owned(),
     ])
 }
 
@@ -406,10 +496,37 @@ fn torture_short() -> Result<Notes, String> {
 
 fn bench_smoke() -> Result<Notes, String> {
     crate::bench::run(&["--quick".to_owned()])?;
-    crate::bench::run(&["--quick".to_owned(), "--cluster".to_owned()])?;
     Ok(vec![
         "bench ran in --quick mode: it checks that it runs, not speed".to_owned(),
     ])
+}
+
+/// What runs on Garage: once its build (when the `engines` step started one)
+/// is done, the tests that waited for it, then the cluster bench's quick run.
+fn cluster() -> Result<Notes, String> {
+    let mut notes = Vec::new();
+    let build = GARAGE_BUILD
+        .lock()
+        .map_err(|_| "the Garage build's lock is poisoned")?
+        .take();
+    if let Some(build) = build {
+        let built = build.wait()?;
+        println!("{built}");
+        notes.push(built);
+        if cargo_subcommand_available("nextest") {
+            run_command(
+                linted(&mut cargo())
+                    .env("UPSESSION_REQUIRE_ENGINES", "1")
+                    .env("UPSESSION_GARAGE", crate::engines::garage_binary())
+                    .args(["nextest", "run", "--workspace", "--all-targets", "--locked"])
+                    .args(["--no-fail-fast", "--test-threads", TEST_THREADS])
+                    .args(["-E", GARAGE_TESTS]),
+            )?;
+        }
+    }
+    crate::bench::run(&["--quick".to_owned(), "--cluster".to_owned()])?;
+    notes.push("the cluster bench ran in --quick mode".to_owned());
+    Ok(notes)
 }
 
 #[cfg(test)]

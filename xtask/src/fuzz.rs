@@ -20,7 +20,8 @@
 //! docs/RELIABILITY.md were run. `--sanitizer none` builds without AddressSanitizer
 //! (several times faster; safe Rust gains little from it) for such campaigns; the
 //! build, the run and the minimisation all use the same setting, as cargo-fuzz
-//! rebuilds on a change.
+//! rebuilds on a change. `--jobs N` fuzzes N targets at once (libFuzzer keeps
+//! one core busy per target), their output lines prefixed with the target.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -47,6 +48,8 @@ struct Options {
     target: Option<String>,
     /// Read the committed corpus, write new inputs elsewhere, never minimise.
     keep_corpus: bool,
+    /// Targets fuzzed at once (libFuzzer runs one on one core).
+    jobs: usize,
 }
 
 impl Options {
@@ -112,22 +115,40 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     );
 
     let mut outcomes = Vec::new();
-    for target in &selected {
-        println!("\n==> fuzz {target} for {}", options.bound());
-        let mut outcome = run_target(&root, target, &options)?;
-        if outcome.artifacts.is_empty()
-            && outcome.error.is_none()
-            && outcome.corpus > CORPUS_LIMIT
-            && !options.keep_corpus
-        {
-            println!(
-                "corpus of {target} has {} files (more than {CORPUS_LIMIT}); minimising it",
-                outcome.corpus
-            );
-            minimise(&root, target, &options)?;
-            outcome.corpus = count_files(&corpus_dir(&root, target));
+    for group in selected.chunks(options.jobs) {
+        // Each target of the group on a thread of its own; their outcomes in order.
+        let results: Vec<Result<Outcome, String>> = std::thread::scope(|scope| {
+            let runs: Vec<_> = group
+                .iter()
+                .map(|target| {
+                    println!("\n==> fuzz {target} for {}", options.bound());
+                    let (root, options) = (&root, &options);
+                    scope.spawn(move || run_target(root, target, options))
+                })
+                .collect();
+            runs.into_iter()
+                .map(|run| {
+                    run.join()
+                        .unwrap_or_else(|_| Err("a fuzz run panicked".into()))
+                })
+                .collect()
+        });
+        for (target, outcome) in group.iter().zip(results) {
+            let mut outcome = outcome?;
+            if outcome.artifacts.is_empty()
+                && outcome.error.is_none()
+                && outcome.corpus > CORPUS_LIMIT
+                && !options.keep_corpus
+            {
+                println!(
+                    "corpus of {target} has {} files (more than {CORPUS_LIMIT}); minimising it",
+                    outcome.corpus
+                );
+                minimise(&root, target, &options)?;
+                outcome.corpus = count_files(&corpus_dir(&root, target));
+            }
+            outcomes.push(outcome);
         }
-        outcomes.push(outcome);
     }
 
     print_summary(&outcomes, &options);
@@ -150,6 +171,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         sanitizer: None,
         target: None,
         keep_corpus: false,
+        jobs: 1,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -170,10 +192,14 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
                 options.target = Some(it.next().ok_or("--target takes a target name")?.clone());
             }
             "--keep-corpus" => options.keep_corpus = true,
+            "--jobs" => {
+                options.jobs = usize::try_from(positive(it.next(), "--jobs", "targets")?)
+                    .map_err(|_| "--jobs takes a smaller number")?;
+            }
             other => {
                 return Err(format!(
-                    "unknown fuzz option `{other}` \
-                     (--time SECONDS, --runs N, --sanitizer NAME, --target NAME, --keep-corpus)"
+                    "unknown fuzz option `{other}` (--time SECONDS, --runs N, \
+                     --sanitizer NAME, --target NAME, --keep-corpus, --jobs N)"
                 ));
             }
         }
@@ -309,7 +335,11 @@ fn run_target(root: &Path, target: &str, options: &Options) -> Result<Outcome, S
             // `#1234\tNEW ...`, `#1234\tpulse ...` and their `NEW_FUNC` notes are noise here.
             let progress = line.starts_with('#') || line.trim_start().starts_with("NEW_FUNC");
             if !progress {
-                eprintln!("{line}");
+                if options.jobs > 1 {
+                    eprintln!("[{target}] {line}");
+                } else {
+                    eprintln!("{line}");
+                }
             }
         }
     }
@@ -417,13 +447,16 @@ mod tests {
 
         let o = parse_args(&args(&["--time", "5", "--keep-corpus"])).unwrap();
         assert!(o.keep_corpus);
+        assert_eq!(o.jobs, 1);
+        assert_eq!(parse_args(&args(&["--jobs", "2"])).unwrap().jobs, 2);
 
         for bad in [
             &["--runs", "0"][..],
             &["--time", "x"],
             &["--sanitizer", "adress"],
             &["--sanitizer"],
-            &["--jobs", "2"],
+            &["--jobs", "0"],
+            &["--workers", "2"],
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad:?} was accepted");
         }

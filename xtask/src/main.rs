@@ -42,7 +42,8 @@ tasks:
           RUSTC_BOOTSTRAP=1; installs cargo-fuzz if missing), growing
           fuzz/corpus/<target>/; --time SECONDS per target (default 60),
           --runs N (stop after N executions), --sanitizer none (faster
-          long runs), --target NAME; fails on a crash and names the reproducer
+          long runs), --target NAME, --jobs N (targets at once); fails on
+          a crash and names the reproducer
   engines install what the cluster tests need, where missing: Garage (built
           from crates.io into ~/.cache/upsession) and PostgreSQL (apt-get)
   matrix  regenerate the SDK x dialect matrix in docs/PROTOCOL.md by running

@@ -97,16 +97,8 @@ fn transport_examples(
 ) -> Result<[Record; 2], String> {
     crate::util::build(
         profile,
-        &[
-            "-p",
-            "upsession-client-reqwest",
-            "-p",
-            "upsession-client-ureq",
-            "--example",
-            "upload_async",
-            "--example",
-            "upload_blocking",
-        ],
+        &["upsession-client-reqwest", "upsession-client-ureq"],
+        &["--example", "upload_async", "--example", "upload_blocking"],
     )?;
     let file = upload_file(dir, big_bytes)?;
     let mut records = [Record::new(), Record::new()];
