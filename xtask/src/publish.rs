@@ -1,32 +1,31 @@
 //! What crates.io users get: the `package` step of `cargo xtask ci`, which
 //! `cargo xtask publish-check` runs alone.
 //!
-//! `cargo package --locked` of every published crate, verified: each package is
-//! built on its own against the others as packaged (cargo's temporary local
-//! registry), and that build is made with the Rust the root `Cargo.toml`'s
-//! `rust-version` promises (cargo and rustc both; installed through rustup when
-//! missing). One compile checks both what a crates.io user gets and the minimal
-//! Rust: the dependencies are built once, with that Rust, in
-//! `target/package-verify`, which keeps their builds from one run to the next.
-//! (These were two steps, `msrv`, a `cargo check` with that Rust in `target/msrv`,
-//! and `package`, with stable: each compiled every dependency from scratch.)
+//! `cargo package --locked --no-verify` of every published crate (its metadata,
+//! its file list, the manifest as published), then the packages themselves,
+//! unpacked side by side and patched to depend on each other, are compiled
+//! (`cargo check`) with the Rust the root `Cargo.toml`'s `rust-version` promises
+//! (installed through rustup when missing), in `target/package-verify`: one
+//! compile checks both that each package builds from what it ships and the
+//! minimal Rust. All together first, then the core alone (the one crate whose
+//! optional features the others turn on).
 //!
-//! Cargo packages several crates that depend on each other (through a temporary
-//! local registry) from 1.90 on; with cargo 1.89, `cargo package -p a -p b`, b
-//! depending on an unpublished a, fails with "no matching package named `a`
-//! found". So the `rust-version` is 1.90 (the dependencies need 1.89: `crc-fast`),
-//! and the step refuses an older one rather than unlocking an unstable flag.
+//! Not cargo's own verification: it builds each package with its own feature
+//! set, so hyper, reqwest, aws-lc and the rest were compiled four times each
+//! (378 builds, 3 to 4 minutes on 2 cores cold); a check of them together
+//! compiles each dependency's metadata once.
 //!
 //! The published crates are the workspace members whose manifest does not say
 //! `publish = false`.
 
+use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::ci::Notes;
 use crate::manifest;
-use crate::util::{cargo_home, project_root, run_command, target_dir};
+use crate::util::{cargo, project_root, run_command, target_dir};
 
 /// `cargo xtask publish-check`.
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
@@ -120,57 +119,101 @@ fn package_args(names: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// The `package` step: `cargo package --locked` of the published crates,
-/// verified, with the toolchain `rust-version` names.
-///
-/// Measured on 2 cores (2026-12-07), while another build shared them: 5 min 59 s
-/// (twice; 5 min 32 s and 5 min 53 s of CPU) in an empty `target/package-verify`,
-/// 44 to 75 s (41 to 53 s of CPU) when it holds the dependencies' builds. Then
-/// only our seven crates are built, 18 times: each as the package verified, and
-/// again for each package verified that depends on it, with that package's
-/// features (the core six times). Before, `msrv` took 3 min 39 s cold and
-/// `package` 3 min 4 s.
+/// The `package` step: the published crates packaged, and checked from their
+/// packages with the toolchain `rust-version` names.
 pub(crate) fn package() -> Result<Notes, String> {
     let root = project_root();
     let version = rust_version(&root)?;
     let names = published(&root)?;
     let dir = target_dir().join("package-verify");
     ensure_toolchain(&version)?;
-    // cargo builds a crate that depends on another of ours against the other as
-    // packaged, from its temporary registry, and takes anything from a registry
-    // as unchanging: a second run reuses the copy it unpacked into CARGO_HOME and
-    // the build it made from it, both of the crate as it was at the first run.
-    // (Checked with cargo 1.95: a function added to the core and called from
-    // client-shared failed the second run's verification.) So both go first,
-    // and the previous run's packages with them.
-    forget_unpacked_copies(&names)?;
-    forget_own_builds(&dir, &names)?;
     forget_packages(&dir)?;
-    if !has_package_workspace(&version) {
-        return Err(format!(
-            "the rust-version {version} is older than 1.90, whose cargo is the first to \
-             package crates that depend on each other: raise it to 1.90 or later"
-        ));
-    }
-    let mut package = toolchain_cargo(&version);
     run_command(
-        package
-            // Builds to check that the packages compile: no debug info, no
-            // incremental state (a few hundred MB less on disk).
-            .env("CARGO_INCREMENTAL", "0")
-            .env("CARGO_PROFILE_DEV_DEBUG", "false")
+        cargo()
             // The working tree is packaged as it is; whether it is committed
             // matters when publishing, not here.
-            .args(["package", "--locked", "--allow-dirty", "--target-dir"])
+            .args(["package", "--locked", "--allow-dirty", "--no-verify"])
+            .arg("--target-dir")
             .arg(&dir)
             .args(package_args(&names)),
     )?;
+    let unpacked = dir.join("unpacked");
+    let _ = fs::remove_dir_all(&unpacked);
+    fs::create_dir_all(&unpacked)
+        .map_err(|err| format!("could not create {}: {err}", unpacked.display()))?;
+    let mut members = Vec::new();
+    for name in &names {
+        let crate_file = find_package(&dir.join("package"), name)?;
+        // `-m`: the files get the time of unpacking, so cargo never takes a
+        // changed package for the one it checked before.
+        run_command(
+            Command::new("tar")
+                .arg("-xzmf")
+                .arg(&crate_file)
+                .arg("-C")
+                .arg(&unpacked),
+        )?;
+        let folder = crate_file
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .ok_or_else(|| format!("{} has no name", crate_file.display()))?;
+        members.push((name.clone(), folder));
+    }
+    fs::write(unpacked.join("Cargo.toml"), package_workspace(&members))
+        .map_err(|err| format!("could not write the packages' workspace: {err}"))?;
+    // The workspace's versions of every dependency (cargo drops what the
+    // packages do not use).
+    fs::copy(root.join("Cargo.lock"), unpacked.join("Cargo.lock"))
+        .map_err(|err| format!("could not copy Cargo.lock: {err}"))?;
+    let check = |args: &[&str]| {
+        run_command(
+            toolchain_cargo(&version)
+                .current_dir(&unpacked)
+                .env("CARGO_INCREMENTAL", "0")
+                .args(["check", "--target-dir"])
+                .arg(dir.join("target"))
+                .args(args),
+        )
+    };
+    check(&["--workspace"])?;
+    check(&["-p", "upsession-core"])?;
     Ok(vec![format!(
-        "{} crates packaged and each built from its package with Rust {version}, \
+        "{} crates packaged, and checked from their packages with Rust {version}, \
          the rust-version (cache in {})",
         names.len(),
         dir.display()
     )])
+}
+
+/// The `.crate` of `name` that `cargo package` wrote into `packages`.
+fn find_package(packages: &Path, name: &str) -> Result<std::path::PathBuf, String> {
+    fs::read_dir(packages)
+        .map_err(|err| format!("could not list {}: {err}", packages.display()))?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| {
+            path.extension().is_some_and(|ext| ext == "crate")
+                && path
+                    .file_stem()
+                    .is_some_and(|stem| is_package_of(&stem.to_string_lossy(), name))
+        })
+        .ok_or_else(|| format!("cargo package wrote no package of {name}"))
+}
+
+/// The manifest of a workspace holding the unpacked packages (`(name, folder)`),
+/// each dependency between them resolved to its unpacked folder.
+fn package_workspace(members: &[(String, String)]) -> String {
+    let mut manifest = String::from(
+        "# Written by `cargo xtask publish-check`.\n[workspace]\nresolver = \"3\"\nmembers = [\n",
+    );
+    for (_, folder) in members {
+        let _ = writeln!(manifest, "    \"{folder}\",");
+    }
+    manifest.push_str("]\n\n[patch.crates-io]\n");
+    for (name, folder) in members {
+        let _ = writeln!(manifest, "{name} = {{ path = \"{folder}\" }}");
+    }
+    manifest
 }
 
 /// `rustup run VERSION cargo`, from the repository root.
@@ -182,17 +225,6 @@ fn toolchain_cargo(version: &str) -> Command {
         // `RUSTC`, if whoever runs xtask set it, would pick another compiler.
         .env_remove("RUSTC");
     command
-}
-
-/// Whether the cargo of Rust `version` (`1.89`, `1.90.0`) packages crates that
-/// depend on each other: 1.90 and later.
-fn has_package_workspace(version: &str) -> bool {
-    let mut parts = version
-        .split('.')
-        .map(|part| part.parse::<u64>().unwrap_or(0));
-    let major = parts.next().unwrap_or(0);
-    let minor = parts.next().unwrap_or(0);
-    (major, minor) >= (1, 90)
 }
 
 /// Installs Rust `version` with rustup (minimal profile) unless it is there.
@@ -237,62 +269,6 @@ fn has_toolchain(listing: &str, version: &str) -> bool {
     })
 }
 
-/// Removes cargo's unpacked copies of our crates (`registry/src/*/NAME-VERSION`
-/// in CARGO_HOME); cargo unpacks them again from the `.crate` when needed.
-fn forget_unpacked_copies(names: &[String]) -> Result<(), String> {
-    let Ok(registries) = fs::read_dir(cargo_home().join("registry/src")) else {
-        return Ok(());
-    };
-    for registry in registries.filter_map(Result::ok) {
-        let Ok(entries) = fs::read_dir(registry.path()) else {
-            continue;
-        };
-        for entry in entries.filter_map(Result::ok) {
-            let dir = entry.file_name();
-            let dir = dir.to_string_lossy();
-            if names.iter().any(|name| is_unpacked_copy(&dir, name)) {
-                let path = entry.path();
-                fs::remove_dir_all(&path).map_err(|err| {
-                    format!("could not remove the stale copy {}: {err}", path.display())
-                })?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Removes cargo's fingerprints of our crates' builds in the target directory
-/// `dir` (`debug/.fingerprint/NAME-HASH`), so that cargo builds them again, over
-/// the same files; the dependencies' builds stay.
-///
-/// Not `cargo clean -p NAME`: it removes files by the names of the workspace
-/// member's targets, tests included, and the server's `tests/http.rs` made it
-/// remove the `http` crate's `libhttp-*.rmeta` (with cargo 1.89 and 1.95), so
-/// that every run built `http` again, and then hyper, reqwest, ureq and the
-/// rest of what depends on it, once per package verified.
-fn forget_own_builds(dir: &Path, names: &[String]) -> Result<(), String> {
-    // `debug`, and any other profile's folder.
-    let Ok(profiles) = fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for profile in profiles.filter_map(Result::ok) {
-        let Ok(entries) = fs::read_dir(profile.path().join(".fingerprint")) else {
-            continue;
-        };
-        for entry in entries.filter_map(Result::ok) {
-            let unit = entry.file_name();
-            let unit = unit.to_string_lossy();
-            if names.iter().any(|name| is_build_of(&unit, name)) {
-                let path = entry.path();
-                fs::remove_dir_all(&path).map_err(|err| {
-                    format!("could not remove the fingerprint {}: {err}", path.display())
-                })?;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Removes the previous run's packages, and the temporary registry that holds
 /// them (`package/` in the target directory `dir`).
 ///
@@ -314,18 +290,10 @@ fn forget_packages(dir: &Path) -> Result<(), String> {
     }
 }
 
-/// Whether a `.fingerprint/` folder named `unit` is of a build of `package`
-/// (`upsession-core-9b934867c774f572` for `upsession-core`, not for `upsession`).
-fn is_build_of(unit: &str, package: &str) -> bool {
-    unit.strip_prefix(package)
-        .and_then(|rest| rest.strip_prefix('-'))
-        .is_some_and(|hash| hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()))
-}
-
-/// Whether a `registry/src/*/` folder named `dir` holds a version of `package`
-/// (`upsession-core-0.1.0` for `upsession-core`, not for `upsession`).
-fn is_unpacked_copy(dir: &str, package: &str) -> bool {
-    dir.strip_prefix(package)
+/// Whether a package file's stem (`upsession-core-0.1.0`) is a version of
+/// `package` (`upsession-core`, not `upsession`).
+fn is_package_of(stem: &str, package: &str) -> bool {
+    stem.strip_prefix(package)
         .and_then(|rest| rest.strip_prefix('-'))
         .is_some_and(|version| version.starts_with(|c: char| c.is_ascii_digit()))
 }
@@ -355,16 +323,6 @@ mod tests {
     }
 
     #[test]
-    fn package_workspace_is_stable_from_cargo_1_90() {
-        for older in ["1.89", "1.89.0", "1.84", "0.99"] {
-            assert!(!has_package_workspace(older), "{older}");
-        }
-        for newer in ["1.90", "1.90.0", "1.95", "1.100", "2.0"] {
-            assert!(has_package_workspace(newer), "{newer}");
-        }
-    }
-
-    #[test]
     fn toolchains_are_found_by_their_exact_name() {
         let listing = "stable-x86_64-unknown-linux-gnu (active, default)\n\
                        1.89-x86_64-unknown-linux-gnu\n1.88.0-x86_64-unknown-linux-gnu\n";
@@ -376,33 +334,32 @@ mod tests {
     }
 
     #[test]
-    fn unpacked_copies_are_matched_by_whole_name() {
-        assert!(is_unpacked_copy("upsession-core-0.1.0", "upsession-core"));
-        assert!(is_unpacked_copy(
-            "upsession-cli-2.0.0-rc.1",
-            "upsession-cli"
-        ));
-        assert!(!is_unpacked_copy("upsession-core-0.1.0", "upsession"));
-        assert!(!is_unpacked_copy(
+    fn packages_are_matched_by_whole_name() {
+        assert!(is_package_of("upsession-core-0.1.0", "upsession-core"));
+        assert!(is_package_of("upsession-cli-2.0.0-rc.1", "upsession-cli"));
+        assert!(!is_package_of("upsession-core-0.1.0", "upsession"));
+        assert!(!is_package_of(
             "upsession-client-shared-0.1.0",
             "upsession-client"
         ));
-        assert!(!is_unpacked_copy("upsession-core", "upsession-core"));
+        assert!(!is_package_of("upsession-core", "upsession-core"));
     }
 
     #[test]
-    fn own_builds_are_matched_by_whole_name_and_hash() {
-        assert!(is_build_of(
-            "upsession-core-9b934867c774f572",
-            "upsession-core"
-        ));
-        assert!(!is_build_of("upsession-core-9b934867c774f572", "upsession"));
-        assert!(!is_build_of(
-            "upsession-client-shared-9b934867c774f572",
-            "upsession-client"
-        ));
-        assert!(!is_build_of("upsession-core", "upsession-core"));
-        assert!(!is_build_of("upsession-core-0.1.0", "upsession-core"));
-        assert!(!is_build_of("http-2c3e6e814e6a4946", "upsession-core"));
+    fn the_packages_workspace_patches_each_to_its_folder() {
+        let manifest = package_workspace(&[
+            ("upsession-core".into(), "upsession-core-0.1.0".into()),
+            ("upsession-cli".into(), "upsession-cli-0.1.0".into()),
+        ]);
+        assert!(
+            manifest.contains(
+                "members = [\n    \"upsession-core-0.1.0\",\n    \"upsession-cli-0.1.0\",\n]"
+            ),
+            "{manifest}"
+        );
+        assert!(
+            manifest.contains("upsession-core = { path = \"upsession-core-0.1.0\" }"),
+            "{manifest}"
+        );
     }
 }

@@ -134,7 +134,10 @@ pub(crate) fn build(
             }
         }
         Profile::Dev => {
-            linted(&mut cmd).args(["--workspace", "--exclude", "xtask"]);
+            // `--tests` (built already) keeps the dev-dependencies in the
+            // feature unification, as in the tests' build: without it tower,
+            // reqwest and the rest were built again with fewer features.
+            linted(&mut cmd).args(["--workspace", "--exclude", "xtask", "--tests"]);
         }
     }
     run_command(cmd.args(targets))?;

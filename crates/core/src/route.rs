@@ -413,7 +413,7 @@ impl Route {
         let rest: Vec<&str> = joined.split('/').collect();
         // `items/root` is the root by its alias.
         let rest: &[&str] = match rest.as_slice() {
-            [i, r, tail @ ..] if is(i, "items") && (is(r, "root") || is(r, "root:")) => &rest[1..],
+            [i, r, ..] if is(i, "items") && (is(r, "root") || is(r, "root:")) => &rest[1..],
             _ => &rest,
         };
         let (base, after) = match rest {
