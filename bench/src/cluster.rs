@@ -10,6 +10,12 @@
 //! latency it reads how the CPU time was shared between upsession, Garage,
 //! PostgreSQL and the load generator (from /proc), which is what bounds ingest on
 //! a small machine. Prints a markdown table of medians; `--out` gets JSON lines.
+//!
+//! Beside them, the baselines of the same run on the same engines: a raw S3
+//! client (object_store) uploading the same bytes into the same bucket as
+//! multipart uploads of the same 4 MiB parts, as many at once, and PostgreSQL's
+//! round trip (`SELECT 1`). Each upsession row then shows its throughput as a
+//! ratio to raw S3's, and its fragment p50 as a ratio to a part PUT's.
 
 #![allow(
     clippy::cast_precision_loss,
@@ -22,7 +28,11 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 
-use upsession_testbed::{Garage, Postgres};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use object_store::ObjectStoreExt as _;
+use upsession_testbed::{BUCKET, Garage, Postgres};
 
 const TOKEN: &str = "bench-token";
 
@@ -153,6 +163,123 @@ fn loadgen(bin: &Path, nodes: &[Node], s: &Scenario) -> BTreeMap<String, String>
         .collect()
 }
 
+/// loadgen's fragment size: the raw S3 client's part size.
+const PART: usize = 4 << 20;
+
+/// What one raw S3 run came to.
+struct Raw {
+    mib_per_s: f64,
+    part_p50_ms: f64,
+    part_p99_ms: f64,
+}
+
+/// The scenario's bytes straight into the bucket through Garage node 0: each
+/// upload an S3 multipart upload of [`PART`]-sized parts sent one after the
+/// other (as a client sends fragments), the uploads all at once; then deleted.
+fn raw_s3(garage: &Garage, s: &Scenario) -> Raw {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let env: BTreeMap<&str, String> = garage.env().into_iter().collect();
+        let url = garage.store_url(0);
+        let endpoint = url
+            .split_once("endpoint=")
+            .and_then(|(_, rest)| rest.split('&').next())
+            .expect("the store URL names its endpoint");
+        let store = Arc::new(
+            object_store::aws::AmazonS3Builder::new()
+                .with_bucket_name(BUCKET)
+                .with_endpoint(endpoint)
+                .with_allow_http(true)
+                .with_region("garage")
+                .with_access_key_id(&env["AWS_ACCESS_KEY_ID"])
+                .with_secret_access_key(&env["AWS_SECRET_ACCESS_KEY"])
+                .build()
+                .expect("an S3 client"),
+        );
+        let per_upload = (s.bytes as usize) / s.uploads;
+        let data = bytes::Bytes::from(
+            (0..per_upload)
+                .map(|_| fastrand::u8(..))
+                .collect::<Vec<u8>>(),
+        );
+        let started = Instant::now();
+        let uploads: Vec<_> = (0..s.uploads)
+            .map(|i| {
+                let (store, data) = (Arc::clone(&store), data.clone());
+                tokio::spawn(async move {
+                    let path = object_store::path::Path::from(format!("raw-baseline/{i}"));
+                    let mut upload = store
+                        .put_multipart(&path)
+                        .await
+                        .expect("a multipart upload");
+                    let mut parts = Vec::new();
+                    let mut at = 0;
+                    while at < data.len() {
+                        let end = (at + PART).min(data.len());
+                        let part = Instant::now();
+                        upload
+                            .put_part(data.slice(at..end).into())
+                            .await
+                            .expect("a part is stored");
+                        parts.push(part.elapsed());
+                        at = end;
+                    }
+                    upload.complete().await.expect("the upload completes");
+                    (path, parts)
+                })
+            })
+            .collect();
+        let mut parts = Vec::new();
+        let mut paths = Vec::new();
+        for upload in uploads {
+            let (path, times) = upload.await.expect("an upload task");
+            paths.push(path);
+            parts.extend(times);
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        for path in paths {
+            let _ = store.delete(&path).await;
+        }
+        Raw {
+            mib_per_s: s.bytes / seconds / 1_048_576.0,
+            part_p50_ms: percentile_ms(&mut parts, 0.50),
+            part_p99_ms: percentile_ms(&mut parts, 0.99),
+        }
+    })
+}
+
+/// PostgreSQL's round trip on one connection: the median of 200 `SELECT 1`.
+fn pg_round_trip_ms(pg: &Postgres) -> f64 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let (client, connection) =
+            tokio_postgres::connect(&pg.url("upsession"), tokio_postgres::NoTls)
+                .await
+                .expect("PostgreSQL answers");
+        tokio::spawn(connection);
+        let mut times = Vec::new();
+        for _ in 0..200 {
+            let start = Instant::now();
+            client.simple_query("SELECT 1").await.expect("SELECT 1");
+            times.push(start.elapsed());
+        }
+        percentile_ms(&mut times, 0.50)
+    })
+}
+
+fn percentile_ms(times: &mut [Duration], q: f64) -> f64 {
+    times.sort();
+    let i = ((times.len() as f64 - 1.0) * q).round() as usize;
+    times.get(i).map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
@@ -166,6 +293,8 @@ struct Bench {
     garage: Garage,
     databases: usize,
     records: Vec<String>,
+    /// The scenario's raw S3 medians (MiB/s, part p50 ms), once measured.
+    raw: Option<(f64, f64)>,
 }
 
 impl Bench {
@@ -194,6 +323,28 @@ impl Bench {
                 Node::start(&self.bin, &extra, &env)
             })
             .collect()
+    }
+
+    /// `reps` runs of raw S3 for one scenario; its table row.
+    fn measure_raw(&mut self, s: &Scenario) -> String {
+        let runs: Vec<Raw> = (0..self.reps).map(|_| raw_s3(&self.garage, s)).collect();
+        let mibs: Vec<f64> = runs.iter().map(|r| r.mib_per_s).collect();
+        let p50 = median(runs.iter().map(|r| r.part_p50_ms).collect());
+        let p99 = median(runs.iter().map(|r| r.part_p99_ms).collect());
+        for r in &runs {
+            self.records.push(format!(
+                "{{\"scenario\":\"{}\",\"storage\":\"raw S3\",\"nodes\":0,\"mib_per_s\":{:.1},\"part_p50_ms\":{:.1},\"part_p99_ms\":{:.1}}}",
+                s.name, r.mib_per_s, r.part_p50_ms, r.part_p99_ms
+            ));
+        }
+        let mib = median(mibs.clone());
+        self.raw = Some((mib, p50));
+        format!(
+            "| {} | raw S3 multipart, 4 MiB parts (object_store) | {mib:.0} ({:.0}–{:.0}) | 1.00 | {p50:.1} (part PUT) | {p99:.1} | 1.00 | – |\n",
+            s.name,
+            mibs.iter().copied().fold(f64::INFINITY, f64::min),
+            mibs.iter().copied().fold(0.0, f64::max),
+        )
     }
 
     /// `reps` runs of one scenario on one storage; its table row.
@@ -238,14 +389,24 @@ impl Bench {
             ));
         }
         let c = |g: &str| median(cpu.get(g).cloned().unwrap_or_default());
+        let (raw_mib, raw_p50) = self.raw.unwrap_or((f64::NAN, f64::NAN));
+        let (mib, p50) = (median(mibs.clone()), median(p50));
+        // Ratios to S3 only for the nodes on it.
+        let ratio = |x: f64| {
+            if n == 0 {
+                "–".to_owned()
+            } else {
+                format!("{x:.2}")
+            }
+        };
         format!(
-            "| {} | {name} | {:.0} ({:.0}–{:.0}) | {:.1} | {:.1} | {:.1} / {:.1} / {:.1} / {:.1} |\n",
+            "| {} | {name} | {mib:.0} ({:.0}–{:.0}) | {} | {p50:.1} | {:.1} | {} | {:.1} / {:.1} / {:.1} / {:.1} |\n",
             s.name,
-            median(mibs.clone()),
             mibs.iter().copied().fold(f64::INFINITY, f64::min),
             mibs.iter().copied().fold(0.0, f64::max),
-            median(p50),
+            ratio(mib / raw_mib),
             median(p99),
+            ratio(p50 / raw_p50),
             c("upsession"),
             c("garage"),
             c("postgres"),
@@ -301,7 +462,9 @@ fn main() {
         garage: Garage::start(3).expect("Garage starts (cargo xtask engines installs it)"),
         databases: 0,
         records: Vec::new(),
+        raw: None,
     };
+    let round_trip = pg_round_trip_ms(&bench.pg);
     let mut contenders: Vec<(String, usize)> = vec![
         ("disk, --fsync always".into(), 0),
         ("disk, --fsync never".into(), 0),
@@ -311,9 +474,12 @@ fn main() {
         contenders.push((format!("{n} node{plural} on Garage + PostgreSQL"), n));
     }
     let mut table = String::from(
-        "| scenario | storage | MiB/s (median, min–max) | frag p50 ms | frag p99 ms | CPU s: upsession / garage / postgres / loadgen |\n|---|---|---|---|---|---|\n",
+        "| scenario | storage | MiB/s (median, min–max) | × raw S3 | frag p50 ms | frag p99 ms | p50 × part PUT | CPU s: upsession / garage / postgres / loadgen |\n|---|---|---|---|---|---|---|---|\n",
     );
     for s in &scenarios(quick) {
+        let line = bench.measure_raw(s);
+        print!("{line}");
+        table.push_str(&line);
         for (name, n) in &contenders {
             let line = bench.measure(s, name, *n);
             print!("{line}");
@@ -322,6 +488,7 @@ fn main() {
         }
     }
     println!("\n{table}");
+    println!("PostgreSQL round trip (SELECT 1, one connection), p50: {round_trip:.2} ms");
     if let Some(path) = out_file {
         std::fs::write(&path, bench.records.join("\n") + "\n")
             .expect("the JSON lines file is written");

@@ -22,7 +22,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 pub use garage::{BUCKET, GARAGE_VERSION, Garage, cache_dir};
-pub use postgres::Postgres;
+pub use postgres::{Postgres, unrelated_ca_pem};
 pub use proxy::RoundRobin;
 
 /// A port nothing listens on now.

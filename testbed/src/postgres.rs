@@ -82,6 +82,27 @@ impl Postgres {
     /// # Errors
     /// When PostgreSQL is missing or does not start.
     pub fn start() -> io::Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// [`Postgres::start`] that takes TLS connections only over TCP (`hostssl`
+    /// in `pg_hba.conf`; `psql` here still gets in, it prefers TLS): its
+    /// certificate, for `localhost` and 127.0.0.1, is signed by a CA made for
+    /// the occasion, whose certificate is [`Postgres::ca_file`].
+    ///
+    /// # Errors
+    /// When PostgreSQL is missing or does not start.
+    pub fn start_tls() -> io::Result<Self> {
+        Self::start_with(true)
+    }
+
+    /// The PEM file of the CA that signed the server's certificate (with
+    /// [`Postgres::start_tls`]; a file that does not exist otherwise).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn start_with(tls: bool) -> io::Result<Self> {
         let bin = bin_dir()?;
         let dir = tempfile::Builder::new().prefix("upsession-pg-").tempdir()?;
         // The server runs as `postgres` when we are root: let it own its directory.
@@ -103,6 +124,19 @@ impl Postgres {
                 "-D",
             ])
             .arg(&data))?;
+        let mut settings = vec!["listen_addresses=127.0.0.1", "max_connections=300"];
+        if tls {
+            write_certificates(dir.path(), &data)?;
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )?;
+            settings.extend([
+                "ssl=on",
+                "ssl_cert_file=server.crt",
+                "ssl_key_file=server.key",
+            ]);
+        }
         let port = free_port()?;
         let log = std::fs::File::create(dir.path().join("postgres.log"))?;
         let _ = Command::new("chown")
@@ -115,12 +149,7 @@ impl Postgres {
             .arg(&data)
             .args(["-p", &port.to_string(), "-k"])
             .arg(dir.path())
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "max_connections=300",
-            ])
+            .args(settings.iter().flat_map(|setting| ["-c", setting]))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -186,6 +215,54 @@ impl Postgres {
     pub fn port(&self) -> u16 {
         self.port
     }
+}
+
+/// A CA certificate (PEM) that signed nothing: a client trusting it alone must
+/// refuse every server.
+///
+/// # Errors
+/// Never in practice (key generation).
+pub fn unrelated_ca_pem() -> io::Result<String> {
+    let failed = |e: rcgen::Error| io::Error::other(format!("test certificate: {e}"));
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(failed)?;
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca, rcgen::KeyPair::generate().map_err(failed)?)
+        .map_err(failed)?;
+    Ok(ca.pem())
+}
+
+/// A CA (its certificate to `dir/ca.pem`) and the server's certificate and key
+/// signed by it (to `data/server.crt` and `server.key`, the key readable by its
+/// owner only, as PostgreSQL demands, and owned by `postgres` when we are root).
+fn write_certificates(dir: &Path, data: &Path) -> io::Result<()> {
+    let failed = |e: rcgen::Error| io::Error::other(format!("test certificate: {e}"));
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(failed)?;
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "upsession test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca, rcgen::KeyPair::generate().map_err(failed)?)
+        .map_err(failed)?;
+    let key = rcgen::KeyPair::generate().map_err(failed)?;
+    let server = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .map_err(failed)?
+        .signed_by(&key, &ca)
+        .map_err(failed)?;
+    std::fs::write(dir.join("ca.pem"), ca.pem())?;
+    std::fs::write(data.join("server.crt"), server.pem())?;
+    let key_file = data.join("server.key");
+    std::fs::write(&key_file, key.serialize_pem())?;
+    std::fs::set_permissions(
+        &key_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
+    for file in ["server.crt", "server.key", "pg_hba.conf"] {
+        let _ = Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(data.join(file))
+            .stderr(Stdio::null())
+            .status();
+    }
+    Ok(())
 }
 
 impl Drop for Postgres {

@@ -1,19 +1,16 @@
 //! `cargo xtask ci`: every check CI runs, in order, stopping at the first failure.
 //!
-//! Steps: `fmt`, `tidy`, `doc`, `clippy` (which is also the tests' build:
-//! clippy-driver compiles our crates as the tests need them, see [`linted`]),
-//! `engines` (Garage and PostgreSQL for the cluster tests, installed where
-//! missing), `test` (runs what `clippy` built), `deny`, `package` (each
-//! published crate packages, and builds from its package with the workspace's
-//! `rust-version`: what crates.io users get and the minimal Rust, in one compile),
-//! `bench` (the `--quick` smoke run: it checks the benchmark runs and its bytes
-//! verify), `torture` (20 kills), `fuzz` (5 s per target, two at a time),
-//! `cluster` (what runs on Garage: when `engines` had to build it, the build runs
-//! beside the steps between, at the lowest CPU priority, and the tests that
-//! need it wait for this step; then the cluster bench's quick run); a run that changes the
-//! checkout (`git status`) fails.
-//! Each prints the commands
-//! it runs; at the end (also after a failure) a summary gives each step's status
+//! Steps: `fmt`, `tidy`, `engines` (Garage and PostgreSQL for the cluster tests,
+//! installed where missing; Garage's build, when needed, runs beside the steps
+//! after it, at the lowest CPU priority), `clippy`, `test`, `deny`, `doc`,
+//! `package` (each published crate packaged, and checked from its package with
+//! the workspace's `rust-version`), `bench` (the `--quick` smoke run: it checks
+//! the benchmark runs and its bytes verify), `torture` (20 kills), `fuzz` (5 s per
+//! target, two at a time), `cluster` (what runs on Garage: the tests that waited
+//! for its build, when `engines` started one, then the cluster bench's quick
+//! run); a run that changes the checkout (`git status`) fails. Each prints the
+//! commands it runs; at the end (also after a failure) a summary gives each
+//! step's status
 //! and time. `.ci/run` is nothing but this task.
 
 use std::path::{Path, PathBuf};
@@ -22,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use crate::tidy;
 use crate::util::{
-    cargo, cargo_home, cargo_subcommand_available, display, ensure_cargo_tool, in_ci, linted,
-    project_root, run_command,
+    cargo, cargo_home, cargo_subcommand_available, display, ensure_cargo_tool, in_ci, project_root,
+    run_command,
 };
 
 /// What a passing step wants the summary to mention (a fallback, a skipped part).
@@ -35,11 +32,11 @@ pub(crate) type Step = (&'static str, fn() -> Result<Notes, String>);
 const STEPS: &[Step] = &[
     ("fmt", fmt),
     ("tidy", tidy_step),
-    ("doc", doc),
-    ("clippy", clippy),
     ("engines", engines_step),
+    ("clippy", clippy),
     ("test", test),
     ("deny", deny),
+    ("doc", doc),
     ("package", crate::publish::package),
     ("bench", bench_smoke),
     ("torture", torture_short),
@@ -167,16 +164,11 @@ fn tidy_step() -> Result<Notes, String> {
     Ok(Vec::new())
 }
 
-/// The lint and the dev build in one compile ([`linted`]): every target of the
-/// workspace is built as the tests need it, our crates by clippy-driver with
-/// warnings denied, so the `test` step only runs them.
 fn clippy() -> Result<Notes, String> {
     run_command(
-        linted(&mut cargo()).args("test --workspace --all-targets --no-run --locked".split(' ')),
+        cargo().args("clippy --workspace --all-targets --locked -- -D warnings".split(' ')),
     )?;
-    // The client-only CLI compiles other code paths (features off): linted too,
-    // as a check, which finds most dependencies checked already by `doc` (a build
-    // would compile a third of them again with the client's features).
+    // The client-only CLI compiles other code paths (features off): linted too.
     run_command(cargo().args(
         "clippy -p upsession-cli --no-default-features --features client --locked -- -D warnings"
             .split(' '),
@@ -197,15 +189,14 @@ fn engines_step() -> Result<Notes, String> {
 fn test() -> Result<Notes, String> {
     let cargo = || {
         let mut c = cargo();
-        linted(&mut c)
-            .env("UPSESSION_REQUIRE_ENGINES", "1")
+        c.env("UPSESSION_REQUIRE_ENGINES", "1")
             .env("UPSESSION_GARAGE", crate::engines::garage_binary());
         c
     };
     if cargo_subcommand_available("nextest") {
         let mut run = cargo();
         run.args(
-            "nextest run --workspace --all-targets --locked --no-fail-fast"
+            "nextest run --workspace --locked --no-fail-fast"
                 .split(' ')
                 .chain(["--test-threads", TEST_THREADS]),
         );
@@ -228,8 +219,8 @@ fn test() -> Result<Notes, String> {
             println!("{}", build.wait()?);
         }
         // `cargo test` runs the doctests too, so no separate `--doc` run here.
-        run_command(cargo().args(["test", "--workspace", "--all-targets", "--locked"]))?;
-        run_command(cargo().args(["test", "--workspace", "--doc", "--locked"]))?;
+        // `cargo test` runs the doctests too.
+        run_command(cargo().args(["test", "--workspace", "--locked"]))?;
         Ok(vec![
             "cargo-nextest is not installed, so the tests ran under `cargo test`".to_owned(),
         ])
@@ -517,10 +508,10 @@ fn cluster() -> Result<Notes, String> {
         notes.push(built);
         if cargo_subcommand_available("nextest") {
             run_command(
-                linted(&mut cargo())
+                cargo()
                     .env("UPSESSION_REQUIRE_ENGINES", "1")
                     .env("UPSESSION_GARAGE", crate::engines::garage_binary())
-                    .args(["nextest", "run", "--workspace", "--all-targets", "--locked"])
+                    .args(["nextest", "run", "--workspace", "--locked"])
                     .args(["--no-fail-fast", "--test-threads", TEST_THREADS])
                     .args(["-E", GARAGE_TESTS]),
             )?;

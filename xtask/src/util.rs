@@ -115,10 +115,9 @@ impl Profile {
 /// `CARGO_TARGET_DIR` when set).
 ///
 /// In [`Profile::Dev`] the whole workspace is selected (less xtask, which has no
-/// dependencies) and the build is [`linted`], as the tests' build is: cargo
-/// unifies dependency features over the packages selected, so `-p a -p b` would
-/// build many dependencies a second time with other features (41 s cold for the
-/// bench tools), and the wrapper is part of our crates' fingerprints.
+/// dependencies), as in the tests' build: cargo unifies dependency features over
+/// the packages selected, so `-p a -p b` would build many dependencies a second
+/// time with other features (41 s cold for the bench tools).
 pub(crate) fn build(
     profile: Profile,
     packages: &[&str],
@@ -137,7 +136,7 @@ pub(crate) fn build(
             // `--tests` (built already) keeps the dev-dependencies in the
             // feature unification, as in the tests' build: without it tower,
             // reqwest and the rest were built again with fewer features.
-            linted(&mut cmd).args(["--workspace", "--exclude", "xtask", "--tests"]);
+            cmd.args(["--workspace", "--exclude", "xtask", "--tests"]);
         }
     }
     run_command(cmd.args(targets))?;
@@ -147,28 +146,6 @@ pub(crate) fn build(
 /// Builds `upsession` and the bench tools in `profile`; returns their directory.
 pub(crate) fn tool_binaries(profile: Profile) -> Result<PathBuf, String> {
     build(profile, &["upsession-cli", "upsession-bench"], &["--bins"])
-}
-
-/// Makes `command`, a cargo build of the workspace in the dev profile, compile our
-/// own crates with clippy-driver and `-D warnings` (what `cargo clippy` does to a
-/// `cargo check`): the build the tests run is also the lint, so CI compiles the
-/// dev profile once, instead of a check of every dependency for clippy and then
-/// a build of them all. Every dev-profile build `cargo xtask` makes goes through
-/// here, since the wrapper is part of our crates' fingerprints.
-pub(crate) fn linted(command: &mut Command) -> &mut Command {
-    // Beside the cargo that runs us when there is one (a rustup toolchain's
-    // `bin/`), else the rustup proxy on the PATH.
-    let driver = env::var_os("CARGO")
-        .map(|cargo| Path::new(&cargo).with_file_name("clippy-driver"))
-        .filter(|path| path.is_file())
-        .map_or_else(|| "clippy-driver".into(), PathBuf::into_os_string);
-    command
-        .env("RUSTC_WORKSPACE_WRAPPER", driver)
-        // cargo-clippy's own encoding of the arguments after `--`.
-        .env(
-            "CLIPPY_ARGS",
-            "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__",
-        )
 }
 
 /// Cargo's target directory: `CARGO_TARGET_DIR` when set, else `target/`.

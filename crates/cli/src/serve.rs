@@ -33,7 +33,8 @@ pub(crate) struct ServeArgs {
     /// come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
     #[arg(long, default_value = "disk", env = "UPSESSION_STORE")]
     store: String,
-    /// Where records live with a shared --store: `postgres://USER:PASSWORD@HOST:PORT/DB`.
+    /// Where records live with a shared --store: `postgres://USER:PASSWORD@HOST:PORT/DB`
+    /// (over TLS: `?sslmode=verify-full&sslrootcert=CA.pem`).
     /// Every node given the same --store and --meta serves every session.
     #[arg(long, env = "UPSESSION_META", hide_env_values = true)]
     meta: Option<Secret>,

@@ -33,6 +33,7 @@ pub(crate) mod disk;
 pub(crate) mod files;
 pub(crate) mod local;
 pub(crate) mod pg;
+pub(crate) mod pg_tls;
 #[cfg(test)]
 pub(crate) mod power_loss;
 pub(crate) mod s3;

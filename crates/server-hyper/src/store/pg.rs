@@ -99,12 +99,16 @@ impl Postgres {
     /// brings the schema up to date. `lock_timeout` bounds how long a node that
     /// stops answering can keep a session locked.
     pub(crate) async fn connect(url: &str, lock_timeout: Duration) -> io::Result<Self> {
+        let (url, tls) = super::pg_tls::split(url)?;
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("not a PostgreSQL URL: {e}"),
             )
         })?;
+        if let Some(mode) = super::pg_tls::ssl_mode(&tls) {
+            config.ssl_mode(mode);
+        }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
@@ -118,15 +122,19 @@ impl Postgres {
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30))
             .tcp_user_timeout(STATEMENT_TIMEOUT);
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                // A connection comes back from the pool outside any transaction,
-                // whatever happened to the request that last used it.
-                recycling_method: RecyclingMethod::Custom("ROLLBACK".into()),
-            },
-        );
+        // A connection comes back from the pool outside any transaction,
+        // whatever happened to the request that last used it.
+        let recycling = || ManagerConfig {
+            recycling_method: RecyclingMethod::Custom("ROLLBACK".into()),
+        };
+        let manager = match &tls {
+            super::pg_tls::Tls::Plain => Manager::from_config(config, NoTls, recycling()),
+            super::pg_tls::Tls::Verified { root_certificates } => Manager::from_config(
+                config,
+                super::pg_tls::connector(root_certificates)?,
+                recycling(),
+            ),
+        };
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(Runtime::Tokio1)

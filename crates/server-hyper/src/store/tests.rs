@@ -295,3 +295,48 @@ async fn read(
         .await
         .unwrap()
 }
+
+/// `sslmode=verify-full` with `sslrootcert`: the store reaches a PostgreSQL that
+/// takes TLS connections only, trusting the CA that signed its certificate, and
+/// refuses it under a CA that did not (or without TLS at all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_store_reaches_postgres_over_verified_tls() {
+    let required = std::env::var_os("UPSESSION_REQUIRE_ENGINES").is_some_and(|v| v == "1");
+    let pg = match tokio::task::spawn_blocking(upsession_testbed::Postgres::start_tls)
+        .await
+        .unwrap()
+    {
+        Ok(pg) => pg,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+            eprintln!("skipped: {e}");
+            return;
+        }
+        Err(e) => panic!("PostgreSQL did not start: {e}"),
+    };
+    let timeout = Duration::from_secs(60);
+    let url = pg.url("upsession");
+    let ca = pg.ca_file().display().to_string();
+    let verified = format!("{url}?sslmode=verify-full&sslrootcert={ca}");
+    let store = super::pg::Postgres::connect(&verified, timeout)
+        .await
+        .unwrap();
+    store.ping().await.unwrap();
+    store.now().await.unwrap();
+    // The server takes nothing else: without TLS the connection is refused.
+    let plain = super::pg::Postgres::connect(&format!("{url}?sslmode=disable"), timeout).await;
+    assert!(plain.is_err(), "a plain connection was taken");
+    // A CA that signed nothing here: the server's certificate is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.pem");
+    std::fs::write(&other, upsession_testbed::unrelated_ca_pem().unwrap()).unwrap();
+    let err = super::pg::Postgres::connect(
+        &format!("{url}?sslmode=verify-full&sslrootcert={}", other.display()),
+        timeout,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+}
