@@ -165,9 +165,17 @@ impl TestServer {
     /// Shuts it down and starts it again on the same address, data and
     /// configuration.
     pub async fn restart(&mut self) {
+        self.restart_after(|| {}).await;
+    }
+
+    /// [`TestServer::restart`] with `between` run while the server is down: what
+    /// a test leaves on disk there is what a crash would have left (while it
+    /// runs, the server's own background work may still write).
+    pub async fn restart_after(&mut self, between: impl FnOnce()) {
         let old = self.running.take().expect("the server runs");
         let addr = old.local_addr();
         old.shutdown().await;
+        between();
         let config = self.config.clone().with_listen(addr);
         self.running = Some(Server::start(config).await.expect("the server restarts"));
     }
