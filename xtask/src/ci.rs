@@ -213,7 +213,6 @@ fn test() -> Result<Notes, String> {
         if let Some(build) = build {
             println!("{}", build.wait()?);
         }
-        // `cargo test` runs the doctests too, so no separate `--doc` run here.
         // `cargo test` runs the doctests too.
         run_command(cargo().args(["test", "--workspace", "--locked"]))?;
         Ok(vec![

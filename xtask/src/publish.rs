@@ -6,11 +6,13 @@
 //! unpacked side by side and patched to depend on each other, are compiled
 //! (`cargo check`) with the Rust the root `Cargo.toml`'s `rust-version` promises
 //! (installed through rustup when missing), in `target/package-verify`: one
-//! compile checks both that each package builds from what it ships and the
+//! compile checks both that the packages build from what they ship and the
 //! minimal Rust. All together first, then the core alone (the one crate whose
 //! optional features the others turn on).
 //!
-//! Not cargo's own verification: it builds each package with its own feature
+//! Not cargo's own verification, which would also catch a crate that uses a
+//! dependency's feature only another of ours turns on (unified here): it builds
+//! each package with its own feature
 //! set, so hyper, reqwest, aws-lc and the rest were compiled four times each
 //! (378 builds, 3 to 4 minutes on 2 cores cold); a check of them together
 //! compiles each dependency's metadata once.

@@ -9,6 +9,7 @@
 //! name against the host. `disable` and `prefer` (tokio-postgres's default, which
 //! then stays unencrypted: no TLS connector is given) are passed on as they are.
 
+use std::fmt::Write as _;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +34,10 @@ pub(crate) enum Tls {
 /// A mode this cannot honour (`allow`, `verify-ca`), or a verified mode with no
 /// root certificate to verify against.
 pub(crate) fn split(url: &str) -> io::Result<(String, Tls)> {
+    // Nothing of ours in it: passed on exactly as given.
+    if !url.contains("sslmode") && !url.contains("sslrootcert") {
+        return Ok((url.to_owned(), Tls::Plain));
+    }
     let (rest, params) = Params::of(url);
     let mut mode = None;
     let mut root = None;
@@ -45,6 +50,12 @@ pub(crate) fn split(url: &str) -> io::Result<(String, Tls)> {
         }
     }
     let tls = match mode.as_deref() {
+        None | Some("disable" | "prefer") if root.is_some() => {
+            return Err(invalid(
+                "sslrootcert is given without sslmode=verify-full: add it to the PostgreSQL \
+                 URL (without it the connection would not be verified, or not encrypted)",
+            ));
+        }
         None | Some("disable" | "prefer") => {
             if let Some(mode) = mode {
                 kept.push(("sslmode".into(), mode));
@@ -134,13 +145,19 @@ pub(crate) fn ssl_mode(tls: &Tls) -> Option<SslMode> {
 /// (`postgres://h/db?a=b&c=d`) or the `key=value` words of libpq's other form.
 enum Params {
     Url(String),
-    Words,
+    /// The words that stay, as written.
+    Words(String),
 }
 
 impl Params {
     fn of(text: &str) -> (Self, Vec<(String, String)>) {
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            let (base, query) = text.split_once('?').unwrap_or((text, ""));
+            // tokio-postgres reads credentials up to the first `@`: a `?` in a
+            // password is not the query's.
+            let from = text.find('@').map_or(0, |at| at + 1);
+            let (base, query) = text[from..]
+                .find('?')
+                .map_or((text, ""), |q| (&text[..from + q], &text[from + q + 1..]));
             let params = query
                 .split('&')
                 .filter(|p| !p.is_empty())
@@ -151,14 +168,19 @@ impl Params {
                 .collect();
             (Self::Url(base.to_owned()), params)
         } else {
-            let params = text
-                .split_whitespace()
-                .map(|w| {
-                    let (k, v) = w.split_once('=').unwrap_or((w, ""));
-                    (k.to_owned(), v.to_owned())
-                })
-                .collect();
-            (Self::Words, params)
+            // Only unquoted `key=value` words of ours are taken out; every other
+            // word (quoted passwords included) is kept as written.
+            let mut kept = Vec::new();
+            let mut params = Vec::new();
+            for word in text.split(' ') {
+                match word.split_once('=') {
+                    Some((k @ ("sslmode" | "sslrootcert"), v)) if !v.starts_with('\'') => {
+                        params.push((k.to_owned(), v.to_owned()));
+                    }
+                    _ => kept.push(word),
+                }
+            }
+            (Self::Words(kept.join(" ")), params)
         }
     }
 
@@ -172,11 +194,14 @@ impl Params {
                     .collect();
                 format!("{base}?{}", query.join("&"))
             }
-            Self::Words => params
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(" "),
+            Self::Words(kept) => {
+                params
+                    .iter()
+                    .fold(kept.trim_end().to_owned(), |mut out, (k, v)| {
+                        let _ = write!(out, " {k}={v}");
+                        out
+                    })
+            }
         }
     }
 }
@@ -227,6 +252,8 @@ mod tests {
             "postgres://u@h/db?sslmode=disable",
             "postgres://u@h/db?application_name=x&sslmode=prefer",
             "host=h user=u sslmode=disable",
+            "host=db password='pa  ss' dbname=app",
+            "postgres://u:p?x@h/db",
         ] {
             let (out, tls) = split(url).unwrap();
             assert_eq!((out.as_str(), tls), (url, Tls::Plain));
@@ -245,9 +272,14 @@ mod tests {
                 root_certificates: PathBuf::from("/etc/ca x.pem")
             }
         );
-        let (out, tls) = split("host=h sslmode=require sslrootcert=/ca.pem").unwrap();
-        assert_eq!(out, "host=h sslmode=require");
+        let (out, tls) =
+            split("host=h password='a  b' sslmode=require sslrootcert=/ca.pem dbname=x").unwrap();
+        assert_eq!(out, "host=h password='a  b' dbname=x sslmode=require");
         assert!(matches!(tls, Tls::Verified { .. }));
+        // A `?` in the password is not the query.
+        let (out, _) =
+            split("postgres://u:p?x@h/db?sslmode=verify-full&sslrootcert=/ca.pem").unwrap();
+        assert_eq!(out, "postgres://u:p?x@h/db?sslmode=require");
     }
 
     #[test]
@@ -256,10 +288,13 @@ mod tests {
             "postgres://h/db?sslmode=verify-ca&sslrootcert=/ca.pem",
             "postgres://h/db?sslmode=allow",
             "postgres://h/db?sslmode=bogus",
+            "postgres://h/db?sslrootcert=/ca.pem",
+            "postgres://h/db?sslmode=prefer&sslrootcert=/ca.pem",
         ] {
             let err = split(url).unwrap_err();
             assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
             assert!(err.to_string().contains("sslmode="), "{err}");
+            assert!(!err.to_string().contains('\n'), "{err}");
         }
     }
 }
