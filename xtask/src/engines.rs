@@ -197,7 +197,19 @@ impl GarageBuild {
         let err = out
             .try_clone()
             .map_err(|e| format!("could not open {}: {e}", log.display()))?;
-        let mut command = cargo();
+        let mut command = if beside {
+            // `nice` runs the cargo after it at the lowest priority, inherited by
+            // every compiler process of the build.
+            let cargo = cargo();
+            let mut niced = Command::new("nice");
+            niced.args(["-n", "19"]).arg(cargo.get_program());
+            if let Some(dir) = cargo.get_current_dir() {
+                niced.current_dir(dir);
+            }
+            niced
+        } else {
+            cargo()
+        };
         for krate in GARAGE_CRATES {
             command.args([
                 "--config",
@@ -230,35 +242,9 @@ impl GarageBuild {
                 .env("ZSTD_SYS_USE_PKG_CONFIG", "1");
         }
         println!("$ {}", crate::util::display(&command));
-        let child = if beside {
-            // `nice` takes the command after it: the lowest priority, inherited
-            // by every compiler process of the build.
-            let mut niced = Command::new("nice");
-            niced
-                .args(["-n", "19"])
-                .arg(command.get_program())
-                .args(command.get_args());
-            for (key, value) in command.get_envs() {
-                match value {
-                    Some(value) => niced.env(key, value),
-                    None => niced.env_remove(key),
-                };
-            }
-            if let Some(dir) = command.get_current_dir() {
-                niced.current_dir(dir);
-            }
-            let out = std::fs::OpenOptions::new()
-                .append(true)
-                .open(&log)
-                .map_err(|e| format!("could not open {}: {e}", log.display()))?;
-            let err = out
-                .try_clone()
-                .map_err(|e| format!("could not open {}: {e}", log.display()))?;
-            niced.stdin(Stdio::null()).stdout(out).stderr(err).spawn()
-        } else {
-            command.spawn()
-        }
-        .map_err(|e| format!("could not start Garage's build: {e}"))?;
+        let child = command
+            .spawn()
+            .map_err(|e| format!("could not start Garage's build: {e}"))?;
         Ok(Self {
             child,
             log,
