@@ -196,6 +196,7 @@ impl Engine {
                 description: upload.description,
                 hasher: ContentHasher::default(),
             })),
+            journal_from: 0,
         };
         self.register(record, session).await
     }

@@ -4,7 +4,9 @@
 //! server.key                 32-byte HMAC key for uploadUrl credentials (0600)
 //! items/{id}.json            a draft message or an event
 //! sessions/{id}.json         an open (or completed, until expiry) upload session
-//! sessions/{id}.part         its bytes so far, written at their offsets
+//! sessions/{id}.part         its bytes so far, written at their offsets, and
+//!                            past the file's size its progress journal
+//!                            (`store::journal`: one entry per fragment)
 //! attachments/{id}.json      a finished attachment's metadata
 //! attachments/{id}.bin       its bytes (the `.part`, renamed on completion); a
 //!                            drive file's bytes are a finished upload's too
@@ -18,9 +20,9 @@
 //!
 //! Every record is written whole to `tmp/`, synced (with `--fsync always`), and
 //! renamed over the old one, so a crash leaves the old record or the new one, never
-//! a torn one. Write-and-rename was chosen over an append-only log because records
-//! are small and per-session, start-up reads one small file per session (no replay,
-//! no compaction), and the shared store keeps the same shape in PostgreSQL.
+//! a torn one. A fragment's progress is the exception: it is an entry appended to
+//! the session's journal, flushed with the fragment's bytes by one `fdatasync`
+//! (a rewrite of the record cost three flushes and grew with every fragment).
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -34,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use upsession_core::ByteRange;
 
 use super::files::{FileHandle, Files};
-use super::{ByteStream, FragmentSum, FragmentWriter, safe};
+use super::{ByteStream, FragmentSum, FragmentWriter, journal, safe};
 use crate::config::Fsync;
 
 /// Records and bytes under one data directory.
@@ -343,12 +345,12 @@ impl Disk {
 ///
 /// The positioned writes go straight into the page cache from the connection's own
 /// thread, as the benchmark's no-logic sink does: a hop to the blocking pool per
-/// frame cost more than the copy itself (two context switches per 64 KiB). Only
-/// `fdatasync`, which waits for the disk, runs on the blocking pool.
+/// frame cost more than the copy itself (two context switches per 64 KiB). Nothing
+/// is synced here: the commit's one `fdatasync` takes the fragment's bytes and its
+/// journal entry together ([`super::journal`]).
 struct DiskWriter {
     file: Arc<dyn FileHandle>,
     offset: u64,
-    sync: bool,
 }
 
 #[async_trait]
@@ -360,10 +362,6 @@ impl FragmentWriter for DiskWriter {
     }
 
     async fn finish(self: Box<Self>) -> io::Result<()> {
-        if self.sync {
-            let file = Arc::clone(&self.file);
-            blocking(move || file.sync_data()).await?;
-        }
         Ok(())
     }
 }
@@ -376,21 +374,75 @@ impl Disk {
         blocking(move || files.write_file(&path, &[], false, false)).await
     }
 
-    /// A writer for one fragment of `session_id`, at `range`.
-    pub(crate) async fn writer(
-        &self,
-        session_id: &str,
-        range: ByteRange,
-    ) -> io::Result<Box<dyn FragmentWriter>> {
-        let offset = range.start();
+    /// The session's `.part`, open for writes (kept open by its session).
+    pub(crate) async fn open_part(&self, session_id: &str) -> io::Result<Arc<dyn FileHandle>> {
         let path = self.path("sessions", session_id, "part")?;
         let files = Arc::clone(&self.files);
-        let file = blocking(move || files.open_writer(&path)).await?;
-        Ok(Box::new(DiskWriter {
-            file: Arc::from(file),
-            offset,
-            sync: self.fsync == Fsync::Always,
-        }))
+        blocking(move || files.open_writer(&path).map(Arc::from)).await
+    }
+
+    /// A writer for one fragment into `part`, at `range`.
+    pub(crate) fn writer(part: &Arc<dyn FileHandle>, range: ByteRange) -> Box<dyn FragmentWriter> {
+        Box::new(DiskWriter {
+            file: Arc::clone(part),
+            offset: range.start(),
+        })
+    }
+
+    /// Writes a journal entry at `offset` of `part`, and with `--fsync always`
+    /// makes it durable together with every byte written to `part` before it: the
+    /// one flush a fragment costs.
+    pub(crate) async fn append_entry(
+        &self,
+        part: &Arc<dyn FileHandle>,
+        offset: u64,
+        entry: Vec<u8>,
+    ) -> io::Result<()> {
+        if self.fsync == Fsync::Always {
+            let part = Arc::clone(part);
+            return blocking(move || {
+                part.write_at(&entry, offset)?;
+                part.sync_data()
+            })
+            .await;
+        }
+        part.write_at(&entry, offset)
+    }
+
+    /// With `--fsync always`, makes the bytes written to `part` durable (before a
+    /// record that counts them).
+    pub(crate) async fn sync_written(&self, part: &Arc<dyn FileHandle>) -> io::Result<()> {
+        if self.fsync == Fsync::Always {
+            let part = Arc::clone(part);
+            return blocking(move || part.sync_data()).await;
+        }
+        Ok(())
+    }
+
+    /// The journal entries of a session from position `from` of its journal, which
+    /// starts at `base` in its `.part`, each with the position past it.
+    pub(crate) async fn read_journal(
+        &self,
+        session_id: &str,
+        base: u64,
+        from: u64,
+    ) -> Vec<(journal::Entry, u64)> {
+        let Ok(path) = self.path("sessions", session_id, "part") else {
+            return Vec::new();
+        };
+        let files = Arc::clone(&self.files);
+        let read = blocking(move || {
+            let len = files.len(&path)?;
+            let start = base.saturating_add(from);
+            if len <= start {
+                return Ok(Vec::new());
+            }
+            let want = usize::try_from(len - start).unwrap_or(usize::MAX);
+            files.read_at(&path, start, want)
+        });
+        read.await
+            .map(|bytes| journal::decode(&bytes, from))
+            .unwrap_or_default()
     }
 
     /// Makes a session's bytes durable, whatever `--fsync` says: for a completion
@@ -472,14 +524,30 @@ impl Disk {
         self.remove("sessions", session_id, "part").await
     }
 
-    /// Turns a complete session's bytes into its attachment's (idempotent).
-    pub(crate) async fn promote(&self, session_id: &str, attachment_id: &str) -> io::Result<()> {
+    /// Turns a complete session's bytes into its attachment's (idempotent): cut to
+    /// the file's `size` (its journal goes), then renamed.
+    pub(crate) async fn promote(
+        &self,
+        session_id: &str,
+        attachment_id: &str,
+        size: u64,
+    ) -> io::Result<()> {
         let from = self.path("sessions", session_id, "part")?;
         let to = self.path("attachments", attachment_id, "bin")?;
         let dir = self.root.join("attachments");
         let sync = self.fsync == Fsync::Always;
         let files = Arc::clone(&self.files);
         blocking(move || {
+            match files.len(&from) {
+                Ok(len) if len > size => {
+                    let part = files.open_writer(&from)?;
+                    part.set_len(size)?;
+                    if sync {
+                        part.sync_data()?;
+                    }
+                }
+                _ => {}
+            }
             match files.rename(&from, &to) {
                 // Already promoted by an earlier attempt: the attachment is there.
                 Err(e) if e.kind() == io::ErrorKind::NotFound && files.len(&to).is_ok() => {

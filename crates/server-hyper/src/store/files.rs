@@ -58,6 +58,8 @@ pub(crate) trait FileHandle: Send + Sync {
     fn write_at(&self, bytes: &[u8], offset: u64) -> io::Result<()>;
     /// Makes the file's data durable (`fdatasync`).
     fn sync_data(&self) -> io::Result<()>;
+    /// Cuts (or extends with zeros) the file to `len` bytes.
+    fn set_len(&self, len: u64) -> io::Result<()>;
 }
 
 /// The operating system's files.
@@ -177,6 +179,10 @@ impl FileHandle for File {
 
     fn sync_data(&self) -> io::Result<()> {
         Self::sync_data(self)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        Self::set_len(self, len)
     }
 }
 

@@ -14,7 +14,8 @@ use upsession_core::session::{Phase, Recovery};
 use upsession_core::timer::Timers;
 
 use super::disk::Disk;
-use super::files::{Files, RealFiles};
+use super::files::{FileHandle, Files, RealFiles};
+use super::journal;
 use super::{
     AttachmentRecord, ByteStream, Commit, DriveRecord, FragmentSum, FragmentWriter, ItemRecord,
     ItemView, Locked, SessionGuard, SessionRecord, SessionStore, StoreError, Uploading, Wait,
@@ -49,6 +50,8 @@ struct Inner {
     /// The syncs after completions' answers (`--fsync never`), waited for when
     /// the server stops.
     settling: tokio_util::task::TaskTracker,
+    /// Room for [`OPEN_PARTS`] open `.part` files.
+    open_parts: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Debug)]
@@ -62,6 +65,29 @@ struct LocalItem {
 struct Slot {
     record: Mutex<SessionRecord>,
     held: Arc<tokio::sync::Mutex<()>>,
+    part: Mutex<Part>,
+}
+
+/// A session's `.part`, as its fragments use it.
+struct Part {
+    /// Kept open between fragments (while fewer than [`OPEN_PARTS`] are).
+    file: Option<(Arc<dyn FileHandle>, tokio::sync::OwnedSemaphorePermit)>,
+    /// Where its next journal entry goes.
+    journal_end: u64,
+}
+
+/// How many sessions' `.part` files stay open between fragments: a fragment of
+/// another opens its file again (a blocking-pool hop), so that ten thousand
+/// sessions never take ten thousand descriptors.
+const OPEN_PARTS: usize = 256;
+
+impl std::fmt::Debug for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Part")
+            .field("open", &self.file.is_some())
+            .field("journal_end", &self.journal_end)
+            .finish()
+    }
 }
 
 impl LocalStore {
@@ -118,7 +144,7 @@ impl LocalStore {
                 let _ = disk.discard(&record.id).await;
                 continue;
             }
-            let Some(record) = recover(&disk, record, recorded).await else {
+            let Some((record, journal_end)) = recover(&disk, record, recorded).await else {
                 quarantined += 1;
                 continue;
             };
@@ -135,7 +161,7 @@ impl LocalStore {
             if let Some(at) = deadline(&record.snapshot) {
                 timers.set(record.id.clone(), at);
             }
-            sessions.insert(record.id.clone(), Arc::new(Slot::new(record)));
+            sessions.insert(record.id.clone(), Arc::new(Slot::new(record, journal_end)));
         }
         quarantined += keep_attachments_in_place(&disk, &mut attachments, &sessions).await;
         let mut items: HashMap<String, LocalItem> = loaded
@@ -181,6 +207,7 @@ impl LocalStore {
                 drive_writes: tokio::sync::Mutex::new(()),
                 timers: Mutex::new(timers),
                 settling: tokio_util::task::TaskTracker::new(),
+                open_parts: Arc::new(tokio::sync::Semaphore::new(OPEN_PARTS)),
             }),
         })
     }
@@ -207,15 +234,47 @@ fn lost_to_power(
     }
 }
 
+/// A session's record brought up to date with its journal's entries, and where
+/// its next entry goes.
+async fn replay(disk: &Disk, mut record: SessionRecord) -> (SessionRecord, u64) {
+    let mut end = record.journal_from;
+    let Some(base) = journal::base(&record) else {
+        return (record, end);
+    };
+    let mut before_last = None;
+    for (entry, next) in disk.read_journal(&record.id, base, end).await {
+        let before = record.clone();
+        if !entry.apply(&mut record) {
+            break;
+        }
+        before_last = Some((before, end));
+        end = next;
+    }
+    // Each entry was flushed with its fragment's bytes before the next was
+    // written (`--fsync always`), so only the last one's flush may have been cut
+    // short, leaving the entry without its bytes: they must check out. (Under
+    // `--fsync never` start-up checks every fragment's bytes.)
+    if disk.fragments_synced()
+        && let Some((before, at)) = before_last
+        && let Some(sum) = record.sums.last().copied()
+        && disk.intact_prefix(&record.id, &[sum]).await != sum.end
+    {
+        warn!(session = %record.id, "the last journal entry's bytes did not reach the disk: dropped");
+        return (before, at);
+    }
+    (record, end)
+}
+
 /// What start-up does with one session record (the core decides, from what the
 /// disk holds).
 /// `recorded` is the size of the attachment the session made, if its record
-/// exists.
+/// exists. With the record, where its journal's next entry goes.
 async fn recover(
     disk: &Disk,
-    mut record: SessionRecord,
+    record: SessionRecord,
     recorded: Option<u64>,
-) -> Option<SessionRecord> {
+) -> Option<(SessionRecord, u64)> {
+    let (mut record, journal_end) = replay(disk, record).await;
     if let Some(size) = recorded
         && record.snapshot.unsized_max.is_some()
     {
@@ -234,7 +293,10 @@ async fn recover(
         Ok(Recovery::FinishCompletion(done)) => {
             // One session that cannot be finished now must not stop the server; it
             // is finished at a later start.
-            match disk.promote(&record.id, &record.attachment_id).await {
+            match disk
+                .promote(&record.id, &record.attachment_id, record.snapshot.size)
+                .await
+            {
                 Ok(()) => {
                     record.snapshot = done.snapshot();
                     if let Err(e) = disk.put("sessions", &record.id, &record).await {
@@ -245,7 +307,7 @@ async fn recover(
                     warn!(session = %record.id, error = %e, "could not finish an interrupted completion");
                 }
             }
-            Some(record)
+            Some((record, journal_end))
         }
         Ok(Recovery::Forget { session, forgotten }) => {
             // Never served: the client is asked for these bytes again.
@@ -259,12 +321,14 @@ async fn recover(
                 record.sums.clear();
                 drive.hasher = upsession_core::drive::ContentHasher::default();
             }
+            // The entries past here counted the lost bytes: never replayed again.
+            record.journal_from = journal_end;
             if let Err(e) = disk.put("sessions", &record.id, &record).await {
                 warn!(session = %record.id, error = %e, "could not record the forgotten bytes");
             }
-            Some(record)
+            Some((record, journal_end))
         }
-        Ok(_) => Some(record),
+        Ok(_) => Some((record, journal_end)),
         Err(e) => {
             disk.quarantine("sessions", &record.id, e.to_string()).await;
             None
@@ -342,8 +406,11 @@ async fn keep_attachments_in_place(
             // The session's record may be gone where its bytes are not.
             .or_else(|| a.session.clone());
         if let Some(session) = owner
-            && disk.part_len(&session).await == Some(a.meta.size)
-            && disk.promote(&session, id).await.is_ok()
+            && disk
+                .part_len(&session)
+                .await
+                .is_some_and(|len| len >= a.meta.size)
+            && disk.promote(&session, id, a.meta.size).await.is_ok()
         {
             continue;
         }
@@ -402,10 +469,14 @@ async fn check_unsynced(
 }
 
 impl Slot {
-    fn new(record: SessionRecord) -> Self {
+    fn new(record: SessionRecord, journal_end: u64) -> Self {
         Self {
             record: Mutex::new(record),
             held: Arc::new(tokio::sync::Mutex::new(())),
+            part: Mutex::new(Part {
+                file: None,
+                journal_end,
+            }),
         }
     }
 }
@@ -532,7 +603,7 @@ impl SessionStore for LocalStore {
             .sessions
             .write()
             .expect("sessions lock")
-            .insert(record.id.clone(), Arc::new(Slot::new(record.clone())));
+            .insert(record.id.clone(), Arc::new(Slot::new(record.clone(), 0)));
         Ok(())
     }
 
@@ -664,6 +735,20 @@ struct LocalGuard {
     _held: tokio::sync::OwnedMutexGuard<()>,
 }
 
+impl LocalGuard {
+    /// The session's `.part`, kept open for its next fragments where there is room.
+    async fn part(&self) -> io::Result<Arc<dyn FileHandle>> {
+        if let Some((file, _)) = &self.slot.part.lock().expect("part lock").file {
+            return Ok(Arc::clone(file));
+        }
+        let file = self.store.disk.open_part(&self.record.id).await?;
+        if let Ok(permit) = Arc::clone(&self.store.open_parts).try_acquire_owned() {
+            self.slot.part.lock().expect("part lock").file = Some((Arc::clone(&file), permit));
+        }
+        Ok(file)
+    }
+}
+
 #[async_trait]
 impl SessionGuard for LocalGuard {
     fn record(&self) -> &SessionRecord {
@@ -671,21 +756,25 @@ impl SessionGuard for LocalGuard {
     }
 
     async fn writer(&mut self, range: ByteRange) -> Result<Box<dyn FragmentWriter>, StoreError> {
-        Ok(self.store.disk.writer(&self.record.id, range).await?)
+        Ok(Disk::writer(&self.part().await?, range))
     }
 
     async fn commit(&mut self, commit: Commit) -> io::Result<()> {
         let Commit {
-            record, completed, ..
+            mut record,
+            completed,
+            ..
         } = commit;
         let disk = &self.store.disk;
+        let part = self.part().await?;
         if let Some(mut att) = completed {
             // The attachment record goes first: start-up takes it as the proof that
             // every byte is stored, and finishes a completion it finds half done.
-            // So its bytes are durable before it (`--fsync always`: each fragment
-            // was synced), or it carries their sums (`--fsync never`: the answer
-            // does not wait for the disk, as a page-cache server's would not;
-            // start-up checks the bytes of an attachment that still carries them).
+            // So its bytes are durable before it (`--fsync always`), or it carries
+            // their sums (`--fsync never`: the answer does not wait for the disk,
+            // as a page-cache server's would not; start-up checks the bytes of an
+            // attachment that still carries them).
+            disk.sync_written(&part).await?;
             let deferred = !disk.fragments_synced() && covers(&record.sums, att.meta.size);
             if deferred {
                 att.unsynced.clone_from(&record.sums);
@@ -694,7 +783,9 @@ impl SessionGuard for LocalGuard {
                 disk.sync_part(&record.id).await?;
             }
             disk.put("attachments", &att.meta.id, &att).await?;
-            disk.promote(&record.id, &record.attachment_id).await?;
+            self.slot.part.lock().expect("part lock").file = None;
+            disk.promote(&record.id, &record.attachment_id, att.meta.size)
+                .await?;
             let id = att.meta.id.clone();
             self.store.add_attachment(att);
             // Done, even if the session record cannot be updated now.
@@ -709,7 +800,22 @@ impl SessionGuard for LocalGuard {
                     settle.await;
                 }
             }
+        } else if let Some(base) =
+            journal::base(&self.record).filter(|b| journal::base(&record) == Some(*b))
+        {
+            // A fragment's progress: one entry, flushed with its bytes.
+            let at = self.slot.part.lock().expect("part lock").journal_end;
+            let entry = journal::Entry::of(&record, at)
+                .ok_or_else(|| io::Error::other("a fragment's commit without its sum"))?
+                .encode();
+            let next = at + entry.len() as u64;
+            disk.append_entry(&part, base + at, entry).await?;
+            self.slot.part.lock().expect("part lock").journal_end = next;
         } else {
+            // Anything else (a size learned from the first fragment) rewrites the
+            // record, which then counts every entry so far.
+            disk.sync_written(&part).await?;
+            record.journal_from = self.slot.part.lock().expect("part lock").journal_end;
             disk.put("sessions", &record.id, &record).await?;
         }
         self.store.set_timer(&record.id, deadline(&record.snapshot));

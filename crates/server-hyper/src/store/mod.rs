@@ -31,6 +31,7 @@ use upsession_core::wire::{AttachmentItem, FileAttachment};
 
 pub(crate) mod disk;
 pub(crate) mod files;
+pub(crate) mod journal;
 pub(crate) mod local;
 pub(crate) mod pg;
 pub(crate) mod pg_tls;
@@ -138,6 +139,15 @@ pub(crate) struct SessionRecord {
     /// `kind`, `beta` and `user` mean nothing); `None` for an attachment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) drive: Option<Box<DriveSession>>,
+    /// Where in the local store's progress journal the entries newer than this
+    /// record begin ([`journal`]); the shared store keeps none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) journal_from: u64,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl SessionRecord {

@@ -59,6 +59,7 @@ type Ino = u64;
 enum DataOp {
     Write { offset: u64, bytes: Vec<u8> },
     Truncate,
+    SetLen(u64),
 }
 
 /// A change to the names not yet made durable.
@@ -111,6 +112,7 @@ fn apply(content: &mut Vec<u8>, op: &DataOp) {
             content[start..end].copy_from_slice(bytes);
         }
         DataOp::Truncate => content.clear(),
+        DataOp::SetLen(len) => content.resize(*len as usize, 0),
     }
 }
 
@@ -176,7 +178,7 @@ impl State {
         let mut content = inode.durable.clone();
         for op in &inode.pending {
             match op {
-                DataOp::Truncate => {
+                DataOp::Truncate | DataOp::SetLen(_) => {
                     if rng.f64() < keep {
                         apply(&mut content, op);
                     }
@@ -327,6 +329,13 @@ impl FileHandle for SimHandle {
         if state.skip != Skip::FragmentData {
             state.sync_data(self.ino);
         }
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let mut state = self.state.lock().expect("sim lock");
+        state.step()?;
+        state.write(self.ino, DataOp::SetLen(len));
         Ok(())
     }
 }

@@ -20,7 +20,7 @@ fn t(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_900_000_000 + secs)
 }
 
-fn new_session(id: &str, item: &str, size: u64) -> (SessionRecord, Session) {
+pub(crate) fn new_session(id: &str, item: &str, size: u64) -> (SessionRecord, Session) {
     let limits = Limits::default().with_min_size(1);
     let session = Session::open(t(0), size, &limits).unwrap();
     let record = SessionRecord {
@@ -37,6 +37,7 @@ fn new_session(id: &str, item: &str, size: u64) -> (SessionRecord, Session) {
         sums: Vec::new(),
         drive: None,
         owner: Mailbox::of("alice"),
+        journal_from: 0,
     };
     (record, session)
 }
