@@ -364,7 +364,16 @@ async fn main() {
     let stop = Arc::new(AtomicBool::new(false));
     let prober = if a.probe {
         let url = open_session(&http, &a, a.size.max(3_000_000)).await;
-        Some(tokio::spawn(probe(http.clone(), url, stop.clone())))
+        let stop = stop.clone();
+        // On a thread and runtime of its own: what it measures is the server's
+        // answer, not how long the uploads' busy runtime takes to poll it.
+        Some(std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("probe runtime");
+            runtime.block_on(probe(reqwest::Client::new(), url, stop))
+        }))
     } else {
         None
     };
@@ -393,7 +402,7 @@ async fn main() {
     let secs = (last - started).as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let mut probes = match prober {
-        Some(p) => p.await.expect("probe task"),
+        Some(p) => p.join().expect("probe thread"),
         None => Vec::new(),
     };
     probes.sort();

@@ -196,7 +196,7 @@ impl Engine {
                 description: upload.description,
                 hasher: ContentHasher::default(),
             })),
-            journal_from: 0,
+            journal_epoch: 0,
         };
         self.register(record, session).await
     }

@@ -360,7 +360,7 @@ impl Engine {
             snapshot: session.snapshot(),
             parts: Vec::new(),
             sums: Vec::new(),
-            journal_from: 0,
+            journal_epoch: 0,
         };
         self.register(record, session).await
     }

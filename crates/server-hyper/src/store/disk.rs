@@ -189,9 +189,25 @@ impl Disk {
     }
 
     /// Whether the bytes of the attachment `id` are in place: `size` bytes in its
-    /// file.
+    /// file. A file longer than that kept its session's journal (a power loss
+    /// took the cut, not the rename, under `--fsync never`): cut now.
     pub(crate) async fn attachment_in_place(&self, id: &str, size: u64) -> bool {
-        self.len("attachments", id, "bin").await == Some(size)
+        let Ok(path) = self.path("attachments", id, "bin") else {
+            return false;
+        };
+        let (files, sync) = (Arc::clone(&self.files), self.fsync == Fsync::Always);
+        let checked = blocking(move || {
+            let len = files.len(&path)?;
+            if len > size {
+                let file = files.open_writer(&path)?;
+                file.set_len(size)?;
+                if sync {
+                    file.sync_data()?;
+                }
+            }
+            Ok(len >= size)
+        });
+        checked.await.unwrap_or(false)
     }
 
     /// How many bytes the session `id` has in its partial file, if it has one.
@@ -419,13 +435,20 @@ impl Disk {
         Ok(())
     }
 
-    /// The journal entries of a session from position `from` of its journal, which
-    /// starts at `base` in its `.part`, each with the position past it.
+    /// Cuts `part` to `len` (a journal the record now counts, bytes past the
+    /// file's size); not synced: what it drops no longer counts anyway.
+    pub(crate) async fn cut(&self, part: &Arc<dyn FileHandle>, len: u64) -> io::Result<()> {
+        let part = Arc::clone(part);
+        blocking(move || part.set_len(len)).await
+    }
+
+    /// The entries of a session's journal, which starts at `base` in its `.part`,
+    /// each with the position past it (at most [`journal::COMPACT_AT`] of it is
+    /// read: a longer one was folded into the record).
     pub(crate) async fn read_journal(
         &self,
         session_id: &str,
         base: u64,
-        from: u64,
     ) -> Vec<(journal::Entry, u64)> {
         let Ok(path) = self.path("sessions", session_id, "part") else {
             return Vec::new();
@@ -433,15 +456,15 @@ impl Disk {
         let files = Arc::clone(&self.files);
         let read = blocking(move || {
             let len = files.len(&path)?;
-            let start = base.saturating_add(from);
-            if len <= start {
+            if len <= base {
                 return Ok(Vec::new());
             }
-            let want = usize::try_from(len - start).unwrap_or(usize::MAX);
-            files.read_at(&path, start, want)
+            let most = journal::COMPACT_AT + journal::MAX_ENTRY as u64;
+            let want = usize::try_from((len - base).min(most)).unwrap_or(usize::MAX);
+            files.read_at(&path, base, want)
         });
         read.await
-            .map(|bytes| journal::decode(&bytes, from))
+            .map(|bytes| journal::decode(&bytes, 0))
             .unwrap_or_default()
     }
 
@@ -454,8 +477,8 @@ impl Disk {
         blocking(move || files.open_writer(&path)?.sync_data()).await
     }
 
-    /// Whether each fragment's bytes are synced before the record that counts
-    /// them (`--fsync always`). When not, start-up checks them against their sums.
+    /// Whether each fragment's bytes are synced with the record that counts them
+    /// (`--fsync always`). When not, start-up checks them against their sums.
     pub(crate) fn fragments_synced(&self) -> bool {
         self.fsync == Fsync::Always
     }

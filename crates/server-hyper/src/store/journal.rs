@@ -10,12 +10,17 @@
 //!
 //! The session's JSON record is written at creation and at the changes that are
 //! not a fragment's progress (completion, a size learned from the first fragment,
-//! recovery); it says where in the journal the entries newer than it begin
-//! ([`super::SessionRecord::journal_from`]). Start-up replays the entries after
-//! it that parse, check out (magic, CRC-32C, the position they were written at)
-//! and continue the session's bytes without a gap; the first that does not ends
-//! the journal (a torn tail), and the next entry is written over it. Completion
-//! truncates the `.part` to the file's size before it becomes the attachment.
+//! recovery, a failed commit), and when the journal passes [`COMPACT_AT`]; each
+//! rewrite draws a new random epoch ([`super::SessionRecord::journal_epoch`]) and
+//! the journal starts again at its beginning. Start-up replays, from there, the
+//! entries that parse, check out (magic, CRC-32C, the position they were written
+//! at, the record's epoch), change nothing but the session's progress, and
+//! continue its bytes without a gap; the first that does not ends the journal (a
+//! torn tail, or an older epoch's entries), and the next entry is written over it.
+//! An older epoch's entries, or bytes a client once wrote past a size it later
+//! declared smaller, never count: they would need the epoch, 64 random bits.
+//! Completion cuts the `.part` to the file's size before it becomes the
+//! attachment.
 //!
 //! Before this journal each fragment rewrote the JSON record (a temporary file, its
 //! sync, a rename, the directory's sync): three flushes per fragment and a record
@@ -31,14 +36,22 @@ const MAGIC: &[u8; 4] = b"UPJ1";
 const HEADER: usize = 12;
 /// No entry is larger (a snapshot and a drive upload's hasher are a few hundred
 /// bytes): a length past it is a torn or foreign header.
-const MAX_ENTRY: usize = 64 * 1024;
+pub(crate) const MAX_ENTRY: usize = 64 * 1024;
+/// A journal this long is folded into a rewrite of the record (a few thousand
+/// fragments): start-up reads at most this much of it.
+#[cfg(not(test))]
+pub(crate) const COMPACT_AT: u64 = 1 << 20;
+/// Small in unit tests: the power-loss runs fold journals every few fragments.
+#[cfg(test)]
+pub(crate) const COMPACT_AT: u64 = 2 << 10;
 
 /// One acknowledged fragment: what [`SessionRecord::commit`] changed.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Entry {
-    /// Where in the journal it was written (a stale entry that a shorter one left
-    /// exactly in place still fails this).
+    /// The record's epoch it continues.
+    pub(crate) epoch: u64,
+    /// Where in the journal it was written.
     pub(crate) at: u64,
     pub(crate) sum: FragmentSum,
     pub(crate) snapshot: SessionSnapshot,
@@ -51,6 +64,7 @@ impl Entry {
     /// the fragment), written at `at`.
     pub(crate) fn of(next: &SessionRecord, at: u64) -> Option<Self> {
         Some(Self {
+            epoch: next.journal_epoch,
             at,
             sum: *next.sums.last()?,
             snapshot: next.snapshot.clone(),
@@ -69,9 +83,18 @@ impl Entry {
         out
     }
 
-    /// Applies the entry to `record`, if it continues its bytes without a gap.
+    /// Applies the entry to `record`, if it continues its bytes without a gap and
+    /// changes nothing but its progress (the bytes received, the expiry).
     pub(crate) fn apply(self, record: &mut SessionRecord) -> bool {
-        if self.sum.start != received_end(record) || self.sum.end <= self.sum.start {
+        let continues = self.epoch == record.journal_epoch
+            && self.sum.start == received_end(record)
+            && self.sum.end > self.sum.start
+            && self.snapshot.received == [[0, self.sum.end]]
+            && self.snapshot.expires_at <= record.snapshot.hard_expiry;
+        let mut unchanged = self.snapshot.clone();
+        unchanged.received.clone_from(&record.snapshot.received);
+        unchanged.expires_at = record.snapshot.expires_at;
+        if !continues || unchanged != record.snapshot {
             return false;
         }
         record.snapshot = self.snapshot;
@@ -104,6 +127,14 @@ pub(crate) fn base(record: &SessionRecord) -> Option<u64> {
         .unsized_max
         .is_none()
         .then_some(record.snapshot.size)
+}
+
+/// A new epoch for a rewritten record: from the operating system's random source
+/// (unguessable by a client), never 0 (the shared store's).
+pub(crate) fn new_epoch() -> u64 {
+    getrandom::u64()
+        .unwrap_or_else(|_| fastrand::u64(..))
+        .max(1)
 }
 
 /// The entries that parse from `bytes`, the journal's bytes from position `from`
@@ -149,18 +180,19 @@ fn crc32c(bytes: &[u8]) -> u32 {
 #[allow(clippy::pedantic)] // test code favours brevity over pedantry
 mod tests {
     use super::*;
-    use std::time::{Duration, SystemTime};
+    use std::time::Duration;
 
     fn snapshot(end: u64) -> SessionSnapshot {
         let (record, _) = crate::store::tests::new_session("s", "i", 100);
         let mut snapshot = record.snapshot;
-        snapshot.expires_at = SystemTime::UNIX_EPOCH + Duration::from_secs(end);
+        snapshot.expires_at += Duration::from_secs(end);
         snapshot.received = if end == 0 { vec![] } else { vec![[0, end]] };
         snapshot
     }
 
     fn entry(at: u64, start: u64, end: u64) -> Entry {
         Entry {
+            epoch: 0,
             at,
             sum: FragmentSum {
                 start,
@@ -227,5 +259,29 @@ mod tests {
         assert!(entry(0, 10, 30).apply(&mut record));
         assert_eq!(record.sums.len(), 2);
         assert_eq!(record.snapshot.received, vec![[0, 30]]);
+    }
+
+    #[test]
+    fn an_entry_that_changes_more_than_progress_or_of_another_epoch_is_refused() {
+        let (record, _) = crate::store::tests::new_session("s", "i", 100);
+        let refused = |change: &dyn Fn(&mut Entry)| {
+            let mut e = entry(0, 0, 10);
+            change(&mut e);
+            !e.apply(&mut record.clone())
+        };
+        assert!(!refused(&|_| {}));
+        assert!(refused(&|e| e.epoch = 9));
+        assert!(refused(&|e| e.snapshot.size = 1 << 40));
+        assert!(refused(&|e| e.snapshot.max_fragment += 1));
+        assert!(refused(
+            &|e| e.snapshot.hard_expiry += Duration::from_secs(1)
+        ));
+        assert!(refused(
+            &|e| e.snapshot.expires_at = record.snapshot.hard_expiry + Duration::from_secs(1)
+        ));
+        assert!(refused(&|e| e.snapshot.received = vec![[0, 20]]));
+        assert!(refused(
+            &|e| e.snapshot.phase = upsession_core::session::Phase::Completed
+        ));
     }
 }

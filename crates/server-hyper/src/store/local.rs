@@ -74,6 +74,8 @@ struct Part {
     file: Option<(Arc<dyn FileHandle>, tokio::sync::OwnedSemaphorePermit)>,
     /// Where its next journal entry goes.
     journal_end: u64,
+    /// A journal entry failed: the next commit rewrites the record.
+    rewrite: bool,
 }
 
 /// How many sessions' `.part` files stay open between fragments: a fragment of
@@ -86,6 +88,7 @@ impl std::fmt::Debug for Part {
         f.debug_struct("Part")
             .field("open", &self.file.is_some())
             .field("journal_end", &self.journal_end)
+            .field("rewrite", &self.rewrite)
             .finish()
     }
 }
@@ -237,30 +240,42 @@ fn lost_to_power(
 /// A session's record brought up to date with its journal's entries, and where
 /// its next entry goes.
 async fn replay(disk: &Disk, mut record: SessionRecord) -> (SessionRecord, u64) {
-    let mut end = record.journal_from;
     let Some(base) = journal::base(&record) else {
-        return (record, end);
+        return (record, 0);
     };
+    let mut end = 0;
+    // What the last entry changed, to take it back (no copy of the growing sums).
     let mut before_last = None;
-    for (entry, next) in disk.read_journal(&record.id, base, end).await {
-        let before = record.clone();
+    for (entry, next) in disk.read_journal(&record.id, base).await {
+        let before = (
+            record.snapshot.clone(),
+            record.drive.as_ref().map(|d| d.hasher.clone()),
+            end,
+        );
         if !entry.apply(&mut record) {
             break;
         }
-        before_last = Some((before, end));
+        before_last = Some(before);
         end = next;
     }
     // Each entry was flushed with its fragment's bytes before the next was
-    // written (`--fsync always`), so only the last one's flush may have been cut
+    // written (`--fsync always`; a failed flush's entry is zeroed and the next
+    // commit rewrites the record), so only the last one's flush may have been cut
     // short, leaving the entry without its bytes: they must check out. (Under
     // `--fsync never` start-up checks every fragment's bytes.)
     if disk.fragments_synced()
-        && let Some((before, at)) = before_last
+        && let Some((snapshot, hasher, at)) = before_last
         && let Some(sum) = record.sums.last().copied()
         && disk.intact_prefix(&record.id, &[sum]).await != sum.end
     {
         warn!(session = %record.id, "the last journal entry's bytes did not reach the disk: dropped");
-        return (before, at);
+        record.sums.pop();
+        record.snapshot = snapshot;
+        record.attachment.size = record.snapshot.size;
+        if let (Some(drive), Some(hasher)) = (&mut record.drive, hasher) {
+            drive.hasher = hasher;
+        }
+        return (record, at);
     }
     (record, end)
 }
@@ -321,12 +336,13 @@ async fn recover(
                 record.sums.clear();
                 drive.hasher = upsession_core::drive::ContentHasher::default();
             }
-            // The entries past here counted the lost bytes: never replayed again.
-            record.journal_from = journal_end;
+            // The journal's entries counted the lost bytes: never replayed again.
+            record.journal_epoch = journal::new_epoch();
             if let Err(e) = disk.put("sessions", &record.id, &record).await {
                 warn!(session = %record.id, error = %e, "could not record the forgotten bytes");
             }
-            Some((record, journal_end))
+            // The new epoch's journal starts at its beginning.
+            Some((record, 0))
         }
         Ok(_) => Some((record, journal_end)),
         Err(e) => {
@@ -476,6 +492,7 @@ impl Slot {
             part: Mutex::new(Part {
                 file: None,
                 journal_end,
+                rewrite: false,
             }),
         }
     }
@@ -637,6 +654,7 @@ impl SessionStore for LocalStore {
             store: Arc::clone(&self.inner),
             slot,
             record,
+            file: None,
             _held: guard,
         })))
     }
@@ -732,18 +750,76 @@ struct LocalGuard {
     store: Arc<Inner>,
     slot: Arc<Slot>,
     record: SessionRecord,
+    /// The `.part`, open for this request when the session keeps none open.
+    file: Option<Arc<dyn FileHandle>>,
     _held: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl LocalGuard {
-    /// The session's `.part`, kept open for its next fragments where there is room.
-    async fn part(&self) -> io::Result<Arc<dyn FileHandle>> {
+    /// Makes a fragment's progress durable: an entry in the journal, flushed with
+    /// its bytes; or, for a change that is more than progress, a failed entry
+    /// before it, or a journal grown past [`journal::COMPACT_AT`], a rewrite of
+    /// the record under a new epoch.
+    async fn progress(
+        &self,
+        mut record: SessionRecord,
+        part: &Arc<dyn FileHandle>,
+    ) -> io::Result<SessionRecord> {
+        let disk = &self.store.disk;
+        let (at, rewrite) = {
+            let p = self.slot.part.lock().expect("part lock");
+            (p.journal_end, p.rewrite)
+        };
+        let base = journal::base(&self.record).filter(|b| journal::base(&record) == Some(*b));
+        if let Some(base) = base.filter(|_| !rewrite && at < journal::COMPACT_AT) {
+            let entry = journal::Entry::of(&record, at)
+                .ok_or_else(|| io::Error::other("a fragment's commit without its sum"))?
+                .encode();
+            let next = at + entry.len() as u64;
+            if let Err(e) = disk.append_entry(part, base + at, entry).await {
+                // Not acknowledged, so it must not count after a restart: its
+                // header zeroed (best effort; a kill -9 keeps the page cache), and
+                // the next commit rewrites the record under a new epoch, so that
+                // later entries never sit behind one a failed flush left out.
+                let _ = part.write_at(&[0; 4], base + at);
+                self.slot.part.lock().expect("part lock").rewrite = true;
+                return Err(e);
+            }
+            self.slot.part.lock().expect("part lock").journal_end = next;
+            return Ok(record);
+        }
+        // The bytes first, then the record that counts them.
+        disk.sync_written(part).await?;
+        record.journal_epoch = journal::new_epoch();
+        disk.put("sessions", &record.id, &record).await?;
+        {
+            let mut p = self.slot.part.lock().expect("part lock");
+            p.journal_end = 0;
+            p.rewrite = false;
+        }
+        if let Some(base) = journal::base(&record) {
+            // Tidiness, not safety: what lies past the file's size is of an older
+            // epoch now.
+            let _ = disk.cut(part, base).await;
+        }
+        Ok(record)
+    }
+
+    /// The session's `.part`: kept open for its next fragments where there is
+    /// room, else for this request's.
+    async fn part(&mut self) -> io::Result<Arc<dyn FileHandle>> {
+        if let Some(file) = &self.file {
+            return Ok(Arc::clone(file));
+        }
         if let Some((file, _)) = &self.slot.part.lock().expect("part lock").file {
             return Ok(Arc::clone(file));
         }
         let file = self.store.disk.open_part(&self.record.id).await?;
-        if let Ok(permit) = Arc::clone(&self.store.open_parts).try_acquire_owned() {
-            self.slot.part.lock().expect("part lock").file = Some((Arc::clone(&file), permit));
+        match Arc::clone(&self.store.open_parts).try_acquire_owned() {
+            Ok(permit) => {
+                self.slot.part.lock().expect("part lock").file = Some((Arc::clone(&file), permit));
+            }
+            Err(_) => self.file = Some(Arc::clone(&file)),
         }
         Ok(file)
     }
@@ -765,8 +841,8 @@ impl SessionGuard for LocalGuard {
             completed,
             ..
         } = commit;
-        let disk = &self.store.disk;
         let part = self.part().await?;
+        let disk = &self.store.disk;
         if let Some(mut att) = completed {
             // The attachment record goes first: start-up takes it as the proof that
             // every byte is stored, and finishes a completion it finds half done.
@@ -800,23 +876,8 @@ impl SessionGuard for LocalGuard {
                     settle.await;
                 }
             }
-        } else if let Some(base) =
-            journal::base(&self.record).filter(|b| journal::base(&record) == Some(*b))
-        {
-            // A fragment's progress: one entry, flushed with its bytes.
-            let at = self.slot.part.lock().expect("part lock").journal_end;
-            let entry = journal::Entry::of(&record, at)
-                .ok_or_else(|| io::Error::other("a fragment's commit without its sum"))?
-                .encode();
-            let next = at + entry.len() as u64;
-            disk.append_entry(&part, base + at, entry).await?;
-            self.slot.part.lock().expect("part lock").journal_end = next;
         } else {
-            // Anything else (a size learned from the first fragment) rewrites the
-            // record, which then counts every entry so far.
-            disk.sync_written(&part).await?;
-            record.journal_from = self.slot.part.lock().expect("part lock").journal_end;
-            disk.put("sessions", &record.id, &record).await?;
+            record = self.progress(record, &part).await?;
         }
         self.store.set_timer(&record.id, deadline(&record.snapshot));
         *self.slot.record.lock().expect("record lock") = record.clone();

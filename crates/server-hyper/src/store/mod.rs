@@ -132,17 +132,19 @@ pub(crate) struct SessionRecord {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) parts: Vec<[u64; 2]>,
     /// The CRC-32C of every acknowledged fragment, in order (records written
-    /// before these were kept have none).
+    /// before these were kept have none). On disk, the local store's record has
+    /// those up to its last rewrite; its journal has the rest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) sums: Vec<FragmentSum>,
     /// A drive upload's destination (then `item_id` is the drive's id, and
     /// `kind`, `beta` and `user` mean nothing); `None` for an attachment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) drive: Option<Box<DriveSession>>,
-    /// Where in the local store's progress journal the entries newer than this
-    /// record begin ([`journal`]); the shared store keeps none.
+    /// The local store's progress journal that continues this record: only its
+    /// entries of this epoch count ([`journal`]). Random, drawn anew at each
+    /// rewrite of the record; the shared store keeps no journal (0).
     #[serde(default, skip_serializing_if = "is_zero")]
-    pub(crate) journal_from: u64,
+    pub(crate) journal_epoch: u64,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
@@ -361,7 +363,8 @@ impl SessionRecord {
 #[async_trait]
 pub(crate) trait FragmentWriter: Send {
     async fn write(&mut self, chunk: Bytes) -> io::Result<()>;
-    /// Everything written is on the store (synced, if the policy says so).
+    /// Everything written is on the store: in the bucket (shared store), or in
+    /// the file, made durable by the commit that counts it (local store).
     async fn finish(self: Box<Self>) -> io::Result<()>;
 }
 

@@ -37,7 +37,7 @@ pub(crate) fn new_session(id: &str, item: &str, size: u64) -> (SessionRecord, Se
         sums: Vec::new(),
         drive: None,
         owner: Mailbox::of("alice"),
-        journal_from: 0,
+        journal_epoch: 0,
     };
     (record, session)
 }
