@@ -191,8 +191,45 @@ async fn upload(
         }
     };
     let uploaded = Instant::now();
-    assert_stored(&graph(&http, a).download(&location).await, &data);
+    // Streamed and summed as it comes (CRC-32C keeps up with any server here;
+    // collecting and SHA-256 made this client the read's bottleneck).
+    let mut res = graph(&http, a).value(&location).await;
+    assert_eq!(res.status(), 200, "GET {location}/$value");
+    let (mut read, mut sum) = (0, crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi));
+    while let Some(chunk) = res.chunk().await.expect("the attachment's bytes") {
+        read += chunk.len();
+        sum.update(&chunk);
+    }
+    READ.record(uploaded, read);
+    assert!(
+        read == data.len()
+            && sum.finalize() == crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, &data),
+        "stored bytes differ"
+    );
     (latencies, uploaded)
+}
+
+/// The verification reads (`GET …/$value`): their bytes and the time from the
+/// first one's start to the last one's end, for the read throughput.
+struct Reads(std::sync::Mutex<Option<(Instant, Instant, usize)>>);
+
+static READ: Reads = Reads(std::sync::Mutex::new(None));
+
+impl Reads {
+    fn record(&self, started: Instant, bytes: usize) {
+        let now = Instant::now();
+        let mut window = self.0.lock().expect("reads lock");
+        let (first, last, total) = window.get_or_insert((started, now, 0));
+        *first = (*first).min(started);
+        *last = now;
+        *total += bytes;
+    }
+
+    fn mib_per_s(&self) -> Option<f64> {
+        let (first, last, total) = (*self.0.lock().expect("reads lock"))?;
+        let secs = (last - first).as_secs_f64();
+        (secs > 0.0).then(|| total as f64 / secs / f64::from(1 << 20))
+    }
 }
 
 /// [`upload`] over tus 1.0: creation, `PATCH`es of the same fragment size at their
@@ -417,6 +454,9 @@ async fn main() {
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99)
     );
+    if let Some(read) = READ.mib_per_s() {
+        let _ = write!(line, " read_mib_per_s={read:.1}");
+    }
     if !probes.is_empty() {
         let _ = write!(
             line,

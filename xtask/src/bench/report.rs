@@ -28,6 +28,23 @@ pub(super) fn report(rows: &[Row], extras: &[Record], z: &Sizes) -> String {
         table.push_str(&row_line(row, rows));
     }
     let _ = writeln!(table, "\n| other figure | value |\n|---|---|");
+    for row in rows.iter().filter(|r| r.contender == "upsession") {
+        let read = |contender: &str| {
+            rows.iter()
+                .find(|r| r.scenario == row.scenario && r.contender == contender)
+                .and_then(|r| r.median("read_mib_per_s"))
+        };
+        if let (Some(ours), Some(sink)) = (read("upsession"), read("sink"))
+            && sink > 0.0
+        {
+            let _ = writeln!(
+                table,
+                "| `GET …/$value` reads after {}, upsession / sink | {ours:.1} / {sink:.1} MiB/s ({:.2} ×) |",
+                row.scenario,
+                ours / sink
+            );
+        }
+    }
     let _ = writeln!(
         table,
         "| our CLI, 1 upload ({big}) | {} MiB/s |",

@@ -10,6 +10,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Seek as _, Write as _};
 use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use upsession_core::ByteRange;
 
@@ -161,15 +162,50 @@ impl Files for RealFiles {
     }
 
     fn stream(&self, path: &Path, window: ByteRange) -> io::Result<ByteStream> {
-        use tokio::io::AsyncReadExt as _;
         let mut file = File::open(path)?;
         file.seek(io::SeekFrom::Start(window.start()))?;
-        let file = tokio::fs::File::from_std(file).take(window.len());
-        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
-            file,
-            256 * 1024,
-        )))
+        Ok(read_ahead(Arc::new(file), window.len()))
     }
+}
+
+/// Bytes read per step of [`read_ahead`].
+const READ_CHUNK: u64 = 512 * 1024;
+
+/// `len` bytes of `file` from where it stands, as a stream: each chunk read on
+/// the blocking pool straight into the buffer that is sent (one copy; tokio's
+/// `File` reads into its own buffer and copies again), the next one read while
+/// this one is sent.
+fn read_ahead(file: Arc<File>, len: u64) -> ByteStream {
+    fn start(file: &Arc<File>, left: u64) -> tokio::task::JoinHandle<io::Result<Vec<u8>>> {
+        let file = Arc::clone(file);
+        tokio::task::spawn_blocking(move || {
+            let want = left.min(READ_CHUNK);
+            let mut buf = Vec::with_capacity(usize::try_from(want).unwrap_or(usize::MAX));
+            (&*file).take(want).read_to_end(&mut buf)?;
+            Ok(buf)
+        })
+    }
+    let first = (len > 0).then(|| start(&file, len));
+    Box::pin(futures_util::stream::unfold(
+        (file, len, first),
+        |(file, left, reading)| async move {
+            let chunk = match reading?.await {
+                Ok(Ok(chunk)) if !chunk.is_empty() => chunk,
+                Ok(Ok(_)) => {
+                    let short = io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file ends before the bytes asked for",
+                    );
+                    return Some((Err(short), (file, 0, None)));
+                }
+                Ok(Err(e)) => return Some((Err(e), (file, 0, None))),
+                Err(e) => return Some((Err(io::Error::other(e)), (file, 0, None))),
+            };
+            let left = left.saturating_sub(chunk.len() as u64);
+            let next = (left > 0).then(|| start(&file, left));
+            Some((Ok(bytes::Bytes::from(chunk)), (file, left, next)))
+        },
+    ))
 }
 
 impl FileHandle for File {
