@@ -442,30 +442,32 @@ impl Disk {
         blocking(move || part.set_len(len)).await
     }
 
-    /// The entries of a session's journal, which starts at `base` in its `.part`,
-    /// each with the position past it (at most [`journal::COMPACT_AT`] of it is
-    /// read: a longer one was folded into the record).
-    pub(crate) async fn read_journal(
-        &self,
-        session_id: &str,
-        base: u64,
-    ) -> Vec<(journal::Entry, u64)> {
-        let Ok(path) = self.path("sessions", session_id, "part") else {
-            return Vec::new();
-        };
-        let files = Arc::clone(&self.files);
+    /// The journals of sessions, given as their ids and where each one's journal
+    /// starts in its `.part`: at most [`journal::COMPACT_AT`] of each (a longer
+    /// one was folded into its record), all read in one trip to the blocking pool
+    /// (start-up with ten thousand sessions made one trip each).
+    pub(crate) async fn read_journals(&self, parts: Vec<(String, u64)>) -> Vec<Vec<u8>> {
+        let (files, root) = (Arc::clone(&self.files), Arc::clone(&self.root));
         let read = blocking(move || {
-            let len = files.len(&path)?;
-            if len <= base {
-                return Ok(Vec::new());
-            }
             let most = journal::COMPACT_AT + journal::MAX_ENTRY as u64;
-            let want = usize::try_from((len - base).min(most)).unwrap_or(usize::MAX);
-            files.read_at(&path, base, want)
+            Ok(parts
+                .into_iter()
+                .map(|(id, base)| {
+                    let Ok(id) = safe(&id) else {
+                        return Vec::new();
+                    };
+                    let path = root.join("sessions").join(format!("{id}.part"));
+                    match files.len(&path) {
+                        Ok(len) if len > base => {
+                            let want = usize::try_from((len - base).min(most)).unwrap_or(0);
+                            files.read_at(&path, base, want).unwrap_or_default()
+                        }
+                        _ => Vec::new(),
+                    }
+                })
+                .collect())
         });
-        read.await
-            .map(|bytes| journal::decode(&bytes, 0))
-            .unwrap_or_default()
+        read.await.unwrap_or_default()
     }
 
     /// Makes a session's bytes durable, whatever `--fsync` says: for a completion

@@ -169,7 +169,7 @@ impl Files for RealFiles {
 }
 
 /// Bytes read per step of [`read_ahead`].
-const READ_CHUNK: u64 = 512 * 1024;
+const READ_CHUNK: u64 = 256 * 1024;
 
 /// `len` bytes of `file` from where it stands, as a stream: each chunk read on
 /// the blocking pool straight into the buffer that is sent (one copy; tokio's
@@ -178,9 +178,13 @@ const READ_CHUNK: u64 = 512 * 1024;
 fn read_ahead(file: Arc<File>, len: u64) -> ByteStream {
     fn start(file: &Arc<File>, left: u64) -> tokio::task::JoinHandle<io::Result<Vec<u8>>> {
         let file = Arc::clone(file);
+        let want = left.min(READ_CHUNK);
+        // Allocated here, on the connection's thread, which also frees it: a buffer
+        // allocated on a blocking-pool thread came from that thread's malloc arena,
+        // and a dozen arenas held freed chunks (peak RSS 41-49 MiB at 16 uploads
+        // with their verifying reads).
+        let mut buf = Vec::with_capacity(usize::try_from(want).unwrap_or(usize::MAX));
         tokio::task::spawn_blocking(move || {
-            let want = left.min(READ_CHUNK);
-            let mut buf = Vec::with_capacity(usize::try_from(want).unwrap_or(usize::MAX));
             (&*file).take(want).read_to_end(&mut buf)?;
             Ok(buf)
         })

@@ -131,6 +131,7 @@ impl LocalStore {
             .map(|i| i.id.as_str())
             .chain(loaded.drives.iter().map(|d| d.tree.id.as_str()))
             .collect();
+        let mut journals = journals_of(&disk, &loaded.sessions).await;
         for record in loaded.sessions {
             let recorded = attachments.get(&record.attachment_id).map(|a| a.meta.size);
             let has_item = item_ids.contains(record.item_id.as_str());
@@ -147,7 +148,8 @@ impl LocalStore {
                 let _ = disk.discard(&record.id).await;
                 continue;
             }
-            let Some((record, journal_end)) = recover(&disk, record, recorded).await else {
+            let Some((record, journal_end)) = recover(&disk, record, recorded, &mut journals).await
+            else {
                 quarantined += 1;
                 continue;
             };
@@ -167,22 +169,7 @@ impl LocalStore {
             sessions.insert(record.id.clone(), Arc::new(Slot::new(record, journal_end)));
         }
         quarantined += keep_attachments_in_place(&disk, &mut attachments, &sessions).await;
-        let mut items: HashMap<String, LocalItem> = loaded
-            .items
-            .into_iter()
-            .map(|r| {
-                let item = LocalItem {
-                    record: r,
-                    attachments: Vec::new(),
-                };
-                (item.record.id.clone(), item)
-            })
-            .collect();
-        for a in attachments.values() {
-            if let Some(item) = items.get_mut(&a.item_id) {
-                item.attachments.push(a.meta.id.clone());
-            }
-        }
+        let items = items_with(loaded.items, &attachments);
         let drives: HashMap<String, DriveRecord> = loaded
             .drives
             .into_iter()
@@ -237,16 +224,48 @@ fn lost_to_power(
     }
 }
 
-/// A session's record brought up to date with its journal's entries, and where
-/// its next entry goes.
-async fn replay(disk: &Disk, mut record: SessionRecord) -> (SessionRecord, u64) {
-    let Some(base) = journal::base(&record) else {
-        return (record, 0);
-    };
+/// The items, each with its attachments.
+fn items_with(
+    items: Vec<ItemRecord>,
+    attachments: &HashMap<String, AttachmentRecord>,
+) -> HashMap<String, LocalItem> {
+    let mut items: HashMap<String, LocalItem> = items
+        .into_iter()
+        .map(|r| {
+            let item = LocalItem {
+                record: r,
+                attachments: Vec::new(),
+            };
+            (item.record.id.clone(), item)
+        })
+        .collect();
+    for a in attachments.values() {
+        if let Some(item) = items.get_mut(&a.item_id) {
+            item.attachments.push(a.meta.id.clone());
+        }
+    }
+    items
+}
+
+/// The journals of `sessions`, by session id.
+async fn journals_of(disk: &Disk, sessions: &[SessionRecord]) -> HashMap<String, Vec<u8>> {
+    let with: Vec<(String, u64)> = sessions
+        .iter()
+        .filter_map(|r| Some((r.id.clone(), journal::base(r)?)))
+        .collect();
+    let ids: Vec<String> = with.iter().map(|(id, _)| id.clone()).collect();
+    ids.into_iter()
+        .zip(disk.read_journals(with).await)
+        .collect()
+}
+
+/// A session's record brought up to date with its journal's entries (`journal`,
+/// its bytes), and where its next entry goes.
+async fn replay(disk: &Disk, mut record: SessionRecord, journal: &[u8]) -> (SessionRecord, u64) {
     let mut end = 0;
     // What the last entry changed, to take it back (no copy of the growing sums).
     let mut before_last = None;
-    for (entry, next) in disk.read_journal(&record.id, base).await {
+    for (entry, next) in journal::decode(journal, 0) {
         let before = (
             record.snapshot.clone(),
             record.drive.as_ref().map(|d| d.hasher.clone()),
@@ -283,13 +302,16 @@ async fn replay(disk: &Disk, mut record: SessionRecord) -> (SessionRecord, u64) 
 /// What start-up does with one session record (the core decides, from what the
 /// disk holds).
 /// `recorded` is the size of the attachment the session made, if its record
-/// exists. With the record, where its journal's next entry goes.
+/// exists; `journals` the bytes of sessions' journals (its own is taken). With
+/// the record, where its journal's next entry goes.
 async fn recover(
     disk: &Disk,
     record: SessionRecord,
     recorded: Option<u64>,
+    journals: &mut HashMap<String, Vec<u8>>,
 ) -> Option<(SessionRecord, u64)> {
-    let (mut record, journal_end) = replay(disk, record).await;
+    let journal = journals.remove(&record.id).unwrap_or_default();
+    let (mut record, journal_end) = replay(disk, record, &journal).await;
     if let Some(size) = recorded
         && record.snapshot.unsized_max.is_some()
     {
