@@ -1,7 +1,8 @@
 //! A Graph-protocol load generator: creates drafts and upload sessions on a running
-//! server and uploads files of pseudo-random bytes with fixed fragments, then checks
-//! each attachment's SHA-256. It measures the server, not a client library: requests
-//! are plain and fragments are slices of one buffer.
+//! server and uploads files of pseudo-random bytes with fixed fragments, then reads
+//! each attachment back, streamed, and checks its CRC-32C (a tus upload: its SHA-256).
+//! It measures the server, not a client library: requests are plain and fragments
+//! are slices of one buffer.
 //!
 //! ```text
 //! loadgen --base-url URL --token T --uploads 16 --size 16MiB [--fragment 4MiB] [--pid PID] [--probe]
@@ -12,7 +13,9 @@
 //! ```
 //!
 //! Prints one line of `key=value` figures: bytes, seconds, MiB/s, fragment latency
-//! p50/p99, with `--probe` the latency of `GET uploadUrl` of another session while
+//! p50/p99, the reads' MiB/s (`read_mib_per_s`, from the first read's start to the
+//! last one's end: alone after one upload, beside the others' uploads after many),
+//! with `--probe` the latency of `GET uploadUrl` of another session while
 //! the uploads run, and with `--pid` the server's RSS (peak and now) and CPU seconds
 //! from /proc. `--idle N` only creates N sessions and leaves them idle. `--h2-idle
 //! N` first opens N connections that send the HTTP/2 preface and nothing more (from

@@ -28,7 +28,12 @@ pub(super) fn report(rows: &[Row], extras: &[Record], z: &Sizes) -> String {
         table.push_str(&row_line(row, rows));
     }
     let _ = writeln!(table, "\n| other figure | value |\n|---|---|");
-    for row in rows.iter().filter(|r| r.contender == "upsession") {
+    // After one upload only: after concurrent ones, the reads overlap the other
+    // uploads still sending, and the figure is not a read's.
+    for row in rows
+        .iter()
+        .filter(|r| r.contender == "upsession" && r.scenario.starts_with("1 upload"))
+    {
         let read = |contender: &str| {
             rows.iter()
                 .find(|r| r.scenario == row.scenario && r.contender == contender)

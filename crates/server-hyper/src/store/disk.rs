@@ -189,8 +189,9 @@ impl Disk {
     }
 
     /// Whether the bytes of the attachment `id` are in place: `size` bytes in its
-    /// file. A file longer than that kept its session's journal (a power loss
-    /// took the cut, not the rename, under `--fsync never`): cut now.
+    /// file. A file longer than that whose bytes past `size` are a journal entry
+    /// kept its session's journal (a power loss took the cut, not the rename,
+    /// under `--fsync never`): cut now. Any other length is not in place.
     pub(crate) async fn attachment_in_place(&self, id: &str, size: u64) -> bool {
         let Ok(path) = self.path("attachments", id, "bin") else {
             return false;
@@ -199,13 +200,17 @@ impl Disk {
         let checked = blocking(move || {
             let len = files.len(&path)?;
             if len > size {
+                if !journal::starts_entry(&files.read_at(&path, size, journal::HEADER)?) {
+                    return Ok(false);
+                }
                 let file = files.open_writer(&path)?;
                 file.set_len(size)?;
                 if sync {
                     file.sync_data()?;
                 }
+                return Ok(true);
             }
-            Ok(len >= size)
+            Ok(len == size)
         });
         checked.await.unwrap_or(false)
     }
@@ -435,39 +440,44 @@ impl Disk {
         Ok(())
     }
 
-    /// Cuts `part` to `len` (a journal the record now counts, bytes past the
-    /// file's size); not synced: what it drops no longer counts anyway.
+    /// Sets `part`'s length to `len`, the file's size: a journal the record now
+    /// counts, or bytes past a size learned late, are cut; a file not yet that
+    /// long grows a hole. Not synced: what it drops no longer counts anyway.
     pub(crate) async fn cut(&self, part: &Arc<dyn FileHandle>, len: u64) -> io::Result<()> {
         let part = Arc::clone(part);
         blocking(move || part.set_len(len)).await
     }
 
     /// The journals of sessions, given as their ids and where each one's journal
-    /// starts in its `.part`: at most [`journal::COMPACT_AT`] of each (a longer
-    /// one was folded into its record), all read in one trip to the blocking pool
-    /// (start-up with ten thousand sessions made one trip each).
-    pub(crate) async fn read_journals(&self, parts: Vec<(String, u64)>) -> Vec<Vec<u8>> {
+    /// starts in its `.part`: at most [`journal::COMPACT_AT`] and one entry of
+    /// each (a longer one was folded into its record), all read in one trip to
+    /// the blocking pool (one trip each took start-up with ten thousand sessions
+    /// past a second).
+    pub(crate) async fn read_journals(
+        &self,
+        parts: Vec<(String, u64)>,
+    ) -> io::Result<Vec<Vec<u8>>> {
         let (files, root) = (Arc::clone(&self.files), Arc::clone(&self.root));
-        let read = blocking(move || {
-            let most = journal::COMPACT_AT + journal::MAX_ENTRY as u64;
-            Ok(parts
+        blocking(move || {
+            let most = journal::COMPACT_AT + (journal::HEADER + journal::MAX_ENTRY) as u64;
+            parts
                 .into_iter()
                 .map(|(id, base)| {
-                    let Ok(id) = safe(&id) else {
-                        return Vec::new();
-                    };
-                    let path = root.join("sessions").join(format!("{id}.part"));
+                    let path = root.join("sessions").join(format!("{}.part", safe(&id)?));
                     match files.len(&path) {
                         Ok(len) if len > base => {
                             let want = usize::try_from((len - base).min(most)).unwrap_or(0);
-                            files.read_at(&path, base, want).unwrap_or_default()
+                            files.read_at(&path, base, want)
                         }
-                        _ => Vec::new(),
+                        Ok(_) => Ok(Vec::new()),
+                        // No bytes' file (never made durable): start-up makes one.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+                        Err(e) => Err(e),
                     }
                 })
-                .collect())
-        });
-        read.await.unwrap_or_default()
+                .collect()
+        })
+        .await
     }
 
     /// Makes a session's bytes durable, whatever `--fsync` says: for a completion
@@ -652,6 +662,38 @@ mod tests {
             assert!(safe(bad).is_err(), "{bad:?}");
         }
         assert!(safe("AAMk-abc_09").is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_attachment_longer_than_its_size_is_cut_only_where_a_journal_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::open(Arc::new(RealFiles), dir.path(), Fsync::Never).unwrap();
+        let bin = |id: &str| dir.path().join("attachments").join(format!("{id}.bin"));
+        let (record, _) = crate::store::tests::new_session("s", "i", 100);
+        let entry = journal::Entry::of(
+            &{
+                let mut r = record.clone();
+                r.sums.push(FragmentSum {
+                    start: 0,
+                    end: 10,
+                    crc32c: 1,
+                });
+                r
+            },
+            0,
+        )
+        .unwrap()
+        .encode();
+        // The file's bytes, then its session's journal (the cut a power loss took).
+        fs::write(bin("a"), [vec![7; 100], entry].concat()).unwrap();
+        assert!(disk.attachment_in_place("a", 100).await);
+        assert_eq!(fs::read(bin("a")).unwrap(), vec![7; 100]);
+        // Anything else past the size is not ours to cut: not in place, untouched.
+        fs::write(bin("b"), vec![7; 150]).unwrap();
+        assert!(!disk.attachment_in_place("b", 100).await);
+        assert_eq!(fs::metadata(bin("b")).unwrap().len(), 150);
+        // Short is not in place either.
+        assert!(!disk.attachment_in_place("b", 200).await);
     }
 
     #[test]

@@ -33,12 +33,13 @@ use upsession_core::session::SessionSnapshot;
 use super::{FragmentSum, SessionRecord};
 
 const MAGIC: &[u8; 4] = b"UPJ1";
-const HEADER: usize = 12;
+/// An entry's header: magic, length, CRC-32C.
+pub(crate) const HEADER: usize = 12;
 /// No entry is larger (a snapshot and a drive upload's hasher are a few hundred
 /// bytes): a length past it is a torn or foreign header.
 pub(crate) const MAX_ENTRY: usize = 64 * 1024;
 /// A journal this long is folded into a rewrite of the record (a few thousand
-/// fragments): start-up reads at most this much of it.
+/// fragments): start-up reads at most this much of it and one entry more.
 #[cfg(not(test))]
 pub(crate) const COMPACT_AT: u64 = 1 << 20;
 /// Small in unit tests: the power-loss runs fold journals every few fragments.
@@ -49,7 +50,8 @@ pub(crate) const COMPACT_AT: u64 = 2 << 10;
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Entry {
-    /// The record's epoch it continues.
+    /// The record's epoch it continues (0 until a record's first rewrite).
+    #[serde(default)]
     pub(crate) epoch: u64,
     /// Where in the journal it was written.
     pub(crate) at: u64,
@@ -72,7 +74,8 @@ impl Entry {
         })
     }
 
-    /// The entry as written: header and JSON.
+    /// The entry as written: header and JSON (well under [`MAX_ENTRY`]: a
+    /// snapshot and a hasher are a few hundred bytes).
     pub(crate) fn encode(&self) -> Vec<u8> {
         let json = serde_json::to_vec(self).expect("an entry serialises");
         let mut out = Vec::with_capacity(HEADER + json.len());
@@ -127,6 +130,13 @@ pub(crate) fn base(record: &SessionRecord) -> Option<u64> {
         .unsized_max
         .is_none()
         .then_some(record.snapshot.size)
+}
+
+/// Whether `bytes` begin with an entry's header (its magic and a plausible length).
+pub(crate) fn starts_entry(bytes: &[u8]) -> bool {
+    bytes.len() >= HEADER
+        && &bytes[..4] == MAGIC
+        && u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) as usize <= MAX_ENTRY
 }
 
 /// A new epoch for a rewritten record: from the operating system's random source

@@ -101,6 +101,7 @@ impl LocalStore {
     }
 
     /// [`LocalStore::open`] on `files` (a test's power-loss simulation).
+    #[allow(clippy::too_many_lines)] // start-up's steps, in their order, each said
     pub(crate) async fn open_on(
         files: Arc<dyn Files>,
         root: &Path,
@@ -131,42 +132,48 @@ impl LocalStore {
             .map(|i| i.id.as_str())
             .chain(loaded.drives.iter().map(|d| d.tree.id.as_str()))
             .collect();
-        let mut journals = journals_of(&disk, &loaded.sessions).await;
-        for record in loaded.sessions {
-            let recorded = attachments.get(&record.attachment_id).map(|a| a.meta.size);
-            let has_item = item_ids.contains(record.item_id.as_str());
-            let lost_completion = lost_completions
-                .contains(&record.id)
-                .then_some("its completion's bytes are gone after a power loss");
-            if let Some(why) = lost_completion
-                .or_else(|| lost_to_power(&disk, &record, has_item, recorded.is_some()))
-            {
-                // Forgotten, never half-kept: resuming the upload is 404, and the
-                // client starts it again.
-                warn!(session = %record.id, "{why}: session removed");
-                let _ = disk.delete_session(&record.id).await;
-                let _ = disk.discard(&record.id).await;
-                continue;
-            }
-            let Some((record, journal_end)) = recover(&disk, record, recorded, &mut journals).await
-            else {
-                quarantined += 1;
-                continue;
-            };
-            // Attachments recorded before they named their session learn it here.
-            if let Some(a) = attachments.get_mut(&record.attachment_id) {
-                a.session.get_or_insert_with(|| record.id.clone());
-            } else if disk.part_len(&record.id).await.is_none() {
-                // The file of its bytes was never made durable (`--fsync never`);
-                // recovery counted none of them, and the upload goes on in a new one.
-                if let Err(e) = disk.create_part(&record.id).await {
-                    warn!(session = %record.id, error = %e, "could not recreate the bytes' file");
+        // Journals are read a batch of sessions at a time: one trip to the blocking
+        // pool per batch, and never all of them in memory at once.
+        let mut records = loaded.sessions.into_iter().peekable();
+        while records.peek().is_some() {
+            let batch: Vec<SessionRecord> = records.by_ref().take(JOURNAL_BATCH).collect();
+            let mut journals = journals_of(&disk, &batch).await?;
+            for record in batch {
+                let recorded = attachments.get(&record.attachment_id).map(|a| a.meta.size);
+                let has_item = item_ids.contains(record.item_id.as_str());
+                let lost_completion = lost_completions
+                    .contains(&record.id)
+                    .then_some("its completion's bytes are gone after a power loss");
+                if let Some(why) = lost_completion
+                    .or_else(|| lost_to_power(&disk, &record, has_item, recorded.is_some()))
+                {
+                    // Forgotten, never half-kept: resuming the upload is 404, and the
+                    // client starts it again.
+                    warn!(session = %record.id, "{why}: session removed");
+                    let _ = disk.delete_session(&record.id).await;
+                    let _ = disk.discard(&record.id).await;
+                    continue;
                 }
+                let Some((record, resume)) = recover(&disk, record, recorded, &mut journals).await
+                else {
+                    quarantined += 1;
+                    continue;
+                };
+                // Attachments recorded before they named their session learn it here.
+                if let Some(a) = attachments.get_mut(&record.attachment_id) {
+                    a.session.get_or_insert_with(|| record.id.clone());
+                } else if disk.part_len(&record.id).await.is_none() {
+                    // The file of its bytes was never made durable (`--fsync never`);
+                    // recovery counted none of them, and the upload goes on in a new one.
+                    if let Err(e) = disk.create_part(&record.id).await {
+                        warn!(session = %record.id, error = %e, "could not recreate the bytes' file");
+                    }
+                }
+                if let Some(at) = deadline(&record.snapshot) {
+                    timers.set(record.id.clone(), at);
+                }
+                sessions.insert(record.id.clone(), Arc::new(Slot::new(record, resume)));
             }
-            if let Some(at) = deadline(&record.snapshot) {
-                timers.set(record.id.clone(), at);
-            }
-            sessions.insert(record.id.clone(), Arc::new(Slot::new(record, journal_end)));
         }
         quarantined += keep_attachments_in_place(&disk, &mut attachments, &sessions).await;
         let items = items_with(loaded.items, &attachments);
@@ -247,16 +254,50 @@ fn items_with(
     items
 }
 
-/// The journals of `sessions`, by session id.
-async fn journals_of(disk: &Disk, sessions: &[SessionRecord]) -> HashMap<String, Vec<u8>> {
+/// Where a recovered session's journal goes on.
+#[derive(Clone, Copy, Debug)]
+struct Resume {
+    /// Where its next entry goes.
+    journal_end: u64,
+    /// Its next commit rewrites the record (start-up could not).
+    rewrite: bool,
+}
+
+impl Resume {
+    const fn at(journal_end: u64) -> Self {
+        Self {
+            journal_end,
+            rewrite: false,
+        }
+    }
+
+    const fn rewrite_at(journal_end: u64) -> Self {
+        Self {
+            journal_end,
+            rewrite: true,
+        }
+    }
+}
+
+/// How many sessions' journals start-up reads in one trip to the blocking pool.
+const JOURNAL_BATCH: usize = 256;
+
+/// The journals of `sessions`, by session id. A journal that cannot be read stops
+/// start-up: taken as empty, its session's next entries would overwrite
+/// acknowledged ones.
+async fn journals_of(
+    disk: &Disk,
+    sessions: &[SessionRecord],
+) -> io::Result<HashMap<String, Vec<u8>>> {
     let with: Vec<(String, u64)> = sessions
         .iter()
         .filter_map(|r| Some((r.id.clone(), journal::base(r)?)))
         .collect();
     let ids: Vec<String> = with.iter().map(|(id, _)| id.clone()).collect();
-    ids.into_iter()
-        .zip(disk.read_journals(with).await)
-        .collect()
+    Ok(ids
+        .into_iter()
+        .zip(disk.read_journals(with).await?)
+        .collect())
 }
 
 /// A session's record brought up to date with its journal's entries (`journal`,
@@ -303,13 +344,13 @@ async fn replay(disk: &Disk, mut record: SessionRecord, journal: &[u8]) -> (Sess
 /// disk holds).
 /// `recorded` is the size of the attachment the session made, if its record
 /// exists; `journals` the bytes of sessions' journals (its own is taken). With
-/// the record, where its journal's next entry goes.
+/// the record, where its journal goes on.
 async fn recover(
     disk: &Disk,
     record: SessionRecord,
     recorded: Option<u64>,
     journals: &mut HashMap<String, Vec<u8>>,
-) -> Option<(SessionRecord, u64)> {
+) -> Option<(SessionRecord, Resume)> {
     let journal = journals.remove(&record.id).unwrap_or_default();
     let (mut record, journal_end) = replay(disk, record, &journal).await;
     if let Some(size) = recorded
@@ -344,7 +385,7 @@ async fn recover(
                     warn!(session = %record.id, error = %e, "could not finish an interrupted completion");
                 }
             }
-            Some((record, journal_end))
+            Some((record, Resume::at(journal_end)))
         }
         Ok(Recovery::Forget { session, forgotten }) => {
             // Never served: the client is asked for these bytes again.
@@ -359,14 +400,18 @@ async fn recover(
                 drive.hasher = upsession_core::drive::ContentHasher::default();
             }
             // The journal's entries counted the lost bytes: never replayed again.
-            record.journal_epoch = journal::new_epoch();
+            let epoch = std::mem::replace(&mut record.journal_epoch, journal::new_epoch());
             if let Err(e) = disk.put("sessions", &record.id, &record).await {
                 warn!(session = %record.id, error = %e, "could not record the forgotten bytes");
+                // The disk still has the old epoch: entries go on in it, after its
+                // journal, and the next commit rewrites the record.
+                record.journal_epoch = epoch;
+                return Some((record, Resume::rewrite_at(journal_end)));
             }
             // The new epoch's journal starts at its beginning.
-            Some((record, 0))
+            Some((record, Resume::at(0)))
         }
-        Ok(_) => Some((record, journal_end)),
+        Ok(_) => Some((record, Resume::at(journal_end))),
         Err(e) => {
             disk.quarantine("sessions", &record.id, e.to_string()).await;
             None
@@ -507,14 +552,14 @@ async fn check_unsynced(
 }
 
 impl Slot {
-    fn new(record: SessionRecord, journal_end: u64) -> Self {
+    fn new(record: SessionRecord, resume: Resume) -> Self {
         Self {
             record: Mutex::new(record),
             held: Arc::new(tokio::sync::Mutex::new(())),
             part: Mutex::new(Part {
                 file: None,
-                journal_end,
-                rewrite: false,
+                journal_end: resume.journal_end,
+                rewrite: resume.rewrite,
             }),
         }
     }
@@ -638,11 +683,10 @@ impl SessionStore for LocalStore {
         self.inner.disk.create_part(&record.id).await?;
         self.inner.disk.put("sessions", &record.id, record).await?;
         self.inner.set_timer(&record.id, deadline(&record.snapshot));
-        self.inner
-            .sessions
-            .write()
-            .expect("sessions lock")
-            .insert(record.id.clone(), Arc::new(Slot::new(record.clone(), 0)));
+        self.inner.sessions.write().expect("sessions lock").insert(
+            record.id.clone(),
+            Arc::new(Slot::new(record.clone(), Resume::at(0))),
+        );
         Ok(())
     }
 
@@ -778,10 +822,10 @@ struct LocalGuard {
 }
 
 impl LocalGuard {
-    /// Makes a fragment's progress durable: an entry in the journal, flushed with
-    /// its bytes; or, for a change that is more than progress, a failed entry
-    /// before it, or a journal grown past [`journal::COMPACT_AT`], a rewrite of
-    /// the record under a new epoch.
+    /// Records a fragment's progress: an entry in the journal (with `--fsync
+    /// always` flushed with its bytes); or, for a change that is more than
+    /// progress, a failed entry before it, or a journal grown past
+    /// [`journal::COMPACT_AT`], a rewrite of the record under a new epoch.
     async fn progress(
         &self,
         mut record: SessionRecord,

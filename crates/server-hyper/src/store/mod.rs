@@ -141,8 +141,9 @@ pub(crate) struct SessionRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) drive: Option<Box<DriveSession>>,
     /// The local store's progress journal that continues this record: only its
-    /// entries of this epoch count ([`journal`]). Random, drawn anew at each
-    /// rewrite of the record; the shared store keeps no journal (0).
+    /// entries of this epoch count ([`journal`]). 0 at creation, then random,
+    /// drawn anew at each rewrite of the record; the shared store keeps no
+    /// journal (always 0).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub(crate) journal_epoch: u64,
 }
