@@ -16,6 +16,8 @@
 //!                            operator (`{dir}-{file}`)
 //! lock                       locked (flock) by the process serving the directory;
 //!                            holds its pid
+//! clean                      left by a server that stopped with every commit
+//!                            finished (`--fsync always`); taken at start-up
 //! ```
 //!
 //! Every record is written whole to `tmp/`, synced (with `--fsync always`), and
@@ -38,6 +40,9 @@ use upsession_core::ByteRange;
 use super::files::{FileHandle, Files};
 use super::{ByteStream, FragmentSum, FragmentWriter, journal, safe};
 use crate::config::Fsync;
+
+/// The mark of a clean stop ([`Disk::mark_clean`]).
+const CLEAN: &str = "clean";
 
 /// Records and bytes under one data directory.
 #[derive(Debug, Clone)]
@@ -296,6 +301,32 @@ pub(crate) struct Loaded<I, A, S, D> {
 }
 
 impl Disk {
+    /// Leaves `{root}/clean` behind a server that stopped with every commit
+    /// finished (`--fsync always`): the next start need not check the last
+    /// journal entry of each session against its bytes (every entry's flush
+    /// ended). Synced, with its directory.
+    pub(crate) async fn mark_clean(&self) -> io::Result<()> {
+        let (files, root) = (Arc::clone(&self.files), Arc::clone(&self.root));
+        blocking(move || {
+            files.write_file(&root.join(CLEAN), b"", true, false)?;
+            files.sync_dir(&root)
+        })
+        .await
+    }
+
+    /// Whether the last server stopped cleanly ([`Disk::mark_clean`]); the mark
+    /// is taken away (durably) before anything else, so that a crash of this
+    /// server is never taken for a clean stop.
+    pub(crate) async fn take_clean(&self) -> io::Result<bool> {
+        let (files, root) = (Arc::clone(&self.files), Arc::clone(&self.root));
+        blocking(move || match files.remove(&root.join(CLEAN)) {
+            Ok(()) => files.sync_dir(&root).map(|()| true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        })
+        .await
+    }
+
     /// The server key (created on first start).
     pub(crate) async fn server_key(&self) -> io::Result<[u8; 32]> {
         let this = self.clone();

@@ -52,6 +52,9 @@ struct Inner {
     settling: tokio_util::task::TaskTracker,
     /// Room for [`OPEN_PARTS`] open `.part` files.
     open_parts: Arc<tokio::sync::Semaphore>,
+    /// A journal entry's flush failed: its bytes may be on the disk in part, so
+    /// the stop is not marked clean (the next start checks last entries).
+    entry_failed: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -110,6 +113,7 @@ impl LocalStore {
         // Before anything is read or cleared: the directory may be another's.
         let lock = files.lock(root)?;
         let disk = Disk::open(files, root, fsync)?;
+        let clean = disk.take_clean().await?;
         let loaded = disk
             .load::<ItemRecord, AttachmentRecord, SessionRecord, DriveRecord>()
             .await?;
@@ -154,7 +158,8 @@ impl LocalStore {
                     let _ = disk.discard(&record.id).await;
                     continue;
                 }
-                let Some((record, resume)) = recover(&disk, record, recorded, &mut journals).await
+                let Some((record, resume)) =
+                    recover(&disk, record, recorded, &mut journals, clean).await
                 else {
                     quarantined += 1;
                     continue;
@@ -205,6 +210,7 @@ impl LocalStore {
                 timers: Mutex::new(timers),
                 settling: tokio_util::task::TaskTracker::new(),
                 open_parts: Arc::new(tokio::sync::Semaphore::new(OPEN_PARTS)),
+                entry_failed: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -301,8 +307,14 @@ async fn journals_of(
 }
 
 /// A session's record brought up to date with its journal's entries (`journal`,
-/// its bytes), and where its next entry goes.
-async fn replay(disk: &Disk, mut record: SessionRecord, journal: &[u8]) -> (SessionRecord, u64) {
+/// its bytes), and where its next entry goes; after a `clean` stop the last
+/// entry's bytes are not read back.
+async fn replay(
+    disk: &Disk,
+    mut record: SessionRecord,
+    journal: &[u8],
+    clean: bool,
+) -> (SessionRecord, u64) {
     let mut end = 0;
     // What the last entry changed, to take it back (no copy of the growing sums).
     let mut before_last = None;
@@ -322,8 +334,10 @@ async fn replay(disk: &Disk, mut record: SessionRecord, journal: &[u8]) -> (Sess
     // written (`--fsync always`; a failed flush's entry is zeroed and the next
     // commit rewrites the record), so only the last one's flush may have been cut
     // short, leaving the entry without its bytes: they must check out. (Under
-    // `--fsync never` start-up checks every fragment's bytes.)
+    // `--fsync never` start-up checks every fragment's bytes.) After a clean stop
+    // every flush had ended: nothing to read back.
     if disk.fragments_synced()
+        && !clean
         && let Some((snapshot, hasher, at)) = before_last
         && let Some(sum) = record.sums.last().copied()
         && disk.intact_prefix(&record.id, &[sum]).await != sum.end
@@ -343,16 +357,18 @@ async fn replay(disk: &Disk, mut record: SessionRecord, journal: &[u8]) -> (Sess
 /// What start-up does with one session record (the core decides, from what the
 /// disk holds).
 /// `recorded` is the size of the attachment the session made, if its record
-/// exists; `journals` the bytes of sessions' journals (its own is taken). With
-/// the record, where its journal goes on.
+/// exists; `journals` the bytes of sessions' journals (its own is taken);
+/// `clean` whether the last server stopped cleanly. With the record, where its
+/// journal goes on.
 async fn recover(
     disk: &Disk,
     record: SessionRecord,
     recorded: Option<u64>,
     journals: &mut HashMap<String, Vec<u8>>,
+    clean: bool,
 ) -> Option<(SessionRecord, Resume)> {
     let journal = journals.remove(&record.id).unwrap_or_default();
-    let (mut record, journal_end) = replay(disk, record, &journal).await;
+    let (mut record, journal_end) = replay(disk, record, &journal, clean).await;
     if let Some(size) = recorded
         && record.snapshot.unsized_max.is_some()
     {
@@ -737,6 +753,17 @@ impl SessionStore for LocalStore {
     async fn settled(&self) {
         self.inner.settling.close();
         self.inner.settling.wait().await;
+        // Every commit has ended (the engine waited for them before this).
+        let failed = self
+            .inner
+            .entry_failed
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if self.inner.disk.fragments_synced()
+            && !failed
+            && let Err(e) = self.inner.disk.mark_clean().await
+        {
+            warn!(error = %e, "could not mark the stop clean; the next start checks the last fragments");
+        }
     }
 
     fn quarantined(&self) -> usize {
@@ -849,6 +876,9 @@ impl LocalGuard {
                 // later entries never sit behind one a failed flush left out.
                 let _ = part.write_at(&[0; 4], base + at);
                 self.slot.part.lock().expect("part lock").rewrite = true;
+                self.store
+                    .entry_failed
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 return Err(e);
             }
             self.slot.part.lock().expect("part lock").journal_end = next;
@@ -968,5 +998,34 @@ impl SessionGuard for LocalGuard {
             warn!(session = %id, error = %e, "could not delete a closed session's bytes");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::pedantic)] // test code favours brevity over pedantry
+mod tests {
+    use super::*;
+
+    /// The mark that lets a start skip reading back last fragments is left only by
+    /// a clean stop under `--fsync always`, and taken by the next start (a crash
+    /// of that one must not pass for a clean stop).
+    #[tokio::test]
+    async fn a_clean_stop_is_marked_and_the_next_start_takes_the_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let clean = dir.path().join("clean");
+        let store = LocalStore::open(dir.path(), Fsync::Always).await.unwrap();
+        assert!(!clean.exists());
+        store.settled().await;
+        assert!(clean.exists());
+        drop(store);
+        let store = LocalStore::open(dir.path(), Fsync::Always).await.unwrap();
+        assert!(!clean.exists(), "taken at start-up");
+        drop(store);
+        let store = LocalStore::open(dir.path(), Fsync::Never).await.unwrap();
+        store.settled().await;
+        assert!(
+            !clean.exists(),
+            "--fsync never checks every fragment anyway"
+        );
     }
 }
