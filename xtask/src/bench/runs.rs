@@ -129,6 +129,17 @@ pub(super) fn grid(
                 if bytes > super::grid::MAX_RUN_BYTES {
                     continue;
                 }
+                if let Some(free) = free_bytes(work).filter(|&free| free < room_needed(bytes)) {
+                    // A full disk ends the whole run (ENOSPC); a cell left out
+                    // ends only itself.
+                    eprintln!(
+                        "grid {n} × {size} / {}: left out, it needs {} MiB free and {} MiB are",
+                        contender.name(),
+                        room_needed(bytes) >> 20,
+                        free >> 20
+                    );
+                    continue;
+                }
                 let uploads = n.to_string();
                 let args = ["--uploads", uploads.as_str(), "--size", size];
                 let cell = measure(
@@ -146,6 +157,29 @@ pub(super) fn grid(
         }
     }
     Ok(rows)
+}
+
+/// What a run of `bytes` needs free: its bytes (the page-cache fairness file is
+/// deleted before them), their records, and a margin for the rest of the machine.
+fn room_needed(bytes: u64) -> u64 {
+    bytes + bytes / 10 + (1 << 30)
+}
+
+/// The bytes free for an unprivileged writer on the file system of `dir` (`df`),
+/// if it can be told.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    fs::create_dir_all(dir).ok()?;
+    let out = Command::new("df")
+        .args(["-B1", "--output=avail"])
+        .arg(dir)
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// `loadgen args` against a fresh `contender` on a fresh data directory, `o.reps`
