@@ -225,6 +225,36 @@ impl Garage {
             .ok_or_else(|| io::Error::other(format!("no object count in: {info}")))
     }
 
+    /// How many objects the bucket holds, as an S3 listing through a running
+    /// node says: read with a quorum, so exact at once, where `bucket info`'s
+    /// counters are kept by a background worker and lag by seconds (a minute and
+    /// more beside a busy test run).
+    ///
+    /// # Errors
+    /// When no node runs or the listing fails.
+    pub async fn listed_objects(&self) -> io::Result<u64> {
+        use futures_util::StreamExt as _;
+        let live = (0..self.nodes.len())
+            .find(|&i| self.nodes[i].child.is_some())
+            .ok_or_else(|| io::Error::other("no Garage node is running"))?;
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(BUCKET)
+            .with_endpoint(format!("http://127.0.0.1:{}", self.nodes[live].s3_port))
+            .with_allow_http(true)
+            .with_region("garage")
+            .with_access_key_id(&self.key_id)
+            .with_secret_access_key(&self.secret)
+            .build()
+            .map_err(io::Error::other)?;
+        let mut listed = object_store::ObjectStore::list(&store, None);
+        let mut count = 0;
+        while let Some(object) = listed.next().await {
+            object.map_err(io::Error::other)?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
     /// How many multipart uploads the bucket holds unfinished (begun, neither
     /// completed nor aborted), as Garage counts them (poll, as for
     /// [`Garage::object_count`]).
