@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use object_store::ObjectStoreExt as _;
-use upsession_testbed::{BUCKET, Garage, Postgres};
+use upsession_testbed::{Garage, Postgres};
 
 const TOKEN: &str = "bench-token";
 
@@ -183,23 +183,7 @@ fn raw_s3(garage: &Garage, s: &Scenario) -> Raw {
         .build()
         .expect("a runtime");
     runtime.block_on(async {
-        let env: BTreeMap<&str, String> = garage.env().into_iter().collect();
-        let url = garage.store_url(0);
-        let endpoint = url
-            .split_once("endpoint=")
-            .and_then(|(_, rest)| rest.split('&').next())
-            .expect("the store URL names its endpoint");
-        let store = Arc::new(
-            object_store::aws::AmazonS3Builder::new()
-                .with_bucket_name(BUCKET)
-                .with_endpoint(endpoint)
-                .with_allow_http(true)
-                .with_region("garage")
-                .with_access_key_id(&env["AWS_ACCESS_KEY_ID"])
-                .with_secret_access_key(&env["AWS_SECRET_ACCESS_KEY"])
-                .build()
-                .expect("an S3 client"),
-        );
+        let store = Arc::new(garage.s3_client(0).expect("an S3 client"));
         let per_upload = (s.bytes as usize) / s.uploads;
         let data = bytes::Bytes::from(
             (0..per_upload)

@@ -209,20 +209,20 @@ impl Garage {
         self.nodes[node].spawn(&binary)
     }
 
-    /// How many objects the bucket holds, as Garage counts them (its counters
-    /// catch up a moment after a change: poll).
+    /// An S3 client of the bucket through node `node`, with the key's credentials.
     ///
     /// # Errors
-    /// When the CLI fails or prints no count.
-    pub fn object_count(&self) -> io::Result<u64> {
-        let live = (0..self.nodes.len())
-            .find(|&i| self.nodes[i].child.is_some())
-            .ok_or_else(|| io::Error::other("no Garage node is running"))?;
-        let info = run(self.cli(live).args(["bucket", "info", BUCKET]))?;
-        info.lines()
-            .find_map(|l| l.trim().strip_prefix("Objects:"))
-            .and_then(|n| n.trim().parse().ok())
-            .ok_or_else(|| io::Error::other(format!("no object count in: {info}")))
+    /// When the client cannot be built.
+    pub fn s3_client(&self, node: usize) -> io::Result<object_store::aws::AmazonS3> {
+        object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(BUCKET)
+            .with_endpoint(format!("http://127.0.0.1:{}", self.nodes[node].s3_port))
+            .with_allow_http(true)
+            .with_region("garage")
+            .with_access_key_id(&self.key_id)
+            .with_secret_access_key(&self.secret)
+            .build()
+            .map_err(io::Error::other)
     }
 
     /// How many objects the bucket holds, as an S3 listing through a running
@@ -237,15 +237,7 @@ impl Garage {
         let live = (0..self.nodes.len())
             .find(|&i| self.nodes[i].child.is_some())
             .ok_or_else(|| io::Error::other("no Garage node is running"))?;
-        let store = object_store::aws::AmazonS3Builder::new()
-            .with_bucket_name(BUCKET)
-            .with_endpoint(format!("http://127.0.0.1:{}", self.nodes[live].s3_port))
-            .with_allow_http(true)
-            .with_region("garage")
-            .with_access_key_id(&self.key_id)
-            .with_secret_access_key(&self.secret)
-            .build()
-            .map_err(io::Error::other)?;
+        let store = self.s3_client(live)?;
         let mut listed = object_store::ObjectStore::list(&store, None);
         let mut count = 0;
         while let Some(object) = listed.next().await {
@@ -256,8 +248,7 @@ impl Garage {
     }
 
     /// How many multipart uploads the bucket holds unfinished (begun, neither
-    /// completed nor aborted), as Garage counts them (poll, as for
-    /// [`Garage::object_count`]).
+    /// completed nor aborted), as Garage's counters say: they lag, so poll.
     ///
     /// # Errors
     /// When the CLI fails.

@@ -480,14 +480,15 @@ impl Disk {
     }
 
     /// The journals of sessions, given as their ids and where each one's journal
-    /// starts in its `.part`: at most [`journal::COMPACT_AT`] and one entry of
-    /// each (a longer one was folded into its record), all read in one trip to
+    /// starts in its `.part` (`None` when its size is not known yet: none), or
+    /// `None` for a session without a `.part`: at most [`journal::COMPACT_AT`] and
+    /// one entry of each (a longer one was folded into its record), all read in one trip to
     /// the blocking pool (one trip each took start-up with ten thousand sessions
     /// past a second).
     pub(crate) async fn read_journals(
         &self,
-        parts: Vec<(String, u64)>,
-    ) -> io::Result<Vec<Vec<u8>>> {
+        parts: Vec<(String, Option<u64>)>,
+    ) -> io::Result<Vec<Option<Vec<u8>>>> {
         let (files, root) = (Arc::clone(&self.files), Arc::clone(&self.root));
         blocking(move || {
             let most = journal::COMPACT_AT + (journal::HEADER + journal::MAX_ENTRY) as u64;
@@ -495,15 +496,15 @@ impl Disk {
                 .into_iter()
                 .map(|(id, base)| {
                     let path = root.join("sessions").join(format!("{}.part", safe(&id)?));
-                    match files.len(&path) {
-                        Ok(len) if len > base => {
+                    match (files.len(&path), base) {
+                        (Ok(len), Some(base)) if len > base => {
                             let want = usize::try_from((len - base).min(most)).unwrap_or(0);
-                            files.read_at(&path, base, want)
+                            files.read_at(&path, base, want).map(Some)
                         }
-                        Ok(_) => Ok(Vec::new()),
+                        (Ok(_), _) => Ok(Some(Vec::new())),
                         // No bytes' file (never made durable): start-up makes one.
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-                        Err(e) => Err(e),
+                        (Err(e), _) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                        (Err(e), _) => Err(e),
                     }
                 })
                 .collect()

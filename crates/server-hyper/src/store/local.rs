@@ -158,6 +158,8 @@ impl LocalStore {
                     let _ = disk.discard(&record.id).await;
                     continue;
                 }
+                // Read with the journals: start-up looks at a `.part` once.
+                let part_missing = journals.get(&record.id).is_some_and(Option::is_none);
                 let Some((record, resume)) =
                     recover(&disk, record, recorded, &mut journals, clean).await
                 else {
@@ -167,7 +169,7 @@ impl LocalStore {
                 // Attachments recorded before they named their session learn it here.
                 if let Some(a) = attachments.get_mut(&record.attachment_id) {
                     a.session.get_or_insert_with(|| record.id.clone());
-                } else if disk.part_len(&record.id).await.is_none() {
+                } else if part_missing {
                     // The file of its bytes was never made durable (`--fsync never`);
                     // recovery counted none of them, and the upload goes on in a new one.
                     if let Err(e) = disk.create_part(&record.id).await {
@@ -288,16 +290,16 @@ impl Resume {
 /// How many sessions' journals start-up reads in one trip to the blocking pool.
 const JOURNAL_BATCH: usize = 256;
 
-/// The journals of `sessions`, by session id. A journal that cannot be read stops
-/// start-up: taken as empty, its session's next entries would overwrite
-/// acknowledged ones.
+/// The journals of `sessions`, by session id (`None`: the session has no `.part`).
+/// A journal that cannot be read stops start-up: taken as empty, its session's
+/// next entries would overwrite acknowledged ones.
 async fn journals_of(
     disk: &Disk,
     sessions: &[SessionRecord],
-) -> io::Result<HashMap<String, Vec<u8>>> {
-    let with: Vec<(String, u64)> = sessions
+) -> io::Result<HashMap<String, Option<Vec<u8>>>> {
+    let with: Vec<(String, Option<u64>)> = sessions
         .iter()
-        .filter_map(|r| Some((r.id.clone(), journal::base(r)?)))
+        .map(|r| (r.id.clone(), journal::base(r)))
         .collect();
     let ids: Vec<String> = with.iter().map(|(id, _)| id.clone()).collect();
     Ok(ids
@@ -364,10 +366,10 @@ async fn recover(
     disk: &Disk,
     record: SessionRecord,
     recorded: Option<u64>,
-    journals: &mut HashMap<String, Vec<u8>>,
+    journals: &mut HashMap<String, Option<Vec<u8>>>,
     clean: bool,
 ) -> Option<(SessionRecord, Resume)> {
-    let journal = journals.remove(&record.id).unwrap_or_default();
+    let journal = journals.remove(&record.id).flatten().unwrap_or_default();
     let (mut record, journal_end) = replay(disk, record, &journal, clean).await;
     if let Some(size) = recorded
         && record.snapshot.unsized_max.is_some()
