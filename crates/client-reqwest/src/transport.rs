@@ -20,7 +20,7 @@ use upsession_core::planner::{PlannerConfig, TransportError};
 use crate::auth::SharedToken;
 use crate::error::{Error, Result, connect_cause, describe_reqwest, is_tls_failure};
 use crate::pacing::Pacer;
-use crate::resume::StateStore;
+use crate::resume::{FileHashing, StateStore};
 use upsession_core::redact::{RedactedUrl, UploadUrl};
 use upsession_core::target::User;
 
@@ -89,6 +89,7 @@ impl Inner {
         reader: &mut R,
         source: &Path,
         on_sent: impl Fn(u64) + Send + Sync + 'static,
+        hashing: Option<&FileHashing>,
     ) -> Result<Reply>
     where
         R: AsyncRead + AsyncSeek + Unpin + Send,
@@ -129,7 +130,8 @@ impl Inner {
         };
         tracing::debug!(url = %upload_url, range = %range, "PUT fragment");
         let mut send = std::pin::pin!(request.send());
-        let mut pump = std::pin::pin!(pump(reader, len, tx));
+        let tap = hashing.filter(|h| h.wants_chunks()).map(|h| (h, start));
+        let mut pump = std::pin::pin!(pump(reader, len, tx, tap));
         // The answer may come before the whole body was taken (a refusal): the
         // pump is then left where it is.
         let (sent, pumped) = match future::select(&mut send, &mut pump).await {
@@ -146,11 +148,17 @@ impl Inner {
     }
 }
 
-/// Copies `len` bytes from `reader` into the body channel. Stops quietly when the
-/// request no longer wants them; a read error or a short source is sent into the
-/// body too (so the request fails rather than sending a short fragment) and
-/// returned.
-async fn pump<R>(reader: &mut R, len: u64, tx: mpsc::Sender<io::Result<Bytes>>) -> io::Result<()>
+/// Copies `len` bytes from `reader` into the body channel, offering each chunk to
+/// the file's hash (`tap`: where, and the fragment's first byte in the file), so
+/// the file is read once. Stops quietly when the request no longer wants them; a
+/// read error or a short source is sent into the body too (so the request fails
+/// rather than sending a short fragment) and returned.
+async fn pump<R>(
+    reader: &mut R,
+    len: u64,
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    tap: Option<(&FileHashing, u64)>,
+) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
 {
@@ -159,6 +167,9 @@ where
     while let Some(chunk) = stream.next().await {
         match chunk {
             Ok(bytes) => {
+                if let Some((hashing, start)) = tap {
+                    hashing.offer(start + sent, Box::new(bytes.clone()));
+                }
                 sent += bytes.len() as u64;
                 if tx.send(Ok(bytes)).await.is_err() {
                     return Ok(());

@@ -50,6 +50,7 @@
 //! ```
 
 mod error;
+mod hashing;
 mod pacing;
 mod progress;
 mod resume;
@@ -57,6 +58,7 @@ mod status;
 mod uploaded;
 
 pub use error::{Error, Result, ending};
+pub use hashing::Chunk;
 pub use pacing::{Pacing, Window};
 pub use progress::{ProgressEvent, ProgressKind};
 pub use resume::{

@@ -2,19 +2,19 @@
 //! JSON. The rules are on [`ResumeState`].
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use upsession_core::quickxor::QuickXorHash;
+use upsession_core::drive::ContentHasher;
 use upsession_core::time::{format_graph_time, parse_graph_time};
 use upsession_core::wire::AttachmentItem;
 
 use crate::error::{Error, Result};
+pub use crate::hashing::FileHashing;
+use crate::hashing::{hashes_of_prefix, sha256_of};
 use upsession_core::content_type::guess_content_type;
 use upsession_core::redact::UploadUrl;
 use upsession_core::target::{Target, User};
@@ -146,14 +146,19 @@ pub struct FileIdentity {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modified: Option<String>,
     /// SHA-256 of the whole file, lowercase hex, once known: an upload takes it
-    /// on a thread of its own while the fragments go ([`FileHashing`]), so a state
-    /// saved early in an upload may not have it yet.
+    /// from the bytes it reads ([`FileHashing`]), so a state saved during an
+    /// upload has [`FileIdentity::sent_hashes`] instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     /// OneDrive's QuickXorHash of the whole file (base64), taken with the
     /// SHA-256: a drive file's answer carries it, and the client compares.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quick_xor: Option<String>,
+    /// The hashes of the file's first bytes, as far as an upload that has not
+    /// finished had read them (its length is theirs): resuming checks that the
+    /// file still starts with those bytes, and continues the hashes from there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_hashes: Option<Box<ContentHasher>>,
 }
 
 impl FileIdentity {
@@ -161,9 +166,10 @@ impl FileIdentity {
     /// callers run it on a blocking thread).
     pub fn of(path: &Path) -> Result<Self> {
         let mut identity = Self::stat(path)?;
-        let hashes = hashes_of(path, identity.size, false, &AtomicBool::new(false))?
-            .ok_or_else(|| changed(path, "it changed while it was being read".into()))?;
-        identity.set_hashes(&hashes);
+        identity.sha256 = Some(
+            sha256_of(path, identity.size)?
+                .ok_or_else(|| changed(path, "it changed while it was being read".into()))?,
+        );
         Ok(identity)
     }
 
@@ -184,15 +190,8 @@ impl FileIdentity {
             modified: modified(&meta),
             sha256: None,
             quick_xor: None,
+            sent_hashes: None,
         })
-    }
-
-    /// Takes the file's hashes.
-    fn set_hashes(&mut self, hashes: &FileHashes) {
-        self.sha256 = Some(hashes.sha256.clone());
-        if hashes.quick_xor.is_some() {
-            self.quick_xor.clone_from(&hashes.quick_xor);
-        }
     }
 
     /// The whole file (a small one, for one `POST`) and its SHA-256, refused if it
@@ -212,11 +211,27 @@ impl FileIdentity {
     /// Checks that the file still has this identity: the same size, then the same
     /// SHA-256 (which reads it whole), so a new modification time alone is
     /// accepted. An identity saved before its hash was known is checked by size
-    /// and modification time. Returns the file's identity as it is now. Blocking.
+    /// and modification time, and then its bytes already sent against their
+    /// hashes ([`FileIdentity::sent_hashes`], carried into the identity returned).
+    /// Returns the file's identity as it is now. Blocking.
     pub fn verify(&self) -> Result<Self> {
         if self.sha256.is_none() {
             self.check_unchanged()?;
-            return Self::stat(&self.path);
+            let mut now = Self::stat(&self.path)?;
+            if let Some(sent) = &self.sent_hashes {
+                let read = hashes_of_prefix(&self.path, sent)?;
+                if read != **sent {
+                    return Err(changed(
+                        &self.path,
+                        format!(
+                            "same size and time, different content in the {} bytes already sent",
+                            sent.len()
+                        ),
+                    ));
+                }
+                now.sent_hashes = Some(Box::new(read));
+            }
+            return Ok(now);
         }
         let now = Self::of(&self.path).map_err(|e| match e {
             Error::Io { error, .. } if error.kind() == io::ErrorKind::NotFound => {
@@ -269,139 +284,6 @@ fn modified(meta: &fs::Metadata) -> Option<String> {
     meta.modified().ok().map(format_graph_time)
 }
 
-/// The SHA-256 of the file at `path`, read whole; `None` when it did not hold
-/// `size` bytes (a file that keeps growing is read no further than one byte past
-/// them), or when `stop` was set.
-/// A file's hashes: SHA-256 (lowercase hex) always, QuickXorHash (base64) when
-/// asked for (a drive file's answer carries it).
-struct FileHashes {
-    sha256: String,
-    quick_xor: Option<String>,
-}
-
-/// The file's SHA-256 (and, with `quick_xor`, its QuickXorHash) in one read;
-/// `None` when it did not read as `size` bytes or `stop` was set.
-fn hashes_of(
-    path: &Path,
-    size: u64,
-    quick_xor: bool,
-    stop: &AtomicBool,
-) -> Result<Option<FileHashes>> {
-    let file = fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let mut file = file.take(size.saturating_add(1));
-    let mut hasher = Sha256::new();
-    let mut xor = quick_xor.then(QuickXorHash::new);
-    let mut buf = vec![0; 256 * 1024];
-    let mut read = 0_u64;
-    loop {
-        if stop.load(Ordering::Relaxed) {
-            return Ok(None);
-        }
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io("read", path, e)),
-        };
-        hasher.update(&buf[..n]);
-        if let Some(x) = &mut xor {
-            x.update(&buf[..n]);
-        }
-        read += n as u64;
-    }
-    Ok((read == size).then(|| FileHashes {
-        sha256: hex(&hasher.finalize()),
-        quick_xor: xor.map(|x| x.finish_base64()),
-    }))
-}
-
-/// The SHA-256 of an upload's file, taken on a thread of its own while the
-/// fragments go: no upload waits for a whole read of its file before its first
-/// byte (for 150 MB that wait was as long as the upload itself).
-#[derive(Debug)]
-pub struct FileHashing {
-    identity: FileIdentity,
-    thread: Option<std::thread::JoinHandle<Option<FileHashes>>>,
-    /// Set when the upload is given up before the hash is taken: the thread
-    /// stops reading.
-    stop: Arc<AtomicBool>,
-}
-
-impl Drop for FileHashing {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-impl FileHashing {
-    /// Starts hashing the file of `identity`, unless its hash is known.
-    pub fn start(identity: FileIdentity) -> Self {
-        Self::start_for(identity, false)
-    }
-
-    /// [`FileHashing::start`], with the QuickXorHash too when `quick_xor` (an
-    /// upload to a drive, whose answer carries it).
-    pub fn start_for(identity: FileIdentity, quick_xor: bool) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let unknown = identity.sha256.is_none() || (quick_xor && identity.quick_xor.is_none());
-        let thread = unknown.then(|| {
-            let (path, size, stop) = (identity.path.clone(), identity.size, Arc::clone(&stop));
-            std::thread::spawn(move || hashes_of(&path, size, quick_xor, &stop).ok().flatten())
-        });
-        Self {
-            identity,
-            thread,
-            stop,
-        }
-    }
-
-    /// The file's identity, with its hash once known.
-    pub fn identity(&self) -> &FileIdentity {
-        &self.identity
-    }
-
-    /// Takes the hash if its thread has finished; `true` when it has just become
-    /// known (a resume state saved from then on carries it).
-    pub fn poll(&mut self) -> bool {
-        if self
-            .thread
-            .as_ref()
-            .is_some_and(std::thread::JoinHandle::is_finished)
-        {
-            self.join();
-            return self.identity.sha256.is_some();
-        }
-        false
-    }
-
-    /// [`FileHashing::poll`], then the hash (once known) into `state`'s file;
-    /// `true` when it has just become known, so that the state is saved now.
-    pub fn poll_into(&mut self, state: &mut ResumeState) -> bool {
-        let new = self.poll();
-        state.file.sha256.clone_from(&self.identity.sha256);
-        state.file.quick_xor.clone_from(&self.identity.quick_xor);
-        new
-    }
-
-    /// Waits for the hash (blocking) and returns the identity with it; without
-    /// it when the file did not read whole as it was (a change that
-    /// [`FileIdentity::check_unchanged`] reports).
-    pub fn finish(&mut self) -> &FileIdentity {
-        self.join();
-        &self.identity
-    }
-
-    fn join(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            if let Some(hashes) = thread.join().ok().flatten() {
-                self.identity.set_hashes(&hashes);
-            } else {
-                (self.identity.sha256, self.identity.quick_xor) = (None, None);
-            }
-        }
-    }
-}
-
 /// `bytes` as lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
@@ -428,16 +310,19 @@ pub fn hex(bytes: &[u8]) -> String {
 ///
 /// # How a changed file is detected
 ///
-/// The state records the file's absolute path, size, modification time and the
-/// SHA-256 of the **whole file**, which a thread of its own computes while the
-/// first fragments go ([`FileHashing`]) and which every save after that carries.
-/// Resuming checks the size and then re-hashes the whole file, before any request
-/// is made: a file whose content changed anywhere (in the part already sent or in
-/// the rest) is refused with [`Error::FileChanged`], while a file that was merely
-/// touched (same bytes, new modification time) resumes. A state saved before the
-/// hash was known (a process killed in an upload's first moments) is checked by
-/// size and modification time. During an upload the cheaper size and modification
-/// time check runs before every fragment and once more at the end.
+/// The state records the file's absolute path, size and modification time, and
+/// its hashes as far as they are known. The upload hashes the bytes it reads for
+/// its fragments ([`FileHashing`]: the file is read once), so a state saved
+/// during an upload carries the hashes of the bytes read so far
+/// ([`FileIdentity::sent_hashes`]) and only a finished upload knows the whole
+/// file's SHA-256. Resuming checks, before any request is made: the size, the
+/// modification time, and then that the file still starts with the bytes already
+/// hashed (a change there with the time put back is caught too). A change of time
+/// is refused even if the bytes are the same, since the part not yet sent was
+/// never hashed; a state that does carry the whole file's SHA-256 (its upload had
+/// read every byte, or an earlier version hashed the file up front) is checked
+/// against it instead, and then a touch alone is accepted. During an upload the size and modification
+/// time are checked before every fragment and once more at the end.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
@@ -769,6 +654,7 @@ mod tests {
                 modified: None,
                 sha256: Some("00".into()),
                 quick_xor: None,
+                sent_hashes: None,
             },
             attachment: AttachmentMeta {
                 name: "a.bin".into(),
@@ -867,35 +753,97 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_hash_taken_beside_the_upload_reaches_the_state_once_known() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.bin");
-        fs::write(&path, vec![7u8; 3 << 20]).unwrap();
-        let identity = FileIdentity::stat(&path).unwrap();
-        assert_eq!((identity.size, identity.sha256.as_deref()), (3 << 20, None));
-        let mut state = state(dir.path());
-        state.file = identity.clone();
-        let mut hashing = FileHashing::start(identity);
+    /// Waits until `hashing` has taken `len` bytes (or the whole hash).
+    fn hashed_up_to(hashing: &mut FileHashing, state: &mut ResumeState, len: u64) -> bool {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !hashing.poll_into(&mut state) {
-            assert!(std::time::Instant::now() < deadline, "the hash never came");
+        loop {
+            let whole = hashing.poll_into(state);
+            if whole
+                || state
+                    .file
+                    .sent_hashes
+                    .as_ref()
+                    .is_some_and(|h| h.len() >= len)
+            {
+                return whole;
+            }
+            assert!(std::time::Instant::now() < deadline, "never hashed");
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
+    }
+
+    #[test]
+    fn the_hash_is_taken_from_the_chunks_offered_and_the_file_fills_the_gaps() {
+        const MIB: usize = 1 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.bin");
+        let bytes: Vec<u8> = (0..3 * MIB).map(|i| (i % 251) as u8).collect();
+        fs::write(&path, &bytes).unwrap();
+        let identity = FileIdentity::stat(&path).unwrap();
+        assert_eq!((identity.size, identity.sha256.as_deref()), (3 << 20, None));
         let whole = FileIdentity::of(&path).unwrap();
+        let mut state = state(dir.path());
+        state.file = identity.clone();
+
+        // The first MiB as the upload read it: the state carries its hashes.
+        let mut hashing = FileHashing::start(identity.clone());
+        hashing.offer(0, Box::new(bytes[..MIB].to_vec()));
+        assert!(!hashed_up_to(&mut hashing, &mut state, MIB as u64));
+        assert_eq!(state.file.sha256, None);
+        let sent = *state.file.sent_hashes.clone().unwrap();
+        assert_eq!(sent.len(), MIB as u64);
+        // Chunks offered twice (a fragment sent again) count once; a chunk past a
+        // gap makes the thread read the gap from the file.
+        hashing.offer(MIB as u64 / 2, Box::new(bytes[MIB / 2..MIB].to_vec()));
+        hashing.offer(2 * MIB as u64, Box::new(bytes[2 * MIB..].to_vec()));
+        assert!(hashed_up_to(&mut hashing, &mut state, 3 * MIB as u64));
         assert_eq!(state.file.sha256, whole.sha256);
+        assert_eq!(state.file.sent_hashes, None, "the whole hash replaces them");
         assert!(!hashing.poll_into(&mut state), "said once");
-        assert_eq!(hashing.finish(), &whole);
-        // An identity saved before its hash: checked by size and modification time.
-        let early = FileIdentity::stat(&path).unwrap();
-        assert_eq!(early.verify().unwrap(), early);
+        assert_eq!(hashing.finish().sha256, whole.sha256);
+
+        // An upload that ended early: the rest is read from the file.
+        let mut early = FileHashing::start(identity.clone());
+        early.offer(0, Box::new(bytes[..MIB].to_vec()));
+        assert_eq!(early.finish().sha256, whole.sha256);
+
+        // Resuming from the hashes of the first MiB: checked against the file,
+        // continued from there.
+        let saved = FileIdentity {
+            sent_hashes: Some(Box::new(sent.clone())),
+            ..identity.clone()
+        };
+        let now = saved.verify().unwrap();
+        assert_eq!(now.sent_hashes.as_deref(), Some(&sent));
+        assert_eq!(FileHashing::start(now).finish().sha256, whole.sha256);
+
+        // A byte changed in the part already sent, the file's time put back: the
+        // hashes see it. In the part not yet sent, nothing can (the time is the
+        // check there), and the upload would send the file as it is.
+        let put_back = |b: &[u8]| {
+            let modified = fs::metadata(&path).unwrap().modified().unwrap();
+            fs::write(&path, b).unwrap();
+            let f = fs::File::options().write(true).open(&path).unwrap();
+            f.set_modified(modified).unwrap();
+        };
+        let mut changed = bytes.clone();
+        changed[MIB - 1] ^= 1;
+        put_back(&changed);
+        let err = saved.verify().unwrap_err();
+        assert!(err.to_string().contains("already sent"), "{err}");
+        let mut changed = bytes.clone();
+        changed[MIB] ^= 1;
+        put_back(&changed);
+        saved.verify().unwrap();
+        // A new time is a change wherever the bytes are.
         std::thread::sleep(std::time::Duration::from_millis(20));
-        fs::write(&path, vec![8u8; 3 << 20]).unwrap();
-        assert!(matches!(early.verify(), Err(Error::FileChanged { .. })));
-        // A file cut short while it was hashed has no hash.
+        fs::write(&path, &bytes).unwrap();
+        assert!(matches!(saved.verify(), Err(Error::FileChanged { .. })));
+
+        // A file cut short has no hash.
         let mut cut = FileHashing::start(FileIdentity {
             size: 4 << 20,
-            ..early
+            ..identity
         });
         assert_eq!(cut.finish().sha256, None);
     }

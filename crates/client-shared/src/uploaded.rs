@@ -201,6 +201,7 @@ mod tests {
             modified: None,
             sha256: Some(hashes.sha256_hash.to_ascii_lowercase()),
             quick_xor: Some(hashes.quick_xor_hash.clone()),
+            sent_hashes: None,
         };
         let mut up = Uploaded::new("a.bin".into(), 3, Some("01F".into()), None);
         up.drive_item = Some(item(&hashes.quick_xor_hash, &hashes.sha256_hash));

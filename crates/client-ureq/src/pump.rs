@@ -22,7 +22,7 @@ use upsession_core::wire::AttachmentItem;
 
 use crate::Client;
 use crate::cancel::CancelToken;
-use crate::transport::{Reply, put_fragment, send};
+use crate::transport::{Reply, Source, put_fragment, send};
 use crate::upload::Progress;
 
 /// Least time between two progress updates of a resume state.
@@ -174,8 +174,11 @@ impl Job<'_> {
             &self.client.agent,
             &url,
             range,
-            reader,
-            &self.source,
+            Source {
+                reader,
+                path: &self.source,
+                hashing: self.file.as_ref(),
+            },
             on_sent,
             cancel,
         ) {

@@ -6,7 +6,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE};
-use upsession_client_shared::{Error, Result};
+use upsession_client_shared::{Error, FileHashing, Result};
 use upsession_core::ContentRange;
 use upsession_core::planner::TransportError;
 use upsession_core::redact::{RedactedUrl, UploadUrl, redact};
@@ -38,15 +38,26 @@ pub(crate) fn send<B: ureq::AsSendBody>(
     }
 }
 
-/// `PUT {uploadUrl}` with the bytes of `range`, streamed from `reader` (never the
+/// Where a fragment's bytes come from: the reader, the path its errors name, and
+/// the file's hash (offered each chunk read, so the file is read once).
+pub(crate) struct Source<'a, R> {
+    pub(crate) reader: &'a mut R,
+    pub(crate) path: &'a Path,
+    pub(crate) hashing: Option<&'a FileHashing>,
+}
+
+/// `PUT {uploadUrl}` with the bytes of `range`, streamed from `source` (never the
 /// whole fragment in memory) and no `Authorization`. `on_sent` is told the
 /// fragment's bytes handed to the connection so far; `cancel` abandons the body.
 pub(crate) fn put_fragment<R: Read + Seek>(
     agent: &ureq::Agent,
     upload_url: &UploadUrl,
     range: ContentRange,
-    reader: &mut R,
-    source: &Path,
+    Source {
+        reader,
+        path: source,
+        hashing,
+    }: Source<'_, R>,
     mut on_sent: impl FnMut(u64),
     cancel: Option<&CancelToken>,
 ) -> Result<Reply> {
@@ -60,6 +71,9 @@ pub(crate) fn put_fragment<R: Read + Seek>(
         on_sent: &mut on_sent,
         cancel,
         error: None,
+        tap: hashing
+            .filter(|h| h.wants_chunks())
+            .map(|h| (h, range.range().start())),
     };
     let request = http::Request::put(upload_url.expose_secret())
         .header(CONTENT_RANGE, range.to_string())
@@ -83,6 +97,9 @@ struct Counted<'a, R, F> {
     cancel: Option<&'a CancelToken>,
     /// The source's own failure, kept for the caller.
     error: Option<io::Error>,
+    /// The file's hash, offered each chunk read (so the file is read once), and
+    /// the fragment's first byte in the file.
+    tap: Option<(&'a FileHashing, u64)>,
 }
 
 impl<R: Read, F: FnMut(u64)> Read for Counted<'_, R, F> {
@@ -105,6 +122,9 @@ impl<R: Read, F: FnMut(u64)> Read for Counted<'_, R, F> {
                 return Err(e);
             }
         };
+        if let Some((hashing, start)) = self.tap {
+            hashing.offer(start + self.sent, Box::new(buf[..n].to_vec()));
+        }
         self.sent += n as u64;
         (self.on_sent)(self.sent);
         Ok(n)

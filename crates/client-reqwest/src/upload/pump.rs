@@ -257,9 +257,17 @@ impl Job<'_> {
             let sent = start + sent;
             progress.emit(&label, ProgressKind::Sent { sent, total });
         };
-        self.inner
-            .put_fragment(&url, range, reader, &self.source, on_sent)
-            .await
+        // Boxed: the request and its body pump are large, and every upload nests
+        // this future.
+        Box::pin(self.inner.put_fragment(
+            &url,
+            range,
+            reader,
+            &self.source,
+            on_sent,
+            self.file.as_ref(),
+        ))
+        .await
     }
 
     /// A request without a body: creating the session, asking it, deleting it,

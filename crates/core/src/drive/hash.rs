@@ -112,27 +112,82 @@ impl Sha256 {
     }
 }
 
-/// A file's QuickXorHash and SHA-256, taken piece by piece in order; see the
+/// A file's QuickXorHash and SHA-256 (or its SHA-256 alone:
+/// [`ContentHasher::sha256_only`]), taken piece by piece in order; see the
 /// [module documentation](self).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ContentHasher {
-    quick_xor: QuickXorHash,
+    quick_xor: Option<QuickXorHash>,
     sha256: Sha256,
+}
+
+impl Default for ContentHasher {
+    /// Both hashes, as a drive file needs.
+    fn default() -> Self {
+        Self {
+            quick_xor: Some(QuickXorHash::new()),
+            sha256: Sha256::default(),
+        }
+    }
 }
 
 impl PartialEq for ContentHasher {
     fn eq(&self, other: &Self) -> bool {
-        self.sha256 == other.sha256 && self.quick_xor.state() == other.quick_xor.state()
+        self.sha256 == other.sha256
+            && self.quick_xor.as_ref().map(QuickXorHash::state)
+                == other.quick_xor.as_ref().map(QuickXorHash::state)
     }
 }
 
 impl Eq for ContentHasher {}
 
 impl ContentHasher {
+    /// The SHA-256 alone (an attachment's, whose answer carries no QuickXorHash).
+    #[must_use]
+    pub fn sha256_only() -> Self {
+        Self {
+            quick_xor: None,
+            sha256: Sha256::default(),
+        }
+    }
+
+    /// A hasher of the same kind (both hashes, or the SHA-256 alone) with nothing
+    /// taken in.
+    #[must_use]
+    pub fn fresh(&self) -> Self {
+        if self.quick_xor.is_some() {
+            Self::default()
+        } else {
+            Self::sha256_only()
+        }
+    }
+
     /// Takes in the next `bytes` of the file.
     pub fn update(&mut self, bytes: &[u8]) {
-        self.quick_xor.update(bytes);
+        if let Some(q) = &mut self.quick_xor {
+            q.update(bytes);
+        }
         self.sha256.update(bytes);
+    }
+
+    /// The SHA-256 of everything taken in, lowercase hex.
+    #[must_use]
+    pub fn sha256_lower_hex(&self) -> String {
+        self.sha256
+            .finish()
+            .iter()
+            .fold(String::with_capacity(64), |mut s, b| {
+                use std::fmt::Write as _;
+                let _ = write!(s, "{b:02x}");
+                s
+            })
+    }
+
+    /// The QuickXorHash of everything taken in (base64), unless
+    /// [`ContentHasher::sha256_only`].
+    #[must_use]
+    pub fn quick_xor_base64(&self) -> Option<String> {
+        self.quick_xor.as_ref().map(QuickXorHash::finish_base64)
     }
 
     /// Bytes taken in so far.
@@ -147,11 +202,12 @@ impl ContentHasher {
         self.sha256.len == 0
     }
 
-    /// The hashes of everything taken in, as a driveItem carries them.
+    /// The hashes of everything taken in, as a driveItem carries them (the
+    /// QuickXorHash empty when [`ContentHasher::sha256_only`]).
     #[must_use]
     pub fn finish(&self) -> Hashes {
         Hashes {
-            quick_xor_hash: self.quick_xor.finish_base64(),
+            quick_xor_hash: self.quick_xor_base64().unwrap_or_default(),
             sha256_hash: sha256_hex(&self.sha256.finish()),
         }
     }
@@ -162,24 +218,28 @@ impl ContentHasher {
 #[serde(rename_all = "camelCase")]
 struct Stored {
     len: u64,
-    /// QuickXorHash's 160 lanes, base64.
-    quick_xor: String,
+    /// QuickXorHash's 160 lanes, base64 (absent: the SHA-256 alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    quick_xor: Option<String>,
     /// SHA-256's eight words, then its unfinished block, base64.
     sha256: String,
 }
 
 impl Serialize for ContentHasher {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let (lanes, len) = self.quick_xor.state();
+        let len = self.sha256.len;
         let mut sha = Vec::with_capacity(32 + self.sha256.pending.len());
         for word in self.sha256.state {
             sha.extend_from_slice(&word.to_be_bytes());
         }
         sha.extend_from_slice(&self.sha256.pending);
-        debug_assert_eq!(len, self.sha256.len);
         Stored {
             len,
-            quick_xor: STANDARD.encode(lanes),
+            quick_xor: self.quick_xor.as_ref().map(|q| {
+                let (lanes, xor_len) = q.state();
+                debug_assert_eq!(xor_len, len);
+                STANDARD.encode(lanes)
+            }),
             sha256: STANDARD.encode(sha),
         }
         .serialize(serializer)
@@ -190,11 +250,16 @@ impl<'de> Deserialize<'de> for ContentHasher {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error as _;
         let stored = Stored::deserialize(deserializer)?;
-        let lanes = STANDARD
-            .decode(&stored.quick_xor)
-            .map_err(D::Error::custom)?;
-        let quick_xor = QuickXorHash::from_state(&lanes, stored.len)
-            .ok_or_else(|| D::Error::custom("QuickXorHash state is not 160 lanes"))?;
+        let quick_xor = match &stored.quick_xor {
+            None => None,
+            Some(lanes) => {
+                let lanes = STANDARD.decode(lanes).map_err(D::Error::custom)?;
+                Some(
+                    QuickXorHash::from_state(&lanes, stored.len)
+                        .ok_or_else(|| D::Error::custom("QuickXorHash state is not 160 lanes"))?,
+                )
+            }
+        };
         let sha = STANDARD.decode(&stored.sha256).map_err(D::Error::custom)?;
         let pending_len = usize::try_from(stored.len % 64).unwrap_or(0);
         if sha.len() != 32 + pending_len {
@@ -260,16 +325,25 @@ mod tests {
             let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
             cuts.sort_unstable();
             let mut h = ContentHasher::default();
+            let mut sha_only = ContentHasher::sha256_only();
             let mut from = 0;
             for cut in cuts.into_iter().chain([bytes.len()]) {
                 h.update(&bytes[from..cut]);
+                sha_only.update(&bytes[from..cut]);
                 from = cut;
                 // Stored and read back at every fragment boundary.
-                let json = serde_json::to_string(&h).unwrap();
-                let back: ContentHasher = serde_json::from_str(&json).unwrap();
-                prop_assert_eq!(&back, &h);
-                h = back;
+                for h in [&mut h, &mut sha_only] {
+                    let json = serde_json::to_string(&*h).unwrap();
+                    let back: ContentHasher = serde_json::from_str(&json).unwrap();
+                    prop_assert_eq!(&back, &*h);
+                    *h = back;
+                }
             }
+            prop_assert_eq!(sha_only.quick_xor_base64(), None);
+            prop_assert_eq!(
+                sha_only.sha256_lower_hex(),
+                sha256_hex(&sha2::Sha256::digest(&bytes)).to_lowercase()
+            );
             prop_assert_eq!(h.len(), bytes.len() as u64);
             let hashes = h.finish();
             // Against independent implementations: sha2's own hasher, the
