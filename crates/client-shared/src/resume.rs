@@ -802,6 +802,16 @@ mod tests {
         assert!(!hashing.poll_into(&mut state), "said once");
         assert_eq!(hashing.finish().sha256, whole.sha256);
 
+        // What was offered is what is hashed: the file is not read again (bytes
+        // unlike the file's show it).
+        let mut offered = FileHashing::start(identity.clone());
+        let other = vec![9_u8; 3 * MIB];
+        offered.offer(0, Box::new(other[..2 * MIB].to_vec()));
+        offered.offer(2 * MIB as u64, Box::new(other[2 * MIB..].to_vec()));
+        let mut unlike = ContentHasher::sha256_only();
+        unlike.update(&other);
+        assert_eq!(offered.finish().sha256, Some(unlike.sha256_lower_hex()));
+
         // An upload that ended early: the rest is read from the file.
         let mut early = FileHashing::start(identity.clone());
         early.offer(0, Box::new(bytes[..MIB].to_vec()));
