@@ -11,10 +11,13 @@ use crate::{free_port, run, wait_for_port};
 /// database `upsession` owned by the trust-authenticated user `upsession`.
 #[derive(Debug)]
 pub struct Postgres {
-    child: Child,
+    /// `None` while stopped ([`Postgres::stop`]).
+    child: Option<Child>,
     port: u16,
     bin: PathBuf,
     dir: tempfile::TempDir,
+    /// The `-c` settings it runs with.
+    settings: Vec<String>,
 }
 
 /// Where `initdb` and `postgres` are: `$UPSESSION_PG_BIN`, else Debian's newest
@@ -137,32 +140,73 @@ impl Postgres {
                 "ssl_key_file=server.key",
             ]);
         }
-        let port = free_port()?;
-        let log = std::fs::File::create(dir.path().join("postgres.log"))?;
+        let mut pg = Self {
+            child: None,
+            port: free_port()?,
+            bin,
+            dir,
+            settings: settings.into_iter().map(str::to_owned).collect(),
+        };
+        pg.spawn()?;
+        pg.create_database("upsession")?;
+        Ok(pg)
+    }
+
+    /// Starts the server process on its directory and port; waits for the port.
+    fn spawn(&mut self) -> io::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("postgres.log"))?;
         let _ = Command::new("chown")
             .arg("postgres:postgres")
-            .arg(dir.path().join("postgres.log"))
+            .arg(self.dir.path().join("postgres.log"))
             .stderr(Stdio::null())
             .status();
-        let child = as_db_user(&bin.join("postgres"))
+        let child = as_db_user(&self.bin.join("postgres"))
             .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-k"])
-            .arg(dir.path())
-            .args(settings.iter().flat_map(|setting| ["-c", setting]))
+            .arg(self.dir.path().join("data"))
+            .args(["-p", &self.port.to_string(), "-k"])
+            .arg(self.dir.path())
+            .args(self.settings.iter().flat_map(|setting| ["-c", setting]))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;
-        let mut pg = Self {
-            child,
-            port,
-            bin,
-            dir,
-        };
-        wait_for_port(port, Duration::from_secs(30))?;
-        pg.create_database("upsession")?;
-        Ok(pg)
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(30))
+    }
+
+    /// Stops the server as an operator's immediate shutdown does (`SIGQUIT`):
+    /// every connection is cut at once; what was committed stays.
+    ///
+    /// # Errors
+    /// When the signal cannot be sent.
+    pub fn stop(&mut self) -> io::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            run(Command::new("kill").args(["-QUIT", &child.id().to_string()]))?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts a stopped server again on the same port and data, and waits until
+    /// it answers queries (after its crash recovery).
+    ///
+    /// # Errors
+    /// When it does not answer within 30 s.
+    pub fn start_again(&mut self) -> io::Result<()> {
+        if self.child.is_none() {
+            self.spawn()?;
+        }
+        let start = Instant::now();
+        loop {
+            match self.sql("postgres", "SELECT 1") {
+                Ok(_) => return Ok(()),
+                Err(e) if start.elapsed() > Duration::from_secs(30) => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
     }
 
     /// Creates another database (retrying while the server finishes starting).
@@ -183,7 +227,13 @@ impl Postgres {
                 Err(e) if start.elapsed() > Duration::from_secs(30) => return Err(e),
                 Err(_) => std::thread::sleep(Duration::from_millis(200)),
             }
-            if let Some(status) = self.child.try_wait()? {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .map(Child::try_wait)
+                .transpose()?
+                .flatten()
+            {
                 return Err(io::Error::other(format!(
                     "PostgreSQL exited ({status}); see {}",
                     self.dir.path().join("postgres.log").display()
@@ -267,7 +317,9 @@ fn write_certificates(dir: &Path, data: &Path) -> io::Result<()> {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

@@ -562,3 +562,50 @@ async fn nodes_whose_clocks_differ_decide_expiry_alike() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_mid_upload_is_a_503_with_retry_after_and_then_the_upload_goes_on() {
+    let Some((mut cluster, graph, file, url)) = opened(6 * FRAGMENT, 12).await else {
+        return;
+    };
+    for i in 0..2 {
+        let res = graph.put_at(&url, &file, i * FRAGMENT, FRAGMENT).await;
+        assert_eq!(res.status(), 200);
+    }
+    // A fragment half received by node 0 when PostgreSQL goes down.
+    let mut held = in_flight_on(&cluster, 0, &url, &file, 2 * FRAGMENT, FRAGMENT / 2).await;
+    tokio::task::block_in_place(|| cluster.pg.stop()).unwrap();
+    // Its body ends: it cannot be counted, and says so as a retryable 503.
+    held.write_all(&file[2 * FRAGMENT + FRAGMENT / 2..3 * FRAGMENT])
+        .await
+        .unwrap();
+    let answer = read_answer(&mut held, Duration::from_secs(60)).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("\r\nretry-after: 2\r\n"),
+        "{answer}"
+    );
+    // Every node answers so while the database is away: status, a new fragment.
+    for addr in &cluster.addrs {
+        let direct = on_node(&url, addr);
+        let res = reqwest::get(&direct).await.unwrap();
+        assert_eq!(res.status(), 503, "status on {addr}");
+        assert!(res.headers().contains_key("retry-after"));
+        let res = graph.put_at(&direct, &file, 2 * FRAGMENT, FRAGMENT).await;
+        assert_eq!(res.status(), 503, "fragment on {addr}");
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "serviceNotAvailable");
+    }
+    tokio::task::block_in_place(|| cluster.pg.start_again()).unwrap();
+    // The nodes reconnect by themselves: exactly the acknowledged bytes are
+    // there, and the upload finishes through both nodes, byte-exact.
+    let status = graph.session_status(&url).await;
+    assert_eq!(
+        status["nextExpectedRanges"][0],
+        format!("{}-{}", 2 * FRAGMENT, file.len() - 1)
+    );
+    let location = upload_with(&mut cluster, &url, &file, 2 * FRAGMENT, |_, _| {}).await;
+    assert_downloads(&cluster, &location, &file).await;
+}

@@ -71,15 +71,55 @@ impl std::fmt::Debug for Postgres {
     }
 }
 
-/// The error with its causes ("error connecting to server: Connection refused").
-fn db_err(e: impl std::error::Error) -> io::Error {
+/// The error with its causes ("error connecting to server: Connection refused"),
+/// of kind [`io::ErrorKind::ConnectionAborted`] when the database could not be
+/// reached or went away (a request may be tried again in a moment: 503).
+fn db_err<E: std::error::Error + 'static>(e: E) -> io::Error {
     let mut text = format!("PostgreSQL: {e}");
+    let mut gone = connection_lost(&e);
     let mut cause = e.source();
     while let Some(c) = cause {
         let _ = write!(text, ": {c}");
+        gone |= connection_lost(c);
         cause = c.source();
     }
-    io::Error::other(text)
+    if gone {
+        io::Error::new(io::ErrorKind::ConnectionAborted, text)
+    } else {
+        io::Error::other(text)
+    }
+}
+
+/// Whether `e` itself says the database is unreachable or went away: a closed
+/// connection, a refused one, a pool that found no connection in time, or the
+/// server's own "connection exception" (class 08) and shutdown codes (57P01-3).
+fn connection_lost(e: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(pg) = e.downcast_ref::<tokio_postgres::Error>() {
+        return pg.is_closed()
+            || pg.code().is_some_and(|c| {
+                c.code().starts_with("08")
+                    || [
+                        SqlState::ADMIN_SHUTDOWN,
+                        SqlState::CRASH_SHUTDOWN,
+                        SqlState::CANNOT_CONNECT_NOW,
+                    ]
+                    .contains(c)
+            });
+    }
+    if let Some(pool) = e.downcast_ref::<deadpool_postgres::PoolError>() {
+        return matches!(pool, deadpool_postgres::PoolError::Timeout(_));
+    }
+    e.downcast_ref::<io::Error>().is_some_and(|io| {
+        matches!(
+            io.kind(),
+            io::ErrorKind::ConnectionRefused
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::NotConnected
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof
+        )
+    })
 }
 
 fn json_err(e: serde_json::Error) -> io::Error {
