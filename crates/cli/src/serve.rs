@@ -151,6 +151,11 @@ pub(crate) struct ServeArgs {
     /// with GOAWAY).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     idle_timeout: Duration,
+    /// Longest silence within a request's body: past it the request is answered
+    /// 408 and dropped. With shared storage a session's lease lasts a fifth
+    /// longer (plus a second), so a node that dies keeps its sessions that long.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    body_idle_timeout: Duration,
     /// Bearer token required on /metrics [default: none: /metrics answers loopback
     /// callers only, unless --metrics-public].
     #[arg(
@@ -550,6 +555,7 @@ fn server_config(
         .with_max_connections_per_ip(args.max_connections_per_ip as usize)
         .with_header_timeout(args.header_timeout)
         .with_idle_timeout(args.idle_timeout)
+        .with_body_idle_timeout(args.body_idle_timeout)
         .with_fsync(match args.fsync {
             FsyncArg::Always => Fsync::Always,
             FsyncArg::Never => Fsync::Never,
@@ -622,7 +628,10 @@ mod tests {
         );
         assert_eq!(defaults.header_timeout, library.header_timeout);
         assert_eq!(defaults.idle_timeout, library.idle_timeout);
+        assert_eq!(defaults.body_idle_timeout, library.body_idle_timeout);
         let set = config_of(&[
+            "--body-idle-timeout",
+            "4s",
             "--max-connections-per-ip",
             "7",
             "--header-timeout",
@@ -633,5 +642,6 @@ mod tests {
         assert_eq!(set.max_connections_per_ip, 7);
         assert_eq!(set.header_timeout, Duration::from_secs(3));
         assert_eq!(set.idle_timeout, Duration::from_secs(120));
+        assert_eq!(set.body_idle_timeout, Duration::from_secs(4));
     }
 }

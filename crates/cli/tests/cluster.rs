@@ -22,8 +22,27 @@ use common::cluster::Cluster;
 const TOKEN: &str = "cluster-token";
 const FRAGMENT: usize = 256 * 1024;
 
+/// A body silent for 3 s is dropped, so a session's lease lasts 4.6 s: a dead
+/// node's sessions are taken over that soon.
+const BODY_IDLE: &str = "3s";
+
 fn flags() -> Vec<&'static str> {
-    common::small_fragments(TOKEN, "256KiB")
+    let mut flags = common::small_fragments(TOKEN, "256KiB");
+    flags.extend(["--body-idle-timeout", BODY_IDLE]);
+    flags
+}
+
+/// Sends the fragment at `start` to `url` until it is not answered 409 (a lease
+/// still held, for at most one lease); that answer.
+async fn put_when_free(graph: &Graph, url: &str, file: &[u8], start: usize) -> reqwest::Response {
+    for _ in 0..100 {
+        let res = graph.put_at(url, file, start, FRAGMENT).await;
+        if res.status() != 409 {
+            return res;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the fragment at {start} was refused 409 for 10 s");
 }
 
 /// Two nodes, Graph through their proxy, a seeded file of `len` bytes from
@@ -211,14 +230,17 @@ async fn kill9_of_a_node_mid_fragment_and_the_other_finishes() {
     let held = in_flight_on(&cluster, 0, &url, &file, 4 * FRAGMENT, 1000).await;
     cluster.kill9(0);
     drop(held);
-    // The survivor sees exactly the acknowledged bytes, takes the session (the
-    // dead node's lock went with its connection) and finishes it.
+    // The survivor sees exactly the acknowledged bytes, takes the session once
+    // the dead node's lease has run out (one lease, 4.6 s here) and finishes it.
     let status = graph.session_status(&url).await;
     assert_eq!(
         status["nextExpectedRanges"][0],
         format!("{}-{}", 4 * FRAGMENT, file.len() - 1)
     );
-    let location = upload_with(&mut cluster, &url, &file, 4 * FRAGMENT, |_, _| {}).await;
+    let node1 = on_node(&url, &cluster.addrs[1]);
+    let res = put_when_free(&graph, &node1, &file, 4 * FRAGMENT).await;
+    assert_eq!(res.status(), 200);
+    let location = upload_with(&mut cluster, &url, &file, 5 * FRAGMENT, |_, _| {}).await;
     assert_downloads(&cluster, &location, &file).await;
 }
 
@@ -518,7 +540,7 @@ async fn readyz_says_whether_the_bucket_and_the_database_answer() {
     assert_eq!(graph.upload(&url, &file, FRAGMENT).await.status(), 201);
     let metrics = format!("http://{}/metrics", cluster.addrs[0]);
     let page = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
-    for (backend, op) in [("pg", "lock"), ("pg", "commit"), ("s3", "put_fragment")] {
+    for (backend, op) in [("pg", "lease"), ("pg", "commit"), ("s3", "put_fragment")] {
         let count = format!(r#"upsession_backend_seconds_count{{backend="{backend}",op="{op}"}}"#);
         assert!(
             page.lines()
@@ -599,8 +621,11 @@ async fn a_database_restart_mid_upload_is_a_503_with_retry_after_and_then_the_up
         assert_eq!(body["error"]["code"], "serviceNotAvailable");
     }
     tokio::task::block_in_place(|| cluster.pg.start_again()).unwrap();
-    // The nodes reconnect by themselves: exactly the acknowledged bytes are
-    // there, and the upload finishes through both nodes, byte-exact.
+    // A client waits as Retry-After says (the lease of the fragment that failed
+    // is given back meanwhile, as soon as the database answers). The nodes
+    // reconnect by themselves: exactly the acknowledged bytes are there, and the
+    // upload finishes through both nodes, byte-exact, with no 409 on the way.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let status = graph.session_status(&url).await;
     assert_eq!(
         status["nextExpectedRanges"][0],
@@ -608,4 +633,73 @@ async fn a_database_restart_mid_upload_is_a_503_with_retry_after_and_then_the_up
     );
     let location = upload_with(&mut cluster, &url, &file, 2 * FRAGMENT, |_, _| {}).await;
     assert_downloads(&cluster, &location, &file).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_racing_on_one_offset_give_it_to_exactly_one_whose_bytes_count() {
+    let Some((cluster, graph, file, url)) = opened(3 * FRAGMENT, 13).await else {
+        return;
+    };
+    let nodes = [
+        on_node(&url, &cluster.addrs[0]),
+        on_node(&url, &cluster.addrs[1]),
+    ];
+    let mut last = None;
+    for round in 0..3 {
+        let start = round * FRAGMENT;
+        // Each node gets the same range at once, with bytes of its own.
+        let mut versions = [file.clone(), file.clone()];
+        for (i, v) in versions.iter_mut().enumerate() {
+            v[start..start + FRAGMENT].fill(i as u8 + 1);
+        }
+        let (a, b) = tokio::join!(
+            graph.put_at(&nodes[0], &versions[0], start, FRAGMENT),
+            graph.put_at(&nodes[1], &versions[1], start, FRAGMENT)
+        );
+        let ok = if round == 2 { 201 } else { 200 };
+        let statuses = [a.status().as_u16(), b.status().as_u16()];
+        // One writes; the other is refused while it does (409), or, arriving
+        // after its commit, is answered as the re-send of a counted fragment
+        // (which writes nothing).
+        assert!(statuses.contains(&ok), "round {round}: {statuses:?}");
+        assert!(
+            statuses.iter().all(|s| *s == ok || *s == 409),
+            "round {round}: {statuses:?}"
+        );
+        last = Some(if statuses[0] == ok { a } else { b });
+    }
+    // Every range is one node's bytes, whole: never a mix, never a loser's
+    // object in place of a winner's.
+    let got = graph.download(&location(&last.unwrap())).await;
+    assert_eq!(got.len(), file.len());
+    for r in 0..3 {
+        let range = &got[r * FRAGMENT..(r + 1) * FRAGMENT];
+        assert!(
+            range.iter().all(|&x| x == 1) || range.iter().all(|&x| x == 2),
+            "range {r} is not one node's"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_silent_past_its_lease_loses_the_session_and_its_late_bytes_never_count() {
+    let Some((cluster, graph, file, url)) = opened(2 * FRAGMENT, 14).await else {
+        return;
+    };
+    // Node 0 gets half of the first fragment, with bytes of its own, then
+    // nothing for longer than a lease.
+    let mut stale = file.clone();
+    stale[..FRAGMENT].fill(0xee);
+    let mut held = in_flight_on(&cluster, 0, &url, &stale, 0, FRAGMENT / 2).await;
+    // Node 1 takes the session once the lease has run out, and its bytes count.
+    let node1 = on_node(&url, &cluster.addrs[1]);
+    let res = put_when_free(&graph, &node1, &file, 0).await;
+    assert_eq!(res.status(), 200);
+    // Node 0's client goes on: whatever it is told, nothing of it counts.
+    let _ = held.write_all(&stale[FRAGMENT / 2..FRAGMENT]).await;
+    let answer = read_answer(&mut held, Duration::from_secs(30)).await;
+    assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let res = graph.put_at(&node1, &file, FRAGMENT, FRAGMENT).await;
+    assert_eq!(res.status(), 201);
+    assert_downloads(&cluster, &location(&res), &file).await;
 }

@@ -379,6 +379,8 @@ impl Config {
         with_header_timeout(header_timeout: Duration);
         /// Sets the longest time a connection stays open with no request in flight.
         with_idle_timeout(idle_timeout: Duration);
+        /// Sets the longest silence within a request's body.
+        with_body_idle_timeout(body_idle_timeout: Duration);
         /// Sets the longest time one fragment (stored or re-sent) may take in all.
         with_fragment_timeout(fragment_timeout: Duration);
         /// Sets how far this node's clock is off, in seconds (for tests).

@@ -146,10 +146,12 @@ async fn open_store(
                 .map_err(|e| store_error(config, e))?,
         ),
         Storage::Shared { store, meta } => {
-            // A node that stops answering keeps a session locked at most this long.
-            let lock_timeout = config.fragment_timeout + std::time::Duration::from_secs(60);
+            // A holder renews its lease as bytes arrive, and drops a body silent for
+            // the body-idle timeout: a lease a little longer is never lost by a
+            // live holder, and a dead node keeps a session no longer than that.
+            let lease = config.body_idle_timeout * 6 / 5 + std::time::Duration::from_secs(1);
             Arc::new(
-                SharedStore::open(store, meta, lock_timeout, None, Arc::clone(metrics))
+                SharedStore::open(store, meta, lease, None, Arc::clone(metrics))
                     .await
                     .map_err(StartError::Store)?,
             )

@@ -8,7 +8,7 @@
 //!
 //! The engine changes a session only through a [`SessionGuard`], which
 //! [`SessionStore::lock`] hands out to one request at a time (a mutex per session
-//! on one node, a row lock across nodes). How a store makes a fragment durable,
+//! on one node, a lease in the session's row across nodes). How a store makes a fragment durable,
 //! how it finishes an attachment, and what it deletes on expiry are its own
 //! business: no code outside this module asks which store it has.
 //!
@@ -66,7 +66,7 @@ pub(crate) struct AttachmentRecord {
     pub(crate) session: Option<String>,
     /// Those fragments, in order (shared store).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) parts: Vec<[u64; 2]>,
+    pub(crate) parts: Vec<s3::Part>,
     /// Under `--fsync never`, while its bytes are not known to be on the disk (the
     /// completion answers before they are synced): their sums, in order. Start-up
     /// checks an attachment that still has them and sets it aside if a power loss
@@ -127,10 +127,11 @@ pub(crate) struct SessionRecord {
     #[serde(default)]
     pub(crate) owner: Mailbox,
     pub(crate) snapshot: SessionSnapshot,
-    /// Acknowledged fragments as `[start, end)`, kept by the shared store, whose
-    /// fragments are objects of their own.
+    /// Acknowledged fragments, listed here by records the shared store wrote
+    /// before it kept them in a table of their own (`session_parts`); read, never
+    /// added to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) parts: Vec<[u64; 2]>,
+    pub(crate) parts: Vec<s3::Part>,
     /// The CRC-32C of every acknowledged fragment, in order (records written
     /// before these were kept have none). On disk, the local store's record has
     /// those up to its last rewrite; its journal has the rest.

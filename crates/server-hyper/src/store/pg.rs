@@ -2,12 +2,17 @@
 //!
 //! Each record is one row holding the same JSON the disk store writes, so both
 //! stores keep one shape. What PostgreSQL adds is the ordering across nodes: a
-//! fragment is written under `SELECT … FOR UPDATE NOWAIT` of its session's row, so
-//! two nodes never both accept bytes of one session at once (the loser answers
-//! `409 fragmentInProgress`, as one node does for a concurrent `PUT`). The lock is
-//! a transaction: a node that dies mid-fragment drops its connection and the lock
-//! goes with it, and `idle_in_transaction_session_timeout` frees it from a node
-//! that hangs instead.
+//! session is changed only by the holder of its **lease** (`lease_owner`, a
+//! random attempt id, until `lease_until` by the database's clock), taken with one
+//! conditional `UPDATE`, renewed while a fragment's bytes flow, and given back
+//! with the commit that counts the fragment (`… WHERE lease_owner = $me`, so a
+//! holder whose lease was taken over changes nothing). Two nodes never both accept
+//! bytes of one session at once (the loser answers `409 fragmentInProgress`, as
+//! one node does for a concurrent `PUT`), and no connection is held while a
+//! fragment arrives: a slow client costs a lease row, not a pooled connection. A
+//! node that dies or stops answering keeps its sessions one lease at most; then
+//! the next request takes them (the new request wins, across nodes). Counted
+//! fragments are appended to `session_parts`, one row each.
 //!
 //! The schema lives in `migrations/`, applied in order at start-up under an
 //! advisory lock, so nodes starting together migrate once.
@@ -16,6 +21,7 @@ use std::fmt::Write as _;
 use std::io;
 use std::time::{Duration, SystemTime};
 
+use super::s3::Part;
 use super::{
     AttachmentRecord, DriveRecord, ItemRecord, ItemView, SessionRecord, Uploading, deadline,
 };
@@ -37,18 +43,20 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "drives",
         include_str!("../../migrations/0002_drives.sql"),
     ),
+    (
+        3,
+        "leases",
+        include_str!("../../migrations/0003_leases.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming the advisory lock that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x7570_7365_7373_696f;
 
-/// Connections per node: one is held for the length of each fragment being written.
-const POOL_SIZE: usize = 64;
-
-/// Of those, at most this many hold session locks at once, so status requests,
-/// new sessions and the sweeper always find a connection; a fragment past it is
-/// answered 503 with `Retry-After` before its body is read.
-const MAX_LOCKS: usize = 48;
+/// Connections per node. Each statement takes one for its round trip only (a
+/// fragment holds a lease row, not a connection), so this bounds the database
+/// work a node does at once, not the uploads it serves.
+const POOL_SIZE: usize = 32;
 
 /// Longest a single statement may run, and how long a connection may stay silent
 /// before the kernel gives up on it: a database that stops answering fails
@@ -59,9 +67,8 @@ const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub(crate) struct Postgres {
     pool: Pool,
-    locks: std::sync::Arc<tokio::sync::Semaphore>,
-    /// How long a fragment may hold its session's lock before PostgreSQL frees it.
-    lock_timeout: Duration,
+    /// How long a lease lasts from its last renewal.
+    lease: Duration,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -136,9 +143,10 @@ fn from_json<T: for<'de> serde::Deserialize<'de>>(v: serde_json::Value) -> io::R
 
 impl Postgres {
     /// Connects (checking the URL and the server now, not at the first request) and
-    /// brings the schema up to date. `lock_timeout` bounds how long a node that
-    /// stops answering can keep a session locked.
-    pub(crate) async fn connect(url: &str, lock_timeout: Duration) -> io::Result<Self> {
+    /// brings the schema up to date. `lease` is how long a session's lease lasts
+    /// from its last renewal: how long a node that dies or stops answering keeps
+    /// its sessions.
+    pub(crate) async fn connect(url: &str, lease: Duration) -> io::Result<Self> {
         let (url, tls) = super::pg_tls::split(url)?;
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
             io::Error::new(
@@ -182,11 +190,7 @@ impl Postgres {
             .wait_timeout(Some(Duration::from_secs(30)))
             .build()
             .map_err(db_err)?;
-        let this = Self {
-            pool,
-            locks: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_LOCKS)),
-            lock_timeout,
-        };
+        let this = Self { pool, lease };
         this.migrate().await?;
         Ok(this)
     }
@@ -236,14 +240,12 @@ impl Postgres {
     }
 }
 
-/// What [`Postgres::lock_session`] found.
-pub(crate) enum PgLocked {
-    /// The row, locked by our transaction.
-    Held(Box<PgLock>),
-    /// Another transaction (on any node) holds it.
+/// What [`Postgres::lease_session`] found.
+pub(crate) enum PgLeased {
+    /// The lease is ours.
+    Held(Box<PgLease>),
+    /// Another attempt holds an unexpired lease.
     Busy,
-    /// Too many sessions are locked on this node already: try again shortly.
-    Saturated,
     /// No such session.
     Missing,
 }
@@ -441,41 +443,42 @@ impl Postgres {
             .transpose()
     }
 
-    /// Locks a session's row for this request, with `NOWAIT`.
-    pub(crate) async fn lock_session(&self, id: &str) -> io::Result<PgLocked> {
-        let Ok(permit) = std::sync::Arc::clone(&self.locks).try_acquire_owned() else {
-            return Ok(PgLocked::Saturated);
-        };
-        // The guard exists before `BEGIN` is sent: however this future ends, the
-        // transaction is rolled back before the connection is used again.
-        let mut lock = PgLock {
-            client: Some(self.client().await?),
-            record: None,
-            _permit: permit,
-        };
-        let timeout_ms = self.lock_timeout.as_millis().min(i32::MAX as u128);
-        lock.client()
-            .batch_execute(&format!(
-                "BEGIN; SET LOCAL idle_in_transaction_session_timeout = {timeout_ms}"
-            ))
+    /// Takes the lease of session `id` for a new attempt, if no other attempt
+    /// holds one that is still running (by the database's clock).
+    pub(crate) async fn lease_session(&self, id: &str) -> io::Result<PgLeased> {
+        let owner = attempt_id()?;
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "UPDATE sessions SET lease_owner = $2, lease_until = now() + make_interval(secs => $3)
+                 WHERE id = $1 AND (lease_owner IS NULL OR lease_until <= now())
+                 RETURNING record, (SELECT count(*) FROM session_parts WHERE session_id = $1)",
+                &[&id, &owner, &self.lease.as_secs_f64()],
+            )
             .await
             .map_err(db_err)?;
-        let found = lock
-            .client()
-            .query_opt(
-                "SELECT record FROM sessions WHERE id = $1 FOR UPDATE NOWAIT",
-                &[&id],
-            )
-            .await;
-        match found {
-            Ok(Some(row)) => {
-                lock.record = Some(from_json(row.get::<_, Json<serde_json::Value>>(0).0)?);
-                Ok(PgLocked::Held(Box::new(lock)))
-            }
-            Ok(None) => Ok(PgLocked::Missing),
-            Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => Ok(PgLocked::Busy),
-            Err(e) => Err(db_err(e)),
-        }
+        let Some(row) = row else {
+            let exists = client
+                .query_opt("SELECT 1 FROM sessions WHERE id = $1", &[&id])
+                .await
+                .map_err(db_err)?
+                .is_some();
+            return Ok(if exists {
+                PgLeased::Busy
+            } else {
+                PgLeased::Missing
+            });
+        };
+        let record: SessionRecord = from_json(row.get::<_, Json<serde_json::Value>>(0).0)?;
+        let counted: i64 = row.get(1);
+        Ok(PgLeased::Held(Box::new(PgLease {
+            pg: self.clone(),
+            id: id.to_owned(),
+            owner,
+            record,
+            counted: u64::try_from(counted).unwrap_or(0),
+            done: false,
+        })))
     }
 
     pub(crate) async fn due_sessions(
@@ -550,7 +553,7 @@ impl Postgres {
 }
 
 async fn insert_attachment(
-    client: &tokio_postgres::Client,
+    client: &impl tokio_postgres::GenericClient,
     attachment: &AttachmentRecord,
 ) -> io::Result<()> {
     client
@@ -568,83 +571,218 @@ async fn insert_attachment(
         .map(drop)
 }
 
-/// A session row locked by an open transaction on a pooled connection. Dropped
-/// without [`PgLock::save`], it is rolled back.
-pub(crate) struct PgLock {
-    /// `None` once saved.
-    client: Option<Object>,
-    record: Option<SessionRecord>,
-    /// One of [`MAX_LOCKS`].
-    _permit: tokio::sync::OwnedSemaphorePermit,
+/// A random id for one attempt at a session: its lease's owner, and part of the
+/// key of the object it writes.
+fn attempt_id() -> io::Result<String> {
+    let n = getrandom::u64().map_err(|e| io::Error::other(format!("no randomness: {e}")))?;
+    Ok(format!("{n:016x}"))
 }
 
-impl PgLock {
-    fn client(&self) -> &tokio_postgres::Client {
-        self.client
-            .as_ref()
-            .expect("the connection is held until saved")
-    }
+/// A session's lease, held by this request. Dropped without [`PgLease::save`] or
+/// [`PgLease::release`], it is given back in the background.
+pub(crate) struct PgLease {
+    pg: Postgres,
+    id: String,
+    owner: String,
+    record: SessionRecord,
+    /// Fragments counted in `session_parts` when the lease was taken.
+    counted: u64,
+    /// Saved or released: nothing to give back.
+    done: bool,
 }
 
-impl PgLock {
-    /// The session's record as it was when locked.
+/// Why [`PgLease::save`] changed nothing.
+pub(crate) fn lease_lost() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ResourceBusy,
+        "the session's lease passed to a newer request",
+    )
+}
+
+impl PgLease {
+    /// The session's record as it was when the lease was taken.
     pub(crate) fn record(&self) -> &SessionRecord {
-        self.record.as_ref().expect("a held lock has its record")
+        &self.record
     }
 
-    /// Writes the new record (or deletes it, with `None`) and, with it, a finished
-    /// attachment, all or nothing; then releases the lock.
+    /// Fragments the session had counted when the lease was taken.
+    pub(crate) fn counted(&self) -> u64 {
+        self.counted
+    }
+
+    /// This attempt's id.
+    pub(crate) fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// The handle that renews this lease while bytes flow.
+    pub(crate) fn renewer(&self) -> Renewer {
+        Renewer {
+            pg: self.pg.clone(),
+            id: self.id.clone(),
+            owner: self.owner.clone(),
+        }
+    }
+
+    /// Counts a fragment, `part`, and writes the session's new record (or deletes
+    /// it, with `None`), with a finished attachment whose manifest is every
+    /// counted fragment, all or nothing, and gives the lease back; refused
+    /// ([`lease_lost`]) if the lease passed to another attempt meanwhile.
     pub(crate) async fn save(
         mut self,
         session: Option<&SessionRecord>,
-        attachment: Option<&AttachmentRecord>,
+        part: Option<&Part>,
+        attachment: Option<&mut AttachmentRecord>,
     ) -> io::Result<()> {
-        let client = self.client();
-        if let Some(a) = attachment {
-            insert_attachment(client, a).await?;
-        }
-        match session {
-            Some(s) => client
+        let mut client = self.pg.client().await?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        let changed = match session {
+            Some(s) => tx
                 .execute(
-                    "UPDATE sessions SET record = $2, deadline = $3 WHERE id = $1",
-                    &[&s.id, &Json(to_json(s)?), &deadline(&s.snapshot)],
+                    "UPDATE sessions SET record = $3, deadline = $4, lease_owner = NULL, lease_until = NULL
+                     WHERE id = $1 AND lease_owner = $2",
+                    &[&self.id, &self.owner, &Json(to_json(s)?), &deadline(&s.snapshot)],
                 )
                 .await
                 .map_err(db_err)?,
-            None => client
-                .execute("DELETE FROM sessions WHERE id = $1", &[&self.record().id])
+            None => tx
+                .execute(
+                    "DELETE FROM sessions WHERE id = $1 AND lease_owner = $2",
+                    &[&self.id, &self.owner],
+                )
                 .await
                 .map_err(db_err)?,
         };
-        client.batch_execute("COMMIT").await.map_err(db_err)?;
-        self.client = None;
+        if changed != 1 {
+            // Rolled back as the transaction drops; the lease is not ours to free.
+            self.done = true;
+            return Err(lease_lost());
+        }
+        if let Some(part) = part {
+            let (start, end) = (to_i64(part.start)?, to_i64(part.end)?);
+            tx.execute(
+                "INSERT INTO session_parts (session_id, start_byte, end_byte, attempt)
+                 VALUES ($1, $2, $3, $4)",
+                &[
+                    &self.id,
+                    &start,
+                    &end,
+                    &part.attempt.as_deref().unwrap_or(""),
+                ],
+            )
+            .await
+            .map_err(db_err)?;
+        }
+        if let Some(attachment) = attachment {
+            // The manifest: fragments listed in a record written before the
+            // table existed, then the table's.
+            let rows = tx
+                .query(
+                    "SELECT start_byte, end_byte, attempt FROM session_parts
+                     WHERE session_id = $1 ORDER BY start_byte",
+                    &[&self.id],
+                )
+                .await
+                .map_err(db_err)?;
+            let mut parts = self.record.parts.clone();
+            for row in rows {
+                let attempt: String = row.get(2);
+                parts.push(Part {
+                    start: u64::try_from(row.get::<_, i64>(0)).map_err(io::Error::other)?,
+                    end: u64::try_from(row.get::<_, i64>(1)).map_err(io::Error::other)?,
+                    attempt: (!attempt.is_empty()).then_some(attempt),
+                });
+            }
+            parts.sort_unstable();
+            attachment.parts = parts;
+            insert_attachment(&*tx, attachment).await?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        self.done = true;
         Ok(())
     }
 
-    /// Releases the lock, changing nothing, now (a dropped lock is released too,
-    /// but a moment later: another node asking at once would find it held).
+    /// Gives the lease back, changing nothing, now (a dropped lease is given back
+    /// too, but a moment later: another node asking at once would find it held).
     pub(crate) async fn release(mut self) {
-        if let Some(client) = self.client.take() {
-            rollback(client).await;
-        }
+        self.done = true;
+        self.renewer().give_back().await;
     }
 }
 
-/// Ends the transaction; a connection that cannot is closed, never reused.
-async fn rollback(client: Object) {
-    if client.batch_execute("ROLLBACK").await.is_err() {
-        drop(Object::take(client));
-    }
-}
-
-impl Drop for PgLock {
+impl Drop for PgLease {
     fn drop(&mut self) {
-        // Not saved: roll back before the connection goes back to the pool. Where
-        // no runtime is left, the connection is dropped, which aborts the transaction.
-        if let Some(client) = self.client.take()
+        // Where no runtime is left, the lease runs out by itself.
+        if !self.done
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
-            rt.spawn(rollback(client));
+            let renewer = self.renewer();
+            rt.spawn(async move { renewer.give_back().await });
         }
     }
+}
+
+/// Renews one attempt's lease; cheap to clone into the fragment's writer.
+#[derive(Clone)]
+pub(crate) struct Renewer {
+    pg: Postgres,
+    id: String,
+    owner: String,
+}
+
+impl Renewer {
+    /// Extends the lease by its length from now; `false` when it is no longer
+    /// this attempt's (taken over after it ran out, or the session is gone).
+    pub(crate) async fn renew(&self) -> io::Result<bool> {
+        let changed = self
+            .pg
+            .client()
+            .await?
+            .execute(
+                "UPDATE sessions SET lease_until = now() + make_interval(secs => $3)
+                 WHERE id = $1 AND lease_owner = $2",
+                &[&self.id, &self.owner, &self.pg.lease.as_secs_f64()],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(changed == 1)
+    }
+
+    /// How long a lease lasts from its last renewal.
+    pub(crate) fn lease(&self) -> Duration {
+        self.pg.lease
+    }
+
+    /// Frees the lease. A database out of reach (restarting, say) is asked again
+    /// every half second until the lease would have run out anyway, so that the
+    /// client's retry finds the session free as soon as the database is back.
+    async fn give_back(&self) {
+        let started = std::time::Instant::now();
+        loop {
+            let freed = match self.pg.client().await {
+                Ok(client) => client
+                    .execute(
+                        "UPDATE sessions SET lease_owner = NULL, lease_until = NULL
+                         WHERE id = $1 AND lease_owner = $2",
+                        &[&self.id, &self.owner],
+                    )
+                    .await
+                    .map_err(db_err)
+                    .map(drop),
+                Err(e) => Err(e),
+            };
+            match freed {
+                Ok(()) => return,
+                Err(e) if started.elapsed() >= self.pg.lease => {
+                    tracing::warn!(session = %self.id, error = %e, "could not give a lease back; it runs out by itself");
+                    return;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+}
+
+fn to_i64(n: u64) -> io::Result<i64> {
+    i64::try_from(n).map_err(io::Error::other)
 }

@@ -3,16 +3,18 @@
 //!
 //! Fragments are at most a few MiB and S3's multipart parts must be at least
 //! 5 MiB (but the last), so fragments are not parts: **each acknowledged fragment
-//! is its own object**, `sessions/{session}/{start}-{end}` (zero-padded), written
-//! with one `PUT` before the fragment is acknowledged. The session's record lists
-//! the fragments it counted; at completion that list becomes the attachment's
-//! manifest and `$value` streams the objects in order. Nothing is copied at
-//! completion, so finishing a 150 MB upload costs one metadata transaction.
+//! is its own object**, `sessions/{session}/{start}-{end}.{attempt}` (zero-padded;
+//! the attempt is the lease that wrote it), written with one `PUT` before the
+//! fragment is acknowledged. The database lists the fragments a session counted
+//! ([`Part`]); at completion that list becomes the attachment's manifest and
+//! `$value` streams the objects in order. Nothing is copied at completion, so
+//! finishing a 150 MB upload costs one metadata transaction.
 //!
-//! A fragment re-sent after a lost answer writes the same key with the same bytes;
-//! objects of fragments that were stored but never counted (the node died before
-//! the record was written) are deleted at completion, cancellation or expiry,
-//! with the rest of the session's prefix.
+//! Keys are unique per attempt: a fragment re-sent, raced by another node, or
+//! finished late by a holder whose lease ran out writes an object of its own, and
+//! can never replace bytes already counted. Objects that were stored but never
+//! counted are deleted at completion, cancellation or expiry, with the rest of
+//! the session's prefix.
 
 use std::io;
 use std::sync::Arc;
@@ -26,6 +28,8 @@ use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt as _};
 use tokio::io::AsyncWriteExt as _;
 use upsession_core::ByteRange;
+
+use serde::{Deserialize, Serialize};
 
 use super::{AttachmentRecord, ByteStream, FragmentWriter, SessionRecord, safe};
 
@@ -62,11 +66,61 @@ fn prefix(session: &str) -> io::Result<Path> {
     Ok(Path::from(format!("sessions/{}", safe(session)?)))
 }
 
-fn part_key(session: &str, [start, end]: [u64; 2]) -> io::Result<Path> {
-    Ok(Path::from(format!(
-        "sessions/{}/{start:020}-{end:020}",
-        safe(session)?
-    )))
+/// One counted fragment of a session in the bucket: its bytes `[start, end)` and
+/// the attempt whose object holds them. Stored as `[start, end, "attempt"]`;
+/// records from before attempts were named hold `[start, end]`, whose object's
+/// key has no attempt.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(from = "PartForm", into = "PartForm")]
+pub(crate) struct Part {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) attempt: Option<String>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum PartForm {
+    Named(u64, u64, String),
+    Bare([u64; 2]),
+}
+
+impl From<PartForm> for Part {
+    fn from(form: PartForm) -> Self {
+        match form {
+            PartForm::Named(start, end, attempt) => Self {
+                start,
+                end,
+                attempt: Some(attempt),
+            },
+            PartForm::Bare([start, end]) => Self {
+                start,
+                end,
+                attempt: None,
+            },
+        }
+    }
+}
+
+impl From<Part> for PartForm {
+    fn from(part: Part) -> Self {
+        match part.attempt {
+            Some(attempt) => Self::Named(part.start, part.end, attempt),
+            None => Self::Bare([part.start, part.end]),
+        }
+    }
+}
+
+/// `sessions/{session}/{start}-{end}.{attempt}` (zero-padded; no `.{attempt}`
+/// for a part recorded before attempts were named).
+fn part_key(session: &str, part: &Part) -> io::Result<Path> {
+    let (start, end) = (part.start, part.end);
+    let mut key = format!("sessions/{}/{start:020}-{end:020}", safe(session)?);
+    if let Some(attempt) = &part.attempt {
+        key.push('.');
+        key.push_str(safe(attempt)?);
+    }
+    Ok(Path::from(key))
 }
 
 impl S3 {
@@ -206,13 +260,13 @@ impl Drop for S3Writer {
 }
 
 impl S3 {
-    /// A writer for the object of one fragment of `session_id`.
+    /// A writer for the object of one fragment of `session_id`, `part`.
     pub(crate) fn writer(
         &self,
         session_id: &str,
-        range: ByteRange,
+        part: &Part,
     ) -> io::Result<Box<dyn FragmentWriter>> {
-        let key = part_key(session_id, [range.start(), range.end()])?;
+        let key = part_key(session_id, part)?;
         Ok(Box::new(S3Writer {
             writer: Some(
                 BufWriter::with_capacity(Arc::clone(&self.store), key, BUFFER)
@@ -243,12 +297,11 @@ impl S3 {
     }
 
     /// Deletes the objects of a completed session that its record did not count.
-    pub(crate) async fn promote(&self, session: &SessionRecord) -> io::Result<()> {
+    pub(crate) async fn promote(&self, session: &SessionRecord, parts: &[Part]) -> io::Result<()> {
         // The counted parts stay where they are; stored-but-uncounted ones go.
-        let keep = session
-            .parts
+        let keep = parts
             .iter()
-            .map(|p| part_key(&session.id, *p))
+            .map(|p| part_key(&session.id, p))
             .collect::<io::Result<Vec<_>>>()?;
         self.delete_prefix(&prefix(&session.id)?, &keep)
             .await
@@ -272,7 +325,8 @@ impl S3 {
         // gives only the bytes after what the previous ones gave.
         let mut reads = Vec::with_capacity(parts.len());
         let mut pos = 0u64;
-        for [start, end] in parts {
+        for part in parts {
+            let (start, end) = (part.start, part.end);
             if end <= pos {
                 continue;
             }
@@ -290,7 +344,7 @@ impl S3 {
             let (from, to) = (pos.max(window.start()), end.min(window.end()));
             if from < to {
                 reads.push((
-                    part_key(&session, [start, end])?,
+                    part_key(&session, &part)?,
                     from - start,
                     to - start,
                     end - start,

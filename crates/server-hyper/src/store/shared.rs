@@ -1,11 +1,12 @@
 //! The store many nodes share: records in PostgreSQL ([`Postgres`]), bytes in an
 //! S3-compatible bucket ([`S3`]). Nothing is cached across requests: each reads
-//! what it needs, and a session is changed under its row's lock.
+//! what it needs, and a session is changed by the holder of its lease (see
+//! [`super::pg`]), which a fragment renews as its bytes arrive.
 //!
-//! Fragments are objects of their own (see [`super::s3`]): the session record
-//! lists the ones it counted, and at completion the same transaction that marks
-//! the session complete writes the attachment record with that list as its
-//! manifest. Completion copies nothing.
+//! Fragments are objects of their own, one per attempt (see [`super::s3`]): the
+//! database lists the ones the session counted, and at completion the same
+//! transaction that marks the session complete writes the attachment record with
+//! that list as its manifest. Completion copies nothing.
 
 use std::io;
 use std::sync::Arc;
@@ -17,8 +18,8 @@ use tracing::warn;
 use upsession_core::ByteRange;
 use upsession_core::error::RequestError;
 
-use super::pg::{PgLock, PgLocked, Postgres};
-use super::s3::{S3, S3Credentials};
+use super::pg::{PgLease, PgLeased, Postgres, Renewer, lease_lost};
+use super::s3::{Part, S3, S3Credentials};
 use super::{
     AttachmentRecord, ByteStream, Commit, DriveRecord, FragmentWriter, ItemRecord, ItemView,
     Locked, SessionGuard, SessionRecord, SessionStore, StoreError, Uploading, Wait,
@@ -59,7 +60,7 @@ fn strands(parts: u64, start: u64, end: u64, size: u64, max_fragment: u64) -> Op
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
 
 /// How long a request that asked this node's holder of a session to let go tries
-/// for the row lock (a holder on another node is not asked, and keeps it).
+/// for its lease (a holder on another node is not asked: its lease must run out).
 const RELEASE_WAIT: Duration = Duration::from_secs(2);
 
 /// Records in PostgreSQL, bytes in a bucket.
@@ -74,17 +75,18 @@ pub(crate) struct SharedStore {
 
 impl SharedStore {
     /// Opens both and checks that both answer, so that a wrong URL or key stops
-    /// the server at start-up, not at the first request. `lock_timeout` bounds how
-    /// long a node that stops answering can keep a session locked.
+    /// the server at start-up, not at the first request. `lease` is how long a
+    /// session's lease lasts from its last renewal: how long a node that dies or
+    /// stops answering keeps a session from the others.
     pub(crate) async fn open(
         store: &str,
         meta: &str,
-        lock_timeout: Duration,
+        lease: Duration,
         credentials: Option<&S3Credentials>,
         metrics: Arc<Metrics>,
     ) -> io::Result<Self> {
         let s3 = S3::open(store, credentials)?;
-        let pg = Postgres::connect(meta, lock_timeout).await?;
+        let pg = Postgres::connect(meta, lease).await?;
         s3.check().await?;
         Ok(Self {
             pg,
@@ -108,21 +110,44 @@ async fn timed<T>(
     out
 }
 
-/// A fragment's writer whose last step (the object's `PUT`, or the multipart
-/// upload's completion) is timed.
-struct TimedWriter {
+/// A fragment's writer that renews its session's lease as bytes arrive (a third
+/// of a lease after the last renewal), and whose last step (the object's `PUT`,
+/// or the multipart upload's completion) is timed.
+struct LeasedWriter {
     inner: Box<dyn FragmentWriter>,
     metrics: Arc<Metrics>,
+    renewer: Renewer,
+    renewed: std::time::Instant,
+}
+
+impl LeasedWriter {
+    /// Renews the lease if a third of it has gone by; fails once another attempt
+    /// has it (its writes would never be counted). A database out of reach is
+    /// not a failure here: the commit finds out whether the lease held.
+    async fn keep_lease(&mut self) -> io::Result<()> {
+        if self.renewed.elapsed() < self.renewer.lease() / 3 {
+            return Ok(());
+        }
+        match timed(&self.metrics, ("pg", "renew"), self.renewer.renew()).await {
+            Ok(true) => {}
+            Ok(false) => return Err(lease_lost()),
+            Err(e) => warn!(error = %e, "could not renew a lease; the commit will tell"),
+        }
+        self.renewed = std::time::Instant::now();
+        Ok(())
+    }
 }
 
 #[async_trait]
-impl FragmentWriter for TimedWriter {
+impl FragmentWriter for LeasedWriter {
     async fn write(&mut self, chunk: bytes::Bytes) -> io::Result<()> {
+        self.keep_lease().await?;
         self.inner.write(chunk).await
     }
 
-    async fn finish(self: Box<Self>) -> io::Result<()> {
-        let Self { inner, metrics } = *self;
+    async fn finish(mut self: Box<Self>) -> io::Result<()> {
+        self.keep_lease().await?;
+        let Self { inner, metrics, .. } = *self;
         timed(&metrics, ("s3", "put_fragment"), inner.finish()).await
     }
 }
@@ -220,7 +245,7 @@ impl SessionStore for SharedStore {
     }
 
     async fn collect_garbage(&self) -> io::Result<usize> {
-        // Objects are written only under their session's row lock, after the row
+        // Objects are written only under their session's lease, after the row
         // exists, and a session's or an attachment's objects go before (or, best
         // effort, after) its row: objects no row names are left over for good.
         let ids = self.s3.session_ids().await?;
@@ -247,27 +272,23 @@ impl SessionStore for SharedStore {
     async fn lock(&self, id: &str, wait: Wait) -> Result<Locked, StoreError> {
         let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
         loop {
-            match timed(&self.metrics, ("pg", "lock"), self.pg.lock_session(id)).await? {
-                PgLocked::Held(lock) => {
+            match timed(&self.metrics, ("pg", "lease"), self.pg.lease_session(id)).await? {
+                PgLeased::Held(lease) => {
                     return Ok(Locked::Held(Box::new(SharedGuard {
-                        record: lock.record().clone(),
-                        lock: Some(lock),
+                        record: lease.record().clone(),
+                        lease: Some(lease),
+                        part: None,
                         s3: self.s3.clone(),
                         metrics: Arc::clone(&self.metrics),
                     })));
                 }
-                PgLocked::Missing => return Ok(Locked::Missing),
-                PgLocked::Saturated => {
-                    return Err(StoreError::Refused(RequestError::Unavailable {
-                        retry_after_secs: 1,
-                    }));
-                }
-                PgLocked::Busy
+                PgLeased::Missing => return Ok(Locked::Missing),
+                PgLeased::Busy
                     if wait == Wait::ForRelease && tokio::time::Instant::now() < deadline =>
                 {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                PgLocked::Busy => return Ok(Locked::Busy),
+                PgLeased::Busy => return Ok(Locked::Busy),
             }
         }
     }
@@ -291,20 +312,22 @@ impl SessionStore for SharedStore {
     }
 }
 
-/// A session whose row this request holds locked.
+/// A session whose lease this request holds.
 struct SharedGuard {
     record: SessionRecord,
     /// `None` once saved (committed or closed).
-    lock: Option<Box<PgLock>>,
+    lease: Option<Box<PgLease>>,
+    /// The fragment being written, once its writer exists: what the commit counts.
+    part: Option<Part>,
     s3: S3,
     metrics: Arc<Metrics>,
 }
 
 impl SharedGuard {
-    fn take_lock(&mut self) -> io::Result<Box<PgLock>> {
-        self.lock
+    fn take_lease(&mut self) -> io::Result<Box<PgLease>> {
+        self.lease
             .take()
-            .ok_or_else(|| io::Error::other("the session's lock was already saved"))
+            .ok_or_else(|| io::Error::other("the session's lease was already given back"))
     }
 }
 
@@ -315,8 +338,12 @@ impl SessionGuard for SharedGuard {
     }
 
     async fn writer(&mut self, range: ByteRange) -> Result<Box<dyn FragmentWriter>, StoreError> {
+        let lease = self
+            .lease
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the session's lease was already given back"))?;
         let snapshot = &self.record.snapshot;
-        let parts = u64::try_from(self.record.parts.len()).unwrap_or(u64::MAX);
+        let parts = lease.counted() + u64::try_from(self.record.parts.len()).unwrap_or(u64::MAX);
         if let Some(why) = strands(
             parts,
             range.start(),
@@ -326,30 +353,46 @@ impl SessionGuard for SharedGuard {
         ) {
             return Err(StoreError::Refused(RequestError::InvalidBody(why)));
         }
-        Ok(Box::new(TimedWriter {
-            inner: self.s3.writer(&self.record.id, range)?,
+        // The object is this attempt's alone: a late or raced write of the same
+        // bytes by another attempt can never replace it.
+        let part = Part {
+            start: range.start(),
+            end: range.end(),
+            attempt: Some(lease.owner().to_owned()),
+        };
+        let inner = self.s3.writer(&self.record.id, &part)?;
+        self.part = Some(part);
+        Ok(Box::new(LeasedWriter {
+            inner,
             metrics: Arc::clone(&self.metrics),
+            renewer: lease.renewer(),
+            renewed: std::time::Instant::now(),
         }))
     }
 
     async fn commit(&mut self, commit: Commit) -> io::Result<()> {
         let Commit {
             range,
-            mut record,
+            record,
             completed,
         } = commit;
-        record.parts.push([range.start(), range.end()]);
-        // The attachment reads the counted fragment objects in place.
-        let completed = completed.map(|mut att| {
+        // What counts is the object this attempt wrote for these bytes.
+        let part = self
+            .part
+            .take()
+            .filter(|p| (p.start, p.end) == (range.start(), range.end()))
+            .ok_or_else(|| io::Error::other("a commit of bytes this attempt did not write"))?;
+        // The attachment reads the counted fragment objects in place; the save
+        // gives it their list.
+        let mut completed = completed.map(|mut att| {
             att.session = Some(record.id.clone());
-            att.parts.clone_from(&record.parts);
             att
         });
-        let lock = self.take_lock()?;
-        let saved = lock.save(Some(&record), completed.as_ref());
+        let lease = self.take_lease()?;
+        let saved = lease.save(Some(&record), Some(&part), completed.as_mut());
         timed(&self.metrics, ("pg", "commit"), saved).await?;
-        if completed.is_some()
-            && let Err(e) = self.s3.promote(&record).await
+        if let Some(att) = &completed
+            && let Err(e) = self.s3.promote(&record, &att.parts).await
         {
             // Only stray objects of uncounted fragments are left behind.
             warn!(session = %record.id, error = %e, "could not tidy a completed session's bytes");
@@ -359,20 +402,20 @@ impl SessionGuard for SharedGuard {
     }
 
     async fn release(mut self: Box<Self>) {
-        if let Some(lock) = self.lock.take() {
-            lock.release().await;
+        if let Some(lease) = self.lease.take() {
+            lease.release().await;
         }
     }
 
     async fn close(mut self: Box<Self>, discard_partial: bool) -> io::Result<()> {
-        // Bytes first, under the lock: if that fails the record stays, and the next
-        // sweep tries again. A closed session never completes, so a record whose
-        // bytes are gone is never served.
+        // Bytes first, under the lease: if that fails the record stays, and the
+        // next sweep tries again. A closed session never completes, so a record
+        // whose bytes are gone is never served.
         if discard_partial {
             self.s3.discard(&self.record.id).await?;
         }
-        let lock = self.take_lock()?;
-        lock.save(None, None).await
+        let lease = self.take_lease()?;
+        lease.save(None, None, None).await
     }
 }
 
