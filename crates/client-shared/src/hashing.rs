@@ -32,8 +32,16 @@ const QUEUE: usize = 16;
 /// Bytes read per step when the thread reads the file itself.
 const READ_STEP: usize = 256 * 1024;
 
-/// The hashes of an upload's file, taken from the chunks the upload reads; see
-/// the [module documentation](self).
+/// The hashes of an upload's file, taken from the chunks the upload reads.
+///
+/// Each chunk read for a fragment is [offered](FileHashing::offer) to a thread of
+/// its own, which hashes it beside the sending: the file is read once. The thread
+/// reads the file itself only for what the stream did not bring it: chunks it was
+/// too slow to take (an offer never blocks the upload), bytes the server already
+/// had when an upload resumed, and the rest of a file whose upload ended early. A
+/// resume state saved during the upload carries the hashes so far
+/// ([`FileIdentity::sent_hashes`]), so that a resume checks the bytes already
+/// sent against the file before sending more.
 #[derive(Debug)]
 pub struct FileHashing {
     identity: FileIdentity,
