@@ -152,10 +152,14 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     idle_timeout: Duration,
     /// Longest silence within a request's body: past it the request is answered
-    /// 408 and dropped. With shared storage a session's lease lasts a fifth
-    /// longer (plus a second), so a node that dies keeps its sessions that long.
+    /// 408 and dropped.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     body_idle_timeout: Duration,
+    /// With --store s3://…: how long a session's lease lasts after its last
+    /// renewal (a live node renews it every third of that), so how long a node
+    /// that dies or loses the database keeps its sessions from the other nodes.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    lease_timeout: Duration,
     /// Bearer token required on /metrics [default: none: /metrics answers loopback
     /// callers only, unless --metrics-public].
     #[arg(
@@ -556,6 +560,7 @@ fn server_config(
         .with_header_timeout(args.header_timeout)
         .with_idle_timeout(args.idle_timeout)
         .with_body_idle_timeout(args.body_idle_timeout)
+        .with_lease_timeout(args.lease_timeout)
         .with_fsync(match args.fsync {
             FsyncArg::Always => Fsync::Always,
             FsyncArg::Never => Fsync::Never,
@@ -629,7 +634,10 @@ mod tests {
         assert_eq!(defaults.header_timeout, library.header_timeout);
         assert_eq!(defaults.idle_timeout, library.idle_timeout);
         assert_eq!(defaults.body_idle_timeout, library.body_idle_timeout);
+        assert_eq!(defaults.lease_timeout, library.lease_timeout);
         let set = config_of(&[
+            "--lease-timeout",
+            "5s",
             "--body-idle-timeout",
             "4s",
             "--max-connections-per-ip",
@@ -643,5 +651,6 @@ mod tests {
         assert_eq!(set.header_timeout, Duration::from_secs(3));
         assert_eq!(set.idle_timeout, Duration::from_secs(120));
         assert_eq!(set.body_idle_timeout, Duration::from_secs(4));
+        assert_eq!(set.lease_timeout, Duration::from_secs(5));
     }
 }

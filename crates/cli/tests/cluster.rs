@@ -22,13 +22,12 @@ use common::cluster::Cluster;
 const TOKEN: &str = "cluster-token";
 const FRAGMENT: usize = 256 * 1024;
 
-/// A body silent for 3 s is dropped, so a session's lease lasts 4.6 s: a dead
-/// node's sessions are taken over that soon.
-const BODY_IDLE: &str = "3s";
+/// A session's lease lasts 3 s: a dead node's sessions are taken over that soon.
+const LEASE: &str = "3s";
 
 fn flags() -> Vec<&'static str> {
     let mut flags = common::small_fragments(TOKEN, "256KiB");
-    flags.extend(["--body-idle-timeout", BODY_IDLE]);
+    flags.extend(["--lease-timeout", LEASE]);
     flags
 }
 
@@ -231,7 +230,7 @@ async fn kill9_of_a_node_mid_fragment_and_the_other_finishes() {
     cluster.kill9(0);
     drop(held);
     // The survivor sees exactly the acknowledged bytes, takes the session once
-    // the dead node's lease has run out (one lease, 4.6 s here) and finishes it.
+    // the dead node's lease has run out (one lease, 3 s here) and finishes it.
     let status = graph.session_status(&url).await;
     assert_eq!(
         status["nextExpectedRanges"][0],
@@ -682,23 +681,36 @@ async fn two_nodes_racing_on_one_offset_give_it_to_exactly_one_whose_bytes_count
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_holder_silent_past_its_lease_loses_the_session_and_its_late_bytes_never_count() {
+async fn a_node_frozen_past_its_lease_loses_the_session_and_its_late_bytes_never_count() {
     let Some((cluster, graph, file, url)) = opened(2 * FRAGMENT, 14).await else {
         return;
     };
-    // Node 0 gets half of the first fragment, with bytes of its own, then
-    // nothing for longer than a lease.
+    // Node 0 gets half of the first fragment, with bytes of its own, and then
+    // freezes (SIGSTOP: it renews nothing) for longer than a lease.
     let mut stale = file.clone();
     stale[..FRAGMENT].fill(0xee);
     let mut held = in_flight_on(&cluster, 0, &url, &stale, 0, FRAGMENT / 2).await;
+    let pid = cluster.nodes[0].as_ref().unwrap().pid().to_string();
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {sig}");
+    };
+    signal("-STOP");
     // Node 1 takes the session once the lease has run out, and its bytes count.
     let node1 = on_node(&url, &cluster.addrs[1]);
     let res = put_when_free(&graph, &node1, &file, 0).await;
     assert_eq!(res.status(), 200);
-    // Node 0's client goes on: whatever it is told, nothing of it counts.
-    let _ = held.write_all(&stale[FRAGMENT / 2..FRAGMENT]).await;
+    // The rest of node 0's body waits in its socket as it wakes: its fragment
+    // ends, and is refused as the lease's loser.
+    held.write_all(&stale[FRAGMENT / 2..FRAGMENT])
+        .await
+        .unwrap();
+    signal("-CONT");
     let answer = read_answer(&mut held, Duration::from_secs(30)).await;
-    assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 409"), "{answer}");
     let res = graph.put_at(&node1, &file, FRAGMENT, FRAGMENT).await;
     assert_eq!(res.status(), 201);
     assert_downloads(&cluster, &location(&res), &file).await;

@@ -5,6 +5,10 @@
 -- connection is held while a fragment arrives.
 ALTER TABLE sessions ADD COLUMN lease_owner text, ADD COLUMN lease_until timestamptz;
 
+-- How many rows of `session_parts` the session has, kept with the row so that a
+-- lease reads it with the record it takes (one version of both).
+ALTER TABLE sessions ADD COLUMN parts integer NOT NULL DEFAULT 0;
+
 -- The fragments a session counted, one row each, appended as each is counted
 -- (a session's record no longer lists them). `attempt` names the object holding
 -- the bytes: objects are unique per attempt, so a late or raced write never

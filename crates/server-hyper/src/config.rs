@@ -177,6 +177,11 @@ pub struct Config {
     /// by its database's clock all the same.
     #[doc(hidden)]
     pub clock_skew_secs: i64,
+    /// With shared storage, how long a session's lease lasts after its last
+    /// renewal (a live holder renews it every third of that): how long a node
+    /// that dies, freezes or loses the database keeps its sessions from the
+    /// other nodes.
+    pub lease_timeout: Duration,
     /// Longest time the body of a refused request is still read (and dropped) after
     /// its answer, so that a client still sending reads the answer instead of a
     /// reset; past it, however steadily the body trickles, the request's stream
@@ -244,6 +249,7 @@ impl std::fmt::Debug for Config {
             body_idle_timeout,
             fragment_timeout,
             clock_skew_secs,
+            lease_timeout,
             drain_timeout,
             max_connections,
             max_connections_per_ip,
@@ -274,6 +280,7 @@ impl std::fmt::Debug for Config {
             .field("body_idle_timeout", body_idle_timeout)
             .field("fragment_timeout", fragment_timeout)
             .field("clock_skew_secs", clock_skew_secs)
+            .field("lease_timeout", lease_timeout)
             .field("drain_timeout", drain_timeout)
             .field("max_connections", max_connections)
             .field("max_connections_per_ip", max_connections_per_ip)
@@ -312,6 +319,7 @@ impl Config {
             body_idle_timeout: Duration::from_secs(30),
             fragment_timeout: Duration::from_secs(15 * 60),
             clock_skew_secs: 0,
+            lease_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
             max_connections: 4096,
             // An eighth of the connections: no one address fills the server with
@@ -381,6 +389,8 @@ impl Config {
         with_idle_timeout(idle_timeout: Duration);
         /// Sets the longest silence within a request's body.
         with_body_idle_timeout(body_idle_timeout: Duration);
+        /// Sets how long a shared store's session lease lasts from its last renewal.
+        with_lease_timeout(lease_timeout: Duration);
         /// Sets the longest time one fragment (stored or re-sent) may take in all.
         with_fragment_timeout(fragment_timeout: Duration);
         /// Sets how far this node's clock is off, in seconds (for tests).

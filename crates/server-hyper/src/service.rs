@@ -146,10 +146,10 @@ async fn open_store(
                 .map_err(|e| store_error(config, e))?,
         ),
         Storage::Shared { store, meta } => {
-            // A holder renews its lease as bytes arrive, and drops a body silent for
-            // the body-idle timeout: a lease a little longer is never lost by a
-            // live holder, and a dead node keeps a session no longer than that.
-            let lease = config.body_idle_timeout * 6 / 5 + std::time::Duration::from_secs(1);
+            // A live holder renews its lease every third of it, so its length is
+            // only how long a node that dies (or loses the database) keeps its
+            // sessions from the others.
+            let lease = config.lease_timeout.max(std::time::Duration::from_secs(1));
             Arc::new(
                 SharedStore::open(store, meta, lease, None, Arc::clone(metrics))
                     .await

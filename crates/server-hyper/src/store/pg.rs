@@ -19,6 +19,8 @@
 
 use std::fmt::Write as _;
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use super::s3::Part;
@@ -125,6 +127,9 @@ fn connection_lost(e: &(dyn std::error::Error + 'static)) -> bool {
                 | io::ErrorKind::NotConnected
                 | io::ErrorKind::BrokenPipe
                 | io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::TimedOut
+                | io::ErrorKind::HostUnreachable
+                | io::ErrorKind::NetworkUnreachable
         )
     })
 }
@@ -452,7 +457,7 @@ impl Postgres {
             .query_opt(
                 "UPDATE sessions SET lease_owner = $2, lease_until = now() + make_interval(secs => $3)
                  WHERE id = $1 AND (lease_owner IS NULL OR lease_until <= now())
-                 RETURNING record, (SELECT count(*) FROM session_parts WHERE session_id = $1)",
+                 RETURNING record, parts",
                 &[&id, &owner, &self.lease.as_secs_f64()],
             )
             .await
@@ -470,15 +475,18 @@ impl Postgres {
             });
         };
         let record: SessionRecord = from_json(row.get::<_, Json<serde_json::Value>>(0).0)?;
-        let counted: i64 = row.get(1);
-        Ok(PgLeased::Held(Box::new(PgLease {
+        let counted: i32 = row.get(1);
+        let lease = PgLease {
             pg: self.clone(),
             id: id.to_owned(),
             owner,
             record,
             counted: u64::try_from(counted).unwrap_or(0),
             done: false,
-        })))
+            lost: Arc::new(AtomicBool::new(false)),
+            renewing: None,
+        };
+        Ok(PgLeased::Held(Box::new(lease.renewed_on_a_timer())))
     }
 
     pub(crate) async fn due_sessions(
@@ -578,8 +586,12 @@ fn attempt_id() -> io::Result<String> {
     Ok(format!("{n:016x}"))
 }
 
-/// A session's lease, held by this request. Dropped without [`PgLease::save`] or
-/// [`PgLease::release`], it is given back in the background.
+/// A session's lease, held by this request: renewed every third of a lease by a
+/// task of its own for as long as it is held (whatever the request is doing:
+/// waiting for bytes, writing them, committing), so a live holder never loses it;
+/// a node that dies or is cut off from the database stops renewing, and its
+/// leases run out. Dropped without [`PgLease::save`] or [`PgLease::release`], it
+/// is given back in the background.
 pub(crate) struct PgLease {
     pg: Postgres,
     id: String,
@@ -589,17 +601,66 @@ pub(crate) struct PgLease {
     counted: u64,
     /// Saved or released: nothing to give back.
     done: bool,
+    /// Set by the renewing task when the lease is no longer ours.
+    lost: Arc<AtomicBool>,
+    /// The renewing task, stopped when the lease is saved, given back or dropped.
+    renewing: Option<tokio::task::AbortHandle>,
 }
 
-/// Why [`PgLease::save`] changed nothing.
+/// What [`lease_lost`] carries, so that the engine can tell it from other
+/// failures of the store.
+#[derive(Debug, thiserror::Error)]
+#[error("the session's lease passed to a newer request")]
+pub(crate) struct LeaseLost;
+
+/// Why a holder's write or [`PgLease::save`] changed nothing: its lease passed to
+/// another attempt (it ran out first).
 pub(crate) fn lease_lost() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::ResourceBusy,
-        "the session's lease passed to a newer request",
-    )
+    io::Error::other(LeaseLost)
+}
+
+/// Whether `err` is a [`lease_lost`].
+pub(crate) fn is_lease_lost(err: &io::Error) -> bool {
+    err.get_ref()
+        .is_some_and(<dyn std::error::Error + Send + Sync>::is::<LeaseLost>)
 }
 
 impl PgLease {
+    /// Starts the task that renews this lease every third of a lease.
+    fn renewed_on_a_timer(mut self) -> Self {
+        let (renewer, lost) = (self.renewer(), Arc::clone(&self.lost));
+        let every = self.pg.lease / 3;
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match renewer.renew().await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        lost.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                    // Out of reach: the commit will tell whether it held.
+                    Err(e) => {
+                        tracing::warn!(session = %renewer.id, error = %e, "could not renew a lease");
+                    }
+                }
+            }
+        });
+        self.renewing = Some(task.abort_handle());
+        self
+    }
+
+    /// Whether the renewing task found the lease gone.
+    pub(crate) fn lost(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.lost)
+    }
+
+    fn stop_renewing(&mut self) {
+        if let Some(task) = self.renewing.take() {
+            task.abort();
+        }
+    }
+
     /// The session's record as it was when the lease was taken.
     pub(crate) fn record(&self) -> &SessionRecord {
         &self.record
@@ -615,8 +676,7 @@ impl PgLease {
         &self.owner
     }
 
-    /// The handle that renews this lease while bytes flow.
-    pub(crate) fn renewer(&self) -> Renewer {
+    fn renewer(&self) -> Renewer {
         Renewer {
             pg: self.pg.clone(),
             id: self.id.clone(),
@@ -636,12 +696,20 @@ impl PgLease {
     ) -> io::Result<()> {
         let mut client = self.pg.client().await?;
         let tx = client.transaction().await.map_err(db_err)?;
+        let added = i32::from(part.is_some());
         let changed = match session {
             Some(s) => tx
                 .execute(
-                    "UPDATE sessions SET record = $3, deadline = $4, lease_owner = NULL, lease_until = NULL
+                    "UPDATE sessions SET record = $3, deadline = $4, parts = parts + $5,
+                         lease_owner = NULL, lease_until = NULL
                      WHERE id = $1 AND lease_owner = $2",
-                    &[&self.id, &self.owner, &Json(to_json(s)?), &deadline(&s.snapshot)],
+                    &[
+                        &self.id,
+                        &self.owner,
+                        &Json(to_json(s)?),
+                        &deadline(&s.snapshot),
+                        &added,
+                    ],
                 )
                 .await
                 .map_err(db_err)?,
@@ -656,6 +724,7 @@ impl PgLease {
         if changed != 1 {
             // Rolled back as the transaction drops; the lease is not ours to free.
             self.done = true;
+            self.stop_renewing();
             return Err(lease_lost());
         }
         if let Some(part) = part {
@@ -699,19 +768,26 @@ impl PgLease {
         }
         tx.commit().await.map_err(db_err)?;
         self.done = true;
+        self.stop_renewing();
         Ok(())
     }
 
     /// Gives the lease back, changing nothing, now (a dropped lease is given back
     /// too, but a moment later: another node asking at once would find it held).
+    /// A database out of reach is asked again in the background.
     pub(crate) async fn release(mut self) {
         self.done = true;
-        self.renewer().give_back().await;
+        self.stop_renewing();
+        let renewer = self.renewer();
+        if renewer.give_back_once().await.is_err() {
+            tokio::spawn(async move { renewer.give_back().await });
+        }
     }
 }
 
 impl Drop for PgLease {
     fn drop(&mut self) {
+        self.stop_renewing();
         // Where no runtime is left, the lease runs out by itself.
         if !self.done
             && let Ok(rt) = tokio::runtime::Handle::try_current()
@@ -748,9 +824,19 @@ impl Renewer {
         Ok(changed == 1)
     }
 
-    /// How long a lease lasts from its last renewal.
-    pub(crate) fn lease(&self) -> Duration {
-        self.pg.lease
+    /// Frees the lease, once.
+    async fn give_back_once(&self) -> io::Result<()> {
+        self.pg
+            .client()
+            .await?
+            .execute(
+                "UPDATE sessions SET lease_owner = NULL, lease_until = NULL
+                 WHERE id = $1 AND lease_owner = $2",
+                &[&self.id, &self.owner],
+            )
+            .await
+            .map_err(db_err)
+            .map(drop)
     }
 
     /// Frees the lease. A database out of reach (restarting, say) is asked again
@@ -759,19 +845,7 @@ impl Renewer {
     async fn give_back(&self) {
         let started = std::time::Instant::now();
         loop {
-            let freed = match self.pg.client().await {
-                Ok(client) => client
-                    .execute(
-                        "UPDATE sessions SET lease_owner = NULL, lease_until = NULL
-                         WHERE id = $1 AND lease_owner = $2",
-                        &[&self.id, &self.owner],
-                    )
-                    .await
-                    .map_err(db_err)
-                    .map(drop),
-                Err(e) => Err(e),
-            };
-            match freed {
+            match self.give_back_once().await {
                 Ok(()) => return,
                 Err(e) if started.elapsed() >= self.pg.lease => {
                     tracing::warn!(session = %self.id, error = %e, "could not give a lease back; it runs out by itself");

@@ -10,7 +10,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -18,7 +18,7 @@ use tracing::warn;
 use upsession_core::ByteRange;
 use upsession_core::error::RequestError;
 
-use super::pg::{PgLease, PgLeased, Postgres, Renewer, lease_lost};
+use super::pg::{PgLease, PgLeased, Postgres, lease_lost};
 use super::s3::{Part, S3, S3Credentials};
 use super::{
     AttachmentRecord, ByteStream, Commit, DriveRecord, FragmentWriter, ItemRecord, ItemView,
@@ -110,30 +110,22 @@ async fn timed<T>(
     out
 }
 
-/// A fragment's writer that renews its session's lease as bytes arrive (a third
-/// of a lease after the last renewal), and whose last step (the object's `PUT`,
-/// or the multipart upload's completion) is timed.
+/// A fragment's writer that stops as soon as its session's lease is found gone
+/// (the lease renews itself meanwhile: see [`PgLease`]), and whose last step (the
+/// object's `PUT`, or the multipart upload's completion) is timed.
 struct LeasedWriter {
     inner: Box<dyn FragmentWriter>,
     metrics: Arc<Metrics>,
-    renewer: Renewer,
-    renewed: std::time::Instant,
+    lost: Arc<AtomicBool>,
 }
 
 impl LeasedWriter {
-    /// Renews the lease if a third of it has gone by; fails once another attempt
-    /// has it (its writes would never be counted). A database out of reach is
-    /// not a failure here: the commit finds out whether the lease held.
-    async fn keep_lease(&mut self) -> io::Result<()> {
-        if self.renewed.elapsed() < self.renewer.lease() / 3 {
-            return Ok(());
+    /// Fails once another attempt has the lease: nothing written from here on
+    /// would be counted.
+    fn still_held(&self) -> io::Result<()> {
+        if self.lost.load(Ordering::Relaxed) {
+            return Err(lease_lost());
         }
-        match timed(&self.metrics, ("pg", "renew"), self.renewer.renew()).await {
-            Ok(true) => {}
-            Ok(false) => return Err(lease_lost()),
-            Err(e) => warn!(error = %e, "could not renew a lease; the commit will tell"),
-        }
-        self.renewed = std::time::Instant::now();
         Ok(())
     }
 }
@@ -141,12 +133,12 @@ impl LeasedWriter {
 #[async_trait]
 impl FragmentWriter for LeasedWriter {
     async fn write(&mut self, chunk: bytes::Bytes) -> io::Result<()> {
-        self.keep_lease().await?;
+        self.still_held()?;
         self.inner.write(chunk).await
     }
 
-    async fn finish(mut self: Box<Self>) -> io::Result<()> {
-        self.keep_lease().await?;
+    async fn finish(self: Box<Self>) -> io::Result<()> {
+        self.still_held()?;
         let Self { inner, metrics, .. } = *self;
         timed(&metrics, ("s3", "put_fragment"), inner.finish()).await
     }
@@ -245,8 +237,8 @@ impl SessionStore for SharedStore {
     }
 
     async fn collect_garbage(&self) -> io::Result<usize> {
-        // Objects are written only under their session's lease, after the row
-        // exists, and a session's or an attachment's objects go before (or, best
+        // Objects are written under their session's lease (a holder whose lease
+        // ran out may still finish one; it is never counted), after the row exists, and a session's or an attachment's objects go before (or, best
         // effort, after) its row: objects no row names are left over for good.
         let ids = self.s3.session_ids().await?;
         if ids.is_empty() {
@@ -365,8 +357,7 @@ impl SessionGuard for SharedGuard {
         Ok(Box::new(LeasedWriter {
             inner,
             metrics: Arc::clone(&self.metrics),
-            renewer: lease.renewer(),
-            renewed: std::time::Instant::now(),
+            lost: lease.lost(),
         }))
     }
 
@@ -408,14 +399,16 @@ impl SessionGuard for SharedGuard {
     }
 
     async fn close(mut self: Box<Self>, discard_partial: bool) -> io::Result<()> {
-        // Bytes first, under the lease: if that fails the record stays, and the
-        // next sweep tries again. A closed session never completes, so a record
-        // whose bytes are gone is never served.
-        if discard_partial {
-            self.s3.discard(&self.record.id).await?;
-        }
+        // The row first, while the lease is ours (checked by the delete): deleting
+        // bytes first could take those of a request that got the session after
+        // this lease ran out. Bytes whose deletion then fails are named by no row,
+        // and the next garbage collection takes them.
         let lease = self.take_lease()?;
-        lease.save(None, None, None).await
+        lease.save(None, None, None).await?;
+        if discard_partial && let Err(e) = self.s3.discard(&self.record.id).await {
+            warn!(session = %self.record.id, error = %e, "could not delete a closed session's bytes; garbage collection will");
+        }
+        Ok(())
     }
 }
 
