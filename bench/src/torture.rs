@@ -7,31 +7,89 @@
 //! checked byte for byte and replaced by new ones, so kills also land during
 //! completions. At the end every upload is finished and no partial file is left.
 //!
+//! With `--cluster N`, N nodes share a PostgreSQL and a three-node Garage (the
+//! testbed starts both): each fragment goes to a node picked at random, each kill
+//! hits a random node (restarted on its address), and the session's status is
+//! asked of another node. A killed node's lease keeps its session for one lease
+//! (the nodes run with `--lease-timeout 1s`): a fragment answered
+//! `409` meanwhile is sent again.
+//!
 //! ```text
-//! torture --upsession PATH [--kills 200] [--seed S] [--uploads 8] [--size 1MiB]
+//! torture --upsession PATH [--kills 200] [--seed S] [--uploads 8] [--size 1MiB] [--cluster N]
 //! ```
 
 #![allow(clippy::cast_possible_truncation)] // sizes here are small
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use upsession_testbed::kit::{Graph, Serve};
+use upsession_testbed::{Garage, Postgres};
 
 const TOKEN: &str = "torture";
 const FRAGMENT: usize = 64 * 1024;
 
-fn start(bin: &Path, dir: &Path, listen: &str, fsync: &str) -> Serve {
-    Serve::spawn(
-        Command::new(bin)
-            .args(["serve", "--listen", listen, "--token", TOKEN])
+/// What the nodes store on: each its own data directory, or (cluster) PostgreSQL
+/// and Garage shared by all.
+enum Backing {
+    Disk,
+    Shared { pg: Postgres, garage: Garage },
+}
+
+/// The server nodes under torture, each on a fixed address.
+struct Nodes {
+    bin: PathBuf,
+    dir: PathBuf,
+    backing: Backing,
+    addrs: Vec<String>,
+    /// `None` while killed.
+    serves: Vec<Option<Serve>>,
+}
+
+impl Nodes {
+    /// Starts node `i` on its address (`127.0.0.1:0` the first time, then the
+    /// port it got).
+    fn start(&mut self, i: usize, fsync: &str) {
+        let data = self.dir.join(format!("node{i}"));
+        let mut serve = Command::new(&self.bin);
+        serve
+            .args(["serve", "--listen", &self.addrs[i], "--token", TOKEN])
             .args(["--min-size", "1", "--max-fragment", "64KiB"])
             .args(["--fsync", fsync, "--data-dir"])
-            .arg(dir)
-            .env("RUST_LOG", "error"),
-    )
+            .arg(&data)
+            .env("RUST_LOG", "error");
+        if let Backing::Shared { pg, garage } = &self.backing {
+            serve
+                .args(["--store", &garage.store_url(i % 3)])
+                .args(["--meta", &pg.url("upsession")])
+                .args(["--lease-timeout", "1s"])
+                .envs(garage.env());
+        }
+        let started = Serve::spawn(&mut serve);
+        self.addrs[i].clone_from(&started.addr);
+        self.serves[i] = Some(started);
+    }
+
+    fn kill9(&mut self, i: usize) {
+        if let Some(mut serve) = self.serves[i].take() {
+            serve.kill9();
+        }
+    }
+
+    fn base(&self, i: usize) -> String {
+        format!("http://{}/v1.0", self.addrs[i])
+    }
+}
+
+/// `url` (an uploadUrl) sent to the node at `addr` instead.
+fn on_node(url: &str, addr: &str) -> String {
+    let rest = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map_or("", |(_, path)| path);
+    format!("http://{addr}/{rest}")
 }
 
 /// One upload's state as the client knows it.
@@ -52,9 +110,16 @@ async fn open(graph: &Graph, data: Bytes) -> Upload {
     }
 }
 
-/// Sends fragments until the upload completes or the server goes away. Returns the
-/// attachment's Location when it completed.
-async fn drive(http: &reqwest::Client, u: &mut Upload) -> Option<String> {
+/// Sends fragments, each to one of `addrs` picked at random, until the upload
+/// completes or a node it picked is gone. Returns the attachment's Location when
+/// it completed.
+async fn drive(
+    http: &reqwest::Client,
+    u: &mut Upload,
+    addrs: &[String],
+    rng: &mut fastrand::Rng,
+) -> Option<String> {
+    let mut busy = 0;
     loop {
         // All stored but no Location seen: the final fragment again (answered 201).
         let start = if u.acked >= u.data.len() {
@@ -63,8 +128,9 @@ async fn drive(http: &reqwest::Client, u: &mut Upload) -> Option<String> {
             u.acked
         };
         let end = (start + FRAGMENT).min(u.data.len());
+        let url = on_node(&u.url, &addrs[rng.usize(..addrs.len())]);
         let sent = http
-            .put(&u.url)
+            .put(&url)
             .header(
                 "Content-Range",
                 format!("bytes {start}-{}/{}", end - 1, u.data.len()),
@@ -79,8 +145,18 @@ async fn drive(http: &reqwest::Client, u: &mut Upload) -> Option<String> {
                     .get("location")
                     .map(|l| l.to_str().expect("ASCII").to_owned());
             }
-            Ok(res) if res.status() == 200 => u.acked = end,
+            Ok(res) if res.status() == 200 => {
+                u.acked = end;
+                busy = 0;
+            }
+            // A killed node's lease, until it runs out (cluster only).
+            Ok(res) if res.status() == 409 && addrs.len() > 1 && busy < 100 => {
+                busy += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             Ok(res) => panic!("fragment {start}-{} answered {}", end - 1, res.status()),
+            // Nothing was sent: the node picked is the one killed.
+            Err(e) if e.is_connect() => return None,
             Err(_) => {
                 // The server died: the fragment may or may not have been stored.
                 u.in_doubt = Some(end);
@@ -108,6 +184,7 @@ struct Counts {
 async fn main() {
     let mut bin = PathBuf::from("upsession");
     let (mut kills, mut seed, mut uploads, mut size) = (200usize, 0u64, 8usize, 1usize << 20);
+    let mut cluster = 0_usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let v = args.next().unwrap_or_else(|| panic!("{a} needs a value"));
@@ -116,6 +193,7 @@ async fn main() {
             "--kills" => kills = v.parse().expect("a count"),
             "--seed" => seed = v.parse().expect("a number"),
             "--uploads" => uploads = v.parse().expect("a count"),
+            "--cluster" => cluster = v.parse().expect("a count of nodes"),
             "--size" => {
                 size = v
                     .trim_end_matches("MiB")
@@ -126,8 +204,13 @@ async fn main() {
             other => panic!("unknown flag {other}"),
         }
     }
+    let where_ = if cluster > 0 {
+        format!("{cluster} nodes on PostgreSQL and Garage")
+    } else {
+        "one node on disk".to_owned()
+    };
     println!(
-        "torture: seed {seed}, {kills} kills, {uploads} concurrent uploads of {size} bytes (replay with --seed {seed})"
+        "torture: seed {seed}, {kills} kills, {uploads} concurrent uploads of {size} bytes, {where_} (replay with --seed {seed})"
     );
     let mut rng = fastrand::Rng::with_seed(seed);
     let dir = std::env::temp_dir().join(format!("upsession-torture-{}-{seed}", std::process::id()));
@@ -136,9 +219,26 @@ async fn main() {
         .timeout(Duration::from_secs(20))
         .build()
         .expect("client");
-    let mut server = start(&bin, &dir, "127.0.0.1:0", "never");
-    let listen = server.addr.clone();
-    let graph = Graph::with_client(http.clone(), server.base.clone(), TOKEN);
+    let backing = if cluster > 0 {
+        Backing::Shared {
+            pg: Postgres::start().expect("PostgreSQL starts"),
+            garage: Garage::start(3).expect("Garage starts (cargo xtask engines installs it)"),
+        }
+    } else {
+        Backing::Disk
+    };
+    let n = cluster.max(1);
+    let mut nodes = Nodes {
+        bin,
+        dir: dir.clone(),
+        backing,
+        addrs: vec!["127.0.0.1:0".to_owned(); n],
+        serves: (0..n).map(|_| None).collect(),
+    };
+    for i in 0..n {
+        nodes.start(i, "never");
+    }
+    let graph = Graph::with_client(http.clone(), nodes.base(0), TOKEN);
     let mut live = Vec::new();
     for _ in 0..uploads {
         live.push(open(&graph, random_bytes(&mut rng, size)).await);
@@ -146,20 +246,22 @@ async fn main() {
     let mut c = Counts::default();
     let started = Instant::now();
     while c.kills < kills {
-        // Let the uploads run, then kill the server under them.
+        // Let the uploads run, then kill a node under them.
         let (http2, moved) = (http.clone(), std::mem::take(&mut live));
         let runners: Vec<_> = moved
             .into_iter()
             .map(|mut u| {
-                let http = http2.clone();
+                let (http, addrs) = (http2.clone(), nodes.addrs.clone());
+                let mut rng = fastrand::Rng::with_seed(rng.u64(..));
                 tokio::spawn(async move {
-                    let done = drive(&http, &mut u).await;
+                    let done = drive(&http, &mut u, &addrs, &mut rng).await;
                     (u, done)
                 })
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(rng.u64(1..40))).await;
-        server.kill9();
+        let killed = rng.usize(..n);
+        nodes.kill9(killed);
         c.kills += 1;
         let mut finished = Vec::new();
         for r in runners {
@@ -170,10 +272,12 @@ async fn main() {
             }
         }
         let fsync = if rng.bool() { "always" } else { "never" };
-        server = start(&bin, &dir, &listen, fsync);
-        // What survived: exactly the acknowledged bytes (plus a whole unanswered one).
+        nodes.start(killed, fsync);
+        // What survived, as another node sees it (the one restarted, alone):
+        // exactly the acknowledged bytes (plus a whole unanswered one).
+        let asked = nodes.addrs[(killed + 1) % n].clone();
         for u in &mut live {
-            let status = graph.session_status(&u.url).await;
+            let status = graph.session_status(&on_node(&u.url, &asked)).await;
             let start = status["nextExpectedRanges"][0]
                 .as_str()
                 .map_or(u.data.len(), |r| {
@@ -202,20 +306,23 @@ async fn main() {
     }
     // Finish everything, then no partial file may be left.
     for u in &mut live {
-        let location = drive(&http, u)
+        let location = drive(&http, u, &nodes.addrs, &mut rng)
             .await
-            .expect("the server is up: the upload completes");
+            .expect("every node is up: the upload completes");
         verify(&graph, &location, &u.data).await;
         c.completed += 1;
         c.bytes_verified += u.data.len();
     }
-    server.kill9();
-    let parts = std::fs::read_dir(dir.join("sessions")).map_or(0, |d| {
+    for i in 0..n {
+        nodes.kill9(i);
+    }
+    let parts = std::fs::read_dir(dir.join("node0").join("sessions")).map_or(0, |d| {
         d.flatten()
             .filter(|e| e.path().extension().is_some_and(|x| x == "part"))
             .count()
     });
     assert_eq!(parts, 0, "partial files left after every upload completed");
+    drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);
     println!(
         "torture: {} kills survived in {:.1} s; {} uploads completed byte-exact ({} MiB); \

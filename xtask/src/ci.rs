@@ -489,8 +489,8 @@ fn bench_smoke() -> Result<Notes, String> {
 }
 
 /// What runs on Garage, once its build (when the `engines` step started one)
-/// is done: the tests named in [`GARAGE_TESTS`], then the cluster bench's quick
-/// run.
+/// is done: the tests named in [`GARAGE_TESTS`], the crash torture of two nodes
+/// on it, then the cluster bench's quick run.
 fn cluster() -> Result<Notes, String> {
     let mut notes = Vec::new();
     let build = GARAGE_BUILD
@@ -513,6 +513,14 @@ fn cluster() -> Result<Notes, String> {
                 .args(["-E", GARAGE_TESTS]),
         )?;
     }
+    crate::torture::run(&[
+        "--quick".to_owned(),
+        "--kills".to_owned(),
+        "12".to_owned(),
+        "--cluster".to_owned(),
+        "2".to_owned(),
+    ])?;
+    notes.push("the crash torture ran on two nodes sharing PostgreSQL and Garage (12 kills)".to_owned());
     crate::bench::run(&["--quick".to_owned(), "--cluster".to_owned()])?;
     notes.push("the cluster bench ran in --quick mode".to_owned());
     Ok(notes)

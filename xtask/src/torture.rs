@@ -6,7 +6,9 @@
 //! acknowledged, every completed attachment checked byte for byte, no partial file
 //! left at the end. `--kills N` (default 200; CI runs 20 with `--quick`, built in
 //! the dev profile the tests already built),
-//! `--seed S` (default: from the clock, printed so a run can be replayed).
+//! `--seed S` (default: from the clock, printed so a run can be replayed),
+//! `--cluster N` (N nodes on PostgreSQL and Garage, kills spread over them; CI's
+//! `cluster` step runs 2 nodes with `--quick`).
 
 use std::process::Command;
 
@@ -15,6 +17,7 @@ use crate::util::run_command;
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let mut kills = 200_u32;
     let mut quick = false;
+    let mut cluster = None;
     let mut seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_secs());
@@ -31,6 +34,14 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
                     .and_then(|n| n.parse().ok())
                     .ok_or("--kills takes a number")?;
             }
+            "--cluster" => {
+                cluster = Some(
+                    it.next()
+                        .and_then(|n| n.parse::<u32>().ok())
+                        .filter(|n| *n > 0)
+                        .ok_or("--cluster takes a number of nodes")?,
+                );
+            }
             "--seed" => {
                 seed = it
                     .next()
@@ -39,17 +50,24 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             }
             other => {
                 return Err(format!(
-                    "unknown torture option `{other}` (--quick, --kills N, --seed S)"
+                    "unknown torture option `{other}` (--quick, --kills N, --seed S, --cluster N)"
                 ));
             }
         }
     }
     let bin = crate::util::tool_binaries(crate::util::Profile::for_run(quick))?;
-    run_command(
-        Command::new(bin.join("torture"))
-            .arg("--upsession")
-            .arg(bin.join("upsession"))
-            .args(["--kills", &kills.to_string(), "--seed", &seed.to_string()]),
-    )
-    .map_err(|e| format!("{e}; replay with `cargo xtask torture --kills {kills} --seed {seed}`"))
+    let mut torture = Command::new(bin.join("torture"));
+    torture
+        .arg("--upsession")
+        .arg(bin.join("upsession"))
+        .args(["--kills", &kills.to_string(), "--seed", &seed.to_string()]);
+    let mut replay = format!("cargo xtask torture --kills {kills} --seed {seed}");
+    if let Some(n) = cluster {
+        crate::engines::ensure()?;
+        torture
+            .args(["--cluster", &n.to_string()])
+            .env("UPSESSION_GARAGE", crate::engines::garage_binary());
+        replay.push_str(&format!(" --cluster {n}"));
+    }
+    run_command(&mut torture).map_err(|e| format!("{e}; replay with `{replay}`"))
 }
