@@ -520,7 +520,9 @@ fn cluster() -> Result<Notes, String> {
         "--cluster".to_owned(),
         "2".to_owned(),
     ])?;
-    notes.push("the crash torture ran on two nodes sharing PostgreSQL and Garage (12 kills)".to_owned());
+    notes.push(
+        "the crash torture ran on two nodes sharing PostgreSQL and Garage (12 kills)".to_owned(),
+    );
     crate::bench::run(&["--quick".to_owned(), "--cluster".to_owned()])?;
     notes.push("the cluster bench ran in --quick mode".to_owned());
     Ok(notes)

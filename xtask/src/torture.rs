@@ -57,17 +57,19 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     }
     let bin = crate::util::tool_binaries(crate::util::Profile::for_run(quick))?;
     let mut torture = Command::new(bin.join("torture"));
-    torture
-        .arg("--upsession")
-        .arg(bin.join("upsession"))
-        .args(["--kills", &kills.to_string(), "--seed", &seed.to_string()]);
+    torture.arg("--upsession").arg(bin.join("upsession")).args([
+        "--kills",
+        &kills.to_string(),
+        "--seed",
+        &seed.to_string(),
+    ]);
     let mut replay = format!("cargo xtask torture --kills {kills} --seed {seed}");
     if let Some(n) = cluster {
         crate::engines::ensure()?;
         torture
             .args(["--cluster", &n.to_string()])
             .env("UPSESSION_GARAGE", crate::engines::garage_binary());
-        replay.push_str(&format!(" --cluster {n}"));
+        replay = format!("{replay} --cluster {n}");
     }
     run_command(&mut torture).map_err(|e| format!("{e}; replay with `{replay}`"))
 }
