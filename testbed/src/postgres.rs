@@ -91,7 +91,8 @@ impl Postgres {
     /// [`Postgres::start`] that takes TLS connections only over TCP (`hostssl`
     /// in `pg_hba.conf`; `psql` here still gets in, it prefers TLS): its
     /// certificate, for `localhost` and 127.0.0.1, is signed by a CA made for
-    /// the occasion, whose certificate is [`Postgres::ca_file`].
+    /// the occasion, whose certificate is [`Postgres::ca_file`]. It listens on
+    /// 127.0.0.2 too, an address its certificate does not name.
     ///
     /// # Errors
     /// When PostgreSQL is missing or does not start.
@@ -127,12 +128,16 @@ impl Postgres {
                 "-D",
             ])
             .arg(&data))?;
-        let mut settings = vec!["listen_addresses=127.0.0.1", "max_connections=300"];
+        // 127.0.0.2 too: a loopback address its certificate does not name.
+        let mut settings = vec![
+            "listen_addresses=127.0.0.1,127.0.0.2",
+            "max_connections=300",
+        ];
         if tls {
             write_certificates(dir.path(), &data)?;
             std::fs::write(
                 data.join("pg_hba.conf"),
-                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+                "local all all trust\nhostssl all all 127.0.0.0/8 trust\n",
             )?;
             settings.extend([
                 "ssl=on",

@@ -340,4 +340,16 @@ async fn the_shared_store_reaches_postgres_over_verified_tls() {
         err.to_string().to_lowercase().contains("certificate"),
         "{err}"
     );
+    // The right CA, but another address of the same server, one its
+    // certificate does not name: verify-full checks the name too.
+    let elsewhere = url.replace("127.0.0.1", "127.0.0.2");
+    assert_ne!(elsewhere, url);
+    let err = super::pg::Postgres::connect(
+        &format!("{elsewhere}?sslmode=verify-full&sslrootcert={ca}"),
+        timeout,
+    )
+    .await
+    .unwrap_err();
+    let said = err.to_string().to_lowercase();
+    assert!(said.contains("not valid for name"), "{err}");
 }
