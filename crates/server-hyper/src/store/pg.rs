@@ -453,18 +453,22 @@ impl Postgres {
     pub(crate) async fn lease_session(&self, id: &str) -> io::Result<PgLeased> {
         let owner = attempt_id()?;
         let client = self.client().await?;
-        let row = client
-            .query_opt(
+        let take = client
+            .prepare_cached(
                 "UPDATE sessions SET lease_owner = $2, lease_until = now() + make_interval(secs => $3)
                  WHERE id = $1 AND (lease_owner IS NULL OR lease_until <= now())
                  RETURNING record, parts",
-                &[&id, &owner, &self.lease.as_secs_f64()],
             )
             .await
             .map_err(db_err)?;
+        let row = soft_write(&client, &take, &[&id, &owner, &self.lease.as_secs_f64()]).await?;
         let Some(row) = row else {
             let exists = client
-                .query_opt("SELECT 1 FROM sessions WHERE id = $1", &[&id])
+                .prepare_cached("SELECT 1 FROM sessions WHERE id = $1")
+                .await
+                .map_err(db_err)?;
+            let exists = client
+                .query_opt(&exists, &[&id])
                 .await
                 .map_err(db_err)?
                 .is_some();
@@ -695,53 +699,69 @@ impl PgLease {
         attachment: Option<&mut AttachmentRecord>,
     ) -> io::Result<()> {
         let mut client = self.pg.client().await?;
+        // Statements prepared once per connection; the session's change and the
+        // counted fragment go out together (one round trip), and only then is
+        // the first's count looked at.
+        let change = match session {
+            Some(_) => client.prepare_cached(
+                "UPDATE sessions SET record = $3, deadline = $4, parts = parts + $5,
+                     lease_owner = NULL, lease_until = NULL
+                 WHERE id = $1 AND lease_owner = $2",
+            ),
+            None => {
+                client.prepare_cached("DELETE FROM sessions WHERE id = $1 AND lease_owner = $2")
+            }
+        }
+        .await
+        .map_err(db_err)?;
+        let count = client
+            .prepare_cached(
+                "INSERT INTO session_parts (session_id, start_byte, end_byte, attempt)
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .await
+            .map_err(db_err)?;
         let tx = client.transaction().await.map_err(db_err)?;
         let added = i32::from(part.is_some());
-        let changed = match session {
-            Some(s) => tx
-                .execute(
-                    "UPDATE sessions SET record = $3, deadline = $4, parts = parts + $5,
-                         lease_owner = NULL, lease_until = NULL
-                     WHERE id = $1 AND lease_owner = $2",
-                    &[
-                        &self.id,
-                        &self.owner,
-                        &Json(to_json(s)?),
-                        &deadline(&s.snapshot),
-                        &added,
-                    ],
-                )
-                .await
-                .map_err(db_err)?,
-            None => tx
-                .execute(
-                    "DELETE FROM sessions WHERE id = $1 AND lease_owner = $2",
-                    &[&self.id, &self.owner],
-                )
-                .await
-                .map_err(db_err)?,
+        let (record, due) = match session {
+            Some(s) => (Some(Json(to_json(s)?)), deadline(&s.snapshot)),
+            None => (None, None),
         };
-        if changed != 1 {
+        let changing = async {
+            match &record {
+                Some(record) => {
+                    tx.execute(&change, &[&self.id, &self.owner, record, &due, &added])
+                        .await
+                }
+                None => tx.execute(&change, &[&self.id, &self.owner]).await,
+            }
+        };
+        let part_row = part
+            .map(|p| {
+                Ok::<_, io::Error>((
+                    to_i64(p.start)?,
+                    to_i64(p.end)?,
+                    p.attempt.as_deref().unwrap_or(""),
+                ))
+            })
+            .transpose()?;
+        let counting = async {
+            match &part_row {
+                Some((start, end, attempt)) => tx
+                    .execute(&count, &[&self.id, start, end, attempt])
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            }
+        };
+        let (changed, counted) = futures_util::future::join(changing, counting).await;
+        if changed.map_err(db_err)? != 1 {
             // Rolled back as the transaction drops; the lease is not ours to free.
             self.done = true;
             self.stop_renewing();
             return Err(lease_lost());
         }
-        if let Some(part) = part {
-            let (start, end) = (to_i64(part.start)?, to_i64(part.end)?);
-            tx.execute(
-                "INSERT INTO session_parts (session_id, start_byte, end_byte, attempt)
-                 VALUES ($1, $2, $3, $4)",
-                &[
-                    &self.id,
-                    &start,
-                    &end,
-                    &part.attempt.as_deref().unwrap_or(""),
-                ],
-            )
-            .await
-            .map_err(db_err)?;
-        }
+        counted.map_err(db_err)?;
         if let Some(attachment) = attachment {
             // The manifest: fragments listed in a record written before the
             // table existed, then the table's.
@@ -810,32 +830,35 @@ impl Renewer {
     /// Extends the lease by its length from now; `false` when it is no longer
     /// this attempt's (taken over after it ran out, or the session is gone).
     pub(crate) async fn renew(&self) -> io::Result<bool> {
-        let changed = self
-            .pg
-            .client()
-            .await?
-            .execute(
+        let client = self.pg.client().await?;
+        let renew = client
+            .prepare_cached(
                 "UPDATE sessions SET lease_until = now() + make_interval(secs => $3)
-                 WHERE id = $1 AND lease_owner = $2",
-                &[&self.id, &self.owner, &self.pg.lease.as_secs_f64()],
+                 WHERE id = $1 AND lease_owner = $2 RETURNING 1",
             )
             .await
             .map_err(db_err)?;
-        Ok(changed == 1)
+        let renewed = soft_write(
+            &client,
+            &renew,
+            &[&self.id, &self.owner, &self.pg.lease.as_secs_f64()],
+        )
+        .await?;
+        Ok(renewed.is_some())
     }
 
     /// Frees the lease, once.
     async fn give_back_once(&self) -> io::Result<()> {
-        self.pg
-            .client()
-            .await?
-            .execute(
+        let client = self.pg.client().await?;
+        let free = client
+            .prepare_cached(
                 "UPDATE sessions SET lease_owner = NULL, lease_until = NULL
-                 WHERE id = $1 AND lease_owner = $2",
-                &[&self.id, &self.owner],
+                 WHERE id = $1 AND lease_owner = $2 RETURNING 1",
             )
             .await
-            .map_err(db_err)
+            .map_err(db_err)?;
+        soft_write(&client, &free, &[&self.id, &self.owner])
+            .await
             .map(drop)
     }
 
@@ -855,6 +878,29 @@ impl Renewer {
             }
         }
     }
+}
+
+/// Runs `statement` (one row at most) in a transaction of its own whose commit
+/// does not wait for the disk (`synchronous_commit = off`), sent as one round
+/// trip. For leases only: a crash of the database may lose the last ones, which
+/// is a lease that ran out early; the commit that counts a fragment, checked
+/// against the lease's owner, is durable.
+async fn soft_write(
+    client: &Object,
+    statement: &tokio_postgres::Statement,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> io::Result<Option<tokio_postgres::Row>> {
+    // Polled in order, so sent in order on the connection, before any answer.
+    let (begun, row, done) = futures_util::future::join3(
+        client.batch_execute("BEGIN; SET LOCAL synchronous_commit = off"),
+        client.query_opt(statement, params),
+        client.batch_execute("COMMIT"),
+    )
+    .await;
+    begun.map_err(db_err)?;
+    let row = row.map_err(db_err)?;
+    done.map_err(db_err)?;
+    Ok(row)
 }
 
 fn to_i64(n: u64) -> io::Result<i64> {
