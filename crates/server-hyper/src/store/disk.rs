@@ -593,6 +593,12 @@ impl Disk {
 
     /// Turns a complete session's bytes into its attachment's (idempotent): cut to
     /// the file's `size` (its journal goes), then renamed.
+    ///
+    /// Nothing is flushed, in either `--fsync` mode: the bytes were flushed with
+    /// the last fragment, and start-up repairs what a crash undoes here (a `.part`
+    /// of a finished attachment is promoted again; a `.bin` that kept its journal
+    /// is cut: `attachment_in_place`), so the two flushes this took (the cut, the
+    /// directory) bought nothing.
     pub(crate) async fn promote(
         &self,
         session_id: &str,
@@ -601,17 +607,11 @@ impl Disk {
     ) -> io::Result<()> {
         let from = self.path("sessions", session_id, "part")?;
         let to = self.path("attachments", attachment_id, "bin")?;
-        let dir = self.root.join("attachments");
-        let sync = self.fsync == Fsync::Always;
         let files = Arc::clone(&self.files);
         blocking(move || {
             match files.len(&from) {
                 Ok(len) if len > size => {
-                    let part = files.open_writer(&from)?;
-                    part.set_len(size)?;
-                    if sync {
-                        part.sync_data()?;
-                    }
+                    files.open_writer(&from)?.set_len(size)?;
                 }
                 _ => {}
             }
@@ -621,9 +621,6 @@ impl Disk {
                     return Ok(());
                 }
                 other => other?,
-            }
-            if sync {
-                files.sync_dir(&dir)?;
             }
             Ok(())
         })
