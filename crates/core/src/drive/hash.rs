@@ -64,14 +64,13 @@ impl Sha256 {
     fn compress(&mut self, blocks: &[u8]) {
         use sha2::digest::generic_array::GenericArray;
         debug_assert!(blocks.len().is_multiple_of(64));
-        // sha2 takes its own block type: copied through a small array on the stack.
-        let mut batch = [GenericArray::default(); 16];
-        for group in blocks.chunks(64 * batch.len()) {
-            let n = group.len() / 64;
-            for (b, bytes) in batch.iter_mut().zip(group.chunks_exact(64)) {
-                b.copy_from_slice(bytes);
-            }
-            sha2::compress256(&mut self.state, &batch[..n]);
+        // sha2 takes its own block type: each block is viewed as one in place (a
+        // copy into a batch of them cost a tenth of a client's CPU).
+        for block in blocks.chunks_exact(64) {
+            sha2::compress256(
+                &mut self.state,
+                std::slice::from_ref(GenericArray::from_slice(block)),
+            );
         }
     }
 
