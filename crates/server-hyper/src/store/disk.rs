@@ -594,11 +594,13 @@ impl Disk {
     /// Turns a complete session's bytes into its attachment's (idempotent): cut to
     /// the file's `size` (its journal goes), then renamed.
     ///
-    /// Nothing is flushed, in either `--fsync` mode: the bytes were flushed with
-    /// the last fragment, and start-up repairs what a crash undoes here (a `.part`
-    /// of a finished attachment is promoted again; a `.bin` that kept its journal
-    /// is cut: `attachment_in_place`), so the two flushes this took (the cut, the
-    /// directory) bought nothing.
+    /// Nothing is flushed in the usual case, in either `--fsync` mode: the bytes
+    /// were flushed with the last fragment, and start-up repairs what a crash
+    /// undoes here (a `.part` of a finished attachment is promoted again; a
+    /// `.bin` that kept its journal is cut: `attachment_in_place`). Only a tail
+    /// that does not start with a journal entry (a failed entry's zeroed header,
+    /// bytes past the size a drive upload declared late), which start-up could
+    /// not tell from damage, is cut durably under `--fsync always`.
     pub(crate) async fn promote(
         &self,
         session_id: &str,
@@ -607,11 +609,18 @@ impl Disk {
     ) -> io::Result<()> {
         let from = self.path("sessions", session_id, "part")?;
         let to = self.path("attachments", attachment_id, "bin")?;
+        let sync = self.fsync == Fsync::Always;
         let files = Arc::clone(&self.files);
         blocking(move || {
             match files.len(&from) {
                 Ok(len) if len > size => {
-                    files.open_writer(&from)?.set_len(size)?;
+                    let unrecognised = sync
+                        && !journal::starts_entry(&files.read_at(&from, size, journal::HEADER)?);
+                    let part = files.open_writer(&from)?;
+                    part.set_len(size)?;
+                    if unrecognised {
+                        part.sync_data()?;
+                    }
                 }
                 _ => {}
             }
