@@ -547,6 +547,8 @@ async fn readyz_says_whether_the_bucket_and_the_database_answer() {
             "{count} in:\n{page}"
         );
     }
+    // A session open before the bucket goes away.
+    let url = graph.open_session(2 * FRAGMENT).await;
     for node in 0..3 {
         cluster.garage.kill(node);
     }
@@ -555,6 +557,24 @@ async fn readyz_says_whether_the_bucket_and_the_database_answer() {
     assert!(res.headers().contains_key("retry-after"));
     // Alive all the same: the process answers.
     assert_eq!(reqwest::get(&healthz).await.unwrap().status(), 200);
+    // A fragment the bucket cannot take is a retryable 503 once the store has
+    // tried a few times (within seconds, not minutes), and counts nothing.
+    let started = std::time::Instant::now();
+    let res = graph
+        .put_at(&url, &file_of(2 * FRAGMENT), 0, FRAGMENT)
+        .await;
+    assert_eq!(res.status(), 503, "{}", res.text().await.unwrap());
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let status = graph.session_status(&url).await;
+    assert_eq!(
+        status["nextExpectedRanges"][0],
+        format!("0-{}", 2 * FRAGMENT - 1)
+    );
+}
+
+/// A seeded file of `len` bytes.
+fn file_of(len: usize) -> Vec<u8> {
+    seeded(len, 72)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

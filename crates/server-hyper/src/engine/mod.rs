@@ -50,8 +50,8 @@ const UNREACHABLE_RETRY_AFTER_SECS: u64 = 2;
 
 /// Maps a storage failure to its answer: a full disk is 507, a shared store's
 /// lease lost to a newer request 409 `fragmentInProgress`
-/// ([`crate::store::pg::LeaseLost`]), its database out of reach 503 with
-/// `Retry-After` (`ConnectionAborted`); anything else 500.
+/// ([`crate::store::pg::LeaseLost`]), its database or bucket out of reach 503
+/// with `Retry-After` (`ConnectionAborted`); anything else 500.
 #[allow(clippy::needless_pass_by_value)] // shaped for `map_err`
 pub(crate) fn storage_failure(err: std::io::Error) -> Failure {
     if err.raw_os_error() == Some(28) || err.kind() == std::io::ErrorKind::StorageFull {
@@ -65,7 +65,7 @@ pub(crate) fn storage_failure(err: std::io::Error) -> Failure {
         return fail(FragmentError::Busy);
     }
     if err.kind() == std::io::ErrorKind::ConnectionAborted {
-        // The shared store's database is out of reach (restarting, say): nothing was acknowledged, and the same request can succeed soon.
+        // The shared store's database or bucket is out of reach (restarting, say): nothing was acknowledged, and the same request can succeed soon.
         warn!("storage unreachable: {err}");
         return fail(RequestError::Unavailable {
             retry_after_secs: UNREACHABLE_RETRY_AFTER_SECS,

@@ -55,10 +55,83 @@ pub(crate) struct S3 {
     store: Arc<dyn ObjectStore>,
 }
 
+/// The store's error as an `io::Error`: `NotFound` for a missing object, and
+/// `ConnectionAborted` when the bucket could not be reached (the request may be
+/// tried again in a moment: 503), as the database's errors say it.
 fn s3_err(e: object_store::Error) -> io::Error {
-    match e {
-        object_store::Error::NotFound { .. } => io::Error::new(io::ErrorKind::NotFound, e),
-        e => io::Error::other(format!("object store: {e}")),
+    if let object_store::Error::NotFound { .. } = e {
+        return io::Error::new(io::ErrorKind::NotFound, e);
+    }
+    let mut unreachable = false;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(c) = cause {
+        unreachable |= out_of_reach(c);
+        cause = c.source();
+    }
+    let kind = if unreachable {
+        io::ErrorKind::ConnectionAborted
+    } else {
+        io::ErrorKind::Other
+    };
+    io::Error::new(kind, format!("object store: {e}"))
+}
+
+/// [`s3_err`] for an error object_store's writer already made an `io::Error`.
+fn io_s3_err(e: io::Error) -> io::Error {
+    let unreachable = out_of_reach(&e) || {
+        let mut cause = e.get_ref().map(|c| c as &(dyn std::error::Error + 'static));
+        let mut found = false;
+        while let Some(c) = cause {
+            found |= out_of_reach(c);
+            cause = c.source();
+        }
+        found
+    };
+    if unreachable && e.kind() != io::ErrorKind::ConnectionAborted {
+        return io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            format!("object store: {e}"),
+        );
+    }
+    e
+}
+
+/// Whether `e` itself says the bucket's endpoint could not be reached or did not
+/// answer: an HTTP connection, request or time-out failure, or a socket error.
+fn out_of_reach(e: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(http) = e.downcast_ref::<object_store::client::HttpError>() {
+        use object_store::client::HttpErrorKind;
+        return matches!(
+            http.kind(),
+            HttpErrorKind::Connect
+                | HttpErrorKind::Request
+                | HttpErrorKind::Timeout
+                | HttpErrorKind::Interrupted
+        );
+    }
+    e.downcast_ref::<io::Error>().is_some_and(|io| {
+        matches!(
+            io.kind(),
+            io::ErrorKind::ConnectionRefused
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::NotConnected
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::TimedOut
+                | io::ErrorKind::HostUnreachable
+                | io::ErrorKind::NetworkUnreachable
+        )
+    })
+}
+
+/// How the S3 client retries a failed call: a few times within ten seconds, so
+/// that a bucket out of reach answers the upload's request (503, `Retry-After`)
+/// instead of holding it for the client's default of three minutes.
+fn retry_config() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig::default(),
+        max_retries: 3,
+        retry_timeout: std::time::Duration::from_secs(10),
     }
 }
 
@@ -142,7 +215,9 @@ impl S3 {
         if bucket.is_empty() || bucket.contains('/') {
             return Err(invalid("it must name one bucket, as s3://BUCKET"));
         }
-        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_retry(retry_config());
         if let Some(c) = credentials {
             builder = builder
                 .with_access_key_id(&c.key_id)
@@ -234,13 +309,11 @@ impl FragmentWriter for S3Writer {
         let Some(mut writer) = self.writer.take() else {
             return Ok(());
         };
-        // A fragment's object is whole or absent: a failed multipart upload is
-        // aborted, never completed.
-        if let Err(e) = writer.shutdown().await {
-            let _ = writer.abort().await;
-            return Err(e);
-        }
-        Ok(())
+        // A fragment's object is whole or absent: a failed single `PUT` leaves
+        // nothing, and a multipart upload whose parts or completion failed is
+        // aborted by object_store itself. (`BufWriter::abort` after a shutdown
+        // began panics: it must not be called here.)
+        writer.shutdown().await.map_err(io_s3_err)
     }
 }
 
