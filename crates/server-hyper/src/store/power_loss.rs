@@ -585,7 +585,17 @@ async fn send(engine: &Arc<Engine>, id: &str, data: &[u8], range: ByteRange) -> 
 }
 
 /// Uploads two files, fragment by fragment and in turn, until done or dead.
-async fn upload(fs: &SimFs, fsync: Fsync, files: &[(Vec<u8>, u64)]) -> Acked {
+/// What the client sends after an I/O error made a fragment fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// The same fragment again.
+    Same,
+    /// Everything from the same offset to the end, as one fragment (the session
+    /// then completes with bytes written over a failed journal entry's place).
+    Rest,
+}
+
+async fn upload(fs: &SimFs, fsync: Fsync, files: &[(Vec<u8>, u64)], retry: Retry) -> Acked {
     let mut acked = Acked::default();
     let Ok(engine) = engine(fs, fsync).await else {
         return acked;
@@ -623,10 +633,14 @@ async fn upload(fs: &SimFs, fsync: Fsync, files: &[(Vec<u8>, u64)]) -> Acked {
             if at >= total {
                 continue;
             }
-            let range = ByteRange::new(at, (at + u.fragment).min(total)).expect("non-empty");
+            let mut range = ByteRange::new(at, (at + u.fragment).min(total)).expect("non-empty");
             let mut answer = send(&engine, &u.session, &u.data, range).await;
             if answer.is_none() && !fs.crashed() {
-                // An I/O error, not a death: the client sends the fragment again.
+                // An I/O error, not a death: the client sends the fragment again,
+                // or the whole rest.
+                if retry == Retry::Rest {
+                    range = ByteRange::new(at, total).expect("non-empty");
+                }
                 answer = send(&engine, &u.session, &u.data, range).await;
             }
             match answer {
@@ -736,16 +750,16 @@ async fn check(fs: &SimFs, fsync: Fsync, acked: &Acked) -> Result<(), String> {
 /// One seeded run: uploads, a crash at a random operation, a power loss, a
 /// restart and the checks.
 pub(crate) async fn run(seed: u64, fsync: Fsync, skip: Skip) -> Result<(), String> {
-    run_with(seed, fsync, skip, false).await
+    run_with(seed, fsync, skip, None).await
 }
 
 /// [`run`], with one operation failing (an I/O error) before the crash when
-/// `failing`.
+/// `failing` says what the client sends then.
 pub(crate) async fn run_with(
     seed: u64,
     fsync: Fsync,
     skip: Skip,
-    failing: bool,
+    failing: Option<Retry>,
 ) -> Result<(), String> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let files: Vec<(Vec<u8>, u64)> = (0..2)
@@ -758,16 +772,16 @@ pub(crate) async fn run_with(
     // How many changing operations the whole run takes, to crash within it.
     let dry = SimFs::new(seed, skip);
     dry.crash_at(u64::MAX);
-    upload(&dry, fsync, &files).await;
+    upload(&dry, fsync, &files, Retry::Same).await;
     let total = dry.ops();
 
     let fs = SimFs::new(seed, skip);
     fs.crash_at(rng.u64(1..=total + 1));
-    if failing {
+    if failing.is_some() {
         // Somewhere before the crash, one operation fails and the process goes on.
         fs.fail_at(rng.u64(1..=total));
     }
-    let acked = upload(&fs, fsync, &files).await;
+    let acked = upload(&fs, fsync, &files, failing.unwrap_or(Retry::Same)).await;
     fs.power_loss();
     check(&fs, fsync, &acked).await
 }
@@ -815,14 +829,27 @@ mod tests {
     /// failed (a failed sync's writes never reach the disk, as on Linux).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_io_error_loses_nothing_acknowledged_before_or_after_it() {
+        io_errors_lose_nothing(Retry::Same).await;
+    }
+
+    /// The same, with the client sending the whole rest of its file after the
+    /// failure: the session completes over the place of a failed journal entry
+    /// (whose header was zeroed), so its attachment's file has a tail that is not
+    /// a journal entry until the cut.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_io_error_then_the_rest_in_one_fragment_loses_nothing() {
+        io_errors_lose_nothing(Retry::Rest).await;
+    }
+
+    async fn io_errors_lose_nothing(retry: Retry) {
         for fsync in [Fsync::Always, Fsync::Never] {
             let mut failed = Vec::new();
             for seed in 0..runs() {
-                if let Err(e) = run_with(seed, fsync, Skip::Nothing, true).await {
+                if let Err(e) = run_with(seed, fsync, Skip::Nothing, Some(retry)).await {
                     failed.push(format!("seed {seed}: {e}"));
                 }
             }
-            assert!(failed.is_empty(), "{fsync:?}: {failed:#?}");
+            assert!(failed.is_empty(), "{fsync:?}, {retry:?}: {failed:#?}");
         }
     }
 
