@@ -549,9 +549,15 @@ async fn readyz_says_whether_the_bucket_and_the_database_answer() {
     }
     // A session open before the bucket goes away.
     let url = graph.open_session(2 * FRAGMENT).await;
-    for node in 0..3 {
-        cluster.garage.kill(node);
-    }
+    // Two of Garage's three nodes down: the node's endpoint answers, without a
+    // quorum to write with.
+    cluster.garage.kill(1);
+    cluster.garage.kill(2);
+    let res = graph
+        .put_at(&url, &file_of(2 * FRAGMENT), 0, FRAGMENT)
+        .await;
+    assert_eq!(res.status(), 503, "{}", res.text().await.unwrap());
+    cluster.garage.kill(0);
     let res = reqwest::get(&readyz).await.unwrap();
     assert_eq!(res.status(), 503);
     assert!(res.headers().contains_key("retry-after"));

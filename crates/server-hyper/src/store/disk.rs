@@ -614,8 +614,11 @@ impl Disk {
         blocking(move || {
             match files.len(&from) {
                 Ok(len) if len > size => {
+                    // A tail that cannot be read is treated as not an entry.
                     let unrecognised = sync
-                        && !journal::starts_entry(&files.read_at(&from, size, journal::HEADER)?);
+                        && files
+                            .read_at(&from, size, journal::HEADER)
+                            .map_or(true, |tail| !journal::starts_entry(&tail));
                     let part = files.open_writer(&from)?;
                     part.set_len(size)?;
                     if unrecognised {

@@ -52,7 +52,13 @@ impl std::fmt::Debug for S3Credentials {
 /// An S3 bucket.
 #[derive(Debug, Clone)]
 pub(crate) struct S3 {
+    /// Writes, deletes, listings and probes: retried briefly ([`retry_config`]).
     store: Arc<dyn ObjectStore>,
+    /// Reads of attachments, with object_store's own retries: a body streamed to
+    /// a slow client and cut short (its 30 s request time-out, a reset) is picked
+    /// up where it stopped by ranged GETs for up to three minutes from its start,
+    /// which the brief budget would end after ten seconds.
+    reader: Arc<dyn ObjectStore>,
 }
 
 /// The store's error as an `io::Error`: `NotFound` for a missing object, and
@@ -68,6 +74,7 @@ fn s3_err(e: object_store::Error) -> io::Error {
         unreachable |= out_of_reach(c);
         cause = c.source();
     }
+    unreachable |= unavailable_status(&e.to_string());
     let kind = if unreachable {
         io::ErrorKind::ConnectionAborted
     } else {
@@ -78,7 +85,7 @@ fn s3_err(e: object_store::Error) -> io::Error {
 
 /// [`s3_err`] for an error object_store's writer already made an `io::Error`.
 fn io_s3_err(e: io::Error) -> io::Error {
-    let unreachable = out_of_reach(&e) || {
+    let unreachable = out_of_reach(&e) || unavailable_status(&e.to_string()) || {
         let mut cause = e.get_ref().map(|c| c as &(dyn std::error::Error + 'static));
         let mut found = false;
         while let Some(c) = cause {
@@ -94,6 +101,16 @@ fn io_s3_err(e: io::Error) -> io::Error {
         );
     }
     e
+}
+
+/// Whether the store's message says it answered 502, 503 or 504 after its
+/// retries (Garage without a quorum of its nodes, a gateway in front of S3): a
+/// bucket out of reach for now. object_store's error type for it is private, so
+/// its message (`Server returned non-2xx status code: 503 …`) is what says so.
+fn unavailable_status(message: &str) -> bool {
+    ["502", "503", "504"]
+        .iter()
+        .any(|code| message.contains(&format!("non-2xx status code: {code}")))
 }
 
 /// Whether `e` itself says the bucket's endpoint could not be reached or did not
@@ -124,9 +141,11 @@ fn out_of_reach(e: &(dyn std::error::Error + 'static)) -> bool {
     })
 }
 
-/// How the S3 client retries a failed call: a few times within ten seconds, so
-/// that a bucket out of reach answers the upload's request (503, `Retry-After`)
-/// instead of holding it for the client's default of three minutes.
+/// How the S3 client retries a failed write or listing: three more tries (their
+/// backoff sleeps under a second in all), none started after ten seconds, so that
+/// a bucket out of reach answers the upload's request (503, `Retry-After`) in
+/// about a second when refused, or within its time-outs when silent, instead of
+/// holding it for the client's default of up to three minutes.
 fn retry_config() -> object_store::RetryConfig {
     object_store::RetryConfig {
         backoff: object_store::BackoffConfig::default(),
@@ -215,9 +234,7 @@ impl S3 {
         if bucket.is_empty() || bucket.contains('/') {
             return Err(invalid("it must name one bucket, as s3://BUCKET"));
         }
-        let mut builder = AmazonS3Builder::from_env()
-            .with_bucket_name(bucket)
-            .with_retry(retry_config());
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
         if let Some(c) = credentials {
             builder = builder
                 .with_access_key_id(&c.key_id)
@@ -234,9 +251,17 @@ impl S3 {
                 other => return Err(invalid(&format!("unknown parameter `{other}`"))),
             };
         }
-        let store = builder.build().map_err(|e| invalid(&e.to_string()))?;
+        let reader = builder
+            .clone()
+            .build()
+            .map_err(|e| invalid(&e.to_string()))?;
+        let store = builder
+            .with_retry(retry_config())
+            .build()
+            .map_err(|e| invalid(&e.to_string()))?;
         Ok(Self {
             store: Arc::new(store),
+            reader: Arc::new(reader),
         })
     }
 
@@ -446,14 +471,45 @@ impl S3 {
         // a 500, not a 200 cut short.
         let mut reads = reads.into_iter();
         let first = match reads.next() {
-            Some(read) => Some(get(Arc::clone(&self.store), read).await?),
+            Some(read) => Some(get(Arc::clone(&self.reader), read).await?),
             None => None,
         };
-        let store = Arc::clone(&self.store);
+        let store = Arc::clone(&self.reader);
         let rest = futures_util::stream::iter(reads)
             .then(move |read| get(Arc::clone(&store), read))
             .try_flatten();
         let stream = futures_util::stream::iter(first).flatten().chain(rest);
         Ok(Box::pin(stream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unavailable_status;
+
+    #[test]
+    fn only_a_gateway_or_unavailable_status_counts_as_out_of_reach() {
+        let said = |status: &str| {
+            format!(
+                "Generic S3 error: Error performing PUT http://h/b/k in 650ms, after 3 retries, \
+                 max_retries: 3, retry_timeout: 10s  - Server returned non-2xx status code: {status}: <Error/>"
+            )
+        };
+        for status in [
+            "502 Bad Gateway",
+            "503 Service Unavailable",
+            "504 Gateway Timeout",
+        ] {
+            assert!(unavailable_status(&said(status)), "{status}");
+        }
+        for status in [
+            "400 Bad Request",
+            "403 Forbidden",
+            "404 Not Found",
+            "409 Conflict",
+            "500 Internal Server Error",
+        ] {
+            assert!(!unavailable_status(&said(status)), "{status}");
+        }
     }
 }
