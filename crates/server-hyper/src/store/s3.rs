@@ -337,8 +337,15 @@ impl FragmentWriter for S3Writer {
         // A fragment's object is whole or absent: a failed single `PUT` leaves
         // nothing, and a multipart upload whose parts or completion failed is
         // aborted by object_store itself. (`BufWriter::abort` after a shutdown
-        // began panics: it must not be called here.)
-        writer.shutdown().await.map_err(io_s3_err)
+        // began panics: it must not be called here.) In a task of its own, so
+        // that a request dropped meanwhile (its client gone, a newer request)
+        // does not leave a multipart upload half completed, unseen: it
+        // completes (an object never counted, deleted with its session's
+        // others) or is aborted.
+        tokio::spawn(async move { writer.shutdown().await })
+            .await
+            .map_err(io::Error::other)?
+            .map_err(io_s3_err)
     }
 }
 
