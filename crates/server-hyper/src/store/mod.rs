@@ -400,6 +400,41 @@ pub(crate) fn deadline(snapshot: &SessionSnapshot) -> Option<SystemTime> {
     session.poll_timeout()
 }
 
+/// Whether `e`, or any error it was caused by, satisfies `test`.
+pub(crate) fn any_cause(
+    e: &(dyn std::error::Error + 'static),
+    test: impl Fn(&(dyn std::error::Error + 'static)) -> bool,
+) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if test(c) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// Whether `e` is a socket error that says the other end is out of reach: the
+/// connection refused, reset, cut or timed out, or no route to it. A shared
+/// store's database and bucket both answer such a request 503 (`ConnectionAborted`).
+pub(crate) fn socket_lost(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.downcast_ref::<io::Error>().is_some_and(|io| {
+        matches!(
+            io.kind(),
+            io::ErrorKind::ConnectionRefused
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::NotConnected
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::TimedOut
+                | io::ErrorKind::HostUnreachable
+                | io::ErrorKind::NetworkUnreachable
+        )
+    })
+}
+
 /// Names from the outside world are never used in paths or keys; ids are ours,
 /// but check.
 pub(crate) fn safe(id: &str) -> io::Result<&str> {

@@ -118,20 +118,7 @@ fn connection_lost(e: &(dyn std::error::Error + 'static)) -> bool {
     if let Some(pool) = e.downcast_ref::<deadpool_postgres::PoolError>() {
         return matches!(pool, deadpool_postgres::PoolError::Timeout(_));
     }
-    e.downcast_ref::<io::Error>().is_some_and(|io| {
-        matches!(
-            io.kind(),
-            io::ErrorKind::ConnectionRefused
-                | io::ErrorKind::ConnectionReset
-                | io::ErrorKind::ConnectionAborted
-                | io::ErrorKind::NotConnected
-                | io::ErrorKind::BrokenPipe
-                | io::ErrorKind::UnexpectedEof
-                | io::ErrorKind::TimedOut
-                | io::ErrorKind::HostUnreachable
-                | io::ErrorKind::NetworkUnreachable
-        )
-    })
+    super::socket_lost(e)
 }
 
 fn json_err(e: serde_json::Error) -> io::Error {

@@ -68,13 +68,7 @@ fn s3_err(e: object_store::Error) -> io::Error {
     if let object_store::Error::NotFound { .. } = e {
         return io::Error::new(io::ErrorKind::NotFound, e);
     }
-    let mut unreachable = false;
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-    while let Some(c) = cause {
-        unreachable |= out_of_reach(c);
-        cause = c.source();
-    }
-    unreachable |= unavailable_status(&e.to_string());
+    let unreachable = super::any_cause(&e, out_of_reach) || unavailable_status(&e.to_string());
     let kind = if unreachable {
         io::ErrorKind::ConnectionAborted
     } else {
@@ -85,15 +79,13 @@ fn s3_err(e: object_store::Error) -> io::Error {
 
 /// [`s3_err`] for an error object_store's writer already made an `io::Error`.
 fn io_s3_err(e: io::Error) -> io::Error {
-    let unreachable = out_of_reach(&e) || unavailable_status(&e.to_string()) || {
-        let mut cause = e.get_ref().map(|c| c as &(dyn std::error::Error + 'static));
-        let mut found = false;
-        while let Some(c) = cause {
-            found |= out_of_reach(c);
-            cause = c.source();
-        }
-        found
-    };
+    // An io::Error's own `source` skips the error it wraps: look at that too.
+    let wrapped = e.get_ref().is_some_and(|inner| {
+        let inner: &(dyn std::error::Error + 'static) = inner;
+        super::any_cause(inner, out_of_reach)
+    });
+    let unreachable =
+        wrapped || super::any_cause(&e, out_of_reach) || unavailable_status(&e.to_string());
     if unreachable && e.kind() != io::ErrorKind::ConnectionAborted {
         return io::Error::new(
             io::ErrorKind::ConnectionAborted,
@@ -126,19 +118,7 @@ fn out_of_reach(e: &(dyn std::error::Error + 'static)) -> bool {
                 | HttpErrorKind::Interrupted
         );
     }
-    e.downcast_ref::<io::Error>().is_some_and(|io| {
-        matches!(
-            io.kind(),
-            io::ErrorKind::ConnectionRefused
-                | io::ErrorKind::ConnectionReset
-                | io::ErrorKind::ConnectionAborted
-                | io::ErrorKind::NotConnected
-                | io::ErrorKind::BrokenPipe
-                | io::ErrorKind::TimedOut
-                | io::ErrorKind::HostUnreachable
-                | io::ErrorKind::NetworkUnreachable
-        )
-    })
+    super::socket_lost(e)
 }
 
 /// How the S3 client retries a failed write or listing: three more tries (their
