@@ -796,7 +796,15 @@ mod tests {
         // gap makes the thread read the gap from the file.
         hashing.offer(MIB as u64 / 2, Box::new(bytes[MIB / 2..MIB].to_vec()));
         hashing.offer(2 * MIB as u64, Box::new(bytes[2 * MIB..].to_vec()));
-        assert!(hashed_up_to(&mut hashing, &mut state, 3 * MIB as u64));
+        // The whole hash: known once the thread has also checked the file ends.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !hashing.poll_into(&mut state) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the whole hash never came"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         assert_eq!(state.file.sha256, whole.sha256);
         assert_eq!(state.file.sent_hashes, None, "the whole hash replaces them");
         assert!(!hashing.poll_into(&mut state), "said once");
