@@ -74,6 +74,18 @@ impl Sink {
                 )
             }
             ("PUT", ["up", n]) => self.put(n.parse().unwrap_or(u64::MAX), req).await,
+            // A status GET, answered from memory as cheaply as it can be: the
+            // floor for the status probe under load (`loadgen --probe`).
+            ("GET", ["up", n]) => {
+                let n: u64 = n.parse().unwrap_or(u64::MAX);
+                match self.files.lock().expect("lock").get(&n) {
+                    Some((_, size)) => json_res(
+                        StatusCode::OK,
+                        &json!({"nextExpectedRanges": [format!("0-{}", size.saturating_sub(1))]}),
+                    ),
+                    None => full(StatusCode::NOT_FOUND, Vec::new()),
+                }
+            }
             ("GET", ["att", n, "$value"]) => {
                 let n: u64 = n.parse().unwrap_or(u64::MAX);
                 match tokio::fs::File::open(self.dir.join(format!("{n}.bin"))).await {

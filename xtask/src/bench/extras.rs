@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::options::Sizes;
 use super::record::{Record, num};
-use super::runs::{loadgen, next_dir};
+use super::runs::{fresh_dir, loadgen, next_dir};
 use super::server::{Contender, TOKEN};
 use crate::util::Profile;
 
@@ -21,11 +21,11 @@ pub(super) fn extras(
     bin: &Path,
     profile: Profile,
     work: &Path,
-    z: &Sizes,
+    (z, reps): (&Sizes, usize),
     run_no: &mut usize,
 ) -> Result<Vec<Record>, String> {
-    let probe = status_under_load(bin, &next_dir(work, run_no), z)?;
-    let client = our_client(bin, &next_dir(work, run_no), z.big_bytes)?;
+    let probe = status_under_load(bin, work, run_no, (z, reps))?;
+    let client = our_client(bin, work, run_no, (z.big_bytes, reps))?;
     let [async_client, blocking_client] =
         transport_examples(bin, profile, &next_dir(work, run_no), z.big_bytes)?;
     let (idle, restart) = idle_sessions(bin, &next_dir(work, run_no), z.idle)?;
@@ -60,18 +60,43 @@ fn preface_only_flood(bin: &Path, dir: &Path, z: &Sizes) -> Result<Record, Strin
     Ok(r)
 }
 
-/// Status latency while uploads run.
-fn status_under_load(bin: &Path, dir: &Path, z: &Sizes) -> Result<Record, String> {
+/// Status latency while uploads run, `reps` times against upsession and against
+/// the sink, alternating: the sink answers the same probe from memory with no
+/// logic at all, so its figure is what the machine allows (client and server
+/// share its cores).
+fn status_under_load(
+    bin: &Path,
+    work: &Path,
+    run_no: &mut usize,
+    (z, reps): (&Sizes, usize),
+) -> Result<Record, String> {
     let (small, many) = (z.small, z.many);
-    let server = Contender::Ours.start(bin, dir)?;
-    let mut r = loadgen(
-        bin,
-        &server.base,
-        server.pid(),
-        &["--uploads", many, "--size", small, "--probe"],
-    )?;
+    let (mut ours, mut sink) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        for (contender, runs) in [(Contender::Sink, &mut sink), (Contender::Ours, &mut ours)] {
+            let dir = fresh_dir(work, run_no, Some(z.small_total))?;
+            let server = contender.start(bin, &dir)?;
+            let args = ["--uploads", many, "--size", small, "--probe"];
+            runs.push(loadgen(bin, &server.base, server.pid(), &args)?);
+        }
+    }
+    let mut r = Record::new();
     r.insert("scenario".into(), "status GET under uploads".into());
+    for (prefix, runs) in [("", &ours), ("sink_", &sink)] {
+        for key in ["status_p50_ms", "status_p99_ms"] {
+            if let Some(m) = median(runs.iter().filter_map(|r| num(r, key))) {
+                r.insert(format!("{prefix}{key}"), format!("{m:.2}"));
+            }
+        }
+    }
     Ok(r)
+}
+
+/// The median of some figures.
+fn median(figures: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = figures.collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
 }
 
 /// Writes `bytes` bytes of a fixed pattern to `dir/upload.bin`.
@@ -154,25 +179,53 @@ fn file_len(path: &Path) -> u64 {
     fs::metadata(path).map_or(0, |m| m.len())
 }
 
-/// Our client uploading one big file.
-fn our_client(bin: &Path, dir: &Path, big_bytes: u64) -> Result<Record, String> {
-    let server = Contender::Ours.start(bin, &dir.join("data"))?;
-    let file = upload_file(dir, big_bytes)?;
+/// Our client uploading one big file, and `loadgen` uploading as much, each
+/// `reps` times, alternating, each against a fresh server: the CLI's figure is
+/// its whole process (start, draft, session, file reads, hash, resume state);
+/// `loadgen`'s is its upload (session and fragments, bytes from memory).
+fn our_client(
+    bin: &Path,
+    work: &Path,
+    run_no: &mut usize,
+    (big_bytes, reps): (u64, usize),
+) -> Result<Record, String> {
+    let file = upload_file(&next_dir(work, run_no), big_bytes)?;
+    let (mut cli, mut lg) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        let dir = fresh_dir(work, run_no, Some(big_bytes))?;
+        let server = Contender::Ours.start(bin, &dir.join("data"))?;
+        cli.push(cli_upload(bin, &server.base, &dir.join("state"), &file)?);
+        drop(server);
+        let dir = fresh_dir(work, run_no, Some(big_bytes))?;
+        let server = Contender::Ours.start(bin, &dir)?;
+        let size = big_bytes.to_string();
+        let args = ["--uploads", "1", "--size", &size];
+        let r = loadgen(bin, &server.base, server.pid(), &args)?;
+        lg.extend(num(&r, "seconds"));
+    }
+    #[allow(clippy::cast_precision_loss)] // figures for people to read
+    let mib_s = |secs: f64| big_bytes as f64 / secs / f64::from(1 << 20);
+    let (cli, lg) = (
+        median(cli.into_iter()).ok_or("no CLI run")?,
+        median(lg.into_iter()).ok_or("no loadgen run")?,
+    );
+    let mut r = Record::new();
+    r.insert("scenario".into(), "our client, 1 upload".into());
+    r.insert("seconds".into(), format!("{cli:.3}"));
+    r.insert("mib_per_s".into(), format!("{:.1}", mib_s(cli)));
+    r.insert("loadgen_mib_per_s".into(), format!("{:.1}", mib_s(lg)));
+    r.insert("x_loadgen".into(), format!("{:.2}", lg / cli));
+    Ok(r)
+}
+
+/// `upsession upload` of `file` to `base`: its whole process's seconds.
+fn cli_upload(bin: &Path, base: &str, state: &Path, file: &Path) -> Result<f64, String> {
     let started = Instant::now();
     let out = Command::new(bin.join("upsession"))
-        .args([
-            "upload",
-            "--draft",
-            "bench",
-            "--json",
-            "--base-url",
-            &server.base,
-            "--token",
-            TOKEN,
-        ])
-        .args(["--chunk-size", "4MiB", "--state-dir"])
-        .arg(dir.join("state"))
-        .arg(&file)
+        .args(["upload", "--draft", "bench", "--json", "--base-url", base])
+        .args(["--token", TOKEN, "--chunk-size", "4MiB", "--state-dir"])
+        .arg(state)
+        .arg(file)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| e.to_string())?;
@@ -183,13 +236,7 @@ fn our_client(bin: &Path, dir: &Path, big_bytes: u64) -> Result<Record, String> 
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    #[allow(clippy::cast_precision_loss)] // figures for people to read
-    let mib_s = big_bytes as f64 / secs / f64::from(1 << 20);
-    let mut r = Record::new();
-    r.insert("scenario".into(), "our client, 1 upload".into());
-    r.insert("seconds".into(), format!("{secs:.3}"));
-    r.insert("mib_per_s".into(), format!("{mib_s:.1}"));
-    Ok(r)
+    Ok(secs)
 }
 
 /// Idle sessions, then a restart with all of them on disk.

@@ -52,8 +52,8 @@ pub(super) fn report(rows: &[Row], extras: &[Record], z: &Sizes) -> String {
     }
     let _ = writeln!(
         table,
-        "| our CLI, 1 upload ({big}) | {} MiB/s |",
-        client["mib_per_s"]
+        "| our CLI, 1 upload ({big}), whole process / `loadgen`'s upload, same server | {} / {} MiB/s ({} ×) |",
+        client["mib_per_s"], client["loadgen_mib_per_s"], client["x_loadgen"]
     );
     for c in [async_client, blocking_client] {
         let mib = |k: &str| {
@@ -73,9 +73,11 @@ pub(super) fn report(rows: &[Row], extras: &[Record], z: &Sizes) -> String {
     }
     let _ = writeln!(
         table,
-        "| status GET p50 / p99 under {many} uploads | {} / {} ms |",
+        "| status GET p50 / p99 under {many} uploads, upsession / sink | {} / {} ms; {} / {} ms |",
         probe.get("status_p50_ms").map_or("–", String::as_str),
-        probe.get("status_p99_ms").map_or("–", String::as_str)
+        probe.get("status_p99_ms").map_or("–", String::as_str),
+        probe.get("sink_status_p50_ms").map_or("–", String::as_str),
+        probe.get("sink_status_p99_ms").map_or("–", String::as_str)
     );
     let _ = writeln!(
         table,

@@ -198,11 +198,7 @@ fn measure(
         records: Vec::new(),
     };
     for _ in 0..o.reps {
-        let dir = next_dir(work, run_no);
-        fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        if o.cache_fairness {
-            refresh_page_cache(&dir, bytes)?;
-        }
+        let dir = fresh_dir(work, run_no, o.cache_fairness.then_some(bytes))?;
         let server = contender.start_with(bin, rustus, &dir)?;
         let mut args = args.to_vec();
         if contender.is_rustus() {
@@ -222,6 +218,21 @@ fn measure(
         row.spread("mib_per_s")
     );
     Ok(row)
+}
+
+/// The data directory of the next run, made, after `fairness` bytes written and
+/// deleted in it (see [`refresh_page_cache`]).
+pub(super) fn fresh_dir(
+    work: &Path,
+    run_no: &mut usize,
+    fairness: Option<u64>,
+) -> Result<PathBuf, String> {
+    let dir = next_dir(work, run_no);
+    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    if let Some(bytes) = fairness {
+        refresh_page_cache(&dir, bytes)?;
+    }
+    Ok(dir)
 }
 
 /// The data directory of the next run: `run{N}` under `work`.
