@@ -60,16 +60,20 @@ struct Args {
     h2_idle: usize,
 }
 
+/// A size such as `16MiB`, `150MB`, `1GiB` or a count of bytes.
 fn parse_size(s: &str) -> usize {
-    let (num, mult) = if let Some(n) = s.strip_suffix("MiB") {
-        (n, 1 << 20)
-    } else if let Some(n) = s.strip_suffix("MB") {
-        (n, 1_000_000)
-    } else if let Some(n) = s.strip_suffix("KiB") {
-        (n, 1 << 10)
-    } else {
-        (s, 1)
-    };
+    const UNITS: [(&str, usize); 6] = [
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("GB", 1_000_000_000),
+        ("MB", 1_000_000),
+        ("KB", 1_000),
+    ];
+    let (num, mult) = UNITS
+        .iter()
+        .find_map(|(unit, mult)| Some((s.strip_suffix(unit)?, *mult)))
+        .unwrap_or((s, 1));
     num.parse::<usize>().expect("a size like 16MiB") * mult
 }
 

@@ -2,7 +2,7 @@
 //! at a power loss, keeps what was synced and only a random part of what was not:
 //! of each file's unsynced writes, any 4 KiB pieces (holes read as zeros); of the
 //! unsynced directory changes, any prefix in order plus those a directory sync
-//! made durable. [`run`] drives the engine through uploads over it, crashes it at
+//! made durable. [`run_with`] drives the engine through uploads over it, crashes it at
 //! a random file operation (every later operation fails, as if the process died),
 //! cuts the power, starts again and checks:
 //!
@@ -28,8 +28,9 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::TryStreamExt as _;
+use upsession_core::drive::{ContentHasher, DriveUpload};
 use upsession_core::identity::Mailbox;
-use upsession_core::route::{ItemKind, ItemPath, User, Version};
+use upsession_core::route::{Drive, DriveBase, DrivePath, ItemKind, ItemPath, User, Version};
 use upsession_core::session::{Answer, Limits};
 use upsession_core::wire::AttachmentItem;
 use upsession_core::{ByteRange, RangeSet};
@@ -40,6 +41,7 @@ use super::local::LocalStore;
 use crate::config::Fsync;
 use crate::engine::{Engine, Fragment, Rules};
 use crate::metrics::Metrics;
+use crate::store::SessionRecord;
 
 /// A sync the simulation takes and ignores: what removing it from the store would do.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -529,6 +531,31 @@ struct Upload {
     sent: u64,
     /// The last fragment was answered `201`.
     completed: bool,
+    /// A drive upload's file (its bytes and hashes are the drive item's).
+    drive: Option<DrivePath>,
+}
+
+/// What a run uploads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Attachments of a message.
+    Attachment,
+    /// Files of a drive whose size the session's creation gives.
+    DriveSized,
+    /// Files of a drive whose size only the first fragment's `Content-Range`
+    /// gives (no `fileSize` at creation): that fragment's commit rewrites the
+    /// record with the size it learned (no journal before it).
+    DriveUnsized,
+}
+
+/// The drive path of a run's `n`th file.
+fn drive_path(n: usize) -> DrivePath {
+    DrivePath {
+        version: Version::V1,
+        drive: Drive::Of(User::Me),
+        base: DriveBase::Root,
+        path: vec![format!("f{n}.bin")],
+    }
 }
 
 /// What the server acknowledged before it died.
@@ -564,24 +591,39 @@ async fn engine(fs: &SimFs, fsync: Fsync) -> io::Result<Arc<Engine>> {
     )))
 }
 
-/// Sends `data[range]` to session `id`; `Ok(answer)` only when acknowledged.
-async fn send(engine: &Arc<Engine>, id: &str, data: &[u8], range: ByteRange) -> Option<Answer> {
+/// Sends `data[range]` to session `id`; the answer (and the session's record)
+/// only when acknowledged. A drive upload's last fragment is acknowledged once its
+/// file is in the drive (the answer names the file).
+async fn send(
+    engine: &Arc<Engine>,
+    id: &str,
+    data: &[u8],
+    range: ByteRange,
+    drive: bool,
+) -> Option<(Answer, SessionRecord)> {
     let header = format!("bytes {}-{}/{}", range.start(), range.end() - 1, data.len());
     let now = SystemTime::now();
     let begun = engine
         .begin_fragment(id, Some(&header), Some(range.len()), now)
         .await
         .ok()?;
-    let Fragment::Write(writing) = begun else {
-        return None; // bytes it already has: nothing new acknowledged
+    let (answer, record) = match begun {
+        // Bytes it already has: answered as before, and a drive upload's last
+        // fragment again with its file (`graph.rs` does the same).
+        Fragment::Replay { answer, record, .. } if drive && answer == Answer::Completed => {
+            (answer, record)
+        }
+        Fragment::Replay { .. } => return None, // nothing new acknowledged
+        Fragment::Write(writing) => {
+            let bytes = Bytes::copy_from_slice(&data[range.start() as usize..range.end() as usize]);
+            let body = Box::pin(futures_util::stream::iter([Ok(bytes)]));
+            writing.store(body, SystemTime::now).await.ok()?
+        }
     };
-    let bytes = Bytes::copy_from_slice(&data[range.start() as usize..range.end() as usize]);
-    let body = Box::pin(futures_util::stream::iter([Ok(bytes)]));
-    writing
-        .store(body, SystemTime::now)
-        .await
-        .ok()
-        .map(|(answer, _)| answer)
+    if drive && answer == Answer::Completed {
+        engine.drive_upload_done(&record, now).await.ok()?;
+    }
+    Some((answer, record))
 }
 
 /// Uploads two files, fragment by fragment and in turn, until done or dead.
@@ -595,7 +637,12 @@ pub(crate) enum Retry {
     Rest,
 }
 
-async fn upload(fs: &SimFs, fsync: Fsync, files: &[(Vec<u8>, u64)], retry: Retry) -> Acked {
+async fn upload(
+    fs: &SimFs,
+    fsync: Fsync,
+    files: &[(Vec<u8>, u64)],
+    (kind, retry): (Kind, Retry),
+) -> Acked {
     let mut acked = Acked::default();
     let Ok(engine) = engine(fs, fsync).await else {
         return acked;
@@ -608,12 +655,26 @@ async fn upload(fs: &SimFs, fsync: Fsync, files: &[(Vec<u8>, u64)], retry: Retry
         return acked;
     };
     acked.item = Some(item.id.clone());
-    for (data, fragment) in files {
-        let file = AttachmentItem::file("f.bin", data.len() as u64);
-        let Ok((record, _)) = engine
-            .create_session(&path(&item.id), &Mailbox::sole(), file, "app", now)
-            .await
-        else {
+    for (n, (data, fragment)) in files.iter().enumerate() {
+        let drive = (kind != Kind::Attachment).then(|| drive_path(n));
+        let created = match &drive {
+            None => {
+                let file = AttachmentItem::file("f.bin", data.len() as u64);
+                engine
+                    .create_session(&path(&item.id), &Mailbox::sole(), file, "app", now)
+                    .await
+            }
+            Some(at) => {
+                let upload = DriveUpload {
+                    file_size: (kind == Kind::DriveSized).then_some(data.len() as u64),
+                    ..DriveUpload::default()
+                };
+                engine
+                    .create_drive_session(at, &Mailbox::sole(), upload, None, "app", now)
+                    .await
+            }
+        };
+        let Ok((record, _)) = created else {
             return acked;
         };
         acked.uploads.push(Upload {
@@ -624,6 +685,7 @@ async fn upload(fs: &SimFs, fsync: Fsync, files: &[(Vec<u8>, u64)], retry: Retry
             acked: RangeSet::default(),
             sent: 0,
             completed: false,
+            drive,
         });
     }
     // Each upload's next fragment in turn, each at its own size.
@@ -634,17 +696,18 @@ async fn upload(fs: &SimFs, fsync: Fsync, files: &[(Vec<u8>, u64)], retry: Retry
                 continue;
             }
             let mut range = ByteRange::new(at, (at + u.fragment).min(total)).expect("non-empty");
-            let mut answer = send(&engine, &u.session, &u.data, range).await;
+            let drive = u.drive.is_some();
+            let mut answer = send(&engine, &u.session, &u.data, range, drive).await;
             if answer.is_none() && !fs.crashed() {
                 // An I/O error, not a death: the client sends the fragment again,
                 // or the whole rest.
                 if retry == Retry::Rest {
                     range = ByteRange::new(at, total).expect("non-empty");
                 }
-                answer = send(&engine, &u.session, &u.data, range).await;
+                answer = send(&engine, &u.session, &u.data, range, drive).await;
             }
             match answer {
-                Some(answer) => {
+                Some((answer, _)) => {
                     u.acked.insert(range);
                     u.sent = range.end();
                     u.completed = answer == Answer::Completed;
@@ -668,6 +731,50 @@ async fn attachment_bytes(engine: &Engine, item: &str, id: &str) -> Option<Vec<u
     Some(chunks.concat())
 }
 
+/// The bytes of the drive file at `at`, after checking that its hashes are those
+/// of `data` (an error when they are not).
+async fn drive_bytes(
+    engine: &Engine,
+    at: &DrivePath,
+    data: &[u8],
+) -> Result<Option<Vec<u8>>, String> {
+    let Ok((file, att)) = engine
+        .drive_content(at, &Mailbox::sole(), SystemTime::now())
+        .await
+    else {
+        return Ok(None);
+    };
+    if file.size != att.meta.size {
+        // `GET …/content` answers 404 for this.
+        return Err(format!(
+            "drive file {:?} and its bytes differ in size",
+            at.path
+        ));
+    }
+    let mut hasher = ContentHasher::default();
+    hasher.update(data);
+    if file.hashes != hasher.finish() {
+        return Err(format!("drive file {:?} has other hashes", at.path));
+    }
+    let Some(whole) = ByteRange::new(0, att.meta.size) else {
+        return Ok(Some(Vec::new()));
+    };
+    let stream = engine.attachment_bytes(&att, whole).await.ok();
+    let chunks: Option<Vec<Bytes>> = match stream {
+        Some(s) => s.try_collect().await.ok(),
+        None => None,
+    };
+    Ok(chunks.map(|c| c.concat()))
+}
+
+/// What upload `u` serves: its attachment's bytes, or its drive file's.
+async fn served(engine: &Engine, item: &str, u: &Upload) -> Result<Option<Vec<u8>>, String> {
+    match &u.drive {
+        None => Ok(attachment_bytes(engine, item, &u.attachment).await),
+        Some(at) => drive_bytes(engine, at, &u.data).await,
+    }
+}
+
 /// After the power loss: what must have survived did, and each upload, resumed
 /// from what its session still expects, ends with exactly the bytes sent.
 async fn check(fs: &SimFs, fsync: Fsync, acked: &Acked) -> Result<(), String> {
@@ -678,6 +785,10 @@ async fn check(fs: &SimFs, fsync: Fsync, acked: &Acked) -> Result<(), String> {
     let Some(item) = &acked.item else {
         return Ok(());
     };
+    // As the server's start-up does: the bytes of finished uploads that no file
+    // names and no session answers for are given back (a completed upload whose
+    // file is not in its drive yet keeps its session: its resend below makes it).
+    engine.reconcile_drives().await;
     if strict && engine.item(&path(item), &Mailbox::sole()).await.is_err() {
         return Err("an acknowledged item is gone".into());
     }
@@ -686,20 +797,20 @@ async fn check(fs: &SimFs, fsync: Fsync, acked: &Acked) -> Result<(), String> {
         .await
         .map_err(|e| format!("sessions unreadable: {e:?}"))?
         .into_iter()
-        .map(|(record, session)| (record.id.clone(), session))
+        .map(|(record, session)| (record.id.clone(), (record, session)))
         .collect();
     for u in &acked.uploads {
-        let served = attachment_bytes(&engine, item, &u.attachment).await;
-        if served.as_ref().is_some_and(|b| *b != u.data) {
+        let served_now = served(&engine, item, u).await?;
+        if served_now.as_ref().is_some_and(|b| *b != u.data) {
             return Err(format!("attachment {} serves other bytes", u.attachment));
         }
-        if served.is_some() {
+        if served_now.is_some() {
             continue;
         }
         if strict && u.completed {
             return Err(format!("acknowledged attachment {} is gone", u.attachment));
         }
-        let Some(session) = sessions.get(&u.session) else {
+        let Some((record, session)) = sessions.get(&u.session) else {
             if strict {
                 return Err(format!("acknowledged session {} is gone", u.session));
             }
@@ -719,17 +830,40 @@ async fn check(fs: &SimFs, fsync: Fsync, acked: &Acked) -> Result<(), String> {
                 received.ranges()
             ));
         }
-        // Resume: send what it asks for; the attachment must then be the file.
+        // Resume: send what it asks for (a session that never learned its size
+        // asks for everything, "0-"); the attachment must then be the file.
         let expected = session.next_expected();
+        let total = u.data.len() as u64;
+        let drive = u.drive.is_some();
         for range in expected.ranges() {
-            if send(&engine, &u.session, &u.data, *range).await.is_none() {
+            let Some(range) = ByteRange::new(range.start(), range.end().min(total)) else {
+                continue;
+            };
+            if send(&engine, &u.session, &u.data, range, drive)
+                .await
+                .is_none()
+            {
                 return Err(format!(
                     "resuming session {} failed at {range:?}",
                     u.session
                 ));
             }
         }
-        match attachment_bytes(&engine, item, &u.attachment).await {
+        if drive && expected.is_empty() {
+            // Every byte was there: the client sends its last fragment again and
+            // gets the file, which the answer makes if it was not made.
+            let last = ByteRange::new(total.saturating_sub(u.fragment), total).expect("non-empty");
+            if send(&engine, &u.session, &u.data, last, drive)
+                .await
+                .is_none()
+            {
+                return Err(format!(
+                    "the resend of drive upload {}'s last fragment failed (record {:?})",
+                    u.session, record.snapshot
+                ));
+            }
+        }
+        match served(&engine, item, u).await? {
             Some(bytes) if bytes == u.data => {}
             Some(_) => return Err(format!("resumed upload {} serves other bytes", u.session)),
             None => {
@@ -747,19 +881,15 @@ async fn check(fs: &SimFs, fsync: Fsync, acked: &Acked) -> Result<(), String> {
     Ok(())
 }
 
-/// One seeded run: uploads, a crash at a random operation, a power loss, a
-/// restart and the checks.
-pub(crate) async fn run(seed: u64, fsync: Fsync, skip: Skip) -> Result<(), String> {
-    run_with(seed, fsync, skip, None).await
-}
-
-/// [`run`], with one operation failing (an I/O error) before the crash when
-/// `failing` says what the client sends then.
+/// One seeded run of `kind` uploads: a crash at a random operation, a power
+/// loss, a restart and the checks; with one operation failing (an I/O error)
+/// before the crash when `failing` says what the client sends then.
 pub(crate) async fn run_with(
     seed: u64,
     fsync: Fsync,
     skip: Skip,
     failing: Option<Retry>,
+    kind: Kind,
 ) -> Result<(), String> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let files: Vec<(Vec<u8>, u64)> = (0..2)
@@ -772,7 +902,16 @@ pub(crate) async fn run_with(
     // How many changing operations the whole run takes, to crash within it.
     let dry = SimFs::new(seed, skip);
     dry.crash_at(u64::MAX);
-    upload(&dry, fsync, &files, Retry::Same).await;
+    let whole = upload(&dry, fsync, &files, (kind, Retry::Same)).await;
+    if whole.uploads.len() != files.len() || whole.uploads.iter().any(|u| !u.completed) {
+        // Without a crash every upload must finish, or the run checks nothing.
+        let done: Vec<bool> = whole.uploads.iter().map(|u| u.completed).collect();
+        return Err(format!(
+            "the run without a crash did not finish: {} of {} uploads made, completed {done:?}",
+            whole.uploads.len(),
+            files.len()
+        ));
+    }
     let total = dry.ops();
 
     let fs = SimFs::new(seed, skip);
@@ -781,7 +920,7 @@ pub(crate) async fn run_with(
         // Somewhere before the crash, one operation fails and the process goes on.
         fs.fail_at(rng.u64(1..=total));
     }
-    let acked = upload(&fs, fsync, &files, failing.unwrap_or(Retry::Same)).await;
+    let acked = upload(&fs, fsync, &files, (kind, failing.unwrap_or(Retry::Same))).await;
     fs.power_loss();
     check(&fs, fsync, &acked).await
 }
@@ -799,9 +938,13 @@ mod tests {
     }
 
     async fn failures(fsync: Fsync, skip: Skip) -> Vec<String> {
+        failures_of(fsync, skip, Kind::Attachment).await
+    }
+
+    async fn failures_of(fsync: Fsync, skip: Skip, kind: Kind) -> Vec<String> {
         let mut failed = Vec::new();
         for seed in 0..runs() {
-            if let Err(e) = run(seed, fsync, skip).await {
+            if let Err(e) = run_with(seed, fsync, skip, None, kind).await {
                 failed.push(format!("seed {seed}: {e}"));
             }
         }
@@ -845,12 +988,38 @@ mod tests {
         for fsync in [Fsync::Always, Fsync::Never] {
             let mut failed = Vec::new();
             for seed in 0..runs() {
-                if let Err(e) = run_with(seed, fsync, Skip::Nothing, Some(retry)).await {
+                if let Err(e) =
+                    run_with(seed, fsync, Skip::Nothing, Some(retry), Kind::Attachment).await
+                {
                     failed.push(format!("seed {seed}: {e}"));
                 }
             }
             assert!(failed.is_empty(), "{fsync:?}, {retry:?}: {failed:#?}");
         }
+    }
+
+    /// Drive uploads, their size given at creation or only by the first
+    /// fragment, in both modes, with and without an I/O error before the crash:
+    /// the drive file (bytes and hashes) is exactly what was sent, and with
+    /// `--fsync always` nothing acknowledged is lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn drive_uploads_sized_or_not_lose_nothing_acknowledged() {
+        let mut failed = Vec::new();
+        for kind in [Kind::DriveSized, Kind::DriveUnsized] {
+            for fsync in [Fsync::Always, Fsync::Never] {
+                for seed in 0..runs() {
+                    let failing = (seed % 2 == 1).then_some(Retry::Same);
+                    if let Err(e) = run_with(seed, fsync, Skip::Nothing, failing, kind).await {
+                        failed.push(format!("{kind:?}, {fsync:?}, seed {seed}: {e}"));
+                    }
+                }
+            }
+        }
+        assert!(
+            failed.is_empty(),
+            "{} runs failed: {failed:#?}",
+            failed.len()
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -862,10 +1031,13 @@ mod tests {
     /// some run loses acknowledged bytes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn without_any_one_sync_a_power_loss_loses_acknowledged_bytes() {
-        for skip in [Skip::FragmentData, Skip::RecordData, Skip::Directory] {
-            let failed = failures(Fsync::Always, skip).await;
+        for (skip, kind) in [Skip::FragmentData, Skip::RecordData, Skip::Directory]
+            .into_iter()
+            .flat_map(|skip| [(skip, Kind::Attachment), (skip, Kind::DriveUnsized)])
+        {
+            let failed = failures_of(Fsync::Always, skip, kind).await;
             println!(
-                "without {skip:?}: {} of {} runs failed",
+                "without {skip:?} ({kind:?}): {} of {} runs failed",
                 failed.len(),
                 runs()
             );
@@ -874,7 +1046,7 @@ mod tests {
             }
             assert!(
                 !failed.is_empty(),
-                "no run noticed the missing {skip:?} sync"
+                "no run noticed the missing {skip:?} sync ({kind:?})"
             );
         }
     }
