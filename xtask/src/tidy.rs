@@ -63,6 +63,16 @@ const FORBIDDEN_CORE_CODE: &[&str] = &[
 // Spelled in two pieces so that this file does not match its own check.
 const UNFINISHED_CODE: &[&str] = &[concat!("todo", "!("), concat!("unimplemented", "!(")];
 
+/// The only file where `unsafe_code` (denied by the workspace) may be allowed:
+/// one system call no safe crate wraps.
+const UNSAFE_ALLOWED_IN: &str = "crates/server-hyper/src/store/files.rs";
+
+/// What lifts the workspace's `unsafe_code` denial.
+const UNSAFE_ALLOWS: &[&str] = &[
+    concat!("allow(", "unsafe_code"),
+    concat!("expect(", "unsafe_code"),
+];
+
 /// One broken invariant, located as precisely as the check can.
 #[derive(Debug)]
 pub(crate) struct Violation {
@@ -124,6 +134,7 @@ pub(crate) fn check(root: &Path) -> Vec<Violation> {
     check_workspace_lints(root, &mut violations);
     check_machine_paths(root, &mut violations);
     check_unfinished_code(root, &mut violations);
+    check_unsafe_allowed(root, &mut violations);
     check_published_metadata(root, &mut violations);
     violations
 }
@@ -481,7 +492,24 @@ fn check_unfinished_code(root: &Path, violations: &mut Vec<Violation>) {
 }
 
 // ---------------------------------------------------------------------------
-// 8. Published crates carry their crates.io metadata and licence texts.
+// 6. `unsafe` allowed in one file only.
+
+fn check_unsafe_allowed(root: &Path, violations: &mut Vec<Violation>) {
+    let mut dirs = vec![root.join("bench"), root.join("testbed"), root.join("xtask")];
+    if let Ok(entries) = fs::read_dir(root.join("crates")) {
+        dirs.extend(entries.filter_map(Result::ok).map(|e| e.path()));
+    }
+    for file in dirs.iter().flat_map(|dir| rust_files(dir)) {
+        if relative(root, &file) != UNSAFE_ALLOWED_IN {
+            check_code(root, &file, UNSAFE_ALLOWS, violations, |pattern| {
+                format!("`{pattern})`: unsafe code is allowed only in {UNSAFE_ALLOWED_IN}")
+            });
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 7. Published crates carry their crates.io metadata and licence texts.
 
 fn check_published_metadata(root: &Path, violations: &mut Vec<Violation>) {
     let members = match crate::publish::published_members(root) {
@@ -779,6 +807,30 @@ mod tests {
             "tidy found {} violation(s):\n{}",
             violations.len(),
             report.join("\n")
+        );
+    }
+
+    #[test]
+    fn unsafe_may_be_allowed_in_one_file_only() {
+        let root = std::env::temp_dir().join(format!("tidy-unsafe-{}", std::process::id()));
+        let allowed = root.join(UNSAFE_ALLOWED_IN);
+        let other = root.join("crates/other/src/lib.rs");
+        for file in [&allowed, &other] {
+            fs::create_dir_all(file.parent().unwrap()).unwrap();
+            fs::write(
+                file,
+                "#[allow(unsafe_code)]\nfn f() {}\n// allow(unsafe_code)\n",
+            )
+            .unwrap();
+        }
+        let mut violations = Vec::new();
+        check_unsafe_allowed(&root, &mut violations);
+        let _ = fs::remove_dir_all(&root);
+        let found: Vec<String> = violations.iter().map(ToString::to_string).collect();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("crates/other/src/lib.rs:1:"),
+            "{found:?}"
         );
     }
 

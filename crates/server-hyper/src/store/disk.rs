@@ -420,13 +420,26 @@ impl Disk {
 struct DiskWriter {
     file: Arc<dyn FileHandle>,
     offset: u64,
+    /// With `--fsync always`, where the bytes not yet handed to the device's
+    /// writeback start.
+    unstarted: Option<u64>,
 }
+
+/// Bytes written before their writeback is started (`--fsync always`): the
+/// commit's flush then waits for the last of them only.
+const WRITEBACK_STEP: u64 = 1 << 20;
 
 #[async_trait]
 impl FragmentWriter for DiskWriter {
     async fn write(&mut self, chunk: Bytes) -> io::Result<()> {
         self.file.write_at(&chunk, self.offset)?;
         self.offset += chunk.len() as u64;
+        if let Some(from) = self.unstarted
+            && self.offset - from >= WRITEBACK_STEP
+        {
+            self.file.start_writeback(from, self.offset - from);
+            self.unstarted = Some(self.offset);
+        }
         Ok(())
     }
 
@@ -451,10 +464,15 @@ impl Disk {
     }
 
     /// A writer for one fragment into `part`, at `range`.
-    pub(crate) fn writer(part: &Arc<dyn FileHandle>, range: ByteRange) -> Box<dyn FragmentWriter> {
+    pub(crate) fn writer(
+        &self,
+        part: &Arc<dyn FileHandle>,
+        range: ByteRange,
+    ) -> Box<dyn FragmentWriter> {
         Box::new(DiskWriter {
             file: Arc::clone(part),
             offset: range.start(),
+            unstarted: (self.fsync == Fsync::Always).then_some(range.start()),
         })
     }
 

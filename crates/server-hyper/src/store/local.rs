@@ -930,7 +930,8 @@ impl SessionGuard for LocalGuard {
     }
 
     async fn writer(&mut self, range: ByteRange) -> Result<Box<dyn FragmentWriter>, StoreError> {
-        Ok(Disk::writer(&self.part().await?, range))
+        let part = self.part().await?;
+        Ok(self.store.disk.writer(&part, range))
     }
 
     async fn commit(&mut self, commit: Commit) -> io::Result<()> {
