@@ -74,7 +74,10 @@ fn parse_size(s: &str) -> usize {
         .iter()
         .find_map(|(unit, mult)| Some((s.strip_suffix(unit)?, *mult)))
         .unwrap_or((s, 1));
-    num.parse::<usize>().expect("a size like 16MiB") * mult
+    num.parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .expect("a size like 16MiB")
 }
 
 fn args() -> Args {

@@ -455,8 +455,8 @@ fn doc() -> Result<Notes, String> {
 
 fn fuzz_short() -> Result<Notes, String> {
     // The committed corpus is read, not grown: a CI run leaves the checkout clean.
-    // No AddressSanitizer: every crate of ours forbids `unsafe`, and the build
-    // without it is the cheaper one; two targets at a time, one per core.
+    // No AddressSanitizer: the fuzzed core has no `unsafe` (the workspace denies
+    // it), and the build without it is the cheaper one; two targets at a time, one per core.
     crate::fuzz::run(
         &[
             "--time",

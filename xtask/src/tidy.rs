@@ -15,7 +15,9 @@
 //!    crate in theirs;
 //! 8. every published crate (no `publish = false`) has what crates.io shows: its
 //!    own `readme = "README.md"`, `documentation`, `categories`, `keywords` by
-//!    crates.io's rules, and both licence texts in its folder.
+//!    crates.io's rules, and both licence texts in its folder;
+//! 9. `unsafe_code` (denied by the workspace) is named in no code but one lint
+//!    attribute on one statement of `crates/server-hyper/src/store/files.rs`.
 //!
 //! The same checks run as the `tidy_passes` test, so `cargo test` enforces them too.
 //! Source checks are deliberately naive: comments and the contents of string
@@ -63,15 +65,13 @@ const FORBIDDEN_CORE_CODE: &[&str] = &[
 // Spelled in two pieces so that this file does not match its own check.
 const UNFINISHED_CODE: &[&str] = &[concat!("todo", "!("), concat!("unimplemented", "!(")];
 
-/// The only file where `unsafe_code` (denied by the workspace) may be allowed:
-/// one system call no safe crate wraps.
+/// The only file where `unsafe_code` (denied by the workspace) may be named,
+/// once, in an `allow` on one statement: one system call no safe crate wraps.
 const UNSAFE_ALLOWED_IN: &str = "crates/server-hyper/src/store/files.rs";
 
-/// What lifts the workspace's `unsafe_code` denial.
-const UNSAFE_ALLOWS: &[&str] = &[
-    concat!("allow(", "unsafe_code"),
-    concat!("expect(", "unsafe_code"),
-];
+/// The lint's name: in code (comments and literals stripped) it appears only in
+/// lint attributes (`allow`, `expect`, `warn`, in any form).
+const UNSAFE_LINT: &str = concat!("unsafe", "_code");
 
 /// One broken invariant, located as precisely as the check can.
 #[derive(Debug)]
@@ -352,7 +352,11 @@ fn check_core_sources(root: &Path, violations: &mut Vec<Violation>) {
 // 3. Every crate uses the workspace lints.
 
 fn check_workspace_lints(root: &Path, violations: &mut Vec<Violation>) {
-    let mut manifests = vec![root.join("xtask/Cargo.toml")];
+    let mut manifests = vec![
+        root.join("xtask/Cargo.toml"),
+        root.join("bench/Cargo.toml"),
+        root.join("testbed/Cargo.toml"),
+    ];
     if let Ok(entries) = fs::read_dir(root.join("crates")) {
         manifests.extend(
             entries
@@ -492,24 +496,44 @@ fn check_unfinished_code(root: &Path, violations: &mut Vec<Violation>) {
 }
 
 // ---------------------------------------------------------------------------
-// 6. `unsafe` allowed in one file only.
+// 9. `unsafe` allowed in one place only.
 
 fn check_unsafe_allowed(root: &Path, violations: &mut Vec<Violation>) {
     let mut dirs = vec![root.join("bench"), root.join("testbed"), root.join("xtask")];
     if let Ok(entries) = fs::read_dir(root.join("crates")) {
         dirs.extend(entries.filter_map(Result::ok).map(|e| e.path()));
     }
+    dirs.sort();
     for file in dirs.iter().flat_map(|dir| rust_files(dir)) {
-        if relative(root, &file) != UNSAFE_ALLOWED_IN {
-            check_code(root, &file, UNSAFE_ALLOWS, violations, |pattern| {
-                format!("`{pattern})`: unsafe code is allowed only in {UNSAFE_ALLOWED_IN}")
+        let name = relative(root, &file);
+        if name != UNSAFE_ALLOWED_IN {
+            check_code(root, &file, &[UNSAFE_LINT], violations, |pattern| {
+                format!("`{pattern}` named: unsafe code is allowed only in {UNSAFE_ALLOWED_IN}")
             });
+            continue;
+        }
+        let Some(text) = read(root, &name, violations) else {
+            continue;
+        };
+        let lines = code_lines(&text);
+        let named: Vec<usize> = (0..lines.len())
+            .filter(|&i| lines[i].contains(UNSAFE_LINT))
+            .collect();
+        // Exactly `#[allow(unsafe_code)]` on a line of its own: an outer attribute,
+        // which rustfmt keeps on the statement it applies to.
+        let on_a_statement = |i: usize| lines[i].trim() == concat!("#[allow(", "unsafe", "_code)]");
+        if named.len() > 1 || named.iter().any(|&i| !on_a_statement(i)) {
+            violations.push(Violation::new(
+                name,
+                named.first().map(|i| i + 1),
+                format!("`{UNSAFE_LINT}` may be named once, as `#[allow(..)]` on one statement"),
+            ));
         }
     }
 }
 
 // ---------------------------------------------------------------------------
-// 7. Published crates carry their crates.io metadata and licence texts.
+// 8. Published crates carry their crates.io metadata and licence texts.
 
 fn check_published_metadata(root: &Path, violations: &mut Vec<Violation>) {
     let members = match crate::publish::published_members(root) {
@@ -815,23 +839,51 @@ mod tests {
         let root = std::env::temp_dir().join(format!("tidy-unsafe-{}", std::process::id()));
         let allowed = root.join(UNSAFE_ALLOWED_IN);
         let other = root.join("crates/other/src/lib.rs");
-        for file in [&allowed, &other] {
+        let write = |file: &Path, text: &str| {
             fs::create_dir_all(file.parent().unwrap()).unwrap();
-            fs::write(
-                file,
-                "#[allow(unsafe_code)]\nfn f() {}\n// allow(unsafe_code)\n",
-            )
-            .unwrap();
-        }
-        let mut violations = Vec::new();
-        check_unsafe_allowed(&root, &mut violations);
-        let _ = fs::remove_dir_all(&root);
-        let found: Vec<String> = violations.iter().map(ToString::to_string).collect();
-        assert_eq!(found.len(), 1, "{found:?}");
-        assert!(
-            found[0].starts_with("crates/other/src/lib.rs:1:"),
-            "{found:?}"
+            fs::write(file, text).unwrap();
+        };
+        let found = |root: &Path| {
+            let mut violations = Vec::new();
+            check_unsafe_allowed(root, &mut violations);
+            violations
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        };
+        write(
+            &allowed,
+            "#[allow(unsafe_code)]\nlet x = 1;\n// allow(unsafe_code)\n",
         );
+        // Any form that names the lint elsewhere counts, not just `allow(`.
+        for (n, text) in [
+            "#[allow(unsafe_code)]\n",
+            "#[allow(dead_code, unsafe_code)]\n",
+            "#[allow(\n    unsafe_code\n)]\n",
+            "#[warn( unsafe_code)]\n",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            write(&other, &format!("fn f() {{}}\n{text}"));
+            let found = found(&root);
+            assert_eq!(found.len(), 1, "case {n}: {found:?}");
+            assert!(
+                found[0].starts_with("crates/other/src/lib.rs:"),
+                "case {n}: {found:?}"
+            );
+        }
+        fs::remove_file(&other).unwrap();
+        assert_eq!(found(&root), Vec::<String>::new());
+        // In the one file: once, on a statement; not for the whole module.
+        for text in [
+            "#![allow(unsafe_code)]\n",
+            "#[allow(unsafe_code)]\nlet a = 1;\n#[allow(unsafe_code)]\nlet b = 2;\n",
+        ] {
+            write(&allowed, text);
+            assert_eq!(found(&root).len(), 1, "{text:?}");
+        }
+        let _ = fs::remove_dir_all(&root);
     }
 
     fn check_code_lines(source: &str, expected: &[&str]) {

@@ -117,18 +117,23 @@ pub(super) fn grid(
     }
     let mut rows = Vec::new();
     for &(size, size_bytes) in &z.grid_files {
-        for &contender in &contenders {
-            let mut row = GridRow {
+        let mut size_rows: Vec<GridRow> = contenders
+            .iter()
+            .map(|c| GridRow {
                 size: size.to_owned(),
-                contender: contender.name(),
+                contender: c.name(),
                 concurrency: Vec::new(),
                 cells: Vec::new(),
-            };
-            for &n in z.grid_concurrency {
-                let bytes = size_bytes * u64::from(n);
-                if bytes > super::grid::MAX_RUN_BYTES {
-                    continue;
-                }
+            })
+            .collect();
+        // Each cell under every contender in turn, so that what one cell leaves
+        // behind (writeback, a full page cache) falls on each contender alike.
+        for &n in z.grid_concurrency {
+            let bytes = size_bytes * u64::from(n);
+            if bytes > super::grid::MAX_RUN_BYTES {
+                continue;
+            }
+            for (&contender, row) in contenders.iter().zip(&mut size_rows) {
                 if let Some(free) = free_bytes(work).filter(|&free| free < room_needed(bytes)) {
                     // A full disk ends the whole run (ENOSPC); a cell left out
                     // ends only itself.
@@ -153,8 +158,8 @@ pub(super) fn grid(
                 row.concurrency.push(n);
                 row.cells.push(cell);
             }
-            rows.push(row);
         }
+        rows.extend(size_rows);
     }
     Ok(rows)
 }

@@ -2,8 +2,11 @@
 //! operating system's; a test puts a power-loss simulation in its place
 //! (`store/power_loss.rs`), which forgets, at a crash, what was never synced.
 //!
-//! Every method blocks; [`super::disk::Disk`] calls them off the async threads
-//! where they may wait for the disk.
+//! Every method blocks. [`super::disk::Disk`] runs those that wait for the disk
+//! (syncs, renames, reads) on the blocking pool or with the worker handed off
+//! (`block_in_place`); a fragment's `write_at` into the page cache and its
+//! `start_writeback` hint run on the connection's own thread, as the sink's
+//! writes do.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -241,9 +244,10 @@ impl FileHandle for File {
         let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
             return;
         };
-        // The one `unsafe` of the workspace (`cargo xtask tidy` keeps it here).
-        // SAFETY: a system call on a descriptor this `File` owns and keeps open
-        // for the call; no memory is passed; its failure is ignored (a hint).
+        // The workspace's one `unsafe` (`cargo xtask tidy` allows it here only).
+        // SAFETY: a system call on a descriptor this `File` owns, borrowed for
+        // the whole call, so it stays open; no memory is passed. (Its failure
+        // is ignored: the call is a hint.)
         #[allow(unsafe_code)]
         let _ = unsafe {
             libc::sync_file_range(self.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
