@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::options::Options;
 use super::options::Sizes;
-use super::record::{Record, num};
+use super::record::{Record, median, num};
 use super::runs::{fresh_dir, loadgen, next_dir};
 use super::server::{Contender, TOKEN};
 use crate::util::Profile;
@@ -21,11 +22,11 @@ pub(super) fn extras(
     bin: &Path,
     profile: Profile,
     work: &Path,
-    (z, reps): (&Sizes, usize),
+    (z, o): (&Sizes, &Options),
     run_no: &mut usize,
 ) -> Result<Vec<Record>, String> {
-    let probe = status_under_load(bin, work, run_no, (z, reps))?;
-    let client = our_client(bin, work, run_no, (z.big_bytes, reps))?;
+    let probe = status_under_load(bin, work, run_no, (z, o))?;
+    let client = our_client(bin, work, run_no, (z.big_bytes, o))?;
     let [async_client, blocking_client] =
         transport_examples(bin, profile, &next_dir(work, run_no), z.big_bytes)?;
     let (idle, restart) = idle_sessions(bin, &next_dir(work, run_no), z.idle)?;
@@ -68,16 +69,18 @@ fn status_under_load(
     bin: &Path,
     work: &Path,
     run_no: &mut usize,
-    (z, reps): (&Sizes, usize),
+    (z, o): (&Sizes, &Options),
 ) -> Result<Record, String> {
     let (small, many) = (z.small, z.many);
     let (mut ours, mut sink) = (Vec::new(), Vec::new());
-    for _ in 0..reps {
+    for _ in 0..o.reps {
         for (contender, runs) in [(Contender::Sink, &mut sink), (Contender::Ours, &mut ours)] {
-            let dir = fresh_dir(work, run_no, Some(z.small_total))?;
+            let dir = fresh_dir(work, run_no, o.cache_fairness.then_some(z.small_total))?;
             let server = contender.start(bin, &dir)?;
             let args = ["--uploads", many, "--size", small, "--probe"];
             runs.push(loadgen(bin, &server.base, server.pid(), &args)?);
+            drop(server);
+            let _ = fs::remove_dir_all(&dir);
         }
     }
     let mut r = Record::new();
@@ -90,13 +93,6 @@ fn status_under_load(
         }
     }
     Ok(r)
-}
-
-/// The median of some figures.
-fn median(figures: impl Iterator<Item = f64>) -> Option<f64> {
-    let mut v: Vec<f64> = figures.collect();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied()
 }
 
 /// Writes `bytes` bytes of a fixed pattern to `dir/upload.bin`.
@@ -187,27 +183,31 @@ fn our_client(
     bin: &Path,
     work: &Path,
     run_no: &mut usize,
-    (big_bytes, reps): (u64, usize),
+    (big_bytes, o): (u64, &Options),
 ) -> Result<Record, String> {
     let file = upload_file(&next_dir(work, run_no), big_bytes)?;
+    let fairness = o.cache_fairness.then_some(big_bytes);
     let (mut cli, mut lg) = (Vec::new(), Vec::new());
-    for _ in 0..reps {
-        let dir = fresh_dir(work, run_no, Some(big_bytes))?;
+    for _ in 0..o.reps {
+        let dir = fresh_dir(work, run_no, fairness)?;
         let server = Contender::Ours.start(bin, &dir.join("data"))?;
         cli.push(cli_upload(bin, &server.base, &dir.join("state"), &file)?);
         drop(server);
-        let dir = fresh_dir(work, run_no, Some(big_bytes))?;
+        let _ = fs::remove_dir_all(&dir);
+        let dir = fresh_dir(work, run_no, fairness)?;
         let server = Contender::Ours.start(bin, &dir)?;
         let size = big_bytes.to_string();
         let args = ["--uploads", "1", "--size", &size];
         let r = loadgen(bin, &server.base, server.pid(), &args)?;
         lg.extend(num(&r, "seconds"));
+        drop(server);
+        let _ = fs::remove_dir_all(&dir);
     }
     #[allow(clippy::cast_precision_loss)] // figures for people to read
     let mib_s = |secs: f64| big_bytes as f64 / secs / f64::from(1 << 20);
     let (cli, lg) = (
-        median(cli.into_iter()).ok_or("no CLI run")?,
-        median(lg.into_iter()).ok_or("no loadgen run")?,
+        median(cli).ok_or("no CLI run")?,
+        median(lg).ok_or("no loadgen run")?,
     );
     let mut r = Record::new();
     r.insert("scenario".into(), "our client, 1 upload".into());

@@ -66,7 +66,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let mut run_no = 0;
     let rows = runs::throughput(&o, &bin, rustus.as_deref(), &work, &sizes, &mut run_no)?;
     let grid = runs::grid(&o, &bin, rustus.as_deref(), &work, &sizes, &mut run_no)?;
-    let extras = extras::extras(&bin, profile, &work, (&sizes, o.reps), &mut run_no)?;
+    let extras = extras::extras(&bin, profile, &work, (&sizes, &o), &mut run_no)?;
     let mut table = report::report(&rows, &extras, &sizes);
     let _ = write!(
         table,

@@ -19,6 +19,11 @@ pub(super) fn num(r: &Record, key: &str) -> Option<f64> {
     r.get(key)?.parse().ok()
 }
 
+/// The median of some figures.
+pub(super) fn median(figures: impl IntoIterator<Item = f64>) -> Option<f64> {
+    median_min_max(figures.into_iter().collect()).map(|m| m.0)
+}
+
 /// The median, least and greatest of `v`.
 fn median_min_max(mut v: Vec<f64>) -> Option<(f64, f64, f64)> {
     if v.is_empty() {
@@ -38,7 +43,7 @@ pub(super) struct Row {
 impl Row {
     /// The median of the figure `key` over the repetitions.
     pub(super) fn median(&self, key: &str) -> Option<f64> {
-        median_min_max(self.records.iter().filter_map(|r| num(r, key)).collect()).map(|m| m.0)
+        median(self.records.iter().filter_map(|r| num(r, key)))
     }
 
     /// The server's median CPU seconds per GiB received.

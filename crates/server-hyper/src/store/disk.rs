@@ -53,10 +53,10 @@ pub(crate) struct Disk {
 }
 
 /// Runs a flush on the request's own thread ([`tokio::task::block_in_place`]:
-/// the worker hands its other tasks to another thread first). A fragment's commit
-/// waits for its flush anyway; a hop to the blocking pool added two thread
-/// wake-ups to every fragment (7-8 % of one upload's throughput under `--fsync
-/// always`). A current-thread runtime (tests) cannot give its thread away: the
+/// the worker hands its other tasks to another thread first, off the request's
+/// path). A fragment's commit waits for its flush anyway; a hop to the blocking
+/// pool put two thread wake-ups on every fragment's path (7-8 % of one upload's
+/// throughput under `--fsync always`). A current-thread runtime (tests) cannot give its thread away: the
 /// blocking pool then.
 async fn flush<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
