@@ -146,6 +146,7 @@ mod error;
 mod pacing;
 mod progress;
 mod resume;
+mod source;
 mod transport;
 mod upload;
 

@@ -2,18 +2,15 @@
 //! turning what came back into what the planner reads (an `http::Response` with its
 //! whole body, or a [`TransportError`]).
 
-use std::io::{self, SeekFrom};
+use std::io;
 use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use futures_util::future::{self, Either};
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE};
 use reqwest::Url;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeek, AsyncSeekExt};
 use tokio::sync::mpsc;
-use tokio_util::io::ReaderStream;
 use upsession_core::ContentRange;
 use upsession_core::planner::{PlannerConfig, TransportError};
 
@@ -21,14 +18,12 @@ use crate::auth::SharedToken;
 use crate::error::{Error, Result, connect_cause, describe_reqwest, is_tls_failure};
 use crate::pacing::Pacer;
 use crate::resume::{FileHashing, StateStore};
+use crate::source::{FragmentSource, Sink};
 use upsession_core::redact::{RedactedUrl, UploadUrl};
 use upsession_core::target::User;
 
 /// Largest answer body read; Graph's answers are a few hundred bytes.
 const MAX_ANSWER: usize = 1 << 20;
-
-/// Bytes read from the source per body chunk.
-const CHUNK: usize = 512 * 1024;
 
 /// What a request came back with.
 #[derive(Debug)]
@@ -75,32 +70,24 @@ impl Inner {
         }
     }
 
-    /// `PUT {uploadUrl}` with the bytes of `range`, streamed from `reader`: never more
+    /// `PUT {uploadUrl}` with the bytes of `range`, streamed from `bytes`: never more
     /// than a few chunks of the fragment are in memory. No `Authorization` header.
     ///
-    /// The reader is read while the request is sent, and only until the request
-    /// ends, so a later fragment never shares the reader with an earlier one.
+    /// The source is read while the request is sent, and only until the request
+    /// ends, so a later fragment never shares the source with an earlier one.
     /// `on_sent` is told the bytes of the fragment handed to the connection so far,
     /// each time the body gives it more.
-    pub(crate) async fn put_fragment<R>(
+    pub(crate) async fn put_fragment<S: FragmentSource>(
         &self,
         upload_url: &UploadUrl,
         range: ContentRange,
-        reader: &mut R,
+        bytes: &mut S,
         source: &Path,
         on_sent: impl Fn(u64) + Send + Sync + 'static,
         hashing: Option<&FileHashing>,
-    ) -> Result<Reply>
-    where
-        R: AsyncRead + AsyncSeek + Unpin + Send,
-    {
+    ) -> Result<Reply> {
         let start = range.range().start();
         let len = range.range().len();
-        reader
-            .seek(SeekFrom::Start(start))
-            .await
-            .map_err(|e| Error::io("seek in", source, e))?;
-
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
         // Counted as the connection takes each chunk, not as the file is read.
         let on_sent = std::sync::Arc::new(on_sent);
@@ -131,7 +118,7 @@ impl Inner {
         tracing::debug!(url = %upload_url, range = %range, "PUT fragment");
         let mut send = std::pin::pin!(request.send());
         let tap = hashing.filter(|h| h.wants_chunks()).map(|h| (h, start));
-        let mut pump = std::pin::pin!(pump(reader, len, tx, tap));
+        let mut pump = std::pin::pin!(bytes.pump(start, len, Sink { body: tx, tap }));
         // The answer may come before the whole body was taken (a refusal): the
         // pump is then left where it is.
         let (sent, pumped) = match future::select(&mut send, &mut pump).await {
@@ -146,49 +133,6 @@ impl Inner {
             Err(e) => no_answer(e, upload_url.expose_secret()),
         }
     }
-}
-
-/// Copies `len` bytes from `reader` into the body channel, offering each chunk to
-/// the file's hash (`tap`: where, and the fragment's first byte in the file), so
-/// the file is read once. Stops quietly when the request no longer wants them; a
-/// read error or a short source is sent into the body too (so the request fails
-/// rather than sending a short fragment) and returned.
-async fn pump<R>(
-    reader: &mut R,
-    len: u64,
-    tx: mpsc::Sender<io::Result<Bytes>>,
-    tap: Option<(&FileHashing, u64)>,
-) -> io::Result<()>
-where
-    R: AsyncRead + Unpin,
-{
-    let mut stream = ReaderStream::with_capacity(reader.take(len), CHUNK);
-    let mut sent = 0_u64;
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(bytes) => {
-                if let Some((hashing, start)) = tap {
-                    hashing.offer(start + sent, Box::new(bytes.clone()));
-                }
-                sent += bytes.len() as u64;
-                if tx.send(Ok(bytes)).await.is_err() {
-                    return Ok(());
-                }
-            }
-            Err(e) => {
-                let _ = tx
-                    .send(Err(io::Error::new(e.kind(), "reading the source failed")))
-                    .await;
-                return Err(e);
-            }
-        }
-    }
-    if sent < len {
-        let e = || io::Error::new(io::ErrorKind::UnexpectedEof, "the source ended early");
-        let _ = tx.send(Err(e())).await;
-        return Err(e());
-    }
-    Ok(())
 }
 
 /// Reads a whole answer. A body that breaks off is a lost answer: the request may

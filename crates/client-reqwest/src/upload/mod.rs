@@ -23,7 +23,8 @@ use self::small::SmallFile;
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::progress::ProgressKind;
-use crate::resume::{FileHashing, ResumeState};
+use crate::resume::{FileHashing, ResumeState, run_blocking};
+use crate::source::{FileChunks, Reader};
 use upsession_core::redact::UploadUrl;
 use upsession_core::target::Target;
 
@@ -140,9 +141,7 @@ impl Client {
             );
             (p, state)
         });
-        let file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| Error::io("open", &path, e))?;
+        let file = open(&path).await?;
         let planner = Planner::new(identity.size, cfg);
         let mut job = Job::unsaved(
             inner,
@@ -195,7 +194,7 @@ impl Client {
         );
         job.cancel.clone_from(&options.cancel);
         let planner = Planner::new(size, self.inner.planner_config(None));
-        job.run(planner, reader).await
+        job.run(planner, Reader(reader)).await
     }
 
     /// Continues an existing session at `upload_url` with `size` bytes from
@@ -219,7 +218,7 @@ impl Client {
             None,
             self.inner.planner_config(None),
         );
-        job.run(planner, reader).await
+        job.run(planner, Reader(reader)).await
     }
 
     /// Uploads many files to `target`, at most [`ClientBuilder::concurrency`] at
@@ -259,8 +258,19 @@ impl Client {
 
 /// What a file upload starts as: a session to pump, or one `POST`.
 enum Prepared<'a> {
-    Session(Box<(Job<'a>, Planner, tokio::fs::File)>),
+    Session(Box<(Job<'a>, Planner, FileChunks)>),
     Small(SmallFile<'a>),
+}
+
+/// Opens the file at `path` to read its fragments from.
+async fn open(path: &Path) -> Result<FileChunks> {
+    let p = path.to_path_buf();
+    run_blocking(path, "open", move || {
+        std::fs::File::open(&p)
+            .map(FileChunks::new)
+            .map_err(|e| Error::io("open", &p, e))
+    })
+    .await
 }
 
 /// Refuses an upload of nothing: an upload session needs at least one byte.

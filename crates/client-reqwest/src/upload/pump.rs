@@ -13,7 +13,6 @@ use std::time::SystemTime;
 
 use futures_util::future::Either;
 use reqwest::Method;
-use tokio::io::{AsyncRead, AsyncSeek};
 use tokio_util::sync::CancellationToken;
 use upsession_core::ContentRange;
 use upsession_core::planner::{
@@ -27,6 +26,7 @@ use super::options::Uploaded;
 use crate::error::{Error, Result};
 use crate::progress::{ProgressKind, ProgressSink};
 use crate::resume::{FileHashing, ResumeState, StateStore, check_unchanged, run_blocking};
+use crate::source::FragmentSource;
 use crate::transport::{Inner, Reply};
 use upsession_core::redact::{RedactedUrl, UploadUrl};
 use upsession_core::target::Target;
@@ -94,9 +94,9 @@ impl<'a> Job<'a> {
 
 impl Job<'_> {
     /// Runs the upload to its end and reports it.
-    pub(super) async fn run<R>(mut self, mut planner: Planner, mut reader: R) -> Result<Uploaded>
+    pub(super) async fn run<S>(mut self, mut planner: Planner, mut bytes: S) -> Result<Uploaded>
     where
-        R: AsyncRead + AsyncSeek + Unpin + Send,
+        S: FragmentSource,
     {
         let total = planner.total();
         for kind in ProgressKind::at_start(total, self.resumed_at) {
@@ -106,7 +106,7 @@ impl Job<'_> {
             planner.settle_doubt_by_listing(self.name.clone());
         }
         // Boxed: the pump's state is large, and callers nest this future in theirs.
-        let result = Box::pin(self.drive(&mut planner, &mut reader)).await;
+        let result = Box::pin(self.drive(&mut planner, &mut bytes)).await;
         if result.as_ref().is_ok() || result.as_ref().is_err_and(Error::session_is_gone) {
             self.forget_state().await;
         }
@@ -167,9 +167,9 @@ impl Job<'_> {
     }
 
     /// The pump: the planner decides, this does the I/O.
-    async fn drive<R>(&mut self, planner: &mut Planner, reader: &mut R) -> Result<Completion>
+    async fn drive<S>(&mut self, planner: &mut Planner, bytes: &mut S) -> Result<Completion>
     where
-        R: AsyncRead + AsyncSeek + Unpin + Send,
+        S: FragmentSource,
     {
         loop {
             if !self.cancel_told
@@ -194,10 +194,7 @@ impl Job<'_> {
                     continue;
                 }
                 Action::Put(range) => {
-                    match self
-                        .unless_cancelled(self.put(planner, range, reader))
-                        .await
-                    {
+                    match self.unless_cancelled(self.put(planner, range, bytes)).await {
                         Some(reply) => reply?,
                         // Abandoned: the planner deletes the session next.
                         None => Reply::NoAnswer(TransportError::Lost, "cancelled".into()),
@@ -235,9 +232,9 @@ impl Job<'_> {
     }
 
     /// One fragment: the file checked, the mailbox's budget kept, the bytes sent.
-    async fn put<R>(&self, planner: &Planner, range: ContentRange, reader: &mut R) -> Result<Reply>
+    async fn put<S>(&self, planner: &Planner, range: ContentRange, bytes: &mut S) -> Result<Reply>
     where
-        R: AsyncRead + AsyncSeek + Unpin + Send,
+        S: FragmentSource,
     {
         if let Some(file) = &self.file {
             check_unchanged(file.identity()).await?;
@@ -262,7 +259,7 @@ impl Job<'_> {
         Box::pin(self.inner.put_fragment(
             &url,
             range,
-            reader,
+            bytes,
             &self.source,
             on_sent,
             self.file.as_ref(),

@@ -96,9 +96,7 @@ impl Client {
         // Every byte of the file is checked before any byte is sent.
         let identity = crate::resume::verify(&state.file).await.map_err(fail)?;
         let path = identity.path.clone();
-        let file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| fail(Error::io("open", &path, e)))?;
+        let file = super::open(&path).await.map_err(fail)?;
         tracing::info!(file = %label, url = %state.upload_url, "resuming upload");
         let planner = Planner::resume(
             state.file.size,
