@@ -49,6 +49,15 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
 }
 
+/// The CRC-64/NVME of `bytes` as our clients report a file's: 16 lowercase hex
+/// digits.
+pub fn crc64_hex(bytes: &[u8]) -> String {
+    format!(
+        "{:016x}",
+        crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, bytes)
+    )
+}
+
 /// A self-signed certificate for 127.0.0.1 and localhost, written as `cert.pem`
 /// and `key.pem` in `dir`: (cert path, key path, cert PEM).
 pub fn self_signed(dir: &Path) -> (PathBuf, PathBuf, String) {

@@ -40,6 +40,7 @@ pub(crate) struct Connection {
 }
 
 /// Flags of `upsession upload`.
+#[allow(clippy::struct_excessive_bools)] // independent command-line switches
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("target").required(true).args(["message", "event", "draft", "drive"])))]
 pub(crate) struct UploadArgs {
@@ -84,6 +85,11 @@ pub(crate) struct UploadArgs {
     /// Print one JSON object per file on stdout instead of text.
     #[arg(long)]
     json: bool,
+    /// Take each file's SHA-256 too (in the same read) and print it. Every upload
+    /// takes its file's CRC-64/NVME, which resume checks; a drive file's SHA-256
+    /// is taken anyway.
+    #[arg(long)]
+    sha256: bool,
     /// How many files upload at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
@@ -222,6 +228,7 @@ fn report(file: &str, state: Option<&str>, result: &Result<Uploaded, Failure>, j
             "size": null,
             "attachmentId": null,
             "location": null,
+            "crc64": null,
             "sha256": null,
             "error": null,
         });
@@ -234,6 +241,7 @@ fn report(file: &str, state: Option<&str>, result: &Result<Uploaded, Failure>, j
                 line["size"] = done.size.into();
                 line["attachmentId"] = done.attachment_id.clone().into();
                 line["location"] = done.location.clone().into();
+                line["crc64"] = done.crc64.clone().into();
                 line["sha256"] = done.sha256.clone().into();
                 if let Some(item) = &done.drive_item {
                     line["driveItem"] = serde_json::to_value(item).unwrap_or_default();
@@ -257,9 +265,12 @@ fn report(file: &str, state: Option<&str>, result: &Result<Uploaded, Failure>, j
             ));
         }
         Ok(done) => print_out(&format!(
-            "{file}: attachment {} at {}",
+            "{file}: attachment {} at {}{}",
             done.attachment_id.as_deref().unwrap_or("(id not given)"),
-            done.location.as_deref().unwrap_or("(location not given)")
+            done.location.as_deref().unwrap_or("(location not given)"),
+            done.sha256
+                .as_deref()
+                .map_or_else(String::new, |sha| format!(", SHA-256 {sha}"))
         )),
         Err(failure) => print_err(&format!("upsession: {file}: {}", failure.message)),
     }
@@ -308,7 +319,9 @@ fn summarize(failures: usize, total: usize) -> Result<(), Failure> {
 }
 
 fn upload_options(args: &UploadArgs, sink: &ProgressSink) -> UploadOptions {
-    let mut o = UploadOptions::new().progress(sink.clone());
+    let mut o = UploadOptions::new()
+        .progress(sink.clone())
+        .sha256(args.sha256);
     if let Some(n) = &args.name {
         o = o.name(n.clone());
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{Serve, bin};
 use serde_json::Value;
-use upsession_testbed::kit::{Graph, download, seeded_file, sha256_hex};
+use upsession_testbed::kit::{Graph, crc64_hex, download, seeded_file, sha256_hex};
 
 const TOKEN: &str = "cli-token";
 
@@ -210,6 +210,9 @@ async fn several_files_upload_and_json_output_parses() {
     for (line, f) in lines.iter().zip(&files) {
         assert_eq!(line["file"], f.display().to_string());
         assert_uploaded(line["location"].as_str().unwrap(), f, "").await;
+        let bytes = std::fs::read(f).unwrap();
+        assert_eq!(line["crc64"], crc64_hex(&bytes), "{line}");
+        assert!(line["sha256"].is_null(), "not asked for: {line}");
     }
     // Not a terminal: plain lines, no escape codes anywhere.
     assert!(
@@ -689,6 +692,43 @@ fn ctrl_c_exits_130_and_says_the_upload_can_be_resumed() {
     );
     let errors = err.lines().filter(|l| l.starts_with("upsession:")).count();
     assert_eq!(errors, 1, "one sentence: {err}");
+}
+
+#[tokio::test]
+async fn the_sha256_is_taken_when_asked_beside_the_crc64() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&dir.path().join("data"), &[]);
+    // A session upload and a small file's one POST.
+    let files = [
+        file(dir.path(), "big.bin", 3_300_000, 21),
+        file(dir.path(), "small.bin", 1000, 22),
+    ];
+    let out = run(upload(&server, &dir.path().join("state"))
+        .args(["--draft", "sha", "--json", "--sha256"])
+        .args(&files));
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for (line, f) in lines.iter().zip(&files) {
+        let bytes = std::fs::read(f).unwrap();
+        assert_eq!(line["sha256"], sha256_hex(&bytes), "{line}");
+        assert_eq!(line["crc64"], crc64_hex(&bytes), "{line}");
+    }
+    // In text, the SHA-256 closes the line.
+    let out = run(upload(&server, &dir.path().join("state"))
+        .args(["--draft", "sha", "--sha256"])
+        .arg(&files[0]));
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let bytes = std::fs::read(&files[0]).unwrap();
+    let sha = format!(", SHA-256 {}", sha256_hex(&bytes));
+    assert!(
+        text(&out.stdout).trim_end().ends_with(&sha),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use upsession_client_reqwest::{
     CancellationToken, Client, ClientBuilder, Error, ProgressKind, ProgressSink, StateStore,
     Target, UploadOptions, UploadUrl,
 };
-use upsession_testbed::kit::{TOKEN, TestServer, seeded_file, sha256_hex};
+use upsession_testbed::kit::{TOKEN, TestServer, crc64_hex, seeded_file, sha256_hex};
 
 fn client_of(server: &TestServer) -> ClientBuilder {
     Client::builder().base_url(server.base()).token(TOKEN)
@@ -34,12 +34,16 @@ async fn a_small_and_a_large_file_attach_with_the_same_call() {
     let draft = client.create_draft("two files").await.unwrap();
     for (len, seed) in [(1024, 1), (3_500_000, 2)] {
         let (path, data) = seeded_file(dir.path(), &format!("f{len}.bin"), len, seed);
+        // The SHA-256 when asked, small file (one POST) or not.
+        let sha = len > 2000;
         let done = client
-            .upload_file(&draft, &path, UploadOptions::new())
+            .upload_file(&draft, &path, UploadOptions::new().sha256(sha))
             .await
             .unwrap_or_else(|e| panic!("{len} bytes: {e}"));
         assert_eq!(done.size, len as u64);
-        assert_eq!(done.sha256.as_deref(), Some(sha256_hex(&data).as_str()));
+        assert_eq!(done.crc64.as_deref(), Some(crc64_hex(&data).as_str()));
+        let want = sha.then(|| sha256_hex(&data));
+        assert_eq!(done.sha256, want);
         let location = done.location.expect("a location");
         let id = done.attachment_id.expect("an attachment id");
         assert!(location.ends_with(&id), "{location}");

@@ -14,6 +14,7 @@ use upsession_client_reqwest::{
     Client, Error, ProgressKind, ProgressSink, ResumeState, StateStore, UploadOptions,
 };
 use upsession_conformance::fake::{Fault, RunningFake};
+use upsession_testbed::kit::crc64_hex;
 
 /// Starts an upload of `path` that the server stalls on PUT number `stall_at`,
 /// waits until that PUT reached the server, and kills the upload (as Ctrl-C would).
@@ -78,11 +79,12 @@ async fn an_interrupted_upload_resumes_from_its_state_file_with_exact_bytes() {
     assert_eq!(state.file.size, bytes.len() as u64);
     // Hashed from the bytes the upload read: the whole file's hash only at its
     // end; a state saved before that may carry the hashes of the bytes read so far.
-    assert_eq!(state.file.sha256, None);
-    if let Some(sent) = &state.file.sent_hashes {
-        let len = usize::try_from(sent.len()).unwrap();
-        assert_eq!(sent.sha256_lower_hex(), sha256_hex(&bytes[..len]));
+    assert_eq!((state.file.crc64, state.file.sha256.as_ref()), (None, None));
+    if let Some(sent) = &state.file.sent_crc64 {
+        let len = usize::try_from(sent.len).unwrap();
+        assert_eq!(crc64_hex(&bytes[..len]), format!("{:016x}", sent.crc64));
     }
+    assert_eq!(state.file.sent_hashes, None, "no SHA-256 asked for");
     assert_eq!(state.attachment.name, "big.zip");
     assert_eq!(
         state.attachment.content_type.as_deref(),
@@ -99,7 +101,7 @@ async fn an_interrupted_upload_resumes_from_its_state_file_with_exact_bytes() {
         .await
         .unwrap();
     server.assert_stored(&up);
-    assert_eq!(up.sha256.as_deref(), Some(sha256_hex(bytes).as_str()));
+    assert_eq!(up.crc64.as_deref(), Some(crc64_hex(bytes).as_str()));
     assert!(
         !state_path.exists(),
         "the state is removed once the upload is done"
@@ -190,7 +192,7 @@ async fn a_touched_but_unchanged_file_resumes() {
     // before it is checked by size and modification time, so a touch is then a
     // change): this test is about a state that has it.
     let mut state = ResumeState::load(&it.state_path).unwrap();
-    state.file.sha256 = Some(sha256_hex(&it.server.bytes));
+    state.file.crc64 = Some(u64::from_str_radix(&crc64_hex(&it.server.bytes), 16).unwrap());
     state.save(&it.state_path).unwrap();
     let f = std::fs::File::options()
         .write(true)

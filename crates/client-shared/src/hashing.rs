@@ -1,5 +1,12 @@
 //! The file's hashes, taken from the bytes the upload reads anyway.
 //!
+//! Every upload takes its file's CRC-64/NVME, the identity that a resume checks
+//! (the whole-object checksum S3 uses; about eight times cheaper than SHA-256 on
+//! the same core, which on a loaded machine is the difference between hashing
+//! beside the upload and slowing it down). The SHA-256 is taken only when wanted
+//! ([`FileHashes`]): when asked for, and for a drive file, whose answer carries
+//! its SHA-256 and QuickXorHash to check.
+//!
 //! An upload reads its file once: each chunk read for a fragment is also offered
 //! to [`FileHashing`], whose thread hashes it (in parallel with the sending, with
 //! no second read of the file). The thread reads the file itself only for what the
@@ -32,6 +39,181 @@ const QUEUE: usize = 16;
 /// Bytes read per step when the thread reads the file itself.
 const READ_STEP: usize = 256 * 1024;
 
+/// The CRC every upload takes.
+const CRC64: crc_fast::CrcAlgorithm = crc_fast::CrcAlgorithm::Crc64Nvme;
+
+/// Which hashes an upload takes of its file, beside the CRC-64/NVME it always
+/// takes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FileHashes {
+    /// The CRC-64/NVME alone.
+    #[default]
+    Crc64,
+    /// The SHA-256 too (asked for).
+    Sha256,
+    /// The SHA-256 and the QuickXorHash too (a drive file: its answer carries
+    /// both, and they are checked).
+    Drive,
+}
+
+impl FileHashes {
+    /// What an upload takes: a drive file's hashes, or the SHA-256 when asked.
+    #[must_use]
+    pub fn for_upload(drive: bool, sha256: bool) -> Self {
+        match (drive, sha256) {
+            (true, _) => Self::Drive,
+            (false, true) => Self::Sha256,
+            (false, false) => Self::Crc64,
+        }
+    }
+
+    /// Whether the SHA-256 is among them.
+    #[must_use]
+    pub fn sha256(self) -> bool {
+        self != Self::Crc64
+    }
+
+    fn content(self) -> Option<ContentHasher> {
+        match self {
+            Self::Crc64 => None,
+            Self::Sha256 => Some(ContentHasher::sha256_only()),
+            Self::Drive => Some(ContentHasher::default()),
+        }
+    }
+
+    /// The kinds that hashes saved as `content` take.
+    pub(crate) fn of_saved(content: Option<&ContentHasher>) -> Self {
+        match content {
+            None => Self::Crc64,
+            Some(c) if c.quick_xor_base64().is_some() => Self::Drive,
+            Some(_) => Self::Sha256,
+        }
+    }
+}
+
+/// The CRC-64/NVME of a file's first bytes, saved in a resume state while the
+/// upload has not read them all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Crc64Prefix {
+    /// How many bytes.
+    pub len: u64,
+    /// Their CRC-64/NVME (in JSON as 16 hex digits, as [`crc64_hex`] writes it).
+    #[serde(with = "hex_u64")]
+    pub crc64: u64,
+}
+
+/// The hashes of a file's first bytes, taken in order: the CRC-64/NVME, and the
+/// SHA-256 (with the QuickXorHash) when wanted.
+#[derive(Clone, Debug)]
+pub(crate) struct Hasher {
+    crc: crc_fast::Digest,
+    len: u64,
+    content: Option<ContentHasher>,
+}
+
+impl Hasher {
+    pub(crate) fn new(kinds: FileHashes) -> Self {
+        Self {
+            crc: crc_fast::Digest::new(CRC64),
+            len: 0,
+            content: kinds.content(),
+        }
+    }
+
+    /// Goes on from hashes saved at the same length: the CRC's `prefix`, and the
+    /// `content` hashes when wanted; `None` when they do not fit together.
+    fn resume(prefix: Crc64Prefix, content: Option<ContentHasher>) -> Option<Self> {
+        if content.as_ref().is_some_and(|c| c.len() != prefix.len) {
+            return None;
+        }
+        // The digest's state is the CRC before its final xor (which a fresh
+        // digest shows: its state is the initial value, its CRC that xored).
+        let fresh = crc_fast::Digest::new(CRC64);
+        let unfinished = prefix.crc64 ^ fresh.finalize() ^ fresh.get_state();
+        Some(Self {
+            crc: crc_fast::Digest::new_with_init_state(CRC64, unfinished),
+            len: prefix.len,
+            content,
+        })
+    }
+
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
+        self.crc.update(bytes);
+        self.len += bytes.len() as u64;
+        if let Some(c) = &mut self.content {
+            c.update(bytes);
+        }
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub(crate) fn crc64(&self) -> u64 {
+        self.crc.finalize()
+    }
+
+    pub(crate) fn prefix(&self) -> Crc64Prefix {
+        Crc64Prefix {
+            len: self.len,
+            crc64: self.crc64(),
+        }
+    }
+
+    pub(crate) fn sha256_hex(&self) -> Option<String> {
+        self.content.as_ref().map(ContentHasher::sha256_lower_hex)
+    }
+
+    pub(crate) fn content(&self) -> Option<&ContentHasher> {
+        self.content.as_ref()
+    }
+}
+
+/// `crc` as a file identity shows it: 16 lowercase hex digits.
+#[must_use]
+pub fn crc64_hex(crc: u64) -> String {
+    format!("{crc:016x}")
+}
+
+/// A CRC in JSON as 16 hex digits: a JSON number that large is not exact in
+/// every reader (JavaScript's).
+pub(crate) mod hex_u64 {
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    #[allow(clippy::trivially_copy_pass_by_ref)] // serde's `with` passes a reference
+    pub(crate) fn serialize<S: Serializer>(crc: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::crc64_hex(*crc))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let hex = std::borrow::Cow::<str>::deserialize(d)?;
+        u64::from_str_radix(&hex, 16).map_err(serde::de::Error::custom)
+    }
+
+    /// The same, for an optional CRC.
+    pub(crate) mod option {
+        use serde::{Deserialize as _, Deserializer, Serializer};
+
+        #[allow(clippy::ref_option)] // serde's `with` passes a reference
+        pub(crate) fn serialize<S: Serializer>(crc: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+            match crc {
+                Some(crc) => super::serialize(crc, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<u64>, D::Error> {
+            Option::<std::borrow::Cow<'de, str>>::deserialize(d)?
+                .map(|hex| u64::from_str_radix(&hex, 16).map_err(serde::de::Error::custom))
+                .transpose()
+        }
+    }
+}
+
 /// The hashes of an upload's file, taken from the chunks the upload reads.
 ///
 /// Each chunk read for a fragment is [offered](FileHashing::offer) to a thread of
@@ -50,8 +232,8 @@ pub struct FileHashing {
     feed: Option<SyncSender<(u64, Chunk)>>,
     /// The hashes of the file's first bytes as far as the thread has taken them,
     /// for the resume state.
-    so_far: Arc<Mutex<Option<ContentHasher>>>,
-    thread: Option<std::thread::JoinHandle<Option<ContentHasher>>>,
+    so_far: Arc<Mutex<Option<Hasher>>>,
+    thread: Option<std::thread::JoinHandle<Option<Hasher>>>,
     /// Set when the upload is given up before the hash is taken: the thread
     /// stops.
     stop: Arc<AtomicBool>,
@@ -65,28 +247,30 @@ impl Drop for FileHashing {
 }
 
 impl FileHashing {
-    /// Starts hashing the file of `identity` (its SHA-256), unless its hash is
-    /// known.
+    /// Starts hashing the file of `identity` (its CRC-64/NVME), unless its hash
+    /// is known.
     pub fn start(identity: FileIdentity) -> Self {
-        Self::start_for(identity, false)
+        Self::start_for(identity, FileHashes::Crc64)
     }
 
-    /// [`FileHashing::start`], with the QuickXorHash too when `quick_xor` (an
-    /// upload to a drive, whose answer carries it). Hashes of the bytes already
-    /// sent, which [`FileIdentity::verify`] checked against the file, are
-    /// continued rather than taken again.
-    pub fn start_for(identity: FileIdentity, quick_xor: bool) -> Self {
+    /// [`FileHashing::start`], with the SHA-256 (and QuickXorHash) too as `kinds`
+    /// says. Hashes of the bytes already sent, which [`FileIdentity::verify`]
+    /// checked against the file, are continued rather than taken again.
+    pub fn start_for(identity: FileIdentity, kinds: FileHashes) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let so_far = Arc::new(Mutex::new(None));
-        let known = identity.sha256.is_some() && (!quick_xor || identity.quick_xor.is_some());
+        let known = identity.crc64.is_some()
+            && (!kinds.sha256() || identity.sha256.is_some())
+            && (kinds != FileHashes::Drive || identity.quick_xor.is_some());
         let (feed, thread) = if known {
             (None, None)
         } else {
-            let start = match &identity.sent_hashes {
-                Some(h) if h.quick_xor_base64().is_some() == quick_xor => (**h).clone(),
-                _ if quick_xor => ContentHasher::default(),
-                _ => ContentHasher::sha256_only(),
-            };
+            let content = identity.sent_hashes.as_deref().cloned();
+            let start = identity
+                .sent_crc64
+                .filter(|_| FileHashes::of_saved(content.as_ref()) == kinds || !kinds.sha256())
+                .and_then(|prefix| Hasher::resume(prefix, content.filter(|_| kinds.sha256())))
+                .unwrap_or_else(|| Hasher::new(kinds));
             let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
             let follow = Follow {
                 path: identity.path.clone(),
@@ -137,7 +321,7 @@ impl FileHashing {
             .is_some_and(std::thread::JoinHandle::is_finished)
         {
             self.join();
-            return self.identity.sha256.is_some();
+            return self.identity.crc64.is_some();
         }
         false
     }
@@ -147,18 +331,20 @@ impl FileHashing {
     /// whole hash has just become known, so that the state is saved now.
     pub fn poll_into(&mut self, state: &mut ResumeState) -> bool {
         let new = self.poll();
+        state.file.crc64 = self.identity.crc64;
         state.file.sha256.clone_from(&self.identity.sha256);
         state.file.quick_xor.clone_from(&self.identity.quick_xor);
-        state.file.sent_hashes = if self.identity.sha256.is_some() {
+        let so_far = if self.identity.crc64.is_some() {
             None
         } else {
             self.so_far
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone()
-                .filter(|h| !h.is_empty())
-                .map(Box::new)
+                .filter(|h| h.len() > 0)
         };
+        state.file.sent_crc64 = so_far.as_ref().map(Hasher::prefix);
+        state.file.sent_hashes = so_far.and_then(|h| h.content).map(Box::new);
         new
     }
 
@@ -176,14 +362,18 @@ impl FileHashing {
         if let Some(thread) = self.thread.take() {
             self.feed = None;
             if let Some(hasher) = thread.join().ok().flatten() {
-                self.identity.sha256 = Some(hasher.sha256_lower_hex());
-                if let Some(q) = hasher.quick_xor_base64() {
+                self.identity.crc64 = Some(hasher.crc64());
+                if let Some(sha) = hasher.sha256_hex() {
+                    self.identity.sha256 = Some(sha);
+                }
+                if let Some(q) = hasher.content().and_then(ContentHasher::quick_xor_base64) {
                     self.identity.quick_xor = Some(q);
                 }
             } else {
+                self.identity.crc64 = None;
                 (self.identity.sha256, self.identity.quick_xor) = (None, None);
             }
-            self.identity.sent_hashes = None;
+            (self.identity.sent_crc64, self.identity.sent_hashes) = (None, None);
         }
     }
 }
@@ -194,15 +384,15 @@ struct Follow {
     size: u64,
     /// Opened the first time bytes must be read from the file.
     file: Option<fs::File>,
-    hasher: ContentHasher,
-    so_far: Arc<Mutex<Option<ContentHasher>>>,
+    hasher: Hasher,
+    so_far: Arc<Mutex<Option<Hasher>>>,
     stop: Arc<AtomicBool>,
 }
 
 impl Follow {
     /// The hashes of the whole file; `None` when it did not read as `size` bytes,
     /// or when stopped.
-    fn run(mut self, chunks: &Receiver<(u64, Chunk)>) -> Option<ContentHasher> {
+    fn run(mut self, chunks: &Receiver<(u64, Chunk)>) -> Option<Hasher> {
         while self.hasher.len() < self.size {
             // Ends when the upload drops its side: the rest comes from the file.
             let Ok((offset, chunk)) = chunks.recv() else {
@@ -226,7 +416,7 @@ impl Follow {
             *self.so_far.lock().unwrap_or_else(PoisonError::into_inner) = Some(self.hasher.clone());
         }
         let (done, size) = (self.hasher.len(), self.size);
-        let mut hasher = std::mem::take(&mut self.hasher);
+        let mut hasher = self.hasher.clone();
         let stop = Arc::clone(&self.stop);
         let file = self.open().ok()?;
         hash_to_end(file, done..size, &mut hasher, &stop)
@@ -248,7 +438,7 @@ impl Follow {
             return Ok(Some(()));
         }
         let stop = Arc::clone(&self.stop);
-        let mut hasher = std::mem::take(&mut self.hasher);
+        let mut hasher = self.hasher.clone();
         let file = self.open()?;
         let whole = hash_range(file, range, &mut hasher, &stop);
         self.hasher = hasher;
@@ -261,7 +451,7 @@ impl Follow {
 pub(crate) fn hash_range(
     file: &mut fs::File,
     range: Range<u64>,
-    hasher: &mut ContentHasher,
+    hasher: &mut Hasher,
     stop: &AtomicBool,
 ) -> io::Result<Option<()>> {
     file.seek(SeekFrom::Start(range.start))?;
@@ -287,7 +477,7 @@ pub(crate) fn hash_range(
 fn hash_to_end(
     file: &mut fs::File,
     range: Range<u64>,
-    hasher: &mut ContentHasher,
+    hasher: &mut Hasher,
     stop: &AtomicBool,
 ) -> io::Result<Option<()>> {
     let end = range.end;
@@ -298,14 +488,21 @@ fn hash_to_end(
     Ok((read_some(file, &mut [0_u8; 1])? == 0).then_some(()))
 }
 
-/// The SHA-256 (lowercase hex) of the file at `path`, which must hold `size`
-/// bytes; `None` when it does not. Blocking.
-pub(crate) fn sha256_of(path: &Path, size: u64) -> Result<Option<String>> {
+/// The hashes (`kinds`) of the file at `path`, which must hold `size` bytes;
+/// `None` when it does not. Blocking.
+pub(crate) fn hashes_of(path: &Path, size: u64, kinds: FileHashes) -> Result<Option<Hasher>> {
     let mut file = fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let mut hasher = ContentHasher::sha256_only();
+    let mut hasher = Hasher::new(kinds);
     let whole = hash_to_end(&mut file, 0..size, &mut hasher, &AtomicBool::new(false))
         .map_err(|e| Error::io("read", path, e))?;
-    Ok(whole.map(|()| hasher.sha256_lower_hex()))
+    Ok(whole.map(|()| hasher))
+}
+
+/// The hashes (`kinds`) of `bytes`, a whole small file.
+pub(crate) fn hashes_of_bytes(bytes: &[u8], kinds: FileHashes) -> Hasher {
+    let mut hasher = Hasher::new(kinds);
+    hasher.update(bytes);
+    hasher
 }
 
 fn read_some(file: &mut fs::File, buf: &mut [u8]) -> io::Result<usize> {
@@ -317,17 +514,12 @@ fn read_some(file: &mut fs::File, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// The file's first `len` bytes hashed as `like` hashes (a fresh hasher of its
-/// kind), for comparing with it. Blocking.
-pub(crate) fn hashes_of_prefix(path: &Path, like: &ContentHasher) -> Result<ContentHasher> {
-    let mut hasher = like.fresh();
+/// The file's first `len` bytes hashed as `kinds` says, for comparing with
+/// hashes saved of them. Blocking.
+pub(crate) fn hashes_of_prefix(path: &Path, len: u64, kinds: FileHashes) -> Result<Hasher> {
+    let mut hasher = Hasher::new(kinds);
     let mut file = fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
-    match hash_range(
-        &mut file,
-        0..like.len(),
-        &mut hasher,
-        &AtomicBool::new(false),
-    ) {
+    match hash_range(&mut file, 0..len, &mut hasher, &AtomicBool::new(false)) {
         Ok(Some(())) => Ok(hasher),
         Ok(None) => Err(Error::FileChanged {
             path: path.to_path_buf(),

@@ -9,7 +9,7 @@
 //!
 //! - [`Error`]: every way an upload or a request can fail, one sentence each;
 //! - [`ResumeState`] files (written atomically, owner-only), [`StateStore`], and
-//!   [`FileIdentity`] (size, modification time, SHA-256) to notice a changed file;
+//!   [`FileIdentity`] (size, modification time, CRC-64/NVME; SHA-256 when asked) to notice a changed file;
 //! - [`ProgressEvent`]s, [`Uploaded`], [`guess_content_type`], and [`Pacing`]'s
 //!   budget arithmetic ([`Window`]).
 //!
@@ -58,7 +58,7 @@ mod status;
 mod uploaded;
 
 pub use error::{Error, Result, ending};
-pub use hashing::Chunk;
+pub use hashing::{Chunk, Crc64Prefix, FileHashes, crc64_hex};
 pub use pacing::{Pacing, Window};
 pub use progress::{ProgressEvent, ProgressKind};
 pub use resume::{

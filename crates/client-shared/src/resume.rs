@@ -7,20 +7,21 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use upsession_core::drive::ContentHasher;
 use upsession_core::time::{format_graph_time, parse_graph_time};
 use upsession_core::wire::AttachmentItem;
 
 use crate::error::{Error, Result};
 pub use crate::hashing::FileHashing;
-use crate::hashing::{hashes_of_prefix, sha256_of};
+use crate::hashing::{
+    Crc64Prefix, FileHashes, Hasher, hashes_of, hashes_of_bytes, hashes_of_prefix,
+};
 use upsession_core::content_type::guess_content_type;
 use upsession_core::redact::UploadUrl;
 use upsession_core::target::{Target, User};
 
 /// The format version this crate writes and reads.
-pub const STATE_VERSION: u32 = 2;
+pub const STATE_VERSION: u32 = 3;
 
 /// The attachment's properties, as sent in createUploadSession's `AttachmentItem`
 /// (its `size` is the file's).
@@ -145,32 +146,54 @@ pub struct FileIdentity {
     /// Modification time (RFC 3339, UTC, 100 ns precision), if the platform has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modified: Option<String>,
-    /// SHA-256 of the whole file, lowercase hex, once known: an upload takes it
-    /// from the bytes it reads ([`FileHashing`]), so a state saved during an
-    /// upload has [`FileIdentity::sent_hashes`] instead.
+    /// CRC-64/NVME of the whole file, once known: an upload takes it from the
+    /// bytes it reads ([`FileHashing`]), so a state saved during an upload has
+    /// [`FileIdentity::sent_crc64`] instead. Resuming checks it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::hashing::hex_u64::option"
+    )]
+    pub crc64: Option<u64>,
+    /// SHA-256 of the whole file, lowercase hex, when it was taken: asked for, a
+    /// drive file, or a state written by a version that took it always.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     /// OneDrive's QuickXorHash of the whole file (base64), taken with the
     /// SHA-256: a drive file's answer carries it, and the client compares.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quick_xor: Option<String>,
-    /// The hashes of the file's first bytes, as far as an upload that has not
-    /// finished had read them (its length is theirs): resuming checks that the
-    /// file still starts with those bytes, and continues the hashes from there.
+    /// The CRC-64/NVME of the file's first bytes, as far as an upload that has
+    /// not finished had read them: resuming checks that the file still starts
+    /// with those bytes, and continues the CRC from there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_crc64: Option<Crc64Prefix>,
+    /// The SHA-256 (and QuickXorHash) of the same first bytes, when those are
+    /// taken; checked and continued alike.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent_hashes: Option<Box<ContentHasher>>,
 }
 
 impl FileIdentity {
-    /// Reads `path` whole to take its identity, SHA-256 included (blocking: async
-    /// callers run it on a blocking thread).
+    /// Reads `path` whole to take its identity, CRC-64/NVME and SHA-256
+    /// included (blocking: async callers run it on a blocking thread).
     pub fn of(path: &Path) -> Result<Self> {
+        Self::hashed(path, FileHashes::Sha256)
+    }
+
+    /// Reads `path` whole to take its identity with the hashes `kinds` names.
+    fn hashed(path: &Path, kinds: FileHashes) -> Result<Self> {
         let mut identity = Self::stat(path)?;
-        identity.sha256 = Some(
-            sha256_of(path, identity.size)?
-                .ok_or_else(|| changed(path, "it changed while it was being read".into()))?,
-        );
+        let hasher = hashes_of(path, identity.size, kinds)?
+            .ok_or_else(|| changed(path, "it changed while it was being read".into()))?;
+        identity.set_whole(&hasher);
         Ok(identity)
+    }
+
+    /// Takes the hashes of the whole file from `hasher`.
+    fn set_whole(&mut self, hasher: &Hasher) {
+        self.crc64 = Some(hasher.crc64());
+        self.sha256 = hasher.sha256_hex();
     }
 
     /// The identity from the file's metadata alone (size, modification time; it
@@ -188,15 +211,18 @@ impl FileIdentity {
             path: path.to_path_buf(),
             size: meta.len(),
             modified: modified(&meta),
+            crc64: None,
             sha256: None,
             quick_xor: None,
+            sent_crc64: None,
             sent_hashes: None,
         })
     }
 
-    /// The whole file (a small one, for one `POST`) and its SHA-256, refused if it
-    /// no longer has this identity's size. Blocking.
-    pub fn read_whole(&self) -> Result<(Vec<u8>, String)> {
+    /// The whole file (a small one, for one `POST`), and this identity with its
+    /// hashes (`kinds`) taken from those bytes; refused if the file no longer
+    /// has this identity's size. Blocking.
+    pub fn read_whole(&self, kinds: FileHashes) -> Result<(Vec<u8>, Self)> {
         let bytes = fs::read(&self.path).map_err(|e| Error::io("read", &self.path, e))?;
         if bytes.len() as u64 != self.size {
             return Err(changed(
@@ -204,36 +230,51 @@ impl FileIdentity {
                 "its size changed while it was being read".into(),
             ));
         }
-        let sha256 = hex(&Sha256::digest(&bytes));
-        Ok((bytes, sha256))
+        let mut hashed = self.clone();
+        hashed.set_whole(&hashes_of_bytes(&bytes, kinds));
+        Ok((bytes, hashed))
     }
 
-    /// Checks that the file still has this identity: the same size, then the same
-    /// SHA-256 (which reads it whole), so a new modification time alone is
-    /// accepted. An identity saved before its hash was known is checked by size
-    /// and modification time, and then its bytes already sent against their
-    /// hashes ([`FileIdentity::sent_hashes`], carried into the identity returned).
-    /// Returns the file's identity as it is now. Blocking.
+    /// Checks that the file still has this identity: the same size, then the
+    /// same whole-file hashes (CRC-64/NVME, and SHA-256 if it has one; this reads
+    /// it whole), so a new modification time alone is accepted. An identity saved
+    /// before its hash was known is checked by size and modification time, and
+    /// then its bytes already sent against their hashes
+    /// ([`FileIdentity::sent_crc64`], [`FileIdentity::sent_hashes`]; carried into
+    /// the identity returned). Returns the file's identity as it is now. Blocking.
     pub fn verify(&self) -> Result<Self> {
-        if self.sha256.is_none() {
+        if self.crc64.is_none() && self.sha256.is_none() {
             self.check_unchanged()?;
             let mut now = Self::stat(&self.path)?;
-            if let Some(sent) = &self.sent_hashes {
-                let read = hashes_of_prefix(&self.path, sent)?;
-                if read != **sent {
+            let content = self.sent_hashes.as_deref();
+            let len = self
+                .sent_crc64
+                .map(|p| p.len)
+                .or(content.map(ContentHasher::len));
+            if let Some(len) = len {
+                let kinds = FileHashes::of_saved(content);
+                let read = hashes_of_prefix(&self.path, len, kinds)?;
+                let crc_differs = self.sent_crc64.is_some_and(|p| p != read.prefix());
+                let content_differs = content.is_some_and(|c| Some(c) != read.content());
+                if crc_differs || content_differs {
                     return Err(changed(
                         &self.path,
                         format!(
-                            "same size and time, different content in the {} bytes already sent",
-                            sent.len()
+                            "same size and time, different content in the {len} bytes already sent"
                         ),
                     ));
                 }
-                now.sent_hashes = Some(Box::new(read));
+                now.sent_crc64 = Some(read.prefix());
+                now.sent_hashes = read.content().cloned().map(Box::new);
             }
             return Ok(now);
         }
-        let now = Self::of(&self.path).map_err(|e| match e {
+        let kinds = if self.sha256.is_some() {
+            FileHashes::Sha256
+        } else {
+            FileHashes::Crc64
+        };
+        let now = Self::hashed(&self.path, kinds).map_err(|e| match e {
             Error::Io { error, .. } if error.kind() == io::ErrorKind::NotFound => {
                 changed(&self.path, "it no longer exists".into())
             }
@@ -245,7 +286,9 @@ impl FileIdentity {
                 format!("size was {} bytes, is {}", self.size, now.size),
             ));
         }
-        if now.sha256 != self.sha256 {
+        let crc_differs = self.crc64.is_some() && self.crc64 != now.crc64;
+        let sha_differs = self.sha256.is_some() && self.sha256 != now.sha256;
+        if crc_differs || sha_differs {
             return Err(changed(&self.path, "same size, different content".into()));
         }
         Ok(now)
@@ -352,6 +395,10 @@ pub struct ResumeState {
     pub created: String,
     /// When the state was last saved (RFC 3339).
     pub updated: String,
+    /// The upload takes the file's SHA-256 too (asked for), and a resume goes on
+    /// taking it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub take_sha256: bool,
 }
 
 impl ResumeState {
@@ -379,7 +426,17 @@ impl ResumeState {
             acknowledged: 0,
             created: String::new(),
             updated: String::new(),
+            take_sha256: false,
         }
+    }
+
+    /// The hashes the upload takes of its file: a drive file's, or the SHA-256
+    /// when it was asked for (or a state of version 2 carries one).
+    #[must_use]
+    pub fn file_hashes(&self) -> FileHashes {
+        let sha256 =
+            self.take_sha256 || self.file.sha256.is_some() || self.file.sent_hashes.is_some();
+        FileHashes::for_upload(self.target.is_drive(), sha256)
     }
 
     /// Reads and checks a state file.
@@ -467,7 +524,9 @@ impl ResumeState {
     /// Checks what serde cannot: the version and that the numbers agree.
     pub fn validate(&self) -> Result<(), String> {
         // Version 2 may save a file's identity before its hash is known; a
-        // version 1 state always has it, and reads the same.
+        // version 1 state always has it, and reads the same. Version 3 takes a
+        // CRC-64/NVME, and the SHA-256 only when asked; a version 2 state's
+        // SHA-256 is checked as before.
         if !(1..=STATE_VERSION).contains(&self.version) {
             return Err(format!(
                 "it is of version {}, this program reads versions 1 to {STATE_VERSION}",
@@ -652,8 +711,10 @@ mod tests {
                 path: dir.join("a.bin"),
                 size: 10,
                 modified: None,
+                crc64: Some(0),
                 sha256: Some("00".into()),
                 quick_xor: None,
+                sent_crc64: None,
                 sent_hashes: None,
             },
             attachment: AttachmentMeta {
@@ -666,6 +727,7 @@ mod tests {
             acknowledged: 5,
             created: "2026-01-01T00:00:00Z".into(),
             updated: "2026-01-01T00:00:00Z".into(),
+            take_sha256: false,
         }
     }
 
@@ -758,13 +820,7 @@ mod tests {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
             let whole = hashing.poll_into(state);
-            if whole
-                || state
-                    .file
-                    .sent_hashes
-                    .as_ref()
-                    .is_some_and(|h| h.len() >= len)
-            {
+            if whole || state.file.sent_crc64.is_some_and(|p| p.len >= len) {
                 return whole;
             }
             assert!(std::time::Instant::now() < deadline, "never hashed");
@@ -774,24 +830,45 @@ mod tests {
 
     #[test]
     fn the_hash_is_taken_from_the_chunks_offered_and_the_file_fills_the_gaps() {
+        for kinds in [FileHashes::Crc64, FileHashes::Sha256] {
+            hashes_come_from_the_chunks_and_the_gaps(kinds);
+        }
+    }
+
+    /// An identity's whole-file hashes.
+    fn hashes(id: &FileIdentity) -> (Option<u64>, Option<String>) {
+        (id.crc64, id.sha256.clone())
+    }
+
+    fn crc64(bytes: &[u8]) -> u64 {
+        crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, bytes)
+    }
+
+    fn hashes_come_from_the_chunks_and_the_gaps(kinds: FileHashes) {
         const MIB: usize = 1 << 20;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.bin");
         let bytes: Vec<u8> = (0..3 * MIB).map(|i| (i % 251) as u8).collect();
         fs::write(&path, &bytes).unwrap();
         let identity = FileIdentity::stat(&path).unwrap();
-        assert_eq!((identity.size, identity.sha256.as_deref()), (3 << 20, None));
+        assert_eq!((identity.size, hashes(&identity)), (3 << 20, (None, None)));
         let whole = FileIdentity::of(&path).unwrap();
+        assert_eq!(whole.crc64, Some(crc64(&bytes)));
+        let want = (whole.crc64, whole.sha256.clone().filter(|_| kinds.sha256()));
         let mut state = state(dir.path());
         state.file = identity.clone();
 
         // The first MiB as the upload read it: the state carries its hashes.
-        let mut hashing = FileHashing::start(identity.clone());
+        let mut hashing = FileHashing::start_for(identity.clone(), kinds);
         hashing.offer(0, Box::new(bytes[..MIB].to_vec()));
         assert!(!hashed_up_to(&mut hashing, &mut state, MIB as u64));
-        assert_eq!(state.file.sha256, None);
-        let sent = *state.file.sent_hashes.clone().unwrap();
-        assert_eq!(sent.len(), MIB as u64);
+        assert_eq!(hashes(&state.file), (None, None));
+        let sent_crc = state.file.sent_crc64.unwrap();
+        assert_eq!(sent_crc.len, MIB as u64);
+        assert_eq!(sent_crc.crc64, crc64(&bytes[..MIB]));
+        let sent = state.file.sent_hashes.clone();
+        assert_eq!(sent.is_some(), kinds.sha256(), "{kinds:?}");
+        assert!(sent.as_ref().is_none_or(|h| h.len() == MIB as u64));
         // Chunks offered twice (a fragment sent again) count once; a chunk past a
         // gap makes the thread read the gap from the file.
         hashing.offer(MIB as u64 / 2, Box::new(bytes[MIB / 2..MIB].to_vec()));
@@ -805,35 +882,44 @@ mod tests {
             );
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        assert_eq!(state.file.sha256, whole.sha256);
-        assert_eq!(state.file.sent_hashes, None, "the whole hash replaces them");
+        assert_eq!(hashes(&state.file), want);
+        assert_eq!(
+            (state.file.sent_crc64, state.file.sent_hashes.clone()),
+            (None, None),
+            "the whole hash replaces them"
+        );
         assert!(!hashing.poll_into(&mut state), "said once");
-        assert_eq!(hashing.finish().sha256, whole.sha256);
+        assert_eq!(hashes(hashing.finish()), want);
 
         // What was offered is what is hashed: the file is not read again (bytes
         // unlike the file's show it).
-        let mut offered = FileHashing::start(identity.clone());
+        let mut offered = FileHashing::start_for(identity.clone(), kinds);
         let other = vec![9_u8; 3 * MIB];
         offered.offer(0, Box::new(other[..2 * MIB].to_vec()));
         offered.offer(2 * MIB as u64, Box::new(other[2 * MIB..].to_vec()));
         let mut unlike = ContentHasher::sha256_only();
         unlike.update(&other);
-        assert_eq!(offered.finish().sha256, Some(unlike.sha256_lower_hex()));
+        let unlike = kinds.sha256().then(|| unlike.sha256_lower_hex());
+        assert_eq!(hashes(offered.finish()), (Some(crc64(&other)), unlike));
 
         // An upload that ended early: the rest is read from the file.
-        let mut early = FileHashing::start(identity.clone());
+        let mut early = FileHashing::start_for(identity.clone(), kinds);
         early.offer(0, Box::new(bytes[..MIB].to_vec()));
-        assert_eq!(early.finish().sha256, whole.sha256);
+        assert_eq!(hashes(early.finish()), want);
 
         // Resuming from the hashes of the first MiB: checked against the file,
         // continued from there.
         let saved = FileIdentity {
-            sent_hashes: Some(Box::new(sent.clone())),
+            sent_crc64: Some(sent_crc),
+            sent_hashes: sent.clone(),
             ..identity.clone()
         };
         let now = saved.verify().unwrap();
-        assert_eq!(now.sent_hashes.as_deref(), Some(&sent));
-        assert_eq!(FileHashing::start(now).finish().sha256, whole.sha256);
+        assert_eq!(
+            (now.sent_crc64, now.sent_hashes.clone()),
+            (Some(sent_crc), sent)
+        );
+        assert_eq!(hashes(FileHashing::start_for(now, kinds).finish()), want);
 
         // A byte changed in the part already sent, the file's time put back: the
         // hashes see it. In the part not yet sent, nothing can (the time is the
@@ -859,11 +945,58 @@ mod tests {
         assert!(matches!(saved.verify(), Err(Error::FileChanged { .. })));
 
         // A file cut short has no hash.
-        let mut cut = FileHashing::start(FileIdentity {
-            size: 4 << 20,
-            ..identity
-        });
-        assert_eq!(cut.finish().sha256, None);
+        let mut cut = FileHashing::start_for(
+            FileIdentity {
+                size: 4 << 20,
+                ..identity
+            },
+            kinds,
+        );
+        assert_eq!(hashes(cut.finish()), (None, None));
+    }
+
+    #[test]
+    fn a_state_of_version_2_is_checked_by_its_sha256_and_goes_on_taking_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        fs::write(&path, b"hello world").unwrap();
+        let of = FileIdentity::of(&path).unwrap();
+        // What version 2 saved: the SHA-256, no CRC.
+        let v2 = FileIdentity {
+            crc64: None,
+            ..of.clone()
+        };
+        let mut state = state(dir.path());
+        (state.version, state.file) = (2, v2.clone());
+        let state: ResumeState =
+            serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+        assert_eq!(state.file_hashes(), FileHashes::Sha256);
+        assert_eq!(
+            v2.verify().unwrap(),
+            of,
+            "checked by its SHA-256, the CRC taken"
+        );
+        fs::write(&path, b"hello World").unwrap();
+        assert!(matches!(v2.verify(), Err(Error::FileChanged { .. })));
+    }
+
+    #[test]
+    fn the_crc_is_saved_as_hex_and_read_back() {
+        let prefix = Crc64Prefix {
+            len: 3,
+            crc64: u64::MAX - 1,
+        };
+        let json = serde_json::to_value(prefix).unwrap();
+        assert_eq!(json["crc64"], "fffffffffffffffe");
+        assert_eq!(serde_json::from_value::<Crc64Prefix>(json).unwrap(), prefix);
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = state(dir.path());
+        state.file.crc64 = Some(0xab);
+        let json = serde_json::to_value(&state).unwrap();
+        assert_eq!(json["file"]["crc64"], "00000000000000ab");
+        assert!(serde_json::from_value::<ResumeState>(json).unwrap() == state);
+        let bad = r#"{"len": 3, "crc64": "xyz"}"#;
+        assert!(serde_json::from_str::<Crc64Prefix>(bad).is_err());
     }
 
     #[test]
@@ -877,8 +1010,16 @@ mod tests {
             id.sha256.as_deref(),
             Some("b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9")
         );
-        let mut hashing = FileHashing::start(FileIdentity::stat(&path).unwrap());
+        let mut hashing =
+            FileHashing::start_for(FileIdentity::stat(&path).unwrap(), FileHashes::Sha256);
         assert_eq!(hashing.finish(), &id, "the same identity, hashed beside");
+        let crc_only = FileIdentity {
+            sha256: None,
+            ..id.clone()
+        };
+        let mut hashing = FileHashing::start(FileIdentity::stat(&path).unwrap());
+        assert_eq!(hashing.finish(), &crc_only, "the CRC alone by default");
+        assert_eq!(crc_only.verify().unwrap(), crc_only);
         assert_eq!(id.verify().unwrap(), id);
         id.check_unchanged().unwrap();
         fs::write(&path, b"hello World").unwrap();
@@ -888,6 +1029,7 @@ mod tests {
             id.check_unchanged(),
             Err(Error::FileChanged { .. })
         ));
+        assert!(matches!(crc_only.verify(), Err(Error::FileChanged { .. })));
         fs::remove_file(&path).unwrap();
         assert!(matches!(id.verify(), Err(Error::FileChanged { .. })));
     }

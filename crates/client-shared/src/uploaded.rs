@@ -24,7 +24,11 @@ pub struct Uploaded {
     pub attachment_id: Option<String>,
     /// The attachment's URL, the final answer's `Location`.
     pub location: Option<String>,
-    /// SHA-256 of the file, lowercase hex (file uploads only).
+    /// CRC-64/NVME of the file, 16 lowercase hex digits (file uploads only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crc64: Option<String>,
+    /// SHA-256 of the file, lowercase hex (file uploads that asked for it, and
+    /// drive files).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     /// Set when the file changed while its last bytes were being sent: the
@@ -50,6 +54,7 @@ impl Uploaded {
         file_changed: Option<String>,
     ) -> Self {
         let mut uploaded = Self::new(name, total, completion.attachment_id, completion.location);
+        uploaded.crc64 = identity.and_then(|i| i.crc64).map(crate::crc64_hex);
         uploaded.sha256 = identity.and_then(|i| i.sha256.clone());
         uploaded.file_changed = file_changed;
         uploaded.drive_item = completion.drive_item.map(|item| *item);
@@ -97,6 +102,7 @@ impl Uploaded {
             size,
             attachment_id,
             location,
+            crc64: None,
             sha256: None,
             file_changed: None,
             drive_item: None,
@@ -199,8 +205,10 @@ mod tests {
             path: "/x".into(),
             size: 3,
             modified: None,
+            crc64: None,
             sha256: Some(hashes.sha256_hash.to_ascii_lowercase()),
             quick_xor: Some(hashes.quick_xor_hash.clone()),
+            sent_crc64: None,
             sent_hashes: None,
         };
         let mut up = Uploaded::new("a.bin".into(), 3, Some("01F".into()), None);

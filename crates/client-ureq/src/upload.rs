@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use upsession_client_shared::{
-    AttachmentMeta, Error, FileHashing, FileIdentity, ProgressEvent, ProgressKind, Result,
-    ResumeState, StateStore, Uploaded, attached,
+    AttachmentMeta, Error, FileHashes, FileHashing, FileIdentity, ProgressEvent, ProgressKind,
+    Result, ResumeState, StateStore, Uploaded, attached, crc64_hex,
 };
 use upsession_core::planner::{Planner, PlannerConfig};
 use upsession_core::target::Target;
@@ -34,6 +34,7 @@ pub struct UploadOptions {
     name: Option<String>,
     content_type: Option<String>,
     content_id: Option<String>,
+    sha256: bool,
 }
 
 impl fmt::Debug for UploadOptions {
@@ -42,6 +43,7 @@ impl fmt::Debug for UploadOptions {
             .field("name", &self.name)
             .field("content_type", &self.content_type)
             .field("content_id", &self.content_id)
+            .field("sha256", &self.sha256)
             .field("state_file", &self.state_file)
             .field("cancel", &self.cancel.is_some())
             .field("progress", &self.progress.is_some())
@@ -68,6 +70,11 @@ impl UploadOptions {
         content_type(content_type: impl Into<String>) => content_type = Some(content_type.into());
         /// An inline attachment, which the HTML body shows as `cid:{content_id}`.
         inline(content_id: impl Into<String>) => content_id = Some(content_id.into());
+        /// Takes the file's SHA-256 too, in the same read, and returns it in
+        /// [`Uploaded::sha256`]. Every file upload takes the file's CRC-64/NVME
+        /// (its resume identity, [`Uploaded::crc64`]); a drive file's SHA-256 is
+        /// taken anyway, to check the answer's.
+        sha256(on: bool) => sha256 = on;
         /// Cancels the upload when `token` is cancelled (from any thread): a fragment
         /// being sent is abandoned, a wait cut short, the session deleted, the resume
         /// state removed, and the call returns [`Error::Cancelled`].
@@ -93,9 +100,11 @@ impl Client {
         let label: Arc<str> = given.display().to_string().into();
         // A drive file always takes a session.
         if identity.size < self.small_file_limit && !target.is_drive() {
-            let (bytes, sha256) = identity.read_whole()?;
+            let kinds = FileHashes::for_upload(false, options.sha256);
+            let (bytes, identity) = identity.read_whole(kinds)?;
             let mut done = self.small(target, &meta, bytes, &label, options)?;
-            done.sha256 = Some(sha256);
+            done.crc64 = identity.crc64.map(crc64_hex);
+            done.sha256 = identity.sha256;
             return Ok(done);
         }
         let cfg = self.planner_config(None);
@@ -104,7 +113,7 @@ impl Client {
             .clone()
             .or_else(|| self.states.as_ref().map(|s| s.new_state_path(&path)));
         let state = state_path.map(|p| {
-            let state = ResumeState::before_session(
+            let mut state = ResumeState::before_session(
                 self.base.clone(),
                 self.user.clone(),
                 target.clone(),
@@ -112,13 +121,14 @@ impl Client {
                 meta.clone(),
                 cfg.fragment_size,
             );
+            state.take_sha256 = options.sha256;
             (p, state)
         });
         let file = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
-        let is_drive = target.is_drive();
+        let kinds = FileHashes::for_upload(target.is_drive(), options.sha256);
         let mut job = self.job(label, path, options, Some((target, &meta, identity.size)));
         let size = identity.size;
-        job.file = Some(FileHashing::start_for(identity, is_drive));
+        job.file = Some(FileHashing::start_for(identity, kinds));
         job.state = state;
         job.run(Planner::new(size, cfg), file)
     }
@@ -176,7 +186,7 @@ impl Client {
         let label: Arc<str> = path.display().to_string().into();
         let mut job = self.job(label, path, options, None);
         job.name.clone_from(&state.attachment.name);
-        job.file = Some(FileHashing::start_for(identity, state.target.is_drive()));
+        job.file = Some(FileHashing::start_for(identity, state.file_hashes()));
         let same_mailbox = state.base_url == self.base && state.user == self.user;
         job.target = same_mailbox.then(|| state.target.clone());
         job.resumed_at = state.acknowledged;

@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::progress::ProgressKind;
 use crate::resume::{FileHashing, ResumeState, run_blocking};
 use crate::source::{FileChunks, Reader};
+use upsession_client_shared::FileHashes;
 use upsession_core::redact::UploadUrl;
 use upsession_core::target::Target;
 
@@ -54,8 +55,9 @@ impl Client {
     /// # }
     /// ```
     ///
-    /// Before the session is created the file is read once to take its SHA-256, the
-    /// identity that [`Client::resume`] checks. If the client has a state directory
+    /// The file is read once: its CRC-64/NVME, the identity that
+    /// [`Client::resume`] checks, is taken from the bytes read for the fragments
+    /// (with its SHA-256 too when [`UploadOptions::sha256`] asks). If the client has a state directory
     /// (or `options.state_file` is set), a [`ResumeState`] is saved as soon as the
     /// session exists and updated as fragments are acknowledged; it is removed when
     /// the upload completes.
@@ -112,17 +114,18 @@ impl Client {
         // OneDrive has no small-file route of this kind: a drive file always takes
         // a session.
         if identity.size < inner.small_file_limit && !target.is_drive() {
-            let (bytes, sha256) = small::read_file(&identity).await?;
-            return Ok(Prepared::Small(SmallFile {
+            let kinds = FileHashes::for_upload(false, options.sha256);
+            let (bytes, identity) = small::read_file(&identity, kinds).await?;
+            return Ok(Prepared::Small(Box::new(SmallFile {
                 inner,
                 label: Arc::clone(label),
                 target: target.clone(),
                 meta,
                 bytes,
-                sha256: Some(sha256),
+                identity: Some(identity),
                 progress: &options.progress,
                 cancel: options.cancel.clone(),
-            }));
+            })));
         }
         let item = meta.to_item(identity.size);
         let cfg = inner.planner_config(None);
@@ -131,7 +134,7 @@ impl Client {
             .clone()
             .or_else(|| inner.states.as_ref().map(|s| s.new_state_path(&path)));
         let state = state_path.map(|p| {
-            let state = ResumeState::before_session(
+            let mut state = ResumeState::before_session(
                 inner.base.to_string(),
                 inner.user.clone(),
                 target.clone(),
@@ -139,6 +142,7 @@ impl Client {
                 meta.clone(),
                 cfg.fragment_size,
             );
+            state.take_sha256 = options.sha256;
             (p, state)
         });
         let file = open(&path).await?;
@@ -151,7 +155,8 @@ impl Client {
         );
         job.label = Arc::clone(label);
         job.source = path;
-        job.file = Some(FileHashing::start_for(identity, target.is_drive()));
+        let kinds = FileHashes::for_upload(target.is_drive(), options.sha256);
+        job.file = Some(FileHashing::start_for(identity, kinds));
         job.state = state;
         job.cancel.clone_from(&options.cancel);
         Ok(Prepared::Session(Box::new((job, planner, file))))
@@ -179,7 +184,7 @@ impl Client {
                 target: target.clone(),
                 bytes: small::read_source(&mut reader, size).await?,
                 meta,
-                sha256: None,
+                identity: None,
                 progress: &options.progress,
                 cancel: options.cancel.clone(),
             };
@@ -259,7 +264,7 @@ impl Client {
 /// What a file upload starts as: a session to pump, or one `POST`.
 enum Prepared<'a> {
     Session(Box<(Job<'a>, Planner, FileChunks)>),
-    Small(SmallFile<'a>),
+    Small(Box<SmallFile<'a>>),
 }
 
 /// Opens the file at `path` to read its fragments from.

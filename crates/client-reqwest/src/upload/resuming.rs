@@ -107,7 +107,7 @@ impl Client {
         let mut job = Job::unsaved(&self.inner, state.attachment.name.clone(), progress, None);
         job.label = label;
         job.source = path;
-        job.file = Some(FileHashing::start_for(identity, state.target.is_drive()));
+        job.file = Some(FileHashing::start_for(identity, state.file_hashes()));
         // The item can be asked only where this client talks to it.
         let same_mailbox =
             state.base_url == self.inner.base.as_str() && state.user == self.inner.user;

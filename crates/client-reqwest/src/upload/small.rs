@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::progress::{ProgressKind, ProgressSink};
 use crate::resume::{AttachmentMeta, FileIdentity, run_blocking};
 use crate::transport::{Inner, Reply};
-use upsession_client_shared::attached;
+use upsession_client_shared::{FileHashes, attached, crc64_hex};
 use upsession_core::target::Target;
 
 /// One small file on its way: everything its `POST` needs.
@@ -28,17 +28,20 @@ pub(super) struct SmallFile<'a> {
     pub(super) meta: AttachmentMeta,
     /// The bytes, read whole (they are under the small-file limit).
     pub(super) bytes: Vec<u8>,
-    /// SHA-256 of a file's bytes, lowercase hex (file uploads only).
-    pub(super) sha256: Option<String>,
+    /// The file's identity with its hashes (file uploads only).
+    pub(super) identity: Option<FileIdentity>,
     pub(super) progress: &'a ProgressSink,
     pub(super) cancel: Option<CancellationToken>,
 }
 
-/// Reads the file of `identity` whole, with its SHA-256, refusing it if it is no
-/// longer that file's size.
-pub(super) async fn read_file(identity: &FileIdentity) -> Result<(Vec<u8>, String)> {
+/// Reads the file of `identity` whole, with its hashes (`kinds`), refusing it if
+/// it is no longer that file's size.
+pub(super) async fn read_file(
+    identity: &FileIdentity,
+    kinds: FileHashes,
+) -> Result<(Vec<u8>, FileIdentity)> {
     let id = identity.clone();
-    run_blocking(&identity.path, "read", move || id.read_whole()).await
+    run_blocking(&identity.path, "read", move || id.read_whole(kinds)).await
 }
 
 /// Reads `size` bytes from the start of `reader`.
@@ -109,7 +112,10 @@ impl SmallFile<'_> {
             inner.attachments_url(&self.target, &[id]).to_string()
         })?;
         self.emit(ProgressKind::Sent { sent: total, total });
-        uploaded.sha256.clone_from(&self.sha256);
+        if let Some(identity) = &self.identity {
+            uploaded.crc64 = identity.crc64.map(crc64_hex);
+            uploaded.sha256.clone_from(&identity.sha256);
+        }
         Ok(uploaded)
     }
 
