@@ -50,6 +50,9 @@ struct Inner {
     /// The syncs after completions' answers (`--fsync never`), waited for when
     /// the server stops.
     settling: tokio_util::task::TaskTracker,
+    /// Cancelled when the server stops: the syncs waiting for their time run at
+    /// once.
+    stopping: tokio_util::sync::CancellationToken,
     /// Room for [`OPEN_PARTS`] open `.part` files.
     open_parts: Arc<tokio::sync::Semaphore>,
     /// A journal entry's flush failed: its bytes may be on the disk in part, so
@@ -211,6 +214,7 @@ impl LocalStore {
                 drive_writes: tokio::sync::Mutex::new(()),
                 timers: Mutex::new(timers),
                 settling: tokio_util::task::TaskTracker::new(),
+                stopping: tokio_util::sync::CancellationToken::new(),
                 open_parts: Arc::new(tokio::sync::Semaphore::new(OPEN_PARTS)),
                 entry_failed: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -437,13 +441,33 @@ async fn recover(
     }
 }
 
-/// Syncs the bytes of an attachment completed without waiting for them, then
-/// drops its sums from its record: start-up need not check it any more. It holds
-/// the store only weakly (a stopping server waits for it, see
+/// How long a completed attachment's bytes are left to the kernel before
+/// [`settle`] syncs them (`--fsync never`): Linux writes dirty pages back once
+/// they are 30 s old (`vm.dirty_expire_centisecs`), so by then the sync mostly
+/// finds them written and costs a journal commit, where at once it wrote them
+/// itself, beside the uploads still going. A crash in between costs only a
+/// read-back of those attachments at start-up, as it did before the sync.
+const SETTLE_AFTER: Duration = Duration::from_secs(30);
+
+/// Syncs the bytes of an attachment completed without waiting for them (after
+/// [`SETTLE_AFTER`] when `wait`, or as soon as the server stops), then drops
+/// its sums from its record: start-up need not check it any more. It holds the
+/// store only weakly (a stopping server waits for it, see
 /// [`SessionStore::settled`]); a record a delete took meanwhile is removed again.
-async fn settle(disk: Disk, store: std::sync::Weak<Inner>, id: String) {
+async fn settle(
+    disk: Disk,
+    store: std::sync::Weak<Inner>,
+    id: String,
+    wait: Option<tokio_util::sync::CancellationToken>,
+) {
     // One at a time: many syncs at once competed with the uploads still going.
     static ONE_AT_A_TIME: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    if let Some(stopping) = wait {
+        tokio::select! {
+            () = tokio::time::sleep(SETTLE_AFTER) => {}
+            () = stopping.cancelled() => {}
+        }
+    }
     let Ok(_turn) = ONE_AT_A_TIME.acquire().await else {
         return;
     };
@@ -753,6 +777,7 @@ impl SessionStore for LocalStore {
     }
 
     async fn settled(&self) {
+        self.inner.stopping.cancel();
         self.inner.settling.close();
         self.inner.settling.wait().await;
         // Every commit has ended (the engine waited for them before this).
@@ -968,11 +993,13 @@ impl SessionGuard for LocalGuard {
                 warn!(session = %record.id, error = %e, "completed, but the session record was not updated");
             }
             if deferred {
-                let settle = settle(disk.clone(), Arc::downgrade(&self.store), id);
+                let store = Arc::downgrade(&self.store);
                 if disk.background_syncs() {
+                    let stopping = self.store.stopping.clone();
+                    let settle = settle(disk.clone(), store, id, Some(stopping));
                     self.store.settling.spawn(settle);
                 } else {
-                    settle.await;
+                    settle(disk.clone(), store, id, None).await;
                 }
             }
         } else {
