@@ -353,3 +353,39 @@ async fn the_shared_store_reaches_postgres_over_verified_tls() {
     let said = err.to_string().to_lowercase();
     assert!(said.contains("not valid for name"), "{err}");
 }
+
+/// Under `--fsync never` a completed attachment's bytes are synced later, not
+/// beside the uploads still going: its record keeps its sums until then. A stop
+/// runs the waiting sync at once (it does not wait out the delay) and records the
+/// attachment as synced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_fsync_never_a_completions_sync_waits_and_a_stop_runs_it_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = super::local::LocalStore::open(dir.path(), crate::config::Fsync::Never)
+        .await
+        .unwrap();
+    let item = ItemRecord {
+        id: "item-1".into(),
+        kind: ItemKind::Message,
+        subject: "s".into(),
+        created: t(0),
+        owner: Mailbox::of("alice"),
+    };
+    store.put_item(&item).await.unwrap();
+    let data: Vec<u8> = (0..10u8).collect();
+    let (record, _) = new_session("s-1", "item-1", 10);
+    store.create_session(&record).await.unwrap();
+    store_fragment(&store, "s-1", &data, 0, 9).await;
+    let unsynced = || {
+        let path = dir.path().join("attachments").join("att-s-1.json");
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        record.get("unsynced").is_some()
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(unsynced(), "the sync waits");
+    tokio::time::timeout(Duration::from_secs(20), store.settled())
+        .await
+        .expect("a stop does not wait out the delay");
+    assert!(!unsynced(), "synced at the stop, and recorded");
+}
