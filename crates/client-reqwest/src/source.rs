@@ -11,7 +11,6 @@
 use std::fs::File;
 use std::future::Future;
 use std::io::{self, SeekFrom};
-use std::os::unix::fs::FileExt as _;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -65,7 +64,11 @@ fn ended_early() -> io::Error {
 
 /// Reads the bytes of fragments into request bodies.
 pub(crate) trait FragmentSource: Send {
-    /// Reads `len` bytes from `start` into `sink`, chunk by chunk. Stops quietly
+    /// Gets ready to read from `start`, before the request is sent (a reader
+    /// seeks there, so that a failure is said before any byte goes out).
+    fn prepare(&mut self, start: u64) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Reads `len` bytes from `start` (prepared) into `sink`, chunk by chunk. Stops quietly
     /// when the request no longer wants them; a read error or a short source is
     /// sent into the body too and returned.
     fn pump(
@@ -80,10 +83,11 @@ pub(crate) trait FragmentSource: Send {
 pub(crate) struct Reader<R>(pub(crate) R);
 
 impl<R: Source> FragmentSource for Reader<R> {
-    async fn pump(&mut self, start: u64, len: u64, sink: Sink<'_>) -> io::Result<()> {
-        if let Err(e) = self.0.seek(SeekFrom::Start(start)).await {
-            return Err(sink.fail(e).await);
-        }
+    async fn prepare(&mut self, start: u64) -> io::Result<()> {
+        self.0.seek(SeekFrom::Start(start)).await.map(drop)
+    }
+
+    async fn pump(&mut self, _start: u64, len: u64, sink: Sink<'_>) -> io::Result<()> {
         let mut stream = ReaderStream::with_capacity((&mut self.0).take(len), CHUNK);
         let mut at = 0_u64;
         while let Some(chunk) = stream.next().await {
@@ -121,6 +125,10 @@ impl FileChunks {
 }
 
 impl FragmentSource for FileChunks {
+    async fn prepare(&mut self, _start: u64) -> io::Result<()> {
+        Ok(())
+    }
+
     async fn pump(&mut self, start: u64, len: u64, sink: Sink<'_>) -> io::Result<()> {
         let mut at = 0_u64;
         while at < len {
@@ -129,7 +137,7 @@ impl FragmentSource for FileChunks {
             let file = Arc::clone(&self.file);
             let offset = start + at;
             let read = tokio::task::spawn_blocking(move || {
-                file.read_exact_at(&mut buf, offset).map(|()| buf)
+                read_exact_at(&file, &mut buf, offset).map(|()| buf)
             })
             .await
             .unwrap_or_else(|e| Err(io::Error::other(e)));
@@ -148,6 +156,31 @@ impl FragmentSource for FileChunks {
         }
         Ok(())
     }
+}
+
+/// Fills `buf` with the file's bytes at `offset`, without moving a shared
+/// position; `UnexpectedEof` when the file ends first.
+#[cfg(unix)]
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+/// Fills `buf` with the file's bytes at `offset`; `UnexpectedEof` when the file
+/// ends first.
+#[cfg(windows)]
+fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        match std::os::windows::fs::FileExt::seek_read(file, buf, offset) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Chunk buffers lent to the body and the hash, taken back once both have
@@ -228,6 +261,7 @@ mod tests {
         len: u64,
     ) -> (Vec<u8>, io::Result<()>) {
         let (tx, mut rx) = mpsc::channel(64);
+        source.prepare(start).await.unwrap();
         let result = source
             .pump(
                 start,

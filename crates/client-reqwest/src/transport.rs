@@ -74,7 +74,9 @@ impl Inner {
     /// than a few chunks of the fragment are in memory. No `Authorization` header.
     ///
     /// The source is read while the request is sent, and only until the request
-    /// ends, so a later fragment never shares the source with an earlier one.
+    /// ends (a file's read already under way on a blocking thread finishes into
+    /// its own buffer), so a later fragment never shares the source with an
+    /// earlier one.
     /// `on_sent` is told the bytes of the fragment handed to the connection so far,
     /// each time the body gives it more.
     pub(crate) async fn put_fragment<S: FragmentSource>(
@@ -88,6 +90,10 @@ impl Inner {
     ) -> Result<Reply> {
         let start = range.range().start();
         let len = range.range().len();
+        bytes
+            .prepare(start)
+            .await
+            .map_err(|e| Error::io("seek in", source, e))?;
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
         // Counted as the connection takes each chunk, not as the file is read.
         let on_sent = std::sync::Arc::new(on_sent);

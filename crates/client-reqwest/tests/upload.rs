@@ -553,6 +553,44 @@ async fn any_seekable_reader_can_be_uploaded() {
     let short = UploadOptions::new().name("short.bin");
     let err = upload(vec![1; 100], 200, short).await.unwrap_err();
     assert!(matches!(err, Error::FileChanged { .. }), "{err}");
+
+    // A reader that cannot seek fails before its fragment is sent.
+    let puts = |server: &RunningFake| server.log().iter().filter(|r| r.method == "PUT").count();
+    let before = puts(&server);
+    let len = bytes.len() as u64;
+    let options = UploadOptions::new().name("noseek.bin");
+    let err = client
+        .upload_reader(&target, NoSeek(Cursor::new(bytes)), len, options)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().starts_with("could not seek in"), "{err}");
+    assert_eq!(puts(&server), before, "no PUT was started");
+}
+
+/// A reader whose seeks fail.
+struct NoSeek(Cursor<Vec<u8>>);
+
+impl tokio::io::AsyncRead for NoSeek {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncSeek for NoSeek {
+    fn start_seek(self: std::pin::Pin<&mut Self>, _: std::io::SeekFrom) -> std::io::Result<()> {
+        Err(std::io::Error::other("this reader cannot seek"))
+    }
+
+    fn poll_complete(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<u64>> {
+        std::task::Poll::Ready(Ok(0))
+    }
 }
 
 #[tokio::test]

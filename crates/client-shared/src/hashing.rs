@@ -13,8 +13,9 @@
 //! stream did not bring it: chunks it was too slow to take (the offer never
 //! blocks the upload), bytes the server already had when an upload resumed, and
 //! the rest of a file whose upload ended early. A resume state saved during the
-//! upload carries the hashes so far ([`FileIdentity::sent_hashes`]), so that a
-//! resume checks the bytes already sent against the file before sending more.
+//! upload carries the hashes so far ([`FileIdentity::sent_crc64`],
+//! [`FileIdentity::sent_hashes`]), so that a resume checks the bytes already sent
+//! against the file before sending more.
 
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -124,8 +125,8 @@ impl Hasher {
 
     /// Goes on from hashes saved at the same length: the CRC's `prefix`, and the
     /// `content` hashes when wanted; `None` when they do not fit together.
-    fn resume(prefix: Crc64Prefix, content: Option<ContentHasher>) -> Option<Self> {
-        if content.as_ref().is_some_and(|c| c.len() != prefix.len) {
+    fn resume(prefix: Crc64Prefix, content: Option<ContentHasher>, size: u64) -> Option<Self> {
+        if prefix.len > size || content.as_ref().is_some_and(|c| c.len() != prefix.len) {
             return None;
         }
         // The digest's state is the CRC before its final xor (which a fresh
@@ -160,6 +161,12 @@ impl Hasher {
             len: self.len,
             crc64: self.crc64(),
         }
+    }
+
+    pub(crate) fn quick_xor_base64(&self) -> Option<String> {
+        self.content
+            .as_ref()
+            .and_then(ContentHasher::quick_xor_base64)
     }
 
     pub(crate) fn sha256_hex(&self) -> Option<String> {
@@ -222,7 +229,7 @@ pub(crate) mod hex_u64 {
 /// too slow to take (an offer never blocks the upload), bytes the server already
 /// had when an upload resumed, and the rest of a file whose upload ended early. A
 /// resume state saved during the upload carries the hashes so far
-/// ([`FileIdentity::sent_hashes`]), so that a resume checks the bytes already
+/// ([`FileIdentity::sent_crc64`]), so that a resume checks the bytes already
 /// sent against the file before sending more.
 #[derive(Debug)]
 pub struct FileHashing {
@@ -269,8 +276,14 @@ impl FileHashing {
             let start = identity
                 .sent_crc64
                 .filter(|_| FileHashes::of_saved(content.as_ref()) == kinds || !kinds.sha256())
-                .and_then(|prefix| Hasher::resume(prefix, content.filter(|_| kinds.sha256())))
+                .and_then(|prefix| {
+                    Hasher::resume(prefix, content.filter(|_| kinds.sha256()), identity.size)
+                })
                 .unwrap_or_else(|| Hasher::new(kinds));
+            // A resume state saved before the thread takes its first chunk
+            // keeps the hashes it goes on from.
+            *so_far.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some(start.clone()).filter(|h| h.len() > 0);
             let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
             let follow = Follow {
                 path: identity.path.clone(),
@@ -362,13 +375,10 @@ impl FileHashing {
         if let Some(thread) = self.thread.take() {
             self.feed = None;
             if let Some(hasher) = thread.join().ok().flatten() {
+                // What was hashed, and nothing older.
                 self.identity.crc64 = Some(hasher.crc64());
-                if let Some(sha) = hasher.sha256_hex() {
-                    self.identity.sha256 = Some(sha);
-                }
-                if let Some(q) = hasher.content().and_then(ContentHasher::quick_xor_base64) {
-                    self.identity.quick_xor = Some(q);
-                }
+                self.identity.sha256 = hasher.sha256_hex();
+                self.identity.quick_xor = hasher.quick_xor_base64();
             } else {
                 self.identity.crc64 = None;
                 (self.identity.sha256, self.identity.quick_xor) = (None, None);

@@ -194,11 +194,12 @@ impl FileIdentity {
     fn set_whole(&mut self, hasher: &Hasher) {
         self.crc64 = Some(hasher.crc64());
         self.sha256 = hasher.sha256_hex();
+        self.quick_xor = hasher.quick_xor_base64();
     }
 
     /// The identity from the file's metadata alone (size, modification time; it
-    /// must be a regular file), without its SHA-256: nothing is read, so an upload
-    /// starts at once and [`FileHashing`] takes the hash beside it.
+    /// must be a regular file), without hashes: nothing is read, so an upload
+    /// starts at once and [`FileHashing`] takes them beside it.
     pub fn stat(path: &Path) -> Result<Self> {
         let meta = fs::metadata(path).map_err(|e| Error::io("read the metadata of", path, e))?;
         if !meta.is_file() {
@@ -269,10 +270,11 @@ impl FileIdentity {
             }
             return Ok(now);
         }
-        let kinds = if self.sha256.is_some() {
-            FileHashes::Sha256
-        } else {
-            FileHashes::Crc64
+        // The hashes it has, so that an upload going on need not take them again.
+        let kinds = match (&self.sha256, &self.quick_xor) {
+            (Some(_), Some(_)) => FileHashes::Drive,
+            (Some(_), None) => FileHashes::Sha256,
+            (None, _) => FileHashes::Crc64,
         };
         let now = Self::hashed(&self.path, kinds).map_err(|e| match e {
             Error::Io { error, .. } if error.kind() == io::ErrorKind::NotFound => {
@@ -288,7 +290,8 @@ impl FileIdentity {
         }
         let crc_differs = self.crc64.is_some() && self.crc64 != now.crc64;
         let sha_differs = self.sha256.is_some() && self.sha256 != now.sha256;
-        if crc_differs || sha_differs {
+        let xor_differs = self.quick_xor.is_some() && self.quick_xor != now.quick_xor;
+        if crc_differs || sha_differs || xor_differs {
             return Err(changed(&self.path, "same size, different content".into()));
         }
         Ok(now)
@@ -357,15 +360,20 @@ pub fn hex(bytes: &[u8]) -> String {
 /// its hashes as far as they are known. The upload hashes the bytes it reads for
 /// its fragments ([`FileHashing`]: the file is read once), so a state saved
 /// during an upload carries the hashes of the bytes read so far
-/// ([`FileIdentity::sent_hashes`]) and only a finished upload knows the whole
-/// file's SHA-256. Resuming checks, before any request is made: the size, the
-/// modification time, and then that the file still starts with the bytes already
-/// hashed (a change there with the time put back is caught too). A change of time
-/// is refused even if the bytes are the same, since the part not yet sent was
-/// never hashed; a state that does carry the whole file's SHA-256 (its upload had
-/// read every byte, or an earlier version hashed the file up front) is checked
-/// against it instead, and then a touch alone is accepted. During an upload the size and modification
-/// time are checked before every fragment and once more at the end.
+/// ([`FileIdentity::sent_crc64`], and [`FileIdentity::sent_hashes`] when the
+/// SHA-256 is taken) and only a finished upload knows the whole file's hashes.
+/// Resuming checks, before any request is made: the size, the modification time,
+/// and then that the file still starts with the bytes already hashed (a change
+/// there with the time put back is caught too). A change of time is refused even
+/// if the bytes are the same, since the part not yet sent was never hashed; a
+/// state that does carry the whole file's hashes (its upload had read every byte,
+/// or an earlier version hashed the file up front) is checked against them
+/// instead, and then a touch alone is accepted. During an upload the size and
+/// modification time are checked before every fragment and once more at the end.
+///
+/// The identity is a CRC-64/NVME unless the SHA-256 was asked for: it catches
+/// any accidental change, not one crafted to keep the same CRC; ask for the
+/// SHA-256 where that matters.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
@@ -434,8 +442,11 @@ impl ResumeState {
     /// when it was asked for (or a state of version 2 carries one).
     #[must_use]
     pub fn file_hashes(&self) -> FileHashes {
-        let sha256 =
-            self.take_sha256 || self.file.sha256.is_some() || self.file.sent_hashes.is_some();
+        // Versions before 3 took the SHA-256 always.
+        let sha256 = self.take_sha256
+            || self.version < 3
+            || self.file.sha256.is_some()
+            || self.file.sent_hashes.is_some();
         FileHashes::for_upload(self.target.is_drive(), sha256)
     }
 
@@ -548,6 +559,14 @@ impl ResumeState {
         }
         if !self.file.path.is_absolute() {
             return Err("the file path is not absolute".into());
+        }
+        if let (Some(crc), Some(hashes)) = (&self.file.sent_crc64, &self.file.sent_hashes)
+            && crc.len != hashes.len()
+        {
+            return Err("the hashes of the bytes sent are of different lengths".into());
+        }
+        if self.file.sent_crc64.is_some_and(|p| p.len > self.file.size) {
+            return Err("more bytes hashed than the file holds".into());
         }
         Ok(())
     }
@@ -976,8 +995,35 @@ mod tests {
             of,
             "checked by its SHA-256, the CRC taken"
         );
+        // Saved before any hash was known: version 2 took the SHA-256 always.
+        let mut early = state.clone();
+        (early.file.sha256, early.file.sent_hashes) = (None, None);
+        assert_eq!(early.file_hashes(), FileHashes::Sha256);
+        early.version = STATE_VERSION;
+        assert_eq!(
+            early.file_hashes(),
+            FileHashes::Crc64,
+            "version 3: when asked"
+        );
+        early.take_sha256 = true;
+        assert_eq!(early.file_hashes(), FileHashes::Sha256);
         fs::write(&path, b"hello World").unwrap();
         assert!(matches!(v2.verify(), Err(Error::FileChanged { .. })));
+    }
+
+    #[test]
+    fn hashes_of_the_bytes_sent_must_agree_with_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = state(dir.path());
+        let mut hashes = ContentHasher::sha256_only();
+        hashes.update(b"abcd");
+        state.file.sent_crc64 = Some(Crc64Prefix { len: 3, crc64: 1 });
+        state.file.sent_hashes = Some(Box::new(hashes));
+        assert!(state.validate().unwrap_err().contains("different lengths"));
+        state.file.sent_hashes = None;
+        state.validate().unwrap();
+        state.file.sent_crc64 = Some(Crc64Prefix { len: 11, crc64: 1 });
+        assert!(state.validate().unwrap_err().contains("more bytes hashed"));
     }
 
     #[test]

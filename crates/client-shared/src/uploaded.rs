@@ -54,11 +54,18 @@ impl Uploaded {
         file_changed: Option<String>,
     ) -> Self {
         let mut uploaded = Self::new(name, total, completion.attachment_id, completion.location);
-        uploaded.crc64 = identity.and_then(|i| i.crc64).map(crate::crc64_hex);
-        uploaded.sha256 = identity.and_then(|i| i.sha256.clone());
+        if let Some(identity) = identity {
+            uploaded.set_file_hashes(identity);
+        }
         uploaded.file_changed = file_changed;
         uploaded.drive_item = completion.drive_item.map(|item| *item);
         uploaded
+    }
+
+    /// Reports the file's hashes, as `identity` has them.
+    pub fn set_file_hashes(&mut self, identity: &FileIdentity) {
+        self.crc64 = identity.crc64.map(crate::crc64_hex);
+        self.sha256.clone_from(&identity.sha256);
     }
 
     /// Why the drive file's hashes are not those of the file sent (`identity`'s),

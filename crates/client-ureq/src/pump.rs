@@ -38,7 +38,7 @@ pub(crate) struct Job<'a> {
     pub(crate) name: String,
     /// The file (or, for a reader, its label), for I/O errors, and its identity.
     pub(crate) source: PathBuf,
-    /// The file's identity, its SHA-256 taken beside the upload.
+    /// The file's identity, its hashes taken beside the upload.
     pub(crate) file: Option<FileHashing>,
     /// The session to create (`None` when continuing one); the item, to list its
     /// attachments when the end is in doubt.

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use upsession_client_shared::{
     AttachmentMeta, Error, FileHashes, FileHashing, FileIdentity, ProgressEvent, ProgressKind,
-    Result, ResumeState, StateStore, Uploaded, attached, crc64_hex,
+    Result, ResumeState, StateStore, Uploaded, attached,
 };
 use upsession_core::planner::{Planner, PlannerConfig};
 use upsession_core::target::Target;
@@ -103,8 +103,7 @@ impl Client {
             let kinds = FileHashes::for_upload(false, options.sha256);
             let (bytes, identity) = identity.read_whole(kinds)?;
             let mut done = self.small(target, &meta, bytes, &label, options)?;
-            done.crc64 = identity.crc64.map(crc64_hex);
-            done.sha256 = identity.sha256;
+            done.set_file_hashes(&identity);
             return Ok(done);
         }
         let cfg = self.planner_config(None);
@@ -160,8 +159,10 @@ impl Client {
     }
 
     /// Continues the upload saved in the state file `state_path` (written by this
-    /// client or the reqwest one), after checking every byte of the file. The state
-    /// is removed when the upload completes or its session is gone.
+    /// client or the reqwest one), after checking the file as [`ResumeState`]
+    /// says. It takes the hashes the state's upload took (`options.sha256` does
+    /// not change them). The state is removed when the upload completes or its
+    /// session is gone.
     pub fn resume(
         &self,
         state_path: impl AsRef<Path>,

@@ -40,7 +40,7 @@ pub(super) struct Job<'a> {
     pub(super) progress: &'a ProgressSink,
     /// What to create the session on; `None` when continuing one.
     pub(super) create: Option<(Target, AttachmentItem)>,
-    /// The file's identity, its SHA-256 taken beside the upload.
+    /// The file's identity, its hashes taken beside the upload.
     pub(super) file: Option<FileHashing>,
     /// Where to save the resume state, and the state (its uploadUrl is filled in
     /// when the session is created).

@@ -93,7 +93,8 @@ impl Client {
             }
             return Err(fail(Error::SessionExpired { remote: None }));
         }
-        // Every byte of the file is checked before any byte is sent.
+        // The file is checked (its hashes, or its time and the bytes already
+        // sent) before any byte is sent.
         let identity = crate::resume::verify(&state.file).await.map_err(fail)?;
         let path = identity.path.clone();
         let file = super::open(&path).await.map_err(fail)?;

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::progress::{ProgressKind, ProgressSink};
 use crate::resume::{AttachmentMeta, FileIdentity, run_blocking};
 use crate::transport::{Inner, Reply};
-use upsession_client_shared::{FileHashes, attached, crc64_hex};
+use upsession_client_shared::{FileHashes, attached};
 use upsession_core::target::Target;
 
 /// One small file on its way: everything its `POST` needs.
@@ -113,8 +113,7 @@ impl SmallFile<'_> {
         })?;
         self.emit(ProgressKind::Sent { sent: total, total });
         if let Some(identity) = &self.identity {
-            uploaded.crc64 = identity.crc64.map(crc64_hex);
-            uploaded.sha256.clone_from(&identity.sha256);
+            uploaded.set_file_hashes(identity);
         }
         Ok(uploaded)
     }
