@@ -113,14 +113,29 @@ impl<R: Source> FragmentSource for Reader<R> {
 pub(crate) struct FileChunks {
     file: Arc<File>,
     pool: Pool,
+    /// The chunk after the last fragment's end (where the next fragment most
+    /// likely starts), read while that fragment's answer is awaited: its offset,
+    /// length and read.
+    ahead: Option<(u64, usize, Read)>,
 }
+
+/// A chunk being read on a blocking thread.
+type Read = tokio::task::JoinHandle<io::Result<BytesMut>>;
 
 impl FileChunks {
     pub(crate) fn new(file: File) -> Self {
         Self {
             file: Arc::new(file),
             pool: Pool::default(),
+            ahead: None,
         }
+    }
+
+    /// Starts reading `n` bytes at `offset` into a buffer from the pool.
+    fn read(&mut self, offset: u64, n: usize) -> Read {
+        let mut buf = self.pool.take(n);
+        let file = Arc::clone(&self.file);
+        tokio::task::spawn_blocking(move || read_exact_at(&file, &mut buf, offset).map(|()| buf))
     }
 }
 
@@ -133,15 +148,12 @@ impl FragmentSource for FileChunks {
         let mut at = 0_u64;
         while at < len {
             let n = usize::try_from(len - at).map_or(CHUNK, |rest| rest.min(CHUNK));
-            let mut buf = self.pool.take(n);
-            let file = Arc::clone(&self.file);
             let offset = start + at;
-            let read = tokio::task::spawn_blocking(move || {
-                read_exact_at(&file, &mut buf, offset).map(|()| buf)
-            })
-            .await
-            .unwrap_or_else(|e| Err(io::Error::other(e)));
-            let chunk = match read {
+            let read = match self.ahead.take() {
+                Some((o, m, read)) if (o, m) == (offset, n) => read,
+                _ => self.read(offset, n),
+            };
+            let chunk = match read.await.unwrap_or_else(|e| Err(io::Error::other(e))) {
                 Ok(buf) => buf.freeze(),
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                     return Err(sink.fail(ended_early()).await);
@@ -154,6 +166,9 @@ impl FragmentSource for FileChunks {
             }
             at += n as u64;
         }
+        // A read past the file's end fails there, and is not used.
+        let next = start + len;
+        self.ahead = Some((next, CHUNK, self.read(next, CHUNK)));
         Ok(())
     }
 }
@@ -192,9 +207,10 @@ struct Pool {
 
 impl Pool {
     /// A buffer of `n` bytes whose contents will be overwritten: one no longer in
-    /// use when there is one, else a new one.
+    /// use when there is one (the last one lent, still warm in the CPU's
+    /// caches), else a new one.
     fn take(&mut self, n: usize) -> BytesMut {
-        let free = self.lent.iter().position(Bytes::is_unique);
+        let free = self.lent.iter().rposition(Bytes::is_unique);
         let reused = free.and_then(|i| self.lent.swap_remove(i).try_into_mut().ok());
         match reused {
             Some(mut buf) => {
@@ -301,6 +317,19 @@ mod tests {
             assert!(r.is_ok());
             assert_eq!(got, bytes[range.clone()]);
             let (got, r) = pumped(&mut reader, start, len).await;
+            assert!(r.is_ok());
+            assert_eq!(got, bytes[range]);
+        }
+        // Fragments in order: each one's first chunk was read while the one
+        // before was answered.
+        let c = CHUNK as u64;
+        for (start, len) in [(0, c), (c, c), (2 * c, c + 17)] {
+            let range = start as usize..(start + len) as usize;
+            if start > 0 {
+                let read_ahead = file.ahead.as_ref().map(|(offset, ..)| *offset);
+                assert_eq!(read_ahead, Some(start), "read while the last was answered");
+            }
+            let (got, r) = pumped(&mut file, start, len).await;
             assert!(r.is_ok());
             assert_eq!(got, bytes[range]);
         }
