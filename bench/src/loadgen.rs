@@ -41,27 +41,53 @@ use futures_util::StreamExt as _;
 use tokio::net::TcpStream;
 use upsession_testbed::kit::{Graph, H2_PREFACE, read_until_closed};
 
+/// The load and where it goes.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "loadgen",
+    about = "Uploads files of pseudo-random bytes to a Graph-compatible (or tus) server and prints one line of figures."
+)]
 struct Args {
+    /// The Graph base URL.
+    #[arg(long = "base-url", default_value = "http://127.0.0.1:8080/v1.0")]
     base: String,
+    /// The bearer token.
+    #[arg(long, default_value = "")]
     token: String,
+    /// Uploads at once.
+    #[arg(long, default_value_t = 1)]
     uploads: usize,
+    /// Bytes per file (`16MiB`, `150MB`, `1GiB`, or a count).
+    #[arg(long, default_value = "150MB", value_parser = parse_size)]
     size: usize,
+    /// Bytes per fragment.
+    #[arg(long, default_value = "4MiB", value_parser = parse_size)]
     fragment: usize,
+    /// The server's process, for its RSS and CPU from /proc.
+    #[arg(long)]
     pid: Option<u32>,
+    /// Only create this many sessions and leave them idle.
+    #[arg(long, default_value_t = 0)]
     idle: usize,
+    /// Measure `GET uploadUrl` of another session while the uploads run.
+    #[arg(long)]
     probe: bool,
-    /// Nodes sharing one store (`http://HOST:PORT`): fragment `i` of upload `u`
-    /// goes to node `(u + i) % n`, so each upload alternates between them.
+    /// Nodes sharing one store (`http://HOST:PORT`, comma-separated): fragment
+    /// `i` of upload `u` goes to node `(u + i) % n`, so each upload alternates
+    /// between them.
+    #[arg(long, value_delimiter = ',')]
     nodes: Vec<String>,
     /// A tus server's creation URL (`http://HOST:PORT/files`): the same bytes are
     /// uploaded over tus 1.0 (creation, then `PATCH`es) instead of Graph's protocol.
+    #[arg(long)]
     tus: Option<String>,
-    /// Preface-only HTTP/2 connections held through the uploads.
-    h2_idle: usize,
+    /// Preface-only HTTP/2 connections held through the uploads (at most 100,000).
+    #[arg(long = "h2-idle", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    h2_idle: u32,
 }
 
 /// A size such as `16MiB`, `150MB`, `1GiB` or a count of bytes.
-fn parse_size(s: &str) -> usize {
+fn parse_size(s: &str) -> Result<usize, String> {
     const UNITS: [(&str, usize); 6] = [
         ("GiB", 1 << 30),
         ("MiB", 1 << 20),
@@ -77,45 +103,7 @@ fn parse_size(s: &str) -> usize {
     num.parse::<usize>()
         .ok()
         .and_then(|n| n.checked_mul(mult))
-        .expect("a size like 16MiB")
-}
-
-fn args() -> Args {
-    let mut a = Args {
-        base: "http://127.0.0.1:8080/v1.0".into(),
-        token: String::new(),
-        uploads: 1,
-        size: 150_000_000,
-        fragment: 4 << 20,
-        pid: None,
-        idle: 0,
-        probe: false,
-        nodes: Vec::new(),
-        tus: None,
-        h2_idle: 0,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "--probe" {
-            a.probe = true;
-            continue;
-        }
-        let v = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        match flag.as_str() {
-            "--base-url" => a.base = v,
-            "--token" => a.token = v,
-            "--uploads" => a.uploads = v.parse().expect("a count"),
-            "--size" => a.size = parse_size(&v),
-            "--fragment" => a.fragment = parse_size(&v),
-            "--pid" => a.pid = Some(v.parse().expect("a pid")),
-            "--idle" => a.idle = v.parse().expect("a count"),
-            "--nodes" => a.nodes = v.split(',').map(str::to_owned).collect(),
-            "--tus" => a.tus = Some(v),
-            "--h2-idle" => a.h2_idle = v.parse::<usize>().expect("a count").min(100_000),
-            other => panic!("unknown flag {other}"),
-        }
-    }
-    a
+        .ok_or_else(|| format!("`{s}` is not a size like 16MiB, 150MB or 1GiB"))
 }
 
 /// (peak RSS in KiB, current RSS in KiB, CPU seconds) of a process, from /proc.
@@ -387,7 +375,7 @@ async fn hostile_figures(held: Vec<Option<TcpStream>>) -> String {
 
 #[tokio::main]
 async fn main() {
-    let a = args();
+    let a = <Args as clap::Parser>::parse();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()
@@ -424,7 +412,7 @@ async fn main() {
     } else {
         None
     };
-    let held = hold_preface_only(&a.base, a.h2_idle).await;
+    let held = hold_preface_only(&a.base, a.h2_idle as usize).await;
     let started = Instant::now();
     let tasks: Vec<_> = (0..a.uploads)
         .map(|n| {
@@ -483,4 +471,44 @@ async fn main() {
         let _ = write!(line, " client_cpu_s={cpu:.2}");
     }
     println!("{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_with_their_units_and_refuse_the_rest() {
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("150MB"), Ok(150_000_000));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("3KB"), Ok(3000));
+        assert_eq!(parse_size("1234"), Ok(1234));
+        for bad in ["", "MiB", "12XB", "-1MB", "99999999999999999999GiB"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn flags_parse_and_defaults_hold() {
+        let a = <Args as clap::Parser>::try_parse_from([
+            "loadgen",
+            "--uploads",
+            "16",
+            "--size",
+            "16MiB",
+            "--probe",
+            "--nodes",
+            "http://a,http://b",
+        ])
+        .unwrap();
+        assert_eq!(
+            (a.uploads, a.size, a.fragment, a.probe),
+            (16, 16 << 20, 4 << 20, true)
+        );
+        assert_eq!(a.nodes, ["http://a", "http://b"]);
+        assert!(
+            <Args as clap::Parser>::try_parse_from(["loadgen", "--h2-idle", "100001"]).is_err()
+        );
+    }
 }

@@ -150,20 +150,28 @@ impl Sink {
     }
 }
 
+/// Where the sink listens and writes.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "sink",
+    about = "A no-logic upload server: the baseline upsession is measured against."
+)]
+struct Args {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: String,
+    /// Where the uploaded files go [default: the system's temporary directory].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// `fdatasync` each fragment before answering.
+    #[arg(long)]
+    fsync: bool,
+}
+
 #[tokio::main]
 async fn main() {
-    let mut listen = "127.0.0.1:0".to_owned();
-    let mut dir = std::env::temp_dir();
-    let mut fsync = false;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--listen" => listen = args.next().expect("--listen ADDR"),
-            "--dir" => dir = args.next().expect("--dir DIR").into(),
-            "--fsync" => fsync = true,
-            other => panic!("unknown flag {other}"),
-        }
-    }
+    let Args { listen, dir, fsync } = <Args as clap::Parser>::parse();
+    let dir = dir.unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&dir).expect("sink dir");
     let listener = tokio::net::TcpListener::bind(&listen).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
