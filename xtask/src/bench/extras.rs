@@ -176,7 +176,8 @@ fn file_len(path: &Path) -> u64 {
 }
 
 /// Our client uploading one big file, and `loadgen` uploading as much, each
-/// `reps` times, alternating, each against a fresh server: the CLI's figure is
+/// `reps` times, alternating (and which goes first, too), each against a fresh
+/// server: the CLI's figure is
 /// its whole process (start, draft, session, file reads, hash, resume state);
 /// `loadgen`'s is its upload (session and fragments, bytes from memory).
 fn our_client(
@@ -188,20 +189,23 @@ fn our_client(
     let file = upload_file(&next_dir(work, run_no), big_bytes)?;
     let fairness = o.cache_fairness.then_some(big_bytes);
     let (mut cli, mut lg) = (Vec::new(), Vec::new());
-    for _ in 0..o.reps {
-        let dir = fresh_dir(work, run_no, fairness)?;
-        let server = Contender::Ours.start(bin, &dir.join("data"))?;
-        cli.push(cli_upload(bin, &server.base, &dir.join("state"), &file)?);
-        drop(server);
-        let _ = fs::remove_dir_all(&dir);
-        let dir = fresh_dir(work, run_no, fairness)?;
-        let server = Contender::Ours.start(bin, &dir)?;
-        let size = big_bytes.to_string();
-        let args = ["--uploads", "1", "--size", &size];
-        let r = loadgen(bin, &server.base, server.pid(), &args)?;
-        lg.extend(num(&r, "seconds"));
-        drop(server);
-        let _ = fs::remove_dir_all(&dir);
+    for rep in 0..o.reps {
+        // Which goes first alternates (CLI, loadgen, loadgen, CLI, …), so that
+        // neither always runs on the machine the other has just left.
+        for cli_turn in [rep % 2 == 0, rep % 2 == 1] {
+            let dir = fresh_dir(work, run_no, fairness)?;
+            let server = Contender::Ours.start(bin, &dir.join("data"))?;
+            if cli_turn {
+                cli.push(cli_upload(bin, &server.base, &dir.join("state"), &file)?);
+            } else {
+                let size = big_bytes.to_string();
+                let args = ["--uploads", "1", "--size", &size];
+                let r = loadgen(bin, &server.base, server.pid(), &args)?;
+                lg.extend(num(&r, "seconds"));
+            }
+            drop(server);
+            let _ = fs::remove_dir_all(&dir);
+        }
     }
     #[allow(clippy::cast_precision_loss)] // figures for people to read
     let mib_s = |secs: f64| big_bytes as f64 / secs / f64::from(1 << 20);
