@@ -202,10 +202,7 @@ async fn several_files_upload_and_json_output_parses() {
         .args(["--draft", "several", "--json"])
         .args(&files));
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
-    let lines: Vec<Value> = text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect();
+    let lines = json_lines(&out);
     assert_eq!(lines.len(), 3);
     for (line, f) in lines.iter().zip(&files) {
         assert_eq!(line["file"], f.display().to_string());
@@ -707,10 +704,7 @@ async fn the_sha256_is_taken_when_asked_beside_the_crc64() {
         .args(["--draft", "sha", "--json", "--sha256"])
         .args(&files));
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
-    let lines: Vec<Value> = text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect();
+    let lines = json_lines(&out);
     assert_eq!(lines.len(), 2);
     for (line, f) in lines.iter().zip(&files) {
         let bytes = std::fs::read(f).unwrap();
@@ -742,10 +736,7 @@ async fn json_output_reports_failed_files_too() {
         .arg(&good)
         .arg(&big));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    let lines: Vec<Value> = text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect();
+    let lines = json_lines(&out);
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(lines[0]["error"].is_null() && lines[0]["attachmentId"].is_string());
     assert_eq!(lines[1]["file"], big.display().to_string());
@@ -918,4 +909,12 @@ async fn drive_uploads_take_each_conflict_behaviour_and_resume_after_a_kill() {
         sha256_hex(&bytes),
         sha256_hex(&std::fs::read(&big).unwrap())
     );
+}
+
+/// What `--json` printed: one JSON object per line of stdout.
+fn json_lines(out: &Output) -> Vec<Value> {
+    text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
 }

@@ -20,6 +20,17 @@ fn t(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_900_000_000 + secs)
 }
 
+/// Alice's message `item-1`, which the sessions of these tests attach to.
+fn item_1() -> ItemRecord {
+    ItemRecord {
+        id: "item-1".into(),
+        kind: ItemKind::Message,
+        subject: "s".into(),
+        created: t(0),
+        owner: Mailbox::of("alice"),
+    }
+}
+
 pub(crate) fn new_session(id: &str, item: &str, size: u64) -> (SessionRecord, Session) {
     let limits = Limits::default().with_min_size(1);
     let session = Session::open(t(0), size, &limits).unwrap();
@@ -84,13 +95,7 @@ pub(crate) async fn suite(store: Arc<dyn SessionStore>) {
     let key = store.server_key().await.unwrap();
     assert_eq!(store.server_key().await.unwrap(), key, "one key");
 
-    let item = ItemRecord {
-        id: "item-1".into(),
-        kind: ItemKind::Message,
-        subject: "s".into(),
-        created: t(0),
-        owner: Mailbox::of("alice"),
-    };
+    let item = item_1();
     store.put_item(&item).await.unwrap();
     let view = store.item("item-1").await.unwrap().expect("the item");
     assert!(view.attachments.is_empty());
@@ -364,13 +369,7 @@ async fn under_fsync_never_a_completions_sync_waits_and_a_stop_runs_it_at_once()
     let store = super::local::LocalStore::open(dir.path(), crate::config::Fsync::Never)
         .await
         .unwrap();
-    let item = ItemRecord {
-        id: "item-1".into(),
-        kind: ItemKind::Message,
-        subject: "s".into(),
-        created: t(0),
-        owner: Mailbox::of("alice"),
-    };
+    let item = item_1();
     store.put_item(&item).await.unwrap();
     let data: Vec<u8> = (0..10u8).collect();
     let (record, _) = new_session("s-1", "item-1", 10);
