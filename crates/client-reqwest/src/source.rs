@@ -112,6 +112,8 @@ impl<R: Source> FragmentSource for Reader<R> {
 /// A file, read at each chunk's offset on a blocking thread into reused buffers.
 pub(crate) struct FileChunks {
     file: Arc<File>,
+    /// The file's size when the upload began: nothing is read ahead past it.
+    size: u64,
     pool: Pool,
     /// The chunk after the last fragment's end (where the next fragment most
     /// likely starts), read while that fragment's answer is awaited: its offset,
@@ -123,9 +125,10 @@ pub(crate) struct FileChunks {
 type Read = tokio::task::JoinHandle<io::Result<BytesMut>>;
 
 impl FileChunks {
-    pub(crate) fn new(file: File) -> Self {
+    pub(crate) fn new(file: File, size: u64) -> Self {
         Self {
             file: Arc::new(file),
+            size,
             pool: Pool::default(),
             ahead: None,
         }
@@ -166,9 +169,12 @@ impl FragmentSource for FileChunks {
             }
             at += n as u64;
         }
-        // A read past the file's end fails there, and is not used.
+        // The next fragment's first chunk, as long as a chunk (or the rest of the
+        // file) goes; a fragment that starts elsewhere or shorter reads its own.
         let next = start + len;
-        self.ahead = Some((next, CHUNK, self.read(next, CHUNK)));
+        self.ahead = usize::try_from(self.size.saturating_sub(next))
+            .map_or(Some(CHUNK), |rest| Some(rest.min(CHUNK)).filter(|&n| n > 0))
+            .map(|n| (next, n, self.read(next, n)));
         Ok(())
     }
 }
@@ -305,7 +311,7 @@ mod tests {
         let path = dir.path().join("f");
         let bytes: Vec<u8> = (0..(3 * CHUNK + 17)).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &bytes).unwrap();
-        let mut file = FileChunks::new(File::open(&path).unwrap());
+        let mut file = FileChunks::new(File::open(&path).unwrap(), bytes.len() as u64);
         let mut reader = Reader(io::Cursor::new(bytes.clone()));
         for (start, len) in [
             (0, bytes.len() as u64),
@@ -333,6 +339,7 @@ mod tests {
             assert!(r.is_ok());
             assert_eq!(got, bytes[range]);
         }
+        assert!(file.ahead.is_none(), "nothing is read past the end");
         let past = bytes.len() as u64 - 10;
         for result in [
             pumped(&mut file, past, 20).await.1,

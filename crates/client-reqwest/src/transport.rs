@@ -74,9 +74,9 @@ impl Inner {
     /// than a few chunks of the fragment are in memory. No `Authorization` header.
     ///
     /// The source is read while the request is sent, and only until the request
-    /// ends (a file's read already under way on a blocking thread finishes into
-    /// its own buffer), so a later fragment never shares the source with an
-    /// earlier one.
+    /// ends, so a later fragment never shares a reader with an earlier one (a
+    /// file's reads are at offsets, into buffers of their own; the next
+    /// fragment's first chunk is read ahead).
     /// `on_sent` is told the bytes of the fragment handed to the connection so far,
     /// each time the body gives it more.
     pub(crate) async fn put_fragment<S: FragmentSource>(

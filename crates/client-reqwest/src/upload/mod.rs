@@ -145,7 +145,7 @@ impl Client {
             state.take_sha256 = options.sha256;
             (p, state)
         });
-        let file = open(&path).await?;
+        let file = open(&path, identity.size).await?;
         let planner = Planner::new(identity.size, cfg);
         let mut job = Job::unsaved(
             inner,
@@ -267,12 +267,12 @@ enum Prepared<'a> {
     Small(Box<SmallFile<'a>>),
 }
 
-/// Opens the file at `path` to read its fragments from.
-async fn open(path: &Path) -> Result<FileChunks> {
+/// Opens the file at `path`, of `size` bytes, to read its fragments from.
+async fn open(path: &Path, size: u64) -> Result<FileChunks> {
     let p = path.to_path_buf();
     run_blocking(path, "open", move || {
         std::fs::File::open(&p)
-            .map(FileChunks::new)
+            .map(|file| FileChunks::new(file, size))
             .map_err(|e| Error::io("open", &p, e))
     })
     .await

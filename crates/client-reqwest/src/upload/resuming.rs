@@ -97,7 +97,7 @@ impl Client {
         // sent) before any byte is sent.
         let identity = crate::resume::verify(&state.file).await.map_err(fail)?;
         let path = identity.path.clone();
-        let file = super::open(&path).await.map_err(fail)?;
+        let file = super::open(&path, identity.size).await.map_err(fail)?;
         tracing::info!(file = %label, url = %state.upload_url, "resuming upload");
         let planner = Planner::resume(
             state.file.size,

@@ -53,6 +53,14 @@ struct Inner {
     /// Cancelled when the server stops: the syncs waiting for their time run at
     /// once.
     stopping: tokio_util::sync::CancellationToken,
+    /// Completed attachments whose bytes wait for their sync (`--fsync never`),
+    /// in the order they completed, each with when it is due; one task,
+    /// [`settler`], works through them.
+    unsettled: Mutex<std::collections::VecDeque<(tokio::time::Instant, String)>>,
+    /// Wakes the settler when it waits on an empty queue.
+    settle_wake: Arc<tokio::sync::Notify>,
+    /// The settler was started (on the first completion that needs it).
+    settler_started: std::sync::atomic::AtomicBool,
     /// Room for [`OPEN_PARTS`] open `.part` files.
     open_parts: Arc<tokio::sync::Semaphore>,
     /// A journal entry's flush failed: its bytes may be on the disk in part, so
@@ -215,6 +223,9 @@ impl LocalStore {
                 timers: Mutex::new(timers),
                 settling: tokio_util::task::TaskTracker::new(),
                 stopping: tokio_util::sync::CancellationToken::new(),
+                unsettled: Mutex::new(std::collections::VecDeque::new()),
+                settle_wake: Arc::new(tokio::sync::Notify::new()),
+                settler_started: std::sync::atomic::AtomicBool::new(false),
                 open_parts: Arc::new(tokio::sync::Semaphore::new(OPEN_PARTS)),
                 entry_failed: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -443,36 +454,82 @@ async fn recover(
 
 /// How long a completed attachment's bytes are left to the kernel before
 /// [`settle`] syncs them (`--fsync never`): Linux writes dirty pages back once
-/// they are 30 s old (`vm.dirty_expire_centisecs`), so by then the sync mostly
+/// they are 30 s old (`vm.dirty_expire_centisecs`) at its flusher's next round,
+/// up to 5 s later (`vm.dirty_writeback_centisecs`), so by then the sync mostly
 /// finds them written and costs a journal commit, where at once it wrote them
-/// itself, beside the uploads still going. A crash in between costs only a
-/// read-back of those attachments at start-up, as it did before the sync.
-const SETTLE_AFTER: Duration = Duration::from_secs(30);
+/// itself, beside the uploads still going. A crash in between costs a read-back
+/// of those attachments at start-up, as it did before the sync.
+const SETTLE_AFTER: Duration = Duration::from_secs(40);
 
-/// Syncs the bytes of an attachment completed without waiting for them (after
-/// [`SETTLE_AFTER`] when `wait`, or as soon as the server stops), then drops
-/// its sums from its record: start-up need not check it any more. It holds the
-/// store only weakly (a stopping server waits for it, see
-/// [`SessionStore::settled`]); a record a delete took meanwhile is removed again.
-async fn settle(
-    disk: Disk,
-    store: std::sync::Weak<Inner>,
-    id: String,
-    wait: Option<tokio_util::sync::CancellationToken>,
-) {
-    // One at a time: many syncs at once competed with the uploads still going.
-    static ONE_AT_A_TIME: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
-    if let Some(stopping) = wait {
+/// Works through the store's unsettled attachments ([`Inner::unsettled`]) in
+/// order, each once it is due, or at once when the server stops; ends when the
+/// store is gone, or stopping with nothing left. One task, however many
+/// completions wait: each costs a queue entry, not a task.
+async fn settler(disk: Disk, store: std::sync::Weak<Inner>) {
+    loop {
+        let Some(inner) = store.upgrade() else {
+            return;
+        };
+        let stopping = inner.stopping.clone();
+        let next = inner
+            .unsettled
+            .lock()
+            .expect("settle lock")
+            .front()
+            .cloned();
+        let Some((due, id)) = next else {
+            if stopping.is_cancelled() {
+                return;
+            }
+            // A wake sent since the queue was read is kept for this wait; the
+            // store is not held meanwhile.
+            let wake = Arc::clone(&inner.settle_wake);
+            drop(inner);
+            tokio::select! {
+                () = wake.notified() => {}
+                () = stopping.cancelled() => {}
+            }
+            continue;
+        };
+        drop(inner);
         tokio::select! {
-            () = tokio::time::sleep(SETTLE_AFTER) => {}
+            () = tokio::time::sleep_until(due) => {}
             () = stopping.cancelled() => {}
         }
+        settle(disk.clone(), store.clone(), id).await;
+        if let Some(inner) = store.upgrade() {
+            inner.unsettled.lock().expect("settle lock").pop_front();
+        }
+    }
+}
+
+/// Syncs the bytes of an attachment completed without waiting for them, then
+/// drops its sums from its record: start-up need not check it any more. It holds
+/// the store only weakly (a stopping server waits for it, see
+/// [`SessionStore::settled`]); an attachment deleted meanwhile is left alone, and
+/// a record a delete took while it was written is removed again.
+async fn settle(disk: Disk, store: std::sync::Weak<Inner>, id: String) {
+    // One at a time: many syncs at once competed with the uploads still going.
+    static ONE_AT_A_TIME: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    let exists = |store: &std::sync::Weak<Inner>| {
+        store.upgrade().is_some_and(|s| {
+            s.attachments
+                .read()
+                .expect("attachments lock")
+                .contains_key(&id)
+        })
+    };
+    if !exists(&store) {
+        return;
     }
     let Ok(_turn) = ONE_AT_A_TIME.acquire().await else {
         return;
     };
     if let Err(e) = disk.sync_attachment(&id).await {
-        warn!(attachment = %id, error = %e, "could not sync a completed attachment's bytes; start-up will check them");
+        // Deleted since it was looked for: nothing to sync.
+        if e.kind() != io::ErrorKind::NotFound || exists(&store) {
+            warn!(attachment = %id, error = %e, "could not sync a completed attachment's bytes; start-up will check them");
+        }
         return;
     }
     let Some(store) = store.upgrade() else {
@@ -995,11 +1052,22 @@ impl SessionGuard for LocalGuard {
             if deferred {
                 let store = Arc::downgrade(&self.store);
                 if disk.background_syncs() {
-                    let stopping = self.store.stopping.clone();
-                    let settle = settle(disk.clone(), store, id, Some(stopping));
-                    self.store.settling.spawn(settle);
+                    let due = tokio::time::Instant::now() + SETTLE_AFTER;
+                    let inner = &self.store;
+                    inner
+                        .unsettled
+                        .lock()
+                        .expect("settle lock")
+                        .push_back((due, id));
+                    if !inner
+                        .settler_started
+                        .swap(true, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        inner.settling.spawn(settler(disk.clone(), store));
+                    }
+                    inner.settle_wake.notify_one();
                 } else {
-                    settle(disk.clone(), store, id, None).await;
+                    settle(disk.clone(), store, id).await;
                 }
             }
         } else {

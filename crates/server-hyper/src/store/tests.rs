@@ -381,10 +381,23 @@ async fn under_fsync_never_a_completions_sync_waits_and_a_stop_runs_it_at_once()
             serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         record.get("unsynced").is_some()
     };
+    // A second one, deleted while its sync waits: it stays deleted.
+    let (record, _) = new_session("s-2", "item-1", 10);
+    store.create_session(&record).await.unwrap();
+    store_fragment(&store, "s-2", &data, 0, 9).await;
+    let view = store.item("item-1").await.unwrap().unwrap();
+    let second = view.attachments.iter().find(|a| a.meta.id == "att-s-2");
+    held(&store, "s-2").await.close(false).await.unwrap();
+    assert!(store.delete_attachment(second.unwrap()).await.unwrap());
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(unsynced(), "the sync waits");
     tokio::time::timeout(Duration::from_secs(20), store.settled())
         .await
         .expect("a stop does not wait out the delay");
     assert!(!unsynced(), "synced at the stop, and recorded");
+    let records = std::fs::read_dir(dir.path().join("attachments")).unwrap();
+    let names: Vec<String> = records
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.starts_with("att-s-2")), "{names:?}");
 }
