@@ -5,7 +5,9 @@
 //! each scenario and repetition starts a fresh server process on 127.0.0.1 with a
 //! fresh data directory, drives it with `loadgen` (which verifies every byte), and
 //! reads the figures it prints. Prints a markdown table of medians (with min–max) and
-//! writes every record as a JSON line under `target/bench/`.
+//! writes every record as a JSON line under `target/bench/`. The sink's single
+//! upload runs again at the end, and the report says whether the machine's speed
+//! held through the run.
 //!
 //! `--cluster` measures shared storage instead: 1, 2 and 3 nodes on one Garage
 //! and PostgreSQL beside the disk backend (`bench/src/cluster.rs`).
@@ -67,7 +69,9 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let rows = runs::throughput(&o, &bin, rustus.as_deref(), &work, &sizes, &mut run_no)?;
     let grid = runs::grid(&o, &bin, rustus.as_deref(), &work, &sizes, &mut run_no)?;
     let extras = extras::extras(&bin, profile, &work, (&sizes, &o), &mut run_no)?;
+    let (check, drift) = runs::drift(&o, &bin, &work, &sizes, &rows, &mut run_no)?;
     let mut table = report::report(&rows, &extras, &sizes);
+    let _ = writeln!(table, "\n{drift}");
     let _ = write!(
         table,
         "\nThroughput against concurrency, in the page cache (medians of {}, min–max when repeated; CPU seconds per GiB received):\n\n{}",
@@ -89,6 +93,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let all: Vec<Row> = rows
         .into_iter()
         .chain(grid.into_iter().flat_map(|g| g.cells))
+        .chain([check])
         .collect();
     write_records(&out_dir, &all, &extras, &table)?;
     let _ = fs::remove_dir_all(&work);

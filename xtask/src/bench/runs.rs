@@ -100,6 +100,59 @@ pub(super) fn throughput(
     Ok(rows)
 }
 
+/// Share by which the sink's single upload at the run's end may differ from the
+/// same at its start before the run is called unsteady.
+const DRIFT: f64 = 0.2;
+
+/// The sink's single upload again, at the run's end, against the same at its
+/// start (the first row of `rows`): this machine's speed drifts, and ratios mean
+/// something only between runs taken at one speed. The row, and a line for the
+/// report (a warning when the two differ by more than [`DRIFT`]).
+pub(super) fn drift(
+    o: &Options,
+    bin: &Path,
+    work: &Path,
+    z: &Sizes,
+    rows: &[Row],
+    run_no: &mut usize,
+) -> Result<(Row, String), String> {
+    let args = ["--uploads", "1", "--size", z.big];
+    let scenario = format!("machine check at the end, 1 upload ({})", z.big);
+    let end = measure(
+        o,
+        (bin, None, work, run_no),
+        Contender::Sink,
+        &scenario,
+        &args,
+        z.big_bytes,
+    )?;
+    let start = rows
+        .iter()
+        .find(|r| r.contender == Contender::Sink.name())
+        .and_then(|r| r.median("mib_per_s"));
+    let line = drift_line(z.big, start, end.median("mib_per_s"));
+    Ok((end, line))
+}
+
+/// The report's line on the sink's MiB/s at the `start` and the `end` of a run.
+fn drift_line(size: &str, start: Option<f64>, end: Option<f64>) -> String {
+    match (start, end) {
+        (Some(a), Some(b)) if a > 0.0 => {
+            let change = b / a - 1.0;
+            format!(
+                "Machine check: the sink's 1 upload ({size}) {a:.1} MiB/s at the start, {b:.1} at the end ({:+.0} %){}",
+                change * 100.0,
+                if change.abs() <= DRIFT {
+                    ""
+                } else {
+                    "; the machine's speed changed during the run: compare only figures taken close together"
+                }
+            )
+        }
+        _ => "Machine check: no figure to compare".to_owned(),
+    }
+}
+
 /// The grid: each size at each concurrency level, under the sink, our server and
 /// (with `--peers`) rustus, in the page cache. Runs over
 /// [`grid::MAX_RUN_BYTES`](super::grid::MAX_RUN_BYTES) in all are left out.
@@ -244,4 +297,21 @@ pub(super) fn fresh_dir(
 pub(super) fn next_dir(work: &Path, run_no: &mut usize) -> PathBuf {
     *run_no += 1;
     work.join(format!("run{run_no}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::drift_line;
+
+    #[test]
+    fn a_run_whose_machine_slowed_says_so() {
+        let steady = drift_line("150MB", Some(1000.0), Some(900.0));
+        assert!(steady.ends_with("(-10 %)"), "{steady}");
+        let slowed = drift_line("150MB", Some(1500.0), Some(500.0));
+        assert!(
+            slowed.contains("(-67 %); the machine's speed changed"),
+            "{slowed}"
+        );
+        assert!(drift_line("x", None, Some(1.0)).contains("no figure"));
+    }
 }
