@@ -599,6 +599,13 @@ impl Disk {
         blocking(move || files.open_writer(&path)?.sync_data()).await
     }
 
+    /// Makes every file's data on the data directory's file system durable at
+    /// once (unsupported on a simulated one).
+    pub(crate) async fn sync_all(&self) -> io::Result<()> {
+        let (files, root) = (Arc::clone(&self.files), Arc::clone(&self.root));
+        blocking(move || files.sync_file_system(&root)).await
+    }
+
     /// Whether a sync may run in the background, nobody waiting for it.
     pub(crate) fn background_syncs(&self) -> bool {
         self.files.background_syncs()

@@ -54,6 +54,12 @@ pub(crate) trait Files: Send + Sync + fmt::Debug + 'static {
     fn background_syncs(&self) -> bool {
         false
     }
+    /// Makes every file's data on the file system of `dir` durable at once
+    /// (`syncfs`): one journal commit, where a sync per file takes one each.
+    fn sync_file_system(&self, dir: &Path) -> io::Result<()> {
+        let _ = dir;
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// A file open for writes at offsets.
@@ -78,6 +84,10 @@ pub(crate) struct RealFiles;
 impl Files for RealFiles {
     fn background_syncs(&self) -> bool {
         true
+    }
+
+    fn sync_file_system(&self, dir: &Path) -> io::Result<()> {
+        rustix::fs::syncfs(File::open(dir)?).map_err(io::Error::from)
     }
 
     fn lock(&self, root: &Path) -> io::Result<Box<dyn fmt::Debug + Send + Sync>> {

@@ -461,6 +461,10 @@ async fn recover(
 /// of those attachments at start-up, as it did before the sync.
 const SETTLE_AFTER: Duration = Duration::from_secs(40);
 
+/// How many attachments waiting for their sync at a stop make one `syncfs`
+/// worth it, rather than a sync each.
+const SYNCFS_FROM: usize = 16;
+
 /// Works through the store's unsettled attachments ([`Inner::unsettled`]) in
 /// order, each once it is due, or at once when the server stops; ends when the
 /// store is gone, or stopping with nothing left. One task, however many
@@ -495,6 +499,28 @@ async fn settler(disk: Disk, store: std::sync::Weak<Inner>) {
         tokio::select! {
             () = tokio::time::sleep_until(due) => {}
             () = stopping.cancelled() => {}
+        }
+        if stopping.is_cancelled() {
+            // A stop: all that is left at once, with one sync of the file system.
+            let Some(inner) = store.upgrade() else {
+                return;
+            };
+            let left: Vec<String> = {
+                let mut queue = inner.unsettled.lock().expect("settle lock");
+                queue.drain(..).map(|(_, id)| id).collect()
+            };
+            drop(inner);
+            // Past a few, one sync of the whole file system (other programs'
+            // writes on it too) costs less than a journal commit each.
+            let synced = left.len() >= SYNCFS_FROM && disk.sync_all().await.is_ok();
+            for id in left {
+                if synced {
+                    settled_as_synced(&disk, &store, &id).await;
+                } else {
+                    settle(disk.clone(), store.clone(), id).await;
+                }
+            }
+            continue;
         }
         settle(disk.clone(), store.clone(), id).await;
         if let Some(inner) = store.upgrade() {
@@ -532,18 +558,24 @@ async fn settle(disk: Disk, store: std::sync::Weak<Inner>, id: String) {
         }
         return;
     }
+    settled_as_synced(&disk, &store, &id).await;
+}
+
+/// Records the attachment `id`, whose bytes are now synced, as synced (its sums
+/// dropped): start-up need not check it any more.
+async fn settled_as_synced(disk: &Disk, store: &std::sync::Weak<Inner>, id: &str) {
     let Some(store) = store.upgrade() else {
         return;
     };
     let settled = {
         let mut attachments = store.attachments.write().expect("attachments lock");
-        attachments.get_mut(&id).map(|a| {
+        attachments.get_mut(id).map(|a| {
             a.unsynced.clear();
             a.clone()
         })
     };
     if let Some(att) = settled
-        && let Err(e) = disk.put("attachments", &id, &att).await
+        && let Err(e) = disk.put("attachments", id, &att).await
     {
         warn!(attachment = %id, error = %e, "could not record a completed attachment as synced");
     }
@@ -552,9 +584,9 @@ async fn settle(disk: Disk, store: std::sync::Weak<Inner>, id: String) {
         .attachments
         .read()
         .expect("attachments lock")
-        .contains_key(&id);
+        .contains_key(id);
     if gone {
-        let _ = disk.delete_attachment(&id).await;
+        let _ = disk.delete_attachment(id).await;
     }
 }
 

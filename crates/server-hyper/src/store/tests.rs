@@ -401,3 +401,38 @@ async fn under_fsync_never_a_completions_sync_waits_and_a_stop_runs_it_at_once()
         .collect();
     assert!(names.iter().all(|n| !n.starts_with("att-s-2")), "{names:?}");
 }
+
+/// Many completions waiting at a stop are synced with one sync of the file
+/// system, and every one is recorded as synced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_completions_waiting_at_a_stop_are_all_synced_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = super::local::LocalStore::open(dir.path(), crate::config::Fsync::Never)
+        .await
+        .unwrap();
+    store.put_item(&item_1()).await.unwrap();
+    let data: Vec<u8> = (0..10u8).collect();
+    for i in 0..20 {
+        let id = format!("s-{i}");
+        let (record, _) = new_session(&id, "item-1", 10);
+        store.create_session(&record).await.unwrap();
+        store_fragment(&store, &id, &data, 0, 9).await;
+    }
+    let unsynced = || {
+        std::fs::read_dir(dir.path().join("attachments"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .filter(|p| {
+                let record: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+                record.get("unsynced").is_some()
+            })
+            .count()
+    };
+    assert_eq!(unsynced(), 20, "every sync waits");
+    tokio::time::timeout(Duration::from_secs(20), store.settled())
+        .await
+        .expect("a stop does not wait out the delay");
+    assert_eq!(unsynced(), 0, "every one synced at the stop, and recorded");
+}
