@@ -176,7 +176,7 @@ fn file_len(path: &Path) -> u64 {
 }
 
 /// Our client uploading one big file, and `loadgen` uploading as much, each
-/// `reps` times, alternating (and which goes first, too), each against a fresh
+/// `2 × reps` times, alternating (and which goes first, too), each against a fresh
 /// server: the CLI's figure is
 /// its whole process (start, draft, session, file reads, hash, resume state);
 /// `loadgen`'s is its upload (session and fragments, bytes from memory).
@@ -189,10 +189,11 @@ fn our_client(
     let file = upload_file(&next_dir(work, run_no), big_bytes)?;
     let fairness = o.cache_fairness.then_some(big_bytes);
     let (mut cli, mut lg) = (Vec::new(), Vec::new());
-    for rep in 0..o.reps {
-        // Which goes first alternates (CLI, loadgen, loadgen, CLI, …), so that
-        // neither always runs on the machine the other has just left.
-        for cli_turn in [rep % 2 == 0, rep % 2 == 1] {
+    for _ in 0..o.reps {
+        // CLI, loadgen, loadgen, CLI in each repetition: each goes first as
+        // often as the other, so neither always runs on the machine the other
+        // has just left.
+        for cli_turn in [true, false, false, true] {
             let dir = fresh_dir(work, run_no, fairness)?;
             let server = Contender::Ours.start(bin, &dir.join("data"))?;
             if cli_turn {
