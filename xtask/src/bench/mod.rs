@@ -69,7 +69,11 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let rows = runs::throughput(&o, &bin, rustus.as_deref(), &work, &sizes, &mut run_no)?;
     let grid = runs::grid(&o, &bin, rustus.as_deref(), &work, &sizes, &mut run_no)?;
     let extras = extras::extras(&bin, profile, &work, (&sizes, &o), &mut run_no)?;
-    let (check, drift) = runs::drift(&o, &bin, &work, &sizes, &rows, &mut run_no)?;
+    // A check that fails loses its line, not the run's records.
+    let (check, drift) = match runs::drift(&o, &bin, &work, &sizes, &rows, &mut run_no) {
+        Ok((row, line)) => (Some(row), line),
+        Err(e) => (None, format!("Machine check failed: {e}")),
+    };
     let mut table = report::report(&rows, &extras, &sizes);
     let _ = writeln!(table, "\n{drift}");
     let _ = write!(
@@ -93,7 +97,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let all: Vec<Row> = rows
         .into_iter()
         .chain(grid.into_iter().flat_map(|g| g.cells))
-        .chain([check])
+        .chain(check)
         .collect();
     write_records(&out_dir, &all, &extras, &table)?;
     let _ = fs::remove_dir_all(&work);

@@ -24,13 +24,20 @@ pub(super) fn median(figures: impl IntoIterator<Item = f64>) -> Option<f64> {
     median_min_max(figures.into_iter().collect()).map(|m| m.0)
 }
 
-/// The median, least and greatest of `v`.
+/// The median (of an even count, the mean of the two middle values), least and
+/// greatest of `v`.
 fn median_min_max(mut v: Vec<f64>) -> Option<(f64, f64, f64)> {
     if v.is_empty() {
         return None;
     }
     v.sort_by(f64::total_cmp);
-    Some((v[v.len() / 2], v[0], v[v.len() - 1]))
+    let n = v.len();
+    let median = if n.is_multiple_of(2) {
+        f64::midpoint(v[n / 2 - 1], v[n / 2])
+    } else {
+        v[n / 2]
+    };
+    Some((median, v[0], v[n - 1]))
 }
 
 /// One row of results: a scenario under one contender, over all repetitions.
@@ -64,5 +71,17 @@ impl Row {
             Some((m, _, _)) => format!("{m:.1}"),
             None => "–".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn an_even_count_takes_the_mean_of_its_two_middle_values() {
+        assert_eq!(median([3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median([4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median([]), None);
     }
 }

@@ -128,7 +128,7 @@ pub(super) fn drift(
     )?;
     let start = rows
         .iter()
-        .find(|r| r.contender == Contender::Sink.name())
+        .find(|r| r.contender == Contender::Sink.name() && r.scenario.starts_with("1 upload"))
         .and_then(|r| r.median("mib_per_s"));
     let line = drift_line(z.big, start, end.median("mib_per_s"));
     Ok((end, line))

@@ -599,11 +599,11 @@ impl Disk {
         blocking(move || files.open_writer(&path)?.sync_data()).await
     }
 
-    /// Makes every file's data on the data directory's file system durable at
-    /// once (unsupported on a simulated one).
+    /// Makes every file's data on the attachments' file system durable at once
+    /// (unsupported on a simulated one, and off Linux).
     pub(crate) async fn sync_all(&self) -> io::Result<()> {
-        let (files, root) = (Arc::clone(&self.files), Arc::clone(&self.root));
-        blocking(move || files.sync_file_system(&root)).await
+        let (files, dir) = (Arc::clone(&self.files), self.root.join("attachments"));
+        blocking(move || files.sync_file_system(&dir)).await
     }
 
     /// Whether a sync may run in the background, nobody waiting for it.

@@ -86,6 +86,7 @@ impl Files for RealFiles {
         true
     }
 
+    #[cfg(target_os = "linux")]
     fn sync_file_system(&self, dir: &Path) -> io::Result<()> {
         rustix::fs::syncfs(File::open(dir)?).map_err(io::Error::from)
     }

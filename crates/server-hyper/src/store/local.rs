@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use upsession_core::ByteRange;
 use upsession_core::session::{Phase, Recovery};
 use upsession_core::timer::Timers;
@@ -452,6 +452,13 @@ async fn recover(
     }
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The settler, if it waits on an empty queue, ends.
+        self.stopping.cancel();
+    }
+}
+
 /// How long a completed attachment's bytes are left to the kernel before
 /// [`settle`] syncs them (`--fsync never`): Linux writes dirty pages back once
 /// they are 30 s old (`vm.dirty_expire_centisecs`) at its flusher's next round,
@@ -511,14 +518,16 @@ async fn settler(disk: Disk, store: std::sync::Weak<Inner>) {
             };
             drop(inner);
             // Past a few, one sync of the whole file system (other programs'
-            // writes on it too) costs less than a journal commit each.
-            let synced = left.len() >= SYNCFS_FROM && disk.sync_all().await.is_ok();
+            // writes on it too) takes the journal commit for all of them; each
+            // file's own sync after it then finds nothing to commit, and still
+            // reports a write error of that file that `syncfs` may not.
+            if left.len() >= SYNCFS_FROM
+                && let Err(e) = disk.sync_all().await
+            {
+                debug!(error = %e, "no syncfs; a sync per attachment");
+            }
             for id in left {
-                if synced {
-                    settled_as_synced(&disk, &store, &id).await;
-                } else {
-                    settle(disk.clone(), store.clone(), id).await;
-                }
+                settle(disk.clone(), store.clone(), id).await;
             }
             continue;
         }
@@ -1084,13 +1093,12 @@ impl SessionGuard for LocalGuard {
             if deferred {
                 let store = Arc::downgrade(&self.store);
                 if disk.background_syncs() {
-                    let due = tokio::time::Instant::now() + SETTLE_AFTER;
                     let inner = &self.store;
-                    inner
-                        .unsettled
-                        .lock()
-                        .expect("settle lock")
-                        .push_back((due, id));
+                    {
+                        // Stamped under the lock: the queue stays in order.
+                        let mut queue = inner.unsettled.lock().expect("settle lock");
+                        queue.push_back((tokio::time::Instant::now() + SETTLE_AFTER, id));
+                    }
                     if !inner
                         .settler_started
                         .swap(true, std::sync::atomic::Ordering::Relaxed)
