@@ -359,80 +359,166 @@ async fn the_shared_store_reaches_postgres_over_verified_tls() {
     assert!(said.contains("not valid for name"), "{err}");
 }
 
-/// Under `--fsync never` a completed attachment's bytes are synced later, not
-/// beside the uploads still going: its record keeps its sums until then. A stop
-/// runs the waiting sync at once (it does not wait out the delay) and records the
-/// attachment as synced.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn under_fsync_never_a_completions_sync_waits_and_a_stop_runs_it_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = super::local::LocalStore::open(dir.path(), crate::config::Fsync::Never)
-        .await
-        .unwrap();
-    let item = item_1();
-    store.put_item(&item).await.unwrap();
-    let data: Vec<u8> = (0..10u8).collect();
-    let (record, _) = new_session("s-1", "item-1", 10);
-    store.create_session(&record).await.unwrap();
-    store_fragment(&store, "s-1", &data, 0, 9).await;
-    let unsynced = || {
-        let path = dir.path().join("attachments").join("att-s-1.json");
-        let record: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        record.get("unsynced").is_some()
-    };
-    // A second one, deleted while its sync waits: it stays deleted.
-    let (record, _) = new_session("s-2", "item-1", 10);
-    store.create_session(&record).await.unwrap();
-    store_fragment(&store, "s-2", &data, 0, 9).await;
-    let view = store.item("item-1").await.unwrap().unwrap();
-    let second = view.attachments.iter().find(|a| a.meta.id == "att-s-2");
-    held(&store, "s-2").await.close(false).await.unwrap();
-    assert!(store.delete_attachment(second.unwrap()).await.unwrap());
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(unsynced(), "the sync waits");
-    tokio::time::timeout(Duration::from_secs(20), store.settled())
-        .await
-        .expect("a stop does not wait out the delay");
-    assert!(!unsynced(), "synced at the stop, and recorded");
-    let records = std::fs::read_dir(dir.path().join("attachments")).unwrap();
-    let names: Vec<String> = records
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert!(names.iter().all(|n| !n.starts_with("att-s-2")), "{names:?}");
+/// The operating system's files, counting the `syncfs` calls.
+#[derive(Debug, Default)]
+struct CountingSyncfs(std::sync::atomic::AtomicUsize);
+
+impl CountingSyncfs {
+    fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
-/// Many completions waiting at a stop are synced with one sync of the file
-/// system, and every one is recorded as synced.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_completions_waiting_at_a_stop_are_all_synced_and_recorded() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = super::local::LocalStore::open(dir.path(), crate::config::Fsync::Never)
+impl super::files::Files for CountingSyncfs {
+    fn background_syncs(&self) -> bool {
+        super::files::RealFiles.background_syncs()
+    }
+    fn sync_file_system(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        super::files::RealFiles.sync_file_system(dir)
+    }
+    fn lock(
+        &self,
+        root: &std::path::Path,
+    ) -> std::io::Result<Box<dyn std::fmt::Debug + Send + Sync>> {
+        super::files::RealFiles.lock(root)
+    }
+    fn create_dir_all(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        super::files::RealFiles.create_dir_all(dir)
+    }
+    fn list(&self, dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+        super::files::RealFiles.list(dir)
+    }
+    fn read(&self, path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+        super::files::RealFiles.read(path)
+    }
+    fn read_at(&self, path: &std::path::Path, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        super::files::RealFiles.read_at(path, offset, len)
+    }
+    fn len(&self, path: &std::path::Path) -> std::io::Result<u64> {
+        super::files::RealFiles.len(path)
+    }
+    fn write_file(
+        &self,
+        path: &std::path::Path,
+        bytes: &[u8],
+        sync: bool,
+        private: bool,
+    ) -> std::io::Result<()> {
+        super::files::RealFiles.write_file(path, bytes, sync, private)
+    }
+    fn open_writer(
+        &self,
+        path: &std::path::Path,
+    ) -> std::io::Result<Box<dyn super::files::FileHandle>> {
+        super::files::RealFiles.open_writer(path)
+    }
+    fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+        super::files::RealFiles.rename(from, to)
+    }
+    fn remove(&self, path: &std::path::Path) -> std::io::Result<()> {
+        super::files::RealFiles.remove(path)
+    }
+    fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        super::files::RealFiles.sync_dir(dir)
+    }
+    fn stream(
+        &self,
+        path: &std::path::Path,
+        window: ByteRange,
+    ) -> std::io::Result<super::ByteStream> {
+        super::files::RealFiles.stream(path, window)
+    }
+}
+
+/// A `--fsync never` store in `dir` on `files`, with Alice's `item-1` and `n`
+/// completed 10-byte attachments (`att-s-0`…).
+async fn completed_under_fsync_never(
+    files: Arc<CountingSyncfs>,
+    dir: &std::path::Path,
+    n: usize,
+) -> super::local::LocalStore {
+    let store = super::local::LocalStore::open_on(files, dir, crate::config::Fsync::Never)
         .await
         .unwrap();
     store.put_item(&item_1()).await.unwrap();
     let data: Vec<u8> = (0..10u8).collect();
-    for i in 0..20 {
+    for i in 0..n {
         let id = format!("s-{i}");
         let (record, _) = new_session(&id, "item-1", 10);
         store.create_session(&record).await.unwrap();
         store_fragment(&store, &id, &data, 0, 9).await;
     }
-    let unsynced = || {
-        std::fs::read_dir(dir.path().join("attachments"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .filter(|p| {
-                let record: serde_json::Value =
-                    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
-                record.get("unsynced").is_some()
-            })
-            .count()
-    };
-    assert_eq!(unsynced(), 20, "every sync waits");
+    store
+}
+
+/// The attachment records in `dir` that still carry their sums (their bytes
+/// not synced yet), by file name.
+fn unsynced_records(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir.join("attachments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter(|p| {
+            let record: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+            record.get("unsynced").is_some()
+        })
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Under `--fsync never` a completed attachment's bytes are synced later, not
+/// beside the uploads still going: its record keeps its sums until then. A stop
+/// runs the waiting sync at once (it does not wait out the delay) and records the
+/// attachment as synced; one deleted while it waited stays deleted. Two waiting
+/// take a sync each, no `syncfs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_fsync_never_a_completions_sync_waits_and_a_stop_runs_it_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = Arc::new(CountingSyncfs::default());
+    let store = completed_under_fsync_never(Arc::clone(&files), dir.path(), 2).await;
+    let view = store.item("item-1").await.unwrap().unwrap();
+    let second = view.attachments.iter().find(|a| a.meta.id == "att-s-1");
+    held(&store, "s-1").await.close(false).await.unwrap();
+    assert!(store.delete_attachment(second.unwrap()).await.unwrap());
+    // Nothing to wait for but the absence of a sync: a while, then still there.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        unsynced_records(dir.path()),
+        ["att-s-0.json"],
+        "the sync waits"
+    );
     tokio::time::timeout(Duration::from_secs(20), store.settled())
         .await
         .expect("a stop does not wait out the delay");
-    assert_eq!(unsynced(), 0, "every one synced at the stop, and recorded");
+    assert!(
+        unsynced_records(dir.path()).is_empty(),
+        "synced at the stop, and recorded"
+    );
+    let names: Vec<String> = std::fs::read_dir(dir.path().join("attachments"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.starts_with("att-s-1")), "{names:?}");
+    assert_eq!(files.count(), 0, "two waiting: a sync each");
+}
+
+/// Many completions waiting at a stop take one sync of the file system (then
+/// each its own, which finds nothing left to write), and every one is recorded
+/// as synced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_completions_waiting_at_a_stop_are_all_synced_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = Arc::new(CountingSyncfs::default());
+    let store = completed_under_fsync_never(Arc::clone(&files), dir.path(), 20).await;
+    assert_eq!(unsynced_records(dir.path()).len(), 20, "every sync waits");
+    tokio::time::timeout(Duration::from_secs(20), store.settled())
+        .await
+        .expect("a stop does not wait out the delay");
+    assert!(
+        unsynced_records(dir.path()).is_empty(),
+        "every one synced at the stop, and recorded"
+    );
+    assert_eq!(files.count(), 1, "one syncfs for the twenty");
 }
