@@ -6,11 +6,14 @@
 //!
 //! ```text
 //! loadgen --base-url URL --token T --uploads 16 --size 16MiB [--fragment 4MiB] [--pid PID] [--probe]
+//! loadgen ... --uploads 4 --rounds 16 --size 4MiB  (each of 4 uploads sends 16 files in turn)
 //! loadgen --base-url URL --token T --idle 10000 [--size 3MB] [--pid PID]
 //! loadgen ... --nodes http://127.0.0.1:A,http://127.0.0.1:B  (fragments alternate nodes)
 //! loadgen --tus http://127.0.0.1:PORT/files --uploads 16 --size 16MiB  (a tus server)
 //! loadgen ... --h2-idle 5000  (uploads while holding 5000 preface-only HTTP/2 connections)
 //! ```
+//!
+//! The checks run after a task's last file, outside the measured window.
 //!
 //! Prints one line of `key=value` figures: bytes, seconds, MiB/s, fragment latency
 //! p50/p99, the reads' MiB/s (`read_mib_per_s`, from the first read's start to the
@@ -57,6 +60,10 @@ struct Args {
     /// Uploads at once.
     #[arg(long, default_value_t = 1)]
     uploads: usize,
+    /// Files each of the `--uploads` uploads sends, one after another: many small
+    /// files make a run long enough to measure, at the same concurrency.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    rounds: u32,
     /// Bytes per file (`16MiB`, `150MB`, `1GiB`, or a count).
     #[arg(long, default_value = "150MB", value_parser = parse_size)]
     size: usize,
@@ -143,15 +150,22 @@ fn assert_stored(stored: &[u8], data: &[u8]) {
     );
 }
 
-/// Uploads `data` with fixed fragments, then checks what was stored; returns the
-/// fragment latencies and when the last fragment was answered.
+/// What one upload left to check once its task has sent all its files: the
+/// attachment's (Graph) or the upload's (tus) URL.
+enum Check {
+    Graph(String),
+    Tus(String),
+}
+
+/// Uploads `data` with fixed fragments; returns the fragment latencies, when the
+/// last fragment was answered and what to check.
 async fn upload(
-    http: reqwest::Client,
+    http: &reqwest::Client,
     a: &Args,
-    data: Bytes,
+    data: &Bytes,
     n: usize,
-) -> (Vec<Duration>, Instant) {
-    let url = open_session(&http, a, data.len()).await;
+) -> (Vec<Duration>, Instant, Check) {
+    let url = open_session(http, a, data.len()).await;
     // The uploadUrl's path and query, for sending fragments to other nodes.
     let path = url.find("/uploads/").map(|i| url[i..].to_owned());
     let mut latencies = Vec::new();
@@ -188,23 +202,42 @@ async fn upload(
             other => panic!("fragment {start}-{end} answered {other}"),
         }
     };
-    let uploaded = Instant::now();
+    (latencies, Instant::now(), Check::Graph(location))
+}
+
+/// Reads back what [`upload`] or [`upload_tus`] stored and checks it is `data`.
+async fn verify(http: &reqwest::Client, a: &Args, data: &Bytes, check: Check) {
+    let location = match check {
+        Check::Graph(location) => location,
+        Check::Tus(url) => {
+            let stored = http
+                .get(&url)
+                .send()
+                .await
+                .expect("upload readable")
+                .bytes()
+                .await
+                .expect("upload bytes");
+            assert_stored(&stored, data);
+            return;
+        }
+    };
+    let started = Instant::now();
     // Streamed and summed as it comes (CRC-32C keeps up with any server here;
     // collecting and SHA-256 made this client the read's bottleneck).
-    let mut res = graph(&http, a).value(&location).await;
+    let mut res = graph(http, a).value(&location).await;
     assert_eq!(res.status(), 200, "GET {location}/$value");
     let (mut read, mut sum) = (0, crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi));
     while let Some(chunk) = res.chunk().await.expect("the attachment's bytes") {
         read += chunk.len();
         sum.update(&chunk);
     }
-    READ.record(uploaded, read);
+    READ.record(started, read);
     assert!(
         read == data.len()
-            && sum.finalize() == crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, &data),
+            && sum.finalize() == crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, data),
         "stored bytes differ"
     );
-    (latencies, uploaded)
 }
 
 /// The verification reads (`GET …/$value`): their bytes and the time from the
@@ -230,9 +263,13 @@ impl Reads {
     }
 }
 
-/// [`upload`] over tus 1.0: creation, `PATCH`es of the same fragment size at their
-/// offsets, then a `GET` of the upload (tus's "getting" extension) to verify.
-async fn upload_tus(http: reqwest::Client, a: &Args, data: Bytes) -> (Vec<Duration>, Instant) {
+/// [`upload`] over tus 1.0: creation, then `PATCH`es of the same fragment size at
+/// their offsets; checked by a `GET` of the upload (tus's "getting" extension).
+async fn upload_tus(
+    http: &reqwest::Client,
+    a: &Args,
+    data: &Bytes,
+) -> (Vec<Duration>, Instant, Check) {
     let create = a.tus.as_deref().expect("tus mode");
     let res = http
         .post(create)
@@ -272,17 +309,33 @@ async fn upload_tus(http: reqwest::Client, a: &Args, data: Bytes) -> (Vec<Durati
         assert_eq!(status, 204, "tus PATCH {start}-{end}");
         start = end;
     }
-    let uploaded = Instant::now();
-    let stored = http
-        .get(&url)
-        .send()
-        .await
-        .expect("upload readable")
-        .bytes()
-        .await
-        .expect("upload bytes");
-    assert_stored(&stored, &data);
-    (latencies, uploaded)
+    (latencies, Instant::now(), Check::Tus(url))
+}
+
+/// One of the `--uploads` tasks: `--rounds` files one after another, then their
+/// checks (outside the measured window); returns the fragment latencies and when
+/// its last fragment was answered.
+async fn task(
+    http: reqwest::Client,
+    a: Arc<Args>,
+    data: Bytes,
+    n: usize,
+) -> (Vec<Duration>, Instant) {
+    let (mut latencies, mut checks, mut last) = (Vec::new(), Vec::new(), Instant::now());
+    for _ in 0..a.rounds {
+        let (l, uploaded, check) = if a.tus.is_some() {
+            upload_tus(&http, &a, &data).await
+        } else {
+            upload(&http, &a, &data, n).await
+        };
+        latencies.extend(l);
+        checks.push(check);
+        last = uploaded;
+    }
+    for check in checks {
+        verify(&http, &a, &data, check).await;
+    }
+    (latencies, last)
 }
 
 /// `GET uploadUrl` of `url` in a loop until `stop` (at most 100,000 times).
@@ -415,16 +468,7 @@ async fn main() {
     let held = hold_preface_only(&a.base, a.h2_idle as usize).await;
     let started = Instant::now();
     let tasks: Vec<_> = (0..a.uploads)
-        .map(|n| {
-            let (http, a, data) = (http.clone(), a.clone(), data.clone());
-            tokio::spawn(async move {
-                if a.tus.is_some() {
-                    upload_tus(http, &a, data).await
-                } else {
-                    upload(http, &a, data, n).await
-                }
-            })
-        })
+        .map(|n| tokio::spawn(task(http.clone(), a.clone(), data.clone(), n)))
         .collect();
     let mut latencies = Vec::new();
     let mut last = started;
@@ -442,10 +486,11 @@ async fn main() {
     };
     probes.sort();
     latencies.sort();
-    let total = (a.size * a.uploads) as f64;
+    let total = (a.size * a.uploads) as f64 * f64::from(a.rounds);
     let mut line = format!(
-        "uploads={} size={} fragment={} seconds={secs:.3} mib_per_s={:.1} frag_p50_ms={:.2} frag_p99_ms={:.2}",
+        "uploads={} rounds={} size={} fragment={} seconds={secs:.3} mib_per_s={:.1} frag_p50_ms={:.2} frag_p99_ms={:.2}",
         a.uploads,
+        a.rounds,
         a.size,
         a.fragment,
         total / secs / f64::from(1 << 20),
@@ -507,6 +552,10 @@ mod tests {
             (16, 16 << 20, 4 << 20, true)
         );
         assert_eq!(a.nodes, ["http://a", "http://b"]);
+        assert_eq!(a.rounds, 1, "one file per upload unless asked");
+        let a = <Args as clap::Parser>::try_parse_from(["loadgen", "--rounds", "16"]).unwrap();
+        assert_eq!(a.rounds, 16);
+        assert!(<Args as clap::Parser>::try_parse_from(["loadgen", "--rounds", "0"]).is_err());
         assert!(
             <Args as clap::Parser>::try_parse_from(["loadgen", "--h2-idle", "100001"]).is_err()
         );

@@ -91,6 +91,10 @@ pub(super) struct Sizes {
     /// levels.
     pub(super) grid_files: Vec<(&'static str, u64)>,
     pub(super) grid_concurrency: &'static [u32],
+    /// The least bytes a grid cell moves: each upload sends files one after
+    /// another until the cell holds this much (`loadgen --rounds`), since a cell
+    /// of a few small files would time its start, not its throughput.
+    pub(super) grid_min_bytes: u64,
 }
 
 impl Sizes {
@@ -111,6 +115,7 @@ impl Sizes {
                 h2_idle: 300,
                 grid_files: vec![("4MiB", 4 << 20)],
                 grid_concurrency: &[1, 4],
+                grid_min_bytes: 16 << 20,
             }
         } else {
             Self {
@@ -123,6 +128,7 @@ impl Sizes {
                 h2_idle: 5000,
                 grid_files,
                 grid_concurrency: &[1, 4, 16, 64],
+                grid_min_bytes: 256 << 20,
             }
         }
     }

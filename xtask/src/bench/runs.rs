@@ -182,7 +182,8 @@ pub(super) fn grid(
         // Each cell under every contender in turn, so that what one cell leaves
         // behind (writeback, a full page cache) falls on each contender alike.
         for &n in z.grid_concurrency {
-            let bytes = size_bytes * u64::from(n);
+            let rounds = grid_rounds(z.grid_min_bytes, size_bytes, n);
+            let bytes = size_bytes * u64::from(n) * u64::from(rounds);
             if bytes > super::grid::MAX_RUN_BYTES {
                 continue;
             }
@@ -198,8 +199,8 @@ pub(super) fn grid(
                     );
                     continue;
                 }
-                let uploads = n.to_string();
-                let args = ["--uploads", uploads.as_str(), "--size", size];
+                let (uploads, rounds) = (n.to_string(), rounds.to_string());
+                let args = ["--uploads", &uploads, "--rounds", &rounds, "--size", size];
                 let cell = measure(
                     o,
                     (bin, rustus, work, run_no),
@@ -215,6 +216,13 @@ pub(super) fn grid(
         rows.extend(size_rows);
     }
     Ok(rows)
+}
+
+/// How many files each of `n` uploads of `size_bytes` sends in turn, so that the
+/// cell moves at least `min_bytes`.
+fn grid_rounds(min_bytes: u64, size_bytes: u64, n: u32) -> u32 {
+    let per_round = (size_bytes * u64::from(n)).max(1);
+    u32::try_from(min_bytes.div_ceil(per_round).max(1)).unwrap_or(u32::MAX)
 }
 
 /// What a run of `bytes` needs free: its bytes (the page-cache fairness file is
@@ -302,6 +310,18 @@ pub(super) fn next_dir(work: &Path, run_no: &mut usize) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::drift_line;
+
+    #[test]
+    fn a_grid_cell_moves_at_least_its_least_bytes() {
+        use super::grid_rounds;
+        let min = 256 << 20;
+        assert_eq!(grid_rounds(min, 4 << 20, 1), 64);
+        assert_eq!(grid_rounds(min, 4 << 20, 4), 16);
+        assert_eq!(grid_rounds(min, 4 << 20, 64), 1);
+        assert_eq!(grid_rounds(min, 150 << 20, 1), 2);
+        assert_eq!(grid_rounds(min, 150 << 20, 4), 1);
+        assert_eq!(grid_rounds(min, 3 << 20, 1), 86, "rounded up");
+    }
 
     #[test]
     fn a_run_whose_machine_slowed_says_so() {
