@@ -20,7 +20,8 @@
 //! last one's end: alone after one upload, beside the others' uploads after many),
 //! with `--probe` the latency of `GET uploadUrl` of another session while
 //! the uploads run, and with `--pid` the server's RSS (peak and now) and CPU seconds
-//! from /proc. `--idle N` only creates N sessions and leaves them idle. `--h2-idle
+//! from /proc (`server_cpu_s` in all; `server_ingest_cpu_s` from the uploads' start
+//! to the last one's last fragment, sampled as each task ends its uploads). `--idle N` only creates N sessions and leaves them idle. `--h2-idle
 //! N` first opens N connections that send the HTTP/2 preface and nothing more (from
 //! 127.0.0.2 on, 400 per address), holds them through the uploads, and reports how
 //! many the server kept open, closed, or refused.
@@ -312,15 +313,17 @@ async fn upload_tus(
     (latencies, Instant::now(), Check::Tus(url))
 }
 
+/// What one of the `--uploads` tasks measured: its fragment latencies, when its
+/// last fragment was answered, and the server's CPU seconds then (with `--pid`).
+struct Sent {
+    latencies: Vec<Duration>,
+    last: Instant,
+    server_cpu_s: Option<f64>,
+}
+
 /// One of the `--uploads` tasks: `--rounds` files one after another, then their
-/// checks (outside the measured window); returns the fragment latencies and when
-/// its last fragment was answered.
-async fn task(
-    http: reqwest::Client,
-    a: Arc<Args>,
-    data: Bytes,
-    n: usize,
-) -> (Vec<Duration>, Instant) {
+/// checks (outside the measured window).
+async fn task(http: reqwest::Client, a: Arc<Args>, data: Bytes, n: usize) -> Sent {
     let (mut latencies, mut checks, mut last) = (Vec::new(), Vec::new(), Instant::now());
     for _ in 0..a.rounds {
         let (l, uploaded, check) = if a.tus.is_some() {
@@ -332,10 +335,15 @@ async fn task(
         checks.push(check);
         last = uploaded;
     }
+    let server_cpu_s = a.pid.and_then(proc_figures).map(|(_, _, cpu)| cpu);
     for check in checks {
         verify(&http, &a, &data, check).await;
     }
-    (latencies, last)
+    Sent {
+        latencies,
+        last,
+        server_cpu_s,
+    }
 }
 
 /// `GET uploadUrl` of `url` in a loop until `stop` (at most 100,000 times).
@@ -466,16 +474,20 @@ async fn main() {
         None
     };
     let held = hold_preface_only(&a.base, a.h2_idle as usize).await;
+    let cpu_before = a.pid.and_then(proc_figures).map(|(_, _, cpu)| cpu);
     let started = Instant::now();
     let tasks: Vec<_> = (0..a.uploads)
         .map(|n| tokio::spawn(task(http.clone(), a.clone(), data.clone(), n)))
         .collect();
-    let mut latencies = Vec::new();
-    let mut last = started;
+    let (mut latencies, mut last, mut cpu_after) = (Vec::new(), started, None::<f64>);
     for t in tasks {
-        let (l, uploaded) = t.await.expect("upload task");
-        latencies.extend(l);
-        last = last.max(uploaded);
+        let sent = t.await.expect("upload task");
+        latencies.extend(sent.latencies);
+        last = last.max(sent.last);
+        cpu_after = match (cpu_after, sent.server_cpu_s) {
+            (Some(x), Some(y)) => Some(x.max(y)),
+            (x, y) => x.or(y),
+        };
     }
     // Ingest time: until the last fragment was answered (verification reads excluded).
     let secs = (last - started).as_secs_f64();
@@ -510,6 +522,10 @@ async fn main() {
     }
     if a.h2_idle > 0 {
         line += &hostile_figures(held).await;
+    }
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+        // The uploads alone: not the server's start nor the checks' reads.
+        let _ = write!(line, " server_ingest_cpu_s={:.2}", after - before);
     }
     line += &proc_suffix(a.pid);
     if let Some((_, _, cpu)) = proc_figures(std::process::id()) {

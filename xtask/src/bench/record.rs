@@ -53,13 +53,16 @@ impl Row {
         median(self.records.iter().filter_map(|r| num(r, key)))
     }
 
-    /// The server's median CPU seconds per GiB received.
+    /// The server's median CPU seconds per GiB received, while receiving it
+    /// (`server_ingest_cpu_s`; from a loadgen without it: the server's whole life).
     pub(super) fn cpu_s_per_gib(&self) -> Option<f64> {
-        let gib = self
-            .records
-            .first()
-            .and_then(|r| Some(num(r, "size")? * num(r, "uploads")? / f64::from(1 << 30)))?;
-        let cpu = self.median("server_cpu_s")?;
+        let gib = self.records.first().and_then(|r| {
+            let rounds = num(r, "rounds").unwrap_or(1.0);
+            Some(num(r, "size")? * num(r, "uploads")? * rounds / f64::from(1 << 30))
+        })?;
+        let cpu = self
+            .median("server_ingest_cpu_s")
+            .or_else(|| self.median("server_cpu_s"))?;
         // Zero: the run was shorter than the kernel's CPU clock tick (10 ms).
         (gib > 0.0 && cpu > 0.0).then(|| cpu / gib)
     }
@@ -77,6 +80,34 @@ impl Row {
 #[cfg(test)]
 mod tests {
     use super::median;
+
+    #[test]
+    fn cpu_per_gib_counts_every_round_and_takes_the_ingest_figure() {
+        let row = |pairs: &[(&str, &str)]| super::Row {
+            scenario: "grid".into(),
+            contender: "x",
+            records: vec![
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ],
+        };
+        let mib4 = (4u64 << 20).to_string();
+        // 4 uploads × 64 rounds × 4 MiB = 1 GiB; 0.5 s of CPU while ingesting,
+        // 0.9 s in the server's whole life.
+        let r = row(&[
+            ("size", &mib4),
+            ("uploads", "4"),
+            ("rounds", "64"),
+            ("server_cpu_s", "0.9"),
+            ("server_ingest_cpu_s", "0.5"),
+        ]);
+        assert_eq!(r.cpu_s_per_gib(), Some(0.5));
+        // An older loadgen's line: one round, the whole life's CPU.
+        let r = row(&[("size", &mib4), ("uploads", "256"), ("server_cpu_s", "0.9")]);
+        assert_eq!(r.cpu_s_per_gib(), Some(0.9));
+    }
 
     #[test]
     fn an_even_count_takes_the_mean_of_its_two_middle_values() {
