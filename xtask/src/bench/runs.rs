@@ -85,17 +85,14 @@ pub(super) fn throughput(
         if rustus.is_some() {
             contenders.extend([Contender::Rustus, Contender::RustusFsync]);
         }
-        for contender in contenders {
-            let row = measure(
-                o,
-                (bin, rustus, work, run_no),
-                contender,
-                &format!("{scenario} ({})", args[3]),
-                args,
-                *bytes,
-            )?;
-            rows.push(row);
-        }
+        rows.extend(measure(
+            o,
+            (bin, rustus, work, run_no),
+            &contenders,
+            &format!("{scenario} ({})", args[3]),
+            args,
+            *bytes,
+        )?);
     }
     Ok(rows)
 }
@@ -121,11 +118,13 @@ pub(super) fn drift(
     let end = measure(
         o,
         (bin, None, work, run_no),
-        Contender::Sink,
+        &[Contender::Sink],
         &scenario,
         &args,
         z.big_bytes,
-    )?;
+    )?
+    .pop()
+    .ok_or("no machine check")?;
     let start = rows
         .iter()
         .find(|r| r.contender == Contender::Sink.name() && r.scenario.starts_with("1 upload"))
@@ -187,28 +186,27 @@ pub(super) fn grid(
             if bytes > super::grid::MAX_RUN_BYTES {
                 continue;
             }
-            for (&contender, row) in contenders.iter().zip(&mut size_rows) {
-                if let Some(free) = free_bytes(work).filter(|&free| free < room_needed(bytes)) {
-                    // A full disk ends the whole run (ENOSPC); a cell left out
-                    // ends only itself.
-                    eprintln!(
-                        "grid {n} × {size} / {}: left out, it needs {} MiB free and {} MiB are",
-                        contender.name(),
-                        room_needed(bytes) >> 20,
-                        free >> 20
-                    );
-                    continue;
-                }
-                let (uploads, rounds) = (n.to_string(), rounds.to_string());
-                let args = ["--uploads", &uploads, "--rounds", &rounds, "--size", size];
-                let cell = measure(
-                    o,
-                    (bin, rustus, work, run_no),
-                    contender,
-                    &format!("grid {n} × {size}"),
-                    &args,
-                    bytes,
-                )?;
+            if let Some(free) = free_bytes(work).filter(|&free| free < room_needed(bytes)) {
+                // A full disk ends the whole run (ENOSPC); a cell left out ends
+                // only itself.
+                eprintln!(
+                    "grid {n} × {size}: left out, it needs {} MiB free and {} MiB are",
+                    room_needed(bytes) >> 20,
+                    free >> 20
+                );
+                continue;
+            }
+            let (uploads, rounds) = (n.to_string(), rounds.to_string());
+            let args = ["--uploads", &uploads, "--rounds", &rounds, "--size", size];
+            let cells = measure(
+                o,
+                (bin, rustus, work, run_no),
+                &contenders,
+                &format!("grid {n} × {size}"),
+                &args,
+                bytes,
+            )?;
+            for (row, cell) in size_rows.iter_mut().zip(cells) {
                 row.concurrency.push(n);
                 row.cells.push(cell);
             }
@@ -248,42 +246,60 @@ fn free_bytes(dir: &Path) -> Option<u64> {
         .ok()
 }
 
-/// `loadgen args` against a fresh `contender` on a fresh data directory, `o.reps`
-/// times: the row of `scenario`.
+/// `loadgen args` against each of `contenders`, each run on a fresh server and data
+/// directory, `o.reps` times: one row of `scenario` per contender, in their order.
+///
+/// The repetitions are interleaved (one run of each contender, then the next
+/// round), and each round starts with the next contender: this machine's speed
+/// drifts within minutes, and all of one contender's runs in a block, then all
+/// of the next one's, turned that drift into a difference between them.
 fn measure(
     o: &Options,
     (bin, rustus, work, run_no): (&Path, Option<&Path>, &Path, &mut usize),
-    contender: Contender,
+    contenders: &[Contender],
     scenario: &str,
     args: &[&str],
     bytes: u64,
-) -> Result<Row, String> {
-    let mut row = Row {
-        scenario: scenario.to_owned(),
-        contender: contender.name(),
-        records: Vec::new(),
-    };
-    for _ in 0..o.reps {
-        let dir = fresh_dir(work, run_no, o.cache_fairness.then_some(bytes))?;
-        let server = contender.start_with(bin, rustus, &dir)?;
-        let mut args = args.to_vec();
-        if contender.is_rustus() {
-            args.extend(["--tus", server.base.as_str()]);
+) -> Result<Vec<Row>, String> {
+    let mut rows: Vec<Row> = contenders
+        .iter()
+        .map(|c| Row {
+            scenario: scenario.to_owned(),
+            contender: c.name(),
+            records: Vec::new(),
+        })
+        .collect();
+    for round in 0..o.reps {
+        for i in rotated(contenders.len(), round) {
+            let contender = contenders[i];
+            let dir = fresh_dir(work, run_no, o.cache_fairness.then_some(bytes))?;
+            let server = contender.start_with(bin, rustus, &dir)?;
+            let mut args = args.to_vec();
+            if contender.is_rustus() {
+                args.extend(["--tus", server.base.as_str()]);
+            }
+            let mut r = loadgen(bin, &server.base, server.pid(), &args)?;
+            drop(server);
+            let _ = fs::remove_dir_all(&dir);
+            r.insert("scenario".into(), scenario.to_owned());
+            r.insert("contender".into(), contender.name().into());
+            rows[i].records.push(r);
         }
-        let mut r = loadgen(bin, &server.base, server.pid(), &args)?;
-        drop(server);
-        let _ = fs::remove_dir_all(&dir);
-        r.insert("scenario".into(), row.scenario.clone());
-        r.insert("contender".into(), contender.name().into());
-        row.records.push(r);
     }
-    eprintln!(
-        "{} / {}: {} MiB/s",
-        row.scenario,
-        row.contender,
-        row.spread("mib_per_s")
-    );
-    Ok(row)
+    for row in &rows {
+        eprintln!(
+            "{} / {}: {} MiB/s",
+            row.scenario,
+            row.contender,
+            row.spread("mib_per_s")
+        );
+    }
+    Ok(rows)
+}
+
+/// The indices `0..n`, starting at `round % n` and wrapping around.
+fn rotated(n: usize, round: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |k| (round + k) % n)
 }
 
 /// The data directory of the next run, made, after `fairness` bytes written and
@@ -310,6 +326,15 @@ pub(super) fn next_dir(work: &Path, run_no: &mut usize) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::drift_line;
+
+    #[test]
+    fn each_round_starts_with_the_next_contender() {
+        use super::rotated;
+        let order = |round| rotated(3, round).collect::<Vec<_>>();
+        assert_eq!(order(0), [0, 1, 2]);
+        assert_eq!(order(1), [1, 2, 0]);
+        assert_eq!(order(5), [2, 0, 1]);
+    }
 
     #[test]
     fn a_grid_cell_moves_at_least_its_least_bytes() {
