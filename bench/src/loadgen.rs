@@ -13,18 +13,20 @@
 //! loadgen ... --h2-idle 5000  (uploads while holding 5000 preface-only HTTP/2 connections)
 //! ```
 //!
-//! The checks run after a task's last file, outside the measured window.
+//! The checks run once every upload has sent its files, outside the measured
+//! window.
 //!
-//! Prints one line of `key=value` figures: bytes, seconds, MiB/s, fragment latency
-//! p50/p99, the reads' MiB/s (`read_mib_per_s`, from the first read's start to the
-//! last one's end: alone after one upload, beside the others' uploads after many),
-//! with `--probe` the latency of `GET uploadUrl` of another session while
-//! the uploads run, and with `--pid` the server's RSS (peak and now) and CPU seconds
-//! from /proc (`server_cpu_s` in all; `server_ingest_cpu_s` from the uploads' start
-//! to the last one's last fragment, sampled as each task ends its uploads). `--idle N` only creates N sessions and leaves them idle. `--h2-idle
-//! N` first opens N connections that send the HTTP/2 preface and nothing more (from
-//! 127.0.0.2 on, 400 per address), holds them through the uploads, and reports how
-//! many the server kept open, closed, or refused.
+//! Prints one line of `key=value` figures: the uploads, rounds, size and fragment,
+//! seconds, MiB/s, fragment latency p50/p99, the reads' MiB/s (`read_mib_per_s`,
+//! from the first read's start to the last one's end, all after the uploads), with
+//! `--probe` the latency of `GET uploadUrl` of another session while the uploads
+//! run, and with `--pid` the server's RSS (peak and now) and CPU seconds from
+//! /proc: `server_cpu_s` in its whole life (10 ms ticks), `server_ingest_cpu_s`
+//! from the uploads' start to the moment all have sent their files (its threads'
+//! exact run times). `--idle N` only creates N sessions and leaves them idle.
+//! `--h2-idle N` first opens N connections that send the HTTP/2 preface and
+//! nothing more (from 127.0.0.2 on, 400 per address), holds them through the
+//! uploads, and reports how many the server kept open, closed, or refused.
 
 #![allow(
     clippy::cast_precision_loss,
@@ -313,17 +315,17 @@ async fn upload_tus(
     (latencies, Instant::now(), Check::Tus(url))
 }
 
-/// What one of the `--uploads` tasks measured: its fragment latencies, when its
-/// last fragment was answered, and the server's CPU seconds then (with `--pid`).
-struct Sent {
-    latencies: Vec<Duration>,
-    last: Instant,
-    server_cpu_s: Option<f64>,
-}
-
-/// One of the `--uploads` tasks: `--rounds` files one after another, then their
-/// checks (outside the measured window).
-async fn task(http: reqwest::Client, a: Arc<Args>, data: Bytes, n: usize) -> Sent {
+/// One of the `--uploads` tasks: `--rounds` files one after another; then, once
+/// every task has sent its files (`sent`, shared with `main`), their checks,
+/// outside the measured window. Returns its fragment latencies and when its last
+/// fragment was answered.
+async fn task(
+    http: reqwest::Client,
+    a: Arc<Args>,
+    data: Bytes,
+    n: usize,
+    sent: Arc<tokio::sync::Barrier>,
+) -> (Vec<Duration>, Instant) {
     let (mut latencies, mut checks, mut last) = (Vec::new(), Vec::new(), Instant::now());
     for _ in 0..a.rounds {
         let (l, uploaded, check) = if a.tus.is_some() {
@@ -335,15 +337,30 @@ async fn task(http: reqwest::Client, a: Arc<Args>, data: Bytes, n: usize) -> Sen
         checks.push(check);
         last = uploaded;
     }
-    let server_cpu_s = a.pid.and_then(proc_figures).map(|(_, _, cpu)| cpu);
+    sent.wait().await;
     for check in checks {
         verify(&http, &a, &data, check).await;
     }
-    Sent {
-        latencies,
-        last,
-        server_cpu_s,
+    (latencies, last)
+}
+
+/// The CPU time of process `pid` in nanoseconds: the sum of its threads'
+/// `schedstat` run times (exact, where `/proc/PID/stat` counts 10 ms ticks and
+/// one 150 MB upload is five or six of them). Threads that ended are not counted,
+/// so it is for windows shorter than the runtime's idle-thread keep-alive (10 s).
+fn cpu_ns(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0u64;
+    for t in tasks.flatten() {
+        let stat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+        total += run_ns(&stat)?;
     }
+    Some(total)
+}
+
+/// The run time (nanoseconds, its first field) of a `schedstat` line.
+fn run_ns(schedstat: &str) -> Option<u64> {
+    schedstat.split_whitespace().next()?.parse().ok()
 }
 
 /// `GET uploadUrl` of `url` in a loop until `stop` (at most 100,000 times).
@@ -434,8 +451,19 @@ async fn hostile_figures(held: Vec<Option<TcpStream>>) -> String {
     )
 }
 
+/// Makes a panic in any task end the process, with its message: a failed upload
+/// or check would otherwise leave the other tasks waiting for it at the barrier.
+fn exit_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::exit(101);
+    }));
+}
+
 #[tokio::main]
 async fn main() {
+    exit_on_panic();
     let a = <Args as clap::Parser>::parse();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
@@ -474,24 +502,27 @@ async fn main() {
         None
     };
     let held = hold_preface_only(&a.base, a.h2_idle as usize).await;
-    let cpu_before = a.pid.and_then(proc_figures).map(|(_, _, cpu)| cpu);
+    let cpu_before = a.pid.and_then(cpu_ns);
     let started = Instant::now();
+    // Every task, and this one: the checks start once all files are sent.
+    let sent = Arc::new(tokio::sync::Barrier::new(a.uploads + 1));
     let tasks: Vec<_> = (0..a.uploads)
-        .map(|n| tokio::spawn(task(http.clone(), a.clone(), data.clone(), n)))
+        .map(|n| {
+            let task = task(http.clone(), a.clone(), data.clone(), n, sent.clone());
+            tokio::spawn(task)
+        })
         .collect();
-    let (mut latencies, mut last, mut cpu_after) = (Vec::new(), started, None::<f64>);
+    sent.wait().await;
+    let cpu_after = a.pid.and_then(cpu_ns);
+    stop.store(true, Ordering::Relaxed);
+    let (mut latencies, mut last) = (Vec::new(), started);
     for t in tasks {
-        let sent = t.await.expect("upload task");
-        latencies.extend(sent.latencies);
-        last = last.max(sent.last);
-        cpu_after = match (cpu_after, sent.server_cpu_s) {
-            (Some(x), Some(y)) => Some(x.max(y)),
-            (x, y) => x.or(y),
-        };
+        let (l, uploaded) = t.await.expect("upload task");
+        latencies.extend(l);
+        last = last.max(uploaded);
     }
     // Ingest time: until the last fragment was answered (verification reads excluded).
     let secs = (last - started).as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
     let mut probes = match prober {
         Some(p) => p.join().expect("probe thread"),
         None => Vec::new(),
@@ -525,7 +556,11 @@ async fn main() {
     }
     if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
         // The uploads alone: not the server's start nor the checks' reads.
-        let _ = write!(line, " server_ingest_cpu_s={:.2}", after - before);
+        let _ = write!(
+            line,
+            " server_ingest_cpu_s={:.3}",
+            after.saturating_sub(before) as f64 / 1e9
+        );
     }
     line += &proc_suffix(a.pid);
     if let Some((_, _, cpu)) = proc_figures(std::process::id()) {
@@ -548,6 +583,15 @@ mod tests {
         for bad in ["", "MiB", "12XB", "-1MB", "99999999999999999999GiB"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_threads_run_time_is_the_first_field_of_its_schedstat() {
+        assert_eq!(run_ns("580544 1200 7\n"), Some(580_544));
+        assert_eq!(run_ns(""), None);
+        assert_eq!(run_ns("x 1 2"), None);
+        // This process has run, so its threads' sum is above zero.
+        assert!(cpu_ns(std::process::id()).is_some_and(|ns| ns > 0));
     }
 
     #[test]

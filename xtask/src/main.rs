@@ -34,7 +34,9 @@ tasks:
           upsession-core, workspace lints everywhere, no machine paths, ...)
   bench   measure the server against a no-logic sink (release build);
           --quick (a smoke test: runs and verifies, no speed claims),
-          --reps N, --no-cache-fairness; table in target/bench/latest.md;
+          --reps N, --full (1 GiB files too, 5 repetitions), --plot (SVG
+          chart), --peers (rustus too), --no-cache-fairness; table in
+          target/bench/latest.md;
           --cluster: 1, 2 and 3 nodes on Garage + PostgreSQL beside disk
   torture SIGKILL a real server at seeded moments under concurrent uploads and
           check nothing acknowledged is lost; --kills N (200), --seed S, --quick (20)

@@ -73,8 +73,11 @@ fn status_under_load(
 ) -> Result<Record, String> {
     let (small, many) = (z.small, z.many);
     let (mut ours, mut sink) = (Vec::new(), Vec::new());
-    for _ in 0..o.reps {
-        for (contender, runs) in [(Contender::Sink, &mut sink), (Contender::Ours, &mut ours)] {
+    for round in 0..o.reps {
+        // Each goes first in every other round.
+        let mut order = [(Contender::Sink, &mut sink), (Contender::Ours, &mut ours)];
+        order.rotate_left(round % 2);
+        for (contender, runs) in order {
             let dir = fresh_dir(work, run_no, o.cache_fairness.then_some(z.small_total))?;
             let server = contender.start(bin, &dir)?;
             let args = ["--uploads", many, "--size", small, "--probe"];
@@ -181,8 +184,8 @@ fn file_len(path: &Path) -> u64 {
 /// its whole process (start, draft, session, file reads, hash, resume state);
 /// `loadgen`'s is its upload (session and fragments, bytes from memory).
 ///
-/// With cache fairness the file is read once just before each CLI run, so its
-/// pages are as warm as the bytes `loadgen` has just made. On this kind of VM the
+/// The file is read once just before each CLI run, so its pages are as warm as
+/// the bytes `loadgen` has just made. On this kind of VM the
 /// host makes memory left idle for a second slow to touch again (a cached 150 MB
 /// file read in 0.06 s warm, 0.44 s after 1 s idle, 0.8 s after 5 s), which
 /// would otherwise measure the host, not the client.
@@ -203,9 +206,7 @@ fn our_client(
             let dir = fresh_dir(work, run_no, fairness)?;
             let server = Contender::Ours.start(bin, &dir.join("data"))?;
             if cli_turn {
-                if fairness.is_some() {
-                    warm(&file)?;
-                }
+                warm(&file)?;
                 cli.push(cli_upload(bin, &server.base, &dir.join("state"), &file)?);
             } else {
                 let size = big_bytes.to_string();

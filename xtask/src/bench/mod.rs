@@ -14,8 +14,13 @@
 //!
 //! Then the grid ([`grid`]): throughput against 1, 4, 16 and 64 concurrent uploads
 //! of 4 MiB and 150 MiB files (and 1 GiB with `--full`), under the sink, our server
-//! and rustus; `--plot` draws it as an SVG chart in `target/bench/throughput.svg`
-//! ([`plot`]).
+//! and rustus, each cell moving at least 256 MiB (its uploads send files one after
+//! another, `loadgen --rounds`); `--plot` draws it as an SVG chart in
+//! `target/bench/throughput.svg` ([`plot`]).
+//!
+//! Every scenario's repetitions interleave the contenders (one run of each per
+//! round), and CPU per GiB is the server's while it receives (`loadgen`'s
+//! `server_ingest_cpu_s`).
 //!
 //! `--quick` (CI's smoke test) runs each scenario once on small sizes: it checks that
 //! everything runs and the bytes verify, not speed. `--reps N` sets repetitions
@@ -78,7 +83,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let _ = writeln!(table, "\n{drift}");
     let _ = write!(
         table,
-        "\nThroughput against concurrency, in the page cache (medians of {}, min–max when repeated; CPU seconds per GiB received):\n\n{}",
+        "\nThroughput against concurrency, in the page cache (medians of {}, min–max when repeated; the server's CPU seconds per GiB while receiving):\n\n{}",
         o.reps,
         grid::table(&grid)
     );

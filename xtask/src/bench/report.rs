@@ -28,8 +28,8 @@ pub(super) fn report(rows: &[Row], extras: &[Record], z: &Sizes) -> String {
         table.push_str(&row_line(row, rows));
     }
     let _ = writeln!(table, "\n| other figure | value |\n|---|---|");
-    // After one upload only: after concurrent ones, the reads overlap the other
-    // uploads still sending, and the figure is not a read's.
+    // After one upload only: after concurrent ones, many reads run at once, which
+    // is another figure.
     for row in rows
         .iter()
         .filter(|r| r.contender == "upsession" && r.scenario.starts_with("1 upload"))

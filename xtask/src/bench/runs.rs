@@ -101,8 +101,9 @@ pub(super) fn throughput(
 /// same at its start before the run is called unsteady.
 const DRIFT: f64 = 0.2;
 
-/// The sink's single upload again, at the run's end, against the same at its
-/// start (the first row of `rows`): this machine's speed drifts, and ratios mean
+/// The sink's single upload again, at the run's end, against the same in the
+/// first scenario (its median, of runs interleaved with the other contenders'
+/// over that scenario's minutes): this machine's speed drifts, and ratios mean
 /// something only between runs taken at one speed. The row, and a line for the
 /// report (a warning when the two differ by more than [`DRIFT`]).
 pub(super) fn drift(
@@ -181,8 +182,7 @@ pub(super) fn grid(
         // Each cell under every contender in turn, so that what one cell leaves
         // behind (writeback, a full page cache) falls on each contender alike.
         for &n in z.grid_concurrency {
-            let rounds = grid_rounds(z.grid_min_bytes, size_bytes, n);
-            let bytes = size_bytes * u64::from(n) * u64::from(rounds);
+            let (args, bytes) = grid_cell(size, size_bytes, n, z.grid_min_bytes);
             if bytes > super::grid::MAX_RUN_BYTES {
                 continue;
             }
@@ -196,8 +196,7 @@ pub(super) fn grid(
                 );
                 continue;
             }
-            let (uploads, rounds) = (n.to_string(), rounds.to_string());
-            let args = ["--uploads", &uploads, "--rounds", &rounds, "--size", size];
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let cells = measure(
                 o,
                 (bin, rustus, work, run_no),
@@ -214,6 +213,23 @@ pub(super) fn grid(
         rows.extend(size_rows);
     }
     Ok(rows)
+}
+
+/// The cell of `n` uploads of `size` (`size_bytes` each): `loadgen`'s arguments,
+/// and the bytes it moves, at least `min_bytes`.
+fn grid_cell(size: &str, size_bytes: u64, n: u32, min_bytes: u64) -> (Vec<String>, u64) {
+    let rounds = grid_rounds(min_bytes, size_bytes, n);
+    let args = [
+        "--uploads",
+        &n.to_string(),
+        "--rounds",
+        &rounds.to_string(),
+        "--size",
+        size,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    (args, size_bytes * u64::from(n) * u64::from(rounds))
 }
 
 /// How many files each of `n` uploads of `size_bytes` sends in turn, so that the
@@ -346,6 +362,13 @@ mod tests {
         assert_eq!(grid_rounds(min, 150 << 20, 1), 2);
         assert_eq!(grid_rounds(min, 150 << 20, 4), 1);
         assert_eq!(grid_rounds(min, 3 << 20, 1), 86, "rounded up");
+        let (args, bytes) = super::grid_cell("4MiB", 4 << 20, 4, min);
+        assert_eq!(
+            args,
+            ["--uploads", "4", "--rounds", "16", "--size", "4MiB"],
+            "loadgen is asked for the rounds"
+        );
+        assert_eq!(bytes, min);
     }
 
     #[test]
