@@ -346,7 +346,7 @@ async fn task(
 
 /// The CPU time of process `pid` in nanoseconds: the sum of its threads'
 /// `schedstat` run times (exact, where `/proc/PID/stat` counts 10 ms ticks and
-/// one 150 MB upload is five or six of them). Threads that ended are not counted,
+/// one 150 MB upload is 6–11 of them). Threads that ended are not counted,
 /// so it is for windows shorter than the runtime's idle-thread keep-alive (10 s).
 fn cpu_ns(pid: u32) -> Option<u64> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;

@@ -52,7 +52,7 @@ pub(super) fn report(rows: &[Row], extras: &[Record], z: &Sizes) -> String {
     }
     let _ = writeln!(
         table,
-        "| our CLI, 1 upload ({big}), whole process / `loadgen`'s upload, same server | {} / {} MiB/s ({} ×) |",
+        "| our CLI, 1 upload ({big}), whole process / `loadgen`'s upload, each on a fresh server | {} / {} MiB/s ({} ×) |",
         client["mib_per_s"], client["loadgen_mib_per_s"], client["x_loadgen"]
     );
     for c in [async_client, blocking_client] {
