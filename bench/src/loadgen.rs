@@ -350,12 +350,15 @@ async fn task(
 /// so it is for windows shorter than the runtime's idle-thread keep-alive (10 s).
 fn cpu_ns(pid: u32) -> Option<u64> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    let mut total = 0u64;
-    for t in tasks.flatten() {
-        let stat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
-        total += run_ns(&stat)?;
-    }
-    Some(total)
+    // A thread that ends between the listing and its read is skipped, as one
+    // that ended before the listing is.
+    Some(
+        tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+            .filter_map(|stat| run_ns(&stat))
+            .sum(),
+    )
 }
 
 /// The run time (nanoseconds, its first field) of a `schedstat` line.

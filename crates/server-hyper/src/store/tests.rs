@@ -452,6 +452,21 @@ async fn completed_under_fsync_never(
     store
 }
 
+/// Stops `store` (without waiting out the delay) and checks that every
+/// completion waiting for its sync was synced and recorded as such.
+async fn stop_syncs_every_waiting_completion(
+    store: &super::local::LocalStore,
+    dir: &std::path::Path,
+) {
+    tokio::time::timeout(Duration::from_secs(20), store.settled())
+        .await
+        .expect("a stop does not wait out the delay");
+    assert!(
+        unsynced_records(dir).is_empty(),
+        "every one synced at the stop, and recorded"
+    );
+}
+
 /// The attachment records in `dir` that still carry their sums (their bytes
 /// not synced yet), by file name.
 fn unsynced_records(dir: &std::path::Path) -> Vec<String> {
@@ -489,13 +504,7 @@ async fn under_fsync_never_a_completions_sync_waits_and_a_stop_runs_it_at_once()
         ["att-s-0.json"],
         "the sync waits"
     );
-    tokio::time::timeout(Duration::from_secs(20), store.settled())
-        .await
-        .expect("a stop does not wait out the delay");
-    assert!(
-        unsynced_records(dir.path()).is_empty(),
-        "synced at the stop, and recorded"
-    );
+    stop_syncs_every_waiting_completion(&store, dir.path()).await;
     let names: Vec<String> = std::fs::read_dir(dir.path().join("attachments"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -513,12 +522,6 @@ async fn many_completions_waiting_at_a_stop_are_all_synced_and_recorded() {
     let files = Arc::new(CountingSyncfs::default());
     let store = completed_under_fsync_never(Arc::clone(&files), dir.path(), 20).await;
     assert_eq!(unsynced_records(dir.path()).len(), 20, "every sync waits");
-    tokio::time::timeout(Duration::from_secs(20), store.settled())
-        .await
-        .expect("a stop does not wait out the delay");
-    assert!(
-        unsynced_records(dir.path()).is_empty(),
-        "every one synced at the stop, and recorded"
-    );
+    stop_syncs_every_waiting_completion(&store, dir.path()).await;
     assert_eq!(files.count(), 1, "one syncfs for the twenty");
 }
